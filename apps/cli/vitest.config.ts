@@ -1,4 +1,7 @@
 import { defineProject, mergeConfig } from "vitest/config";
 import base from "../../vitest.shared.ts";
 
-export default mergeConfig(base, defineProject({ test: { name: "meshtls" } }));
+export default mergeConfig(
+  base,
+  defineProject({ test: { name: "meshtls", include: ["test/**/*.test.ts", "src/**/*.test.ts"], globalSetup: ["test/global-setup.ts"] } }),
+);

@@ -1,1 +1,96 @@
-export {};
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import packageJson from "../package.json" with { type: "json" };
+import { generateTokenSigner } from "./commands/token-keygen.ts";
+import { DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER, mintToken } from "./commands/token-mint.ts";
+import { parseDurationMs } from "./duration.ts";
+import { CliError, describeError } from "./errors.ts";
+import { createProcessOutput } from "./output.ts";
+
+const output = createProcessOutput();
+
+/** commander argument parser for durations; a bad value becomes a usage error. */
+function duration(value: string): number {
+  try {
+    return parseDurationMs(value);
+  } catch (error) {
+    throw new InvalidArgumentError(describeError(error));
+  }
+}
+
+/** `--not-before`: an RFC 3339 time, or a duration from now (`10m`, `-1h`). */
+function notBefore(value: string): Date {
+  if (/^\d{4}-\d{2}-\d{2}/.test(value)) {
+    const date = new Date(value);
+    if (Number.isNaN(date.getTime())) {
+      throw new InvalidArgumentError(`"${value}" is not an RFC 3339 time`);
+    }
+    return date;
+  }
+  try {
+    return new Date(Date.now() + parseDurationMs(value, { allowNegative: true }));
+  } catch (error) {
+    throw new InvalidArgumentError(`use an RFC 3339 time or a duration from now such as 10m or -1h (${describeError(error)})`);
+  }
+}
+
+const program = new Command("meshtls")
+  .description("meshtls: certificates, tokens and checks for an mTLS service mesh")
+  .version(packageJson.version)
+  .showHelpAfterError("(run with --help for usage)")
+  .exitOverride()
+  .configureOutput({
+    writeOut: (text) => process.stdout.write(text),
+    writeErr: (text) => process.stderr.write(text),
+    outputError: (text, write) => write(`meshtls: ${text.replace(/^error: /, "")}`),
+  });
+
+const token = program.command("token").description("a local ServiceAccount token signer (stands in for Kubernetes)");
+
+token
+  .command("keygen")
+  .description("write an ES256 signing key (token-signer.key) and its public JWKS (jwks.json)")
+  .requiredOption("--out <dir>", "folder to write into (created if missing)")
+  .option("--force", "replace existing files", false)
+  .action(async (opts: { out: string; force: boolean }) => {
+    await generateTokenSigner({ outDir: opts.out, force: opts.force }, output);
+  });
+
+token
+  .command("mint")
+  .description("print a projected-ServiceAccount-style JWT for a namespace and ServiceAccount")
+  .requiredOption("--key <file>", "signing key written by token keygen")
+  .requiredOption("--namespace <ns>", "namespace of the ServiceAccount")
+  .requiredOption("--service-account <sa>", "name of the ServiceAccount")
+  .option("--audience <aud>", "aud claim", DEFAULT_TOKEN_AUDIENCE)
+  .option("--issuer <iss>", "iss claim", DEFAULT_TOKEN_ISSUER)
+  .option("--lifetime <duration>", "time from nbf to exp", duration, parseDurationMs("24h"))
+  .option("--not-before <time>", "nbf: RFC 3339 time or duration from now (default now)", notBefore)
+  .action(async (opts: { key: string; namespace: string; serviceAccount: string; audience: string; issuer: string; lifetime: number; notBefore?: Date }) => {
+    await mintToken(
+      {
+        keyFile: opts.key,
+        namespace: opts.namespace,
+        serviceAccount: opts.serviceAccount,
+        audience: opts.audience,
+        issuer: opts.issuer,
+        lifetimeMs: opts.lifetime,
+        ...(opts.notBefore === undefined ? {} : { notBefore: opts.notBefore }),
+      },
+      output,
+    );
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    // commander has printed its message; help and --version exit 0, the rest are usage errors.
+    process.exitCode = error.exitCode === 0 ? 0 : 2;
+  } else if (error instanceof CliError) {
+    output.err(`meshtls: ${error.message}`);
+    process.exitCode = error.exitCode;
+  } else {
+    output.err(`meshtls: unexpected error: ${describeError(error)}`);
+    process.exitCode = 1;
+  }
+}
