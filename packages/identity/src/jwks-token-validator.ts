@@ -1,0 +1,182 @@
+import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, errors, jwtVerify } from "jose";
+import type { JSONWebKeySet, JWTPayload } from "jose";
+import { isDnsLabel } from "@meshtls/pki";
+import { IdentityError } from "./errors.ts";
+import type { IdentityErrorCode } from "./errors.ts";
+import type { TokenIdentity, TokenValidator } from "./token-validator.ts";
+
+/** The audience Linkerd-compatible identity tokens are bound to. */
+export const IDENTITY_TOKEN_AUDIENCE = "identity.l5d.io";
+
+const DEFAULT_ALGORITHMS = ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA"] as const;
+const SUBJECT_PREFIX = "system:serviceaccount:";
+
+export interface JwksTokenValidatorOptions {
+  /** The signer's public keys: a JWKS object, or a URL fetched (and cached) by jose. */
+  jwks: JSONWebKeySet | URL;
+  /** Expected `iss` claim (one of, if an array). Required: a token from any other issuer is refused. */
+  issuer: string | string[];
+  /** Expected `aud`. Default `"identity.l5d.io"`. */
+  audience?: string;
+  /** Allowance for clock differences when checking `exp` and `nbf`, in milliseconds. Default 5000. */
+  clockToleranceMs?: number;
+  /** Accepted `alg` header values. Default ES256, ES384, RS256, RS384, RS512, PS256, EdDSA; `none` is never accepted. */
+  algorithms?: string[];
+  /** Largest token accepted, in bytes. Default 16384. */
+  maxTokenBytes?: number;
+  /** Timeout for fetching a remote JWKS, in milliseconds. Default 5000. */
+  fetchTimeoutMs?: number;
+  /** Clock. Default `() => new Date()`. */
+  now?: () => Date;
+}
+
+/**
+ * A TokenValidator for JWTs signed by a key in a JWKS: the local token
+ * signer (`meshtls token keygen`) or a Kubernetes API server's
+ * ServiceAccount issuer. Requires `aud`, `iss`, `exp`, `sub =
+ * system:serviceaccount:<ns>:<sa>`, and a `kubernetes.io` claim naming the
+ * same namespace and ServiceAccount.
+ */
+export function createJwksTokenValidator(options: JwksTokenValidatorOptions): TokenValidator {
+  const issuers = Array.isArray(options.issuer) ? options.issuer : [options.issuer];
+  if (issuers.length === 0 || issuers.some((i) => typeof i !== "string" || i.length === 0)) {
+    throw new IdentityError("ERR_CONFIG_INVALID", "createJwksTokenValidator: an expected token issuer is required");
+  }
+  const audience = options.audience ?? IDENTITY_TOKEN_AUDIENCE;
+  const clockToleranceMs = options.clockToleranceMs ?? 5000;
+  const algorithms = (options.algorithms ?? [...DEFAULT_ALGORITHMS]).filter((a) => a.toLowerCase() !== "none");
+  const maxTokenBytes = options.maxTokenBytes ?? 16_384;
+  const now = options.now ?? (() => new Date());
+  const remote = options.jwks instanceof URL;
+  let keys: ReturnType<typeof createLocalJWKSet> | ReturnType<typeof createRemoteJWKSet>;
+  try {
+    keys =
+      options.jwks instanceof URL
+        ? createRemoteJWKSet(options.jwks, { timeoutDuration: options.fetchTimeoutMs ?? 5000 })
+        : createLocalJWKSet(options.jwks);
+  } catch (error) {
+    throw new IdentityError("ERR_CONFIG_INVALID", `the token JWKS is not usable: ${(error as Error).message}`, { cause: error });
+  }
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+
+  return {
+    async validate(token, validateOptions) {
+      if (validateOptions?.signal?.aborted) {
+        throw new IdentityError("ERR_TOKEN_UNAVAILABLE", "token validation was cancelled");
+      }
+      if (token.byteLength > maxTokenBytes) {
+        throw new IdentityError("ERR_TOKEN_MALFORMED", `token is ${token.byteLength} bytes; the limit is ${maxTokenBytes}`);
+      }
+      let jwt: string;
+      try {
+        jwt = decoder.decode(token).trim();
+      } catch (error) {
+        throw new IdentityError("ERR_TOKEN_MALFORMED", "token is not UTF-8 text; expected a JWT", { cause: error });
+      }
+      let alg: unknown;
+      try {
+        alg = decodeProtectedHeader(jwt).alg;
+      } catch (error) {
+        throw new IdentityError("ERR_TOKEN_MALFORMED", "token is not a JWT (header.payload.signature)", { cause: error });
+      }
+      if (typeof alg !== "string" || !algorithms.includes(alg)) {
+        throw new IdentityError(
+          "ERR_TOKEN_ALGORITHM",
+          `token alg ${JSON.stringify(alg)} is not accepted; expected one of ${algorithms.join(", ")}`,
+        );
+      }
+      let payload: JWTPayload;
+      try {
+        ({ payload } = await jwtVerify(jwt, keys, {
+          issuer: issuers,
+          audience,
+          algorithms,
+          clockTolerance: Math.floor(clockToleranceMs / 1000),
+          currentDate: now(),
+          requiredClaims: ["exp", "sub"],
+        }));
+      } catch (error) {
+        throw mapJoseError(error, { audience, issuers, remote });
+      }
+      return identityFromClaims(payload);
+    },
+  };
+}
+
+function mapJoseError(error: unknown, ctx: { audience: string; issuers: string[]; remote: boolean }): IdentityError {
+  const fail = (code: IdentityErrorCode, message: string) => new IdentityError(code, message, { cause: error });
+  if (error instanceof errors.JWTExpired) {
+    const exp = typeof error.payload.exp === "number" ? new Date(error.payload.exp * 1000).toISOString() : "unknown";
+    return fail("ERR_TOKEN_EXPIRED", `token expired at ${exp}; mint or project a fresh token`);
+  }
+  if (error instanceof errors.JWTClaimValidationFailed) {
+    const got = (error.payload as Record<string, unknown>)[error.claim];
+    switch (error.claim) {
+      case "aud":
+        return fail("ERR_TOKEN_AUDIENCE", `token audience ${JSON.stringify(got ?? null)} does not include "${ctx.audience}"; request a token with that audience`);
+      case "iss":
+        return fail("ERR_TOKEN_ISSUER", `token issuer ${JSON.stringify(got ?? null)} is not the expected ${ctx.issuers.map((i) => JSON.stringify(i)).join(" or ")}`);
+      case "nbf": {
+        const nbf = typeof got === "number" ? new Date(got * 1000).toISOString() : "unknown";
+        return fail("ERR_TOKEN_NOT_YET_VALID", `token is not valid before ${nbf}; check the clocks of signer and identity service`);
+      }
+      case "iat":
+        return fail("ERR_TOKEN_NOT_YET_VALID", "token was issued in the future; check the clocks of signer and identity service");
+      default:
+        return fail("ERR_TOKEN_CLAIMS", `token claim "${error.claim}" is invalid: ${error.message}`);
+    }
+  }
+  if (error instanceof errors.JWKSNoMatchingKey) {
+    return fail("ERR_TOKEN_UNKNOWN_KEY", "token is signed by a key that is not in the trusted JWKS (unknown kid or key type)");
+  }
+  if (error instanceof errors.JWKSMultipleMatchingKeys) {
+    return fail("ERR_TOKEN_UNKNOWN_KEY", "token does not name a kid and several JWKS keys match; refusing to guess");
+  }
+  if (error instanceof errors.JWSSignatureVerificationFailed) {
+    return fail("ERR_TOKEN_SIGNATURE", "token signature does not verify against the trusted JWKS key");
+  }
+  if (error instanceof errors.JOSEAlgNotAllowed || error instanceof errors.JOSENotSupported) {
+    return fail("ERR_TOKEN_ALGORITHM", `token algorithm is not accepted: ${(error as Error).message}`);
+  }
+  if (error instanceof errors.JWKSTimeout || (ctx.remote && error instanceof errors.JOSEError && !(error instanceof errors.JWTInvalid || error instanceof errors.JWSInvalid))) {
+    return fail("ERR_TOKEN_UNAVAILABLE", `the token JWKS could not be fetched: ${(error as Error).message}`);
+  }
+  if (error instanceof errors.JWTInvalid || error instanceof errors.JWSInvalid) {
+    return fail("ERR_TOKEN_MALFORMED", `token is not a valid JWT: ${error.message}`);
+  }
+  if (ctx.remote) {
+    return fail("ERR_TOKEN_UNAVAILABLE", `the token JWKS could not be fetched: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return fail("ERR_TOKEN_MALFORMED", `token could not be verified: ${error instanceof Error ? error.message : String(error)}`);
+}
+
+function identityFromClaims(payload: JWTPayload): TokenIdentity {
+  const sub = payload.sub;
+  if (typeof sub !== "string" || !sub.startsWith(SUBJECT_PREFIX)) {
+    throw new IdentityError("ERR_TOKEN_CLAIMS", `token subject ${JSON.stringify(sub ?? null)} is not a ServiceAccount (system:serviceaccount:<namespace>:<name>)`);
+  }
+  const parts = sub.slice(SUBJECT_PREFIX.length).split(":");
+  const [namespace, serviceAccount] = parts;
+  if (parts.length !== 2 || namespace === undefined || serviceAccount === undefined || !isDnsLabel(namespace) || !isDnsLabel(serviceAccount)) {
+    throw new IdentityError("ERR_TOKEN_CLAIMS", `token subject ${JSON.stringify(sub)} does not name a namespace and ServiceAccount that are DNS-1123 labels`);
+  }
+  const k8s = (payload as Record<string, unknown>)["kubernetes.io"];
+  const k8sNamespace = isRecord(k8s) ? k8s["namespace"] : undefined;
+  const k8sSa = isRecord(k8s) && isRecord(k8s["serviceaccount"]) ? k8s["serviceaccount"]["name"] : undefined;
+  if (typeof k8sNamespace !== "string" || typeof k8sSa !== "string") {
+    throw new IdentityError("ERR_TOKEN_CLAIMS", 'token lacks the "kubernetes.io" claim with namespace and serviceaccount.name');
+  }
+  if (k8sNamespace !== namespace || k8sSa !== serviceAccount) {
+    throw new IdentityError(
+      "ERR_TOKEN_CLAIMS",
+      `token claims disagree: sub names ${namespace}/${serviceAccount} but "kubernetes.io" names ${k8sNamespace}/${k8sSa}`,
+    );
+  }
+  const identity: TokenIdentity = { namespace, serviceAccount, subject: sub };
+  if (typeof payload.exp === "number") identity.expiresAt = new Date(payload.exp * 1000);
+  return identity;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
