@@ -1,0 +1,125 @@
+import net from "node:net";
+import tls from "node:tls";
+import type { TlsCredentials } from "./credentials.js";
+import { namesIdentity } from "./credentials.js";
+import { ProxyError } from "./errors.js";
+import type { Endpoint } from "./sources.js";
+import type { TlsState } from "./tls-state.js";
+import { encodeHeader, TRANSPORT_ALPN } from "./transport-header.js";
+
+/** Options of {@link connectEndpoint}. */
+export interface ConnectEndpointOptions {
+  endpoint: Endpoint;
+  /** The mesh TLS context; required for an endpoint with an identity. */
+  credentials: TlsCredentials;
+  /** The authority being reached, sent as the transport header's name. */
+  authority?: string;
+  /** Fail if the TCP connect and TLS handshake take longer. Default 3000. */
+  connectTimeoutMs?: number;
+  /** Local address to bind outgoing connections to. Default: the OS's choice. */
+  localAddress?: string;
+}
+
+/** An open connection to an endpoint and the TLS state it was opened with. */
+export interface EndpointConnection {
+  socket: net.Socket | tls.TLSSocket;
+  tls: TlsState;
+  /** The address actually dialled (the inbound port for opaque transport). */
+  remote: string;
+}
+
+/**
+ * Opens a connection to one endpoint. With an identity: TLS 1.3 with our
+ * client certificate, SNI = that identity, the chain verified against the
+ * anchors and a DNS or URI SAN equal to the identity required; a mismatch is
+ * an error, never a downgrade. An opaque-transport hint dials the inbound
+ * port with ALPN `transport.l5d.io/v1` and writes the transport header first.
+ * Without an identity: plaintext, `not_provided_by_service_discovery`.
+ * @throws ProxyError `ERR_NO_CREDENTIALS`, `ERR_CONNECT_TIMEOUT`, `ERR_CONNECT_FAILED`,
+ *   `ERR_TLS_UNAUTHORIZED`, `ERR_TLS_IDENTITY_MISMATCH`, `ERR_TLS_HANDSHAKE`
+ */
+export function connectEndpoint(options: ConnectEndpointOptions): Promise<EndpointConnection> {
+  const { endpoint } = options;
+  const timeoutMs = options.connectTimeoutMs ?? 3000;
+  const identity = endpoint.identity;
+  const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
+
+  if (identity === undefined) {
+    const remote = `${endpoint.address}:${endpoint.port}`;
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, ...localAddress });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new ProxyError("ERR_CONNECT_TIMEOUT", `no connection to ${remote} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      socket.once("error", (cause) => {
+        clearTimeout(timer);
+        reject(new ProxyError("ERR_CONNECT_FAILED", `connect to ${remote} failed: ${cause.message}`, { cause }));
+      });
+      socket.once("connect", () => {
+        clearTimeout(timer);
+        socket.removeAllListeners("error");
+        resolve({ socket, tls: { tls: "no_identity", reason: "not_provided_by_service_discovery" }, remote });
+      });
+    });
+  }
+
+  const context = options.credentials.context();
+  if (context === undefined) {
+    return Promise.reject(new ProxyError("ERR_NO_CREDENTIALS", `no mesh certificate yet: refusing to connect to ${identity}`));
+  }
+  const opaque = endpoint.opaqueTransportPort !== undefined;
+  const port = endpoint.opaqueTransportPort ?? endpoint.port;
+  const remote = `${endpoint.address}:${port}`;
+  return new Promise((resolve, reject) => {
+    let mismatch: ProxyError | undefined;
+    const socket = tls.connect({
+      host: endpoint.address,
+      port,
+      servername: identity,
+      secureContext: context,
+      minVersion: "TLSv1.3",
+      maxVersion: "TLSv1.3",
+      ...(opaque ? { ALPNProtocols: [TRANSPORT_ALPN] } : {}),
+      ...localAddress,
+      // The server must be the endpoint's identity, never the host name.
+      checkServerIdentity: (_host, cert) => {
+        if (namesIdentity(cert.subjectaltname, identity)) return undefined;
+        mismatch = new ProxyError(
+          "ERR_TLS_IDENTITY_MISMATCH",
+          `${remote} presented a certificate for ${cert.subjectaltname || "no name"}, not ${identity}`,
+        );
+        return mismatch;
+      },
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new ProxyError("ERR_CONNECT_TIMEOUT", `no mesh TLS connection to ${identity} at ${remote} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    socket.once("error", (cause: Error & { code?: string }) => {
+      clearTimeout(timer);
+      if (mismatch !== undefined) return reject(mismatch);
+      if (socket.connecting || (cause.code ?? "").startsWith("ECONN") || cause.code === "EHOSTUNREACH") {
+        return reject(new ProxyError("ERR_CONNECT_FAILED", `connect to ${remote} failed: ${cause.message}`, { cause }));
+      }
+      if (socket.authorizationError !== undefined && socket.authorizationError !== null) {
+        return reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${remote} (expected ${identity}): ${String(socket.authorizationError)}`, { cause }));
+      }
+      if (/certificate|verify|issuer/i.test(cause.message) || /CERT|ISSUER|SELF_SIGNED/.test(cause.code ?? "")) {
+        return reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${remote} (expected ${identity}): ${cause.code ?? cause.message}`, { cause }));
+      }
+      reject(new ProxyError("ERR_TLS_HANDSHAKE", `TLS with ${identity} at ${remote} failed: ${cause.message}`, { cause }));
+    });
+    socket.once("secureConnect", () => {
+      clearTimeout(timer);
+      if (opaque && socket.alpnProtocol !== TRANSPORT_ALPN) {
+        socket.destroy();
+        reject(new ProxyError("ERR_TLS_HANDSHAKE", `${identity} at ${remote} did not negotiate ${TRANSPORT_ALPN}`));
+        return;
+      }
+      socket.removeAllListeners("error");
+      if (opaque) socket.write(encodeHeader({ port: endpoint.port, ...(options.authority === undefined ? {} : { name: options.authority }) }));
+      resolve({ socket, tls: { tls: "true", peerId: identity }, remote });
+    });
+  });
+}

@@ -1,0 +1,124 @@
+import tls from "node:tls";
+import { pemEncode } from "@meshtls/pki";
+import type { Logger } from "./logger.js";
+import { noopLogger } from "./logger.js";
+import type { CredentialSource, Credentials, TrustBundleSource } from "./sources.js";
+
+/** Options of {@link createTlsCredentials}. */
+export interface CreateTlsCredentialsOptions {
+  /** The certifier's store: the current key and chain. */
+  credentials: CredentialSource;
+  /** The trust anchors; several may be trusted at once, and they may change. */
+  trustBundle: TrustBundleSource;
+  logger?: Logger;
+}
+
+/** What the TLS layers read: one secure context, rebuilt only when its inputs change. */
+export interface TlsCredentials {
+  /**
+   * The context for mesh TLS in both directions (our chain as server and as
+   * client, the anchors to verify peers, TLS 1.3 only), or `undefined` before
+   * the first certificate or with an empty trust bundle: callers fail closed.
+   */
+  context(): tls.SecureContext | undefined;
+  /** The credentials the current context was built from. */
+  current(): Credentials | undefined;
+  /** Called after every rebuild; returns an unsubscribe function. */
+  subscribe(listener: (credentials: Credentials) => void): () => void;
+  /** Stops following the sources. */
+  close(): void;
+}
+
+/**
+ * Follows the credential store and the trust bundle and builds a
+ * `tls.SecureContext` once per new certificate or bundle, never per
+ * connection. Open connections keep the context they started with, so a
+ * rotation never drops them. A new pair that node:tls refuses (key/cert
+ * mismatch, bad PEM) is logged and the previous context stays.
+ */
+export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsCredentials {
+  const logger = options.logger ?? noopLogger;
+  let context: tls.SecureContext | undefined;
+  let built: Credentials | undefined;
+  let anchorsPem = "";
+  const listeners = new Set<(credentials: Credentials) => void>();
+
+  const rebuild = (): void => {
+    const credentials = options.credentials.current();
+    if (credentials === undefined) return;
+    if (anchorsPem === "") {
+      logger.error({ code: "ERR_NO_CREDENTIALS" }, "the trust bundle is empty: every mesh TLS handshake fails");
+      context = undefined;
+      return;
+    }
+    try {
+      context = tls.createSecureContext({
+        key: credentials.privateKeyPem,
+        cert: credentials.certificateChainPem,
+        ca: anchorsPem,
+        minVersion: "TLSv1.3",
+        maxVersion: "TLSv1.3",
+      });
+      built = credentials;
+    } catch (cause) {
+      logger.error({ code: "ERR_NO_CREDENTIALS", err: String(cause) }, "node:tls refused the new credentials; keeping the previous ones");
+      return;
+    }
+    logger.info({ identity: credentials.identity, notAfter: credentials.notAfter.toISOString() }, "mesh TLS credentials loaded");
+    for (const listener of listeners) listener(credentials);
+  };
+
+  const setAnchors = (anchors: Uint8Array[]): void => {
+    anchorsPem = anchors.map((der) => pemEncode("CERTIFICATE", der)).join("");
+  };
+
+  setAnchors(options.trustBundle.current());
+  rebuild();
+  const offCredentials = options.credentials.subscribe(() => rebuild());
+  const offBundle = options.trustBundle.subscribe((anchors) => {
+    setAnchors(anchors);
+    logger.info({ anchors: anchors.length }, "trust bundle changed");
+    rebuild();
+  });
+
+  return {
+    context: () => context,
+    current: () => (context === undefined ? undefined : built),
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    close() {
+      offCredentials();
+      offBundle();
+      listeners.clear();
+    },
+  };
+}
+
+/**
+ * The identities a certificate names, as node:tls renders `subjectaltname`
+ * (`DNS:a, URI:spiffe://...`); entries node quoted because they hold odd
+ * characters are kept quoted, so they never equal a plain identity.
+ */
+export function subjectAltNames(subjectaltname: string | undefined): { dns: string[]; uri: string[] } {
+  const out = { dns: [] as string[], uri: [] as string[] };
+  if (subjectaltname === undefined || subjectaltname === "") return out;
+  for (const entry of subjectaltname.split(", ")) {
+    if (entry.startsWith("DNS:")) out.dns.push(entry.slice(4));
+    else if (entry.startsWith("URI:")) out.uri.push(entry.slice(4));
+  }
+  return out;
+}
+
+/** The client identity of a peer certificate: its first DNS SAN, else its first URI SAN. */
+export function peerIdentity(subjectaltname: string | undefined): string | undefined {
+  const names = subjectAltNames(subjectaltname);
+  return names.dns[0] ?? names.uri[0];
+}
+
+/** Whether a DNS or URI SAN equals `identity` exactly. */
+export function namesIdentity(subjectaltname: string | undefined, identity: string): boolean {
+  const names = subjectAltNames(subjectaltname);
+  return names.dns.includes(identity) || names.uri.includes(identity);
+}

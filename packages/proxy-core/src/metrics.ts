@@ -1,0 +1,142 @@
+import type { Duplex } from "node:stream";
+import { Counter, Gauge, Registry } from "prom-client";
+import type { AuthorizeDecision } from "./policy.js";
+import type { TlsState } from "./tls-state.js";
+
+/** One side of a proxied connection, as the metrics label it. */
+export interface ConnectionLeg {
+  direction: "inbound" | "outbound";
+  /** `src`: the connection the proxy accepted; `dst`: the one it opened. */
+  peer: "src" | "dst";
+  /** The address the connection is for (`host:port`). */
+  targetAddr: string;
+  tls: TlsState;
+}
+
+/** A socket that reports its byte counts (net.Socket and tls.TLSSocket do). */
+export type CountedSocket = Duplex & { bytesRead: number; bytesWritten: number };
+
+/** Options of {@link createProxyMetrics}. */
+export interface CreateProxyMetricsOptions {
+  /** Where the metrics are registered. Default a new Registry. */
+  registry?: Registry;
+}
+
+/** The proxy's Prometheus metrics, with the exact names and labels of ARCHITECTURE.md. */
+export interface ProxyMetrics {
+  readonly registry: Registry;
+  /** Counts a leg open now and closed (with its bytes) when the socket closes. */
+  trackConnection(socket: CountedSocket, leg: ConnectionLeg): void;
+  /** Counts a policy decision. */
+  recordAuthz(decision: AuthorizeDecision, targetAddr: string): void;
+  /** Counts a connection-level failure (`error` is a snake_case code such as `tls_detect_timeout`). */
+  recordError(direction: "inbound" | "outbound", error: string, targetAddr?: string): void;
+  /** Records the current certificate's expiry. */
+  recordCertificate(notAfter: Date): void;
+  /** Counts a certificate refresh attempt. */
+  recordRefresh(result: "ok" | "failure"): void;
+  /** Currently open legs (src and dst). */
+  openConnections(): number;
+}
+
+const LEG_LABELS = ["direction", "peer", "target_addr", "tls", "client_id", "server_id", "sni", "no_tls_reason"] as const;
+type LegLabels = Partial<Record<(typeof LEG_LABELS)[number], string>>;
+
+function legLabels(leg: ConnectionLeg): LegLabels {
+  const labels: LegLabels = { direction: leg.direction, peer: leg.peer, target_addr: leg.targetAddr, tls: leg.tls.tls };
+  switch (leg.tls.tls) {
+    case "true":
+      if (leg.tls.peerId !== undefined) labels[leg.direction === "inbound" ? "client_id" : "server_id"] = leg.tls.peerId;
+      break;
+    case "opaque":
+      labels.sni = leg.tls.sni;
+      break;
+    case "no_identity":
+      labels.no_tls_reason = leg.tls.reason;
+      break;
+    case "disabled":
+      break;
+  }
+  return labels;
+}
+
+interface OpenLeg {
+  socket: CountedSocket;
+  labels: LegLabels;
+  reportedRead: number;
+  reportedWritten: number;
+}
+
+/**
+ * Creates the connection, policy and identity metrics. Byte counters read the
+ * sockets' own counts at scrape time and at close, so forwarding adds no
+ * per-chunk work.
+ */
+export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): ProxyMetrics {
+  const registry = options.registry ?? new Registry();
+  const open = new Set<OpenLeg>();
+
+  const flushBytes = (leg: OpenLeg): void => {
+    const read = leg.socket.bytesRead;
+    const written = leg.socket.bytesWritten;
+    if (read > leg.reportedRead) readBytes.inc(leg.labels, read - leg.reportedRead);
+    if (written > leg.reportedWritten) writeBytes.inc(leg.labels, written - leg.reportedWritten);
+    leg.reportedRead = read;
+    leg.reportedWritten = written;
+  };
+
+  const tcpOpen = new Counter({ name: "tcp_open_total", help: "Connections opened", labelNames: LEG_LABELS, registers: [registry] });
+  const tcpClose = new Counter({ name: "tcp_close_total", help: "Connections closed", labelNames: LEG_LABELS, registers: [registry] });
+  const tcpOpenNow = new Gauge({ name: "tcp_open_connections", help: "Connections open now", labelNames: LEG_LABELS, registers: [registry] });
+  const readBytes = new Counter({
+    name: "tcp_read_bytes_total",
+    help: "Bytes read from the peer",
+    labelNames: LEG_LABELS,
+    registers: [registry],
+    collect() {
+      for (const leg of open) flushBytes(leg);
+    },
+  });
+  const writeBytes = new Counter({ name: "tcp_write_bytes_total", help: "Bytes written to the peer", labelNames: LEG_LABELS, registers: [registry] });
+  const authzLabels = ["target_addr", "policy", "reason"] as const;
+  const authzAllow = new Counter({ name: "inbound_tcp_authz_allow_total", help: "Inbound connections allowed by policy", labelNames: authzLabels, registers: [registry] });
+  const authzDeny = new Counter({ name: "inbound_tcp_authz_deny_total", help: "Inbound connections denied by policy", labelNames: authzLabels, registers: [registry] });
+  const errors = {
+    inbound: new Counter({ name: "inbound_tcp_errors_total", help: "Inbound connections failed before forwarding", labelNames: ["error", "target_addr"], registers: [registry] }),
+    outbound: new Counter({ name: "outbound_tcp_errors_total", help: "Outbound connections failed or refused", labelNames: ["error", "target_addr"], registers: [registry] }),
+  };
+  const expiry = new Gauge({ name: "identity_cert_expiration_timestamp_seconds", help: "notAfter of the current certificate, in seconds since the epoch", registers: [registry] });
+  const refreshes = new Counter({ name: "identity_cert_refreshes_total", help: "Certificate refresh attempts", labelNames: ["result"], registers: [registry] });
+
+  return {
+    registry,
+    trackConnection(socket, connection) {
+      const labels = legLabels(connection);
+      const leg: OpenLeg = { socket, labels, reportedRead: 0, reportedWritten: 0 };
+      open.add(leg);
+      tcpOpen.inc(labels);
+      tcpOpenNow.inc(labels);
+      socket.once("close", () => {
+        flushBytes(leg);
+        open.delete(leg);
+        tcpClose.inc(labels);
+        tcpOpenNow.dec(labels);
+      });
+    },
+    recordAuthz(decision, targetAddr) {
+      const labels = { target_addr: targetAddr, policy: decision.policy, reason: decision.reason };
+      if (decision.allow) authzAllow.inc(labels);
+      else authzDeny.inc(labels);
+    },
+    recordError(direction, error, targetAddr) {
+      errors[direction].inc(targetAddr === undefined ? { error } : { error, target_addr: targetAddr });
+    },
+    recordCertificate(notAfter) {
+      expiry.set(notAfter.getTime() / 1000);
+    },
+    recordRefresh(result) {
+      refreshes.inc({ result });
+    },
+    openConnections: () => open.size,
+  };
+}

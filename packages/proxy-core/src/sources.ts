@@ -1,0 +1,57 @@
+// The structural interfaces proxy-core reads from. @meshtls/identity's
+// credential store and @meshtls/destination's client satisfy them; tests pass
+// in-process implementations of the same shapes.
+
+/** The workload's current key and certificate chain (as @meshtls/identity's `Credentials`). */
+export interface Credentials {
+  identity: string;
+  /** PKCS#8 PEM of the private key, memory only. */
+  privateKeyPem: string;
+  /** PEM of the leaf followed by its intermediates. */
+  certificateChainPem: string;
+  notAfter: Date;
+}
+
+/** Where the current credentials come from; the certifier writes, the proxy reads. */
+export interface CredentialSource {
+  current(): Credentials | undefined;
+  subscribe(listener: (credentials: Credentials) => void): () => void;
+}
+
+/** The trust anchors (DER), possibly several, that may change at run time. */
+export interface TrustBundleSource {
+  current(): Uint8Array[];
+  subscribe(listener: (anchors: Uint8Array[]) => void): () => void;
+}
+
+/** One endpoint as service discovery describes it. */
+export interface Endpoint {
+  /** IP literal. */
+  address: string;
+  port: number;
+  weight: number;
+  /** DNS-like TLS identity of the endpoint's proxy; absent = unmeshed. */
+  identity?: string;
+  /** `protocol_hint.opaque_transport.inbound_port`: connect there with the transport header. */
+  opaqueTransportPort?: number;
+  labels: Record<string, string>;
+}
+
+/** The endpoints of one authority at one moment. */
+export interface EndpointSet {
+  exists: boolean;
+  endpoints: Endpoint[];
+}
+
+/** A live discovery of one authority. */
+export interface Resolution {
+  current(): EndpointSet | undefined;
+  ready(options?: { timeoutMs?: number }): Promise<EndpointSet>;
+  subscribe(listener: (set: EndpointSet) => void): () => void;
+  close(): void;
+}
+
+/** Resolves an authority (`svc.ns.svc.cluster.local:80` or `ip:port`) to endpoints. */
+export interface EndpointResolver {
+  resolve(authority: string, options?: { signal?: AbortSignal }): Resolution;
+}
