@@ -1,1 +1,27 @@
-export {};
+// Client: what a proxy uses.
+export { createDestinationClient } from "./client.js";
+export type { BackoffOptions, DestinationClient, DestinationClientOptions, Endpoint, EndpointSet, Resolution } from "./client.js";
+
+// Server and endpoint registries: what the destination service composes.
+export { createDestinationServer } from "./server.js";
+export type { DestinationServerHandle, DestinationServerOptions } from "./server.js";
+export { createStaticRegistry, DEFAULT_INBOUND_PORT, DEFAULT_WEIGHT } from "./registry.js";
+export type {
+  EndpointRegistry,
+  RegistryEndpoint,
+  RegistryService,
+  RegistryServicePort,
+  RegistrySnapshot,
+  StaticRegistry,
+} from "./registry.js";
+export { createFileRegistry } from "./file-registry.js";
+export type { FileRegistry, FileRegistryOptions, RegistryReload } from "./file-registry.js";
+export { MAX_REGISTRY_FILE_BYTES, parseRegistry } from "./registry-file-format.js";
+export { parseAuthority, parseContextToken } from "./authority.js";
+export type { ContextToken, Target } from "./authority.js";
+
+// Errors and logging.
+export { DestinationError } from "./errors.js";
+export type { DestinationErrorCode } from "./errors.js";
+export { noopLogger } from "./logger.js";
+export type { Logger } from "./logger.js";

@@ -1,0 +1,404 @@
+import { credentials as grpcCredentials, status, type ChannelCredentials, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
+import { ApiError, DestinationClient as GrpcDestinationClient, tcpAddressToIp, type Update, type WeightedAddr } from "@meshtls/api";
+import { DestinationError } from "./errors.js";
+import { noopLogger, type Logger } from "./logger.js";
+
+/** One endpoint of a destination, as a proxy uses it. */
+export interface Endpoint {
+  /** IP literal. */
+  address: string;
+  port: number;
+  weight: number;
+  /** DNS-like TLS identity the endpoint's proxy presents; absent = unmeshed. */
+  identity?: string;
+  /** `protocol_hint.opaque_transport.inbound_port`: connect there with the transport header. */
+  opaqueTransportPort?: number;
+  /** Set-level labels (namespace, service) merged with the endpoint's (pod, serviceaccount). */
+  labels: Record<string, string>;
+}
+
+/** The endpoints of a destination at one moment. */
+export interface EndpointSet {
+  /** False when the service is unknown. */
+  exists: boolean;
+  endpoints: Endpoint[];
+}
+
+/** A live view of one authority's endpoints. */
+export interface Resolution extends AsyncIterable<EndpointSet> {
+  /** The last known set; kept while the server is unreachable. Undefined before the first answer. */
+  current(): EndpointSet | undefined;
+  /**
+   * The first (or current) set.
+   * @param options.timeoutMs Default 10000.
+   * @throws DestinationError `ERR_RESOLUTION_TIMEOUT`, `ERR_RESOLUTION_REJECTED`, `ERR_RESOLUTION_CLOSED`
+   */
+  ready(options?: { timeoutMs?: number }): Promise<EndpointSet>;
+  /** Calls `listener` with each new set; returns the unsubscribe function. */
+  subscribe(listener: (set: EndpointSet) => void): () => void;
+  /** Stops this caller's interest; the shared stream ends with its last caller. */
+  close(): void;
+}
+
+export interface DestinationClient {
+  /**
+   * Watches `authority` ("svc.ns.svc.cluster.local:80" or "ip:port"). Callers
+   * of the same authority share one stream.
+   */
+  resolve(authority: string, options?: { signal?: AbortSignal }): Resolution;
+  /** Ends every stream and the channel. */
+  close(): void;
+}
+
+/** Reconnect backoff: `initialMs` × `multiplier`^n, capped at `maxMs`, ± `jitter`. */
+export interface BackoffOptions {
+  /** Default 200. */
+  initialMs?: number;
+  /** Default 10000. */
+  maxMs?: number;
+  /** Default 2. */
+  multiplier?: number;
+  /** Fraction of random spread, 0..1. Default 0.2. */
+  jitter?: number;
+}
+
+export interface DestinationClientOptions {
+  /** `host:port` of the destination service. */
+  address: string;
+  /** Default: plaintext (`credentials.createInsecure()`). */
+  credentials?: ChannelCredentials;
+  /** Sent as `context_token`, e.g. `{"ns":"default","pod":"web-0"}`. Default "". */
+  contextToken?: string;
+  /** Sent as `scheme`. Default "k8s". */
+  scheme?: string;
+  backoff?: BackoffOptions;
+  /** Default: no-op. */
+  logger?: Logger;
+  /** Randomness for backoff jitter, in [0, 1). Default Math.random. */
+  random?: () => number;
+}
+
+function toEndpoint(addr: WeightedAddr, setLabels: Record<string, string>): Endpoint | undefined {
+  if (addr.addr === undefined) return undefined;
+  let ip: { ip: string; port: number };
+  try {
+    ip = tcpAddressToIp(addr.addr);
+  } catch (error) {
+    if (error instanceof ApiError) return undefined;
+    throw error;
+  }
+  const endpoint: Endpoint = { address: ip.ip, port: ip.port, weight: addr.weight, labels: { ...setLabels, ...addr.metricLabels } };
+  const strategy = addr.tlsIdentity?.strategy;
+  if (strategy?.$case === "dnsLikeIdentity" && strategy.value.name !== "") endpoint.identity = strategy.value.name;
+  const inbound = addr.protocolHint?.opaqueTransport?.inboundPort;
+  if (inbound !== undefined && inbound > 0 && inbound <= 65535) endpoint.opaqueTransportPort = inbound;
+  return endpoint;
+}
+
+const endpointKey = (address: string, port: number): string => `${address} ${port}`;
+
+/** The shared state of one authority: one stream, many callers. */
+class Watch {
+  private readonly listeners = new Set<(set: EndpointSet) => void>();
+  private readonly stopListeners = new Set<() => void>();
+  private readonly waiters = new Set<{ resolve: (set: EndpointSet) => void; reject: (error: DestinationError) => void }>();
+  private endpoints = new Map<string, Endpoint>();
+  private exists = false;
+  private set: EndpointSet | undefined;
+  private call: ClientReadableStream<Update> | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private attempt = 0;
+  private fresh = false;
+  rejected: DestinationError | undefined;
+  refs = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly authority: string,
+    private readonly client: InstanceType<typeof GrpcDestinationClient>,
+    private readonly options: Required<Pick<DestinationClientOptions, "contextToken" | "scheme" | "random">> & {
+      backoff: Required<BackoffOptions>;
+      logger: Logger;
+    },
+    private readonly onIdle: () => void,
+  ) {
+    this.connect();
+  }
+
+  current(): EndpointSet | undefined {
+    return this.set;
+  }
+
+  subscribe(listener: (set: EndpointSet) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  wait(timeoutMs: number): Promise<EndpointSet> {
+    if (this.set) return Promise.resolve(this.set);
+    if (this.rejected) return Promise.reject(this.rejected);
+    if (this.stopped) return Promise.reject(new DestinationError("ERR_RESOLUTION_CLOSED", "the resolution is closed"));
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: (set: EndpointSet) => {
+          clearTimeout(timer);
+          resolve(set);
+        },
+        reject: (error: DestinationError) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(waiter);
+        reject(new DestinationError("ERR_RESOLUTION_TIMEOUT", `no endpoints for ${this.authority} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiters.add(waiter);
+    });
+  }
+
+  /** Calls `listener` once when the watch stops (closed or refused). */
+  onStop(listener: () => void): () => void {
+    this.stopListeners.add(listener);
+    return () => this.stopListeners.delete(listener);
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.call?.cancel();
+    this.call = undefined;
+    this.failWaiters(this.rejected ?? new DestinationError("ERR_RESOLUTION_CLOSED", "the resolution is closed"));
+    this.listeners.clear();
+    for (const listener of [...this.stopListeners]) listener();
+    this.stopListeners.clear();
+  }
+
+  private failWaiters(error: DestinationError): void {
+    for (const waiter of [...this.waiters]) waiter.reject(error);
+    this.waiters.clear();
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    this.fresh = true;
+    const call = this.client.get({ scheme: this.options.scheme, path: this.authority, contextToken: this.options.contextToken });
+    this.call = call;
+    call.on("data", (update: Update) => {
+      if (this.call === call) this.apply(update);
+    });
+    call.on("error", (error: ServiceError) => {
+      if (this.call === call) this.retry(error);
+    });
+    call.on("end", () => {
+      if (this.call === call) this.retry(undefined);
+    });
+  }
+
+  private retry(error: ServiceError | undefined): void {
+    this.call = undefined;
+    if (this.stopped) return;
+    if (error && (error.code === status.INVALID_ARGUMENT || error.code === status.UNIMPLEMENTED || error.code === status.PERMISSION_DENIED || error.code === status.UNAUTHENTICATED)) {
+      // The server will keep saying no: stop, and tell the callers why.
+      this.rejected = new DestinationError("ERR_RESOLUTION_REJECTED", `${this.authority}: ${error.details || status[error.code]}`, { cause: error });
+      this.options.logger.warn({ authority: this.authority, code: status[error.code], details: error.details }, "destination lookup refused");
+      this.stop();
+      return;
+    }
+    const { initialMs, maxMs, multiplier, jitter } = this.options.backoff;
+    const base = Math.min(maxMs, initialMs * multiplier ** this.attempt);
+    const delayMs = Math.max(0, Math.round(base * (1 + jitter * (2 * this.options.random() - 1))));
+    this.attempt++;
+    this.options.logger.debug(
+      { authority: this.authority, code: error ? status[error.code] : "END", delayMs, keptEndpoints: this.set?.endpoints.length },
+      "destination stream lost; reconnecting, serving the last known set",
+    );
+    this.retryTimer = setTimeout(() => this.connect(), delayMs);
+  }
+
+  private apply(message: Update): void {
+    if (this.fresh) {
+      // A new stream describes the whole state again: replace, do not merge.
+      this.fresh = false;
+      this.attempt = 0;
+      this.endpoints = new Map();
+    }
+    const update = message.update;
+    if (update === undefined) return;
+    switch (update.$case) {
+      case "add":
+        this.exists = true;
+        for (const addr of update.value.addrs) {
+          const endpoint = toEndpoint(addr, update.value.metricLabels);
+          if (endpoint) this.endpoints.set(endpointKey(endpoint.address, endpoint.port), endpoint);
+        }
+        break;
+      case "remove":
+        for (const addr of update.value.addrs) {
+          try {
+            const { ip, port } = tcpAddressToIp(addr);
+            this.endpoints.delete(endpointKey(ip, port));
+          } catch (error) {
+            if (!(error instanceof ApiError)) throw error;
+          }
+        }
+        break;
+      case "noEndpoints":
+        this.exists = update.value.exists;
+        this.endpoints.clear();
+        break;
+    }
+    const set: EndpointSet = { exists: this.exists, endpoints: [...this.endpoints.values()] };
+    this.set = set;
+    for (const waiter of [...this.waiters]) waiter.resolve(set);
+    this.waiters.clear();
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(set);
+      } catch (error) {
+        this.options.logger.error({ err: error, authority: this.authority }, "endpoint set listener threw");
+      }
+    }
+  }
+
+  release(): void {
+    this.refs--;
+    if (this.refs === 0) {
+      this.stop();
+      this.onIdle();
+    }
+  }
+}
+
+/**
+ * Creates a caching, reconnecting client of `Destination.Get`.
+ * Backoff defaults: 200 ms doubling to 10 s, ±20 %.
+ */
+export function createDestinationClient(options: DestinationClientOptions): DestinationClient {
+  const logger = options.logger ?? noopLogger;
+  const client = new GrpcDestinationClient(options.address, options.credentials ?? grpcCredentials.createInsecure(), {
+    // Notice a dead server even when no packet says so.
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    "grpc.initial_reconnect_backoff_ms": 200,
+    "grpc.max_reconnect_backoff_ms": 5_000,
+  });
+  const watchOptions = {
+    contextToken: options.contextToken ?? "",
+    scheme: options.scheme ?? "k8s",
+    random: options.random ?? Math.random,
+    backoff: {
+      initialMs: options.backoff?.initialMs ?? 200,
+      maxMs: options.backoff?.maxMs ?? 10_000,
+      multiplier: options.backoff?.multiplier ?? 2,
+      jitter: options.backoff?.jitter ?? 0.2,
+    },
+    logger,
+  };
+  const watches = new Map<string, Watch>();
+  let closed = false;
+
+  return {
+    resolve(authority, resolveOptions = {}) {
+      let watch = watches.get(authority);
+      if (closed) {
+        watch = undefined;
+      } else if (watch === undefined || watch.rejected) {
+        const created: Watch = new Watch(authority, client, watchOptions, () => {
+          if (watches.get(authority) === created) watches.delete(authority);
+        });
+        watches.set(authority, created);
+        watch = created;
+      }
+      const shared = watch;
+      if (shared) shared.refs++;
+      let open = shared !== undefined;
+      const unsubscribers = new Set<() => void>();
+      const iteratorEnds = new Set<() => void>();
+      const signal = resolveOptions.signal;
+      const onAbort = (): void => resolution.close();
+
+      const resolution: Resolution = {
+        current: () => (open ? shared?.current() : undefined),
+        ready({ timeoutMs = 10_000 } = {}) {
+          if (!open || !shared) return Promise.reject(new DestinationError("ERR_RESOLUTION_CLOSED", "the resolution is closed"));
+          return shared.wait(timeoutMs);
+        },
+        subscribe(listener) {
+          if (!open || !shared) return () => {};
+          const off = shared.subscribe(listener);
+          unsubscribers.add(off);
+          return () => {
+            off();
+            unsubscribers.delete(off);
+          };
+        },
+        close() {
+          if (!open) return;
+          open = false;
+          signal?.removeEventListener("abort", onAbort);
+          for (const off of unsubscribers) off();
+          unsubscribers.clear();
+          for (const end of [...iteratorEnds]) end();
+          shared?.release();
+        },
+        [Symbol.asyncIterator](): AsyncIterator<EndpointSet> {
+          // Yields the current set (if any) and every later one; the newest wins when the reader is slow.
+          let pending: EndpointSet | undefined = shared?.current();
+          let wake: (() => void) | undefined;
+          let ended = !open;
+          const end = (): void => {
+            ended = true;
+            wake?.();
+          };
+          iteratorEnds.add(end);
+          const offStop = shared?.onStop(end);
+          const off = resolution.subscribe((set) => {
+            pending = set;
+            wake?.();
+          });
+          const finish = (): IteratorResult<EndpointSet> => {
+            off();
+            offStop?.();
+            iteratorEnds.delete(end);
+            return { done: true, value: undefined };
+          };
+          return {
+            async next(): Promise<IteratorResult<EndpointSet>> {
+              for (;;) {
+                if (pending !== undefined) {
+                  const value = pending;
+                  pending = undefined;
+                  return { done: false, value };
+                }
+                if (shared?.rejected) {
+                  finish();
+                  throw shared.rejected;
+                }
+                if (ended) return finish();
+                await new Promise<void>((resolve) => {
+                  wake = resolve;
+                });
+                wake = undefined;
+              }
+            },
+            async return(): Promise<IteratorResult<EndpointSet>> {
+              return finish();
+            },
+          };
+        },
+      };
+      if (signal?.aborted) resolution.close();
+      else signal?.addEventListener("abort", onAbort, { once: true });
+      return resolution;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      for (const watch of [...watches.values()]) watch.stop();
+      watches.clear();
+      client.close();
+    },
+  };
+}

@@ -1,0 +1,84 @@
+/**
+ * The endpoint registry: what the destination server serves from. Platform
+ * teams implement `EndpointRegistry` (a Kubernetes EndpointSlice registry, a
+ * Consul one...); this package brings a file registry and a static one.
+ */
+
+/** Default inbound proxy port of a meshed endpoint. */
+export const DEFAULT_INBOUND_PORT = 4143;
+/** Default endpoint weight (as upstream Linkerd). */
+export const DEFAULT_WEIGHT = 10_000;
+
+/** A service port and the workload port it forwards to. */
+export interface RegistryServicePort {
+  port: number;
+  /** The workload's port; defaults to `port`. */
+  targetPort: number;
+  name?: string;
+}
+
+/** One workload instance (a pod) behind a service. */
+export interface RegistryEndpoint {
+  /** IP literal, canonical form (lowercase, RFC 5952 for IPv6). */
+  address: string;
+  /** True when a meshtls (or Linkerd) proxy runs in front of the workload. */
+  meshed: boolean;
+  /** ServiceAccount of the workload, which names its identity (in the service's namespace). */
+  serviceAccount: string;
+  /** Port of the workload's inbound proxy (meshed only). */
+  inboundPort: number;
+  /** Pod name, for metric labels. */
+  pod?: string;
+  weight: number;
+}
+
+/** A service: a name in a namespace, its ports and its endpoints. */
+export interface RegistryService {
+  name: string;
+  namespace: string;
+  /** A virtual IP that resolves to the service, as a Kubernetes ClusterIP. */
+  clusterIP?: string;
+  /** Service ports. Empty: every port maps to itself. */
+  ports: readonly RegistryServicePort[];
+  endpoints: readonly RegistryEndpoint[];
+}
+
+/** An immutable view of every service at one moment. */
+export interface RegistrySnapshot {
+  services: readonly RegistryService[];
+}
+
+/**
+ * What the destination server needs from a source of endpoints: the current
+ * snapshot (`list`) and a notification for each new one (`watch`).
+ * Snapshots are immutable; a registry replaces them whole.
+ */
+export interface EndpointRegistry {
+  /** The current snapshot. */
+  list(): RegistrySnapshot;
+  /** Calls `listener` with every new snapshot; returns the unsubscribe function. */
+  watch(listener: (snapshot: RegistrySnapshot) => void): () => void;
+}
+
+/** An in-memory registry for tests and for platforms that push snapshots themselves. */
+export interface StaticRegistry extends EndpointRegistry {
+  /** Replaces the snapshot and notifies watchers. */
+  set(snapshot: RegistrySnapshot): void;
+}
+
+/** Creates an in-memory registry, empty unless `snapshot` is given. */
+export function createStaticRegistry(snapshot: RegistrySnapshot = { services: [] }): StaticRegistry {
+  let current = snapshot;
+  const listeners = new Set<(snapshot: RegistrySnapshot) => void>();
+  return {
+    list: () => current,
+    watch(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    set(next) {
+      current = next;
+      for (const listener of [...listeners]) listener(next);
+    },
+  };
+}

@@ -1,0 +1,158 @@
+import { credentials, type ServiceError } from "@grpc/grpc-js";
+import { DestinationClient as GrpcDestinationClient, tcpAddressToString, type Update } from "@meshtls/api";
+import { Registry } from "prom-client";
+import { afterEach, describe, expect, it } from "vitest";
+import { createStaticRegistry, type RegistrySnapshot } from "./registry.js";
+import { startServer } from "./test-support.js";
+
+const snapshot: RegistrySnapshot = {
+  services: [
+    {
+      name: "api",
+      namespace: "default",
+      clusterIP: "10.96.0.10",
+      ports: [{ port: 80, targetPort: 8080 }],
+      endpoints: [
+        { address: "127.0.1.1", meshed: true, serviceAccount: "api", inboundPort: 4143, pod: "api-0", weight: 10000 },
+        { address: "fd00::2", meshed: true, serviceAccount: "api", inboundPort: 4243, weight: 10000 },
+        { address: "127.0.2.1", meshed: false, serviceAccount: "default", inboundPort: 4143, weight: 10000 },
+      ],
+    },
+  ],
+};
+
+/** Opens a raw Get stream and collects its updates. */
+function openStream(address: string, path: string, contextToken = "") {
+  const client = new GrpcDestinationClient(address, credentials.createInsecure());
+  const updates: Update[] = [];
+  let error: ServiceError | undefined;
+  const call = client.get({ scheme: "k8s", path, contextToken });
+  call.on("data", (u: Update) => updates.push(u));
+  call.on("error", (e: ServiceError) => (error = e));
+  return {
+    updates,
+    error: () => error,
+    close: () => {
+      call.cancel();
+      client.close();
+    },
+  };
+}
+
+const until = async (check: () => boolean): Promise<void> => {
+  const deadline = Date.now() + 5000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+};
+
+describe("Destination.Get server", () => {
+  const cleanups: (() => unknown)[] = [];
+  afterEach(async () => {
+    for (const c of cleanups.splice(0).reverse()) await c();
+  });
+
+  async function setup() {
+    const registry = createStaticRegistry(snapshot);
+    const metrics = new Registry();
+    const server = await startServer({ registry, metrics, trustDomain: "example.org", controlNamespace: "meshtls" });
+    cleanups.push(server.stop);
+    return { registry, metrics, server };
+  }
+
+  it("first sends every endpoint with identity, server name and inbound port; unmeshed without identity", async () => {
+    const { server } = await setup();
+    const s = openStream(server.address, "api.default.svc.cluster.local:80");
+    cleanups.push(s.close);
+    await until(() => s.updates.length > 0);
+    const first = s.updates[0]?.update;
+    expect(first?.$case).toBe("add");
+    if (first?.$case !== "add") return;
+    expect(first.value.metricLabels).toEqual({ namespace: "default", service: "api" });
+    const byAddr = Object.fromEntries(first.value.addrs.map((a) => [tcpAddressToString(a.addr!), a]));
+    expect(Object.keys(byAddr).sort()).toEqual(["127.0.1.1:8080", "127.0.2.1:8080", "[fd00::2]:8080"]);
+    const id = "api.default.serviceaccount.identity.meshtls.example.org";
+    expect(byAddr["127.0.1.1:8080"]?.tlsIdentity).toEqual({ strategy: { $case: "dnsLikeIdentity", value: { name: id } }, serverName: { name: id } });
+    expect(byAddr["127.0.1.1:8080"]?.protocolHint?.opaqueTransport).toEqual({ inboundPort: 4143 });
+    expect(byAddr["127.0.1.1:8080"]?.metricLabels).toEqual({ pod: "api-0", serviceaccount: "api" });
+    expect(byAddr["[fd00::2]:8080"]?.protocolHint?.opaqueTransport).toEqual({ inboundPort: 4243 });
+    expect(byAddr["127.0.2.1:8080"]?.tlsIdentity).toBeUndefined();
+    expect(byAddr["127.0.2.1:8080"]?.protocolHint).toBeUndefined();
+  });
+
+  it("resolves short names with the context token's namespace; unknown services get no_endpoints{exists:false}", async () => {
+    const { server } = await setup();
+    const paths = ["api:80", "api.default:80", "api.default.svc:80", "API.default.svc.cluster.local.:80", "10.96.0.10:80"];
+    for (const path of paths) {
+      const s = openStream(server.address, path, '{"ns":"default","nodeName":"n1","pod":"web-0"}');
+      cleanups.push(s.close);
+      await until(() => s.updates.length > 0);
+      expect(s.updates[0]?.update?.$case, path).toBe("add");
+    }
+    const other = openStream(server.address, "api:80", '{"ns":"other"}');
+    const unknown = openStream(server.address, "nope.default.svc.cluster.local:80");
+    const wrongPort = openStream(server.address, "api.default.svc.cluster.local:81");
+    cleanups.push(other.close, unknown.close, wrongPort.close);
+    await until(() => other.updates.length > 0 && unknown.updates.length > 0 && wrongPort.updates.length > 0);
+    expect(other.updates[0]?.update).toEqual({ $case: "noEndpoints", value: { exists: false } });
+    expect(unknown.updates[0]?.update).toEqual({ $case: "noEndpoints", value: { exists: false } });
+    expect(wrongPort.updates[0]?.update).toEqual({ $case: "noEndpoints", value: { exists: true } });
+  });
+
+  it("answers <ip>:<port> with that endpoint and its identity, and unknown IPs without identity", async () => {
+    const { server } = await setup();
+    const s = openStream(server.address, "127.0.1.1:8080");
+    const v6 = openStream(server.address, "[fd00::2]:8080");
+    const stranger = openStream(server.address, "192.0.2.7:443");
+    cleanups.push(s.close, v6.close, stranger.close);
+    await until(() => s.updates.length > 0 && v6.updates.length > 0 && stranger.updates.length > 0);
+    const add = s.updates[0]?.update;
+    expect(add?.$case === "add" && add.value.addrs.map((a) => [tcpAddressToString(a.addr!), a.tlsIdentity?.serverName?.name])).toEqual([
+      ["127.0.1.1:8080", "api.default.serviceaccount.identity.meshtls.example.org"],
+    ]);
+    const add6 = v6.updates[0]?.update;
+    expect(add6?.$case === "add" && add6.value.addrs[0]?.addr?.ip?.ip).toEqual({ $case: "ipv6", value: { first: 0xfd00n << 48n, last: 2n } });
+    const other = stranger.updates[0]?.update;
+    expect(other?.$case === "add" && other.value.addrs.map((a) => [tcpAddressToString(a.addr!), a.tlsIdentity])).toEqual([
+      ["192.0.2.7:443", undefined],
+    ]);
+  });
+
+  it("refuses malformed paths with INVALID_ARGUMENT", async () => {
+    const { server, metrics } = await setup();
+    for (const path of ["", "api", "api:0", "api:http", "a.b.c.d.e:80", "fd00::1:80", "x".repeat(5000) + ":80", "[zz]:80", "a_b:80"]) {
+      const s = openStream(server.address, path);
+      cleanups.push(s.close);
+      await until(() => s.error() !== undefined);
+      expect(s.error()?.code, path).toBe(3);
+    }
+    expect(await metrics.getSingleMetricAsString("destination_get_requests_total")).toContain('result="invalid_argument"} 9');
+  });
+
+  it("sends remove and add on registry changes to every open stream, and no_endpoints when a service goes", async () => {
+    const { server, registry } = await setup();
+    const streams = [0, 1, 2].map(() => openStream(server.address, "api.default.svc.cluster.local:80"));
+    cleanups.push(...streams.map((s) => s.close));
+    await until(() => streams.every((s) => s.updates.length === 1));
+    expect(server.handle.watchedTargets()).toBe(1);
+    expect(server.handle.openStreams()).toBe(3);
+    const [a, b, c] = snapshot.services[0]!.endpoints;
+    registry.set({ services: [{ ...snapshot.services[0]!, endpoints: [a!, { ...b!, weight: 5 }, { ...c!, address: "127.0.2.2" }] }] });
+    await until(() => streams.every((s) => s.updates.length === 3));
+    for (const s of streams) {
+      const [, remove, add] = s.updates.map((u) => u.update);
+      expect(remove?.$case === "remove" && remove.value.addrs.map((x) => tcpAddressToString(x))).toEqual(["127.0.2.1:8080"]);
+      expect(add?.$case === "add" && add.value.addrs.map((x) => [tcpAddressToString(x.addr!), x.weight])).toEqual([
+        ["[fd00::2]:8080", 5],
+        ["127.0.2.2:8080", 10000],
+      ]);
+    }
+    registry.set({ services: [] });
+    await until(() => streams.every((s) => s.updates.length === 5));
+    expect(streams[0]!.updates[3]?.update?.$case).toBe("remove");
+    expect(streams[0]!.updates[4]?.update).toEqual({ $case: "noEndpoints", value: { exists: false } });
+    streams.forEach((s) => s.close());
+    await until(() => server.handle.openStreams() === 0 && server.handle.watchedTargets() === 0);
+  });
+});

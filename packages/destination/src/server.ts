@@ -1,0 +1,306 @@
+import { status, type ServerWritableStream, type ServiceDefinition } from "@grpc/grpc-js";
+import {
+  DestinationService,
+  ipToTcpAddress,
+  Update,
+  WeightedAddr,
+  type DestinationServer,
+  type GetDestination,
+} from "@meshtls/api";
+import { identityName } from "@meshtls/pki";
+import { Counter, Gauge, type Registry } from "prom-client";
+import { parseAuthority, parseContextToken, type Target } from "./authority.js";
+import { DestinationError } from "./errors.js";
+import { noopLogger, type Logger } from "./logger.js";
+import type { EndpointRegistry, RegistryEndpoint, RegistryService, RegistrySnapshot } from "./registry.js";
+
+export interface DestinationServerOptions {
+  /** Where services and endpoints come from. */
+  registry: EndpointRegistry;
+  /** Trust domain of identity names. Default "cluster.local". */
+  trustDomain?: string;
+  /** Control-plane namespace of identity names. Default "meshtls". */
+  controlNamespace?: string;
+  /** Cluster DNS domain of service names. Default "cluster.local". */
+  clusterDomain?: string;
+  /** Registry to register the server's metrics in (`destination_*`). Default: none. */
+  metrics?: Registry;
+  /** Default: no-op. */
+  logger?: Logger;
+}
+
+/** A destination `Get` server, to add to a grpc-js `Server`. */
+export interface DestinationServerHandle {
+  /** `server.addService(handle.definition, handle.implementation)`. */
+  definition: ServiceDefinition;
+  implementation: DestinationServer;
+  /** Number of open `Get` streams. */
+  openStreams(): number;
+  /** Number of distinct targets being watched (streams for one target share one watch). */
+  watchedTargets(): number;
+  /** Ends every open stream and stops watching the registry. */
+  close(): void;
+}
+
+interface Index {
+  services: Map<string, RegistryService>;
+  byIp: Map<string, { service: RegistryService; endpoint: RegistryEndpoint }>;
+  byClusterIp: Map<string, RegistryService>;
+}
+
+interface TargetState {
+  exists: boolean;
+  /** Endpoint key ("ip:port") → encoded WeightedAddr (its bytes are also its fingerprint). */
+  addrs: Map<string, { addr: WeightedAddr; bytes: string }>;
+  labels: Record<string, string>;
+}
+
+type Stream = ServerWritableStream<GetDestination, Update>;
+
+interface Watch {
+  target: Target;
+  state: TargetState;
+  streams: Set<Stream>;
+}
+
+// Streams share one encoding of each update: the serializer passes bytes through.
+const definition: ServiceDefinition = {
+  ...DestinationService,
+  get: {
+    ...DestinationService.get,
+    responseSerialize: (value: Update | Uint8Array): Buffer =>
+      value instanceof Uint8Array ? Buffer.from(value.buffer, value.byteOffset, value.byteLength) : Buffer.from(Update.encode(value).finish()),
+  },
+};
+
+function buildIndex(snapshot: RegistrySnapshot): Index {
+  const index: Index = { services: new Map(), byIp: new Map(), byClusterIp: new Map() };
+  for (const service of snapshot.services) {
+    index.services.set(`${service.name}.${service.namespace}`, service);
+    if (service.clusterIP !== undefined) index.byClusterIp.set(service.clusterIP, service);
+    for (const endpoint of service.endpoints) {
+      if (!index.byIp.has(endpoint.address)) index.byIp.set(endpoint.address, { service, endpoint });
+    }
+  }
+  return index;
+}
+
+function targetKey(target: Target): string {
+  return target.kind === "ip" ? `ip ${target.ip} ${target.port}` : `svc ${target.name}.${target.namespace} ${target.port}`;
+}
+
+/**
+ * Creates the `Destination.Get` server over an endpoint registry.
+ *
+ * Stream contract: the first message is `add` with every endpoint, or
+ * `no_endpoints{exists}` when there are none (`exists:false`: unknown
+ * service). Then `remove`/`add` as the registry changes (`add` again when an
+ * endpoint's metadata changes), and `no_endpoints` when the service appears
+ * or disappears. Meshed endpoints carry `tls_identity` (`dns_like_identity`
+ * and `server_name` = the identity name of their ServiceAccount) and
+ * `protocol_hint.opaque_transport.inbound_port`; unmeshed ones carry no
+ * identity. An `<ip>:<port>` lookup answers a service's clusterIP with the
+ * service, an endpoint's IP with that endpoint alone, and an IP nobody knows
+ * with that address without identity (as upstream). Malformed paths end the
+ * stream with INVALID_ARGUMENT.
+ */
+export function createDestinationServer(options: DestinationServerOptions): DestinationServerHandle {
+  const logger = options.logger ?? noopLogger;
+  const trustDomain = options.trustDomain ?? "cluster.local";
+  const controlNamespace = options.controlNamespace ?? "meshtls";
+  const clusterDomain = options.clusterDomain ?? "cluster.local";
+  // Fail at construction, not per stream, on a bad trust domain or control namespace.
+  identityName({ serviceAccount: "default", namespace: "default", controlNamespace, trustDomain });
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(clusterDomain)) {
+    throw new DestinationError("ERR_AUTHORITY_INVALID", `cluster domain ${JSON.stringify(clusterDomain)} is not a DNS name`);
+  }
+
+  let index = buildIndex(options.registry.list());
+  const watches = new Map<string, Watch>();
+  let streamCount = 0;
+  let closed = false;
+
+  const metrics = options.metrics;
+  const requests = metrics
+    ? new Counter({ name: "destination_get_requests_total", help: "Get requests by result.", labelNames: ["result"], registers: [metrics] })
+    : undefined;
+  const updates = metrics
+    ? new Counter({ name: "destination_updates_total", help: "Update messages written to Get streams, by kind.", labelNames: ["kind"], registers: [metrics] })
+    : undefined;
+  if (metrics) {
+    new Gauge({ name: "destination_get_streams", help: "Open Get streams.", registers: [metrics], collect() { this.set(streamCount); } });
+    new Gauge({ name: "destination_watched_targets", help: "Distinct targets with open Get streams.", registers: [metrics], collect() { this.set(watches.size); } });
+    new Gauge({ name: "destination_registry_services", help: "Services in the registry.", registers: [metrics], collect() { this.set(index.services.size); } });
+    new Gauge({ name: "destination_registry_endpoints", help: "Endpoints in the registry.", registers: [metrics], collect() { this.set(index.byIp.size); } });
+  }
+
+  function weightedAddr(service: RegistryService, endpoint: RegistryEndpoint, ip: string, port: number): WeightedAddr | undefined {
+    const metricLabels: Record<string, string> = { serviceaccount: endpoint.serviceAccount };
+    if (endpoint.pod !== undefined) metricLabels.pod = endpoint.pod;
+    const addr: WeightedAddr = {
+      addr: ipToTcpAddress(ip, port),
+      weight: endpoint.weight,
+      metricLabels,
+      tlsIdentity: undefined,
+      protocolHint: undefined,
+      authorityOverride: undefined,
+    };
+    if (endpoint.meshed) {
+      let name: string;
+      try {
+        name = identityName({ serviceAccount: endpoint.serviceAccount, namespace: service.namespace, controlNamespace, trustDomain });
+      } catch (error) {
+        // Never hand out a meshed endpoint without its identity: leave it out.
+        logger.error({ err: error, service: service.name, namespace: service.namespace, address: endpoint.address }, "endpoint has no valid identity name; left out");
+        return undefined;
+      }
+      addr.tlsIdentity = { strategy: { $case: "dnsLikeIdentity", value: { name } }, serverName: { name } };
+      addr.protocolHint = { protocol: undefined, opaqueTransport: { inboundPort: endpoint.inboundPort } };
+    }
+    return addr;
+  }
+
+  function serviceState(service: RegistryService, port: number): TargetState {
+    const state: TargetState = { exists: true, addrs: new Map(), labels: { namespace: service.namespace, service: service.name } };
+    let targetPort = port;
+    if (service.ports.length > 0) {
+      const match = service.ports.find((p) => p.port === port);
+      if (match === undefined) return state; // The service exists but has nothing on that port.
+      targetPort = match.targetPort;
+    }
+    for (const endpoint of service.endpoints) {
+      const addr = weightedAddr(service, endpoint, endpoint.address, targetPort);
+      if (addr) state.addrs.set(`${endpoint.address} ${targetPort}`, { addr, bytes: fingerprint(addr) });
+    }
+    return state;
+  }
+
+  function computeState(target: Target): TargetState {
+    if (target.kind === "service") {
+      const service = index.services.get(`${target.name}.${target.namespace}`);
+      return service ? serviceState(service, target.port) : { exists: false, addrs: new Map(), labels: {} };
+    }
+    const service = index.byClusterIp.get(target.ip);
+    if (service) return serviceState(service, target.port);
+    const state: TargetState = { exists: true, addrs: new Map(), labels: {} };
+    const found = index.byIp.get(target.ip);
+    if (found) {
+      state.labels = { namespace: found.service.namespace, service: found.service.name };
+      const addr = weightedAddr(found.service, found.endpoint, target.ip, target.port);
+      if (addr) state.addrs.set(`${target.ip} ${target.port}`, { addr, bytes: fingerprint(addr) });
+    } else {
+      const addr: WeightedAddr = {
+        addr: ipToTcpAddress(target.ip, target.port),
+        weight: 10_000,
+        metricLabels: {},
+        tlsIdentity: undefined,
+        protocolHint: undefined,
+        authorityOverride: undefined,
+      };
+      state.addrs.set(`${target.ip} ${target.port}`, { addr, bytes: fingerprint(addr) });
+    }
+    return state;
+  }
+
+  function send(streams: Iterable<Stream>, count: number, update: Update, kind: string): void {
+    const bytes = Update.encode(update).finish();
+    for (const stream of streams) stream.write(bytes as unknown as Update);
+    updates?.inc({ kind }, count);
+  }
+
+  function addUpdate(state: TargetState, addrs: WeightedAddr[]): Update {
+    return { update: { $case: "add", value: { addrs, metricLabels: state.labels } } };
+  }
+
+  function initialUpdate(state: TargetState): [Update, string] {
+    if (state.addrs.size > 0) return [addUpdate(state, [...state.addrs.values()].map((a) => a.addr)), "add"];
+    return [{ update: { $case: "noEndpoints", value: { exists: state.exists } } }, "no_endpoints"];
+  }
+
+  function refresh(watch: Watch): void {
+    const previous = watch.state;
+    const next = computeState(watch.target);
+    watch.state = next;
+    const removed = [...previous.addrs.entries()].filter(([key]) => !next.addrs.has(key)).map(([, a]) => a.addr.addr!);
+    const added = [...next.addrs.entries()].filter(([key, a]) => previous.addrs.get(key)?.bytes !== a.bytes).map(([, a]) => a.addr);
+    const n = watch.streams.size;
+    if (removed.length > 0) send(watch.streams, n, { update: { $case: "remove", value: { addrs: removed } } }, "remove");
+    if (added.length > 0) send(watch.streams, n, addUpdate(next, added), "add");
+    if (next.addrs.size === 0 && next.exists !== previous.exists) {
+      send(watch.streams, n, { update: { $case: "noEndpoints", value: { exists: next.exists } } }, "no_endpoints");
+    }
+  }
+
+  const unwatch = options.registry.watch((snapshot) => {
+    index = buildIndex(snapshot);
+    for (const watch of watches.values()) refresh(watch);
+    logger.debug({ targets: watches.size, streams: streamCount }, "registry change sent to open streams");
+  });
+
+  const implementation: DestinationServer = {
+    get(call: Stream) {
+      if (closed) {
+        call.emit("error", { code: status.UNAVAILABLE, details: "the destination server is shutting down" });
+        return;
+      }
+      const request = call.request;
+      const context = parseContextToken(request.contextToken);
+      let target: Target;
+      try {
+        target = parseAuthority({
+          authority: request.path,
+          clusterDomain,
+          ...(context.namespace === undefined ? {} : { contextNamespace: context.namespace }),
+        });
+      } catch (error) {
+        if (!(error instanceof DestinationError)) throw error;
+        requests?.inc({ result: "invalid_argument" });
+        logger.debug({ path: request.path.slice(0, 300), reason: error.message }, "Get refused");
+        call.emit("error", { code: status.INVALID_ARGUMENT, details: error.message });
+        return;
+      }
+      requests?.inc({ result: "ok" });
+      const key = targetKey(target);
+      let watch = watches.get(key);
+      if (watch === undefined) {
+        watch = { target, state: computeState(target), streams: new Set() };
+        watches.set(key, watch);
+      }
+      const own = watch;
+      own.streams.add(call);
+      streamCount++;
+      let done = false;
+      const finish = (): void => {
+        if (done) return;
+        done = true;
+        streamCount--;
+        own.streams.delete(call);
+        if (own.streams.size === 0 && watches.get(key) === own) watches.delete(key);
+      };
+      call.on("cancelled", finish);
+      call.on("close", finish);
+      call.on("finish", finish);
+      call.on("error", finish);
+      const [first, kind] = initialUpdate(own.state);
+      send([call], 1, first, kind);
+      logger.debug({ target: key, pod: context.pod, namespace: context.namespace }, "Get stream opened");
+    },
+  };
+
+  return {
+    definition,
+    implementation,
+    openStreams: () => streamCount,
+    watchedTargets: () => watches.size,
+    close() {
+      if (closed) return;
+      closed = true;
+      unwatch();
+      for (const watch of [...watches.values()]) for (const stream of [...watch.streams]) stream.end();
+    },
+  };
+}
+
+function fingerprint(addr: WeightedAddr): string {
+  return Buffer.from(WeightedAddr.encode(addr).finish()).toString("base64");
+}
