@@ -17,6 +17,21 @@ export {
 } from "./names.ts";
 export type { CryptoKey, CryptoKeyPair } from "./webcrypto.ts";
 export { generateKeyPair, exportPrivateKey, importPrivateKey, exportPublicKey, importPublicKey } from "./keys.ts";
+export { createCsr, parseCsr, parseCsrSync, type CsrSummary } from "./csr.ts";
+export {
+  createTrustAnchor,
+  createIssuer,
+  issueLeaf,
+  prepareIssuer,
+  certificateMatchesKey,
+  DEFAULT_ANCHOR_LIFETIME_MS,
+  DEFAULT_ISSUER_LIFETIME_MS,
+  DEFAULT_LEAF_LIFETIME_MS,
+  DEFAULT_SKEW_MS,
+  type CertifiedKey,
+  type PreparedIssuer,
+} from "./ca.ts";
+export { parseCertificate, type CertificateSummary } from "./certificate.ts";
 
 // Limits applied by every parser (integrators may want to show them).
 export { MAX_DER_BYTES, MAX_PEM_CHARS, MAX_PEM_BLOCKS } from "./limits.ts";
