@@ -1,5 +1,8 @@
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import packageJson from "../package.json" with { type: "json" };
+import { bundleAnchors } from "./commands/certs-bundle.ts";
+import { createCerts, DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN } from "./commands/certs-create.ts";
+import { createIssuerFiles } from "./commands/certs-issuer.ts";
 import { generateTokenSigner } from "./commands/token-keygen.ts";
 import { DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER, mintToken } from "./commands/token-mint.ts";
 import { parseDurationMs } from "./duration.ts";
@@ -42,6 +45,66 @@ const program = new Command("meshtls")
     writeOut: (text) => process.stdout.write(text),
     writeErr: (text) => process.stderr.write(text),
     outputError: (text, write) => write(`meshtls: ${text.replace(/^error: /, "")}`),
+  });
+
+const certs = program.command("certs").description("create and rotate the trust anchor and issuer");
+
+certs
+  .command("create")
+  .description("write a new trust anchor (ca.crt, ca.key) and issuer (issuer.crt, issuer.key) to a folder")
+  .requiredOption("--out <dir>", "folder to write into (created if missing)")
+  .option("--trust-domain <name>", "trust domain", DEFAULT_TRUST_DOMAIN)
+  .option("--control-namespace <name>", "namespace of the control plane", DEFAULT_CONTROL_NAMESPACE)
+  .option("--anchor-lifetime <duration>", "trust anchor lifetime (d, h, m, s)", duration, parseDurationMs("87600h"))
+  .option("--issuer-lifetime <duration>", "issuer lifetime, clamped to the anchor's", duration, parseDurationMs("8760h"))
+  .option("--force", "replace existing files", false)
+  .action(async (opts: { out: string; trustDomain: string; controlNamespace: string; anchorLifetime: number; issuerLifetime: number; force: boolean }) => {
+    await createCerts(
+      {
+        outDir: opts.out,
+        trustDomain: opts.trustDomain,
+        controlNamespace: opts.controlNamespace,
+        anchorLifetimeMs: opts.anchorLifetime,
+        issuerLifetimeMs: opts.issuerLifetime,
+        force: opts.force,
+      },
+      output,
+    );
+  });
+
+certs
+  .command("issuer")
+  .description("write a new issuer (issuer.crt, issuer.key) under an existing trust anchor, for rotation")
+  .requiredOption("--ca-cert <file>", "trust anchor certificate (PEM or DER)")
+  .requiredOption("--ca-key <file>", "trust anchor private key (PKCS#8 or EC PEM)")
+  .requiredOption("--out <dir>", "folder to write into (created if missing)")
+  .option("--issuer-lifetime <duration>", "issuer lifetime, clamped to the anchor's", duration, parseDurationMs("8760h"))
+  .option("--trust-domain <name>", "trust domain (for the issuer's name)", DEFAULT_TRUST_DOMAIN)
+  .option("--control-namespace <name>", "namespace of the control plane (for the issuer's name)", DEFAULT_CONTROL_NAMESPACE)
+  .option("--force", "replace existing files", false)
+  .action(async (opts: { caCert: string; caKey: string; out: string; issuerLifetime: number; trustDomain: string; controlNamespace: string; force: boolean }) => {
+    await createIssuerFiles(
+      {
+        caCertFile: opts.caCert,
+        caKeyFile: opts.caKey,
+        outDir: opts.out,
+        issuerLifetimeMs: opts.issuerLifetime,
+        trustDomain: opts.trustDomain,
+        controlNamespace: opts.controlNamespace,
+        force: opts.force,
+      },
+      output,
+    );
+  });
+
+certs
+  .command("bundle")
+  .description("merge trust anchors (e.g. old + new) into one PEM trust bundle")
+  .requiredOption("--out <file>", "bundle file to write")
+  .argument("<certs...>", "certificate files (PEM bundles or DER)")
+  .option("--force", "replace an existing bundle", false)
+  .action(async (files: string[], opts: { out: string; force: boolean }) => {
+    await bundleAnchors({ outFile: opts.out, inputFiles: files, force: opts.force }, output);
   });
 
 const token = program.command("token").description("a local ServiceAccount token signer (stands in for Kubernetes)");
