@@ -1,9 +1,16 @@
-// Server parts.
+// Server: the Certify service and its replaceable parts.
+export { createIdentityServer } from "./server.ts";
+export type { IdentityServerOptions, IdentityServerParts } from "./server.ts";
+export { createCertifyHandler, MAX_CERTIFY_REQUEST_BYTES } from "./certify.ts";
+export type { CertifyHandler, CertifyInput, CertifyOptions, CertifyOutput } from "./certify.ts";
 export { createJwksTokenValidator, IDENTITY_TOKEN_AUDIENCE } from "./jwks-token-validator.ts";
 export type { JwksTokenValidatorOptions } from "./jwks-token-validator.ts";
 export type { TokenIdentity, TokenValidator } from "./token-validator.ts";
+export type { Issuer, IssuerSource, IssuerState } from "./issuer.ts";
+export { createIdentityPolicy } from "./identity-policy.ts";
+export type { IdentityPolicy, RequestedIdentity } from "./identity-policy.ts";
 
-// Client parts.
+// Client: the certifier and the credential store it writes.
 export { refreshDelayMs, backoffDelayMs, MIN_REFRESH_MS, MAX_REFRESH_MS, REFRESH_FRACTION } from "./refresh-timing.ts";
 export { createCredentialStore } from "./credential-store.ts";
 export type { CredentialStore, Credentials, WritableCredentialStore } from "./credential-store.ts";
@@ -14,5 +21,6 @@ export type { IdentityErrorCode } from "./errors.ts";
 export type { Logger } from "./logger.ts";
 export { noopLogger } from "./logger.ts";
 
-// For integrators: the status mapping used at the RPC boundary.
+// For integrators: the CSR policy and the status mapping used at the RPC boundary.
+export { checkCsr } from "./csr-policy.ts";
 export { statusForCode } from "./grpc-status.ts";

@@ -1,0 +1,115 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { createCsr, generateKeyPair, parseCertificate, pemEncode, toDer } from "@meshtls/pki";
+import { Registry } from "prom-client";
+import { beforeAll, describe, expect, it } from "vitest";
+import { createCertifyHandler } from "./certify.ts";
+import type { CertifyHandler } from "./certify.ts";
+import { createJwksTokenValidator } from "./jwks-token-validator.ts";
+import { createPkiFixture, createTokenSigner, TOKEN_ISSUER } from "./test-fixtures.ts";
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const vector = (p: string) => readFileSync(path.resolve(repoRoot, "../shared/vectors/csr", p), "utf8");
+
+const identity = "web.default.serviceaccount.identity.meshtls.cluster.local";
+const spiffe = "spiffe://cluster.local/ns/default/sa/web";
+
+describe("createCertifyHandler", () => {
+  let pki: Awaited<ReturnType<typeof createPkiFixture>>;
+  let signer: Awaited<ReturnType<typeof createTokenSigner>>;
+  let certify: CertifyHandler;
+  let registry: Registry;
+  let csr: Uint8Array;
+  let token: Uint8Array;
+
+  beforeAll(async () => {
+    pki = await createPkiFixture();
+    signer = await createTokenSigner();
+    registry = new Registry();
+    certify = createCertifyHandler({
+      issuerStore: pki.source,
+      tokenValidator: createJwksTokenValidator({ jwks: signer.jwks, issuer: TOKEN_ISSUER }),
+      metricsRegistry: registry,
+    });
+    csr = await createCsr({ keyPair: await generateKeyPair(), identity });
+    token = new TextEncoder().encode(await signer.mint("default", "web"));
+  });
+
+  it("signs a leaf with the identity and SPIFFE ID that chains to the anchor", async () => {
+    const out = await certify({ identity, token, certificateSigningRequest: csr });
+    const leaf = parseCertificate(out.leaf);
+    expect(leaf.san.dns).toEqual([identity]);
+    expect(leaf.san.uri).toEqual([spiffe]);
+    expect(leaf.ca).toBe(false);
+    expect(leaf.extKeyUsage).toEqual(expect.arrayContaining(["serverAuth", "clientAuth"]));
+    expect(out.validUntil.getTime()).toBe(leaf.notAfter.getTime());
+    expect(leaf.notAfter.getTime() - leaf.notBefore.getTime()).toBe(24 * 3600_000 + 40_000);
+    expect(out.intermediates).toEqual([pki.issuer.certificate]);
+    // An outside verifier agrees: openssl, strict, for both TLS purposes.
+    const dir = mkdtempSync(path.join(tmpdir(), "certify-"));
+    try {
+      writeFileSync(path.join(dir, "ca.pem"), pki.anchorPem);
+      writeFileSync(path.join(dir, "chain.pem"), out.intermediates.map((c) => pemEncode("CERTIFICATE", c)).join(""));
+      writeFileSync(path.join(dir, "leaf.pem"), pemEncode("CERTIFICATE", out.leaf));
+      for (const purpose of ["sslclient", "sslserver"]) {
+        const result = execFileSync("openssl", ["verify", "-x509_strict", "-purpose", purpose, "-CAfile", path.join(dir, "ca.pem"), "-untrusted", path.join(dir, "chain.pem"), path.join(dir, "leaf.pem")], { timeout: 10_000 });
+        expect(result.toString()).toMatch(/leaf\.pem: OK/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    expect(await registry.getSingleMetricAsString("identity_certify_total")).toMatch(/result="ok"} 1/);
+  });
+
+  it("accepts a CSR whose URI SAN is the identity's SPIFFE ID and whose CN is empty", async () => {
+    const withUri = await createCsr({ keyPair: await generateKeyPair(), identity, spiffeId: spiffe, commonName: "" });
+    await expect(certify({ identity, token, certificateSigningRequest: withUri })).resolves.toMatchObject({ identity });
+  });
+
+  it.each([
+    ["pyca/ec_sha256.pem", /curve P-384/],
+    ["pyca/san_rsa_sha1.pem", /RSA; meshtls requires an ECDSA P-256 key/],
+    ["x509-limbo/explicit_curve_leaf.csr", /explicit EC curve parameters/],
+  ])("refuses the external vector %s with ERR_CSR_REJECTED", async (file, message) => {
+    const der = toDer(vector(file), "CERTIFICATE REQUEST");
+    await expect(certify({ identity, token, certificateSigningRequest: der })).rejects.toMatchObject({ code: "ERR_CSR_REJECTED", message: expect.stringMatching(message) });
+  });
+
+  it("refuses garbage as ERR_CSR_INVALID and counts it", async () => {
+    await expect(certify({ identity, token, certificateSigningRequest: new Uint8Array([0x30, 0x82, 0xff, 0xff, 1, 2, 3]) })).rejects.toMatchObject({ code: "ERR_CSR_INVALID" });
+    expect(await registry.getSingleMetricAsString("identity_certify_total")).toMatch(/result="ERR_CSR_INVALID"} 1/);
+  });
+
+  it("checks in the documented order: issuer, fields, identity, CSR, token, name", async () => {
+    const unavailable = createCertifyHandler({
+      issuerStore: { current: () => ({ ok: false, reason: "issuer expired" }) },
+      tokenValidator: { validate: () => Promise.reject(new Error("must not be called")) },
+    });
+    await expect(unavailable({ identity: "", token: new Uint8Array(), certificateSigningRequest: new Uint8Array() })).rejects.toMatchObject({ code: "ERR_ISSUER_UNAVAILABLE", message: expect.stringMatching(/issuer expired/) });
+    // A bad CSR is reported before the token is looked at.
+    let tokenChecked = false;
+    const ordered = createCertifyHandler({
+      issuerStore: pki.source,
+      tokenValidator: {
+        validate: async () => {
+          tokenChecked = true;
+          return { namespace: "default", serviceAccount: "web", subject: "system:serviceaccount:default:web" };
+        },
+      },
+    });
+    await expect(ordered({ identity, token, certificateSigningRequest: new Uint8Array([1]) })).rejects.toMatchObject({ code: "ERR_CSR_INVALID" });
+    expect(tokenChecked).toBe(false);
+  });
+
+  it("refuses a token for another ServiceAccount with ERR_IDENTITY_MISMATCH", async () => {
+    const other = new TextEncoder().encode(await signer.mint("default", "db"));
+    await expect(certify({ identity, token: other, certificateSigningRequest: csr })).rejects.toMatchObject({ code: "ERR_IDENTITY_MISMATCH" });
+  });
+
+  it("refuses an oversized request before parsing anything", async () => {
+    await expect(certify({ identity, token: new Uint8Array(70_000), certificateSigningRequest: csr })).rejects.toMatchObject({ code: "ERR_REQUEST_TOO_LARGE" });
+  });
+});

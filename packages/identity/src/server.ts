@@ -1,0 +1,60 @@
+import { Metadata } from "@grpc/grpc-js";
+import type { ChannelOptions, ServerUnaryCall, sendUnaryData, ServiceError } from "@grpc/grpc-js";
+import { dateToTimestamp, IdentityService } from "@meshtls/api";
+import type { CertifyResponse, IdentityServer , CertifyRequest} from "@meshtls/api";
+import { createCertifyHandler, MAX_CERTIFY_REQUEST_BYTES } from "./certify.ts";
+import type { CertifyHandler, CertifyOptions } from "./certify.ts";
+import { IdentityError } from "./errors.ts";
+import { statusForCode } from "./grpc-status.ts";
+
+export type IdentityServerOptions = CertifyOptions;
+
+/** What `server.addService(identity.service, identity.implementation)` needs, plus the channel options to build the server with. */
+export interface IdentityServerParts {
+  /** The `io.linkerd.proxy.identity.Identity` service definition. */
+  service: typeof IdentityService;
+  implementation: IdentityServer;
+  /** Pass to `new grpc.Server(...)`: caps received messages at the request limit. */
+  serverOptions: ChannelOptions;
+  /** The protocol-free handler behind the RPC. */
+  certify: CertifyHandler;
+}
+
+/**
+ * Creates the Identity gRPC service: the Certify handler composed from the
+ * issuer store, token validator and naming policy, with IdentityError codes
+ * mapped to gRPC status codes here and nowhere else.
+ */
+export function createIdentityServer(options: IdentityServerOptions): IdentityServerParts {
+  const certify = createCertifyHandler(options);
+  const maxRequestBytes = options.maxRequestBytes ?? MAX_CERTIFY_REQUEST_BYTES;
+  const implementation: IdentityServer = {
+    certify(call: ServerUnaryCall<CertifyRequest, CertifyResponse>, callback: sendUnaryData<CertifyResponse>) {
+      const controller = new AbortController();
+      call.on("cancelled", () => controller.abort());
+      certify(call.request, { signal: controller.signal }).then(
+        (output) =>
+          callback(null, {
+            leafCertificate: Buffer.from(output.leaf),
+            intermediateCertificates: output.intermediates.map((c) => Buffer.from(c)),
+            validUntil: dateToTimestamp(output.validUntil),
+          }),
+        (error: unknown) => callback(toServiceError(error)),
+      );
+    },
+  };
+  return {
+    service: IdentityService,
+    implementation,
+    // A little headroom for protobuf framing: the handler enforces the exact limit with its own message.
+    serverOptions: { "grpc.max_receive_message_length": maxRequestBytes + 64 },
+    certify,
+  };
+}
+
+function toServiceError(error: unknown): Partial<ServiceError> {
+  const failure = IdentityError.from(error, "ERR_ISSUE_FAILED");
+  const metadata = new Metadata();
+  metadata.set("meshtls-error-code", failure.code);
+  return { code: statusForCode(failure.code), details: failure.message, metadata };
+}
