@@ -187,11 +187,13 @@ export function parseRegistry(options: { text: string; file: string }): Registry
     throw new DestinationError("ERR_REGISTRY_INVALID", `file is larger than ${MAX_REGISTRY_FILE_BYTES} bytes`, { file });
   }
   const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false, strict: true });
+  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: true, strict: true });
   const syntax = doc.errors[0];
   if (syntax !== undefined) {
-    const pos = syntax.linePos?.[0];
-    throw new DestinationError("ERR_REGISTRY_INVALID", syntax.message.split("\n")[0] ?? syntax.code, {
+    const pos = syntax.linePos?.[0] ?? lines.linePos(syntax.pos[0]);
+    // The first line is the reason; yaml appends a source excerpt after it.
+    const reason = (syntax.message.split("\n")[0] ?? syntax.code).replace(/ at line \d+, column \d+:?$/, "");
+    throw new DestinationError("ERR_REGISTRY_INVALID", reason, {
       file,
       ...(pos === undefined ? {} : { line: pos.line, column: pos.col }),
     });

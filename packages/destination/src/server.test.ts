@@ -3,7 +3,7 @@ import { DestinationClient as GrpcDestinationClient, tcpAddressToString, type Up
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { createStaticRegistry, type RegistrySnapshot } from "./registry.js";
-import { startServer } from "./test-support.js";
+import { eventually, startServer } from "./test-support.js";
 
 const snapshot: RegistrySnapshot = {
   services: [
@@ -39,14 +39,6 @@ function openStream(address: string, path: string, contextToken = "") {
   };
 }
 
-const until = async (check: () => boolean): Promise<void> => {
-  const deadline = Date.now() + 5000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error("timed out");
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
-
 describe("Destination.Get server", () => {
   const cleanups: (() => unknown)[] = [];
   afterEach(async () => {
@@ -65,7 +57,7 @@ describe("Destination.Get server", () => {
     const { server } = await setup();
     const s = openStream(server.address, "api.default.svc.cluster.local:80");
     cleanups.push(s.close);
-    await until(() => s.updates.length > 0);
+    await eventually(() => s.updates.length > 0);
     const first = s.updates[0]?.update;
     expect(first?.$case).toBe("add");
     if (first?.$case !== "add") return;
@@ -87,14 +79,14 @@ describe("Destination.Get server", () => {
     for (const path of paths) {
       const s = openStream(server.address, path, '{"ns":"default","nodeName":"n1","pod":"web-0"}');
       cleanups.push(s.close);
-      await until(() => s.updates.length > 0);
+      await eventually(() => s.updates.length > 0);
       expect(s.updates[0]?.update?.$case, path).toBe("add");
     }
     const other = openStream(server.address, "api:80", '{"ns":"other"}');
     const unknown = openStream(server.address, "nope.default.svc.cluster.local:80");
     const wrongPort = openStream(server.address, "api.default.svc.cluster.local:81");
     cleanups.push(other.close, unknown.close, wrongPort.close);
-    await until(() => other.updates.length > 0 && unknown.updates.length > 0 && wrongPort.updates.length > 0);
+    await eventually(() => other.updates.length > 0 && unknown.updates.length > 0 && wrongPort.updates.length > 0);
     expect(other.updates[0]?.update).toEqual({ $case: "noEndpoints", value: { exists: false } });
     expect(unknown.updates[0]?.update).toEqual({ $case: "noEndpoints", value: { exists: false } });
     expect(wrongPort.updates[0]?.update).toEqual({ $case: "noEndpoints", value: { exists: true } });
@@ -106,7 +98,7 @@ describe("Destination.Get server", () => {
     const v6 = openStream(server.address, "[fd00::2]:8080");
     const stranger = openStream(server.address, "192.0.2.7:443");
     cleanups.push(s.close, v6.close, stranger.close);
-    await until(() => s.updates.length > 0 && v6.updates.length > 0 && stranger.updates.length > 0);
+    await eventually(() => s.updates.length > 0 && v6.updates.length > 0 && stranger.updates.length > 0);
     const add = s.updates[0]?.update;
     expect(add?.$case === "add" && add.value.addrs.map((a) => [tcpAddressToString(a.addr!), a.tlsIdentity?.serverName?.name])).toEqual([
       ["127.0.1.1:8080", "api.default.serviceaccount.identity.meshtls.example.org"],
@@ -124,7 +116,7 @@ describe("Destination.Get server", () => {
     for (const path of ["", "api", "api:0", "api:http", "a.b.c.d.e:80", "fd00::1:80", "x".repeat(5000) + ":80", "[zz]:80", "a_b:80"]) {
       const s = openStream(server.address, path);
       cleanups.push(s.close);
-      await until(() => s.error() !== undefined);
+      await eventually(() => s.error() !== undefined);
       expect(s.error()?.code, path).toBe(3);
     }
     expect(await metrics.getSingleMetricAsString("destination_get_requests_total")).toContain('result="invalid_argument"} 9');
@@ -134,12 +126,12 @@ describe("Destination.Get server", () => {
     const { server, registry } = await setup();
     const streams = [0, 1, 2].map(() => openStream(server.address, "api.default.svc.cluster.local:80"));
     cleanups.push(...streams.map((s) => s.close));
-    await until(() => streams.every((s) => s.updates.length === 1));
+    await eventually(() => streams.every((s) => s.updates.length === 1));
     expect(server.handle.watchedTargets()).toBe(1);
     expect(server.handle.openStreams()).toBe(3);
     const [a, b, c] = snapshot.services[0]!.endpoints;
     registry.set({ services: [{ ...snapshot.services[0]!, endpoints: [a!, { ...b!, weight: 5 }, { ...c!, address: "127.0.2.2" }] }] });
-    await until(() => streams.every((s) => s.updates.length === 3));
+    await eventually(() => streams.every((s) => s.updates.length === 3));
     for (const s of streams) {
       const [, remove, add] = s.updates.map((u) => u.update);
       expect(remove?.$case === "remove" && remove.value.addrs.map((x) => tcpAddressToString(x))).toEqual(["127.0.2.1:8080"]);
@@ -149,10 +141,10 @@ describe("Destination.Get server", () => {
       ]);
     }
     registry.set({ services: [] });
-    await until(() => streams.every((s) => s.updates.length === 5));
+    await eventually(() => streams.every((s) => s.updates.length === 5));
     expect(streams[0]!.updates[3]?.update?.$case).toBe("remove");
     expect(streams[0]!.updates[4]?.update).toEqual({ $case: "noEndpoints", value: { exists: false } });
     streams.forEach((s) => s.close());
-    await until(() => server.handle.openStreams() === 0 && server.handle.watchedTargets() === 0);
+    await eventually(() => server.handle.openStreams() === 0 && server.handle.watchedTargets() === 0);
   });
 });

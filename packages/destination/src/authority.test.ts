@@ -1,0 +1,44 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { parseAuthority, parseContextToken } from "./authority.js";
+import { DestinationError } from "./errors.js";
+
+describe("authority", () => {
+  it("resolves the short forms as Kubernetes DNS would", () => {
+    const svc = { kind: "service", name: "api", namespace: "default", port: 80 };
+    for (const authority of ["api.default:80", "api.default.svc:80", "api.default.svc.cluster.local:80", "api.default.svc.cluster.local.:80"]) {
+      expect(parseAuthority({ authority, contextNamespace: "other" })).toEqual(svc);
+    }
+    expect(parseAuthority({ authority: "api:80", contextNamespace: "default" })).toEqual(svc);
+    expect(parseAuthority({ authority: "api:80" })).toEqual(svc);
+    expect(parseAuthority({ authority: "api.default.svc.example.internal:80", clusterDomain: "example.internal" })).toEqual(svc);
+    expect(parseAuthority({ authority: "10.0.0.1:8080" })).toEqual({ kind: "ip", ip: "10.0.0.1", port: 8080 });
+    expect(parseAuthority({ authority: "[FD00::0:1]:443" })).toEqual({ kind: "ip", ip: "fd00::1", port: 443 });
+  });
+
+  it("refuses malformed authorities with ERR_AUTHORITY_INVALID", () => {
+    for (const authority of ["", "api", "api:", ":80", "api:0", "api:65536", "api:+80", "fd00::1:80", "a.b.c:80", "api.default.svc.other.domain:80", "a b:80", "1.2.3:80", "[::1:80"]) {
+      expect(() => parseAuthority({ authority }), authority).toThrow(expect.objectContaining({ code: "ERR_AUTHORITY_INVALID" }));
+    }
+  });
+
+  it("reads Linkerd context tokens and ignores anything else", () => {
+    expect(parseContextToken('{"ns":"shop","nodeName":"n1","pod":"web-0"}')).toEqual({ namespace: "shop", nodeName: "n1", pod: "web-0" });
+    for (const token of ["", "ns:shop", "[]", "null", '{"ns":"Not A Label"}', "{".repeat(10000)]) {
+      expect(parseContextToken(token).namespace).toBeUndefined();
+    }
+  });
+
+  it("parses any input to a target or a coded error", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 300 }), fc.string({ unit: fc.constantFrom(..."a.1:[]f-"), maxLength: 40 })), (authority) => {
+        try {
+          parseAuthority({ authority });
+        } catch (error) {
+          expect(error).toBeInstanceOf(DestinationError);
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
