@@ -253,7 +253,10 @@ export function createInbound(options: CreateInboundOptions): Inbound {
         server.once("error", (cause) => reject(new ProxyError("ERR_LISTEN_FAILED", `inbound cannot listen on ${host}:${port}: ${cause.message}`, { cause })));
         server.listen(port, host, () => resolve(server.address() as net.AddressInfo));
       }),
-    stopAccepting: () => new Promise((resolve) => server.close(() => resolve())),
+    stopAccepting: async () => {
+      // close() stops the listener now; its callback would wait for every connection.
+      server.close();
+    },
     destroyAll() {
       for (const socket of sockets) socket.destroy();
     },

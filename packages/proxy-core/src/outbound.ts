@@ -280,7 +280,7 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
     },
     connect,
     stopAccepting: async () => {
-      await Promise.all([...servers].map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+      for (const server of servers) server.close();
       proxyServer.closeIdleConnections();
     },
     destroyAll() {
