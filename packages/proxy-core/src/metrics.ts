@@ -20,6 +20,12 @@ export type CountedSocket = Duplex & { bytesRead: number; bytesWritten: number }
 export interface CreateProxyMetricsOptions {
   /** Where the metrics are registered. Default a new Registry. */
   registry?: Registry;
+  /**
+   * Register `identity_cert_expiration_timestamp_seconds` and
+   * `identity_cert_refreshes_total` here. Default true; pass false when the
+   * certifier registers them in the same registry.
+   */
+  identityMetrics?: boolean;
 }
 
 /** The proxy's Prometheus metrics, with the exact names and labels of ARCHITECTURE.md. */
@@ -105,8 +111,9 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     inbound: new Counter({ name: "inbound_tcp_errors_total", help: "Inbound connections failed before forwarding", labelNames: ["error", "target_addr"], registers: [registry] }),
     outbound: new Counter({ name: "outbound_tcp_errors_total", help: "Outbound connections failed or refused", labelNames: ["error", "target_addr"], registers: [registry] }),
   };
-  const expiry = new Gauge({ name: "identity_cert_expiration_timestamp_seconds", help: "notAfter of the current certificate, in seconds since the epoch", registers: [registry] });
-  const refreshes = new Counter({ name: "identity_cert_refreshes_total", help: "Certificate refresh attempts", labelNames: ["result"], registers: [registry] });
+  const identityRegisters = options.identityMetrics === false ? [] : [registry];
+  const expiry = new Gauge({ name: "identity_cert_expiration_timestamp_seconds", help: "notAfter of the current certificate, in seconds since the epoch", registers: identityRegisters });
+  const refreshes = new Counter({ name: "identity_cert_refreshes_total", help: "Certificate refresh attempts", labelNames: ["result"], registers: identityRegisters });
 
   return {
     registry,
