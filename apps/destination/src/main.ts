@@ -1,1 +1,135 @@
-export {};
+import { readFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { createDestinationServer, createFileRegistry, DestinationError } from "@meshtls/destination";
+import { pino } from "pino";
+import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
+import { createAdminServer } from "./admin.js";
+import { ConfigError, parseConfig, type Config } from "./config.js";
+
+const SHUTDOWN_GRACE_MS = 5_000;
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function serverCredentials(config: Config): ServerCredentials {
+  if (!config.tls) return ServerCredentials.createInsecure();
+  const { certFile, keyFile, clientCaFile } = config.tls;
+  return ServerCredentials.createSsl(
+    clientCaFile === undefined ? null : readFileSync(clientCaFile),
+    [{ cert_chain: readFileSync(certFile), private_key: readFileSync(keyFile) }],
+    clientCaFile !== undefined,
+  );
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = parseConfig(process.argv, process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`meshtls-destination: ${error.message}`);
+      process.exit(2);
+    }
+    // commander already printed help, version or its own usage error.
+    const code = (error as { exitCode?: number }).exitCode;
+    process.exit(code === 0 ? 0 : 2);
+  }
+
+  const logger = pino({ level: config.logLevel, base: { service: "meshtls-destination" } }, pino.destination({ dest: 1, sync: true }));
+  const metrics = new Registry();
+  collectDefaultMetrics({ register: metrics });
+  const reloads = new Counter({ name: "destination_registry_reloads_total", help: "Registry file reloads by result.", labelNames: ["result"], registers: [metrics] });
+  const registryValid = new Gauge({ name: "destination_registry_file_valid", help: "1 when the registry file on disk is the one being served, 0 when an edit was refused.", registers: [metrics] });
+
+  let registry;
+  try {
+    registry = await createFileRegistry({
+      file: config.registryFile,
+      logger,
+      onReload: (result) => {
+        reloads.inc({ result: result.ok ? "ok" : "error" });
+        registryValid.set(result.ok ? 1 : 0);
+      },
+    });
+  } catch (error) {
+    if (!(error instanceof DestinationError)) throw error;
+    logger.error({ code: error.code, file: error.file, line: error.line, column: error.column, reason: error.reason }, `cannot load the registry: ${error.message}`);
+    process.exit(1);
+  }
+  registryValid.set(1);
+
+  const destination = createDestinationServer({
+    registry,
+    trustDomain: config.trustDomain,
+    controlNamespace: config.controlNamespace,
+    clusterDomain: config.clusterDomain,
+    metrics,
+    logger,
+  });
+  const grpcServer = new Server({ "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000 });
+  grpcServer.addService(destination.definition, destination.implementation);
+  let grpcPort: number;
+  try {
+    grpcPort = await new Promise<number>((resolve, reject) =>
+      grpcServer.bindAsync(hostPort(config.listen.host, config.listen.port), serverCredentials(config), (error, port) => (error ? reject(error) : resolve(port))),
+    );
+  } catch (error) {
+    logger.error({ err: error, listen: config.listen }, "cannot listen for gRPC");
+    process.exit(1);
+  }
+
+  let shuttingDown = false;
+  const admin = createAdminServer({
+    registry: metrics,
+    ready: () => (shuttingDown ? { ok: false, reason: "shutting down" } : { ok: true }),
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      admin.once("error", reject);
+      admin.listen(config.admin.port, config.admin.host, () => resolve());
+    });
+  } catch (error) {
+    logger.error({ err: error, admin: config.admin }, "cannot listen for admin");
+    process.exit(1);
+  }
+  const adminPort = (admin.address() as AddressInfo).port;
+  logger.info(
+    {
+      grpcAddress: hostPort(config.listen.host, grpcPort),
+      adminAddress: hostPort(config.admin.host, adminPort),
+      tls: config.tls !== undefined,
+      trustDomain: config.trustDomain,
+      controlNamespace: config.controlNamespace,
+      clusterDomain: config.clusterDomain,
+    },
+    "listening",
+  );
+
+  const shutdown = (signal: string): void => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    logger.info({ signal, openStreams: destination.openStreams() }, "shutting down");
+    // Ending the streams lets clients reconnect elsewhere; then wait for calls to drain.
+    destination.close();
+    registry.close();
+    const force = setTimeout(() => grpcServer.forceShutdown(), SHUTDOWN_GRACE_MS);
+    force.unref();
+    grpcServer.tryShutdown(() => {
+      clearTimeout(force);
+      admin.close(() => {
+        logger.info({}, "stopped");
+        process.exit(0);
+      });
+      admin.closeAllConnections();
+    });
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+main().catch((error: unknown) => {
+  console.error("meshtls-destination: fatal:", error);
+  process.exit(1);
+});

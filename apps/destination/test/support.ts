@@ -1,0 +1,183 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const appDir = path.resolve(here, "..");
+export const repoRoot = path.resolve(appDir, "../..");
+export const mainJs = path.join(appDir, "dist", "main.js");
+/** buf from @bufbuild/buf (a devDependency of this app). */
+export const bufBin = path.join(appDir, "node_modules", ".bin", "buf");
+/** The only thing the buf curl client knows: the proto files. */
+export const protoSchema = path.join(repoRoot, "packages", "api");
+
+export type LogLine = Record<string, unknown> & { msg?: string; level?: number };
+
+export interface DestinationProcess {
+  child: ChildProcess;
+  grpcPort: number;
+  adminPort: number;
+  logs: LogLine[];
+  stderr: () => string;
+  waitForLog(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
+  /** Sends `signal` and resolves with the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+async function waitFor<T>(probe: () => T | undefined, timeoutMs: number, what: string, stop?: () => string | undefined): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== undefined) return value;
+    const reason = stop?.();
+    if (reason !== undefined) throw new Error(`${what}: ${reason}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+export { waitFor };
+
+/** Starts the built meshtls-destination binary and waits for its "listening" log line. */
+export async function startDestination(options: { registryFile: string; port?: number; args?: string[] }): Promise<DestinationProcess> {
+  if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: run \`pnpm --filter meshtls-destination build\` (turbo's test task does)`);
+  const args = [
+    mainJs,
+    "--registry",
+    options.registryFile,
+    "--listen",
+    `127.0.0.1:${options.port ?? 0}`,
+    "--admin",
+    "127.0.0.1:0",
+    ...(options.args ?? ["--insecure-plaintext"]),
+  ];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "" } });
+  const logs: LogLine[] = [];
+  let stderr = "";
+  let pending = "";
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    pending += chunk;
+    let nl: number;
+    while ((nl = pending.indexOf("\n")) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      try {
+        logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        logs.push({ msg: line, unparsed: true });
+      }
+    }
+  });
+  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  let exitCode: number | null | undefined;
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve((exitCode = code))));
+  const waitForLog = (match: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> =>
+    waitFor(() => logs.find(match), timeoutMs, "a log line", () => (exitCode !== undefined ? `exited with ${exitCode}: ${stderr}` : undefined));
+  const listening = await waitForLog((l) => l.msg === "listening");
+  const portOf = (addr: unknown): number => Number(String(addr).split(":").pop());
+  return {
+    child,
+    grpcPort: portOf(listening.grpcAddress),
+    adminPort: portOf(listening.adminAddress),
+    logs,
+    stderr: () => stderr,
+    waitForLog,
+    exited,
+    async stop(signal = "SIGTERM") {
+      if (exitCode === undefined) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** A `buf curl` Get stream: a client built only from the proto files. */
+export interface BufStream {
+  messages: Record<string, unknown>[];
+  /** Times (Date.now()) at which each message was fully read. */
+  receivedAt: number[];
+  exited: Promise<{ code: number | null; stderr: string }>;
+  close(): void;
+}
+
+/** Splits concatenated pretty-printed JSON objects as they arrive. */
+function jsonObjects(onObject: (value: Record<string, unknown>) => void): (chunk: string) => void {
+  let buffer = "";
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  let start = -1;
+  let scanned = 0;
+  return (chunk) => {
+    buffer += chunk;
+    for (let i = scanned; i < buffer.length; i++) {
+      const c = buffer[i];
+      if (inString) {
+        if (escaped) escaped = false;
+        else if (c === "\\") escaped = true;
+        else if (c === '"') inString = false;
+      } else if (c === '"') inString = true;
+      else if (c === "{") {
+        if (depth++ === 0) start = i;
+      } else if (c === "}" && --depth === 0) {
+        onObject(JSON.parse(buffer.slice(start, i + 1)) as Record<string, unknown>);
+        buffer = buffer.slice(i + 1);
+        i = -1;
+      }
+    }
+    scanned = buffer.length;
+  };
+}
+
+export function bufCurlGet(options: { port: number; path: string; contextToken?: string; scheme?: string; timeoutMs?: number }): BufStream {
+  const body = JSON.stringify({ scheme: options.scheme ?? "k8s", path: options.path, contextToken: options.contextToken ?? "" });
+  const child = spawn(
+    bufBin,
+    [
+      "curl",
+      "--schema",
+      protoSchema,
+      "--protocol",
+      "grpc",
+      "--http2-prior-knowledge",
+      "-d",
+      body,
+      `http://127.0.0.1:${options.port}/io.linkerd.proxy.destination.Destination/Get`,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"], timeout: options.timeoutMs ?? 30_000 },
+  );
+  const messages: Record<string, unknown>[] = [];
+  const receivedAt: number[] = [];
+  const feed = jsonObjects((value) => {
+    messages.push(value);
+    receivedAt.push(Date.now());
+  });
+  child.stdout.setEncoding("utf8").on("data", feed);
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on("close", (code) => resolve({ code, stderr })));
+  return { messages, receivedAt, exited, close: () => child.kill("SIGTERM") };
+}
+
+/** IPv4 literal → the integer the net proto carries. */
+export const ipv4Int = (ip: string): number => ip.split(".").reduce((a, o) => a * 256 + Number(o), 0);
+
+/** A `WeightedAddr` as buf curl prints it (protojson). */
+export interface JsonAddr {
+  addr: { ip: { ipv4?: number; ipv6?: { first: string; last: string } }; port: number };
+  weight: number;
+  metricLabels?: Record<string, string>;
+  tlsIdentity?: { dnsLikeIdentity?: { name: string }; serverName?: { name: string } };
+  protocolHint?: { opaqueTransport?: { inboundPort: number } };
+}
+
+export function addrsOf(message: Record<string, unknown> | undefined, kind: "add" | "remove"): JsonAddr[] {
+  const body = message?.[kind] as { addrs?: unknown[] } | undefined;
+  return (body?.addrs ?? []).map((a) => (kind === "add" ? a : { addr: a })) as JsonAddr[];
+}
+
+export async function adminGet(port: number, urlPath: string): Promise<{ status: number; text: string }> {
+  const response = await fetch(`http://127.0.0.1:${port}${urlPath}`);
+  return { status: response.status, text: await response.text() };
+}
