@@ -3,6 +3,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { bundleAnchors } from "./commands/certs-bundle.ts";
 import { createCerts, DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN } from "./commands/certs-create.ts";
 import { createIssuerFiles } from "./commands/certs-issuer.ts";
+import { inspectFile } from "./commands/inspect.ts";
 import { generateTokenSigner } from "./commands/token-keygen.ts";
 import { DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER, mintToken } from "./commands/token-mint.ts";
 import { parseDurationMs } from "./duration.ts";
@@ -105,6 +106,15 @@ certs
   .option("--force", "replace an existing bundle", false)
   .action(async (files: string[], opts: { out: string; force: boolean }) => {
     await bundleAnchors({ outFile: opts.out, inputFiles: files, force: opts.force }, output);
+  });
+
+program
+  .command("inspect")
+  .description("describe a certificate, chain (PEM bundle) or CSR (PEM or DER)")
+  .argument("<file>", "file to describe")
+  .option("--json", "print JSON", false)
+  .action(async (file: string, opts: { json: boolean }) => {
+    await inspectFile({ file, json: opts.json }, output);
   });
 
 const token = program.command("token").description("a local ServiceAccount token signer (stands in for Kubernetes)");

@@ -58,6 +58,7 @@ export function run(
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    child.stdin.on("error", () => undefined); // the child may exit before reading stdin
     child.stdin.end(options.input ?? "");
   });
 }

@@ -1,0 +1,333 @@
+import { createHash, X509Certificate } from "node:crypto";
+import path from "node:path";
+import {
+  parseCertificate,
+  parseCsr,
+  pemDecode,
+  type CertificateSummary,
+  type CsrSummary,
+} from "@meshtls/pki";
+import { CliError, describeError } from "../errors.ts";
+import { describeExpiry } from "../duration.ts";
+import { readInputFile } from "../files.ts";
+import type { Output } from "../output.ts";
+
+export interface InspectFileOptions {
+  /** A certificate, PEM chain, or CSR, in PEM or DER (auto-detected). */
+  file: string;
+  /** Print JSON instead of words. Default false. */
+  json?: boolean;
+  /** Clock for "expires in" and chain verification. Default `() => new Date()`. */
+  now?: () => Date;
+}
+
+/** A certificate as `inspect --json` prints it. */
+export interface InspectedCertificate {
+  subject: string;
+  subjectCommonName?: string;
+  issuer: string;
+  issuerCommonName?: string;
+  serialNumber: string;
+  notBefore: string;
+  notAfter: string;
+  expiresInSeconds: number;
+  expired: boolean;
+  notYetValid: boolean;
+  san: CertificateSummary["san"];
+  ca: boolean;
+  pathLength?: number;
+  keyUsage: string[];
+  extKeyUsage: string[];
+  publicKey: CertificateSummary["publicKey"];
+  signatureAlgorithm: string;
+  fingerprintSha256: string;
+  selfSigned: boolean;
+  /** For all but the last certificate of a chain: whether the next one's key verifies this one's signature. */
+  signedByNext?: boolean;
+}
+
+/** A CSR as `inspect --json` prints it. */
+export interface InspectedCsr {
+  version: number;
+  subject: string;
+  subjectCommonName?: string;
+  san: CsrSummary["san"];
+  publicKey: Omit<CsrSummary["publicKey"], "spki"> & { spkiSha256: string };
+  signatureAlgorithm: string;
+  signatureValid: boolean;
+  extensions: CsrSummary["extensions"];
+  /** Why the meshtls identity service would refuse this CSR for its DNS SAN; empty if it would not. */
+  meshProblems: string[];
+}
+
+export type InspectResult =
+  | { kind: "certificate" | "chain"; file: string; certificates: InspectedCertificate[]; verification?: ChainVerification }
+  | { kind: "csr"; file: string; csr: InspectedCsr };
+
+/** Outcome of verifying a chain that ends in a self-signed certificate. */
+export type ChainVerification = { ok: true } | { ok: false; code: string; reason: string };
+
+type Item = { type: "certificate" | "csr"; der: Uint8Array };
+
+/**
+ * `meshtls inspect FILE`: describes a certificate, a chain (PEM bundle, leaf
+ * first) or a CSR, in words or as JSON. For a chain it says whether each
+ * certificate is signed by the next.
+ */
+export async function inspectFile(options: InspectFileOptions, output: Output): Promise<InspectResult> {
+  const now = (options.now ?? (() => new Date()))();
+  const data = await readInputFile(options.file, "file");
+  const items = await classify(data, options.file);
+  const name = path.basename(options.file);
+
+  let result: InspectResult;
+  if (items[0]!.type === "csr") {
+    result = { kind: "csr", file: options.file, csr: await inspectCsr(items[0]!.der, options.file) };
+  } else {
+    const summaries: CertificateSummary[] = [];
+    for (const [index, item] of items.entries()) {
+      summaries.push(await summarize(item.der, `${options.file} (certificate ${index + 1})`));
+    }
+    const certificates = summaries.map((summary, index) => {
+      const inspected = toInspected(summary, now);
+      const next = summaries[index + 1];
+      if (next !== undefined) {
+        inspected.signedByNext = isSignedBy(summary.der, next.der);
+      }
+      return inspected;
+    });
+    result = { kind: summaries.length === 1 ? "certificate" : "chain", file: options.file, certificates };
+  }
+
+  if (options.json === true) {
+    output.out(JSON.stringify(result, null, 2));
+  } else {
+    output.out(result.kind === "csr" ? describeCsr(name, result.csr) : describeCertificates(name, result, now));
+  }
+  return result;
+}
+
+async function classify(data: Uint8Array, file: string): Promise<Item[]> {
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(data);
+  if (text.includes("-----BEGIN")) {
+    let blocks: { label: string; der: Uint8Array }[];
+    try {
+      blocks = pemDecode(text);
+    } catch (error) {
+      throw new CliError("ERR_INPUT", `${file}: malformed PEM: ${describeError(error)}`, { cause: error });
+    }
+    const items: Item[] = [];
+    for (const block of blocks) {
+      if (block.label === "CERTIFICATE" || block.label === "TRUSTED CERTIFICATE") {
+        items.push({ type: "certificate", der: block.der });
+      } else if (block.label === "CERTIFICATE REQUEST" || block.label === "NEW CERTIFICATE REQUEST") {
+        items.push({ type: "csr", der: block.der });
+      } else if (block.label.includes("PRIVATE KEY")) {
+        throw new CliError("ERR_INPUT", `${file} contains a private key (${block.label}); inspect describes certificates and CSRs only`);
+      } else {
+        throw new CliError("ERR_INPUT", `${file}: unsupported PEM block "${block.label}"; expected CERTIFICATE or CERTIFICATE REQUEST`);
+      }
+    }
+    if (items.length === 0) {
+      throw new CliError("ERR_INPUT", `${file} contains no PEM block`);
+    }
+    const csrs = items.filter((item) => item.type === "csr").length;
+    if (csrs > 0 && items.length > 1) {
+      throw new CliError("ERR_INPUT", `${file} holds ${items.length} PEM blocks including a CSR; inspect one CSR per file`);
+    }
+    return items;
+  }
+  // DER: one certificate or one CSR. Try the certificate first, then the CSR.
+  try {
+    await parseCertificate(data);
+    return [{ type: "certificate", der: data }];
+  } catch (certError) {
+    try {
+      await parseCsr(data);
+      return [{ type: "csr", der: data }];
+    } catch (csrError) {
+      const reason = data.length > 0 && data[0] === 0x30 ? ` (as a certificate: ${describeError(certError)}; as a CSR: ${describeError(csrError)})` : "";
+      throw new CliError("ERR_INPUT", `${file} is neither a certificate nor a CSR in PEM or DER${reason}`, { cause: csrError });
+    }
+  }
+}
+
+async function summarize(der: Uint8Array, where: string): Promise<CertificateSummary> {
+  try {
+    return await parseCertificate(der);
+  } catch (error) {
+    throw new CliError("ERR_INPUT", `${where}: not a valid certificate: ${describeError(error)}`, { cause: error });
+  }
+}
+
+async function inspectCsr(der: Uint8Array, file: string): Promise<InspectedCsr> {
+  let csr: CsrSummary;
+  try {
+    csr = await parseCsr(der);
+  } catch (error) {
+    throw new CliError("ERR_INPUT", `${file}: not a valid CSR: ${describeError(error)}`, { cause: error });
+  }
+  const { spki, ...publicKey } = csr.publicKey;
+  const inspected: InspectedCsr = {
+    version: csr.version,
+    subject: csr.subject.text,
+    san: csr.san,
+    publicKey: { ...publicKey, spkiSha256: createHash("sha256").update(spki).digest("hex") },
+    signatureAlgorithm: csr.signatureAlgorithm,
+    signatureValid: csr.signatureValid,
+    extensions: csr.extensions,
+    meshProblems: meshCsrProblems(csr),
+  };
+  if (csr.subject.commonName !== undefined) {
+    inspected.subjectCommonName = csr.subject.commonName;
+  }
+  return inspected;
+}
+
+/** The identity service's CSR checks (ARCHITECTURE.md) that need no trust domain. */
+function meshCsrProblems(csr: CsrSummary): string[] {
+  const problems: string[] = [];
+  const dns = csr.san.dns;
+  if (dns.length !== 1) {
+    problems.push(`has ${dns.length} DNS SANs; exactly one (the identity) is required`);
+  }
+  const cn = csr.subject.commonName;
+  if (cn !== undefined && cn !== "" && dns.length === 1 && cn !== dns[0]) {
+    problems.push(`CN "${cn}" differs from the DNS SAN "${dns[0]}"`);
+  }
+  if (csr.san.email.length > 0) problems.push("has email SANs");
+  if (csr.san.ip.length > 0) problems.push("has IP SANs");
+  if (csr.san.uri.some((uri) => !uri.startsWith("spiffe://"))) problems.push("has a URI SAN that is not a SPIFFE ID");
+  if (!csr.signatureValid) problems.push("its self-signature does not verify");
+  if (csr.publicKey.algorithm !== "ECDSA" || csr.publicKey.curve !== "P-256") {
+    problems.push(`key is ${describeKey(csr.publicKey)}; ECDSA P-256 is required`);
+  } else if (!csr.publicKey.namedCurve) {
+    problems.push("key uses explicit curve parameters; a named curve is required");
+  }
+  return problems;
+}
+
+function toInspected(summary: CertificateSummary, now: Date): InspectedCertificate {
+  const inspected: InspectedCertificate = {
+    subject: summary.subject.text,
+    issuer: summary.issuer.text,
+    serialNumber: summary.serialNumber,
+    notBefore: summary.notBefore.toISOString(),
+    notAfter: summary.notAfter.toISOString(),
+    expiresInSeconds: Math.floor((summary.notAfter.getTime() - now.getTime()) / 1000),
+    expired: summary.notAfter.getTime() <= now.getTime(),
+    notYetValid: summary.notBefore.getTime() > now.getTime(),
+    san: summary.san,
+    ca: summary.ca,
+    keyUsage: summary.keyUsage,
+    extKeyUsage: summary.extKeyUsage,
+    publicKey: summary.publicKey,
+    signatureAlgorithm: summary.signatureAlgorithm,
+    fingerprintSha256: summary.fingerprintSha256,
+    selfSigned: summary.selfSigned,
+  };
+  if (summary.subject.commonName !== undefined) inspected.subjectCommonName = summary.subject.commonName;
+  if (summary.issuer.commonName !== undefined) inspected.issuerCommonName = summary.issuer.commonName;
+  if (summary.pathLength !== undefined) inspected.pathLength = summary.pathLength;
+  return inspected;
+}
+
+/** Whether `issuerDer`'s public key verifies `der`'s signature (node:crypto, independent of pki). */
+function isSignedBy(der: Uint8Array, issuerDer: Uint8Array): boolean {
+  try {
+    return new X509Certificate(der).verify(new X509Certificate(issuerDer).publicKey);
+  } catch {
+    return false;
+  }
+}
+
+function describeKey(key: { algorithm: string; curve?: string | undefined; namedCurve: boolean; bits?: number | undefined }): string {
+  const parts: string[] = [key.algorithm];
+  if (key.curve !== undefined) parts.push(key.curve);
+  if (key.bits !== undefined && key.curve === undefined) parts.push(`${key.bits} bits`);
+  if (key.algorithm === "ECDSA") parts.push(key.namedCurve ? "(named curve)" : "(explicit curve parameters)");
+  return parts.join(" ");
+}
+
+function describeSans(san: { dns: string[]; uri: string[]; ip: string[]; email: string[] }): string {
+  const all = [
+    ...san.dns.map((v) => `DNS:${v}`),
+    ...san.uri.map((v) => `URI:${v}`),
+    ...san.ip.map((v) => `IP:${v}`),
+    ...san.email.map((v) => `email:${v}`),
+  ];
+  return all.length === 0 ? "(none)" : all.join(", ");
+}
+
+const EXTENSION_NAMES: Record<string, string> = {
+  "2.5.29.14": "subjectKeyIdentifier",
+  "2.5.29.15": "keyUsage",
+  "2.5.29.17": "subjectAltName",
+  "2.5.29.19": "basicConstraints",
+  "2.5.29.30": "nameConstraints",
+  "2.5.29.35": "authorityKeyIdentifier",
+  "2.5.29.37": "extKeyUsage",
+};
+
+function describeExtension(extension: { oid: string; critical: boolean }): string {
+  const name = EXTENSION_NAMES[extension.oid] ?? extension.oid;
+  return `${name}${extension.critical ? " (critical)" : ""}`;
+}
+
+function colonHex(hex: string): string {
+  return (hex.match(/../g) ?? [hex]).join(":");
+}
+
+function field(label: string, value: string): string {
+  return `  ${`${label}:`.padEnd(17)}${value}`;
+}
+
+function describeCertificates(name: string, result: Extract<InspectResult, { certificates: unknown }>, now: Date): string {
+  const lines: string[] = [];
+  const count = result.certificates.length;
+  lines.push(count === 1 ? `${name}: certificate` : `${name}: chain of ${count} certificates`);
+  for (const [index, cert] of result.certificates.entries()) {
+    lines.push("");
+    lines.push(count === 1 ? "Certificate" : `Certificate ${index + 1} of ${count}`);
+    lines.push(field("Subject", cert.subject || "(empty)"));
+    lines.push(field("Issuer", cert.issuer || "(empty)"));
+    lines.push(field("Serial", colonHex(cert.serialNumber)));
+    const validity = cert.notYetValid
+      ? `not yet valid (starts in ${describeExpiry(new Date(cert.notBefore), now).replace(/^expires in /, "")})`
+      : describeExpiry(new Date(cert.notAfter), now);
+    lines.push(field("Valid", `${cert.notBefore} to ${cert.notAfter} (${validity})`));
+    lines.push(field("SANs", describeSans(cert.san)));
+    lines.push(field("CA", cert.ca ? `yes${cert.pathLength === undefined ? ", no path length limit" : `, path length ${cert.pathLength}`}` : "no"));
+    lines.push(field("Key usage", cert.keyUsage.length > 0 ? cert.keyUsage.join(", ") : "(none)"));
+    lines.push(field("Ext key usage", cert.extKeyUsage.length > 0 ? cert.extKeyUsage.join(", ") : "(none)"));
+    lines.push(field("Public key", describeKey(cert.publicKey)));
+    lines.push(field("Signature", cert.signatureAlgorithm));
+    lines.push(field("SHA-256", colonHex(cert.fingerprintSha256)));
+    lines.push(field("Self-signed", cert.selfSigned ? "yes" : "no"));
+    if (cert.signedByNext !== undefined) {
+      lines.push(field("Signed by next", cert.signedByNext ? `yes (by certificate ${index + 2})` : `NO: certificate ${index + 2} did not sign it`));
+    }
+  }
+  return lines.join("\n");
+}
+
+function describeCsr(name: string, csr: InspectedCsr): string {
+  const lines = [
+    `${name}: certificate signing request`,
+    "",
+    "Certificate request",
+    field("Version", `v${csr.version + 1} (encoded ${csr.version})`),
+    field("Subject", csr.subject || "(empty)"),
+    field("SANs", describeSans(csr.san)),
+    field("Public key", describeKey(csr.publicKey)),
+    field("Signature", `${csr.signatureAlgorithm}, ${csr.signatureValid ? "valid" : "INVALID (does not verify)"}`),
+    field("Extensions", csr.extensions.length > 0 ? csr.extensions.map(describeExtension).join(", ") : "(none)"),
+    field("SPKI SHA-256", colonHex(csr.publicKey.spkiSha256)),
+  ];
+  lines.push(
+    csr.meshProblems.length === 0
+      ? field("Mesh identity", `acceptable for ${csr.san.dns[0] ?? "?"}`)
+      : field("Mesh identity", `would be refused: ${csr.meshProblems.join("; ")}`),
+  );
+  return lines.join("\n");
+}
