@@ -32,6 +32,7 @@ export {
   type PreparedIssuer,
 } from "./ca.ts";
 export { parseCertificate, type CertificateSummary } from "./certificate.ts";
+export { verifyChain, DEFAULT_MAX_CHAIN_DEPTH, type ChainResult, type VerifyChainOptions } from "./verify.ts";
 
 // Limits applied by every parser (integrators may want to show them).
 export { MAX_DER_BYTES, MAX_PEM_CHARS, MAX_PEM_BLOCKS } from "./limits.ts";

@@ -255,6 +255,17 @@ function decodeAki(value: asn1js.AsnType): Uint8Array | undefined {
   return view instanceof Uint8Array ? new Uint8Array(view) : undefined;
 }
 
+/** Extensions a verifier understands, so that they may be critical. */
+export const UNDERSTOOD_EXTENSIONS: ReadonlySet<string> = new Set([
+  OID.basicConstraints,
+  OID.keyUsage,
+  OID.extKeyUsage,
+  OID.subjectAltName,
+  OID.nameConstraints,
+  OID.subjectKeyIdentifier,
+  OID.authorityKeyIdentifier,
+]);
+
 /** Decodes the extensions this package understands; unknown ones are only listed. */
 export function decodeExtensions(list: RawExtension[]): DecodedExtensions {
   const out: DecodedExtensions = { list, malformed: [], duplicates: [] };
@@ -262,6 +273,7 @@ export function decodeExtensions(list: RawExtension[]): DecodedExtensions {
   for (const ext of list) {
     if (seen.has(ext.oid)) out.duplicates.push(ext.oid);
     seen.add(ext.oid);
+    if (!UNDERSTOOD_EXTENSIONS.has(ext.oid)) continue; // opaque: only its criticality matters
     let value: asn1js.AsnType;
     try {
       value = parseDer(ext.value, `extension ${ext.oid}`);
@@ -304,16 +316,7 @@ export function decodeExtensions(list: RawExtension[]): DecodedExtensions {
   return out;
 }
 
-/** Extensions a verifier understands, so that they may be critical. */
-export const UNDERSTOOD_EXTENSIONS: ReadonlySet<string> = new Set([
-  OID.basicConstraints,
-  OID.keyUsage,
-  OID.extKeyUsage,
-  OID.subjectAltName,
-  OID.nameConstraints,
-  OID.subjectKeyIdentifier,
-  OID.authorityKeyIdentifier,
-]);
+
 
 function rsaBits(spkiBits: Uint8Array): number | undefined {
   try {

@@ -1,0 +1,141 @@
+// x509-limbo (C2SP, Apache-2.0) cases for the families a mesh verifier needs. Cases are never edited;
+// a case is skipped only when its `features` name something this verifier does not implement.
+import { readFileSync } from "node:fs";
+import { afterAll, describe, expect, it } from "vitest";
+import { parseCertificate } from "./certificate.ts";
+import { decodeCertificates } from "./pem.ts";
+import { vectorPath } from "./test-helpers.ts";
+import { verifyChain, type ChainResult } from "./verify.ts";
+
+interface LimboCase {
+  id: string;
+  features: string[];
+  validation_kind: "SERVER" | "CLIENT";
+  trusted_certs: string[];
+  untrusted_intermediates: string[];
+  peer_certificate: string;
+  validation_time: string | null;
+  extended_key_usage: string[];
+  expected_result: "SUCCESS" | "FAILURE";
+  expected_peer_name: { kind: string; value: string } | null;
+  max_chain_depth: number | null;
+}
+
+const limbo = JSON.parse(readFileSync(vectorPath("x509-limbo/limbo.json"), "utf8")) as { testcases: LimboCase[] };
+
+/** The families, as exact id prefixes (or exact ids for the basic-constraints and critical-extension groups). */
+const FAMILIES: { name: string; ids: (id: string) => boolean }[] = [
+  { name: "webpki::san", ids: (id) => id.startsWith("webpki::san::") },
+  { name: "pathlen", ids: (id) => id.startsWith("pathlen::") },
+  { name: "rfc5280::validity", ids: (id) => id.startsWith("rfc5280::validity::") },
+  {
+    name: "basic constraints",
+    ids: (id) =>
+      [
+        "rfc5280::intermediate-ca-without-ca-bit",
+        "rfc5280::intermediate-ca-missing-basic-constraints",
+        "rfc5280::root-missing-basic-constraints",
+        "rfc5280::root-non-critical-basic-constraints",
+        "rfc5280::root-inconsistent-ca-extensions",
+        "rfc5280::no-basicconstraints",
+        "rfc5280::ca-as-leaf",
+        "rfc5280::ca-as-leaf-wrong-san",
+        "webpki::ee-basicconstraints-ca",
+        "webpki::ca-as-leaf",
+      ].includes(id),
+  },
+  { name: "critical extensions", ids: (id) => id.startsWith("rfc5280::unknown-critical-extension-") },
+  { name: "rfc5280::nc", ids: (id) => id.startsWith("rfc5280::nc::") },
+  { name: "webpki::nc", ids: (id) => id.startsWith("webpki::nc::") },
+  { name: "EKU (rfc5280::eku, webpki::eku)", ids: (id) => id.startsWith("rfc5280::eku::") || id.startsWith("webpki::eku::") },
+];
+
+/** Features this verifier implements; a case needing any other feature is skipped. */
+const SUPPORTED_FEATURES = new Set(["max-chain-depth", "name-constraint-dn"]);
+
+/**
+ * limbo's namespaces are profiles: `webpki::` cases follow the Web PKI (CABF) profile, which forbids CA
+ * leaves like the mesh profile does; all other cases follow plain RFC 5280 (where a CA may be a leaf).
+ */
+/** The reason code for a few failure cases, so that "failed" also means "failed for the right reason". */
+const EXPECTED_CODES: Record<string, string> = {
+  "pathlen::intermediate-violates-pathlen-0": "ERR_CHAIN_PATH_LENGTH",
+  "pathlen::max-chain-depth-1-exhausted": "ERR_CHAIN_TOO_DEEP",
+  "rfc5280::validity::expired-root": "ERR_CHAIN_EXPIRED",
+  "rfc5280::validity::not-yet-valid-1-second": "ERR_CHAIN_NOT_YET_VALID",
+  "rfc5280::unknown-critical-extension-ee": "ERR_CHAIN_CRITICAL_EXTENSION",
+  "rfc5280::unknown-critical-extension-intermediate": "ERR_CHAIN_CRITICAL_EXTENSION",
+  "rfc5280::eku::ee-wrong-eku": "ERR_CHAIN_EKU",
+  "rfc5280::nc::excluded-dns-match": "ERR_CHAIN_NAME_CONSTRAINTS",
+  "rfc5280::nc::permitted-ip-mismatch": "ERR_CHAIN_NAME_CONSTRAINTS",
+  "webpki::nc::intermediate-permitted-excluded-subtrees-both-null": "ERR_CHAIN_NAME_CONSTRAINTS",
+  "webpki::san::mismatch-domain-san": "ERR_CHAIN_NAME_MISMATCH",
+  "webpki::san::no-san": "ERR_CHAIN_NAME_MISMATCH",
+  "rfc5280::root-non-critical-basic-constraints": "ERR_CHAIN_NOT_CA",
+  "rfc5280::root-inconsistent-ca-extensions": "ERR_CHAIN_KEY_USAGE",
+  "webpki::ca-as-leaf": "ERR_CHAIN_NOT_CA",
+};
+
+function profileFor(id: string): "mesh" | "rfc5280" {
+  return id.startsWith("webpki::") ? "mesh" : "rfc5280";
+}
+
+async function run(c: LimboCase, profile: "mesh" | "rfc5280"): Promise<ChainResult> {
+  const name = c.expected_peer_name;
+  const expectedName = name === null ? undefined : name.kind === "DNS" ? { dns: name.value } : name.kind === "IP" ? { ip: name.value } : { uri: name.value };
+  const purpose = (c.extended_key_usage[0] ?? (c.validation_kind === "SERVER" ? "serverAuth" : "clientAuth")) as "serverAuth" | "clientAuth";
+  return verifyChain({
+    leaf: decodeCertificates(c.peer_certificate)[0] as Uint8Array,
+    intermediates: c.untrusted_intermediates.flatMap((p) => decodeCertificates(p)),
+    anchors: c.trusted_certs.flatMap((p) => decodeCertificates(p)),
+    ...(c.validation_time === null ? {} : { now: new Date(c.validation_time) }),
+    ...(expectedName === undefined ? {} : { expectedName }),
+    purpose,
+    ...(c.max_chain_depth === null ? {} : { maxDepth: c.max_chain_depth }),
+    profile,
+  });
+}
+
+const counts = new Map<string, { total: number; passed: number; skipped: number; meshRejectedCaLeaf: number }>();
+const selected = limbo.testcases.flatMap((c) => {
+  const family = FAMILIES.find((f) => f.ids(c.id));
+  return family ? [{ c, family: family.name }] : [];
+});
+
+describe("x509-limbo mesh families", () => {
+  afterAll(() => {
+    console.log(`x509-limbo families (id prefixes): ${FAMILIES.map((f) => f.name).join(", ")}`);
+    for (const [family, n] of counts) {
+      console.log(`  ${family}: ${n.passed}/${n.total - n.skipped} passed, ${n.skipped} skipped by features; mesh profile rejects ${n.meshRejectedCaLeaf} RFC-valid CA/cert-sign leaves`);
+    }
+  });
+
+  it.each(selected.map(({ c, family }) => [c.id, c, family] as const))("%s", async (_id, c, family) => {
+    const n = counts.get(family) ?? { total: 0, passed: 0, skipped: 0, meshRejectedCaLeaf: 0 };
+    counts.set(family, n);
+    n.total++;
+    if (c.features.some((f) => !SUPPORTED_FEATURES.has(f))) {
+      n.skipped++;
+      return;
+    }
+    const result = await run(c, profileFor(c.id));
+    const detail = result.ok ? "ok" : `${result.code}: ${result.reason}`;
+    if (process.env.LIMBO_DEBUG) console.log(`${c.id} ${c.expected_result} -> ${detail}`);
+    expect(result.ok ? "SUCCESS" : "FAILURE", `${c.id} -> ${detail}`).toBe(c.expected_result);
+    if (!result.ok) expect(result.code).toMatch(/^ERR_CHAIN_/);
+    if (!result.ok && EXPECTED_CODES[c.id]) expect(result.code, result.reason).toBe(EXPECTED_CODES[c.id]);
+    n.passed++;
+
+    // The mesh default agrees with every case, except that it rejects leaves that are CAs or may sign certificates.
+    const mesh = await run(c, "mesh");
+    const leaf = parseCertificate(c.peer_certificate);
+    const caLeaf = leaf.ca || leaf.keyUsage.includes("keyCertSign") || leaf.keyUsage.includes("cRLSign");
+    if (caLeaf && c.expected_result === "SUCCESS") {
+      expect(mesh.ok).toBe(false);
+      if (!mesh.ok) expect(["ERR_CHAIN_NOT_CA", "ERR_CHAIN_KEY_USAGE"]).toContain(mesh.code);
+      n.meshRejectedCaLeaf++;
+    } else {
+      expect(mesh.ok ? "SUCCESS" : "FAILURE", `mesh profile: ${c.id}`).toBe(c.expected_result);
+    }
+  });
+});
