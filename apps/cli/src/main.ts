@@ -11,6 +11,11 @@ import { CliError, describeError } from "./errors.ts";
 import { createProcessOutput } from "./output.ts";
 
 const output = createProcessOutput();
+// A closed pipe (`meshtls inspect … | head`) is not an error worth a stack trace.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(process.exitCode ?? 0);
+  throw error;
+});
 
 /** commander argument parser for durations; a bad value becomes a usage error. */
 function duration(value: string): number {
