@@ -6,12 +6,16 @@ export type { CertifyHandler, CertifyInput, CertifyOptions, CertifyOutput } from
 export { createJwksTokenValidator, IDENTITY_TOKEN_AUDIENCE } from "./jwks-token-validator.ts";
 export type { JwksTokenValidatorOptions } from "./jwks-token-validator.ts";
 export type { TokenIdentity, TokenValidator } from "./token-validator.ts";
+export { createIssuerStore, ISSUER_LAYOUTS, requireIssuerLoaded } from "./issuer-store.ts";
+export type { IssuerRejection, IssuerStore, IssuerStoreOptions, ReloadResult } from "./issuer-store.ts";
 export type { Issuer, IssuerSource, IssuerState } from "./issuer.ts";
 export { createIdentityPolicy } from "./identity-policy.ts";
 export type { IdentityPolicy, RequestedIdentity } from "./identity-policy.ts";
 
 // Client: the certifier and the credential store it writes.
+export { createCertifier } from "./certifier.ts";
 export { refreshDelayMs, backoffDelayMs, MIN_REFRESH_MS, MAX_REFRESH_MS, REFRESH_FRACTION } from "./refresh-timing.ts";
+export type { Certifier, CertifierOptions } from "./certifier.ts";
 export { createCredentialStore } from "./credential-store.ts";
 export type { CredentialStore, Credentials, WritableCredentialStore } from "./credential-store.ts";
 

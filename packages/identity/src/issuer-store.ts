@@ -1,0 +1,374 @@
+import { createHash } from "node:crypto";
+import { watch } from "node:fs";
+import type { FSWatcher } from "node:fs";
+import { readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import {
+  certificateMatchesKey,
+  decodeCertificates,
+  generateKeyPair,
+  identityName,
+  importPrivateKey,
+  issueLeaf,
+  parseCertificate,
+  prepareIssuer,
+  verifyChain,
+} from "@meshtls/pki";
+import type { CryptoKey, PreparedIssuer } from "@meshtls/pki";
+import type { Issuer, IssuerSource } from "./issuer.ts";
+import { Counter, Gauge } from "prom-client";
+import type { Registry } from "prom-client";
+import { IdentityError } from "./errors.ts";
+import { noopLogger } from "./logger.ts";
+import type { Logger } from "./logger.ts";
+
+/** Why a candidate issuer was refused; the `reason` label of `identity_issuer_rejected_total`. */
+export type IssuerRejection =
+  | "not_found"
+  | "unreadable"
+  | "bad_certificate"
+  | "bad_key"
+  | "not_ca"
+  | "key_unsupported"
+  | "key_mismatch"
+  | "not_yet_valid"
+  | "expired"
+  | "untrusted";
+
+/** The outcome of one content check. */
+export type ReloadResult =
+  | { result: "loaded"; issuer: Issuer }
+  | { result: "unchanged" }
+  | { result: "rejected"; rejection: IssuerRejection; reason: string };
+
+export interface IssuerStore extends IssuerSource {
+  /** Loads the folder now (the first call loads; later calls reload only when the content changed). */
+  reload(): Promise<ReloadResult>;
+  /** Loads once, then watches the folder (fs.watch + periodic content hash). Resolves with the first result. */
+  start(): Promise<ReloadResult>;
+  /** Called with each newly loaded issuer. Returns an unsubscribe function. */
+  subscribe(listener: (issuer: Issuer) => void): () => void;
+  /** Stops watching. */
+  close(): void;
+}
+
+export interface IssuerStoreOptions {
+  /** The folder holding `issuer.crt`/`issuer.key`, `crt.pem`/`key.pem` (Linkerd) or `tls.crt`/`tls.key` (cert-manager). */
+  dir: string;
+  /** Trust anchors (DER), or a function returning the current set. */
+  trustAnchors: Uint8Array[] | (() => Uint8Array[]);
+  /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default 5000. */
+  pollIntervalMs?: number;
+  /** Delay between a file event and the check, so a multi-file write settles, in milliseconds. Default 100. */
+  settleMs?: number;
+  /** Trust domain of the probe leaf used to test the issuer. Default "cluster.local". */
+  trustDomain?: string;
+  /** Control namespace of the probe leaf. Default "meshtls". */
+  controlNamespace?: string;
+  now?: () => Date;
+  logger?: Logger;
+  /** Registry for `identity_issuer_*` and `issuer_cert_ttl_seconds`. Default: metrics are not registered. */
+  metricsRegistry?: Registry;
+}
+
+/** Layouts tried in this order. */
+export const ISSUER_LAYOUTS: readonly { certificate: string; key: string }[] = [
+  { certificate: "issuer.crt", key: "issuer.key" },
+  { certificate: "crt.pem", key: "key.pem" },
+  { certificate: "tls.crt", key: "tls.key" },
+];
+
+class Rejected extends Error {
+  constructor(
+    readonly rejection: IssuerRejection,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Creates a store that loads the issuer from `dir`, validates it (a P-256 CA
+ * whose key matches, inside its validity, chaining to the anchors, proved by
+ * signing and verifying a probe leaf), and reloads it when the files' content
+ * changes. A candidate that fails validation never replaces the current
+ * issuer; the reason is logged and counted.
+ */
+export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
+  const now = options.now ?? (() => new Date());
+  const logger = options.logger ?? noopLogger;
+  const pollIntervalMs = options.pollIntervalMs ?? 5000;
+  const settleMs = options.settleMs ?? 100;
+  const anchors = typeof options.trustAnchors === "function" ? options.trustAnchors : () => options.trustAnchors as Uint8Array[];
+  const registers = options.metricsRegistry ? [options.metricsRegistry] : [];
+  const loaded = new Counter({ name: "identity_issuer_loaded_total", help: "Issuers loaded (initially or by rotation).", registers });
+  const rejected = new Counter({
+    name: "identity_issuer_rejected_total",
+    help: "Candidate issuers refused, by reason; the current issuer stays in use.",
+    labelNames: ["reason"],
+    registers,
+  });
+
+  let issuer: Issuer | undefined;
+  let lastReason = "the issuer has not been loaded yet";
+  let lastHash: string | undefined;
+  let lastUnreadable: string | undefined;
+  let queue: Promise<unknown> = Promise.resolve();
+  let watcher: FSWatcher | undefined;
+  let pollTimer: NodeJS.Timeout | undefined;
+  let settleTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+  const listeners = new Set<(issuer: Issuer) => void>();
+
+  new Gauge({
+    name: "issuer_cert_ttl_seconds",
+    help: "Seconds until the issuer (or an anchor on its path) expires; negative once expired, absent before loading.",
+    registers,
+    collect() {
+      this.reset();
+      if (issuer) this.set((issuer.usableUntil.getTime() - now().getTime()) / 1000);
+    },
+  });
+
+  async function readCandidate(): Promise<{ files: { certificate: string; key: string }; cert: Buffer; key: Buffer; hash: string }> {
+    for (const layout of ISSUER_LAYOUTS) {
+      const certificate = path.join(options.dir, layout.certificate);
+      const key = path.join(options.dir, layout.key);
+      const [certExists, keyExists] = await Promise.all([exists(certificate), exists(key)]);
+      if (!certExists && !keyExists) continue;
+      if (!certExists || !keyExists) {
+        throw new Rejected("not_found", `${certExists ? certificate : key} exists but ${certExists ? key : certificate} does not`);
+      }
+      let cert: Buffer;
+      let keyBytes: Buffer;
+      try {
+        [cert, keyBytes] = await Promise.all([readFile(certificate), readFile(key)]);
+      } catch (error) {
+        throw new Rejected("unreadable", `cannot read the issuer files: ${(error as Error).message}`);
+      }
+      const hash = createHash("sha256").update(layout.certificate).update("\0").update(cert).update("\0").update(keyBytes).digest("hex");
+      return { files: { certificate, key }, cert, key: keyBytes, hash };
+    }
+    throw new Rejected(
+      "not_found",
+      `no issuer in ${options.dir}: expected issuer.crt + issuer.key, crt.pem + key.pem, or tls.crt + tls.key`,
+    );
+  }
+
+  async function validate(candidate: { files: { certificate: string; key: string }; cert: Buffer; key: Buffer }): Promise<Issuer> {
+    const { files } = candidate;
+    let certs: Uint8Array[];
+    try {
+      certs = decodeCertificates(new Uint8Array(candidate.cert));
+    } catch (error) {
+      throw new Rejected("bad_certificate", `${files.certificate} holds no readable certificate: ${(error as Error).message}`);
+    }
+    const [certificate, ...bundled] = certs;
+    if (certificate === undefined) throw new Rejected("bad_certificate", `${files.certificate} holds no certificate`);
+    let summary;
+    try {
+      summary = await parseCertificate(certificate);
+    } catch (error) {
+      throw new Rejected("bad_certificate", `${files.certificate}: ${(error as Error).message}`);
+    }
+    const name = summary.subject.text || "(empty subject)";
+    let privateKey: CryptoKey;
+    try {
+      privateKey = (await importPrivateKey(new Uint8Array(candidate.key))).privateKey;
+    } catch (error) {
+      const code = (error as { code?: string }).code;
+      if (code === "ERR_KEY_UNSUPPORTED") {
+        throw new Rejected("key_unsupported", `${files.key}: ${(error as Error).message}; the issuer key must be ECDSA P-256`);
+      }
+      throw new Rejected("bad_key", `${files.key} holds no readable private key: ${(error as Error).message}`);
+    }
+    if (!summary.ca) throw new Rejected("not_ca", `issuer certificate ${name} is not a CA (basicConstraints cA is not true)`);
+    if (summary.keyUsage.length > 0 && !summary.keyUsage.includes("keyCertSign")) {
+      throw new Rejected("not_ca", `issuer certificate ${name} lacks the keyCertSign key usage`);
+    }
+    if (summary.publicKey.algorithm !== "ECDSA" || summary.publicKey.curve !== "P-256") {
+      throw new Rejected(
+        "key_unsupported",
+        `issuer certificate ${name} has a ${summary.publicKey.algorithm} ${summary.publicKey.curve ?? ""} key; meshtls issuers use ECDSA P-256`,
+      );
+    }
+    if (!(await certificateMatchesKey(certificate, privateKey))) {
+      throw new Rejected("key_mismatch", `${files.key} is not the private key of issuer certificate ${name}`);
+    }
+    const at = now();
+    if (at < summary.notBefore) {
+      throw new Rejected("not_yet_valid", `issuer certificate ${name} is not valid before ${summary.notBefore.toISOString()}`);
+    }
+    if (at >= summary.notAfter) {
+      throw new Rejected("expired", `issuer certificate ${name} expired at ${summary.notAfter.toISOString()}`);
+    }
+    const anchorList = anchors();
+    if (anchorList.length === 0) throw new Rejected("untrusted", "there are no trust anchors to check the issuer against");
+    // Proving the chain with a real leaf catches what inspecting the issuer
+    // alone would miss: path length, name constraints, key usage, signature.
+    const probeKeys = await generateKeyPair();
+    const probeName = identityName({
+      serviceAccount: "issuer-probe",
+      namespace: "meshtls-probe",
+      ...(options.controlNamespace === undefined ? {} : { controlNamespace: options.controlNamespace }),
+      ...(options.trustDomain === undefined ? {} : { trustDomain: options.trustDomain }),
+    });
+    let probe: Uint8Array;
+    let prepared: PreparedIssuer;
+    try {
+      prepared = await prepareIssuer({ certificate, privateKey });
+      probe = await issueLeaf({
+        issuer: prepared,
+        publicKey: probeKeys.publicKey,
+        identity: probeName,
+        lifetimeMs: 60_000,
+        skewMs: 0,
+        now: () => at,
+      });
+    } catch (error) {
+      throw new Rejected("untrusted", `issuer ${name} cannot sign a leaf: ${(error as Error).message}`);
+    }
+    const result = await verifyChain({
+      leaf: probe,
+      intermediates: [certificate, ...bundled],
+      anchors: anchorList,
+      now: at,
+      purpose: "clientAuth",
+    });
+    if (!result.ok) {
+      throw new Rejected(
+        result.code === "ERR_CHAIN_EXPIRED" ? "expired" : "untrusted",
+        `issuer ${name} does not chain to the trust anchors: ${result.reason}`,
+      );
+    }
+    const path = result.chain.slice(1);
+    const usableUntil = new Date(Math.min(...path.map((c) => c.notAfter.getTime())));
+    return {
+      certificate,
+      privateKey,
+      prepared,
+      intermediates: path.slice(0, -1).map((c) => c.der),
+      notBefore: summary.notBefore,
+      notAfter: summary.notAfter,
+      usableUntil,
+      subject: name,
+      serialNumber: summary.serialNumber,
+      fingerprintSha256: summary.fingerprintSha256,
+      files,
+    };
+  }
+
+  async function check(): Promise<ReloadResult> {
+    let candidate;
+    try {
+      candidate = await readCandidate();
+      lastUnreadable = undefined;
+      if (candidate.hash === lastHash) return { result: "unchanged" };
+      lastHash = candidate.hash;
+      const next = await validate(candidate);
+      issuer = next;
+      loaded.inc();
+      logger.info(
+        { issuer: next.subject, serial: next.serialNumber, notAfter: next.notAfter.toISOString(), usableUntil: next.usableUntil.toISOString(), files: next.files },
+        "issuer loaded",
+      );
+      for (const listener of [...listeners]) {
+        try {
+          listener(next);
+        } catch (error) {
+          logger.error({ err: error }, "issuer listener failed");
+        }
+      }
+      return { result: "loaded", issuer: next };
+    } catch (error) {
+      const rejection = error instanceof Rejected ? error.rejection : "bad_certificate";
+      const reason = error instanceof Error ? error.message : String(error);
+      // A folder that is missing or half-written is rechecked on the next
+      // event; content already refused is not re-reported.
+      if (candidate === undefined) {
+        lastHash = undefined;
+        if (reason === lastUnreadable) return { result: "rejected", rejection, reason };
+        lastUnreadable = reason;
+      }
+      rejected.inc({ reason: rejection });
+      lastReason = issuer ? lastReason : reason;
+      logger.warn(
+        { reason, rejection, dir: options.dir, keeping: issuer ? issuer.subject : null },
+        issuer ? "issuer replacement refused; keeping the current issuer" : "issuer refused",
+      );
+      return { result: "rejected", rejection, reason };
+    }
+  }
+
+  function reload(): Promise<ReloadResult> {
+    const next = queue.then(check, check);
+    queue = next.catch(() => undefined);
+    return next;
+  }
+
+  function schedule(): void {
+    if (closed) return;
+    if (settleTimer) clearTimeout(settleTimer);
+    settleTimer = setTimeout(() => {
+      settleTimer = undefined;
+      void reload();
+    }, settleMs);
+    settleTimer.unref();
+  }
+
+  return {
+    current() {
+      if (!issuer) return { ok: false, reason: lastReason };
+      const at = now();
+      if (at >= issuer.usableUntil) {
+        const what = issuer.usableUntil.getTime() === issuer.notAfter.getTime() ? `issuer ${issuer.subject}` : `the trust anchor of issuer ${issuer.subject}`;
+        return { ok: false, reason: `${what} expired at ${issuer.usableUntil.toISOString()}; rotate the issuer` };
+      }
+      if (at < issuer.notBefore) {
+        return { ok: false, reason: `issuer ${issuer.subject} is not valid before ${issuer.notBefore.toISOString()}` };
+      }
+      return { ok: true, issuer };
+    },
+    reload,
+    async start() {
+      const first = await reload();
+      if (closed) return first;
+      try {
+        watcher = watch(options.dir, { persistent: false }, () => schedule());
+        watcher.on("error", (error) => logger.warn({ err: error, dir: options.dir }, "issuer folder watch failed; relying on the periodic check"));
+      } catch (error) {
+        logger.warn({ err: error, dir: options.dir }, "cannot watch the issuer folder; relying on the periodic check");
+      }
+      pollTimer = setInterval(() => void reload(), pollIntervalMs);
+      pollTimer.unref();
+      return first;
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
+    close() {
+      closed = true;
+      watcher?.close();
+      if (pollTimer) clearInterval(pollTimer);
+      if (settleTimer) clearTimeout(settleTimer);
+    },
+  };
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Throws `ERR_ISSUER_INVALID` unless `result` loaded an issuer (for callers that require one at start). */
+export function requireIssuerLoaded(result: ReloadResult): Issuer | undefined {
+  if (result.result === "rejected") throw new IdentityError("ERR_ISSUER_INVALID", result.reason);
+  return result.result === "loaded" ? result.issuer : undefined;
+}
