@@ -3,6 +3,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { bundleAnchors } from "./commands/certs-bundle.ts";
 import { createCerts, DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN } from "./commands/certs-create.ts";
 import { createIssuerFiles } from "./commands/certs-issuer.ts";
+import { checkCertificates } from "./commands/check.ts";
 import { inspectFile } from "./commands/inspect.ts";
 import { generateTokenSigner } from "./commands/token-keygen.ts";
 import { DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER, mintToken } from "./commands/token-mint.ts";
@@ -111,6 +112,24 @@ certs
   .option("--force", "replace an existing bundle", false)
   .action(async (files: string[], opts: { out: string; force: boolean }) => {
     await bundleAnchors({ outFile: opts.out, inputFiles: files, force: opts.force }, output);
+  });
+
+program
+  .command("check")
+  .description("check the trust anchors and issuer: algorithm, validity, expiry, chain, key; exit 1 on error")
+  .requiredOption("--anchors <file>", "trust bundle (PEM)")
+  .requiredOption("--issuer-dir <dir>", "folder with issuer.crt and issuer.key")
+  .option("--warn <duration>", "warn when a certificate expires within this window", duration, parseDurationMs("60d"))
+  .option("--strict", "exit 1 on warnings too", false)
+  .option("--json", "print JSON", false)
+  .action(async (opts: { anchors: string; issuerDir: string; warn: number; strict: boolean; json: boolean }) => {
+    const report = await checkCertificates(
+      { anchorsFile: opts.anchors, issuerDir: opts.issuerDir, warnMs: opts.warn, strict: opts.strict, json: opts.json },
+      output,
+    );
+    if (!report.ok) {
+      process.exitCode = 1;
+    }
   });
 
 program

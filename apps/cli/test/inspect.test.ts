@@ -76,6 +76,7 @@ describe("meshtls inspect on certificates (process)", () => {
     expect(text).toMatch(/CA: +yes, path length 0/);
     expect(text).toMatch(/Valid: .*\(expires in (23h|1d)/);
     expect(text.match(/Signed by next: +yes/g)).toHaveLength(2);
+    expect(text).toMatch(/Chain: verifies to the self-signed certificate at its end/);
   });
 
   it("prints the chain as JSON", async () => {
@@ -95,6 +96,7 @@ describe("meshtls inspect on certificates (process)", () => {
     expect(issuer!.signedByNext).toBe(true);
     expect(anchor!.selfSigned).toBe(true);
     expect(anchor!.signedByNext).toBeUndefined();
+    expect(json.verification).toEqual({ ok: true });
     expect(anchor!.fingerprintSha256).toBe((await opensslFingerprint(path.join(certsDir, "ca.crt"))).replace(/:/g, ""));
   });
 
@@ -106,6 +108,16 @@ describe("meshtls inspect on certificates (process)", () => {
     const result = await runCli(["inspect", mixed]);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/Signed by next: +NO: certificate 2 did not sign it/);
+    expect(result.stdout).toMatch(/Chain: does NOT verify: .+ \(ERR_CHAIN_[A-Z_]+\)/);
+  });
+
+  it("verifies an issuer + anchor bundle (a chain that starts at a CA) under RFC 5280 rules", async () => {
+    const bundle = path.join(dir, "issuer-bundle.pem");
+    await writeFile(bundle, (await readFile(path.join(certsDir, "issuer.crt"), "utf8")) + (await readFile(path.join(certsDir, "ca.crt"), "utf8")));
+    const result = await runCli(["inspect", bundle]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/chain of 2 certificates/);
+    expect(result.stdout).toMatch(/Chain: verifies to the self-signed certificate at its end/);
   });
 
   it("reads DER certificates made by openssl", async () => {

@@ -4,6 +4,7 @@ import {
   parseCertificate,
   parseCsr,
   pemDecode,
+  verifyChain,
   type CertificateSummary,
   type CsrSummary,
 } from "@meshtls/pki";
@@ -72,7 +73,9 @@ type Item = { type: "certificate" | "csr"; der: Uint8Array };
 /**
  * `meshtls inspect FILE`: describes a certificate, a chain (PEM bundle, leaf
  * first) or a CSR, in words or as JSON. For a chain it says whether each
- * certificate is signed by the next.
+ * certificate is signed by the next and, if the last one is self-signed,
+ * whether the whole chain verifies to it now (pki verifyChain, any purpose;
+ * mesh leaf rules unless the first certificate is a CA).
  */
 export async function inspectFile(options: InspectFileOptions, output: Output): Promise<InspectResult> {
   const now = (options.now ?? (() => new Date()))();
@@ -97,6 +100,18 @@ export async function inspectFile(options: InspectFileOptions, output: Output): 
       return inspected;
     });
     result = { kind: summaries.length === 1 ? "certificate" : "chain", file: options.file, certificates };
+    const last = summaries[summaries.length - 1]!;
+    if (summaries.length > 1 && last.selfSigned) {
+      const verified = await verifyChain({
+        leaf: summaries[0]!.der,
+        intermediates: summaries.slice(1, -1).map((s) => s.der),
+        anchors: [last.der],
+        now,
+        // A chain starting at a workload certificate gets the mesh leaf rules; one starting at a CA, RFC 5280's.
+        profile: summaries[0]!.ca ? "rfc5280" : "mesh",
+      });
+      result.verification = verified.ok ? { ok: true } : { ok: false, code: verified.code, reason: verified.reason };
+    }
   }
 
   if (options.json === true) {
@@ -307,6 +322,17 @@ function describeCertificates(name: string, result: Extract<InspectResult, { cer
     if (cert.signedByNext !== undefined) {
       lines.push(field("Signed by next", cert.signedByNext ? `yes (by certificate ${index + 2})` : `NO: certificate ${index + 2} did not sign it`));
     }
+  }
+  if (result.verification !== undefined) {
+    lines.push("");
+    lines.push(
+      result.verification.ok
+        ? "Chain: verifies to the self-signed certificate at its end"
+        : `Chain: does NOT verify: ${result.verification.reason} (${result.verification.code})`,
+    );
+  } else if (count > 1) {
+    lines.push("");
+    lines.push("Chain: does not end in a self-signed certificate; not verified to a trust anchor");
   }
   return lines.join("\n");
 }

@@ -1,0 +1,196 @@
+import path from "node:path";
+import { certificateMatchesKey, verifyChain, type CertificateSummary, type CryptoKeyPair } from "@meshtls/pki";
+import { CliError } from "../errors.ts";
+import { describeExpiry, formatDurationMs } from "../duration.ts";
+import { readCertificates, readPrivateKey, summarizeCertificate } from "../inputs.ts";
+import type { Output } from "../output.ts";
+
+/** Default warning window of `meshtls check`: 60 days. */
+export const DEFAULT_CHECK_WARN_MS = 60 * 86_400_000;
+
+export interface CheckCertificatesOptions {
+  /** Trust bundle file (one or more anchors, PEM or DER). */
+  anchorsFile: string;
+  /** Folder with issuer.crt (issuer first, then any intermediates) and issuer.key. */
+  issuerDir: string;
+  /** Warn when a certificate expires within this window. Default 60 days. */
+  warnMs?: number;
+  /** Count warnings as failures. Default false. */
+  strict?: boolean;
+  /** Print JSON instead of words. Default false. */
+  json?: boolean;
+  /** Clock. Default `() => new Date()`. */
+  now?: () => Date;
+}
+
+export type CheckStatus = "ok" | "warning" | "error";
+
+/** One finding of `meshtls check`. */
+export interface CheckFinding {
+  /** Stable name of the check, e.g. `issuer-validity`. */
+  check: string;
+  status: CheckStatus;
+  message: string;
+}
+
+export interface CheckReport {
+  /** false if there is an error, or a warning under `strict`. */
+  ok: boolean;
+  errors: number;
+  warnings: number;
+  findings: CheckFinding[];
+}
+
+/**
+ * `meshtls check`: checks a trust bundle and an issuer before they hurt:
+ * supported algorithm (ECDSA P-256), validity now, expiry within the warning
+ * window, the issuer is a CA allowed to sign and chains to one of the anchors,
+ * and the issuer key matches its certificate. Unlike a warning-only check, the
+ * report's `ok` is false on any error (and on a warning with `strict`), and the
+ * command exits 1 then.
+ */
+export async function checkCertificates(options: CheckCertificatesOptions, output: Output): Promise<CheckReport> {
+  const now = (options.now ?? (() => new Date()))();
+  const warnMs = options.warnMs ?? DEFAULT_CHECK_WARN_MS;
+  const findings: CheckFinding[] = [];
+  const add = (check: string, status: CheckStatus, message: string): void => {
+    findings.push({ check, status, message });
+  };
+
+  const anchors = await readAll(options.anchorsFile, "trust anchors", add, "anchors-read");
+  const issuerCertFile = path.join(options.issuerDir, "issuer.crt");
+  const issuerKeyFile = path.join(options.issuerDir, "issuer.key");
+  const issuerChain = await readAll(issuerCertFile, "issuer certificate", add, "issuer-read");
+  let issuerKey: CryptoKeyPair | undefined;
+  try {
+    issuerKey = await readPrivateKey(issuerKeyFile, "issuer key");
+    add("issuer-key-read", "ok", `issuer key read from ${issuerKeyFile}`);
+  } catch (error) {
+    add("issuer-key-read", "error", messageOf(error));
+  }
+
+  for (const anchor of anchors) {
+    const name = `trust anchor ${anchor.subject.text}`;
+    checkAlgorithm("anchor-algorithm", name, anchor, add);
+    checkValidity("anchor-validity", name, anchor, now, warnMs, add);
+    if (anchor.ca && anchor.keyUsage.includes("keyCertSign")) {
+      add("anchor-ca", "ok", `${name} is a CA allowed to sign certificates`);
+    } else {
+      add("anchor-ca", "error", `${name} is not a CA allowed to sign certificates (CA ${anchor.ca ? "set" : "not set"}, keyCertSign ${anchor.keyUsage.includes("keyCertSign") ? "set" : "missing"})`);
+    }
+  }
+
+  const issuer = issuerChain[0];
+  if (issuer !== undefined) {
+    const name = `issuer ${issuer.subject.text}`;
+    checkAlgorithm("issuer-algorithm", name, issuer, add);
+    checkValidity("issuer-validity", name, issuer, now, warnMs, add);
+    if (issuer.ca && issuer.keyUsage.includes("keyCertSign")) {
+      add("issuer-ca", "ok", `${name} is a CA allowed to sign certificates`);
+    } else {
+      add("issuer-ca", "error", `${name} is not a CA allowed to sign certificates, so it cannot issue workload certificates`);
+    }
+    if (anchors.length > 0) {
+      await checkChain(name, issuerChain, anchors, now, add);
+    }
+    if (issuerKey !== undefined) {
+      if (await certificateMatchesKey(issuer.der, issuerKey.privateKey)) {
+        add("issuer-key-match", "ok", `${issuerKeyFile} is the private key of ${name}`);
+      } else {
+        add("issuer-key-match", "error", `${issuerKeyFile} is not the private key of ${name}; the identity service would issue certificates that do not verify`);
+      }
+    }
+  }
+
+  const errors = findings.filter((f) => f.status === "error").length;
+  const warnings = findings.filter((f) => f.status === "warning").length;
+  const report: CheckReport = { ok: errors === 0 && (options.strict !== true || warnings === 0), errors, warnings, findings };
+
+  if (options.json === true) {
+    output.out(JSON.stringify(report, null, 2));
+  } else {
+    const mark: Record<CheckStatus, string> = { ok: "[ok]   ", warning: "[warn] ", error: "[error]" };
+    for (const finding of findings) {
+      output.out(`${mark[finding.status]} ${finding.message}`);
+    }
+    const summary = `${errors} error${errors === 1 ? "" : "s"}, ${warnings} warning${warnings === 1 ? "" : "s"}`;
+    output.out(
+      report.ok
+        ? `\nStatus: healthy (${summary})`
+        : `\nStatus: FAILED (${summary}${errors === 0 ? "; warnings fail under --strict" : ""})`,
+    );
+  }
+  return report;
+}
+
+type Add = (check: string, status: CheckStatus, message: string) => void;
+
+async function readAll(file: string, what: string, add: Add, check: string): Promise<CertificateSummary[]> {
+  try {
+    const ders = await readCertificates(file, what);
+    const summaries: CertificateSummary[] = [];
+    for (const [index, der] of ders.entries()) {
+      summaries.push(await summarizeCertificate(der, ders.length > 1 ? `${file} (certificate ${index + 1})` : file));
+    }
+    add(check, "ok", `${what}: ${summaries.length} certificate${summaries.length === 1 ? "" : "s"} read from ${file}`);
+    return summaries;
+  } catch (error) {
+    add(check, "error", messageOf(error));
+    return [];
+  }
+}
+
+function checkAlgorithm(check: string, name: string, cert: CertificateSummary, add: Add): void {
+  const key = cert.publicKey;
+  if (key.algorithm === "ECDSA" && key.curve === "P-256" && key.namedCurve) {
+    add(check, "ok", `${name} uses a supported algorithm (ECDSA P-256)`);
+  } else {
+    const described = [key.algorithm, key.curve ?? (key.bits === undefined ? "" : `${key.bits} bits`)].filter(Boolean).join(" ");
+    add(check, "error", `${name} uses ${described}${key.namedCurve || key.algorithm !== "ECDSA" ? "" : " with explicit curve parameters"}; meshtls supports ECDSA P-256 (named curve) only`);
+  }
+}
+
+function checkValidity(check: string, name: string, cert: CertificateSummary, now: Date, warnMs: number, add: Add): void {
+  const remainingMs = cert.notAfter.getTime() - now.getTime();
+  if (cert.notBefore.getTime() > now.getTime()) {
+    add(check, "error", `${name} is not valid yet: it starts at ${cert.notBefore.toISOString()} (in ${formatDurationMs(cert.notBefore.getTime() - now.getTime())}); check the clocks`);
+  } else if (remainingMs <= 0) {
+    add(check, "error", `${name} ${describeExpiry(cert.notAfter, now)} (at ${cert.notAfter.toISOString()})`);
+  } else if (remainingMs <= warnMs) {
+    add(check, "warning", `${name} ${describeExpiry(cert.notAfter, now)} (at ${cert.notAfter.toISOString()}), within the ${formatDurationMs(warnMs)} warning window: rotate it`);
+  } else {
+    add(check, "ok", `${name} is valid now and ${describeExpiry(cert.notAfter, now)}`);
+  }
+}
+
+/**
+ * Whether the issuer chains to an anchor. Validity is reported on its own, so
+ * when now is outside the issuer chain's validity the path is verified at the
+ * start of that validity instead: an expired issuer then shows as expired, not
+ * also as unchained.
+ */
+async function checkChain(name: string, chain: CertificateSummary[], anchors: CertificateSummary[], now: Date, add: Add): Promise<void> {
+  const start = Math.max(...chain.map((c) => c.notBefore.getTime()));
+  const end = Math.min(...chain.map((c) => c.notAfter.getTime()));
+  const inside = now.getTime() >= start && now.getTime() < end;
+  const at = inside || start >= end ? now : new Date(Math.min(start + 1_000, end - 1));
+  const result = await verifyChain({
+    leaf: chain[0]!.der,
+    intermediates: chain.slice(1).map((c) => c.der),
+    anchors: anchors.map((a) => a.der),
+    now: at,
+    // The issuer is a CA at the end of the path: RFC 5280 rules, without the mesh-leaf ones.
+    profile: "rfc5280",
+  });
+  if (result.ok) {
+    const root = result.chain[result.chain.length - 1]!;
+    add("issuer-chain", "ok", `${name} chains to trust anchor ${root.subject.text}${inside ? "" : ` (checked at ${at.toISOString()}, inside its validity)`}`);
+  } else {
+    add("issuer-chain", "error", `${name} does not chain to a trust anchor in the bundle: ${result.reason} (${result.code})`);
+  }
+}
+
+function messageOf(error: unknown): string {
+  if (error instanceof CliError) return error.message;
+  return error instanceof Error ? error.message : String(error);
+}
