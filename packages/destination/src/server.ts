@@ -8,7 +8,7 @@ import {
   type GetDestination,
 } from "@meshtls/api";
 import { identityName } from "@meshtls/pki";
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { parseAuthority, parseContextToken, type Target } from "./authority.js";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
@@ -127,6 +127,14 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   const updates = metrics
     ? new Counter({ name: "destination_updates_total", help: "Update messages written to Get streams, by kind.", labelNames: ["kind"], registers: [metrics] })
     : undefined;
+  const fanout = metrics
+    ? new Histogram({
+        name: "destination_registry_change_fanout_seconds",
+        help: "Time to compute a registry change and write it to every open stream.",
+        buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+        registers: [metrics],
+      })
+    : undefined;
   if (metrics) {
     new Gauge({ name: "destination_get_streams", help: "Open Get streams.", registers: [metrics], collect() { this.set(streamCount); } });
     new Gauge({ name: "destination_watched_targets", help: "Distinct targets with open Get streams.", registers: [metrics], collect() { this.set(watches.size); } });
@@ -232,9 +240,12 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   }
 
   const unwatch = options.registry.watch((snapshot) => {
+    const started = performance.now();
     index = buildIndex(snapshot);
     for (const watch of watches.values()) refresh(watch);
-    logger.debug({ targets: watches.size, streams: streamCount }, "registry change sent to open streams");
+    const ms = performance.now() - started;
+    fanout?.observe(ms / 1000);
+    logger.debug({ targets: watches.size, streams: streamCount, ms }, "registry change sent to open streams");
   });
 
   const implementation: DestinationServer = {
