@@ -1,1 +1,168 @@
-export {};
+import { readFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { experimental, Server, ServerCredentials } from "@grpc/grpc-js";
+import { createIdentityServer, createIssuerStore, createJwksTokenValidator } from "@meshtls/identity";
+import { decodeCertificates } from "@meshtls/pki";
+import { pino } from "pino";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { createAdminServer } from "./admin.ts";
+import { ConfigError, parseConfig } from "./config.ts";
+import type { Config } from "./config.ts";
+import { ServingIdentity } from "./serving-identity.ts";
+
+async function loadJwks(source: string): Promise<URL | { keys: Record<string, unknown>[] }> {
+  if (/^https?:\/\//i.test(source)) return new URL(source);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(source, "utf8"));
+  } catch (error) {
+    throw new ConfigError(`--token-jwks ${source}: not a readable JSON file (${(error as Error).message})`);
+  }
+  if (typeof parsed !== "object" || parsed === null || !Array.isArray((parsed as { keys?: unknown }).keys)) {
+    throw new ConfigError(`--token-jwks ${source}: not a JWKS (expected {"keys": [...]})`);
+  }
+  return parsed as { keys: Record<string, unknown>[] };
+}
+
+async function loadAnchors(file: string): Promise<Uint8Array[]> {
+  try {
+    const anchors = decodeCertificates(await readFile(file, "utf8"));
+    if (anchors.length === 0) throw new Error("no certificates");
+    return anchors;
+  } catch (error) {
+    throw new ConfigError(`--trust-anchors ${file}: not a PEM certificate bundle (${(error as Error).message})`);
+  }
+}
+
+function hostPort(address: { host: string; port: number }): string {
+  return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+async function run(config: Config): Promise<void> {
+  const logger = pino({ level: config.logLevel, base: { service: "meshtls-identity" } });
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const trustAnchors = await loadAnchors(config.trustAnchorsFile);
+  const jwks = await loadJwks(config.tokenJwks);
+
+  const issuerStore = createIssuerStore({
+    dir: config.issuerDir,
+    trustAnchors,
+    pollIntervalMs: config.issuerPollIntervalMs,
+    trustDomain: config.trustDomain,
+    controlNamespace: config.controlNamespace,
+    logger,
+    metricsRegistry: registry,
+  });
+  const first = await issuerStore.start();
+  if (first.result === "rejected") {
+    issuerStore.close();
+    throw new ConfigError(`--issuer-dir ${config.issuerDir}: ${first.reason}`);
+  }
+
+  const identity = createIdentityServer({
+    issuerStore,
+    tokenValidator: createJwksTokenValidator({ jwks, issuer: config.tokenIssuer, audience: config.tokenAudience }),
+    trustDomain: config.trustDomain,
+    controlNamespace: config.controlNamespace,
+    lifetimeMs: config.lifetimeMs,
+    skewMs: config.skewMs,
+    logger,
+    metricsRegistry: registry,
+  });
+
+  let serving: ServingIdentity | undefined;
+  let credentials: ServerCredentials;
+  if (config.insecurePlaintext) {
+    logger.warn({ listen: hostPort(config.listen) }, "serving plaintext gRPC on loopback (--insecure-plaintext)");
+    credentials = ServerCredentials.createInsecure();
+  } else {
+    serving = new ServingIdentity({
+      issuerStore,
+      trustDomain: config.trustDomain,
+      controlNamespace: config.controlNamespace,
+      lifetimeMs: config.lifetimeMs,
+      skewMs: config.skewMs,
+      logger,
+    });
+    await serving.start();
+    // grpc-js takes the identity provider as the first argument (the second, a CA provider, would request client certificates).
+    credentials = experimental.createCertificateProviderServerCredentials(serving, null, false);
+  }
+
+  const server = new Server(identity.serverOptions);
+  server.addService(identity.service, identity.implementation);
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(hostPort(config.listen), credentials, (error, port) => (error ? reject(error) : resolve(port))),
+  );
+
+  let shuttingDown = false;
+  const admin = createAdminServer({
+    registry,
+    ready: () => {
+      if (shuttingDown) return { ok: false, reason: "shutting down" };
+      const state = issuerStore.current();
+      return state.ok ? { ok: true } : { ok: false, reason: state.reason };
+    },
+  });
+  await new Promise<void>((resolve, reject) => {
+    admin.once("error", reject);
+    admin.listen(config.admin.port, config.admin.host, () => resolve());
+  });
+  const adminPort = (admin.address() as AddressInfo).port;
+  logger.info(
+    {
+      grpc: hostPort({ host: config.listen.host, port: grpcPort }),
+      admin: hostPort({ host: config.admin.host, port: adminPort }),
+      tls: !config.insecurePlaintext,
+      serverName: serving?.name ?? null,
+      trustDomain: config.trustDomain,
+    },
+    "listening",
+  );
+
+  const shutdown = (signal: string) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    logger.info({ signal }, "shutting down");
+    const force = setTimeout(() => server.forceShutdown(), 5000);
+    force.unref();
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      serving?.stop();
+      issuerStore.close();
+      admin.close();
+      admin.closeAllConnections();
+      logger.info({}, "stopped");
+      logger.flush?.();
+      process.exitCode = 0;
+    });
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = parseConfig(process.argv, process.env);
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === "commander.helpDisplayed" || code === "commander.version") return;
+    if (code?.startsWith("commander.")) {
+      process.exitCode = 2;
+      return;
+    }
+    console.error(`meshtls-identity: ${(error as Error).message}`);
+    process.exitCode = 2;
+    return;
+  }
+  try {
+    await run(config);
+  } catch (error) {
+    console.error(`meshtls-identity: ${error instanceof ConfigError ? error.message : (error as Error).stack ?? String(error)}`);
+    process.exit(1);
+  }
+}
+
+void main();

@@ -106,9 +106,20 @@ export function createCertifyHandler(options: CertifyOptions): CertifyHandler {
       throw new IdentityError("ERR_CSR_MISSING", "request has no certificate_signing_request; send a DER PKCS#10 CSR");
     }
     const requested = policy.parseRequested(input.identity);
+    const der = input.certificateSigningRequest;
+    if (der[0] !== 0x30) {
+      // The wire carries DER; parseCsr would also accept PEM text, which other implementations refuse.
+      const pem = Buffer.from(der.subarray(0, 11)).toString("latin1") === "-----BEGIN ";
+      throw new IdentityError(
+        "ERR_CSR_INVALID",
+        pem
+          ? "certificate_signing_request is PEM text; send the DER bytes (openssl req -outform DER)"
+          : "certificate_signing_request is not a DER PKCS#10 CSR: it does not start with an ASN.1 SEQUENCE",
+      );
+    }
     let csr: CsrSummary;
     try {
-      csr = await parseCsr(input.certificateSigningRequest);
+      csr = await parseCsr(der);
     } catch (error) {
       throw new IdentityError(
         "ERR_CSR_INVALID",
