@@ -22,9 +22,11 @@ it("the README's opening example runs as written", async () => {
   await run("mkdir", ["-p", binDir, work]);
   await writeFile(path.join(binDir, "meshtls"), `#!/bin/sh\nexec "${process.execPath}" "${cliBin}" "$@"\n`);
   await chmod(path.join(binDir, "meshtls"), 0o755);
-  const result = await run("bash", ["-euo", "pipefail", "-c", script!], {
+  // No BASH_ENV: a startup file of the machine must not run inside the example.
+  const { BASH_ENV: _bashEnv, ENV: _env, ...env } = process.env;
+  const result = await run("bash", ["--noprofile", "--norc", "-euo", "pipefail", "-c", script!], {
     cwd: work,
-    env: { ...process.env, PATH: `${binDir}:${process.env.PATH ?? ""}` },
+    env: { ...env, PATH: `${binDir}:${process.env.PATH ?? ""}` },
     timeoutMs: 30_000,
   });
   expect(result.stderr).toBe("");
