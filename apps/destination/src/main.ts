@@ -68,7 +68,8 @@ async function main(): Promise<void> {
     metrics,
     logger,
   });
-  const grpcServer = new Server({ "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000 });
+  // Get requests are a few hundred bytes: refuse anything much larger before decoding it.
+  const grpcServer = new Server({ "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000, "grpc.max_receive_message_length": 64 * 1024 });
   grpcServer.addService(destination.definition, destination.implementation);
   let grpcPort: number;
   try {

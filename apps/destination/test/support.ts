@@ -130,8 +130,25 @@ function jsonObjects(onObject: (value: Record<string, unknown>) => void): (chunk
   };
 }
 
-export function bufCurlGet(options: { port: number; path: string; contextToken?: string; scheme?: string; timeoutMs?: number }): BufStream {
+export function bufCurlGet(options: {
+  port: number;
+  path: string;
+  contextToken?: string;
+  scheme?: string;
+  timeoutMs?: number;
+  /** TLS instead of plaintext HTTP/2: trust anchors and an optional client certificate. */
+  tls?: { caFile: string; serverName?: string; certFile?: string; keyFile?: string };
+}): BufStream {
   const body = JSON.stringify({ scheme: options.scheme ?? "k8s", path: options.path, contextToken: options.contextToken ?? "" });
+  const tls = options.tls;
+  const transport = tls
+    ? [
+        "--cacert",
+        tls.caFile,
+        ...(tls.serverName ? ["--servername", tls.serverName] : []),
+        ...(tls.certFile && tls.keyFile ? ["--cert", tls.certFile, "--key", tls.keyFile] : []),
+      ]
+    : ["--http2-prior-knowledge"];
   const child = spawn(
     bufBin,
     [
@@ -140,10 +157,10 @@ export function bufCurlGet(options: { port: number; path: string; contextToken?:
       protoSchema,
       "--protocol",
       "grpc",
-      "--http2-prior-knowledge",
+      ...transport,
       "-d",
       body,
-      `http://127.0.0.1:${options.port}/io.linkerd.proxy.destination.Destination/Get`,
+      `${tls ? "https" : "http"}://127.0.0.1:${options.port}/io.linkerd.proxy.destination.Destination/Get`,
     ],
     { stdio: ["ignore", "pipe", "pipe"], timeout: options.timeoutMs ?? 30_000 },
   );

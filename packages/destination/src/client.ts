@@ -67,6 +67,8 @@ export interface DestinationClientOptions {
   address: string;
   /** Default: plaintext (`credentials.createInsecure()`). */
   credentials?: ChannelCredentials;
+  /** With TLS credentials: the name the server's certificate must carry (e.g. its identity), when not the address's host. */
+  serverName?: string;
   /** Sent as `context_token`, e.g. `{"ns":"default","pod":"web-0"}`. Default "". */
   contextToken?: string;
   /** Sent as `scheme`. Default "k8s". */
@@ -283,6 +285,9 @@ export function createDestinationClient(options: DestinationClientOptions): Dest
     "grpc.keepalive_timeout_ms": 5_000,
     "grpc.initial_reconnect_backoff_ms": 200,
     "grpc.max_reconnect_backoff_ms": 5_000,
+    ...(options.serverName === undefined
+      ? {}
+      : { "grpc.ssl_target_name_override": options.serverName, "grpc.default_authority": options.serverName }),
   });
   const watchOptions = {
     contextToken: options.contextToken ?? "",

@@ -25,6 +25,14 @@ export interface DestinationServerOptions {
   clusterDomain?: string;
   /** Registry to register the server's metrics in (`destination_*`). Default: none. */
   metrics?: Registry;
+  /** Most open `Get` streams; more are refused with RESOURCE_EXHAUSTED. Default 100000. */
+  maxStreams?: number;
+  /**
+   * Most bytes of updates waiting for one stream's client to read them; a
+   * stream over it is ended with RESOURCE_EXHAUSTED so that a client that does
+   * not read cannot grow the server's memory. Default 4 MiB.
+   */
+  maxPendingBytesPerStream?: number;
   /** Default: no-op. */
   logger?: Logger;
 }
@@ -57,10 +65,16 @@ interface TargetState {
 
 type Stream = ServerWritableStream<GetDestination, Update>;
 
+interface StreamState {
+  pendingBytes: number;
+  /** Unsubscribes the stream (idempotent). */
+  finish(): void;
+}
+
 interface Watch {
   target: Target;
   state: TargetState;
-  streams: Set<Stream>;
+  streams: Map<Stream, StreamState>;
 }
 
 // Streams share one encoding of each update: the serializer passes bytes through.
@@ -109,6 +123,8 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   const trustDomain = options.trustDomain ?? "cluster.local";
   const controlNamespace = options.controlNamespace ?? "meshtls";
   const clusterDomain = options.clusterDomain ?? "cluster.local";
+  const maxStreams = options.maxStreams ?? 100_000;
+  const maxPendingBytes = options.maxPendingBytesPerStream ?? 4 * 1024 * 1024;
   // Fail at construction, not per stream, on a bad trust domain or control namespace.
   identityName({ serviceAccount: "default", namespace: "default", controlNamespace, trustDomain });
   if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(clusterDomain)) {
@@ -210,10 +226,25 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     return state;
   }
 
-  function send(streams: Iterable<Stream>, count: number, update: Update, kind: string): void {
+  function send(streams: Map<Stream, StreamState>, update: Update, kind: string): void {
     const bytes = Update.encode(update).finish();
-    for (const stream of streams) stream.write(bytes as unknown as Update);
-    updates?.inc({ kind }, count);
+    const size = bytes.length;
+    let written = 0;
+    for (const [stream, state] of [...streams]) {
+      if (state.pendingBytes + size > maxPendingBytes) {
+        state.finish();
+        logger.warn({ pendingBytes: state.pendingBytes }, "Get stream ended: its client does not read its updates");
+        stream.emit("error", { code: status.RESOURCE_EXHAUSTED, details: "the client does not read its updates" });
+        continue;
+      }
+      state.pendingBytes += size;
+      // The serializer passes these bytes through (see `definition`).
+      stream.write(bytes as unknown as Update, () => {
+        state.pendingBytes -= size;
+      });
+      written++;
+    }
+    updates?.inc({ kind }, written);
   }
 
   function addUpdate(state: TargetState, addrs: WeightedAddr[]): Update {
@@ -231,11 +262,10 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     watch.state = next;
     const removed = [...previous.addrs.entries()].filter(([key]) => !next.addrs.has(key)).map(([, a]) => a.addr.addr!);
     const added = [...next.addrs.entries()].filter(([key, a]) => previous.addrs.get(key)?.bytes !== a.bytes).map(([, a]) => a.addr);
-    const n = watch.streams.size;
-    if (removed.length > 0) send(watch.streams, n, { update: { $case: "remove", value: { addrs: removed } } }, "remove");
-    if (added.length > 0) send(watch.streams, n, addUpdate(next, added), "add");
+    if (removed.length > 0) send(watch.streams, { update: { $case: "remove", value: { addrs: removed } } }, "remove");
+    if (added.length > 0) send(watch.streams, addUpdate(next, added), "add");
     if (next.addrs.size === 0 && next.exists !== previous.exists) {
-      send(watch.streams, n, { update: { $case: "noEndpoints", value: { exists: next.exists } } }, "no_endpoints");
+      send(watch.streams, { update: { $case: "noEndpoints", value: { exists: next.exists } } }, "no_endpoints");
     }
   }
 
@@ -270,30 +300,38 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
         call.emit("error", { code: status.INVALID_ARGUMENT, details: error.message });
         return;
       }
+      if (streamCount >= maxStreams) {
+        requests?.inc({ result: "resource_exhausted" });
+        call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `the server holds its maximum of ${maxStreams} streams` });
+        return;
+      }
       requests?.inc({ result: "ok" });
       const key = targetKey(target);
       let watch = watches.get(key);
       if (watch === undefined) {
-        watch = { target, state: computeState(target), streams: new Set() };
+        watch = { target, state: computeState(target), streams: new Map() };
         watches.set(key, watch);
       }
       const own = watch;
-      own.streams.add(call);
-      streamCount++;
       let done = false;
-      const finish = (): void => {
-        if (done) return;
-        done = true;
-        streamCount--;
-        own.streams.delete(call);
-        if (own.streams.size === 0 && watches.get(key) === own) watches.delete(key);
+      const state: StreamState = {
+        pendingBytes: 0,
+        finish() {
+          if (done) return;
+          done = true;
+          streamCount--;
+          own.streams.delete(call);
+          if (own.streams.size === 0 && watches.get(key) === own) watches.delete(key);
+        },
       };
-      call.on("cancelled", finish);
-      call.on("close", finish);
-      call.on("finish", finish);
-      call.on("error", finish);
+      own.streams.set(call, state);
+      streamCount++;
+      call.on("cancelled", state.finish);
+      call.on("close", state.finish);
+      call.on("finish", state.finish);
+      call.on("error", state.finish);
       const [first, kind] = initialUpdate(own.state);
-      send([call], 1, first, kind);
+      send(new Map([[call, state]]), first, kind);
       logger.debug({ target: key, pod: context.pod, namespace: context.namespace }, "Get stream opened");
     },
   };
@@ -307,7 +345,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       if (closed) return;
       closed = true;
       unwatch();
-      for (const watch of [...watches.values()]) for (const stream of [...watch.streams]) stream.end();
+      for (const watch of [...watches.values()]) for (const stream of [...watch.streams.keys()]) stream.end();
     },
   };
 }
