@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import fc from "fast-check";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import {
@@ -241,20 +242,34 @@ describe("meshtls inspect on bad input", () => {
     }
   });
 
-  it("in-process: random and mutated inputs give only CliError", async () => {
+  it("in-process: random and mutated inputs (fast-check) give only CliError, never another exception", async () => {
     const caDer = decodeCertificates(await readFile(path.join(certsDir, "ca.crt"), "utf8"))[0]!;
+    const chainPem = await readFile(chainFile, "utf8");
     const file = path.join(dir, "fuzz.bin");
-    for (let i = 0; i < 60; i++) {
-      const data = new Uint8Array(caDer);
-      for (let j = 0; j < 1 + (i % 5); j++) {
-        data[Math.floor(Math.random() * data.length)] = Math.floor(Math.random() * 256);
-      }
-      await writeFile(file, i % 3 === 0 ? pemEncode("CERTIFICATE", data) : data);
-      try {
-        await inspectFile({ file }, createMemoryOutput());
-      } catch (error) {
-        expect(error).toBeInstanceOf(CliError);
-      }
-    }
+    const mutated = fc
+      .array(fc.tuple(fc.nat({ max: caDer.length - 1 }), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 })
+      .map((edits) => {
+        const copy = new Uint8Array(caDer);
+        for (const [at, value] of edits) copy[at] = value;
+        return copy;
+      });
+    const input = fc.oneof(
+      fc.uint8Array({ maxLength: 2048 }),
+      mutated,
+      mutated.map((der) => new TextEncoder().encode(pemEncode("CERTIFICATE", der))),
+      fc.nat({ max: chainPem.length }).map((n) => new TextEncoder().encode(chainPem.slice(0, n))),
+      fc.string({ maxLength: 400 }).map((t) => new TextEncoder().encode(`-----BEGIN CERTIFICATE REQUEST-----\n${t}\n-----END CERTIFICATE REQUEST-----\n`)),
+    );
+    await fc.assert(
+      fc.asyncProperty(input, async (data) => {
+        await writeFile(file, data);
+        try {
+          await inspectFile({ file, json: true }, createMemoryOutput());
+        } catch (error) {
+          expect(error).toBeInstanceOf(CliError);
+        }
+      }),
+      { numRuns: 150 },
+    );
   });
 });

@@ -7,6 +7,11 @@ describe("usage errors exit 2 with a message and no stack trace", () => {
     ["unknown option", ["token", "keygen", "--out", "x", "--bogus"], /^meshtls: unknown option '--bogus'/],
     ["missing required option", ["token", "keygen"], /^meshtls: required option '--out <dir>' not specified/],
     ["bad duration", ["token", "mint", "--key", "k", "--namespace", "a", "--service-account", "b", "--lifetime", "ten"], /^meshtls: option '--lifetime <duration>' argument 'ten' is invalid\. invalid duration "ten"/],
+    ["certs create without --out", ["certs", "create"], /^meshtls: required option '--out <dir>' not specified/],
+    ["certs issuer without --ca-key", ["certs", "issuer", "--ca-cert", "a", "--out", "b"], /^meshtls: required option '--ca-key <file>' not specified/],
+    ["inspect without a file", ["inspect"], /^meshtls: missing required argument 'file'/],
+    ["check with a bad --warn", ["check", "--anchors", "a", "--issuer-dir", "b", "--warn", "soon"], /^meshtls: option '--warn <duration>' argument 'soon' is invalid/],
+    ["certs bundle without files", ["certs", "bundle", "--out", "x"], /^meshtls: missing required argument 'certs'/],
     ["bad not-before", ["token", "mint", "--key", "k", "--namespace", "a", "--service-account", "b", "--not-before", "2030-13-45T00:00:00Z"], /^meshtls: option '--not-before <time>' argument .* is invalid/],
   ];
   for (const [name, args, pattern] of cases) {
