@@ -1,8 +1,7 @@
-import { createHash, randomBytes, verify as nodeVerify } from "node:crypto";
-import * as asn1js from "asn1js";
-import * as pkijs from "pkijs";
-import { asBufferSource, OID } from "./der.ts";
-import { engine } from "./engine.ts";
+import { createHash, KeyObject, randomBytes, randomFillSync, sign as nodeSign, verify as nodeVerify } from "node:crypto";
+import { OID } from "./der.ts";
+import { children, content, readTlv } from "./der-reader.ts";
+import * as w from "./der-writer.ts";
 import { PkiError } from "./errors.ts";
 import { checkP256Spki, exportPublicKey, generateKeyPair } from "./keys.ts";
 import { DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN, isDnsSubdomain, parseSpiffeId } from "./names.ts";
@@ -31,13 +30,8 @@ function floorToSecond(ms: number): Date {
   return new Date(Math.floor(ms / 1000) * 1000);
 }
 
-function x509Time(date: Date): pkijs.Time {
-  // RFC 5280 4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.
-  return new pkijs.Time({ type: date.getUTCFullYear() < 2050 ? 0 : 1, value: date });
-}
-
 function randomSerial(): Uint8Array {
-  const serial = new Uint8Array(randomBytes(16));
+  const serial = randomFillSync(new Uint8Array(16));
   serial[0] = ((serial[0] ?? 0) & 0x7f) | 0x01; // positive, non-zero, 16 bytes
   return serial;
 }
@@ -51,73 +45,90 @@ function checkSerial(serial: Uint8Array): Uint8Array {
   return serial;
 }
 
-function extension(oid: string, critical: boolean, value: asn1js.AsnType | Uint8Array): pkijs.Extension {
-  const der = value instanceof Uint8Array ? value : new Uint8Array(value.toBER(false));
-  return new pkijs.Extension({ extnID: oid, critical, extnValue: asBufferSource(der).buffer });
-}
-
-function basicConstraints(ca: boolean, pathLength?: number): pkijs.Extension {
-  const items: asn1js.AsnType[] = [];
-  if (ca) items.push(new asn1js.Boolean({ value: true }));
-  if (ca && pathLength !== undefined) items.push(new asn1js.Integer({ value: pathLength }));
-  return extension(OID.basicConstraints, true, new asn1js.Sequence({ value: items }));
+/** basicConstraints value: cA (+ pathLen) for CAs, the empty SEQUENCE (cA FALSE) otherwise. */
+function basicConstraints(ca: boolean, pathLength?: number): Uint8Array {
+  const items: Uint8Array[] = [];
+  if (ca) items.push(w.TRUE);
+  if (ca && pathLength !== undefined) items.push(w.smallInteger(pathLength));
+  return w.extension(OID.basicConstraints, true, w.seq(...items));
 }
 
 /** keyUsage with the named bits, DER-minimal (trailing zero bits dropped). */
-function keyUsage(bits: number[]): pkijs.Extension {
+function keyUsage(bits: number[]): Uint8Array {
   const last = Math.max(...bits);
   const bytes = new Uint8Array((last >> 3) + 1);
   for (const b of bits) bytes[b >> 3] = (bytes[b >> 3] ?? 0) | (0x80 >> (b & 7));
-  const unusedBits = 7 - (last & 7);
-  return extension(OID.keyUsage, true, new asn1js.BitString({ valueHex: asBufferSource(bytes).buffer, unusedBits }));
+  return w.extension(OID.keyUsage, true, w.bitString(bytes, 7 - (last & 7)));
 }
+
+const LEAF_KEY_USAGE = keyUsage([0, 2]);
+const CA_KEY_USAGE = keyUsage([5, 6]);
+const LEAF_EKU = w.extension(OID.extKeyUsage, false, w.seq(w.oid(OID.serverAuth), w.oid(OID.clientAuth)));
+const LEAF_BASIC_CONSTRAINTS = basicConstraints(false);
 
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
 function keyIdentifier(spki: Uint8Array): Uint8Array {
-  const parsed = pkijs.PublicKeyInfo.fromBER(asBufferSource(spki));
-  return new Uint8Array(createHash("sha1").update(parsed.subjectPublicKey.valueBlock.valueHexView).digest());
+  const outer = readTlv(spki, 0);
+  const key = children(spki, outer)[1];
+  if (!key) throw new PkiError("ERR_KEY_INVALID", "public key has no key bits");
+  return new Uint8Array(createHash("sha1").update(content(spki, key).subarray(1)).digest());
 }
 
-function subjectKeyIdentifier(id: Uint8Array): pkijs.Extension {
-  return extension(OID.subjectKeyIdentifier, false, new asn1js.OctetString({ valueHex: asBufferSource(id).buffer }));
+function subjectKeyIdentifier(id: Uint8Array): Uint8Array {
+  return w.seq(SKI_OID, w.octetString(w.octetString(id)));
 }
 
-function authorityKeyIdentifier(id: Uint8Array): pkijs.Extension {
-  const keyId = new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: 0 }, valueHex: asBufferSource(id).buffer });
-  return extension(OID.authorityKeyIdentifier, false, new asn1js.Sequence({ value: [keyId] }));
+const SKI_OID = w.oid(OID.subjectKeyIdentifier);
+const SAN_OID = w.oid(OID.subjectAltName);
+
+function authorityKeyIdentifier(id: Uint8Array): Uint8Array {
+  return w.extension(OID.authorityKeyIdentifier, false, w.seq(w.tlv(0x80, id)));
 }
 
-function nameWithCommonName(cn: string): pkijs.RelativeDistinguishedNames {
-  const name = new pkijs.RelativeDistinguishedNames();
-  if (cn !== "") name.typesAndValues.push(new pkijs.AttributeTypeAndValue({ type: OID.commonName, value: new asn1js.Utf8String({ value: cn }) }));
-  return name;
+interface Signer {
+  key: KeyObject;
+  hash: "sha256" | "sha384" | "sha512";
+  algorithm: Uint8Array;
 }
 
-async function signCertificate(options: {
+/** A node:crypto signer for a WebCrypto ECDSA private key: P-256 → SHA-256, P-384 → SHA-384, P-521 → SHA-512. */
+function signerFor(privateKey: CryptoKey): Signer {
+  if (!isCryptoKey(privateKey) || privateKey.type !== "private" || privateKey.algorithm.name !== "ECDSA" || !privateKey.usages.includes("sign")) {
+    throw new PkiError("ERR_KEY_INVALID", "signing key must be an ECDSA private CryptoKey with usage 'sign'");
+  }
+  const curve = (privateKey.algorithm as { namedCurve?: string }).namedCurve;
+  const [hash, oid] = curve === "P-384" ? (["sha384", OID.ecdsaSha384] as const) : curve === "P-521" ? (["sha512", OID.ecdsaSha512] as const) : (["sha256", OID.ecdsaSha256] as const);
+  return { key: KeyObject.from(privateKey as never), hash, algorithm: w.seq(w.oid(oid)) };
+}
+
+function signCertificate(options: {
   serial: Uint8Array;
-  issuer: pkijs.RelativeDistinguishedNames;
-  subject: pkijs.RelativeDistinguishedNames;
+  issuer: Uint8Array;
+  subject: Uint8Array;
   notBefore: Date;
   notAfter: Date;
   spki: Uint8Array;
-  extensions: pkijs.Extension[];
-  signingKey: CryptoKey;
-}): Promise<Uint8Array> {
-  const cert = new pkijs.Certificate();
-  cert.version = 2;
-  cert.serialNumber = new asn1js.Integer({ valueHex: asBufferSource(options.serial).buffer });
-  cert.issuer = options.issuer;
-  cert.subject = options.subject;
-  cert.notBefore = x509Time(options.notBefore);
-  cert.notAfter = x509Time(options.notAfter);
-  cert.subjectPublicKeyInfo = pkijs.PublicKeyInfo.fromBER(asBufferSource(options.spki));
-  cert.extensions = options.extensions;
+  extensions: Uint8Array[];
+  signer: Signer;
+}): Uint8Array {
+  const tbs = w.seq(
+    w.tlv(0xa0, w.smallInteger(2)),
+    w.unsignedInteger(options.serial),
+    options.signer.algorithm,
+    options.issuer,
+    w.seq(w.x509Time(options.notBefore), w.x509Time(options.notAfter)),
+    options.subject,
+    options.spki,
+    w.tlv(0xa3, w.seq(...options.extensions)),
+  );
+  let signature: Buffer;
   try {
-    await cert.sign(options.signingKey as never, "SHA-256", engine());
+    // node:crypto over the same OpenSSL key as WebCrypto: synchronous, and emits the DER signature X.509 wants.
+    signature = nodeSign(options.signer.hash, tbs, options.signer.key);
   } catch (err) {
-    throw new PkiError("ERR_KEY_INVALID", "signing key cannot sign (expected an ECDSA P-256 private key with usage 'sign')", { cause: err });
+    throw new PkiError("ERR_KEY_INVALID", "the signing key could not sign", { cause: err });
   }
-  return new Uint8Array(cert.toSchema().toBER(false));
+  return w.seq(tbs, options.signer.algorithm, w.bitString(new Uint8Array(signature)));
 }
 
 function checkLifetime(value: number | undefined, fallback: number, what: string): number {
@@ -154,16 +165,16 @@ export async function createTrustAnchor(
   const spki = await publicSpki(keyPair);
   const now = (options.now ?? (() => new Date()))().getTime();
   const ski = keyIdentifier(spki);
-  const name = nameWithCommonName(cn);
-  const certificate = await signCertificate({
+  const name = w.commonNameName(cn);
+  const certificate = signCertificate({
     serial: randomSerial(),
     issuer: name,
     subject: name,
     notBefore: floorToSecond(now - DEFAULT_SKEW_MS),
     notAfter: floorToSecond(now + lifetimeMs),
     spki,
-    extensions: [basicConstraints(true), keyUsage([5, 6]), subjectKeyIdentifier(ski)],
-    signingKey: keyPair.privateKey,
+    extensions: [basicConstraints(true), CA_KEY_USAGE, subjectKeyIdentifier(ski)],
+    signer: signerFor(keyPair.privateKey),
   });
   return { certificate, keyPair };
 }
@@ -181,10 +192,12 @@ export interface PreparedIssuer {
   readonly privateKey: CryptoKey;
   readonly notBefore: Date;
   readonly notAfter: Date;
-  /** @internal */
-  readonly subject: pkijs.RelativeDistinguishedNames;
+  /** @internal DER of the issuer's subject Name. */
+  readonly subject: Uint8Array;
   /** @internal */
   readonly keyIdentifier: Uint8Array;
+  /** @internal */
+  readonly signer: Signer;
 }
 
 function isPrepared(value: unknown): value is PreparedIssuer {
@@ -213,8 +226,9 @@ function preparedFrom(parsed: ParsedCertificate, privateKey: CryptoKey): Prepare
     privateKey,
     notBefore: parsed.notBefore,
     notAfter: parsed.notAfter,
-    subject: pkijs.RelativeDistinguishedNames.fromBER(asBufferSource(parsed.subject.der)),
+    subject: parsed.subject.der,
     keyIdentifier: parsed.extensions.subjectKeyIdentifier ?? keyIdentifier(parsed.publicKey.spki),
+    signer: signerFor(privateKey),
   };
 }
 
@@ -261,15 +275,15 @@ export async function createIssuer(options: {
   const keyPair = options.keyPair ?? (await generateKeyPair());
   const spki = await publicSpki(keyPair);
   const notAfter = Math.min(now + lifetimeMs, anchor.notAfter.getTime());
-  const certificate = await signCertificate({
+  const certificate = signCertificate({
     serial: randomSerial(),
     issuer: anchor.subject,
-    subject: nameWithCommonName(cn),
+    subject: w.commonNameName(cn),
     notBefore: floorToSecond(Math.max(now - DEFAULT_SKEW_MS, anchor.notBefore.getTime())),
     notAfter: floorToSecond(notAfter),
     spki,
-    extensions: [basicConstraints(true, 0), keyUsage([5, 6]), subjectKeyIdentifier(keyIdentifier(spki)), authorityKeyIdentifier(anchor.keyIdentifier)],
-    signingKey: anchor.privateKey,
+    extensions: [basicConstraints(true, 0), CA_KEY_USAGE, subjectKeyIdentifier(keyIdentifier(spki)), authorityKeyIdentifier(anchor.keyIdentifier)],
+    signer: anchor.signer,
   });
   return { certificate, keyPair };
 }
@@ -318,19 +332,19 @@ export async function issueLeaf(options: {
   return signCertificate({
     serial: options.serialNumber === undefined ? randomSerial() : checkSerial(options.serialNumber),
     issuer: issuer.subject,
-    subject: nameWithCommonName(cn),
+    subject: w.commonNameName(cn),
     notBefore: floorToSecond(Math.max(now - skewMs, issuer.notBefore.getTime())),
     notAfter: floorToSecond(Math.min(now + lifetimeMs + skewMs, issuer.notAfter.getTime())),
     spki,
     extensions: [
-      basicConstraints(false),
-      keyUsage([0, 2]),
-      extension(OID.extKeyUsage, false, new asn1js.Sequence({ value: [OID.serverAuth, OID.clientAuth].map((v) => new asn1js.ObjectIdentifier({ value: v })) })),
-      extension(OID.subjectAltName, cn === "", sanValue(identity, options.spiffeId)),
+      LEAF_BASIC_CONSTRAINTS,
+      LEAF_KEY_USAGE,
+      LEAF_EKU,
+      cn === "" ? w.seq(SAN_OID, w.TRUE, w.octetString(sanValue(identity, options.spiffeId))) : w.seq(SAN_OID, w.octetString(sanValue(identity, options.spiffeId))),
       subjectKeyIdentifier(keyIdentifier(spki)),
       authorityKeyIdentifier(issuer.keyIdentifier),
     ],
-    signingKey: issuer.privateKey,
+    signer: issuer.signer,
   });
 }
 

@@ -1,13 +1,15 @@
 import * as asn1js from "asn1js";
 import * as pkijs from "pkijs";
-import { asBufferSource, OID, SIGNATURE_NAMES, parseDer } from "./der.ts";
+import { asBufferSource, OID, SIGNATURE_NAMES } from "./der.ts";
+import * as w from "./der-writer.ts";
+import { children, content, decodeOid, expectTag, readTlv, whole, type Tlv } from "./der-reader.ts";
 import { engine } from "./engine.ts";
 import { PkiError } from "./errors.ts";
-import { decodeGeneralNames } from "./general-names.ts";
+import { decodeGeneralNamesDer } from "./general-names.ts";
 import { checkP256Spki, exportPublicKey } from "./keys.ts";
 import { parseSpiffeId } from "./names.ts";
 import { toDer } from "./pem.ts";
-import { describeName, describePublicKey, verifySignature, type RawExtension } from "./x509.ts";
+import { describeNameDer, describeSpki, verifySignature, type RawExtension } from "./x509.ts";
 import type { CryptoKeyPair } from "./webcrypto.ts";
 
 /** A plain-data view of a PKCS#10 certificate signing request. */
@@ -38,28 +40,28 @@ function csrError(message: string, cause?: unknown): PkiError {
 }
 
 /** Reads the Extension list of an extensionRequest attribute strictly (DER: no explicit critical FALSE, no duplicates). */
-function readExtensionRequest(value: asn1js.AsnType): RawExtension[] {
-  if (!(value instanceof asn1js.Sequence)) throw csrError("extensionRequest attribute is not a SEQUENCE of extensions");
+function readExtensionRequest(buf: Uint8Array, list: Tlv): RawExtension[] {
+  expectTag(list, 0x30, "extensionRequest value");
   const out: RawExtension[] = [];
   const seen = new Set<string>();
-  for (const item of value.valueBlock.value) {
-    if (!(item instanceof asn1js.Sequence)) throw csrError("requested extension is not a SEQUENCE");
-    const parts = item.valueBlock.value;
-    const oid = parts[0];
-    if (!(oid instanceof asn1js.ObjectIdentifier)) throw csrError("requested extension has no OID");
-    const id = oid.valueBlock.toString();
+  for (const item of children(buf, list)) {
+    expectTag(item, 0x30, "requested extension");
+    const parts = children(buf, item);
+    const id = decodeOid(content(buf, expectTag(parts[0], 0x06, "requested extension OID")));
     let critical = false;
     let valueItem = parts[1];
-    if (valueItem instanceof asn1js.Boolean) {
-      critical = valueItem.valueBlock.value;
+    if (valueItem?.tag === 0x01) {
+      const b = content(buf, valueItem);
+      if (b.length !== 1 || (b[0] !== 0 && b[0] !== 0xff)) throw csrError(`requested extension ${id} has a malformed critical flag`);
+      critical = b[0] === 0xff;
       if (!critical) throw csrError(`requested extension ${id} encodes critical=FALSE explicitly, which DER forbids`);
       valueItem = parts[2];
       if (parts.length !== 3) throw csrError(`requested extension ${id} has extra fields`);
     } else if (parts.length !== 2) throw csrError(`requested extension ${id} has extra fields`);
-    if (!(valueItem instanceof asn1js.OctetString)) throw csrError(`requested extension ${id} has no OCTET STRING value`);
+    if (valueItem?.tag !== 0x04) throw csrError(`requested extension ${id} has no OCTET STRING value`);
     if (seen.has(id)) throw csrError(`requested extension ${id} appears twice`);
     seen.add(id);
-    out.push({ oid: id, critical, value: new Uint8Array(valueItem.valueBlock.valueHexView) });
+    out.push({ oid: id, critical, value: content(buf, valueItem) });
   }
   return out;
 }
@@ -71,75 +73,82 @@ function readExtensionRequest(value: asn1js.AsnType): RawExtension[] {
  * A wrong signature is not an error: it is reported as `signatureValid: false`.
  */
 export async function parseCsr(input: string | Uint8Array): Promise<CsrSummary> {
-  return parseCsrSync(input);
+  let der: Uint8Array;
+  let parsed: ReturnType<typeof readCsr>;
+  try {
+    der = toDer(input, "CERTIFICATE REQUEST");
+    parsed = readCsr(der);
+  } catch (err) {
+    throw PkiError.from(err, "ERR_CSR_INVALID", `CSR is malformed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  const { summary, tbs, signature, algorithmOid } = parsed;
+  summary.signatureValid = verifySignature({ data: tbs, signature, algorithmOid, key: summary.publicKey.spki });
+  return summary;
 }
 
-/** Synchronous form of {@link parseCsr}. */
-export function parseCsrSync(input: string | Uint8Array): CsrSummary {
-  try {
-    const der = toDer(input, "CERTIFICATE REQUEST");
-    const asn1 = parseDer(der, "CSR", "ERR_CSR_INVALID");
-    let csr: pkijs.CertificationRequest;
-    try {
-      csr = new pkijs.CertificationRequest({ schema: asn1 });
-    } catch (err) {
-      throw csrError(`not a PKCS#10 request: ${err instanceof Error ? err.message : String(err)}`, err);
+// The hot path of issuance: a direct DER walk (pkijs object construction costs milliseconds per request).
+function readCsr(der: Uint8Array): { summary: CsrSummary; tbs: Uint8Array; signature: Uint8Array; algorithmOid: string } {
+  const outer = expectTag(readTlv(der, 0), 0x30, "CertificationRequest");
+  if (outer.end !== der.length) throw csrError("CSR has trailing bytes");
+  const [info, alg, sig, ...extra] = children(der, outer);
+  if (extra.length > 0) throw csrError("CSR has extra fields");
+  expectTag(info, 0x30, "certificationRequestInfo");
+  const algorithmOid = decodeOid(content(der, expectTag(children(der, expectTag(alg, 0x30, "signatureAlgorithm"))[0], 0x06, "signature algorithm OID")));
+  const sigBytes = content(der, expectTag(sig, 0x03, "signature"));
+  if (sigBytes[0] !== 0) throw csrError("CSR signature has unused bits");
+  const [version, subject, spki, attributes, ...more] = children(der, info as Tlv);
+  if (more.length > 0) throw csrError("certificationRequestInfo has extra fields");
+  const v = content(der, expectTag(version, 0x02, "version"));
+  if (v.length !== 1 || v[0] !== 0) {
+    const shown = v.length <= 4 ? String(v.reduce((a, b) => a * 256 + b, 0)) : `0x${Buffer.from(v).toString("hex")}`;
+    throw csrError(`CSR version ${shown} is not supported (only v1, encoded 0, is defined)`);
+  }
+  const name = describeNameDer(der, expectTag(subject, 0x30, "subject"));
+  const spkiDer = new Uint8Array(whole(der, expectTag(spki, 0x30, "subjectPKInfo")));
+  const publicKey = describeSpki(spkiDer);
+  let extensions: RawExtension[] = [];
+  if (attributes) {
+    expectTag(attributes, 0xa0, "attributes");
+    let requests = 0;
+    for (const attr of children(der, attributes)) {
+      const [type, values] = children(der, expectTag(attr, 0x30, "attribute"));
+      if (decodeOid(content(der, expectTag(type, 0x06, "attribute type"))) !== OID.extensionRequest) continue;
+      if (++requests > 1) throw csrError("CSR has more than one extensionRequest attribute");
+      const vals = children(der, expectTag(values, 0x31, "attribute values"));
+      if (vals.length !== 1) throw csrError("extensionRequest attribute must hold exactly one value");
+      extensions = readExtensionRequest(der, vals[0] as Tlv);
     }
-    if (csr.version !== 0) throw csrError(`CSR version ${csr.version} is not supported (only v1, encoded 0, is defined)`);
-    const sig = csr.signatureValue.valueBlock;
-    if (sig.unusedBits !== 0) throw csrError("CSR signature has unused bits");
-    const spki = new Uint8Array(csr.subjectPublicKeyInfo.toSchema().toBER(false));
-    const publicKey = describePublicKey(csr.subjectPublicKeyInfo, spki);
-    let extensions: RawExtension[] = [];
-    const requests = (csr.attributes ?? []).filter((a) => a.type === OID.extensionRequest);
-    if (requests.length > 1) throw csrError("CSR has more than one extensionRequest attribute");
-    const request = requests[0];
-    if (request) {
-      if (request.values.length !== 1) throw csrError("extensionRequest attribute must hold exactly one value");
-      extensions = readExtensionRequest(request.values[0] as asn1js.AsnType);
-    }
-    const san = { dns: [] as string[], uri: [] as string[], ip: [] as string[], email: [] as string[], other: 0 };
-    const sanExt = extensions.find((e) => e.oid === OID.subjectAltName);
-    if (sanExt) {
-      const names = decodeGeneralNames(parseDer(sanExt.value, "subjectAltName", "ERR_CSR_INVALID"));
-      if (names.invalid.length > 0) throw csrError(`subjectAltName is malformed: ${names.invalid.join("; ")}`);
-      Object.assign(san, { dns: names.dns, uri: names.uri, ip: names.ip, email: names.email, other: names.other + names.directoryNames.length });
-    }
-    const sigOid = csr.signatureAlgorithm.algorithmId;
-    const signatureValid = verifySignature({
-      data: new Uint8Array(csr.tbsView),
-      signature: new Uint8Array(sig.valueHexView),
-      algorithmOid: sigOid,
-      key: spki,
-    });
-    const subject = describeName(csr.subject);
-    const pk: CsrSummary["publicKey"] = { algorithm: publicKey.algorithm, namedCurve: publicKey.namedCurve, spki };
-    if (publicKey.curve !== undefined) pk.curve = publicKey.curve;
-    if (publicKey.bits !== undefined) pk.bits = publicKey.bits;
-    return {
-      version: csr.version,
-      subject: subject.commonName === undefined ? { text: subject.text } : { commonName: subject.commonName, text: subject.text },
+  }
+  const san = { dns: [] as string[], uri: [] as string[], ip: [] as string[], email: [] as string[], other: 0 };
+  const sanExt = extensions.find((e) => e.oid === OID.subjectAltName);
+  if (sanExt) {
+    const names = decodeGeneralNamesDer(sanExt.value);
+    if (names.invalid.length > 0) throw csrError(`subjectAltName is malformed: ${names.invalid.join("; ")}`);
+    Object.assign(san, { dns: names.dns, uri: names.uri, ip: names.ip, email: names.email, other: names.other + names.directoryNames.length });
+  }
+  const pk: CsrSummary["publicKey"] = { algorithm: publicKey.algorithm, namedCurve: publicKey.namedCurve, spki: spkiDer };
+  if (publicKey.curve !== undefined) pk.curve = publicKey.curve;
+  if (publicKey.bits !== undefined) pk.bits = publicKey.bits;
+  return {
+    summary: {
+      version: 0,
+      subject: name.commonName === undefined ? { text: name.text } : { commonName: name.commonName, text: name.text },
       san,
       publicKey: pk,
-      signatureAlgorithm: SIGNATURE_NAMES[sigOid] ?? sigOid,
-      signatureValid,
+      signatureAlgorithm: SIGNATURE_NAMES[algorithmOid] ?? algorithmOid,
+      signatureValid: false,
       extensions: extensions.map((e) => ({ oid: e.oid, critical: e.critical })),
       der,
-    };
-  } catch (err) {
-    throw PkiError.from(err, "ERR_CSR_INVALID", `CSR could not be parsed: ${err instanceof Error ? err.message : String(err)}`);
-  }
-}
-
-function ia5Name(tag: number, value: string): asn1js.Primitive {
-  return new asn1js.Primitive({ idBlock: { tagClass: 3, tagNumber: tag }, valueHex: asBufferSource(new Uint8Array(Buffer.from(value, "latin1"))) });
+    },
+    tbs: whole(der, info as Tlv),
+    signature: sigBytes.subarray(1),
+    algorithmOid,
+  };
 }
 
 /** DER of a GeneralNames SEQUENCE with one DNS name and optionally one URI. */
 export function sanValue(dns: string, uri?: string): Uint8Array {
-  const names = [ia5Name(2, dns)];
-  if (uri !== undefined) names.push(ia5Name(6, uri));
-  return new Uint8Array(new asn1js.Sequence({ value: names }).toBER(false));
+  return uri === undefined ? w.seq(w.ia5String(0x82, dns)) : w.seq(w.ia5String(0x82, dns), w.ia5String(0x86, uri));
 }
 
 /** Longest CommonName X.520 allows (ub-common-name). */

@@ -1,4 +1,5 @@
 import * as asn1js from "asn1js";
+import { children, content, readTlv } from "./der-reader.ts";
 
 /** GeneralNames decoded by kind (RFC 5280 4.2.1.6). Invalid entries are kept in `invalid` so checks can fail closed. */
 export interface GeneralNames {
@@ -152,5 +153,47 @@ export function decodeGeneralNames(seq: asn1js.AsnType): GeneralNames {
     return out;
   }
   for (const item of seq.valueBlock.value) addGeneralName(item, out);
+  return out;
+}
+
+/** Decodes GeneralNames from DER bytes with the fast reader (used on the CSR hot path). */
+export function decodeGeneralNamesDer(der: Uint8Array): GeneralNames {
+  const out = emptyGeneralNames();
+  const outer = readTlv(der, 0);
+  if (outer.tag !== 0x30 || outer.end !== der.length) {
+    out.invalid.push("GeneralNames is not a single SEQUENCE");
+    return out;
+  }
+  for (const t of children(der, outer)) {
+    const body = content(der, t);
+    const ascii = () => {
+      for (const b of body) if (b > 0x7e || b < 0x20) return undefined;
+      return Buffer.from(body).toString("latin1");
+    };
+    switch (t.tag) {
+      case 0x81:
+      case 0x82:
+      case 0x86: {
+        const v = ascii();
+        const kind = t.tag === 0x81 ? "rfc822Name" : t.tag === 0x82 ? "dNSName" : "uniformResourceIdentifier";
+        if (v === undefined) out.invalid.push(`${kind} is not ASCII`);
+        else (t.tag === 0x81 ? out.email : t.tag === 0x82 ? out.dns : out.uri).push(v);
+        break;
+      }
+      case 0x87:
+        if (body.length !== 4 && body.length !== 16) out.invalid.push("iPAddress is not 4 or 16 bytes");
+        else {
+          out.ipBytes.push(new Uint8Array(body));
+          out.ip.push(formatIp(body));
+        }
+        break;
+      case 0xa4:
+        out.directoryNames.push(new Uint8Array(body));
+        break;
+      default:
+        if ((t.tag & 0xc0) !== 0x80) out.invalid.push("GeneralName has a non-context tag");
+        else out.other++;
+    }
+  }
   return out;
 }

@@ -17,7 +17,7 @@ export {
 } from "./names.ts";
 export type { CryptoKey, CryptoKeyPair } from "./webcrypto.ts";
 export { generateKeyPair, exportPrivateKey, importPrivateKey, exportPublicKey, importPublicKey } from "./keys.ts";
-export { createCsr, parseCsr, parseCsrSync, type CsrSummary } from "./csr.ts";
+export { createCsr, parseCsr, type CsrSummary } from "./csr.ts";
 export {
   createTrustAnchor,
   createIssuer,

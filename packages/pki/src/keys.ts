@@ -154,13 +154,18 @@ export function publicKeyDer(input: string | Uint8Array): Uint8Array {
   throw new PkiError("ERR_KEY_INVALID", "public key must be a PEM string or DER bytes");
 }
 
+const P256_SPKI_HEADER = new Uint8Array(Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004", "hex"));
+
 /** Checks that DER SPKI bytes hold a named-curve P-256 key, throwing ERR_KEY_UNSUPPORTED / ERR_KEY_INVALID. */
 export function checkP256Spki(der: Uint8Array): void {
+  // Fast path: the one DER encoding a named-curve P-256 uncompressed key has.
+  if (der.length === P256_SPKI_HEADER.length + 64 && P256_SPKI_HEADER.every((b, i) => der[i] === b)) return;
   const parsed = parseDer(der, "public key", "ERR_KEY_INVALID");
   if (!(parsed instanceof asn1js.Sequence)) throw new PkiError("ERR_KEY_INVALID", "public key is not a SEQUENCE");
   const [alg, bits] = parsed.valueBlock.value;
   requireP256(alg, "public key");
   if (!(bits instanceof asn1js.BitString)) throw new PkiError("ERR_KEY_INVALID", "public key has no key bits");
+  throw new PkiError("ERR_KEY_INVALID", "public key is not an uncompressed P-256 point");
 }
 
 /** Imports an ECDSA P-256 public key from SPKI PEM (`PUBLIC KEY`) or DER. */
