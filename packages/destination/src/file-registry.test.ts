@@ -1,4 +1,4 @@
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -80,6 +80,33 @@ describe("file registry", () => {
     await expect(createFileRegistry({ file: "/nonexistent/registry.yaml" })).rejects.toMatchObject({ code: "ERR_REGISTRY_READ" });
     const file = tempFile("services:\n  - name: api\n    endpoints: [{ address: nope }]\n");
     await expect(createFileRegistry({ file })).rejects.toMatchObject({ code: "ERR_REGISTRY_INVALID", line: 3 });
+  });
+
+  it("sees a Kubernetes ConfigMap-style update (symlinked ..data folder swapped)", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "meshtls-registry-cm-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const version = (n: number, text: string): void => {
+      mkdirSync(path.join(dir, `..v${n}`));
+      writeFileSync(path.join(dir, `..v${n}`, "registry.yaml"), text);
+      symlinkSync(`..v${n}`, path.join(dir, "..data_tmp"));
+      renameSync(path.join(dir, "..data_tmp"), path.join(dir, "..data"));
+    };
+    version(1, registryText(["127.0.1.1"]));
+    symlinkSync(path.join("..data", "registry.yaml"), path.join(dir, "registry.yaml"));
+    const registry = await createFileRegistry({ file: path.join(dir, "registry.yaml"), pollIntervalMs: 0 });
+    cleanups.push(() => registry.close());
+    version(2, registryText(["127.0.1.7"]));
+    await eventually(() => addressesOf(registry.list())[0] === "127.0.1.7", 1000, "the swapped folder");
+  });
+
+  it("refuses an oversized file without reading it", async () => {
+    const file = tempFile(registryText(["127.0.1.1"]));
+    const registry = await createFileRegistry({ file, pollIntervalMs: 0 });
+    cleanups.push(() => registry.close());
+    truncateSync(file, 64 * 1024 * 1024);
+    const result = await registry.reload();
+    expect(result).toMatchObject({ ok: false, error: { code: "ERR_REGISTRY_INVALID" } });
+    expect(addressesOf(registry.list())).toEqual(["127.0.1.1"]);
   });
 
   it("polls as a backup when events are missed", async () => {

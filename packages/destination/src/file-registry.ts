@@ -1,5 +1,5 @@
 import { watch, type FSWatcher } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { open } from "node:fs/promises";
 import path from "node:path";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
@@ -40,11 +40,17 @@ function countEndpoints(snapshot: RegistrySnapshot): number {
 
 async function readRegistryFile(file: string): Promise<{ text: string } | { error: DestinationError }> {
   try {
-    const buffer = await readFile(file);
-    if (buffer.length > MAX_REGISTRY_FILE_BYTES) {
-      return { error: new DestinationError("ERR_REGISTRY_INVALID", `file is larger than ${MAX_REGISTRY_FILE_BYTES} bytes`, { file }) };
+    const handle = await open(file, "r");
+    try {
+      // Check the size before reading, so that a huge file is never loaded.
+      const { size } = await handle.stat();
+      if (size > MAX_REGISTRY_FILE_BYTES) {
+        return { error: new DestinationError("ERR_REGISTRY_INVALID", `file is larger than ${MAX_REGISTRY_FILE_BYTES} bytes`, { file }) };
+      }
+      return { text: await handle.readFile("utf8") };
+    } finally {
+      await handle.close();
     }
-    return { text: buffer.toString("utf8") };
   } catch (cause) {
     const reason = (cause as NodeJS.ErrnoException).code === "ENOENT" ? "file not found" : `cannot read the file: ${String(cause)}`;
     return { error: new DestinationError("ERR_REGISTRY_READ", reason, { file, cause }) };
@@ -142,7 +148,8 @@ export async function createFileRegistry(options: FileRegistryOptions): Promise<
   let watcher: FSWatcher | undefined;
   try {
     watcher = watch(path.dirname(file), { persistent: false }, (_event, name) => {
-      if (name === null || name === path.basename(file)) schedule();
+      // "..data" entries: Kubernetes ConfigMap/Secret volumes swap a symlinked folder.
+      if (name === null || name === path.basename(file) || name.startsWith("..")) schedule();
     });
     watcher.on("error", (error) => logger.warn({ err: error, file }, "registry watch failed; relying on polling"));
   } catch (error) {

@@ -12,7 +12,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { parseAuthority, parseContextToken, type Target } from "./authority.js";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
-import type { EndpointRegistry, RegistryEndpoint, RegistryService, RegistrySnapshot } from "./registry.js";
+import { DEFAULT_WEIGHT, type EndpointRegistry, type RegistryEndpoint, type RegistryService, type RegistrySnapshot } from "./registry.js";
 
 export interface DestinationServerOptions {
   /** Where services and endpoints come from. */
@@ -215,7 +215,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     } else {
       const addr: WeightedAddr = {
         addr: ipToTcpAddress(target.ip, target.port),
-        weight: 10_000,
+        weight: DEFAULT_WEIGHT,
         metricLabels: {},
         tlsIdentity: undefined,
         protocolHint: undefined,
