@@ -5,7 +5,11 @@
 // too) and the server's memory per stream (RSS delta from /proc/<pid>/status,
 // and V8 heap delta from its /metrics).
 //
-//   node bench/streams.mjs [--streams 1000,10000] [--changes 10] [--per-connection 500]
+//   node bench/streams.mjs [--streams 1000,10000] [--changes 10] [--per-connection 500] [--client grpc-js|raw]
+//
+// --client grpc-js (default) reads the streams with @grpc/grpc-js clients, as a
+// proxy would; --client raw reads them with bare node:http2 streams that only
+// note when bytes arrive, which takes the client's decoding out of the figure.
 //
 // Needs the built app (pnpm --filter meshtls-destination build). Loopback only,
 // bounded: the whole run aborts after 10 minutes.
@@ -16,18 +20,51 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { credentials } from "@grpc/grpc-js";
-import { DestinationClient } from "@meshtls/api";
+import http2 from "node:http2";
+import { DestinationClient, GetDestination } from "@meshtls/api";
 
 const { values } = parseArgs({
   options: {
     streams: { type: "string", default: "1000,10000" },
     changes: { type: "string", default: "10" },
     "per-connection": { type: "string", default: "500" },
+    client: { type: "string", default: "grpc-js" },
   },
 });
 const sizes = values.streams.split(",").map(Number);
 const changes = Number(values.changes);
 const perConnection = Number(values["per-connection"]);
+const clientKind = values.client;
+if (clientKind !== "grpc-js" && clientKind !== "raw") throw new Error("--client is grpc-js or raw");
+
+/** A minimal gRPC client over node:http2 that reports when each stream receives bytes. */
+function rawClient(port) {
+  const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
+  session.on("error", () => undefined);
+  return {
+    get(request) {
+      const body = GetDestination.encode(request).finish();
+      const frame = Buffer.alloc(5 + body.length);
+      frame.writeUInt32BE(body.length, 1);
+      Buffer.from(body).copy(frame, 5);
+      const stream = session.request({ ":method": "POST", ":path": "/io.linkerd.proxy.destination.Destination/Get", "content-type": "application/grpc", te: "trailers" });
+      stream.end(frame);
+      stream.on("error", () => undefined);
+      return {
+        on(event, listener) {
+          if (event === "data") stream.on("data", () => listener());
+          return this;
+        },
+        once(event, listener) {
+          if (event === "data") stream.once("data", () => listener());
+          return this;
+        },
+        cancel: () => stream.close(http2.constants.NGHTTP2_CANCEL),
+      };
+    },
+    close: () => session.close(),
+  };
+}
 const appDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const mainJs = path.join(appDir, "dist", "main.js");
 const deadline = setTimeout(() => {
@@ -82,7 +119,9 @@ async function run(n) {
   const connections = Math.ceil(n / perConnection);
   // One HTTP/2 connection per client (a local subchannel pool each), as many proxies would have.
   const clients = Array.from({ length: connections }, () =>
-    new DestinationClient(`127.0.0.1:${server.grpcPort}`, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 }),
+    clientKind === "raw"
+      ? rawClient(server.grpcPort)
+      : new DestinationClient(`127.0.0.1:${server.grpcPort}`, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 }),
   );
   // Warm up: connections established, one stream each and closed.
   await Promise.all(
@@ -157,7 +196,7 @@ async function run(n) {
   const fmt = (v) => v.toFixed(1);
   console.log(
     [
-      `streams=${n} (${connections} connections)`,
+      `streams=${n} (${connections} connections, ${clientKind} client)`,
       `opened in ${(openMs / 1000).toFixed(2)} s`,
       `change -> last stream: p50 ${fmt(percentile(lastStream, 50))} ms, p99 ${fmt(percentile(lastStream, 99))} ms (max ${fmt(Math.max(...lastStream))}, ${changes} changes)`,
       `change -> each stream: p50 ${fmt(percentile(everyStream, 50))} ms, p99 ${fmt(percentile(everyStream, 99))} ms`,
