@@ -7,8 +7,10 @@ export { createJwksTokenValidator, IDENTITY_TOKEN_AUDIENCE } from "./jwks-token-
 export type { JwksTokenValidatorOptions } from "./jwks-token-validator.ts";
 export type { TokenIdentity, TokenValidator } from "./token-validator.ts";
 export { createIssuerStore, ISSUER_LAYOUTS, requireIssuerLoaded } from "./issuer-store.ts";
-export type { IssuerRejection, IssuerStore, IssuerStoreOptions, ReloadResult } from "./issuer-store.ts";
+export type { IssuerStore, IssuerStoreOptions, ReloadResult } from "./issuer-store.ts";
+export type { IssuerRejection } from "./validate-issuer.ts";
 export type { Issuer, IssuerSource, IssuerState } from "./issuer.ts";
+export { createStaticIssuerSource, validateIssuer } from "./validate-issuer.ts";
 export { createIdentityPolicy } from "./identity-policy.ts";
 export type { IdentityPolicy, RequestedIdentity } from "./identity-policy.ts";
 

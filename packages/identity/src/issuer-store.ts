@@ -3,37 +3,16 @@ import { watch } from "node:fs";
 import type { FSWatcher } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import {
-  certificateMatchesKey,
-  decodeCertificates,
-  generateKeyPair,
-  identityName,
-  importPrivateKey,
-  issueLeaf,
-  parseCertificate,
-  prepareIssuer,
-  verifyChain,
-} from "@meshtls/pki";
-import type { CryptoKey, PreparedIssuer } from "@meshtls/pki";
-import type { Issuer, IssuerSource } from "./issuer.ts";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
 import { IdentityError } from "./errors.ts";
 import { noopLogger } from "./logger.ts";
 import type { Logger } from "./logger.ts";
+import type { Issuer, IssuerSource } from "./issuer.ts";
+import { issuerState, Rejected, validateCandidate } from "./validate-issuer.ts";
+import type { IssuerRejection } from "./validate-issuer.ts";
 
-/** Why a candidate issuer was refused; the `reason` label of `identity_issuer_rejected_total`. */
-export type IssuerRejection =
-  | "not_found"
-  | "unreadable"
-  | "bad_certificate"
-  | "bad_key"
-  | "not_ca"
-  | "key_unsupported"
-  | "key_mismatch"
-  | "not_yet_valid"
-  | "expired"
-  | "untrusted";
+export type { IssuerRejection };
 
 /** The outcome of one content check. */
 export type ReloadResult =
@@ -77,15 +56,6 @@ export const ISSUER_LAYOUTS: readonly { certificate: string; key: string }[] = [
   { certificate: "crt.pem", key: "key.pem" },
   { certificate: "tls.crt", key: "tls.key" },
 ];
-
-class Rejected extends Error {
-  constructor(
-    readonly rejection: IssuerRejection,
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 /**
  * Creates a store that loads the issuer from `dir`, validates it (a P-256 CA
@@ -155,109 +125,6 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
     );
   }
 
-  async function validate(candidate: { files: { certificate: string; key: string }; cert: Buffer; key: Buffer }): Promise<Issuer> {
-    const { files } = candidate;
-    let certs: Uint8Array[];
-    try {
-      certs = decodeCertificates(new Uint8Array(candidate.cert));
-    } catch (error) {
-      throw new Rejected("bad_certificate", `${files.certificate} holds no readable certificate: ${(error as Error).message}`);
-    }
-    const [certificate, ...bundled] = certs;
-    if (certificate === undefined) throw new Rejected("bad_certificate", `${files.certificate} holds no certificate`);
-    let summary;
-    try {
-      summary = await parseCertificate(certificate);
-    } catch (error) {
-      throw new Rejected("bad_certificate", `${files.certificate}: ${(error as Error).message}`);
-    }
-    const name = summary.subject.text || "(empty subject)";
-    let privateKey: CryptoKey;
-    try {
-      privateKey = (await importPrivateKey(new Uint8Array(candidate.key))).privateKey;
-    } catch (error) {
-      const code = (error as { code?: string }).code;
-      if (code === "ERR_KEY_UNSUPPORTED") {
-        throw new Rejected("key_unsupported", `${files.key}: ${(error as Error).message}; the issuer key must be ECDSA P-256`);
-      }
-      throw new Rejected("bad_key", `${files.key} holds no readable private key: ${(error as Error).message}`);
-    }
-    if (!summary.ca) throw new Rejected("not_ca", `issuer certificate ${name} is not a CA (basicConstraints cA is not true)`);
-    if (summary.keyUsage.length > 0 && !summary.keyUsage.includes("keyCertSign")) {
-      throw new Rejected("not_ca", `issuer certificate ${name} lacks the keyCertSign key usage`);
-    }
-    if (summary.publicKey.algorithm !== "ECDSA" || summary.publicKey.curve !== "P-256") {
-      throw new Rejected(
-        "key_unsupported",
-        `issuer certificate ${name} has a ${summary.publicKey.algorithm} ${summary.publicKey.curve ?? ""} key; meshtls issuers use ECDSA P-256`,
-      );
-    }
-    if (!(await certificateMatchesKey(certificate, privateKey))) {
-      throw new Rejected("key_mismatch", `${files.key} is not the private key of issuer certificate ${name}`);
-    }
-    const at = now();
-    if (at < summary.notBefore) {
-      throw new Rejected("not_yet_valid", `issuer certificate ${name} is not valid before ${summary.notBefore.toISOString()}`);
-    }
-    if (at >= summary.notAfter) {
-      throw new Rejected("expired", `issuer certificate ${name} expired at ${summary.notAfter.toISOString()}`);
-    }
-    const anchorList = anchors();
-    if (anchorList.length === 0) throw new Rejected("untrusted", "there are no trust anchors to check the issuer against");
-    // Proving the chain with a real leaf catches what inspecting the issuer
-    // alone would miss: path length, name constraints, key usage, signature.
-    const probeKeys = await generateKeyPair();
-    const probeName = identityName({
-      serviceAccount: "issuer-probe",
-      namespace: "meshtls-probe",
-      ...(options.controlNamespace === undefined ? {} : { controlNamespace: options.controlNamespace }),
-      ...(options.trustDomain === undefined ? {} : { trustDomain: options.trustDomain }),
-    });
-    let probe: Uint8Array;
-    let prepared: PreparedIssuer;
-    try {
-      prepared = await prepareIssuer({ certificate, privateKey });
-      probe = await issueLeaf({
-        issuer: prepared,
-        publicKey: probeKeys.publicKey,
-        identity: probeName,
-        lifetimeMs: 60_000,
-        skewMs: 0,
-        now: () => at,
-      });
-    } catch (error) {
-      throw new Rejected("untrusted", `issuer ${name} cannot sign a leaf: ${(error as Error).message}`);
-    }
-    const result = await verifyChain({
-      leaf: probe,
-      intermediates: [certificate, ...bundled],
-      anchors: anchorList,
-      now: at,
-      purpose: "clientAuth",
-    });
-    if (!result.ok) {
-      throw new Rejected(
-        result.code === "ERR_CHAIN_EXPIRED" ? "expired" : "untrusted",
-        `issuer ${name} does not chain to the trust anchors: ${result.reason}`,
-      );
-    }
-    const path = result.chain.slice(1);
-    const usableUntil = new Date(Math.min(...path.map((c) => c.notAfter.getTime())));
-    return {
-      certificate,
-      privateKey,
-      prepared,
-      intermediates: path.slice(0, -1).map((c) => c.der),
-      notBefore: summary.notBefore,
-      notAfter: summary.notAfter,
-      usableUntil,
-      subject: name,
-      serialNumber: summary.serialNumber,
-      fingerprintSha256: summary.fingerprintSha256,
-      files,
-    };
-  }
-
   async function check(): Promise<ReloadResult> {
     let candidate;
     try {
@@ -265,7 +132,13 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
       lastUnreadable = undefined;
       if (candidate.hash === lastHash) return { result: "unchanged" };
       lastHash = candidate.hash;
-      const next = await validate(candidate);
+      const next = await validateCandidate({
+        ...candidate,
+        trustAnchors: anchors(),
+        now: now(),
+        trustDomain: options.trustDomain,
+        controlNamespace: options.controlNamespace,
+      });
       issuer = next;
       loaded.inc();
       logger.info(
@@ -318,16 +191,7 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
 
   return {
     current() {
-      if (!issuer) return { ok: false, reason: lastReason };
-      const at = now();
-      if (at >= issuer.usableUntil) {
-        const what = issuer.usableUntil.getTime() === issuer.notAfter.getTime() ? `issuer ${issuer.subject}` : `the trust anchor of issuer ${issuer.subject}`;
-        return { ok: false, reason: `${what} expired at ${issuer.usableUntil.toISOString()}; rotate the issuer` };
-      }
-      if (at < issuer.notBefore) {
-        return { ok: false, reason: `issuer ${issuer.subject} is not valid before ${issuer.notBefore.toISOString()}` };
-      }
-      return { ok: true, issuer };
+      return issuer ? issuerState(issuer, now()) : { ok: false, reason: lastReason };
     },
     reload,
     async start() {

@@ -1,33 +1,17 @@
 // Shared by this package's tests: a real anchor + issuer (pki) and a real token signer (jose).
-import { createIssuer, createTrustAnchor, pemEncode, prepareIssuer } from "@meshtls/pki";
+import { createIssuer, createTrustAnchor, pemEncode } from "@meshtls/pki";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import type { CryptoKey, JSONWebKeySet } from "jose";
 import type { IssuerSource } from "./issuer.ts";
+import { createStaticIssuerSource, validateIssuer } from "./validate-issuer.ts";
 
 export const TOKEN_ISSUER = "https://meshtls.test";
 
 export async function createPkiFixture(options: { now?: () => Date } = {}) {
   const anchor = await createTrustAnchor(options.now ? { now: options.now } : {});
   const issuer = await createIssuer({ anchor: { certificate: anchor.certificate, privateKey: anchor.keyPair.privateKey }, ...(options.now ? { now: options.now } : {}) });
-  const prepared = await prepareIssuer({ certificate: issuer.certificate, privateKey: issuer.keyPair.privateKey });
-  const source: IssuerSource = {
-    current: () => ({
-      ok: true,
-      issuer: {
-        certificate: issuer.certificate,
-        privateKey: issuer.keyPair.privateKey,
-        prepared,
-        intermediates: [issuer.certificate],
-        notBefore: prepared.notBefore,
-        notAfter: prepared.notAfter,
-        usableUntil: prepared.notAfter,
-        subject: "CN=identity.meshtls.cluster.local",
-        serialNumber: "01",
-        fingerprintSha256: "",
-        files: { certificate: "memory", key: "memory" },
-      },
-    }),
-  };
+  const validated = await validateIssuer({ certificate: issuer.certificate, privateKey: issuer.keyPair.privateKey, trustAnchors: [anchor.certificate] });
+  const source: IssuerSource = createStaticIssuerSource({ issuer: validated });
   return { anchor, issuer, source, anchorPem: pemEncode("CERTIFICATE", anchor.certificate) };
 }
 
