@@ -1,4 +1,5 @@
 import { credentials, type ServiceError } from "@grpc/grpc-js";
+import fc from "fast-check";
 import { DestinationClient as GrpcDestinationClient, tcpAddressToString, type Update } from "@meshtls/api";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
@@ -146,5 +147,32 @@ describe("Destination.Get server", () => {
     expect(streams[0]!.updates[4]?.update).toEqual({ $case: "noEndpoints", value: { exists: false } });
     streams.forEach((s) => s.close());
     await eventually(() => server.handle.openStreams() === 0 && server.handle.watchedTargets() === 0);
+  });
+
+  it("answers any path and context token with a first message or INVALID_ARGUMENT, and keeps serving", async () => {
+    const { server } = await setup();
+    const client = new GrpcDestinationClient(server.address, credentials.createInsecure());
+    cleanups.push(() => client.close());
+    const pathArb = fc.oneof(
+      fc.string({ maxLength: 80 }),
+      fc.string({ unit: fc.constantFrom(..."api.default.svc:8[]0f:1"), maxLength: 40 }),
+      fc.tuple(fc.ipV4(), fc.integer({ min: -1, max: 70000 })).map(([ip, port]) => `${ip}:${port}`),
+    );
+    const tokenArb = fc.oneof(fc.string({ maxLength: 40 }), fc.json({ maxDepth: 2 }), fc.constant('{"ns":"default"}'));
+    await fc.assert(
+      fc.asyncProperty(pathArb, tokenArb, async (path, contextToken) => {
+        const outcome = await new Promise<string>((resolve) => {
+          const call = client.get({ scheme: "k8s", path, contextToken });
+          call.once("data", (u: Update) => {
+            resolve(u.update?.$case ?? "empty");
+            call.cancel();
+          });
+          call.on("error", (e: ServiceError) => resolve(e.code === 1 ? "cancelled" : `code ${e.code}`));
+        });
+        expect(["add", "noEndpoints", "code 3"]).toContain(outcome);
+      }),
+      { numRuns: 150 },
+    );
+    await eventually(() => server.handle.openStreams() === 0, 5000, "every stream to close");
   });
 });

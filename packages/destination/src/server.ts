@@ -231,7 +231,8 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     const size = bytes.length;
     let written = 0;
     for (const [stream, state] of [...streams]) {
-      if (state.pendingBytes + size > maxPendingBytes) {
+      // One message always goes, however large; more wait only while under the limit.
+      if (state.pendingBytes > 0 && state.pendingBytes + size > maxPendingBytes) {
         state.finish();
         logger.warn({ pendingBytes: state.pendingBytes }, "Get stream ended: its client does not read its updates");
         stream.emit("error", { code: status.RESOURCE_EXHAUSTED, details: "the client does not read its updates" });
