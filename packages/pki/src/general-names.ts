@@ -1,4 +1,3 @@
-import * as asn1js from "asn1js";
 import { children, content, readTlv } from "./der-reader.ts";
 
 /** GeneralNames decoded by kind (RFC 5280 4.2.1.6). Invalid entries are kept in `invalid` so checks can fail closed. */
@@ -19,13 +18,6 @@ export interface GeneralNames {
 
 export function emptyGeneralNames(): GeneralNames {
   return { dns: [], uri: [], ip: [], ipBytes: [], email: [], directoryNames: [], other: 0, invalid: [] };
-}
-
-function ia5(item: asn1js.AsnType): string | undefined {
-  const view = (item as asn1js.Primitive).valueBlock?.valueHexView;
-  if (!(view instanceof Uint8Array)) return undefined;
-  for (const b of view) if (b > 0x7e || b < 0x20) return undefined;
-  return Buffer.from(view).toString("latin1");
 }
 
 /** Formats 4 or 16 address bytes as text. */
@@ -96,67 +88,7 @@ export function parseIp(text: string): Uint8Array | undefined {
   return bytes;
 }
 
-/** Decodes one GeneralName element into `out`. */
-export function addGeneralName(item: asn1js.AsnType, out: GeneralNames): void {
-  if (item.idBlock.tagClass !== 3) {
-    out.invalid.push("GeneralName has a non-context tag");
-    return;
-  }
-  switch (item.idBlock.tagNumber) {
-    case 1: {
-      const v = ia5(item);
-      if (v === undefined) out.invalid.push("rfc822Name is not ASCII");
-      else out.email.push(v);
-      return;
-    }
-    case 2: {
-      const v = ia5(item);
-      if (v === undefined) out.invalid.push("dNSName is not ASCII");
-      else out.dns.push(v);
-      return;
-    }
-    case 6: {
-      const v = ia5(item);
-      if (v === undefined) out.invalid.push("uniformResourceIdentifier is not ASCII");
-      else out.uri.push(v);
-      return;
-    }
-    case 7: {
-      const view = (item as asn1js.Primitive).valueBlock?.valueHexView;
-      if (!(view instanceof Uint8Array) || (view.length !== 4 && view.length !== 16)) {
-        out.invalid.push("iPAddress is not 4 or 16 bytes");
-        return;
-      }
-      out.ipBytes.push(new Uint8Array(view));
-      out.ip.push(formatIp(view));
-      return;
-    }
-    case 4: {
-      const inner = item instanceof asn1js.Constructed ? item.valueBlock.value[0] : undefined;
-      if (!inner) {
-        out.invalid.push("directoryName is empty");
-        return;
-      }
-      out.directoryNames.push(new Uint8Array(inner.toBER(false)));
-      return;
-    }
-    default:
-      out.other++;
-  }
-}
-
-/** Decodes a GeneralNames SEQUENCE. */
-export function decodeGeneralNames(seq: asn1js.AsnType): GeneralNames {
-  const out = emptyGeneralNames();
-  if (!(seq instanceof asn1js.Sequence)) {
-    out.invalid.push("GeneralNames is not a SEQUENCE");
-    return out;
-  }
-  for (const item of seq.valueBlock.value) addGeneralName(item, out);
-  return out;
-}
-
-/** Decodes GeneralNames from DER bytes with the fast reader (used on the CSR hot path). */
+/** Decodes GeneralNames from DER bytes with the fast reader . */
 export function decodeGeneralNamesDer(der: Uint8Array): GeneralNames {
   const out = emptyGeneralNames();
   const outer = readTlv(der, 0);

@@ -1,10 +1,9 @@
 // Internal model of a parsed certificate or CSR, shared by certificate.ts, csr.ts, ca.ts and verify.ts.
 import { createHash, createPublicKey, verify as nodeVerify, type KeyObject } from "node:crypto";
-import * as asn1js from "asn1js";
-import * as pkijs from "pkijs";
-import { CURVE_NAMES, OID, SIGNATURE_NAMES, parseDer } from "./der.ts";
-import { PkiError, type PkiErrorCode } from "./errors.ts";
-import { decodeGeneralNames, type GeneralNames } from "./general-names.ts";
+import { CURVE_NAMES, OID, SIGNATURE_NAMES } from "./der.ts";
+import { PkiError } from "./errors.ts";
+import { decodeGeneralNamesDer, type GeneralNames } from "./general-names.ts";
+import { MAX_DER_BYTES } from "./limits.ts";
 import { children, content, decodeOid, decodeString, expectTag, readTlv, type Tlv } from "./der-reader.ts";
 
 export interface RawExtension {
@@ -125,27 +124,7 @@ const ATTRIBUTE_NAMES: Record<string, string> = {
   "0.9.2342.19200300.100.1.1": "UID",
 };
 
-function attributeText(value: asn1js.AsnType): string {
-  const v = (value as { valueBlock?: { value?: unknown } }).valueBlock?.value;
-  if (typeof v === "string") return v;
-  const view = (value as asn1js.Primitive).valueBlock?.valueHexView;
-  return view instanceof Uint8Array ? `#${Buffer.from(view).toString("hex")}` : "?";
-}
-
-export function describeName(rdn: pkijs.RelativeDistinguishedNames): NameInfo {
-  const parts: string[] = [];
-  let commonName: string | undefined;
-  for (const tv of rdn.typesAndValues) {
-    const text = attributeText(tv.value);
-    if (tv.type === OID.commonName && commonName === undefined) commonName = text;
-    const escaped = text.replace(/([,+"\\<>;=])/g, "\\$1");
-    parts.push(`${ATTRIBUTE_NAMES[tv.type] ?? tv.type}=${escaped}`);
-  }
-  const der = new Uint8Array(rdn.valueBeforeDecode.byteLength > 0 ? rdn.valueBeforeDecode : rdn.toSchema().toBER(false));
-  return commonName === undefined ? { text: parts.join(", "), der } : { commonName, text: parts.join(", "), der };
-}
-
-/** Describes a DER Name (fast reader). */
+/** Describes a DER Name. */
 export function describeNameDer(buf: Uint8Array, name: Tlv): NameInfo {
   const parts: string[] = [];
   let commonName: string | undefined;
@@ -164,7 +143,7 @@ export function describeNameDer(buf: Uint8Array, name: Tlv): NameInfo {
   return commonName === undefined ? { text: parts.join(", "), der } : { commonName, text: parts.join(", "), der };
 }
 
-/** Summarises DER SubjectPublicKeyInfo (fast reader). */
+/** Summarises DER SubjectPublicKeyInfo. */
 export function describeSpki(spki: Uint8Array): PublicKeySummary {
   const outer = expectTag(readTlv(spki, 0), 0x30, "SubjectPublicKeyInfo");
   if (outer.end !== spki.length) throw new Error("SubjectPublicKeyInfo has trailing bytes");
@@ -193,30 +172,51 @@ export function describeSpki(spki: Uint8Array): PublicKeySummary {
   return { algorithm: "unknown", namedCurve: false, spki };
 }
 
-function intValue(i: asn1js.Integer): number | undefined {
-  const view = i.valueBlock.valueHexView;
-  if (view.length > 4 || (view[0] ?? 0) & 0x80) return undefined;
-  return i.valueBlock.valueDec;
+function rsaBits(key: Uint8Array): number | undefined {
+  try {
+    const seq = expectTag(readTlv(key, 0), 0x30, "RSAPublicKey");
+    const modulus = content(key, expectTag(children(key, seq)[0], 0x02, "modulus"));
+    let i = 0;
+    while (i < modulus.length && modulus[i] === 0) i++;
+    if (i === modulus.length) return 0;
+    return (modulus.length - i) * 8 - Math.clz32(modulus[i] ?? 0) + 24;
+  } catch {
+    return undefined;
+  }
 }
 
-function decodeBasicConstraints(value: asn1js.AsnType): { ca: boolean; pathLength?: number } {
-  if (!(value instanceof asn1js.Sequence)) throw new Error("basicConstraints is not a SEQUENCE");
+/** A single DER value filling `bytes` exactly. */
+function single(bytes: Uint8Array, what: string): Tlv {
+  const t = readTlv(bytes, 0);
+  if (t.end !== bytes.length) throw new Error(`${what} has trailing bytes`);
+  return t;
+}
+
+function decodeBasicConstraints(v: Uint8Array): { ca: boolean; pathLength?: number } {
+  const items = children(v, expectTag(single(v, "basicConstraints"), 0x30, "basicConstraints"));
   let ca = false;
   let pathLength: number | undefined;
-  for (const item of value.valueBlock.value) {
-    if (item instanceof asn1js.Boolean) ca = item.valueBlock.value;
-    else if (item instanceof asn1js.Integer) {
-      const n = intValue(item);
-      if (n === undefined) throw new Error("basicConstraints pathLenConstraint is negative or too large");
-      pathLength = n;
-    } else throw new Error("basicConstraints has an unexpected element");
+  let i = 0;
+  if (items[i]?.tag === 0x01) {
+    const b = content(v, items[i] as Tlv);
+    if (b.length !== 1) throw new Error("basicConstraints cA is malformed");
+    ca = b[0] !== 0;
+    i++;
   }
+  if (items[i]?.tag === 0x02) {
+    const n = content(v, items[i] as Tlv);
+    if (n.length === 0 || n.length > 4 || (n[0] ?? 0) & 0x80) throw new Error("basicConstraints pathLenConstraint is negative or too large");
+    pathLength = n.reduce((a, b) => a * 256 + b, 0);
+    i++;
+  }
+  if (i !== items.length) throw new Error("basicConstraints has an unexpected element");
   return pathLength === undefined ? { ca } : { ca, pathLength };
 }
 
-function decodeKeyUsage(value: asn1js.AsnType): string[] {
-  if (!(value instanceof asn1js.BitString)) throw new Error("keyUsage is not a BIT STRING");
-  const bytes = value.valueBlock.valueHexView;
+function decodeKeyUsage(v: Uint8Array): string[] {
+  const b = content(v, expectTag(single(v, "keyUsage"), 0x03, "keyUsage"));
+  if (b.length === 0 || (b[0] ?? 0) > 7) throw new Error("keyUsage BIT STRING is malformed");
+  const bytes = b.subarray(1);
   const usages: string[] = [];
   for (let bit = 0; bit < bytes.length * 8; bit++) {
     if ((bytes[bit >> 3] ?? 0) & (0x80 >> (bit & 7))) usages.push(KEY_USAGE_NAMES[bit] ?? `bit${bit}`);
@@ -224,84 +224,68 @@ function decodeKeyUsage(value: asn1js.AsnType): string[] {
   return usages;
 }
 
-function decodeOidList(value: asn1js.AsnType, what: string): string[] {
-  if (!(value instanceof asn1js.Sequence)) throw new Error(`${what} is not a SEQUENCE`);
-  return value.valueBlock.value.map((item) => {
-    if (!(item instanceof asn1js.ObjectIdentifier)) throw new Error(`${what} holds a non-OID`);
-    return item.valueBlock.toString();
-  });
+function decodeOidList(v: Uint8Array, what: string): string[] {
+  return children(v, expectTag(single(v, what), 0x30, what)).map((t) => decodeOid(content(v, expectTag(t, 0x06, `${what} item`))));
 }
 
-function decodeSubtree(item: asn1js.AsnType): Subtree {
-  if (!(item instanceof asn1js.Sequence)) return { kind: "other", value: "?", invalid: "GeneralSubtree is not a SEQUENCE" };
-  const [base, ...rest] = item.valueBlock.value;
-  if (!base || base.idBlock.tagClass !== 3) return { kind: "other", value: "?", invalid: "GeneralSubtree has no base name" };
+function decodeSubtree(buf: Uint8Array, item: Tlv): Subtree {
+  if (item.tag !== 0x30) return { kind: "other", value: "?", invalid: "GeneralSubtree is not a SEQUENCE" };
+  const [base, ...rest] = children(buf, item);
+  if (!base || (base.tag & 0x80) === 0) return { kind: "other", value: "?", invalid: "GeneralSubtree has no base name" };
   // minimum MUST be 0 and maximum MUST be absent (RFC 5280 4.2.1.10).
   const bad = rest.some((r) => {
-    if (r.idBlock.tagClass !== 3) return true;
-    if (r.idBlock.tagNumber === 1) return true;
-    const view = (r as asn1js.Primitive).valueBlock?.valueHexView;
-    return r.idBlock.tagNumber === 0 && !(view instanceof Uint8Array && view.length === 1 && view[0] === 0);
+    if (r.tag !== 0x80) return true;
+    const b = content(buf, r);
+    return !(b.length === 1 && b[0] === 0);
   });
-  const view = (base as asn1js.Primitive).valueBlock?.valueHexView;
-  const text = view instanceof Uint8Array ? Buffer.from(view).toString("latin1") : "";
-  const ascii = view instanceof Uint8Array && view.every((b) => b >= 0x20 && b <= 0x7e);
+  const view = content(buf, base);
+  const text = Buffer.from(view).toString("latin1");
+  const ascii = view.every((b) => b >= 0x20 && b <= 0x7e);
   const subtree = ((): Subtree => {
-    switch (base.idBlock.tagNumber) {
-      case 1:
+    switch (base.tag) {
+      case 0x81:
         return ascii ? { kind: "email", value: text } : { kind: "email", value: text, invalid: "rfc822Name constraint is not ASCII" };
-      case 2:
+      case 0x82:
         return ascii ? { kind: "dns", value: text } : { kind: "dns", value: text, invalid: "dNSName constraint is not ASCII" };
-      case 6:
+      case 0x86:
         return ascii ? { kind: "uri", value: text } : { kind: "uri", value: text, invalid: "URI constraint is not ASCII" };
-      case 7: {
-        if (!(view instanceof Uint8Array) || (view.length !== 8 && view.length !== 32)) {
-          return { kind: "ip", value: "?", invalid: "iPAddress constraint is not address+mask (8 or 32 bytes)" };
-        }
+      case 0x87: {
+        if (view.length !== 8 && view.length !== 32) return { kind: "ip", value: "?", invalid: "iPAddress constraint is not address+mask (8 or 32 bytes)" };
         const half = view.length / 2;
         return { kind: "ip", value: Buffer.from(view).toString("hex"), ip: view.slice(0, half), mask: view.slice(half) };
       }
-      case 4: {
-        const inner = base instanceof asn1js.Constructed ? base.valueBlock.value[0] : undefined;
-        return inner ? { kind: "dn", value: "directoryName", der: new Uint8Array(inner.toBER(false)) } : { kind: "dn", value: "", invalid: "empty directoryName" };
-      }
-      case 0:
+      case 0xa4:
+        return view.length > 0 ? { kind: "dn", value: "directoryName", der: new Uint8Array(view) } : { kind: "dn", value: "", invalid: "empty directoryName" };
+      case 0xa0:
         return { kind: "other", value: "otherName" };
       default:
-        return { kind: "other", value: `GeneralName [${base.idBlock.tagNumber}]` };
+        return { kind: "other", value: `GeneralName [${base.tag & 0x1f}]` };
     }
   })();
   if (bad) subtree.invalid = "GeneralSubtree minimum/maximum must be absent";
   return subtree;
 }
 
-function decodeNameConstraints(value: asn1js.AsnType): NameConstraints {
-  if (!(value instanceof asn1js.Sequence)) throw new Error("nameConstraints is not a SEQUENCE");
+function decodeNameConstraints(v: Uint8Array): NameConstraints {
+  const items = children(v, expectTag(single(v, "nameConstraints"), 0x30, "nameConstraints"));
   const out: NameConstraints = {};
-  for (const item of value.valueBlock.value) {
-    if (item.idBlock.tagClass !== 3 || (item.idBlock.tagNumber !== 0 && item.idBlock.tagNumber !== 1)) {
+  for (const item of items) {
+    if (item.tag !== 0xa0 && item.tag !== 0xa1) {
       out.invalid = "nameConstraints has an unexpected element";
       continue;
     }
-    const subtrees = item instanceof asn1js.Constructed ? item.valueBlock.value.map(decodeSubtree) : [];
+    const subtrees = children(v, item).map((t) => decodeSubtree(v, t));
     if (subtrees.length === 0) out.invalid = "nameConstraints has an empty subtree list";
-    if (item.idBlock.tagNumber === 0) out.permitted = subtrees;
+    if (item.tag === 0xa0) out.permitted = subtrees;
     else out.excluded = subtrees;
   }
   if (out.permitted === undefined && out.excluded === undefined) out.invalid ??= "nameConstraints has neither permitted nor excluded subtrees";
   return out;
 }
 
-function octets(value: asn1js.AsnType): Uint8Array {
-  if (!(value instanceof asn1js.OctetString)) throw new Error("not an OCTET STRING");
-  return new Uint8Array(value.valueBlock.valueHexView);
-}
-
-function decodeAki(value: asn1js.AsnType): Uint8Array | undefined {
-  if (!(value instanceof asn1js.Sequence)) throw new Error("authorityKeyIdentifier is not a SEQUENCE");
-  const kid = value.valueBlock.value.find((i) => i.idBlock.tagClass === 3 && i.idBlock.tagNumber === 0);
-  const view = (kid as asn1js.Primitive | undefined)?.valueBlock?.valueHexView;
-  return view instanceof Uint8Array ? new Uint8Array(view) : undefined;
+function decodeAki(v: Uint8Array): Uint8Array | undefined {
+  const kid = children(v, expectTag(single(v, "authorityKeyIdentifier"), 0x30, "authorityKeyIdentifier")).find((t) => t.tag === 0x80);
+  return kid ? new Uint8Array(content(v, kid)) : undefined;
 }
 
 /** Extensions a verifier understands, so that they may be critical. */
@@ -322,41 +306,34 @@ export function decodeExtensions(list: RawExtension[]): DecodedExtensions {
   for (const ext of list) {
     if (seen.has(ext.oid)) out.duplicates.push(ext.oid);
     seen.add(ext.oid);
-    if (!UNDERSTOOD_EXTENSIONS.has(ext.oid)) continue; // opaque: only its criticality matters
-    let value: asn1js.AsnType;
-    try {
-      value = parseDer(ext.value, `extension ${ext.oid}`);
-    } catch {
-      out.malformed.push(ext.oid);
-      continue;
-    }
+    const v = ext.value;
     try {
       switch (ext.oid) {
         case OID.basicConstraints:
-          out.basicConstraints = { ...decodeBasicConstraints(value), critical: ext.critical };
+          out.basicConstraints = { ...decodeBasicConstraints(v), critical: ext.critical };
           break;
         case OID.keyUsage:
-          out.keyUsage = decodeKeyUsage(value);
+          out.keyUsage = decodeKeyUsage(v);
           break;
         case OID.extKeyUsage:
-          out.extKeyUsage = { oids: decodeOidList(value, "extKeyUsage"), critical: ext.critical };
+          out.extKeyUsage = { oids: decodeOidList(v, "extKeyUsage"), critical: ext.critical };
           break;
         case OID.subjectAltName:
-          out.san = { ...decodeGeneralNames(value), critical: ext.critical };
+          out.san = { ...decodeGeneralNamesDer(v), critical: ext.critical };
           break;
         case OID.nameConstraints:
-          out.nameConstraints = { ...decodeNameConstraints(value), critical: ext.critical };
+          out.nameConstraints = { ...decodeNameConstraints(v), critical: ext.critical };
           break;
         case OID.subjectKeyIdentifier:
-          out.subjectKeyIdentifier = octets(value);
+          out.subjectKeyIdentifier = new Uint8Array(content(v, expectTag(single(v, "subjectKeyIdentifier"), 0x04, "subjectKeyIdentifier")));
           break;
         case OID.authorityKeyIdentifier: {
-          const aki = decodeAki(value);
+          const aki = decodeAki(v);
           if (aki) out.authorityKeyIdentifier = aki;
           break;
         }
         default:
-          break;
+          break; // opaque: only its criticality matters
       }
     } catch {
       out.malformed.push(ext.oid);
@@ -365,94 +342,125 @@ export function decodeExtensions(list: RawExtension[]): DecodedExtensions {
   return out;
 }
 
-
-
-function rsaBits(spkiBits: Uint8Array): number | undefined {
-  try {
-    const rsa = asn1js.fromBER(spkiBits);
-    const modulus = rsa.result instanceof asn1js.Sequence ? rsa.result.valueBlock.value[0] : undefined;
-    if (!(modulus instanceof asn1js.Integer)) return undefined;
-    const view = modulus.valueBlock.valueHexView;
-    let i = 0;
-    while (i < view.length && view[i] === 0) i++;
-    if (i === view.length) return 0;
-    return (view.length - i) * 8 - Math.clz32(view[i] ?? 0) + 24;
-  } catch {
-    return undefined;
-  }
+function digits(s: string, from: number, len: number): number {
+  const part = s.slice(from, from + len);
+  if (!/^[0-9]+$/.test(part) || part.length !== len) throw new Error("time has a non-digit");
+  return Number(part);
 }
 
-/** Summarises a SubjectPublicKeyInfo. */
-export function describePublicKey(info: pkijs.PublicKeyInfo, spki: Uint8Array): PublicKeySummary {
-  const alg = info.algorithm.algorithmId;
-  const bits = new Uint8Array(info.subjectPublicKey.valueBlock.valueHexView);
-  if (alg === OID.ecPublicKey) {
-    const params = info.algorithm.algorithmParams as asn1js.AsnType | undefined;
-    if (params instanceof asn1js.ObjectIdentifier) {
-      const oid = params.valueBlock.toString();
-      const curve = CURVE_NAMES[oid] ?? oid;
-      const size = curve === "P-256" ? 256 : curve === "P-384" ? 384 : curve === "P-521" ? 521 : undefined;
-      return size === undefined ? { algorithm: "ECDSA", curve, namedCurve: true, spki } : { algorithm: "ECDSA", curve, namedCurve: true, bits: size, spki };
-    }
-    const fieldBytes = bits.length > 1 ? Math.floor((bits.length - 1) / 2) : 0;
-    const curve = fieldBytes === 32 ? "P-256" : fieldBytes === 48 ? "P-384" : fieldBytes === 66 ? "P-521" : "explicit";
-    return { algorithm: "ECDSA", curve, namedCurve: false, spki };
+/** UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSS[.f]Z). */
+function decodeTime(buf: Uint8Array, t: Tlv | undefined, what: string): Date {
+  if (!t || (t.tag !== 0x17 && t.tag !== 0x18)) throw new Error(`${what} is not a UTCTime or GeneralizedTime`);
+  const s = Buffer.from(content(buf, t)).toString("latin1");
+  let year: number;
+  let i: number;
+  if (t.tag === 0x17) {
+    const yy = digits(s, 0, 2);
+    year = yy >= 50 ? 1900 + yy : 2000 + yy;
+    i = 2;
+  } else {
+    year = digits(s, 0, 4);
+    i = 4;
   }
-  if (alg === OID.rsaEncryption) {
-    const n = rsaBits(bits);
-    return n === undefined ? { algorithm: "RSA", namedCurve: false, spki } : { algorithm: "RSA", namedCurve: false, bits: n, spki };
+  const month = digits(s, i, 2);
+  const day = digits(s, i + 2, 2);
+  const hour = digits(s, i + 4, 2);
+  const minute = digits(s, i + 6, 2);
+  const second = digits(s, i + 8, 2);
+  let rest = s.slice(i + 10);
+  let ms = 0;
+  if (t.tag === 0x18 && rest.startsWith(".")) {
+    const m = /^\.([0-9]+)/.exec(rest);
+    if (!m) throw new Error(`${what} has a malformed fraction`);
+    ms = Math.floor(Number(`0.${m[1]}`) * 1000);
+    rest = rest.slice((m[0] ?? "").length);
   }
-  if (alg === OID.ed25519) return { algorithm: "Ed25519", namedCurve: false, bits: 256, spki };
-  return { algorithm: "unknown", namedCurve: false, spki };
-}
-
-/** Reads pkijs Extension objects into raw form. */
-function rawExtensions(exts: pkijs.Extension[] | undefined): RawExtension[] {
-  return (exts ?? []).map((e) => ({
-    oid: e.extnID,
-    critical: e.critical,
-    value: new Uint8Array(e.extnValue.valueBlock.valueHexView),
-  }));
-}
-
-function timeValue(t: pkijs.Time, what: string, code: PkiErrorCode): Date {
-  const d = t.value;
-  if (!(d instanceof Date) || Number.isNaN(d.getTime())) throw new PkiError(code, `${what} is not a valid time`);
+  if (rest !== "Z") throw new Error(`${what} is not in UTC (Z)`);
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) throw new Error(`${what} is out of range`);
+  const d = new Date(Date.UTC(year, month - 1, day, hour, minute, second, ms));
+  if (d.getUTCDate() !== day) throw new Error(`${what} names a day that does not exist`);
   return d;
 }
 
-/** Parses DER into the internal model, throwing ERR_CERT_INVALID (or ERR_DER_INVALID for bytes that are not DER). */
+function readExtensions(buf: Uint8Array, wrapper: Tlv): RawExtension[] {
+  const [list, ...extra] = children(buf, wrapper);
+  if (extra.length > 0) throw new Error("extensions wrapper holds more than one value");
+  const items = children(buf, expectTag(list, 0x30, "extensions"));
+  if (items.length === 0) throw new Error("extensions list is empty");
+  return items.map((item) => {
+    const parts = children(buf, expectTag(item, 0x30, "extension"));
+    const id = decodeOid(content(buf, expectTag(parts[0], 0x06, "extension OID")));
+    let critical = false;
+    let value = parts[1];
+    if (value?.tag === 0x01) {
+      const b = content(buf, value);
+      if (b.length !== 1) throw new Error(`extension ${id} has a malformed critical flag`);
+      critical = b[0] !== 0;
+      value = parts[2];
+      if (parts.length !== 3) throw new Error(`extension ${id} has extra fields`);
+    } else if (parts.length !== 2) throw new Error(`extension ${id} has extra fields`);
+    return { oid: id, critical, value: new Uint8Array(content(buf, expectTag(value, 0x04, `extension ${id} value`))) };
+  });
+}
+
+function algorithmOid(buf: Uint8Array, t: Tlv | undefined, what: string): string {
+  return decodeOid(content(buf, expectTag(children(buf, expectTag(t, 0x30, what))[0], 0x06, `${what} OID`)));
+}
+
+/** Parses DER into the internal model, throwing ERR_CERT_INVALID (ERR_INPUT_TOO_LARGE over 64 KiB). */
 export function parseCertificateDer(der: Uint8Array): ParsedCertificate {
-  const asn1 = parseDer(der, "certificate", "ERR_CERT_INVALID");
-  let cert: pkijs.Certificate;
+  if (!(der instanceof Uint8Array)) throw new PkiError("ERR_CERT_INVALID", "certificate must be DER bytes");
+  if (der.length > MAX_DER_BYTES) throw new PkiError("ERR_INPUT_TOO_LARGE", `certificate is larger than ${MAX_DER_BYTES} bytes`);
   try {
-    cert = new pkijs.Certificate({ schema: asn1 });
-  } catch (err) {
-    throw new PkiError("ERR_CERT_INVALID", `not an X.509 certificate: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-  }
-  try {
-    const sig = cert.signatureValue.valueBlock;
-    if (sig.unusedBits !== 0) throw new PkiError("ERR_CERT_INVALID", "certificate signature has unused bits");
-    const spki = new Uint8Array(cert.subjectPublicKeyInfo.toSchema().toBER(false));
-    const extensions = decodeExtensions(rawExtensions(cert.extensions));
-    if (extensions.duplicates.length > 0) {
-      throw new PkiError("ERR_CERT_INVALID", `certificate repeats extension ${extensions.duplicates.join(", ")}`);
+    const outer = expectTag(readTlv(der, 0), 0x30, "Certificate");
+    if (outer.end !== der.length) throw new Error(`${der.length - outer.end} trailing bytes after the certificate`);
+    const [tbsT, sigAlgT, sigT, ...extra] = children(der, outer);
+    if (extra.length > 0) throw new Error("Certificate has extra fields");
+    const tbsFields = children(der, expectTag(tbsT, 0x30, "tbsCertificate"));
+    let i = 0;
+    let version = 1;
+    if (tbsFields[0]?.tag === 0xa0) {
+      const v = content(der, expectTag(children(der, tbsFields[0])[0], 0x02, "version"));
+      if (v.length !== 1 || (v[0] ?? 0) > 2) throw new Error("version is not v1, v2 or v3");
+      version = (v[0] ?? 0) + 1;
+      i = 1;
     }
-    const sigOid = cert.signatureAlgorithm.algorithmId;
+    const serialT = expectTag(tbsFields[i], 0x02, "serialNumber");
+    const innerAlg = algorithmOid(der, tbsFields[i + 1], "signature");
+    const issuer = describeNameDer(der, expectTag(tbsFields[i + 2], 0x30, "issuer"));
+    const validity = children(der, expectTag(tbsFields[i + 3], 0x30, "validity"));
+    if (validity.length !== 2) throw new Error("validity must hold notBefore and notAfter");
+    const notBefore = decodeTime(der, validity[0], "notBefore");
+    const notAfter = decodeTime(der, validity[1], "notAfter");
+    const subject = describeNameDer(der, expectTag(tbsFields[i + 4], 0x30, "subject"));
+    const spkiT = expectTag(tbsFields[i + 5], 0x30, "subjectPublicKeyInfo");
+    const spki = new Uint8Array(der.subarray(spkiT.start, spkiT.end));
+    let list: RawExtension[] = [];
+    for (const t of tbsFields.slice(i + 6)) {
+      if (t.tag === 0x81 || t.tag === 0x82) continue; // unique identifiers
+      if (t.tag !== 0xa3 || list.length > 0) throw new Error("tbsCertificate has an unexpected field");
+      if (version !== 3) throw new Error("only v3 certificates may carry extensions");
+      list = readExtensions(der, t);
+    }
+    const extensions = decodeExtensions(list);
+    if (extensions.duplicates.length > 0) throw new PkiError("ERR_CERT_INVALID", `certificate repeats extension ${extensions.duplicates.join(", ")}`);
+    const sigOid = algorithmOid(der, sigAlgT, "signatureAlgorithm");
+    const sig = content(der, expectTag(sigT, 0x03, "signatureValue"));
+    if (sig[0] !== 0) throw new Error("signature has unused bits");
     return {
       der,
-      version: cert.version + 1,
-      serialNumber: new Uint8Array(cert.serialNumber.valueBlock.valueHexView),
-      issuer: describeName(cert.issuer),
-      subject: describeName(cert.subject),
-      notBefore: timeValue(cert.notBefore, "notBefore", "ERR_CERT_INVALID"),
-      notAfter: timeValue(cert.notAfter, "notAfter", "ERR_CERT_INVALID"),
-      publicKey: describePublicKey(cert.subjectPublicKeyInfo, spki),
-      tbs: new Uint8Array(cert.tbsView),
+      version,
+      serialNumber: new Uint8Array(content(der, serialT)),
+      issuer,
+      subject,
+      notBefore,
+      notAfter,
+      publicKey: describeSpki(spki),
+      tbs: der.subarray((tbsT as Tlv).start, (tbsT as Tlv).end),
       signatureAlgorithm: SIGNATURE_NAMES[sigOid] ?? sigOid,
       signatureAlgorithmOid: sigOid,
-      innerSignatureAlgorithmOid: cert.signature.algorithmId,
-      signature: new Uint8Array(sig.valueHexView),
+      innerSignatureAlgorithmOid: innerAlg,
+      signature: sig.subarray(1),
       extensions,
       fingerprintSha256: createHash("sha256").update(der).digest("hex"),
     };
