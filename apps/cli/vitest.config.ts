@@ -3,5 +3,5 @@ import base from "../../vitest.shared.ts";
 
 export default mergeConfig(
   base,
-  defineProject({ test: { name: "meshtls", include: ["test/**/*.test.ts", "src/**/*.test.ts"], globalSetup: ["test/global-setup.ts"] } }),
+  defineProject({ test: { name: "meshtls", testTimeout: 90_000, include: ["test/**/*.test.ts", "src/**/*.test.ts"], globalSetup: ["test/global-setup.ts"] } }),
 );
