@@ -132,15 +132,22 @@ export interface ConstrainedNames {
   subjectEmpty: boolean;
 }
 
+/** Most (name × constraint) comparisons for one certificate against one CA's constraints, as webpki bounds them. */
+export const MAX_NAME_CONSTRAINT_CHECKS = 4096;
+
 /** Returns why `names` violate `nc`, or undefined when they satisfy it. */
 export function checkNameConstraints(nc: NameConstraints, names: ConstrainedNames): string | undefined {
   if (nc.invalid) return nc.invalid;
   const all = [...(nc.permitted ?? []), ...(nc.excluded ?? [])];
+  const san = names.san;
+  const nameCount = 1 + (san ? san.dns.length + san.uri.length + san.ip.length + san.email.length + san.directoryNames.length + san.other : 0);
+  if (nameCount * all.length > MAX_NAME_CONSTRAINT_CHECKS) {
+    return `checking ${nameCount} names against ${all.length} constraints exceeds the limit of ${MAX_NAME_CONSTRAINT_CHECKS} comparisons`;
+  }
   for (const s of all) {
     const problem = subtreeProblem(s);
     if (problem) return problem;
   }
-  const san = names.san;
   if (san && san.invalid.length > 0) return `subjectAltName is malformed: ${san.invalid.join("; ")}`;
   const dns = san?.dns ?? [];
   for (const d of dns) if (!isValidPresentedDnsName(d)) return `dNSName "${d}" is malformed`;

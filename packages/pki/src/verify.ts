@@ -27,8 +27,8 @@ export interface VerifyChainOptions {
   anchors: readonly Uint8Array[];
   /** Validation time; default the current time. Compared at one-second precision, bounds inclusive. */
   now?: Date;
-  /** The leaf must present one of these (DNS: exact or left-most wildcard, case-insensitive; URI: exact; IP: equal address). */
-  expectedName?: { dns?: string; uri?: string; ip?: string };
+  /** The leaf must present one of these (DNS: exact or left-most wildcard, case-insensitive; URI: exact; IP: equal address; email: exact mailbox, case-insensitive domain). */
+  expectedName?: { dns?: string; uri?: string; ip?: string; email?: string };
   /** Required extended key usage of the leaf (and of intermediates that carry EKU). Default: not checked. */
   purpose?: "serverAuth" | "clientAuth";
   /** Most intermediates allowed between leaf and anchor, self-issued ones not counted. Default 4. */
@@ -68,6 +68,12 @@ function matchesDns(presented: string, reference: string): boolean {
   return dot > 0 && ref.slice(dot + 1) === rest;
 }
 
+function sameMailbox(a: string, b: string): boolean {
+  const i = a.lastIndexOf("@");
+  const j = b.lastIndexOf("@");
+  return i > 0 && j > 0 && a.slice(0, i) === b.slice(0, j) && a.slice(i + 1).toLowerCase() === b.slice(j + 1).toLowerCase();
+}
+
 function checkValidity(c: ParsedCertificate, role: string, nowSec: number): Failure | undefined {
   if (nowSec < c.notBefore.getTime()) return { code: "ERR_CHAIN_NOT_YET_VALID", reason: `${label(c, role)} is not valid before ${c.notBefore.toISOString()}` };
   if (nowSec > c.notAfter.getTime()) return { code: "ERR_CHAIN_EXPIRED", reason: `${label(c, role)} expired at ${c.notAfter.toISOString()}` };
@@ -82,6 +88,8 @@ function checkExtensions(c: ParsedCertificate, role: string): Failure | undefine
   if (c.innerSignatureAlgorithmOid !== c.signatureAlgorithmOid) {
     return { code: "ERR_CHAIN_INVALID", reason: `${label(c, role)} has different inner and outer signature algorithms` };
   }
+  const mustNotBeCritical = ext.list.find((e) => e.critical && (e.oid === OID.subjectKeyIdentifier || e.oid === OID.authorityKeyIdentifier));
+  if (mustNotBeCritical) return { code: "ERR_CHAIN_INVALID", reason: `${label(c, role)} marks ${mustNotBeCritical.oid === OID.subjectKeyIdentifier ? "subjectKeyIdentifier" : "authorityKeyIdentifier"} critical (RFC 5280 4.2.1.1-2)` };
   if (ext.extKeyUsage && ext.extKeyUsage.oids.length === 0) return { code: "ERR_CHAIN_EKU", reason: `${label(c, role)} has an empty extKeyUsage` };
   const bc = ext.basicConstraints;
   // RFC 5280 4.2.1.3: keyCertSign requires cA; a CA that states keyUsage must include keyCertSign.
@@ -99,6 +107,7 @@ function checkIssuer(c: ParsedCertificate, role: string, purposeOid: string | un
   if (!bc.ca) return { code: "ERR_CHAIN_NOT_CA", reason: `${label(c, role)} is not a CA (basicConstraints cA is false)` };
   if (!bc.critical) return { code: "ERR_CHAIN_NOT_CA", reason: `${label(c, role)} has a non-critical basicConstraints (RFC 5280 4.2.1.9)` };
   if (c.version !== 3) return { code: "ERR_CHAIN_NOT_CA", reason: `${label(c, role)} is not a version 3 certificate` };
+  if (c.subject.text === "") return { code: "ERR_CHAIN_NOT_CA", reason: `${label(c, role)} is a CA with an empty subject (RFC 5280 4.1.2.6)` };
   const eku = c.extensions.extKeyUsage;
   if (!isAnchor && purposeOid && eku && !eku.oids.includes(purposeOid) && !eku.oids.includes(OID.anyExtendedKeyUsage)) {
     return { code: "ERR_CHAIN_EKU", reason: `${label(c, role)} restricts extKeyUsage and does not allow ${purposeName(purposeOid)}` };
@@ -127,17 +136,21 @@ function checkLeaf(leaf: ParsedCertificate, options: VerifyChainOptions, purpose
   if (san?.critical && leaf.subject.text !== "") {
     return { code: "ERR_CHAIN_INVALID", reason: `${label(leaf, "leaf")} marks subjectAltName critical although its subject is not empty` };
   }
+  if (san && !san.critical && leaf.subject.text === "") {
+    return { code: "ERR_CHAIN_INVALID", reason: `${label(leaf, "leaf")} has an empty subject, so its subjectAltName must be critical (RFC 5280 4.2.1.6)` };
+  }
   const expected = options.expectedName;
-  if (expected && (expected.dns !== undefined || expected.uri !== undefined || expected.ip !== undefined)) {
+  if (expected && (expected.dns !== undefined || expected.uri !== undefined || expected.ip !== undefined || expected.email !== undefined)) {
     if (!san) return { code: "ERR_CHAIN_NAME_MISMATCH", reason: `${label(leaf, "leaf")} has no subjectAltName (the common name is not used)` };
-    const want = [expected.dns, expected.uri, expected.ip].filter((x) => x !== undefined).join(" or ");
+    const want = [expected.dns, expected.uri, expected.ip, expected.email].filter((x) => x !== undefined).join(" or ");
     const ip = expected.ip === undefined ? undefined : parseIp(expected.ip);
     const matched =
       (expected.dns !== undefined && san.dns.some((d) => matchesDns(d, expected.dns ?? ""))) ||
       (expected.uri !== undefined && san.uri.includes(expected.uri)) ||
-      (ip !== undefined && san.ipBytes.some((b) => bytesEqual(b, ip)));
+      (ip !== undefined && san.ipBytes.some((b) => bytesEqual(b, ip))) ||
+      (expected.email !== undefined && san.email.some((e) => sameMailbox(e, expected.email ?? "")));
     if (!matched) {
-      const has = [...san.dns.map((d) => `DNS:${d}`), ...san.uri.map((u) => `URI:${u}`), ...san.ip.map((i) => `IP:${i}`)].join(", ") || "no usable names";
+      const has = [...san.dns.map((d) => `DNS:${d}`), ...san.uri.map((u) => `URI:${u}`), ...san.ip.map((i) => `IP:${i}`), ...san.email.map((e) => `email:${e}`)].join(", ") || "no usable names";
       return { code: "ERR_CHAIN_NAME_MISMATCH", reason: `${label(leaf, "leaf")} is not valid for ${want} (it names ${has})` };
     }
   }
