@@ -170,3 +170,19 @@ describe("x509-limbo pathological cases (not a mesh family): bounded work", () =
     else expect(c.expected_result).toBe("SUCCESS");
   });
 });
+
+describe("x509-limbo cases outside the families that the mesh verifier also gets right", () => {
+  const extra: Record<string, string> = {
+    "rfc5280::san::noncritical-with-empty-subject": "ERR_CHAIN_INVALID",
+    "rfc5280::ski::critical-ski": "ERR_CHAIN_INVALID",
+    "rfc5280::aki::critical-aki": "ERR_CHAIN_INVALID",
+    "rfc5280::ca-empty-subject": "ERR_CHAIN_NOT_CA",
+    "pathological::nc-dos-2": "ERR_CHAIN_NAME_CONSTRAINTS",
+  };
+  it.each(Object.entries(extra))("%s fails with %s", async (id, code) => {
+    const c = limbo.testcases.find((t) => t.id === id);
+    expect(c?.expected_result).toBe("FAILURE");
+    const result = await run(c as LimboCase, "rfc5280");
+    expect(result.ok ? "ok" : result.code).toBe(code);
+  });
+});
