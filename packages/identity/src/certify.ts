@@ -1,4 +1,3 @@
-import { X509Certificate } from "node:crypto";
 import { issueLeaf, parseCsr } from "@meshtls/pki";
 import type { CsrSummary } from "@meshtls/pki";
 import { Counter, Histogram } from "prom-client";
@@ -7,6 +6,8 @@ import { checkCsr } from "./csr-policy.ts";
 import { IdentityError } from "./errors.ts";
 import type { IdentityErrorCode } from "./errors.ts";
 import { createIdentityPolicy } from "./identity-policy.ts";
+import { readLeafFields } from "./leaf-fields.ts";
+import type { LeafFields } from "./leaf-fields.ts";
 import type { IdentityPolicy } from "./identity-policy.ts";
 import type { IssuerSource } from "./issuer.ts";
 import { noopLogger } from "./logger.ts";
@@ -144,7 +145,7 @@ export function createCertifyHandler(options: CertifyOptions): CertifyHandler {
     if (!signing.ok) throw new IdentityError("ERR_ISSUER_UNAVAILABLE", `no issuer to sign with: ${signing.reason}`);
     const { issuer } = signing;
     let leaf: Uint8Array;
-    let summary: { notAfter: Date; serialNumber: string };
+    let summary: LeafFields;
     try {
       leaf = await issueLeaf({
         issuer: issuer.prepared,
@@ -155,9 +156,7 @@ export function createCertifyHandler(options: CertifyOptions): CertifyHandler {
         skewMs,
         now,
       });
-      // OpenSSL's parser reads back what was encoded (notAfter is second-granular) at a fraction of pkijs's cost.
-      const x509 = new X509Certificate(leaf);
-      summary = { notAfter: new Date(x509.validTo), serialNumber: x509.serialNumber.toLowerCase() };
+      summary = readLeafFields(leaf);
     } catch (error) {
       throw new IdentityError("ERR_ISSUE_FAILED", `signing the leaf failed: ${(error as Error).message}`, { cause: error });
     }
