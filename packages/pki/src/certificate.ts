@@ -64,7 +64,7 @@ export function summarize(p: ParsedCertificate): CertificateSummary {
 
 /**
  * Parses a certificate (PEM or DER; the first CERTIFICATE block of a bundle) into a summary.
- * Synchronous. Throws PkiError ERR_CERT_INVALID, ERR_PEM_INVALID, ERR_DER_INVALID or ERR_INPUT_TOO_LARGE.
+ * Synchronous. Throws PkiError ERR_CERT_INVALID, ERR_PEM_INVALID or ERR_DER_INVALID.
  */
 export function parseCertificate(input: string | Uint8Array): CertificateSummary {
   try {

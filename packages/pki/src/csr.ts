@@ -69,7 +69,7 @@ function readExtensionRequest(buf: Uint8Array, list: Tlv): RawExtension[] {
 /**
  * Parses any PKCS#10 request (PEM `CERTIFICATE REQUEST` / `NEW CERTIFICATE REQUEST`, or DER) into a summary
  * and checks its self-signature. Never throws except PkiError ERR_CSR_INVALID (malformed structure,
- * version other than v1, duplicate or non-DER extensions), ERR_PEM_INVALID, ERR_DER_INVALID, ERR_INPUT_TOO_LARGE.
+ * version other than v1, duplicate or non-DER extensions), ERR_PEM_INVALID, ERR_DER_INVALID.
  * A wrong signature is not an error: it is reported as `signatureValid: false`.
  */
 export async function parseCsr(input: string | Uint8Array): Promise<CsrSummary> {

@@ -60,7 +60,7 @@ export const CURVE_NAMES: Record<string, string> = {
 export function parseDer(bytes: Uint8Array, what: string, code: PkiErrorCode = "ERR_DER_INVALID"): asn1js.AsnType {
   if (!(bytes instanceof Uint8Array)) throw new PkiError(code, `${what} must be bytes`);
   if (bytes.length === 0) throw new PkiError(code, `${what} is empty`);
-  if (bytes.length > MAX_DER_BYTES) throw new PkiError("ERR_INPUT_TOO_LARGE", `${what} is larger than ${MAX_DER_BYTES} bytes`);
+  if (bytes.length > MAX_DER_BYTES) throw new PkiError(code, `${what} is larger than ${MAX_DER_BYTES} bytes`);
   let parsed: ReturnType<typeof asn1js.fromBER>;
   try {
     parsed = asn1js.fromBER(bytes);

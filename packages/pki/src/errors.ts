@@ -2,7 +2,6 @@
 export type PkiErrorCode =
   | "ERR_PEM_INVALID"
   | "ERR_DER_INVALID"
-  | "ERR_INPUT_TOO_LARGE"
   | "ERR_KEY_UNSUPPORTED"
   | "ERR_KEY_INVALID"
   | "ERR_KEY_MISMATCH"

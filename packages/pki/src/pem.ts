@@ -29,7 +29,7 @@ export function pemEncode(label: string, der: Uint8Array): string {
  */
 export function pemDecode(text: string): { label: string; der: Uint8Array }[] {
   if (typeof text !== "string") throw new PkiError("ERR_PEM_INVALID", "PEM input must be a string");
-  if (text.length > MAX_PEM_CHARS) throw new PkiError("ERR_INPUT_TOO_LARGE", `PEM input is longer than ${MAX_PEM_CHARS} characters`);
+  if (text.length > MAX_PEM_CHARS) throw new PkiError("ERR_PEM_INVALID", `PEM input is longer than ${MAX_PEM_CHARS} characters`);
   const lines = text.split(/\r?\n|\r/);
   const blocks: { label: string; der: Uint8Array }[] = [];
   let i = 0;
@@ -65,7 +65,7 @@ export function pemDecode(text: string): { label: string; der: Uint8Array }[] {
     const der = new Uint8Array(Buffer.from(b64, "base64"));
     if (der.length === 0) throw new PkiError("ERR_PEM_INVALID", `PEM block "${label}" is empty`);
     blocks.push({ label, der });
-    if (blocks.length > MAX_PEM_BLOCKS) throw new PkiError("ERR_INPUT_TOO_LARGE", `PEM input has more than ${MAX_PEM_BLOCKS} blocks`);
+    if (blocks.length > MAX_PEM_BLOCKS) throw new PkiError("ERR_PEM_INVALID", `PEM input has more than ${MAX_PEM_BLOCKS} blocks`);
   }
   if (blocks.length === 0) throw new PkiError("ERR_PEM_INVALID", "no PEM block found (expected -----BEGIN ...-----)");
   return blocks;
@@ -79,13 +79,13 @@ function looksLikePem(bytes: Uint8Array): boolean {
 
 function checkDer(der: Uint8Array, what: string): Uint8Array {
   if (der.length === 0) throw new PkiError("ERR_DER_INVALID", `${what} is empty`);
-  if (der.length > MAX_DER_BYTES) throw new PkiError("ERR_INPUT_TOO_LARGE", `${what} is larger than ${MAX_DER_BYTES} bytes`);
+  if (der.length > MAX_DER_BYTES) throw new PkiError("ERR_DER_INVALID", `${what} is larger than ${MAX_DER_BYTES} bytes`);
   if (der[0] !== 0x30) throw new PkiError("ERR_DER_INVALID", `${what} is not a DER SEQUENCE`);
   return der;
 }
 
 function bytesToText(bytes: Uint8Array): string {
-  if (bytes.length > MAX_PEM_CHARS) throw new PkiError("ERR_INPUT_TOO_LARGE", `PEM input is longer than ${MAX_PEM_CHARS} bytes`);
+  if (bytes.length > MAX_PEM_CHARS) throw new PkiError("ERR_PEM_INVALID", `PEM input is longer than ${MAX_PEM_CHARS} bytes`);
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
 }
 

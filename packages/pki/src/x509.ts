@@ -407,10 +407,10 @@ function algorithmOid(buf: Uint8Array, t: Tlv | undefined, what: string): string
   return decodeOid(content(buf, expectTag(children(buf, expectTag(t, 0x30, what))[0], 0x06, `${what} OID`)));
 }
 
-/** Parses DER into the internal model, throwing ERR_CERT_INVALID (ERR_INPUT_TOO_LARGE over 64 KiB). */
+/** Parses DER into the internal model, throwing ERR_CERT_INVALID (also for input over 64 KiB). */
 export function parseCertificateDer(der: Uint8Array): ParsedCertificate {
   if (!(der instanceof Uint8Array)) throw new PkiError("ERR_CERT_INVALID", "certificate must be DER bytes");
-  if (der.length > MAX_DER_BYTES) throw new PkiError("ERR_INPUT_TOO_LARGE", `certificate is larger than ${MAX_DER_BYTES} bytes`);
+  if (der.length > MAX_DER_BYTES) throw new PkiError("ERR_CERT_INVALID", `certificate is larger than ${MAX_DER_BYTES} bytes`);
   try {
     const outer = expectTag(readTlv(der, 0), 0x30, "Certificate");
     if (outer.end !== der.length) throw new Error(`${der.length - outer.end} trailing bytes after the certificate`);
