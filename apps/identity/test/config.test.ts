@@ -1,0 +1,60 @@
+import { describe, expect, it } from "vitest";
+import { parseAddress, parseConfig, parseDurationMs } from "../src/config.ts";
+
+const base = ["node", "meshtls-identity"];
+const required = ["--trust-anchors", "ca.crt", "--issuer-dir", "issuer", "--token-jwks", "jwks.json", "--token-issuer", "https://meshtls.local"];
+
+describe("meshtls-identity configuration", () => {
+  it("has the documented defaults", () => {
+    const config = parseConfig([...base, ...required], {});
+    expect(config).toMatchObject({
+      trustDomain: "cluster.local",
+      controlNamespace: "meshtls",
+      tokenAudience: "identity.l5d.io",
+      lifetimeMs: 24 * 3600_000,
+      skewMs: 20_000,
+      issuerPollIntervalMs: 5000,
+      listen: { host: "0.0.0.0", port: 8080 },
+      admin: { host: "0.0.0.0", port: 9990 },
+      insecurePlaintext: false,
+    });
+  });
+
+  it("reads MESHTLS_* variables, and flags win over them", () => {
+    const env = {
+      MESHTLS_TRUST_ANCHORS: "/etc/anchors.pem",
+      MESHTLS_ISSUER_DIR: "/var/run/issuer",
+      MESHTLS_TOKEN_JWKS: "https://kubernetes.default.svc/openid/v1/jwks",
+      MESHTLS_TOKEN_ISSUER: "https://kubernetes.default.svc",
+      MESHTLS_TRUST_DOMAIN: "example.org",
+      MESHTLS_ISSUANCE_LIFETIME: "1h30m",
+      MESHTLS_LISTEN: "[::1]:8443",
+      MESHTLS_INSECURE_PLAINTEXT: "true",
+    };
+    const config = parseConfig([...base, "--trust-domain", "flag.example"], env);
+    expect(config).toMatchObject({
+      trustAnchorsFile: "/etc/anchors.pem",
+      tokenJwks: "https://kubernetes.default.svc/openid/v1/jwks",
+      trustDomain: "flag.example",
+      lifetimeMs: 90 * 60_000,
+      listen: { host: "::1", port: 8443 },
+      insecurePlaintext: true,
+    });
+  });
+
+  it.each([
+    [[], /--trust-anchors \(or MESHTLS_TRUST_ANCHORS\) is required/],
+    [[...required, "--insecure-plaintext"], /allowed only on a loopback listen address; --listen is 0\.0\.0\.0/],
+    [[...required, "--issuance-lifetime", "soon"], /--issuance-lifetime: "soon" is not a duration/],
+    [[...required, "--listen", "8080"], /--listen: "8080" is not host:port/],
+  ])("refuses %j with a message", (args, message) => {
+    expect(() => parseConfig([...base, ...args], {})).toThrow(message);
+  });
+
+  it("parses durations and addresses", () => {
+    expect(parseDurationMs("500ms", "x")).toBe(500);
+    expect(parseDurationMs("1h30m", "x")).toBe(5_400_000);
+    expect(parseAddress(":9990", "x")).toEqual({ host: "0.0.0.0", port: 9990 });
+    expect(() => parseAddress("host:99999", "x")).toThrow(/not host:port/);
+  });
+});
