@@ -1,4 +1,4 @@
-import { createHash, KeyObject, randomBytes, randomFillSync, sign as nodeSign, verify as nodeVerify } from "node:crypto";
+import { hash, KeyObject, randomBytes, randomUUID, sign as nodeSign, verify as nodeVerify } from "node:crypto";
 import { OID } from "./der.ts";
 import { children, content, readTlv } from "./der-reader.ts";
 import * as w from "./der-writer.ts";
@@ -30,9 +30,14 @@ function floorToSecond(ms: number): Date {
   return new Date(Math.floor(ms / 1000) * 1000);
 }
 
+/**
+ * A positive, non-zero 16-byte serial with 122 bits from the CSPRNG (CABF asks for at least 64).
+ * randomUUID draws from node's cached CSPRNG output, which is several times cheaper per call than
+ * filling a fresh buffer, and issuance is a hot path.
+ */
 function randomSerial(): Uint8Array {
-  const serial = randomFillSync(new Uint8Array(16));
-  serial[0] = ((serial[0] ?? 0) & 0x7f) | 0x01; // positive, non-zero, 16 bytes
+  const serial = new Uint8Array(Buffer.from(randomUUID().replaceAll("-", ""), "hex"));
+  serial[0] = ((serial[0] ?? 0) & 0x7f) | 0x01;
   return serial;
 }
 
@@ -47,10 +52,10 @@ function checkSerial(serial: Uint8Array): Uint8Array {
 
 /** basicConstraints value: cA (+ pathLen) for CAs, the empty SEQUENCE (cA FALSE) otherwise. */
 function basicConstraints(ca: boolean, pathLength?: number): Uint8Array {
-  const items: Uint8Array[] = [];
+  const items: w.Der[] = [];
   if (ca) items.push(w.TRUE);
   if (ca && pathLength !== undefined) items.push(w.smallInteger(pathLength));
-  return w.extension(OID.basicConstraints, true, w.seq(...items));
+  return w.encode(w.extension(OID.basicConstraints, true, w.seq(...items)));
 }
 
 /** keyUsage with the named bits, DER-minimal (trailing zero bits dropped). */
@@ -58,12 +63,12 @@ function keyUsage(bits: number[]): Uint8Array {
   const last = Math.max(...bits);
   const bytes = new Uint8Array((last >> 3) + 1);
   for (const b of bits) bytes[b >> 3] = (bytes[b >> 3] ?? 0) | (0x80 >> (b & 7));
-  return w.extension(OID.keyUsage, true, w.bitString(bytes, 7 - (last & 7)));
+  return w.encode(w.extension(OID.keyUsage, true, w.bitString(bytes, 7 - (last & 7))));
 }
 
 const LEAF_KEY_USAGE = keyUsage([0, 2]);
 const CA_KEY_USAGE = keyUsage([5, 6]);
-const LEAF_EKU = w.extension(OID.extKeyUsage, false, w.seq(w.oid(OID.serverAuth), w.oid(OID.clientAuth)));
+const LEAF_EKU = w.encode(w.extension(OID.extKeyUsage, false, w.seq(w.oid(OID.serverAuth), w.oid(OID.clientAuth))));
 const LEAF_BASIC_CONSTRAINTS = basicConstraints(false);
 
 /** RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits. */
@@ -71,18 +76,20 @@ function keyIdentifier(spki: Uint8Array): Uint8Array {
   const outer = readTlv(spki, 0);
   const key = children(spki, outer)[1];
   if (!key) throw new PkiError("ERR_KEY_INVALID", "public key has no key bits");
-  return new Uint8Array(createHash("sha1").update(content(spki, key).subarray(1)).digest());
+  return new Uint8Array(hash("sha1", content(spki, key).subarray(1), "buffer"));
 }
 
-function subjectKeyIdentifier(id: Uint8Array): Uint8Array {
-  return w.seq(SKI_OID, w.octetString(w.octetString(id)));
+function subjectKeyIdentifier(id: Uint8Array): w.Der {
+  return w.extension(SKI_OID, false, w.octetString(id));
 }
 
 const SKI_OID = w.oid(OID.subjectKeyIdentifier);
 const SAN_OID = w.oid(OID.subjectAltName);
 
-function authorityKeyIdentifier(id: Uint8Array): Uint8Array {
-  return w.extension(OID.authorityKeyIdentifier, false, w.seq(w.tlv(0x80, id)));
+const AKI_OID = w.oid(OID.authorityKeyIdentifier);
+
+function authorityKeyIdentifier(id: Uint8Array): w.Der {
+  return w.extension(AKI_OID, false, w.seq(w.tlv(0x80, id)));
 }
 
 interface Signer {
@@ -98,20 +105,20 @@ function signerFor(privateKey: CryptoKey): Signer {
   }
   const curve = (privateKey.algorithm as { namedCurve?: string }).namedCurve;
   const [hash, oid] = curve === "P-384" ? (["sha384", OID.ecdsaSha384] as const) : curve === "P-521" ? (["sha512", OID.ecdsaSha512] as const) : (["sha256", OID.ecdsaSha256] as const);
-  return { key: KeyObject.from(privateKey as never), hash, algorithm: w.seq(w.oid(oid)) };
+  return { key: KeyObject.from(privateKey as never), hash, algorithm: w.encode(w.seq(w.oid(oid))) };
 }
 
 function signCertificate(options: {
   serial: Uint8Array;
-  issuer: Uint8Array;
-  subject: Uint8Array;
+  issuer: w.Der;
+  subject: w.Der;
   notBefore: Date;
   notAfter: Date;
   spki: Uint8Array;
-  extensions: Uint8Array[];
+  extensions: w.Der[];
   signer: Signer;
 }): Uint8Array {
-  const tbs = w.seq(
+  const tbs = w.encode(w.seq(
     w.tlv(0xa0, w.smallInteger(2)),
     w.unsignedInteger(options.serial),
     options.signer.algorithm,
@@ -120,7 +127,7 @@ function signCertificate(options: {
     options.subject,
     options.spki,
     w.tlv(0xa3, w.seq(...options.extensions)),
-  );
+  ));
   let signature: Buffer;
   try {
     // node:crypto over the same OpenSSL key as WebCrypto: synchronous, and emits the DER signature X.509 wants.
@@ -128,7 +135,7 @@ function signCertificate(options: {
   } catch (err) {
     throw new PkiError("ERR_KEY_INVALID", "the signing key could not sign", { cause: err });
   }
-  return w.seq(tbs, options.signer.algorithm, w.bitString(new Uint8Array(signature)));
+  return w.encode(w.seq(tbs, options.signer.algorithm, w.bitString(signature)));
 }
 
 function checkLifetime(value: number | undefined, fallback: number, what: string): number {
@@ -340,8 +347,9 @@ export async function issueLeaf(options: {
       LEAF_BASIC_CONSTRAINTS,
       LEAF_KEY_USAGE,
       LEAF_EKU,
-      cn === "" ? w.seq(SAN_OID, w.TRUE, w.octetString(sanValue(identity, options.spiffeId))) : w.seq(SAN_OID, w.octetString(sanValue(identity, options.spiffeId))),
-      subjectKeyIdentifier(keyIdentifier(spki)),
+      w.extension(SAN_OID, cn === "", sanValue(identity, options.spiffeId)),
+      // No subjectKeyIdentifier: CABF no longer recommends it for subscriber certificates, and Go (so Linkerd)
+      // omits it on leaves; paths are built by name and signature.
       authorityKeyIdentifier(issuer.keyIdentifier),
     ],
     signer: issuer.signer,

@@ -147,7 +147,7 @@ function readCsr(der: Uint8Array): { summary: CsrSummary; tbs: Uint8Array; signa
 }
 
 /** DER of a GeneralNames SEQUENCE with one DNS name and optionally one URI. */
-export function sanValue(dns: string, uri?: string): Uint8Array {
+export function sanValue(dns: string, uri?: string): w.DerNode {
   return uri === undefined ? w.seq(w.ia5String(0x82, dns)) : w.seq(w.ia5String(0x82, dns), w.ia5String(0x86, uri));
 }
 
@@ -183,7 +183,7 @@ export async function createCsr(options: {
   const san = new pkijs.Extension({
     extnID: OID.subjectAltName,
     critical: cn === "",
-    extnValue: asBufferSource(sanValue(identity, options.spiffeId)).buffer,
+    extnValue: asBufferSource(w.encode(sanValue(identity, options.spiffeId))).buffer,
   });
   csr.attributes = [
     new pkijs.Attribute({ type: OID.extensionRequest, values: [new pkijs.Extensions({ extensions: [san] }).toSchema()] }),

@@ -59,21 +59,25 @@ export function whole(buf: Uint8Array, t: Tlv): Uint8Array {
 /** Dotted text of an OBJECT IDENTIFIER's content bytes. */
 export function decodeOid(bytes: Uint8Array): string {
   if (bytes.length === 0) throw new Error("empty OID");
-  const arcs: number[] = [];
+  let text = "";
   let v = 0;
+  let first = true;
   for (let i = 0; i < bytes.length; i++) {
     const b = bytes[i] as number;
     if (v === 0 && b === 0x80) throw new Error("non-minimal OID arc");
     v = v * 128 + (b & 0x7f);
     if (v > Number.MAX_SAFE_INTEGER / 256) throw new Error("OID arc too large");
-    if (!(b & 0x80)) {
-      arcs.push(v);
-      v = 0;
-    } else if (i === bytes.length - 1) throw new Error("truncated OID");
+    if (b & 0x80) {
+      if (i === bytes.length - 1) throw new Error("truncated OID");
+      continue;
+    }
+    if (first) {
+      text = v < 40 ? `0.${v}` : v < 80 ? `1.${v - 40}` : `2.${v - 80}`;
+      first = false;
+    } else text += `.${v}`;
+    v = 0;
   }
-  const first = arcs[0] as number;
-  const head = first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
-  return [...head, ...arcs.slice(1)].join(".");
+  return text;
 }
 
 /** Text of a directory string (UTF8String, PrintableString, IA5String, T61String, BMPString, UniversalString). */

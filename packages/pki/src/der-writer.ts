@@ -1,45 +1,83 @@
-// A minimal DER encoder for the certificate templates this package signs (faster than building pkijs objects).
+// A minimal DER encoder for the certificate templates this package signs. Values are built as a tree and
+// written into one buffer at the end, which keeps allocation (and so garbage collection) low per certificate.
 
-function lengthBytes(n: number): number[] {
-  if (n < 0x80) return [n];
-  const out: number[] = [];
-  for (let v = n; v > 0; v = Math.floor(v / 256)) out.unshift(v & 0xff);
-  return [0x80 | out.length, ...out];
+/** A DER value: encoded bytes, or a TLV whose content is encoded later. */
+export type Der = Uint8Array | DerNode;
+
+export interface DerNode {
+  readonly tag: number;
+  readonly parts: readonly Der[];
+  /** Content length in bytes. */
+  readonly length: number;
 }
 
-/** Encodes one TLV with `tag` around the concatenated `parts`. */
-export function tlv(tag: number, ...parts: Uint8Array[]): Uint8Array {
-  let len = 0;
-  for (const p of parts) len += p.length;
-  const head = lengthBytes(len);
-  const out = new Uint8Array(1 + head.length + len);
-  out[0] = tag;
-  out.set(head, 1);
-  let off = 1 + head.length;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
+function size(d: Der): number {
+  return d instanceof Uint8Array ? d.length : 1 + headerLength(d.length) + d.length;
+}
+
+function headerLength(n: number): number {
+  return n < 0x80 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 4;
+}
+
+/** One TLV with `tag` around the concatenated `parts`. */
+export function tlv(tag: number, ...parts: Der[]): DerNode {
+  let length = 0;
+  for (const p of parts) length += size(p);
+  return { tag, parts, length };
+}
+
+function write(d: Der, out: Uint8Array, offset: number): number {
+  if (d instanceof Uint8Array) {
+    out.set(d, offset);
+    return offset + d.length;
   }
+  let p = offset;
+  out[p++] = d.tag;
+  const n = d.length;
+  if (n < 0x80) out[p++] = n;
+  else if (n < 0x100) {
+    out[p++] = 0x81;
+    out[p++] = n;
+  } else if (n < 0x10000) {
+    out[p++] = 0x82;
+    out[p++] = n >> 8;
+    out[p++] = n & 0xff;
+  } else {
+    out[p++] = 0x83;
+    out[p++] = n >> 16;
+    out[p++] = (n >> 8) & 0xff;
+    out[p++] = n & 0xff;
+  }
+  for (const part of d.parts) p = write(part, out, p);
+  return p;
+}
+
+/** Encodes a value to bytes. */
+export function encode(d: Der): Uint8Array {
+  if (d instanceof Uint8Array) return d;
+  const out = new Uint8Array(size(d));
+  write(d, out, 0);
   return out;
 }
 
-export const seq = (...parts: Uint8Array[]): Uint8Array => tlv(0x30, ...parts);
-export const set = (...parts: Uint8Array[]): Uint8Array => tlv(0x31, ...parts);
-export const octetString = (b: Uint8Array): Uint8Array => tlv(0x04, b);
-export const bitString = (b: Uint8Array, unusedBits = 0): Uint8Array => tlv(0x03, new Uint8Array([unusedBits]), b);
-export const utf8String = (s: string): Uint8Array => tlv(0x0c, new Uint8Array(Buffer.from(s, "utf8")));
-export const ia5String = (tag: number, s: string): Uint8Array => tlv(tag, new Uint8Array(Buffer.from(s, "latin1")));
+export const seq = (...parts: Der[]): DerNode => tlv(0x30, ...parts);
+export const set = (...parts: Der[]): DerNode => tlv(0x31, ...parts);
+export const octetString = (b: Der): DerNode => tlv(0x04, b);
+export const bitString = (b: Der, unusedBits = 0): DerNode => tlv(0x03, new Uint8Array([unusedBits]), b);
+export const utf8String = (s: string): DerNode => tlv(0x0c, Buffer.from(s, "utf8"));
+export const ia5String = (tag: number, s: string): DerNode => tlv(tag, Buffer.from(s, "latin1"));
 export const TRUE = new Uint8Array([0x01, 0x01, 0xff]);
 
 /** A non-negative INTEGER from big-endian magnitude bytes (adds a sign byte, strips redundant zeros). */
-export function unsignedInteger(magnitude: Uint8Array): Uint8Array {
+export function unsignedInteger(magnitude: Uint8Array): DerNode {
   let i = 0;
   while (i < magnitude.length - 1 && magnitude[i] === 0) i++;
   const body = magnitude.subarray(i);
-  return (body[0] ?? 0) & 0x80 ? tlv(0x02, new Uint8Array([0]), body) : tlv(0x02, body.length === 0 ? new Uint8Array([0]) : body);
+  if (body.length === 0) return tlv(0x02, new Uint8Array([0]));
+  return (body[0] ?? 0) & 0x80 ? tlv(0x02, new Uint8Array([0]), body) : tlv(0x02, body);
 }
 
-export function smallInteger(n: number): Uint8Array {
+export function smallInteger(n: number): DerNode {
   const bytes: number[] = [];
   let v = n;
   do {
@@ -49,7 +87,7 @@ export function smallInteger(n: number): Uint8Array {
   return unsignedInteger(new Uint8Array(bytes));
 }
 
-/** OBJECT IDENTIFIER from dotted text. */
+/** OBJECT IDENTIFIER from dotted text, encoded. */
 export function oid(dotted: string): Uint8Array {
   const arcs = dotted.split(".").map(Number);
   const body: number[] = [(arcs[0] ?? 0) * 40 + (arcs[1] ?? 0)];
@@ -63,26 +101,28 @@ export function oid(dotted: string): Uint8Array {
     for (let k = 0; k < chunk.length - 1; k++) chunk[k] = (chunk[k] ?? 0) | 0x80;
     body.push(...chunk);
   }
-  return tlv(0x06, new Uint8Array(body));
+  return encode(tlv(0x06, new Uint8Array(body)));
 }
 
-const pad = (n: number, w = 2) => String(n).padStart(w, "0");
-
 /** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5), seconds precision, Zulu. */
-export function x509Time(d: Date): Uint8Array {
+export function x509Time(d: Date): DerNode {
+  const iso = d.toISOString(); // YYYY-MM-DDTHH:MM:SS.sssZ (years 0–9999)
   const y = d.getUTCFullYear();
-  const rest = `${pad(d.getUTCMonth() + 1)}${pad(d.getUTCDate())}${pad(d.getUTCHours())}${pad(d.getUTCMinutes())}${pad(d.getUTCSeconds())}Z`;
-  if (y >= 1950 && y < 2050) return tlv(0x17, new Uint8Array(Buffer.from(`${pad(y % 100)}${rest}`, "latin1")));
-  return tlv(0x18, new Uint8Array(Buffer.from(`${pad(y, 4)}${rest}`, "latin1")));
+  const rest = `${iso.slice(5, 7)}${iso.slice(8, 10)}${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
+  if (y >= 1950 && y < 2050) return tlv(0x17, Buffer.from(`${iso.slice(2, 4)}${rest}`, "latin1"));
+  return tlv(0x18, Buffer.from(`${iso.slice(0, 4)}${rest}`, "latin1"));
 }
 
 /** An Extension SEQUENCE. */
-export function extension(id: string, critical: boolean, value: Uint8Array): Uint8Array {
-  return critical ? seq(oid(id), TRUE, octetString(value)) : seq(oid(id), octetString(value));
+export function extension(id: string | Uint8Array, critical: boolean, value: Der): DerNode {
+  const encodedOid = typeof id === "string" ? oid(id) : id;
+  return critical ? seq(encodedOid, TRUE, octetString(value)) : seq(encodedOid, octetString(value));
 }
 
+const CN_OID = oid("2.5.4.3");
+
 /** A Name holding one CN (UTF8String), or the empty Name. */
-export function commonNameName(cn: string): Uint8Array {
+export function commonNameName(cn: string): DerNode {
   if (cn === "") return seq();
-  return seq(set(seq(oid("2.5.4.3"), utf8String(cn))));
+  return seq(set(seq(CN_OID, utf8String(cn))));
 }
