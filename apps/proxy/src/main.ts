@@ -1,1 +1,131 @@
-export {};
+import { credentials as grpcCredentials } from "@grpc/grpc-js";
+import type { ChannelCredentials } from "@grpc/grpc-js";
+import { createDestinationClient } from "@meshtls/destination";
+import { createCertifier, createCredentialStore } from "@meshtls/identity";
+import { pemEncode } from "@meshtls/pki";
+import { createProxy, createProxyMetrics, formatHostPort, namesIdentity } from "@meshtls/proxy-core";
+import { pino } from "pino";
+import { collectDefaultMetrics, Registry } from "prom-client";
+import { ConfigError, parseConfig } from "./config.js";
+import type { Config } from "./config.js";
+import { createFileTrustBundle } from "./trust-bundle.js";
+
+function destinationCredentials(config: Config, anchors: () => Uint8Array[]): ChannelCredentials {
+  if (config.destinationInsecurePlaintext) return grpcCredentials.createInsecure();
+  const expected = config.destinationServerName ?? "";
+  const rootPem = Buffer.from(anchors().map((der) => pemEncode("CERTIFICATE", der)).join(""));
+  // The destination service is verified by its mesh identity, never by host name.
+  return grpcCredentials.createSsl(rootPem, null, null, {
+    checkServerIdentity: (_host, cert) => (namesIdentity(cert.subjectaltname, expected) ? undefined : new Error(`the destination service is not ${expected}`)),
+  });
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = parseConfig(process.argv, process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`meshtls-proxy: ${error.message}`);
+      process.exit(2);
+    }
+    const code = (error as { exitCode?: number }).exitCode;
+    process.exit(code === 0 ? 0 : 2);
+  }
+
+  const logger = pino({ level: config.logLevel, base: { service: "meshtls-proxy", identity: config.identity } });
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+
+  let trustBundle;
+  try {
+    trustBundle = await createFileTrustBundle({ file: config.trustAnchorsFile, pollMs: config.trustAnchorsPollMs, logger });
+  } catch (error) {
+    logger.error({ file: config.trustAnchorsFile, err: (error as Error).message }, "cannot load the trust anchors");
+    process.exit(1);
+  }
+
+  // The key is generated and kept in memory by the certifier; nothing is written.
+  const store = createCredentialStore();
+  const certifier = createCertifier({
+    identity: config.identity,
+    tokenFile: config.tokenFile,
+    trustAnchors: () => trustBundle.current(),
+    address: config.identityAddress,
+    ...(config.identityServerName === undefined ? {} : { serverName: config.identityServerName }),
+    insecurePlaintext: config.identityInsecurePlaintext,
+    store,
+    logger,
+    metricsRegistry: registry,
+  });
+  const destination = createDestinationClient({
+    address: config.destinationAddress,
+    credentials: destinationCredentials(config, () => trustBundle.current()),
+    contextToken: config.contextToken,
+    logger,
+  });
+
+  let shuttingDown = false;
+  const shutdown = (signal: string): void => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    logger.info({ signal, drainMs: config.drainTimeoutMs }, "shutting down");
+    void (async () => {
+      await proxy.stop({ drainMs: config.drainTimeoutMs });
+      await certifier.stop();
+      destination.close();
+      trustBundle.close();
+      logger.info({}, "stopped");
+      process.exit(0);
+    })();
+  };
+
+  const proxy = createProxy({
+    identity: config.identity,
+    credentials: store,
+    trustBundle,
+    resolver: destination,
+    inbound: {
+      listen: config.inbound,
+      workload: config.workload,
+      workloadHost: config.workloadHost,
+      policy: config.policy,
+      detectTimeoutMs: config.detectTimeoutMs,
+      handshakeTimeoutMs: config.detectTimeoutMs,
+    },
+    outbound: {
+      listen: config.outbound,
+      routes: config.routes,
+      ...(config.outboundBind === undefined ? {} : { localAddress: config.outboundBind }),
+    },
+    admin: { listen: config.admin },
+    connectTimeoutMs: config.connectTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
+    metrics: createProxyMetrics({ registry, identityMetrics: false }),
+    onShutdown: () => shutdown("admin /shutdown"),
+    logger,
+  });
+
+  let addresses;
+  try {
+    addresses = await proxy.start();
+  } catch (error) {
+    logger.error({ err: (error as Error).message }, "cannot listen");
+    process.exit(1);
+  }
+  const fmt = (a: { address: string; port: number }): string => formatHostPort(a.address, a.port);
+  logger.info(
+    { inbound: fmt(addresses.inbound), outbound: fmt(addresses.outbound), admin: fmt(addresses.admin), routes: addresses.routes.map(fmt) },
+    "listening",
+  );
+  certifier.start();
+  certifier.ready().then(
+    (credentials) => logger.info({ notAfter: credentials.notAfter.toISOString() }, "first certificate obtained: ready"),
+    (error: unknown) => logger.error({ err: (error as Error).message }, "no certificate"),
+  );
+
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+void main();

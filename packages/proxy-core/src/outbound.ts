@@ -140,7 +140,8 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
         release();
         lastError = error;
         const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
-        metrics.recordError("outbound", code.replace(/^ERR_/, "").toLowerCase(), endpointKey(endpoint));
+        const dialled = formatHostPort(endpoint.address, endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port));
+        metrics.recordError("outbound", code.replace(/^ERR_/, "").toLowerCase(), dialled);
         logger.warn({ authority, endpoint: endpointKey(endpoint), identity: endpoint.identity, code, err: (error as Error).message }, "outbound connect failed");
         // No certificate yet fails every endpoint alike: do not spin through them.
         if (code === "ERR_NO_CREDENTIALS") break;

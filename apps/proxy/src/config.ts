@@ -1,0 +1,206 @@
+import { Command, Option } from "commander";
+import { parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
+import type { CreateInboundPolicyOptions, DefaultPolicy, HostPort, PortPolicy, Route } from "@meshtls/proxy-core";
+
+/** The validated configuration of meshtls-proxy. */
+export interface Config {
+  identity: string;
+  tokenFile: string;
+  trustAnchorsFile: string;
+  identityAddress: string;
+  /** Expected identity of the identity service; undefined with insecure plaintext. */
+  identityServerName?: string;
+  identityInsecurePlaintext: boolean;
+  destinationAddress: string;
+  destinationServerName?: string;
+  destinationInsecurePlaintext: boolean;
+  contextToken: string;
+  inbound: HostPort;
+  outbound: HostPort;
+  admin: HostPort;
+  workload: HostPort;
+  workloadHost: string;
+  outboundBind?: string;
+  policy: CreateInboundPolicyOptions & { defaultPolicy: DefaultPolicy };
+  routes: Route[];
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  detectTimeoutMs: number;
+  drainTimeoutMs: number;
+  trustAnchorsPollMs: number;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** `10s`, `1h30m`, `500ms` → milliseconds. */
+export function parseDurationMs(text: string, what: string): number {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
+  const input = text.trim();
+  let total = 0;
+  let at = 0;
+  if (input === "") throw new ConfigError(`${what}: empty duration`);
+  while (at < input.length) {
+    re.lastIndex = at;
+    const m = re.exec(input);
+    if (!m || m[1] === undefined || m[2] === undefined) throw new ConfigError(`${what}: "${text}" is not a duration (e.g. 500ms, 10s, 1h)`);
+    total += Number(m[1]) * (UNIT_MS[m[2]] ?? 0);
+    at = re.lastIndex;
+  }
+  return Math.round(total);
+}
+
+function address(text: string, what: string): HostPort {
+  try {
+    return parseHostPort(text.trim(), { defaultHost: "0.0.0.0" });
+  } catch (error) {
+    throw new ConfigError(`${what}: "${text}" is not host:port (e.g. 127.0.0.1:4140, [::1]:4140, :4143)`, { cause: error });
+  }
+}
+
+function ports(text: string | undefined, what: string): number[] {
+  if (text === undefined || text.trim() === "") return [];
+  return text.split(",").map((part) => {
+    const port = Number(part.trim());
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`${what}: "${part}" is not a port`);
+    return port;
+  });
+}
+
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+/** Repeatable flags also read from one env variable holding `;`-separated items. */
+const list = (flag: string[] | undefined, env: string | undefined): string[] =>
+  flag ?? (env === undefined || env.trim() === "" ? [] : env.split(";").map((s) => s.trim()).filter((s) => s !== ""));
+
+/** Parses flags and `MESHTLS_PROXY_*` environment variables (flags win). @throws ConfigError */
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
+  const program = new Command("meshtls-proxy")
+    .description("The meshtls per-workload proxy: mTLS between meshed workloads, with every connection's TLS state in metrics.")
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) })
+    .addOption(new Option("--identity <name>", "this workload's identity, <sa>.<ns>.serviceaccount.identity.<control-ns>.<td>").env("MESHTLS_PROXY_IDENTITY"))
+    .addOption(new Option("--token-file <file>", "ServiceAccount token file (re-read for every request)").env("MESHTLS_PROXY_TOKEN_FILE"))
+    .addOption(new Option("--trust-anchors <file>", "PEM bundle of trust anchors; watched and reloaded").env("MESHTLS_PROXY_TRUST_ANCHORS"))
+    .addOption(new Option("--identity-addr <host:port>", "identity service address").env("MESHTLS_PROXY_IDENTITY_ADDR"))
+    .addOption(new Option("--identity-name <name>", "identity the identity service must present").env("MESHTLS_PROXY_IDENTITY_NAME"))
+    .addOption(new Option("--identity-insecure-plaintext", "talk plaintext gRPC to the identity service (loopback only)").env("MESHTLS_PROXY_IDENTITY_INSECURE_PLAINTEXT"))
+    .addOption(new Option("--destination-addr <host:port>", "destination service address").env("MESHTLS_PROXY_DESTINATION_ADDR"))
+    .addOption(new Option("--destination-name <name>", "identity the destination service must present").env("MESHTLS_PROXY_DESTINATION_NAME"))
+    .addOption(new Option("--destination-insecure-plaintext", "talk plaintext gRPC to the destination service (loopback only)").env("MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT"))
+    .addOption(new Option("--context-token <json>", 'destination context token, e.g. {"ns":"default"}').env("MESHTLS_PROXY_CONTEXT_TOKEN"))
+    .addOption(new Option("--inbound <addr>", "inbound listen address").env("MESHTLS_PROXY_INBOUND").default("0.0.0.0:4143"))
+    .addOption(new Option("--outbound <addr>", "outbound HTTP proxy listen address").env("MESHTLS_PROXY_OUTBOUND").default("127.0.0.1:4140"))
+    .addOption(new Option("--admin <addr>", "admin listen address").env("MESHTLS_PROXY_ADMIN").default("127.0.0.1:4191"))
+    .addOption(new Option("--workload <addr>", "the local workload's address for inbound connections without a transport header").env("MESHTLS_PROXY_WORKLOAD"))
+    .addOption(new Option("--workload-host <host>", "host the transport header's port is reached on (default: --workload's host)").env("MESHTLS_PROXY_WORKLOAD_HOST"))
+    .addOption(new Option("--outbound-bind <ip>", "local address for connections to endpoints").env("MESHTLS_PROXY_OUTBOUND_BIND"))
+    .addOption(new Option("--default-policy <policy>", "all-unauthenticated | all-authenticated | cluster-authenticated | deny | audit").env("MESHTLS_PROXY_DEFAULT_POLICY").default("all-unauthenticated"))
+    .addOption(new Option("--cluster-networks <cidrs>", "comma-separated CIDRs for cluster-authenticated").env("MESHTLS_PROXY_CLUSTER_NETWORKS"))
+    .addOption(new Option("--require-identity-ports <ports>", "comma-separated ports that require a client identity").env("MESHTLS_PROXY_REQUIRE_IDENTITY_PORTS"))
+    .addOption(new Option("--opaque-ports <ports>", "comma-separated server-speaks-first ports (no detection)").env("MESHTLS_PROXY_OPAQUE_PORTS"))
+    .addOption(new Option("--skip-ports <ports>", "comma-separated ports forwarded without TLS or policy").env("MESHTLS_PROXY_SKIP_PORTS"))
+    .addOption(new Option("--port-policy <port=policy>", "a port's own default policy (repeatable; env: ';'-separated)").argParser(collect))
+    .addOption(new Option("--allow <port=identities>", "allowed client identities of a port, comma-separated, exact or *.suffix (repeatable; env: ';'-separated)").argParser(collect))
+    .addOption(new Option("--route <listen=authority>", "fixed route: a local listener for one authority (repeatable; env: ';'-separated)").argParser(collect))
+    .addOption(new Option("--connect-timeout <duration>", "per-endpoint connect + handshake").env("MESHTLS_PROXY_CONNECT_TIMEOUT").default("3s"))
+    .addOption(new Option("--idle-timeout <duration>", "close connections idle this long").env("MESHTLS_PROXY_IDLE_TIMEOUT").default("1h"))
+    .addOption(new Option("--detect-timeout <duration>", "TLS detection and handshake bound").env("MESHTLS_PROXY_DETECT_TIMEOUT").default("10s"))
+    .addOption(new Option("--drain-timeout <duration>", "how long SIGTERM waits for open connections").env("MESHTLS_PROXY_DRAIN_TIMEOUT").default("10s"))
+    .addOption(new Option("--trust-anchors-poll <duration>", "backup poll of the trust anchors file").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL").default("2s"))
+    .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_PROXY_LOG_LEVEL").default("info"));
+  const saved = process.env;
+  process.env = env;
+  try {
+    program.parse(argv, { from: "node" });
+  } finally {
+    process.env = saved;
+  }
+  const o = program.opts<Record<string, string | boolean | string[] | undefined>>();
+  const str = (key: string): string | undefined => (typeof o[key] === "string" && o[key] !== "" ? (o[key] as string) : undefined);
+  const required = (key: string, flag: string, envName: string): string => {
+    const v = str(key);
+    if (v === undefined) throw new ConfigError(`${flag} (or ${envName}) is required`);
+    return v;
+  };
+  const truthy = (key: string): boolean => o[key] === true || o[key] === "true" || o[key] === "1";
+
+  const identityInsecurePlaintext = truthy("identityInsecurePlaintext");
+  const destinationInsecurePlaintext = truthy("destinationInsecurePlaintext");
+  const identityServerName = str("identityName");
+  const destinationServerName = str("destinationName");
+  if (!identityInsecurePlaintext && identityServerName === undefined) throw new ConfigError("--identity-name (or MESHTLS_PROXY_IDENTITY_NAME) is required unless --identity-insecure-plaintext");
+  if (!destinationInsecurePlaintext && destinationServerName === undefined) throw new ConfigError("--destination-name (or MESHTLS_PROXY_DESTINATION_NAME) is required unless --destination-insecure-plaintext");
+  const identityAddress = required("identityAddr", "--identity-addr", "MESHTLS_PROXY_IDENTITY_ADDR");
+  const destinationAddress = required("destinationAddr", "--destination-addr", "MESHTLS_PROXY_DESTINATION_ADDR");
+  const loopback = (text: string): boolean => /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost):\d+$/.test(text);
+  if (identityInsecurePlaintext && !loopback(identityAddress)) throw new ConfigError(`--identity-insecure-plaintext needs a loopback --identity-addr, not ${identityAddress}`);
+  if (destinationInsecurePlaintext && !loopback(destinationAddress)) throw new ConfigError(`--destination-insecure-plaintext needs a loopback --destination-addr, not ${destinationAddress}`);
+
+  let defaultPolicy: DefaultPolicy;
+  const portPolicies: Record<number, PortPolicy> = {};
+  const port = (n: number): PortPolicy => (portPolicies[n] ??= {});
+  try {
+    defaultPolicy = parseDefaultPolicy(String(o["defaultPolicy"]));
+    for (const item of list(o["portPolicy"] as string[] | undefined, env["MESHTLS_PROXY_PORT_POLICIES"])) {
+      const [p = "", policy = ""] = item.split("=");
+      const n = ports(p, "--port-policy")[0];
+      if (n === undefined) throw new ConfigError(`--port-policy: "${item}" is not port=policy`);
+      port(n).policy = parseDefaultPolicy(policy);
+    }
+  } catch (error) {
+    if (error instanceof ProxyError) throw new ConfigError(error.message);
+    throw error;
+  }
+  for (const n of ports(str("requireIdentityPorts"), "--require-identity-ports")) port(n).requireIdentity = true;
+  for (const n of ports(str("opaquePorts"), "--opaque-ports")) port(n).opaque = true;
+  for (const n of ports(str("skipPorts"), "--skip-ports")) port(n).skip = true;
+  for (const item of list(o["allow"] as string[] | undefined, env["MESHTLS_PROXY_ALLOW"])) {
+    const eq = item.indexOf("=");
+    const n = ports(item.slice(0, eq), "--allow")[0];
+    if (eq < 0 || n === undefined) throw new ConfigError(`--allow: "${item}" is not port=identity[,identity...]`);
+    port(n).allowedIdentities = item.slice(eq + 1).split(",").map((s) => s.trim()).filter((s) => s !== "");
+  }
+  const routes: Route[] = list(o["route"] as string[] | undefined, env["MESHTLS_PROXY_ROUTES"]).map((item) => {
+    const eq = item.indexOf("=");
+    if (eq < 0) throw new ConfigError(`--route: "${item}" is not listen=authority (e.g. 127.0.0.1:9000=api.default.svc.cluster.local:80)`);
+    return { listen: address(item.slice(0, eq), "--route"), authority: item.slice(eq + 1) };
+  });
+
+  const workload = address(required("workload", "--workload", "MESHTLS_PROXY_WORKLOAD"), "--workload");
+  const config: Config = {
+    identity: required("identity", "--identity", "MESHTLS_PROXY_IDENTITY"),
+    tokenFile: required("tokenFile", "--token-file", "MESHTLS_PROXY_TOKEN_FILE"),
+    trustAnchorsFile: required("trustAnchors", "--trust-anchors", "MESHTLS_PROXY_TRUST_ANCHORS"),
+    identityAddress,
+    identityInsecurePlaintext,
+    destinationAddress,
+    destinationInsecurePlaintext,
+    contextToken: str("contextToken") ?? "",
+    inbound: address(String(o["inbound"]), "--inbound"),
+    outbound: address(String(o["outbound"]), "--outbound"),
+    admin: address(String(o["admin"]), "--admin"),
+    workload,
+    workloadHost: str("workloadHost") ?? workload.host,
+    policy: {
+      defaultPolicy,
+      ports: portPolicies,
+      ...(str("clusterNetworks") === undefined ? {} : { clusterNetworks: (str("clusterNetworks") ?? "").split(",").map((s) => s.trim()) }),
+    },
+    routes,
+    connectTimeoutMs: parseDurationMs(String(o["connectTimeout"]), "--connect-timeout"),
+    idleTimeoutMs: parseDurationMs(String(o["idleTimeout"]), "--idle-timeout"),
+    detectTimeoutMs: parseDurationMs(String(o["detectTimeout"]), "--detect-timeout"),
+    drainTimeoutMs: parseDurationMs(String(o["drainTimeout"]), "--drain-timeout"),
+    trustAnchorsPollMs: Math.max(100, parseDurationMs(String(o["trustAnchorsPoll"]), "--trust-anchors-poll")),
+    logLevel: String(o["logLevel"]),
+  };
+  if (identityServerName !== undefined) config.identityServerName = identityServerName;
+  if (destinationServerName !== undefined) config.destinationServerName = destinationServerName;
+  const bind = str("outboundBind");
+  if (bind !== undefined) config.outboundBind = bind;
+  return config;
+}
