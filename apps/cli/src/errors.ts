@@ -9,7 +9,11 @@ export type CliErrorCode =
   /** An input file is not what the command needs (bad PEM, not a CA, key mismatch …). */
   | "ERR_INPUT"
   /** `meshtls check` found problems. */
-  | "ERR_CHECK";
+  | "ERR_CHECK"
+  /** A running service or proxy could not be reached, or answered with something unusable. */
+  | "ERR_CONNECT"
+  /** `meshtls demo`: a component of the mesh failed to start or stopped working. */
+  | "ERR_MESH";
 
 /** The one error class of the CLI. `exitCode` is 2 for usage errors, 1 otherwise. */
 export class CliError extends Error {

@@ -1,14 +1,18 @@
+import { existsSync } from "node:fs";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import packageJson from "../package.json" with { type: "json" };
 import { bundleAnchors } from "./commands/certs-bundle.ts";
 import { createCerts, DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN } from "./commands/certs-create.ts";
 import { createIssuerFiles } from "./commands/certs-issuer.ts";
 import { checkCertificates } from "./commands/check.ts";
+import { runDemo } from "./commands/demo.ts";
 import { inspectFile } from "./commands/inspect.ts";
+import { inspectRemote } from "./commands/inspect-remote.ts";
 import { generateTokenSigner } from "./commands/token-keygen.ts";
 import { DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER, mintToken } from "./commands/token-mint.ts";
 import { parseDurationMs } from "./duration.ts";
 import { CliError, describeError } from "./errors.ts";
+import { splitHostPort } from "./mesh/admin-client.ts";
 import { createProcessOutput } from "./output.ts";
 
 const output = createProcessOutput();
@@ -41,6 +45,30 @@ function notBefore(value: string): Date {
   } catch (error) {
     throw new InvalidArgumentError(`use an RFC 3339 time or a duration from now such as 10m or -1h (${describeError(error)})`);
   }
+}
+
+/** Repeatable flags. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** A `host:port` flag value, checked; a bad one is a usage error. */
+function hostPort(value: string): string {
+  try {
+    splitHostPort(value);
+    return value;
+  } catch (error) {
+    throw new CliError("ERR_USAGE", describeError(error));
+  }
+}
+
+/**
+ * `inspect X`: X is a server when it looks like host:port and is not an
+ * existing file, or when --sni/--anchors (server-only flags) are given.
+ */
+function isRemoteTarget(target: string, opts: { sni?: string; anchors?: string }): boolean {
+  if (opts.sni !== undefined || opts.anchors !== undefined) return true;
+  return /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(target) && !existsSync(target);
 }
 
 const program = new Command("meshtls")
@@ -116,15 +144,25 @@ certs
 
 program
   .command("check")
-  .description("check the trust anchors and issuer: algorithm, validity, expiry, chain, key; exit 1 on error")
-  .requiredOption("--anchors <file>", "trust bundle (PEM)")
-  .requiredOption("--issuer-dir <dir>", "folder with issuer.crt and issuer.key")
+  .description("check the trust anchors and issuer (files), a running identity service and proxies; exit 1 on error")
+  .option("--anchors <file>", "trust bundle (PEM)")
+  .option("--issuer-dir <dir>", "folder with issuer.crt and issuer.key (needs --anchors)")
+  .option("--identity-addr <host:port>", "a running identity service's gRPC address: check the certificate it serves")
+  .option("--proxy-admin <host:port>", "a running proxy's admin address: check /ready and its certificate (repeatable)", collect)
   .option("--warn <duration>", "warn when a certificate expires within this window", duration, parseDurationMs("60d"))
   .option("--strict", "exit 1 on warnings too", false)
   .option("--json", "print JSON", false)
-  .action(async (opts: { anchors: string; issuerDir: string; warn: number; strict: boolean; json: boolean }) => {
+  .action(async (opts: { anchors?: string; issuerDir?: string; identityAddr?: string; proxyAdmin?: string[]; warn: number; strict: boolean; json: boolean }) => {
     const report = await checkCertificates(
-      { anchorsFile: opts.anchors, issuerDir: opts.issuerDir, warnMs: opts.warn, strict: opts.strict, json: opts.json },
+      {
+        ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }),
+        ...(opts.issuerDir === undefined ? {} : { issuerDir: opts.issuerDir }),
+        ...(opts.identityAddr === undefined ? {} : { identityAddress: hostPort(opts.identityAddr) }),
+        proxyAdmins: (opts.proxyAdmin ?? []).map(hostPort),
+        warnMs: opts.warn,
+        strict: opts.strict,
+        json: opts.json,
+      },
       output,
     );
     if (!report.ok) {
@@ -134,11 +172,61 @@ program
 
 program
   .command("inspect")
-  .description("describe a certificate, chain (PEM bundle) or CSR (PEM or DER)")
-  .argument("<file>", "file to describe")
+  .description("describe a certificate, chain or CSR file, or the identity a TLS server (a proxy's inbound port) presents")
+  .argument("<file|host:port>", "file to describe, or a server to connect to")
+  .option("--sni <identity>", "HOST:PORT: the identity to ask for (SNI); a proxy terminates TLS only for its own")
+  .option("--anchors <file>", "HOST:PORT: trust bundle to verify the presented chain against")
   .option("--json", "print JSON", false)
-  .action(async (file: string, opts: { json: boolean }) => {
-    await inspectFile({ file, json: opts.json }, output);
+  .action(async (target: string, opts: { json: boolean; sni?: string; anchors?: string }) => {
+    if (isRemoteTarget(target, opts)) {
+      await inspectRemote(
+        {
+          address: hostPort(target),
+          json: opts.json,
+          ...(opts.sni === undefined ? {} : { sni: opts.sni }),
+          ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }),
+        },
+        output,
+      );
+    } else {
+      await inspectFile({ file: target, json: opts.json }, output);
+    }
+  });
+
+program
+  .command("demo")
+  .description("run a whole mesh on loopback (identity, destination, two workloads with proxies) and show it live")
+  .option("--no-tty", "print plain lines instead of a live view (also when stdout is not a terminal)")
+  .option("--duration <duration>", "stop after this long once the mesh is up (default: at Ctrl-C)", duration)
+  .option("--lifetime <duration>", "lifetime of workload certificates (short, so refreshes show)", duration, parseDurationMs("30s"))
+  .option("--keep", "keep the mesh folder (certificates, tokens, registry) and print its path", false)
+  .action(async (opts: { tty: boolean; duration?: number; lifetime: number; keep: boolean }) => {
+    if (opts.lifetime < 5_000) throw new CliError("ERR_USAGE", "--lifetime must be at least 5s (proxies refresh at 70 % of it)");
+    const stop = new AbortController();
+    let signal: NodeJS.Signals | undefined;
+    const onSignal = (name: NodeJS.Signals): void => {
+      signal ??= name;
+      stop.abort();
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    try {
+      const result = await runDemo(
+        {
+          tty: opts.tty && process.stdout.isTTY,
+          lifetimeMs: opts.lifetime,
+          keep: opts.keep,
+          signal: stop.signal,
+          ...(opts.duration === undefined ? {} : { durationMs: opts.duration }),
+        },
+        output,
+      );
+      if (signal !== undefined) process.exitCode = signal === "SIGINT" ? 130 : 143;
+      else if (!result.ok) process.exitCode = 1;
+    } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+    }
   });
 
 const token = program.command("token").description("a local ServiceAccount token signer (stands in for Kubernetes)");

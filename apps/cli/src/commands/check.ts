@@ -4,15 +4,20 @@ import { CliError } from "../errors.ts";
 import { describeExpiry, formatDurationMs } from "../duration.ts";
 import { readCertificates, readPrivateKey, summarizeCertificate } from "../inputs.ts";
 import type { Output } from "../output.ts";
+import { checkIdentityService, checkProxyAdmin } from "./check-running.ts";
 
 /** Default warning window of `meshtls check`: 60 days. */
 export const DEFAULT_CHECK_WARN_MS = 60 * 86_400_000;
 
 export interface CheckCertificatesOptions {
-  /** Trust bundle file (one or more anchors, PEM or DER). */
-  anchorsFile: string;
-  /** Folder with issuer.crt (issuer first, then any intermediates) and issuer.key. */
-  issuerDir: string;
+  /** Trust bundle file (one or more anchors, PEM or DER). Checked when given; also used to verify a running identity service. */
+  anchorsFile?: string;
+  /** Folder with issuer.crt (issuer first, then any intermediates) and issuer.key. Needs `anchorsFile`. */
+  issuerDir?: string;
+  /** `host:port` of a running identity service's gRPC port, to check over TLS. Default: none. */
+  identityAddress?: string;
+  /** `host:port` of running proxies' admin ports, to check `/ready` and their certificate. Default: none. */
+  proxyAdmins?: string[];
   /** Warn when a certificate expires within this window. Default 60 days. */
   warnMs?: number;
   /** Count warnings as failures. Default false. */
@@ -47,7 +52,9 @@ export interface CheckReport {
  * window, the issuer is a CA allowed to sign and chains to one of the anchors,
  * and the issuer key matches its certificate. Unlike a warning-only check, the
  * report's `ok` is false on any error (and on a warning with `strict`), and the
- * command exits 1 then.
+ * command exits 1 then. Running parts are checked too when given: an identity
+ * service over TLS (checkIdentityService) and proxies' admin ports
+ * (checkProxyAdmin).
  */
 export async function checkCertificates(options: CheckCertificatesOptions, output: Output): Promise<CheckReport> {
   const now = (options.now ?? (() => new Date()))();
@@ -57,16 +64,24 @@ export async function checkCertificates(options: CheckCertificatesOptions, outpu
     findings.push({ check, status, message });
   };
 
-  const anchors = await readAll(options.anchorsFile, "trust anchors", add, "anchors-read");
-  const issuerCertFile = path.join(options.issuerDir, "issuer.crt");
-  const issuerKeyFile = path.join(options.issuerDir, "issuer.key");
-  const issuerChain = await readAll(issuerCertFile, "issuer certificate", add, "issuer-read");
+  if (options.issuerDir !== undefined && options.anchorsFile === undefined) {
+    throw new CliError("ERR_USAGE", "--issuer-dir needs --anchors (the issuer is checked against the trust bundle)");
+  }
+  if (options.anchorsFile === undefined && options.identityAddress === undefined && (options.proxyAdmins ?? []).length === 0) {
+    throw new CliError("ERR_USAGE", "nothing to check: give --anchors and --issuer-dir, --identity-addr, or --proxy-admin");
+  }
+  const anchors = options.anchorsFile === undefined ? [] : await readAll(options.anchorsFile, "trust anchors", add, "anchors-read");
+  let issuerChain: CertificateSummary[] = [];
   let issuerKey: CryptoKeyPair | undefined;
-  try {
-    issuerKey = await readPrivateKey(issuerKeyFile, "issuer key");
-    add("issuer-key-read", "ok", `issuer key read from ${issuerKeyFile}`);
-  } catch (error) {
-    add("issuer-key-read", "error", messageOf(error));
+  const issuerKeyFile = options.issuerDir === undefined ? "" : path.join(options.issuerDir, "issuer.key");
+  if (options.issuerDir !== undefined) {
+    issuerChain = await readAll(path.join(options.issuerDir, "issuer.crt"), "issuer certificate", add, "issuer-read");
+    try {
+      issuerKey = await readPrivateKey(issuerKeyFile, "issuer key");
+      add("issuer-key-read", "ok", `issuer key read from ${issuerKeyFile}`);
+    } catch (error) {
+      add("issuer-key-read", "error", messageOf(error));
+    }
   }
 
   for (const anchor of anchors) {
@@ -100,6 +115,16 @@ export async function checkCertificates(options: CheckCertificatesOptions, outpu
         add("issuer-key-match", "error", `${issuerKeyFile} is not the private key of ${name}; the identity service would issue certificates that do not verify`);
       }
     }
+  }
+
+  if (options.identityAddress !== undefined) {
+    await checkIdentityService(
+      { address: options.identityAddress, now, warnMs, ...(options.anchorsFile === undefined ? {} : { anchors: anchors.map((a) => a.der) }) },
+      add,
+    );
+  }
+  for (const address of options.proxyAdmins ?? []) {
+    await checkProxyAdmin({ address, now }, add);
   }
 
   const errors = findings.filter((f) => f.status === "error").length;
