@@ -4,9 +4,11 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { createCsr, generateKeyPair, parseCertificate, pemEncode, toDer } from "@meshtls/pki";
+import fc from "fast-check";
 import { Registry } from "prom-client";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createCertifyHandler } from "./certify.ts";
+import { IdentityError } from "./errors.ts";
 import type { CertifyHandler } from "./certify.ts";
 import { createJwksTokenValidator } from "./jwks-token-validator.ts";
 import { createPkiFixture, createTokenSigner, TOKEN_ISSUER } from "./test-fixtures.ts";
@@ -111,5 +113,29 @@ describe("createCertifyHandler", () => {
 
   it("refuses an oversized request before parsing anything", async () => {
     await expect(certify({ identity, token: new Uint8Array(70_000), certificateSigningRequest: csr })).rejects.toMatchObject({ code: "ERR_REQUEST_TOO_LARGE" });
+  });
+
+  it("answers hostile requests with a coded IdentityError, never a crash", async () => {
+    const mutatedCsr = fc.tuple(fc.integer({ min: 0, max: 400 }), fc.integer({ min: 0, max: 255 })).map(([i, b]) => {
+      const copy = new Uint8Array(csr);
+      copy[i % copy.length] = b;
+      return copy;
+    });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(fc.constant(identity), fc.string({ maxLength: 300 }), fc.constant(`${"a".repeat(64)}.default.serviceaccount.identity.meshtls.cluster.local`)),
+        fc.oneof(fc.constant(token), fc.uint8Array({ maxLength: 2000 })),
+        fc.oneof(fc.constant(csr), mutatedCsr, fc.uint8Array({ maxLength: 2000 }), fc.uint8Array({ minLength: 1, maxLength: 600 }).map((b) => Uint8Array.of(0x30, 0x82, 0x02, 0x00, ...b))),
+        async (id, tok, req) => {
+          try {
+            await certify({ identity: id, token: tok, certificateSigningRequest: req });
+          } catch (error) {
+            expect(error).toBeInstanceOf(IdentityError);
+            expect((error as IdentityError).code).not.toBe("ERR_ISSUE_FAILED");
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });

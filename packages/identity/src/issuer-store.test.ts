@@ -6,6 +6,7 @@ import type { CertifiedKey, CryptoKeyPair } from "@meshtls/pki";
 import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createIssuerStore } from "./issuer-store.ts";
+import { validateIssuer } from "./validate-issuer.ts";
 import type { IssuerStore } from "./issuer-store.ts";
 
 const HOUR = 3600_000;
@@ -171,5 +172,17 @@ describe("createIssuerStore", () => {
     clock = new Date(clock.getTime() + 2 * HOUR);
     const state = s.current();
     expect(state).toMatchObject({ ok: false, reason: expect.stringMatching(/expired at .*; rotate the issuer/) });
+  });
+
+  it("validateIssuer checks an in-memory issuer the same way", async () => {
+    const ok = await validateIssuer({ certificate: issuerA.certificate, privateKey: issuerA.keyPair.privateKey, trustAnchors: [anchor.certificate] });
+    expect(ok.intermediates).toEqual([issuerA.certificate]);
+    await expect(
+      validateIssuer({ certificate: issuerA.certificate, privateKey: issuerB.keyPair.privateKey, trustAnchors: [anchor.certificate] }),
+    ).rejects.toMatchObject({ code: "ERR_ISSUER_INVALID", message: expect.stringMatching(/is not the private key/) });
+    const other = await createTrustAnchor();
+    await expect(
+      validateIssuer({ certificate: issuerA.certificate, privateKey: issuerA.keyPair.privateKey, trustAnchors: [other.certificate] }),
+    ).rejects.toMatchObject({ code: "ERR_ISSUER_INVALID", message: expect.stringMatching(/does not chain to the trust anchors/) });
   });
 });
