@@ -100,6 +100,7 @@ export class LocalMesh {
   identity: IdentityService | undefined;
   destination: { proc: ManagedProcess; grpcAddress: string } | undefined;
   private readonly processes = new Set<ManagedProcess>();
+  private stopped = false;
   private readonly binaries: MeshBinaries;
   private readonly startTimeoutMs: number;
   private readonly identityPort: Promise<number>;
@@ -135,6 +136,8 @@ export class LocalMesh {
   }
 
   private start(name: string, file: string, args: string[]): ManagedProcess {
+    // A start still under way when the mesh is stopped must not leave a process behind.
+    if (this.stopped) throw new CliError("ERR_MESH", `not starting ${name}: the mesh is stopping`);
     const proc = startProcess({ name, file: process.execPath, args: [file, ...args] });
     this.processes.add(proc);
     void proc.exited.then(() => this.processes.delete(proc));
@@ -294,6 +297,7 @@ export class LocalMesh {
 
   /** Stops every process (apps first, then proxies, then the control plane), each group SIGTERM then SIGKILL. */
   async stop(): Promise<void> {
+    this.stopped = true;
     const all = [...this.processes];
     const apps = all.filter((p) => p.name.endsWith(" app"));
     const proxies = all.filter((p) => p.name.endsWith(" proxy"));

@@ -137,7 +137,7 @@ export function startProcess(options: StartProcessOptions): ManagedProcess {
         );
         listeners.add(listener);
         void exited.then((code) => {
-          if (!stopping) finish(new CliError("ERR_MESH", `${options.name} exited (${code}) before ${what}${tail(recent)}`));
+          finish(new CliError("ERR_MESH", stopping ? `${options.name} was stopped before ${what}` : `${options.name} exited (${code}) before ${what}${tail(recent)}`));
         });
       });
     },

@@ -1,0 +1,112 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { cliBin, run, runCli } from "./helpers.ts";
+import { alive, processesMentioning } from "./mesh-helpers.ts";
+
+const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
+const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
+
+/** The mesh folder and the pids the demo reported starting. */
+function started(stdout: string): { dir: string; pids: number[] } {
+  const dir = /mesh folder: (\S+)/.exec(stdout)?.[1];
+  if (dir === undefined) throw new Error(`no mesh folder in:\n${stdout}`);
+  const pids = [...stdout.matchAll(/started .+? \(pid (\d+)\)/g)].map((m) => Number(m[1]));
+  return { dir, pids };
+}
+
+describe("meshtls demo (real processes on loopback)", () => {
+  it("--no-tty --duration 20s: mTLS between web and api from the proxies' metrics, the unmeshed client refused after the policy switch, exit 0, nothing left behind", async () => {
+    const result = await runCli(["demo", "--no-tty", "--duration", "20s"], { timeoutMs: 150_000 });
+    const { dir, pids } = started(result.stdout);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    // Both identities with tls=true, as each proxy counts the other's side.
+    expect(result.stdout).toContain(`tls=true server_id=${API}`);
+    expect(result.stdout).toContain(`tls=true client_id=${WEB}`);
+    expect(result.stdout).toMatch(new RegExp(`workload web +127\\.0\\.1\\.1 +${WEB.replaceAll(".", "\\.")} +cert expires in \\d+s`));
+    // mTLS'd traffic visible within 60 s of start.
+    const seenAt = /\[ *([\d.]+)s\] mTLS between web and api/.exec(result.stdout)?.[1];
+    expect(seenAt).toBeDefined();
+    expect(Number(seenAt)).toBeLessThan(60);
+    expect(result.stdout).toMatch(/unmeshed client 127\.0\.1\.3 -> api .*allowed under all-unauthenticated: HTTP 200 "hello from api"/);
+    expect(result.stdout).toMatch(/unmeshed client 127\.0\.1\.3 -> api: REFUSED under all-authenticated/);
+    expect(result.stdout).toMatch(/api policy denials [1-9]/);
+    expect(result.stdout).toMatch(/Result: the mesh worked/);
+    // identity, destination, two proxies, two apps, and api's proxy again after the switch.
+    expect(pids.length).toBe(7);
+    expect(pids.filter(alive)).toEqual([]);
+    expect(existsSync(dir)).toBe(false);
+    expect(processesMentioning(dir)).toEqual([]);
+  }, 180_000);
+
+  it("SIGINT while the mesh is starting: exit 130, nothing left behind", async () => {
+    const child = spawn(process.execPath, [cliBin, "demo", "--no-tty"], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    const killer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+    try {
+      const until = Date.now() + 30_000;
+      while (!stdout.includes("started api proxy") && Date.now() < until && child.exitCode === null) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const { dir, pids } = started(stdout);
+      child.kill("SIGINT");
+      const started0 = Date.now();
+      expect(await exited).toBe(130);
+      expect(Date.now() - started0).toBeLessThan(15_000);
+      const { pids: all } = started(stdout);
+      expect(all.length).toBeGreaterThanOrEqual(pids.length);
+      expect(all.filter(alive)).toEqual([]);
+      expect(existsSync(dir)).toBe(false);
+      expect(processesMentioning(dir)).toEqual([]);
+    } finally {
+      clearTimeout(killer);
+      child.kill("SIGKILL");
+    }
+  }, 90_000);
+
+  it("a TTY gets the live view (ANSI redraw) with the same facts", async () => {
+    // script(1) gives the demo a pseudo-terminal as stdout.
+    const result = await run("script", ["-qfec", `"${process.execPath}" "${cliBin}" demo --duration 8s`, "/dev/null"], { timeoutMs: 120_000 });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("\x1b[H");
+    expect(result.stdout).toContain("Connections (tcp_open_total by TLS state, from the proxies)");
+    expect(result.stdout).toContain(`tls=true server_id=${API}`);
+    expect(result.stdout).toMatch(/Result: the mesh worked/);
+    const dir = /mesh folder:? (\/\S+?)(\x1b|\s)/.exec(result.stdout)?.[1];
+    expect(dir).toBeDefined();
+    expect(existsSync(dir!)).toBe(false);
+  }, 150_000);
+
+  it("SIGINT mid-run stops every process and removes the mesh folder", async () => {
+    const child = spawn(process.execPath, [cliBin, "demo", "--no-tty"], { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    const killer = setTimeout(() => child.kill("SIGKILL"), 150_000);
+    try {
+      const until = Date.now() + 90_000;
+      while (!stdout.includes("mTLS between web and api") && Date.now() < until && child.exitCode === null) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+      }
+      expect(stdout).toContain("mTLS between web and api");
+      const { dir, pids } = started(stdout);
+      expect(pids.length).toBe(6);
+      expect(pids.every(alive)).toBe(true);
+      child.kill("SIGINT");
+      expect(await exited).toBe(130);
+      expect(stderr).toBe("");
+      expect(stdout).toMatch(/Result: the mesh worked \(stopped early\)/);
+      expect(pids.filter(alive)).toEqual([]);
+      expect(existsSync(dir)).toBe(false);
+      expect(processesMentioning(dir)).toEqual([]);
+    } finally {
+      clearTimeout(killer);
+      child.kill("SIGKILL");
+    }
+  }, 180_000);
+});
