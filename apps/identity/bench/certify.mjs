@@ -119,6 +119,17 @@ try {
   const handlerRate = handled / ((performance.now() - handlerStart) / 1000);
   store.close();
 
+  const procCpuMs = async (pid) => {
+    // utime + stime of the server process, from /proc (Linux); undefined elsewhere.
+    try {
+      const fields = (await readFile(`/proc/${pid}/stat`, "utf8")).split(") ")[1].split(" ");
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+    } catch {
+      return undefined;
+    }
+  };
+  const serverCpuBefore = await procCpuMs(child.pid);
+  const clientCpuBefore = process.cpuUsage();
   const latencies = [];
   let errors = 0;
   const until = performance.now() + seconds * 1000;
@@ -138,6 +149,8 @@ try {
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
+  const serverCpuAfter = await procCpuMs(child.pid);
+  const clientCpu = process.cpuUsage(clientCpuBefore);
   latencies.sort((a, b) => a - b);
   const rate = latencies.length / elapsed;
   const result = {
@@ -148,6 +161,8 @@ try {
     handlerRatio: Number((handlerRate / raw).toFixed(3)),
     p50Ms: Number(percentile(latencies, 50).toFixed(2)),
     p99Ms: Number(percentile(latencies, 99).toFixed(2)),
+    serverCpuMsPerCall: serverCpuBefore === undefined ? null : Number(((serverCpuAfter - serverCpuBefore) / latencies.length).toFixed(3)),
+    clientCpuMsPerCall: Number(((clientCpu.user + clientCpu.system) / 1000 / latencies.length).toFixed(3)),
     calls: latencies.length,
     errors,
     concurrency,
@@ -162,6 +177,7 @@ try {
   console.log(`  ratio                         ${result.ratio}  (aim >= 0.4)`);
   console.log(`  handler in-process (no gRPC)  ${result.handlerInProcessPerSecond}/s  (ratio ${result.handlerRatio})`);
   console.log(`  latency p50 / p99             ${result.p50Ms} ms / ${result.p99Ms} ms`);
+  console.log(`  CPU per call: server / client ${result.serverCpuMsPerCall} ms / ${result.clientCpuMsPerCall} ms (raw pair: ${(1000 / raw).toFixed(3)} ms)`);
   console.log(`  errors                        ${errors}`);
   console.log(JSON.stringify(result));
   for (const c of clients) c.close();
