@@ -5,7 +5,7 @@ import { createIssuer, decodeCertificates, exportPrivateKey, importPrivateKey, p
 import { status } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { certify, cli, createMaterial, derToPem, identityClient, identityFor, mintToken, openssl, opensslCsr, startIdentity, tempDir } from "./harness.ts";
+import { certify, cli, createMaterial, derToPem, identityClient, identityFor, mintToken, openssl, opensslCsr, SERVER_NAME, startIdentity, tempDir } from "./harness.ts";
 import type { IdentityProcess } from "./harness.ts";
 
 const identity = identityFor("web");
@@ -108,6 +108,12 @@ describe("issuer rotation without restart", () => {
     const fresh = await identityClient(dir, proc.grpcAddress);
     clients.push(fresh);
     expect(Buffer.from(await issuedBy(fresh)).equals(Buffer.from(b))).toBe(true);
+    // What the service presents now: its own leaf, then issuer B.
+    const shown = await openssl(["s_client", "-connect", proc.grpcAddress, "-servername", SERVER_NAME, "-alpn", "h2", "-showcerts", "-CAfile", path.join(dir, "ca.crt"), "-verify_return_error"]);
+    const presented = decodeCertificates(shown.stdout.replace(/^(?!-----|[A-Za-z0-9+/=]+$).*$/gm, ""));
+    expect(presented.length).toBe(2);
+    expect(Buffer.from(presented[1]!).equals(Buffer.from(b))).toBe(true);
+    expect(shown.stdout).toMatch(/Verify return code: 0 \(ok\)/);
 
     for (const bad of await badCandidates()) {
       const before = proc.logs.length;
