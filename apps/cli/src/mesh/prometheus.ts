@@ -75,7 +75,8 @@ function parseLine(line: string): Sample {
       }
       if (!closed) throw new Error(`label ${labelName} value is not closed`);
       if (Object.hasOwn(labels, labelName)) throw new Error(`label ${labelName} repeated`);
-      labels[labelName] = value;
+      // An own property even for a hostile "__proto__" label.
+      Object.defineProperty(labels, labelName, { value, enumerable: true, writable: true, configurable: true });
       rest = rest.slice(i + 1).trimStart();
       if (rest.startsWith(",")) rest = rest.slice(1);
       else if (!rest.startsWith("}")) throw new Error("expected , or } after a label");
