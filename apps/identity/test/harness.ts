@@ -38,18 +38,22 @@ export async function cli(args: string[]): Promise<string> {
 
 export async function openssl(args: string[], options: { input?: Buffer } = {}): Promise<{ stdout: string; stderr: string; code: number }> {
   return new Promise((resolve, reject) => {
-    const child = spawn("openssl", args, { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn("openssl", args, { stdio: [options.input ? "pipe" : "ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
     child.on("error", reject);
     child.on("close", (code) => {
       clearTimeout(timer);
       resolve({ stdout, stderr, code: code ?? -1 });
     });
-    child.stdin.end(options.input ?? Buffer.alloc(0));
+    if (child.stdin) {
+      // openssl may exit before reading its input (s_client on a failed handshake): that is not an error here.
+      child.stdin.on("error", () => {});
+      child.stdin.end(options.input);
+    }
   });
 }
 
