@@ -137,7 +137,7 @@ export function startProcess(options: StartProcessOptions): ManagedProcess {
         );
         listeners.add(listener);
         void exited.then((code) => {
-          finish(new CliError("ERR_MESH", stopping ? `${options.name} was stopped before ${what}` : `${options.name} exited (${code}) before ${what}${tail(recent)}`));
+          finish(new CliError("ERR_MESH", stopping ? `${options.name} was stopped before reporting ${what}` : `${options.name} exited (${code}) before reporting ${what}${tail(recent)}`));
         });
       });
     },
