@@ -67,12 +67,13 @@ describe("meshtls demo (real processes on loopback)", () => {
     }
   }, 90_000);
 
-  it("a TTY gets the live view (ANSI redraw) with the same facts", async () => {
-    // script(1) gives the demo a pseudo-terminal as stdout.
-    const result = await run("script", ["-qfec", `"${process.execPath}" "${cliBin}" demo --duration 8s`, "/dev/null"], { timeoutMs: 120_000 });
+  it("a TTY gets the live view (ANSI redraw) with the same facts, and certificate refreshes as they happen", async () => {
+    // script(1) gives the demo a pseudo-terminal as stdout. 10 s leaves: each proxy refreshes after about 7 s.
+    const result = await run("script", ["-qfec", `"${process.execPath}" "${cliBin}" demo --duration 14s --lifetime 10s`, "/dev/null"], { timeoutMs: 120_000 });
     expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/web: certificate refreshed \(#2\), new one expires in \d+s/);
     expect(result.stdout).toContain("\x1b[H");
-    expect(result.stdout).toContain("Connections (tcp_open_total by TLS state, from the proxies)");
+    expect(result.stdout).toContain("Connections (tcp_open_total by TLS state, from the proxies; counted since each proxy started)");
     expect(result.stdout).toContain(`tls=true server_id=${API}`);
     expect(result.stdout).toMatch(/Result: the mesh worked/);
     const dir = /mesh folder:? (\/\S+?)(\x1b|\s)/.exec(result.stdout)?.[1];

@@ -344,7 +344,7 @@ function render(s: {
     bold("Workloads (identity and certificate from each proxy's /metrics)"),
     ...[...s.views.values()].map((v) => `  ${workloadLine(v)}`),
     "",
-    bold("Connections (tcp_open_total by TLS state, from the proxies)"),
+    bold("Connections (tcp_open_total by TLS state, from the proxies; counted since each proxy started)"),
     ...s.connections.map((c) => `  ${c.tls === "tls=true" ? green(connectionLine(c)) : connectionLine(c)}`),
     "",
     bold("Traffic"),
