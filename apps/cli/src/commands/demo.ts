@@ -241,7 +241,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     return { ok: problems.length === 0, problems, aborted: aborted() };
   } catch (error) {
     if (aborted() && !(error instanceof CliError && fatal !== undefined)) {
-      output.out("stopped before the mesh was up");
+      output.out("stopped while a component was starting");
       return { ok: true, problems: [], aborted: true };
     }
     throw error;

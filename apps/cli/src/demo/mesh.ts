@@ -103,7 +103,8 @@ export class LocalMesh {
   private stopped = false;
   private readonly binaries: MeshBinaries;
   private readonly startTimeoutMs: number;
-  private readonly identityPort: Promise<number>;
+  /** One port for the identity service's whole life, so that it can be restarted where the proxies look for it. */
+  private identityPort: number | undefined;
 
   private constructor(private readonly options: LocalMeshOptions) {
     this.dir = options.dir;
@@ -113,8 +114,6 @@ export class LocalMesh {
     this.registryFile = path.join(options.dir, "registry.yaml");
     this.binaries = options.binaries ?? defaultBinaries();
     this.startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
-    // One port for the identity service's whole life, so that it can be restarted where the proxies look for it.
-    this.identityPort = freePort("127.0.0.1");
   }
 
   /** Writes the mesh's files (anchor, issuer, bundle, token signer, empty registry). */
@@ -151,7 +150,8 @@ export class LocalMesh {
 
   /** Starts (or restarts) the identity service on its fixed loopback port, reading the bundle file as it is now. */
   async startIdentity(): Promise<IdentityService> {
-    const port = await this.identityPort;
+    this.identityPort ??= await freePort("127.0.0.1");
+    const port = this.identityPort;
     const proc = this.start("meshtls-identity", this.binaries.identity, [
       "--trust-anchors", this.bundleFile,
       "--issuer-dir", this.issuerDir,
