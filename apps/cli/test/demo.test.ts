@@ -81,7 +81,10 @@ describe("meshtls demo (real processes on loopback)", () => {
     expect(existsSync(dir!)).toBe(false);
   }, 150_000);
 
-  it("SIGINT mid-run stops every process and removes the mesh folder", async () => {
+  it.each([
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+  ] as const)("%s mid-run stops every process and removes the mesh folder", async (signal, exitCode) => {
     const child = spawn(process.execPath, [cliBin, "demo", "--no-tty"], { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
@@ -98,8 +101,8 @@ describe("meshtls demo (real processes on loopback)", () => {
       const { dir, pids } = started(stdout);
       expect(pids.length).toBe(6);
       expect(pids.every(alive)).toBe(true);
-      child.kill("SIGINT");
-      expect(await exited).toBe(130);
+      child.kill(signal);
+      expect(await exited).toBe(exitCode);
       expect(stderr).toBe("");
       expect(stdout).toMatch(/Result: the mesh worked \(stopped early\)/);
       expect(pids.filter(alive)).toEqual([]);
