@@ -1,11 +1,4 @@
 import { defineConfig } from "tsup";
+import { appOptions } from "../../tsup.shared.ts";
 
-export default defineConfig({
-  entry: ["src/main.ts"],
-  format: ["esm"],
-  target: "node20",
-  platform: "node",
-  sourcemap: true,
-  clean: true,
-  banner: { js: "#!/usr/bin/env node" },
-});
+export default defineConfig(appOptions);
