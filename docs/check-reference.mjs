@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Fails (exit 1) listing every flag, MESHTLS_* variable, default, metric,
 // metric label value, error code and gRPC status found in the sources but
-// missing from docs/. Plain node, no dependencies: `node docs/check-reference.mjs`.
+// missing from docs/, and every link between the docs that does not resolve. Plain node, no dependencies: `node docs/check-reference.mjs`.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -114,9 +114,38 @@ for (const app of ["identity", "destination", "proxy"]) {
   for (const code of all(/\bstatus\.([A-Z_]+)\b/g, services)) expect("gRPC status", code, docRel, hasCode(text, code));
 }
 
+// Links between the docs: the file exists and the #anchor is one of its headings (GitHub slugs).
+{
+  const slug = (heading) => heading.trim().toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, "").replace(/\s/g, "-");
+  const mdFiles = [];
+  const walk = (dir) => {
+    for (const name of readdirSync(dir)) {
+      const full = path.join(dir, name);
+      if (statSync(full).isDirectory()) walk(full);
+      else if (name.endsWith(".md")) mdFiles.push(full);
+    }
+  };
+  walk(docsDir);
+  const anchorsOf = (file) => new Set([...readFileSync(file, "utf8").replace(/```[\s\S]*?```/g, "").matchAll(/^#+\s+(.*)$/gm)].map((m) => slug(m[1])));
+  for (const file of mdFiles) {
+    const text = readFileSync(file, "utf8").replace(/```[\s\S]*?```/g, "");
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^[a-z]+:/.test(target)) continue;
+      const [rel, anchor] = target.split("#");
+      const dest = rel === "" ? file : path.resolve(path.dirname(file), rel);
+      const where = `link ${target} in docs/${path.relative(docsDir, file)}`;
+      checked++;
+      let exists = false;
+      try { exists = statSync(dest).isFile(); } catch { exists = false; }
+      if (!exists) missing.push(`${where}: no such file`);
+      else if (anchor !== undefined && dest.endsWith(".md") && !anchorsOf(dest).has(anchor)) missing.push(`${where}: no heading #${anchor}`);
+    }
+  }
+}
+
 if (missing.length > 0) {
   console.error(`docs/check-reference: ${missing.length} of ${checked} items undocumented:`);
   for (const line of missing) console.error(`  - ${line}`);
   process.exit(1);
 }
-console.log(`docs/check-reference: all ${checked} flags, variables, defaults, metrics, label values, error codes and gRPC statuses are documented`);
+console.log(`docs/check-reference: all ${checked} flags, variables, defaults, metrics, label values, error codes, gRPC statuses and links are documented and resolve`);
