@@ -7,7 +7,8 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { bins, createForeignPki, createMaterial, freePort, identityOf, issueFromDir, Proc, run, sample, scrape, startNode, tempDir } from "./harness.ts";
+import { bins, createForeignPki, createMaterial, freePort, identityOf, issueFromDir, run, sample, scrape, startNode, tempDir } from "./harness.ts";
+import type { Proc } from "./harness.ts";
 import type { Material } from "./harness.ts";
 
 const A = identityOf("a");

@@ -1,0 +1,279 @@
+#!/usr/bin/env node
+// The two-hop benchmark: client → (proxy A) → (proxy B) → app, three ways in
+// one run on this machine: direct (no proxies), meshtls-proxy, and an nginx
+// stream pair doing the same mTLS with certificates from the same issuer.
+// The app is an nginx HTTP server (1 KiB body, a 256 MiB file), so that the
+// proxies are the only difference. Needs: built apps (pnpm build), nginx with
+// the stream module, wrk, curl, openssl. Usage: pnpm --filter meshtls-proxy bench
+import { execFile, spawn } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync, openSync, closeSync, ftruncateSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { exportPrivateKey, generateKeyPair, importPrivateKey, issueLeaf, pemEncode, toDer } from "@meshtls/pki";
+
+const run = promisify(execFile);
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+const bins = {
+  cli: path.join(repoRoot, "apps/cli/dist/main.js"),
+  identity: path.join(repoRoot, "apps/identity/dist/main.js"),
+  destination: path.join(repoRoot, "apps/destination/dist/main.js"),
+  proxy: path.join(repoRoot, "apps/proxy/dist/main.js"),
+};
+const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
+const OPEN_CONNECTIONS = Number(process.env.BENCH_OPEN_CONNECTIONS ?? 1000);
+const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
+const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const children = [];
+
+async function freePort(host) {
+  const server = net.createServer();
+  await new Promise((r) => server.listen(0, host, r));
+  const { port } = server.address();
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+function start(name, command, args) {
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (out += d));
+  child.on("exit", (code, signal) => {
+    if (!stopping) console.error(`${name} exited early (${code ?? signal}):\n${out.slice(-2000)}`);
+  });
+  children.push(child);
+  return { child, output: () => out };
+}
+let stopping = false;
+
+async function waitFor(what, check, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+async function issue(dir, identity, prefix) {
+  const issuerCert = toDer(readFileSync(path.join(dir, "issuer.crt"), "utf8"), "CERTIFICATE");
+  const issuerKey = await importPrivateKey(readFileSync(path.join(dir, "issuer.key"), "utf8"));
+  const keyPair = await generateKeyPair();
+  const leaf = await issueLeaf({ issuer: { certificate: issuerCert, privateKey: issuerKey.privateKey }, publicKey: keyPair.publicKey, identity });
+  writeFileSync(`${prefix}.crt`, pemEncode("CERTIFICATE", leaf) + pemEncode("CERTIFICATE", issuerCert));
+  writeFileSync(`${prefix}.key`, await exportPrivateKey(keyPair.privateKey));
+}
+
+function rssKiB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
+}
+
+async function nginxPids(pidFile) {
+  const master = Number(readFileSync(pidFile, "utf8").trim());
+  const { stdout } = await run("pgrep", ["-P", String(master)]);
+  return [master, ...stdout.trim().split("\n").filter(Boolean).map(Number)];
+}
+
+const STREAM_MODULE = ["/usr/lib/nginx/modules/ngx_stream_module.so", "/usr/lib64/nginx/modules/ngx_stream_module.so"].find(existsSync);
+function nginxConf(dir, name, body, { stream = false } = {}) {
+  const file = path.join(dir, `${name}.conf`);
+  writeFileSync(
+    file,
+    [
+      stream && STREAM_MODULE ? `load_module ${STREAM_MODULE};` : "",
+      "daemon off;",
+      "worker_processes 1;",
+      "worker_rlimit_nofile 16384;",
+      `pid ${path.join(dir, `${name}.pid`)};`,
+      `error_log ${path.join(dir, `${name}.err`)} warn;`,
+      "events { worker_connections 8192; }",
+      body,
+    ].join("\n"),
+  );
+  return file;
+}
+
+async function wrk(url, extra = []) {
+  const { stdout } = await run("wrk", ["-t2", "-c16", `-d${DURATION_S}s`, "--latency", ...extra, url], { timeout: (DURATION_S + 30) * 1000 });
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]);
+  const toMs = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
+  const p = (q) => {
+    const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(stdout);
+    return m ? toMs(m[1], m[2]) : NaN;
+  };
+  const errors = /Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)/.exec(stdout)?.[0] ?? "";
+  return { rps, p50: p(50), p99: p(99), errors };
+}
+
+async function bulk(url) {
+  const speeds = [];
+  for (let i = 0; i < 3; i++) {
+    const { stdout } = await run("curl", ["-sS", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url], { timeout: 120_000 });
+    const [speed, size] = stdout.trim().split(" ").map(Number);
+    if (size !== BULK_MIB * 1024 * 1024) throw new Error(`bulk download through ${url} got ${size} bytes`);
+    speeds.push(speed / 1e6);
+  }
+  speeds.sort((x, y) => x - y);
+  return speeds[1];
+}
+
+/** Opens `n` keep-alive connections, each with one answered request, and holds them. */
+async function openMany(host, port, n) {
+  const sockets = [];
+  const request = `GET /1k HTTP/1.1\r\nhost: bench\r\n\r\n`;
+  for (let i = 0; i < n; i += 50) {
+    await Promise.all(
+      Array.from({ length: Math.min(50, n - i) }, () =>
+        new Promise((resolve, reject) => {
+          const s = net.connect(port, host, () => s.write(request));
+          s.once("data", () => resolve(undefined));
+          s.once("error", reject);
+          sockets.push(s);
+        }),
+      ),
+    );
+  }
+  return sockets;
+}
+
+async function main() {
+  for (const tool of ["wrk", "curl", "nginx", "openssl"]) {
+    await run("sh", ["-c", `command -v ${tool}`]).catch(() => {
+      throw new Error(`${tool} is required`);
+    });
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), "meshtls-bench-"));
+  chmodSync(dir, 0o755); // nginx workers run unprivileged and read the bulk file
+  const node = process.execPath;
+  await run(node, [bins.cli, "certs", "create", "--out", dir]);
+  await run(node, [bins.cli, "token", "keygen", "--out", dir]);
+  for (const sa of ["a", "b"]) {
+    const { stdout } = await run(node, [bins.cli, "token", "mint", "--key", path.join(dir, "token-signer.key"), "--namespace", "default", "--service-account", sa]);
+    writeFileSync(path.join(dir, `${sa}.token`), stdout.trim());
+  }
+
+  // The app: nginx HTTP on 127.0.1.2 with a 1 KiB answer and a bulk file.
+  const appPort = await freePort("127.0.1.2");
+  const big = path.join(dir, "big.bin");
+  const fd = openSync(big, "w");
+  ftruncateSync(fd, BULK_MIB * 1024 * 1024);
+  closeSync(fd);
+  chmodSync(big, 0o644);
+  const oneKiB = "x".repeat(1024);
+  const appConf = nginxConf(dir, "app", `http { access_log off; keepalive_requests 1000000; server { listen 127.0.1.2:${appPort} reuseport; location = /1k { default_type text/plain; return 200 "${oneKiB}"; } location = /big { alias ${big}; } } }`);
+  start("app nginx", "nginx", ["-c", appConf, "-p", dir]);
+
+  // Control plane and meshtls proxies.
+  const identity = start("identity", node, [bins.identity, "--trust-anchors", path.join(dir, "ca.crt"), "--issuer-dir", dir, "--token-jwks", path.join(dir, "jwks.json"), "--token-issuer", "https://meshtls.local", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+  await waitFor("identity", () => identity.output().includes('"msg":"listening"'));
+  const idLine = JSON.parse(identity.output().split("\n").find((l) => l.includes('"msg":"listening"')));
+  const bInbound = await freePort("127.0.1.2");
+  const registry = path.join(dir, "registry.yaml");
+  writeFileSync(registry, `services:\n  - name: web\n    ports: [{ port: 80, targetPort: ${appPort} }]\n    endpoints: [{ address: 127.0.1.2, serviceAccount: b, inboundPort: ${bInbound} }]\n`);
+  const destination = start("destination", node, [bins.destination, "--registry", registry, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--insecure-plaintext"]);
+  await waitFor("destination", () => destination.output().includes('"msg":"listening"'));
+  const destLine = JSON.parse(destination.output().split("\n").find((l) => l.includes('"msg":"listening"')));
+  const routePort = await freePort("127.0.1.1");
+  const proxy = async (sa, ip, inbound, extra) => {
+    const admin = await freePort("127.0.0.1");
+    const p = start(`proxy-${sa}`, node, [
+      bins.proxy, "--identity", identityOf(sa), "--token-file", path.join(dir, `${sa}.token`), "--trust-anchors", path.join(dir, "ca.crt"),
+      "--identity-addr", idLine.grpc, "--identity-name", idLine.serverName, "--destination-addr", destLine.grpcAddress, "--destination-insecure-plaintext",
+      "--context-token", '{"ns":"default"}', "--inbound", `${ip}:${inbound}`, "--outbound", `${ip}:${await freePort(ip)}`, "--admin", `127.0.0.1:${admin}`,
+      "--outbound-bind", ip, "--log-level", "warn", ...extra,
+    ]);
+    await waitFor(`proxy ${sa} ready`, async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200);
+    return p;
+  };
+  const proxyB = await proxy("b", "127.0.1.2", bInbound, ["--workload", `127.0.1.2:${appPort}`]);
+  const proxyA = await proxy("a", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${routePort}=web.default.svc.cluster.local:80`]);
+
+  // The nginx stream pair, same mTLS: TLS 1.3, client certificate, chain to the anchor, server name = B's identity.
+  await issue(dir, identityOf("a"), path.join(dir, "a"));
+  await issue(dir, identityOf("b"), path.join(dir, "b"));
+  const nginxB = await freePort("127.0.1.2");
+  const nginxA = await freePort("127.0.1.1");
+  const ca = path.join(dir, "ca.crt");
+  const confB = nginxConf(dir, "nginx-b", `stream { server { listen 127.0.1.2:${nginxB} ssl; ssl_protocols TLSv1.3; ssl_certificate ${dir}/b.crt; ssl_certificate_key ${dir}/b.key; ssl_client_certificate ${ca}; ssl_verify_client on; proxy_pass 127.0.1.2:${appPort}; } }`, { stream: true });
+  const confA = nginxConf(dir, "nginx-a", `stream { server { listen 127.0.1.1:${nginxA}; proxy_pass 127.0.1.2:${nginxB}; proxy_bind 127.0.1.1; proxy_ssl on; proxy_ssl_protocols TLSv1.3; proxy_ssl_certificate ${dir}/a.crt; proxy_ssl_certificate_key ${dir}/a.key; proxy_ssl_trusted_certificate ${ca}; proxy_ssl_verify on; proxy_ssl_verify_depth 3; proxy_ssl_name ${identityOf("b")}; proxy_ssl_server_name on; } }`, { stream: true });
+  start("nginx-b", "nginx", ["-c", confB, "-p", dir]);
+  start("nginx-a", "nginx", ["-c", confA, "-p", dir]);
+  await waitFor("nginx pair", async () => (await fetch(`http://127.0.1.1:${nginxA}/1k`)).status === 200);
+  await waitFor("meshtls pair", async () => (await fetch(`http://127.0.1.1:${routePort}/1k`)).status === 200);
+
+  const paths = {
+    direct: { host: "127.0.1.2", port: appPort, pids: async () => [] },
+    meshtls: { host: "127.0.1.1", port: routePort, pids: async () => [proxyA.child.pid, proxyB.child.pid] },
+    nginx: { host: "127.0.1.1", port: nginxA, pids: async () => [...(await nginxPids(path.join(dir, "nginx-a.pid"))), ...(await nginxPids(path.join(dir, "nginx-b.pid")))] },
+  };
+  const results = {};
+  for (const [name, target] of Object.entries(paths)) {
+    const base = `http://${target.host}:${target.port}`;
+    console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
+    await run("wrk", ["-t2", "-c16", "-d2s", `${base}/1k`]);
+    const keepAlive = await wrk(`${base}/1k`);
+    const bulkMBps = await bulk(`${base}/big`);
+    const fresh = await wrk(`${base}/1k`, ["-H", "Connection: close"]);
+    await sleep(1000);
+    const pids = await target.pids();
+    const idle = pids.map(rssKiB);
+    const sockets = await openMany(target.host, target.port, OPEN_CONNECTIONS);
+    await sleep(1000);
+    const loaded = pids.map(rssKiB);
+    for (const s of sockets) s.destroy();
+    results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, connErrors: fresh.errors, pids, idle, loaded };
+  }
+
+  // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
+  const proxyRss = (r, name) => {
+    if (name === "meshtls") return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
+    if (name === "nginx") {
+      const half = r.pids.length / 2;
+      const sum = (xs, from, to) => xs.slice(from, to).reduce((a, b) => a + b, 0);
+      return [
+        { proxy: "A", idle: sum(r.idle, 0, half), loaded: sum(r.loaded, 0, half) },
+        { proxy: "B", idle: sum(r.idle, half, r.pids.length), loaded: sum(r.loaded, half, r.pids.length) },
+      ];
+    }
+    return [];
+  };
+  const fmt = (v, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : "n/a");
+  console.log(`\nmeshtls bench: ${os.cpus().length} CPUs, node ${process.versions.node}, ${DURATION_S}s wrk runs (2 threads, 16 connections), 1 KiB responses, ${BULK_MIB} MiB bulk, ${OPEN_CONNECTIONS} open connections\n`);
+  console.log("path     | req/s    | p50 ms | p99 ms | bulk MB/s | new conns/s | RSS idle → loaded per proxy (KiB), per open conn");
+  for (const [name, r] of Object.entries(results)) {
+    const rss = proxyRss(r, name)
+      .map((p) => `${p.proxy} ${p.idle} → ${p.loaded} (${fmt(((p.loaded - p.idle) * 1024) / OPEN_CONNECTIONS / 1024, 1)} KiB/conn)`)
+      .join("; ");
+    console.log(`${name.padEnd(8)} | ${fmt(r.keepAlive.rps).padStart(8)} | ${fmt(r.keepAlive.p50, 2).padStart(6)} | ${fmt(r.keepAlive.p99, 2).padStart(6)} | ${fmt(r.bulkMBps).padStart(9)} | ${fmt(r.connsPerS).padStart(11)} | ${rss || "-"}${r.keepAlive.errors || r.connErrors ? `  [${r.keepAlive.errors} ${r.connErrors}]` : ""}`);
+  }
+  const m = results.meshtls;
+  const n = results.nginx;
+  const perConn = (r, name) => Math.max(...proxyRss(r, name).map((p) => (p.loaded - p.idle) / OPEN_CONNECTIONS));
+  console.log("\nmeshtls ÷ nginx (targets in brackets):");
+  console.log(`  requests/s      ${fmt(m.keepAlive.rps / n.keepAlive.rps, 2)}  [≥ 0.8]`);
+  console.log(`  bulk MB/s       ${fmt(m.bulkMBps / n.bulkMBps, 2)}  [≥ 0.9]`);
+  console.log(`  new conns/s     ${fmt(m.connsPerS / n.connsPerS, 2)}  [≥ 0.8]`);
+  console.log(`  p99 latency     ${fmt(m.keepAlive.p99 / n.keepAlive.p99, 2)}  [≤ 2]`);
+  console.log(`  KiB per open connection (worst proxy): meshtls ${fmt(perConn(m, "meshtls"), 1)}, nginx ${fmt(perConn(n, "nginx"), 1)}  [meshtls < 40]`);
+  writeFileSync(path.join(dir, "results.json"), JSON.stringify(results, null, 2));
+  console.log(`\nraw results: ${path.join(dir, "results.json")}`);
+}
+
+main()
+  .catch((error) => {
+    console.error(error);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    stopping = true;
+    for (const child of children) child.kill("SIGKILL");
+  });
