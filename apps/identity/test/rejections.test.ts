@@ -169,6 +169,25 @@ describe("Certify refusals over gRPC (TLS), each with a status and an actionable
       code: status.PERMISSION_DENIED,
       message: /token is for ServiceAccount default\/db \(identity db\.default\..*\), not for the requested web\.default\./,
     },
+    // The order: the caller is authenticated and authorized before its CSR is parsed or checked.
+    {
+      name: "unauthenticated caller with a malformed CSR (the token answers, not the CSR)",
+      request: async () => req({ token: Buffer.from(await mintToken(dir, "default", "web", ["--audience", "kubernetes.default.svc"])), certificateSigningRequest: goodCsr.subarray(0, 40) }),
+      code: status.UNAUTHENTICATED,
+      message: /audience \["kubernetes\.default\.svc"\] does not include "identity\.l5d\.io"/,
+    },
+    {
+      name: "unauthenticated caller with a CSR against policy (the policy is not revealed)",
+      request: async () => req({ token: Buffer.from(await mintToken(dir, "default", "web", ["--issuer", "https://elsewhere.example"])), certificateSigningRequest: await csr({ san: `DNS:${identity},IP:10.0.0.1` }) }),
+      code: status.UNAUTHENTICATED,
+      message: /token issuer "https:\/\/elsewhere\.example" is not the expected/,
+    },
+    {
+      name: "caller authenticated as another ServiceAccount with a bad CSR (PERMISSION_DENIED, not the CSR)",
+      request: async () => req({ token: Buffer.from(await mintToken(dir, "default", "db")), certificateSigningRequest: Buffer.from("-----BEGIN CERTIFICATE REQUEST-----\n") }),
+      code: status.PERMISSION_DENIED,
+      message: /token is for ServiceAccount default\/db/,
+    },
     {
       name: "identity outside the trust domain",
       request: async () => {

@@ -85,25 +85,41 @@ describe("createCertifyHandler", () => {
     expect(await registry.getSingleMetricAsString("identity_certify_total")).toMatch(/result="ERR_CSR_INVALID"} 1/);
   });
 
-  it("checks in the documented order: issuer, fields, identity, CSR, token, name", async () => {
-    const unavailable = createCertifyHandler({
-      issuerStore: { current: () => ({ ok: false, reason: "issuer expired" }) },
-      tokenValidator: { validate: () => Promise.reject(new Error("must not be called")) },
-    });
-    await expect(unavailable({ identity: "", token: new Uint8Array(), certificateSigningRequest: new Uint8Array() })).rejects.toMatchObject({ code: "ERR_ISSUER_UNAVAILABLE", message: expect.stringMatching(/issuer expired/) });
-    // A bad CSR is reported before the token is looked at.
-    let tokenChecked = false;
-    const ordered = createCertifyHandler({
-      issuerStore: pki.source,
-      tokenValidator: {
-        validate: async () => {
-          tokenChecked = true;
-          return { namespace: "default", serviceAccount: "web", subject: "system:serviceaccount:default:web" };
+  it("checks in the documented order: fields, identity, issuer, token, name, CSR", async () => {
+    const tokenSeen: Uint8Array[] = [];
+    const handler = (issuerOk: boolean, tokenFor: string | Error) =>
+      createCertifyHandler({
+        issuerStore: issuerOk ? pki.source : { current: () => ({ ok: false, reason: "issuer expired" }) },
+        tokenValidator: {
+          validate: async (t) => {
+            tokenSeen.push(t);
+            if (tokenFor instanceof Error) throw tokenFor;
+            return { namespace: "default", serviceAccount: tokenFor, subject: `system:serviceaccount:default:${tokenFor}` };
+          },
         },
-      },
-    });
-    await expect(ordered({ identity, token, certificateSigningRequest: new Uint8Array([1]) })).rejects.toMatchObject({ code: "ERR_CSR_INVALID" });
-    expect(tokenChecked).toBe(false);
+      });
+    const garbage = new Uint8Array([1]);
+    const rejected = await createCsr({ keyPair: await generateKeyPair(), identity: "db.default.serviceaccount.identity.meshtls.cluster.local" });
+    const unauthenticated = new IdentityError("ERR_TOKEN_SIGNATURE", "token signature does not verify against the trusted JWKS key");
+    // Missing fields answer before the issuer is consulted.
+    await expect(handler(false, "web")({ identity: "", token: new Uint8Array(), certificateSigningRequest: new Uint8Array() })).rejects.toMatchObject({ code: "ERR_IDENTITY_MISSING" });
+    // A malformed or foreign identity answers before the issuer and the token.
+    await expect(handler(false, "web")({ identity: "web.example.org", token, certificateSigningRequest: garbage })).rejects.toMatchObject({ code: "ERR_IDENTITY_INVALID" });
+    // No issuer: UNAVAILABLE before the token is authenticated.
+    await expect(handler(false, "web")({ identity, token, certificateSigningRequest: garbage })).rejects.toMatchObject({ code: "ERR_ISSUER_UNAVAILABLE", message: expect.stringMatching(/issuer expired/) });
+    expect(tokenSeen).toHaveLength(0);
+    // An unauthenticated caller learns nothing about its CSR, malformed or against policy.
+    for (const bad of [garbage, rejected]) {
+      await expect(handler(true, unauthenticated)({ identity, token, certificateSigningRequest: bad })).rejects.toMatchObject({ code: "ERR_TOKEN_SIGNATURE" });
+    }
+    // Nor does a caller authenticated as another ServiceAccount.
+    for (const bad of [garbage, rejected]) {
+      await expect(handler(true, "db")({ identity, token, certificateSigningRequest: bad })).rejects.toMatchObject({ code: "ERR_IDENTITY_MISMATCH" });
+    }
+    // Authenticated and authorized: now the CSR is parsed, then checked against the policy.
+    await expect(handler(true, "web")({ identity, token, certificateSigningRequest: garbage })).rejects.toMatchObject({ code: "ERR_CSR_INVALID" });
+    await expect(handler(true, "web")({ identity, token, certificateSigningRequest: rejected })).rejects.toMatchObject({ code: "ERR_CSR_REJECTED" });
+    await expect(handler(true, "web")({ identity, token, certificateSigningRequest: csr })).resolves.toMatchObject({ identity });
   });
 
   it("refuses a token for another ServiceAccount with ERR_IDENTITY_MISMATCH", async () => {

@@ -93,13 +93,12 @@ export function createCertifyHandler(options: CertifyOptions): CertifyHandler {
   });
 
   async function certify(input: CertifyInput, signal: AbortSignal | undefined): Promise<CertifyOutput> {
+    // 1. Fields present and within size: nothing is parsed yet.
     const identityBytes = Buffer.byteLength(input.identity ?? "", "utf8");
     const size = identityBytes + (input.token?.byteLength ?? 0) + (input.certificateSigningRequest?.byteLength ?? 0);
     if (size > maxRequestBytes) {
       throw new IdentityError("ERR_REQUEST_TOO_LARGE", `request is ${size} bytes; the limit is ${maxRequestBytes}`);
     }
-    const state = options.issuerStore.current();
-    if (!state.ok) throw new IdentityError("ERR_ISSUER_UNAVAILABLE", `no issuer to sign with: ${state.reason}`);
     if (!input.identity) throw new IdentityError("ERR_IDENTITY_MISSING", "request has no identity; set it to the name to certify");
     if (!input.token || input.token.byteLength === 0) {
       throw new IdentityError("ERR_TOKEN_MISSING", "request has no token; send the ServiceAccount token (audience identity.l5d.io)");
@@ -107,7 +106,24 @@ export function createCertifyHandler(options: CertifyOptions): CertifyHandler {
     if (!input.certificateSigningRequest || input.certificateSigningRequest.byteLength === 0) {
       throw new IdentityError("ERR_CSR_MISSING", "request has no certificate_signing_request; send a DER PKCS#10 CSR");
     }
+    // 2. The requested name is well-formed and in this trust domain (public naming rules, no secrets).
     const requested = policy.parseRequested(input.identity);
+    // 3. An issuer to sign with: no point authenticating a caller that cannot be served.
+    const state = options.issuerStore.current();
+    if (!state.ok) throw new IdentityError("ERR_ISSUER_UNAVAILABLE", `no issuer to sign with: ${state.reason}`);
+    // 4. The caller is authenticated, and 5. authorized for the name, before any CPU goes into its CSR
+    // and before the CSR policy is revealed to it.
+    const token = await options.tokenValidator.validate(input.token, signal === undefined ? {} : { signal }).catch((error: unknown) => {
+      throw IdentityError.from(error, "ERR_TOKEN_UNAVAILABLE");
+    });
+    const expected = policy.expectedName(token);
+    if (expected !== requested.name) {
+      throw new IdentityError(
+        "ERR_IDENTITY_MISMATCH",
+        `token is for ServiceAccount ${token.namespace}/${token.serviceAccount} (identity ${expected}), not for the requested ${requested.name}`,
+      );
+    }
+    // 6. The CSR parses.
     const der = input.certificateSigningRequest;
     if (der[0] !== 0x30) {
       // The wire carries DER; parseCsr would also accept PEM text, which other implementations refuse.
@@ -129,17 +145,9 @@ export function createCertifyHandler(options: CertifyOptions): CertifyHandler {
         { cause: error },
       );
     }
+    // 7. The CSR policy (key, self-signature, SANs, CN).
     checkCsr(csr, { identity: requested.name, spiffeId: requested.spiffeId });
-    const token = await options.tokenValidator.validate(input.token, signal === undefined ? {} : { signal }).catch((error: unknown) => {
-      throw IdentityError.from(error, "ERR_TOKEN_UNAVAILABLE");
-    });
-    const expected = policy.expectedName(token);
-    if (expected !== requested.name) {
-      throw new IdentityError(
-        "ERR_IDENTITY_MISMATCH",
-        `token is for ServiceAccount ${token.namespace}/${token.serviceAccount} (identity ${expected}), not for the requested ${requested.name}`,
-      );
-    }
+    // 8. Sign.
     // Re-read: the issuer may have rotated while the token was checked.
     const signing = options.issuerStore.current();
     if (!signing.ok) throw new IdentityError("ERR_ISSUER_UNAVAILABLE", `no issuer to sign with: ${signing.reason}`);

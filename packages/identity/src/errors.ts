@@ -6,13 +6,11 @@
 export type IdentityErrorCode =
   // Certify request checks, in the order the server applies them.
   | "ERR_REQUEST_TOO_LARGE"
-  | "ERR_ISSUER_UNAVAILABLE"
   | "ERR_IDENTITY_MISSING"
   | "ERR_TOKEN_MISSING"
   | "ERR_CSR_MISSING"
   | "ERR_IDENTITY_INVALID"
-  | "ERR_CSR_INVALID"
-  | "ERR_CSR_REJECTED"
+  | "ERR_ISSUER_UNAVAILABLE"
   | "ERR_TOKEN_MALFORMED"
   | "ERR_TOKEN_ALGORITHM"
   | "ERR_TOKEN_UNKNOWN_KEY"
@@ -24,6 +22,8 @@ export type IdentityErrorCode =
   | "ERR_TOKEN_CLAIMS"
   | "ERR_TOKEN_UNAVAILABLE"
   | "ERR_IDENTITY_MISMATCH"
+  | "ERR_CSR_INVALID"
+  | "ERR_CSR_REJECTED"
   | "ERR_ISSUE_FAILED"
   // Issuer store.
   | "ERR_ISSUER_INVALID"
