@@ -39,7 +39,9 @@ function hostPort(address: { host: string; port: number }): string {
 }
 
 async function run(config: Config): Promise<void> {
-  const logger = pino({ level: config.logLevel, base: { service: "meshtls-identity" } });
+  // Asynchronous stdout: lines are written in batches off the request path (one synchronous write per
+  // issuance cost more than the JSON itself); pino flushes what is buffered on exit.
+  const logger = pino({ level: config.logLevel, base: { service: "meshtls-identity" } }, pino.destination({ dest: 1, sync: false }));
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const trustAnchors = await loadAnchors(config.trustAnchorsFile);

@@ -14,7 +14,7 @@ export interface IdentityServerParts {
   /** The `io.linkerd.proxy.identity.Identity` service definition. */
   service: typeof IdentityService;
   implementation: IdentityServer;
-  /** Pass to `new grpc.Server(...)`: caps received messages at the request limit. */
+  /** Pass to `new grpc.Server(...)`: caps received messages at the request limit, turns channelz off. */
   serverOptions: ChannelOptions;
   /** The protocol-free handler behind the RPC. */
   certify: CertifyHandler;
@@ -46,8 +46,12 @@ export function createIdentityServer(options: IdentityServerOptions): IdentitySe
   return {
     service: IdentityService,
     implementation,
-    // A little headroom for protobuf framing: the handler enforces the exact limit with its own message.
-    serverOptions: { "grpc.max_receive_message_length": maxRequestBytes + 64 },
+    serverOptions: {
+      // A little headroom for protobuf framing: the handler enforces the exact limit with its own message.
+      "grpc.max_receive_message_length": maxRequestBytes + 64,
+      // channelz keeps per-call statistics for an introspection service this server does not expose.
+      "grpc.enable_channelz": 0,
+    },
     certify,
   };
 }
