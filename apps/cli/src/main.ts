@@ -146,7 +146,7 @@ program
   .command("check")
   .description("check the trust anchors and issuer (files), a running identity service and proxies; exit 1 on error")
   .option("--anchors <file>", "trust bundle (PEM)")
-  .option("--issuer-dir <dir>", "folder with issuer.crt and issuer.key (needs --anchors)")
+  .option("--issuer-dir <dir>", "issuer folder as the identity service reads it: issuer.crt + issuer.key, crt.pem + key.pem or tls.crt + tls.key (needs --anchors)")
   .option("--identity-addr <host:port>", "a running identity service's gRPC address: check the certificate it serves")
   .option("--proxy-admin <host:port>", "a running proxy's admin address: check /ready and its certificate (repeatable)", collect)
   .option("--warn <duration>", "warn when a certificate expires within this window", duration, parseDurationMs("60d"))
@@ -242,7 +242,7 @@ token
 
 token
   .command("mint")
-  .description("print a projected-ServiceAccount-style JWT for a namespace and ServiceAccount")
+  .description("print (or write with --out) a projected-ServiceAccount-style JWT for a namespace and ServiceAccount")
   .requiredOption("--key <file>", "signing key written by token keygen")
   .requiredOption("--namespace <ns>", "namespace of the ServiceAccount")
   .requiredOption("--service-account <sa>", "name of the ServiceAccount")
@@ -250,7 +250,10 @@ token
   .option("--issuer <iss>", "iss claim", DEFAULT_TOKEN_ISSUER)
   .option("--lifetime <duration>", "time from nbf to exp", duration, parseDurationMs("24h"))
   .option("--not-before <time>", "nbf: RFC 3339 time or duration from now (default now)", notBefore)
-  .action(async (opts: { key: string; namespace: string; serviceAccount: string; audience: string; issuer: string; lifetime: number; notBefore?: Date }) => {
+  .option("--out <file>", "write the token to this file (mode 0600, atomically) instead of stdout: a token is a credential, keep it out of terminals and logs")
+  .option("--force", "with --out: replace an existing file", false)
+  .action(async (opts: { key: string; namespace: string; serviceAccount: string; audience: string; issuer: string; lifetime: number; notBefore?: Date; out?: string; force: boolean }) => {
+    if (opts.force && opts.out === undefined) throw new CliError("ERR_USAGE", "--force needs --out");
     await mintToken(
       {
         keyFile: opts.key,
@@ -260,6 +263,7 @@ token
         issuer: opts.issuer,
         lifetimeMs: opts.lifetime,
         ...(opts.notBefore === undefined ? {} : { notBefore: opts.notBefore }),
+        ...(opts.out === undefined ? {} : { outFile: opts.out, force: opts.force }),
       },
       output,
     );

@@ -1,8 +1,10 @@
-import { copyFile, mkdir } from "node:fs/promises";
+import { copyFile, mkdir, rename, symlink, writeFile } from "node:fs/promises";
+import { ISSUER_LAYOUTS as IDENTITY_ISSUER_LAYOUTS } from "@meshtls/identity";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCerts } from "../src/commands/certs-create.ts";
 import type { CheckReport } from "../src/commands/check.ts";
+import { ISSUER_LAYOUTS } from "../src/issuer-files.ts";
 import { createMemoryOutput } from "../src/output.ts";
 import { makeTempDir, runCli } from "./helpers.ts";
 
@@ -118,7 +120,119 @@ describe("meshtls check", () => {
     const result = await check(path.join(dir, "nope.crt"), path.join(dir, "nope"));
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(/\[error\] cannot read trust anchors .*nope\.crt: no such file or directory/);
-    expect(result.stdout).toMatch(/\[error\] cannot read issuer key/);
+    expect(result.stdout).toMatch(/\[error\] cannot read issuer folder .*nope: no such file or directory/);
     expect(result.stderr).toBe("");
+  });
+});
+
+describe("meshtls check --issuer-dir: the identity service's layouts", () => {
+  let certs: string;
+  beforeAll(async () => {
+    certs = path.join(dir, "layouts-source");
+    expect((await runCli(["certs", "create", "--out", certs])).code).toBe(0);
+  });
+
+  /** A folder holding the issuer under the given file names. */
+  async function layout(name: string, certificate: string, key: string): Promise<string> {
+    const folder = path.join(dir, name);
+    await mkdir(folder);
+    await copyFile(path.join(certs, "issuer.crt"), path.join(folder, certificate));
+    await copyFile(path.join(certs, "issuer.key"), path.join(folder, key));
+    return folder;
+  }
+
+  it.each([
+    ["issuer.crt", "issuer.key", "meshtls certs create / certs issuer"],
+    ["crt.pem", "key.pem", "Linkerd"],
+    ["tls.crt", "tls.key", "cert-manager / kubernetes.io/tls Secret"],
+  ])("%s + %s: healthy, read from those files", async (certificate, key, source) => {
+    const folder = await layout(`layout-${certificate}`, certificate, key);
+    const result = await check(path.join(certs, "ca.crt"), folder);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`[ok]    issuer folder ${folder}: ${certificate} + ${key} (${source} layout)`);
+    expect(result.stdout).toContain(`issuer certificate: 1 certificate read from ${path.join(folder, certificate)}`);
+    expect(result.stdout).toMatch(new RegExp(`\\[ok\\] +${path.join(folder, key).replaceAll(".", "\\.")} is the private key of issuer CN=identity`));
+    expect(result.stdout).toMatch(/Status: healthy \(0 errors, 0 warnings\)/);
+  });
+
+  it("a Kubernetes Secret volume (..data symlinks, cert-manager's tls.crt, tls.key and ca.crt): read through ..data; ca.crt is informational", async () => {
+    const folder = path.join(dir, "secret-volume");
+    const version = path.join(folder, "..2026_11_29_00_00_00.000000001");
+    await mkdir(version, { recursive: true });
+    await copyFile(path.join(certs, "issuer.crt"), path.join(version, "tls.crt"));
+    await copyFile(path.join(certs, "issuer.key"), path.join(version, "tls.key"));
+    // An unrelated certificate as ca.crt: were it trusted, it could not make the issuer chain.
+    const other = path.join(dir, "secret-volume-other");
+    expect((await runCli(["certs", "create", "--out", other])).code).toBe(0);
+    await copyFile(path.join(other, "ca.crt"), path.join(version, "ca.crt"));
+    await symlink(path.basename(version), path.join(folder, "..data"));
+    for (const name of ["tls.crt", "tls.key", "ca.crt"]) await symlink(path.join("..data", name), path.join(folder, name));
+
+    const result = await check(path.join(certs, "ca.crt"), folder);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`issuer folder ${folder}: tls.crt + tls.key (cert-manager / kubernetes.io/tls Secret layout)`);
+    expect(result.stdout).toContain(`${path.join(folder, "ca.crt")} is informational only: trust anchors come from --anchors`);
+    expect(result.stdout).toMatch(/Status: healthy/);
+
+    // The anchors come from --anchors only: the other anchor does not verify this issuer, even though it is the folder's ca.crt.
+    const wrong = await check(path.join(other, "ca.crt"), folder);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stdout).toMatch(/\[error\] issuer CN=identity\.meshtls\.cluster\.local does not chain to a trust anchor/);
+
+    // A ..data swap (how the kubelet updates a Secret) is followed: the new issuer's key no longer matches the old anchor's issuer.
+    const next = path.join(folder, "..2026_11_29_00_01_00.000000002");
+    await mkdir(next);
+    await copyFile(path.join(other, "issuer.crt"), path.join(next, "tls.crt"));
+    await copyFile(path.join(other, "issuer.key"), path.join(next, "tls.key"));
+    await symlink(path.basename(next), path.join(folder, "..data_tmp"));
+    await rename(path.join(folder, "..data_tmp"), path.join(folder, "..data"));
+    const swapped = await check(path.join(other, "ca.crt"), folder);
+    expect(swapped.code).toBe(0);
+    expect(swapped.stdout).toMatch(/chains to trust anchor/);
+  });
+
+  it("the first layout present wins, as in the identity service", async () => {
+    const folder = await layout("layout-both", "issuer.crt", "issuer.key");
+    await writeFile(path.join(folder, "tls.crt"), "not a certificate\n");
+    await writeFile(path.join(folder, "tls.key"), "not a key\n");
+    const result = await check(path.join(certs, "ca.crt"), folder);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("issuer.crt + issuer.key (meshtls certs create / certs issuer layout)");
+  });
+
+  it("half a layout, a dangling link, or no layout at all: exit 1 with a clear error", async () => {
+    const half = path.join(dir, "layout-half");
+    await mkdir(half);
+    await copyFile(path.join(certs, "issuer.crt"), path.join(half, "crt.pem"));
+    const halfResult = await check(path.join(certs, "ca.crt"), half);
+    expect(halfResult.code).toBe(1);
+    expect(halfResult.stdout).toContain(`[error] ${path.join(half, "crt.pem")} exists but ${path.join(half, "key.pem")} does not; the identity service would refuse this folder`);
+
+    const dangling = path.join(dir, "layout-dangling");
+    await mkdir(dangling);
+    await symlink("..data/tls.crt", path.join(dangling, "tls.crt"));
+    await symlink("..data/tls.key", path.join(dangling, "tls.key"));
+    const empty = path.join(dir, "layout-none");
+    await mkdir(empty);
+    await copyFile(path.join(certs, "ca.crt"), path.join(empty, "ca.crt"));
+    for (const folder of [dangling, empty]) {
+      const result = await check(path.join(certs, "ca.crt"), folder);
+      expect(result.stderr).toBe("");
+      expect(result.code).toBe(1);
+      expect(result.stdout).toContain(
+        `[error] no issuer in ${folder}: expected issuer.crt + issuer.key (meshtls certs create / certs issuer), or crt.pem + key.pem (Linkerd), or tls.crt + tls.key (cert-manager / kubernetes.io/tls Secret)`,
+      );
+      expect(result.stdout).toMatch(/Status: FAILED \(1 error, 0 warnings\)/);
+    }
+
+    const file = await check(path.join(certs, "ca.crt"), path.join(certs, "issuer.crt"));
+    expect(file.code).toBe(1);
+    expect(file.stdout).toMatch(/\[error\] issuer folder .*issuer\.crt is not a directory/);
+  });
+
+  it("uses the same layouts, in the same order, as the identity service", () => {
+    expect(ISSUER_LAYOUTS.map(({ certificate, key }) => ({ certificate, key }))).toEqual(IDENTITY_ISSUER_LAYOUTS);
   });
 });

@@ -1,4 +1,4 @@
-import { readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -6,7 +6,7 @@ import { generateTokenSigner } from "../src/commands/token-keygen.ts";
 import { mintToken, serviceAccountUid } from "../src/commands/token-mint.ts";
 import { CliError } from "../src/errors.ts";
 import { createMemoryOutput } from "../src/output.ts";
-import { makeTempDir, runCli } from "./helpers.ts";
+import { cliBin, makeTempDir, run, runCli } from "./helpers.ts";
 
 let dir: string;
 let cleanup: () => Promise<void>;
@@ -130,6 +130,60 @@ describe("meshtls token mint (process)", () => {
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^meshtls: .*jwks\.json is not an ES256 \(P-256\) PKCS#8 PEM private key/);
     expect(result.stderr.trim().split("\n")).toHaveLength(1);
+  });
+});
+
+describe("meshtls token mint --out (process)", () => {
+  it("writes the token with mode 0600 even under umask 000, prints no token, refuses to overwrite without --force, and replaces by rename", async () => {
+    const out = path.join(dir, "out");
+    expect((await runCli(["token", "keygen", "--out", out])).code).toBe(0);
+    const tokenFile = path.join(out, "tokens", "web.token");
+    const mint = ["token", "mint", "--key", path.join(out, "token-signer.key"), "--namespace", "default", "--service-account", "web"];
+    // umask 000 would make a plain write world-readable; the file must still be owner-only.
+    const shell = (args: string[]): ReturnType<typeof run> =>
+      run("sh", ["-c", 'umask 000 && exec "$0" "$@"', process.execPath, cliBin, ...args]);
+    const first = await shell([...mint, "--out", tokenFile]);
+    expect(first.stderr).toBe("");
+    expect(first.code).toBe(0);
+    expect(first.stdout).toBe(`wrote ${tokenFile} (mode 0600)\n`);
+    const before = await stat(tokenFile);
+    expect(before.mode & 0o777).toBe(0o600);
+    const token = (await readFile(tokenFile, "utf8")).trim();
+    expect(first.stdout).not.toContain(token.slice(0, 20));
+    const { payload } = await jwtVerify(token, createLocalJWKSet(await readJwks(out)), { audience: "identity.l5d.io" });
+    expect(payload.sub).toBe("system:serviceaccount:default:web");
+
+    const again = await runCli([...mint, "--out", tokenFile]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/^meshtls: refusing to overwrite .*web\.token \(use --force to replace\)\n$/);
+    expect((await readFile(tokenFile, "utf8")).trim()).toBe(token);
+
+    await new Promise((resolve) => setTimeout(resolve, 1_100)); // a new iat, so a new token
+    const forced = await shell([...mint, "--service-account", "api", "--out", tokenFile, "--force"]);
+    expect(forced.code).toBe(0);
+    const after = await stat(tokenFile);
+    expect(after.mode & 0o777).toBe(0o600);
+    // Renamed into place, not rewritten: a reader holds either the old file or the whole new one.
+    expect(after.ino).not.toBe(before.ino);
+    const replaced = (await readFile(tokenFile, "utf8")).trim();
+    expect(replaced).not.toBe(token);
+    expect((await jwtVerify(replaced, createLocalJWKSet(await readJwks(out)))).payload.sub).toBe("system:serviceaccount:default:api");
+    expect(await readdir(path.dirname(tokenFile))).toEqual(["web.token"]);
+  });
+
+  it("--force without --out is a usage error; an unwritable --out fails with one line", async () => {
+    const out = path.join(dir, "out-usage");
+    expect((await runCli(["token", "keygen", "--out", out])).code).toBe(0);
+    const mint = ["token", "mint", "--key", path.join(out, "token-signer.key"), "--namespace", "default", "--service-account", "web"];
+    const usage = await runCli([...mint, "--force"]);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toBe("meshtls: --force needs --out\n");
+    expect(usage.stdout).toBe("");
+
+    const blocked = await runCli([...mint, "--out", path.join(out, "jwks.json", "web.token")]);
+    expect(blocked.code).toBe(1);
+    expect(blocked.stderr).toMatch(/^meshtls: cannot create directory .*jwks\.json: .*\n$/);
+    expect(blocked.stdout).toBe("");
   });
 });
 

@@ -3,6 +3,7 @@ import { certificateMatchesKey, verifyChain, type CertificateSummary, type Crypt
 import { CliError } from "../errors.ts";
 import { describeExpiry, formatDurationMs } from "../duration.ts";
 import { readCertificates, readPrivateKey, summarizeCertificate } from "../inputs.ts";
+import { findIssuerFiles, type IssuerFiles } from "../issuer-files.ts";
 import type { Output } from "../output.ts";
 import { checkIdentityService, checkProxyAdmin } from "./check-running.ts";
 
@@ -12,7 +13,11 @@ export const DEFAULT_CHECK_WARN_MS = 60 * 86_400_000;
 export interface CheckCertificatesOptions {
   /** Trust bundle file (one or more anchors, PEM or DER). Checked when given; also used to verify a running identity service. */
   anchorsFile?: string;
-  /** Folder with issuer.crt (issuer first, then any intermediates) and issuer.key. Needs `anchorsFile`. */
+  /**
+   * Issuer folder, read as the identity service reads it (findIssuerFiles): `issuer.crt`/`issuer.key`,
+   * `crt.pem`/`key.pem` (Linkerd) or `tls.crt`/`tls.key` (cert-manager), through symbolic links. The
+   * certificate file holds the issuer first, then any intermediates. Needs `anchorsFile`.
+   */
   issuerDir?: string;
   /** `host:port` of a running identity service's gRPC port, to check over TLS. Default: none. */
   identityAddress?: string;
@@ -73,14 +78,27 @@ export async function checkCertificates(options: CheckCertificatesOptions, outpu
   const anchors = options.anchorsFile === undefined ? [] : await readAll(options.anchorsFile, "trust anchors", add, "anchors-read");
   let issuerChain: CertificateSummary[] = [];
   let issuerKey: CryptoKeyPair | undefined;
-  const issuerKeyFile = options.issuerDir === undefined ? "" : path.join(options.issuerDir, "issuer.key");
+  let issuerKeyFile = "";
   if (options.issuerDir !== undefined) {
-    issuerChain = await readAll(path.join(options.issuerDir, "issuer.crt"), "issuer certificate", add, "issuer-read");
+    let files: IssuerFiles | undefined;
     try {
-      issuerKey = await readPrivateKey(issuerKeyFile, "issuer key");
-      add("issuer-key-read", "ok", `issuer key read from ${issuerKeyFile}`);
+      files = await findIssuerFiles(options.issuerDir);
+      add("issuer-files", "ok", `issuer folder ${options.issuerDir}: ${path.basename(files.certificateFile)} + ${path.basename(files.keyFile)} (${files.source} layout)`);
+      if (files.informationalCaFile !== undefined) {
+        add("issuer-files", "ok", `${files.informationalCaFile} is informational only: trust anchors come from --anchors, as for the identity service`);
+      }
     } catch (error) {
-      add("issuer-key-read", "error", messageOf(error));
+      add("issuer-files", "error", messageOf(error));
+    }
+    if (files !== undefined) {
+      issuerKeyFile = files.keyFile;
+      issuerChain = await readAll(files.certificateFile, "issuer certificate", add, "issuer-read");
+      try {
+        issuerKey = await readPrivateKey(issuerKeyFile, "issuer key");
+        add("issuer-key-read", "ok", `issuer key read from ${issuerKeyFile}`);
+      } catch (error) {
+        add("issuer-key-read", "error", messageOf(error));
+      }
     }
   }
 

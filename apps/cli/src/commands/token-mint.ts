@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
+import path from "node:path";
 import { isDnsLabel } from "@meshtls/pki";
 import { calculateJwkThumbprint, exportJWK, importPKCS8, SignJWT } from "jose";
 import { CliError } from "../errors.ts";
-import { readInputText } from "../files.ts";
+import { KEY_FILE_MODE, readInputText, writeFilesAtomically } from "../files.ts";
 import type { Output } from "../output.ts";
 
 /** Defaults of `meshtls token mint`, as the identity service expects them. */
@@ -25,12 +26,20 @@ export interface MintTokenOptions {
   lifetimeMs?: number;
   /** `nbf`. Default now. */
   notBefore?: Date;
+  /**
+   * Write the token to this file (mode 0600, to a temporary name then renamed
+   * into place, so a reader such as a proxy's `--token-file` never sees half a
+   * token) instead of printing it. Default: print it on stdout.
+   */
+  outFile?: string;
+  /** With `outFile`: replace an existing file. Default false: refuse. */
+  force?: boolean;
   /** Clock. Default `() => new Date()`. */
   now?: () => Date;
 }
 
 /**
- * `meshtls token mint`: prints an ES256 JWT shaped like a Kubernetes projected
+ * `meshtls token mint`: prints (or, with `outFile`, writes with mode 0600) an ES256 JWT shaped like a Kubernetes projected
  * ServiceAccount token: `iss`, `sub=system:serviceaccount:<ns>:<sa>`,
  * `aud=[audience]`, `iat`, `nbf`, `exp = nbf + lifetime`, and
  * `kubernetes.io: { namespace, serviceaccount: { name, uid } }`. The `uid` is
@@ -91,7 +100,17 @@ export async function mintToken(options: MintTokenOptions, output: Output): Prom
     .setNotBefore(seconds(notBefore))
     .setExpirationTime(seconds(notBefore) + Math.ceil(lifetimeMs / 1000))
     .sign(privateKey);
-  output.out(token);
+  if (options.outFile === undefined) {
+    output.out(token);
+  } else {
+    // A token is a credential: owner-only, like a private key.
+    const [written] = await writeFilesAtomically({
+      dir: path.dirname(options.outFile),
+      force: options.force ?? false,
+      files: [{ name: path.basename(options.outFile), contents: `${token}\n`, mode: KEY_FILE_MODE }],
+    });
+    output.out(`wrote ${written!} (mode 0600)`);
+  }
   return token;
 }
 
