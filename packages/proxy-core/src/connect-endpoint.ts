@@ -47,7 +47,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   if (identity === undefined) {
     const remote = `${endpoint.address}:${endpoint.port}`;
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, ...localAddress });
+      const socket = net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true, ...localAddress });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new ProxyError("ERR_CONNECT_TIMEOUT", `no connection to ${remote} within ${timeoutMs} ms`));
@@ -71,9 +71,12 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   const opaque = endpoint.opaqueTransportPort !== undefined;
   const port = endpoint.opaqueTransportPort ?? endpoint.port;
   const remote = `${endpoint.address}:${port}`;
+  const sessionKey = `${remote}|${identity}`;
+  const session = options.credentials.session(sessionKey);
   return new Promise((resolve, reject) => {
     let mismatch: ProxyError | undefined;
     const socket = tls.connect({
+      ...(session === undefined ? {} : { session }),
       host: endpoint.address,
       port,
       servername: identity,
@@ -92,6 +95,12 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
         return mismatch;
       },
     });
+    // Only a ticket from this identity's server at this address is reused; a
+    // resumed session was verified (chain and name) when it was first made.
+    socket.on("session", (ticket: Buffer) => options.credentials.storeSession(sessionKey, ticket));
+    // Before the handshake: Nagle would hold our first bytes behind the
+    // unacknowledged Finished until the peer's delayed ACK (tens of ms).
+    socket.setNoDelay(true);
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new ProxyError("ERR_CONNECT_TIMEOUT", `no mesh TLS connection to ${identity} at ${remote} within ${timeoutMs} ms`));

@@ -25,15 +25,25 @@ export interface TlsCredentials {
   current(): Credentials | undefined;
   /** Called after every rebuild; returns an unsubscribe function. */
   subscribe(listener: (credentials: Credentials) => void): () => void;
+  /** A TLS session to resume with `key` (endpoint and identity), if one is held. */
+  session(key: string): Buffer | undefined;
+  /** Keeps a session ticket for `key`; every session is dropped when the context is rebuilt. */
+  storeSession(key: string, session: Buffer): void;
   /** Stops following the sources. */
   close(): void;
 }
+
+/** Most client sessions kept for resumption. */
+const MAX_SESSIONS = 10_000;
+/** Server session tickets are accepted this long (seconds): the bound on how long a resumed session outlives a trust bundle change. */
+const SESSION_TIMEOUT_S = 300;
 
 /**
  * Follows the credential store and the trust bundle and builds a
  * `tls.SecureContext` once per new certificate or bundle, never per
  * connection. Open connections keep the context they started with, so a
- * rotation never drops them. A new pair that node:tls refuses (key/cert
+ * rotation never drops them. Client sessions are kept for resumption per
+ * endpoint and identity and dropped on every rebuild; server tickets live 300 s. A new pair that node:tls refuses (key/cert
  * mismatch, bad PEM) is logged and the previous context stays.
  */
 export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsCredentials {
@@ -42,6 +52,9 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
   let built: Credentials | undefined;
   let anchorsPem = "";
   const listeners = new Set<(credentials: Credentials) => void>();
+  // Resumption skips the certificate exchange: a session is only reused for
+  // the same endpoint and identity, and never across a new context.
+  const sessions = new Map<string, Buffer>();
 
   const rebuild = (): void => {
     const credentials = options.credentials.current();
@@ -58,8 +71,10 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
         ca: anchorsPem,
         minVersion: "TLSv1.3",
         maxVersion: "TLSv1.3",
+        sessionTimeout: SESSION_TIMEOUT_S,
       });
       built = credentials;
+      sessions.clear();
     } catch (cause) {
       logger.error({ code: "ERR_NO_CREDENTIALS", err: String(cause) }, "node:tls refused the new credentials; keeping the previous ones");
       return;
@@ -88,7 +103,16 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
+    session: (key) => sessions.get(key),
+    storeSession(key, session) {
+      if (sessions.size >= MAX_SESSIONS && !sessions.has(key)) {
+        const oldest = sessions.keys().next().value;
+        if (oldest !== undefined) sessions.delete(oldest);
+      }
+      sessions.set(key, session);
+    },
     close() {
+      sessions.clear();
       offCredentials();
       offBundle();
       listeners.clear();

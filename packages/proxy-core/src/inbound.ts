@@ -224,7 +224,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
   const connectWorkload = (target: HostPort): Promise<net.Socket> =>
     new Promise((resolve, reject) => {
       const timeoutMs = options.connectTimeoutMs ?? 3000;
-      const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+      const socket = net.connect({ host: target.host, port: target.port, allowHalfOpen: true, noDelay: true });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new ProxyError("ERR_CONNECT_TIMEOUT", `workload ${target.host}:${target.port} did not accept within ${timeoutMs} ms`));
@@ -240,7 +240,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       });
     });
 
-  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (raw) => {
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (raw) => {
     sockets.add(raw);
     raw.once("close", () => sockets.delete(raw));
     raw.on("error", () => undefined);

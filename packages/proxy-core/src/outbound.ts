@@ -163,7 +163,7 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
   };
 
   // The HTTP proxy: CONNECT tunnels any TCP protocol; absolute-URI requests are forwarded.
-  const proxyServer = http.createServer({ keepAlive: true });
+  const proxyServer = http.createServer({ keepAlive: true, noDelay: true });
   proxyServer.on("connection", (socket: net.Socket) => track(socket, "proxy"));
   proxyServer.on("connect", (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     client.on("error", () => undefined);
@@ -263,7 +263,7 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
     listenProxy: (address) => listen(proxyServer, address, "the outbound HTTP proxy"),
     listenRoute(route) {
       const authority = normalizeAuthority(route.authority);
-      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
+      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) => {
         track(client, authority);
         client.on("error", () => undefined);
         connect(authority).then(

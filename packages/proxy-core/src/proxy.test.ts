@@ -11,6 +11,7 @@ import type { EndpointSet } from "./sources.js";
 import { createBundle, createStore, createTableResolver, createTestMesh, identityOf } from "./test-mesh.js";
 import type { TestMesh } from "./test-mesh.js";
 import { encodeHeader, TRANSPORT_ALPN } from "./transport-header.js";
+import { connectEndpoint } from "./connect-endpoint.js";
 
 const A = identityOf("a");
 const B = identityOf("b");
@@ -299,6 +300,23 @@ describe("meshtls proxy (in process, real TLS)", () => {
     fresh.destroy();
   });
 
+  it("resumes TLS sessions to the same endpoint and identity; the client identity survives resumption", async () => {
+    const endpoint = { address: "127.0.0.1", port: app.port, opaqueTransportPort: b.addresses.inbound.port, weight: 1, identity: B, labels: {} };
+    const open = async (): Promise<tls.TLSSocket> => {
+      const connection = await connectEndpoint({ endpoint, credentials: a.proxy.tls });
+      return connection.socket as tls.TLSSocket;
+    };
+    const first = await open();
+    expect(await roundTrip(first, "first")).toBe("first");
+    const second = await open();
+    expect(second.isSessionReused()).toBe(true);
+    expect(await roundTrip(second, "second")).toBe("second");
+    first.destroy();
+    second.destroy();
+    const text = await metricsText(b.proxy);
+    expect(sampleOf(text, `tcp_open_total{direction="inbound",peer="src",target_addr="127.0.0.1:${app.port}",tls="true",client_id="${A}"}`)).toBeGreaterThanOrEqual(3);
+  });
+
   it("accepts clients of any anchor in the bundle and follows bundle changes", async () => {
     const second = await createTestMesh();
     const bundle = createBundle([mesh.anchor.certificate]);
@@ -318,6 +336,11 @@ describe("meshtls proxy (in process, real TLS)", () => {
     expect(await attempt()).toBe("timeout"); // forwarded to the echo app: the connection stays open
   });
 });
+
+function sampleOf(text: string, series: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
 
 async function fetchVia(proxyPort: number, url: string): Promise<{ status: number; text: string; error: string | undefined }> {
   return new Promise((resolve, reject) => {
