@@ -198,7 +198,7 @@ program
   .description("run a whole mesh on loopback (identity, destination, two workloads with proxies) and show it live")
   .option("--no-tty", "print plain lines instead of a live view (also when stdout is not a terminal)")
   .option("--duration <duration>", "stop after this long once the mesh is up (default: at Ctrl-C)", duration)
-  .option("--lifetime <duration>", "lifetime of workload certificates (short, so refreshes show)", duration, parseDurationMs("30s"))
+  .option("--lifetime <duration>", "lifetime of workload certificates (short, so refreshes show: 7s leaves refresh every ~6s)", duration, parseDurationMs("7s"))
   .option("--keep", "keep the mesh folder (certificates, tokens, registry) and print its path", false)
   .action(async (opts: { tty: boolean; duration?: number; lifetime: number; keep: boolean }) => {
     if (opts.lifetime < 5_000) throw new CliError("ERR_USAGE", "--lifetime must be at least 5s (proxies refresh at 70 % of it)");

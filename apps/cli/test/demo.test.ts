@@ -33,6 +33,18 @@ describe("meshtls demo (real processes on loopback)", () => {
     expect(result.stdout).toMatch(/unmeshed client 127\.0\.1\.3 -> api: REFUSED under all-authenticated/);
     expect(result.stdout).toMatch(/api policy denials [1-9]/);
     expect(result.stdout).toMatch(/Result: the mesh worked/);
+    // Certificate refreshes are visible within the 20 s: at least one per workload (default 7 s leaves refresh every ~6 s).
+    expect(result.stdout).toMatch(/leaves live 7s/);
+    expect(result.stdout).toMatch(/\] web: certificate refreshed \(#[2-9]\), new one expires in \d+s/);
+    expect(result.stdout).toMatch(/\] api: certificate refreshed \(#[2-9]\), new one expires in \d+s/);
+    // The policy switch comes at about half of --duration, counted from the mesh being up (web started last).
+    const at = (pattern: RegExp): number => Number(pattern.exec(result.stdout)?.[1] ?? Number.NaN);
+    const upAt = at(/\[ *([\d.]+)s\] web: app on /);
+    const switchAt = at(/\[ *([\d.]+)s\] switching api's inbound policy to all-authenticated/);
+    const refusedAt = at(/\[ *([\d.]+)s\] unmeshed client 127\.0\.1\.3 -> api: REFUSED/);
+    expect(switchAt - upAt).toBeGreaterThanOrEqual(9.8);
+    expect(switchAt - upAt).toBeLessThan(15);
+    expect(refusedAt - upAt).toBeLessThan(20);
     // identity, destination, two proxies, two apps, and api's proxy again after the switch.
     expect(pids.length).toBe(7);
     expect(pids.filter(alive)).toEqual([]);
@@ -68,7 +80,7 @@ describe("meshtls demo (real processes on loopback)", () => {
   }, 90_000);
 
   it("a TTY gets the live view (ANSI redraw) with the same facts, and certificate refreshes as they happen", async () => {
-    // script(1) gives the demo a pseudo-terminal as stdout. 10 s leaves: each proxy refreshes after about 7 s.
+    // script(1) gives the demo a pseudo-terminal as stdout. 10 s leaves (+2 s skew): each proxy refreshes after 10 s (the lower clamp).
     const result = await run("script", ["-qfec", `"${process.execPath}" "${cliBin}" demo --duration 14s --lifetime 10s`, "/dev/null"], { timeoutMs: 120_000 });
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/web: certificate refreshed \(#2\), new one expires in \d+s/);

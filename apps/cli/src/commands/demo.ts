@@ -10,8 +10,18 @@ import { scrapeMetrics } from "../mesh/admin-client.ts";
 import type { ManagedProcess } from "../mesh/supervisor.ts";
 import type { Output } from "../output.ts";
 
-/** Default leaf lifetime of the demo: 30 s, so that refreshes happen while one watches. */
-export const DEFAULT_DEMO_LIFETIME_MS = 30_000;
+/**
+ * Default leaf lifetime of the demo: 7 s, so that every workload refreshes
+ * within a 20 s demo. What sets the refresh time: the identity service issues
+ * notAfter = now + lifetime + skew (2 s in the demo), floored to the second;
+ * a proxy refreshes after 70 % of the remaining life, at least 10 s, unless
+ * the certificate would expire first, in which case after 70 % of it. So
+ * 7 s leaves (just under 9 s remaining) refresh every ~6 s, and each
+ * workload shows one before the policy switch at half of `--duration 20s`;
+ * 10 s leaves would refresh only after 10 s (the clamp), 30 s leaves after
+ * ~22 s, both too late for `api`, whose proxy is restarted by the switch.
+ */
+export const DEFAULT_DEMO_LIFETIME_MS = 7_000;
 /** Without --duration, the api policy is switched this long after the mesh is up: 20 s. */
 export const DEFAULT_POLICY_SWITCH_AFTER_MS = 20_000;
 /** Address of the unmeshed client. */
@@ -22,7 +32,7 @@ export interface RunDemoOptions {
   tty: boolean;
   /** Run this long once the mesh is up, then stop. Default: until `signal` aborts. */
   durationMs?: number;
-  /** Lifetime of workload certificates. Default 30 s. */
+  /** Lifetime of workload certificates. Default 7 s (DEFAULT_DEMO_LIFETIME_MS). */
   lifetimeMs?: number;
   /** Keep the mesh folder after the demo (its path is printed). Default false. */
   keep?: boolean;
