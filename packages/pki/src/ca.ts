@@ -108,6 +108,9 @@ function signerFor(privateKey: CryptoKey): Signer {
   return { key: KeyObject.from(privateKey as never), hash, algorithm: w.encode(w.seq(w.oid(oid))) };
 }
 
+/** The [0] EXPLICIT version field of every certificate signed here: v3 (encoded 2). */
+const VERSION_V3 = w.encode(w.tlv(0xa0, w.smallInteger(2)));
+
 function signCertificate(options: {
   serial: Uint8Array;
   issuer: w.Der;
@@ -119,7 +122,7 @@ function signCertificate(options: {
   signer: Signer;
 }): Uint8Array {
   const tbs = w.encode(w.seq(
-    w.tlv(0xa0, w.smallInteger(2)),
+    VERSION_V3,
     w.unsignedInteger(options.serial),
     options.signer.algorithm,
     options.issuer,
@@ -203,6 +206,8 @@ export interface PreparedIssuer {
   readonly subject: Uint8Array;
   /** @internal */
   readonly keyIdentifier: Uint8Array;
+  /** @internal The authorityKeyIdentifier extension of every certificate it signs, encoded once. */
+  readonly authorityKeyIdentifierExtension: Uint8Array;
   /** @internal */
   readonly signer: Signer;
 }
@@ -227,6 +232,7 @@ function parseCa(certificate: Uint8Array): ParsedCertificate {
 }
 
 function preparedFrom(parsed: ParsedCertificate, privateKey: CryptoKey): PreparedIssuer {
+  const id = parsed.extensions.subjectKeyIdentifier ?? keyIdentifier(parsed.publicKey.spki);
   return {
     kind: "prepared-issuer",
     certificate: parsed.der,
@@ -234,7 +240,8 @@ function preparedFrom(parsed: ParsedCertificate, privateKey: CryptoKey): Prepare
     notBefore: parsed.notBefore,
     notAfter: parsed.notAfter,
     subject: parsed.subject.der,
-    keyIdentifier: parsed.extensions.subjectKeyIdentifier ?? keyIdentifier(parsed.publicKey.spki),
+    keyIdentifier: id,
+    authorityKeyIdentifierExtension: w.encode(authorityKeyIdentifier(id)),
     signer: signerFor(privateKey),
   };
 }
@@ -350,7 +357,7 @@ export async function issueLeaf(options: {
       w.extension(SAN_OID, cn === "", sanValue(identity, options.spiffeId)),
       // No subjectKeyIdentifier: CABF no longer recommends it for subscriber certificates, and Go (so Linkerd)
       // omits it on leaves; paths are built by name and signature.
-      authorityKeyIdentifier(issuer.keyIdentifier),
+      issuer.authorityKeyIdentifierExtension,
     ],
     signer: issuer.signer,
   });

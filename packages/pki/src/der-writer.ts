@@ -104,13 +104,27 @@ export function oid(dotted: string): Uint8Array {
   return encode(tlv(0x06, new Uint8Array(body)));
 }
 
-/** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5), seconds precision, Zulu. */
+/** UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 4.1.2.5), seconds precision, Zulu. Years 0–9999. */
 export function x509Time(d: Date): DerNode {
-  const iso = d.toISOString(); // YYYY-MM-DDTHH:MM:SS.sssZ (years 0–9999)
   const y = d.getUTCFullYear();
-  const rest = `${iso.slice(5, 7)}${iso.slice(8, 10)}${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
-  if (y >= 1950 && y < 2050) return tlv(0x17, Buffer.from(`${iso.slice(2, 4)}${rest}`, "latin1"));
-  return tlv(0x18, Buffer.from(`${iso.slice(0, 4)}${rest}`, "latin1"));
+  if (!(y >= 0 && y <= 9999)) throw new RangeError(`year ${y} cannot be encoded in X.509`);
+  const utc = y >= 1950 && y < 2050;
+  // The digits are written straight into the value: this runs twice per certificate.
+  const out = new Uint8Array(utc ? 13 : 15);
+  let p = 0;
+  const two = (v: number) => {
+    out[p++] = 0x30 + Math.floor(v / 10);
+    out[p++] = 0x30 + (v % 10);
+  };
+  if (!utc) two(Math.floor(y / 100));
+  two(y % 100);
+  two(d.getUTCMonth() + 1);
+  two(d.getUTCDate());
+  two(d.getUTCHours());
+  two(d.getUTCMinutes());
+  two(d.getUTCSeconds());
+  out[p] = 0x5a; // Z
+  return tlv(utc ? 0x17 : 0x18, out);
 }
 
 /** An Extension SEQUENCE. */

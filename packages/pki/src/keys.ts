@@ -156,10 +156,15 @@ export function publicKeyDer(input: string | Uint8Array): Uint8Array {
 
 const P256_SPKI_HEADER = new Uint8Array(Buffer.from("3059301306072a8648ce3d020106082a8648ce3d03010703420004", "hex"));
 
+function hasP256Header(der: Uint8Array): boolean {
+  for (let i = 0; i < P256_SPKI_HEADER.length; i++) if (der[i] !== P256_SPKI_HEADER[i]) return false;
+  return true;
+}
+
 /** Checks that DER SPKI bytes hold a named-curve P-256 key, throwing ERR_KEY_UNSUPPORTED / ERR_KEY_INVALID. */
 export function checkP256Spki(der: Uint8Array): void {
   // Fast path: the one DER encoding a named-curve P-256 uncompressed key has.
-  if (der.length === P256_SPKI_HEADER.length + 64 && P256_SPKI_HEADER.every((b, i) => der[i] === b)) return;
+  if (der.length === P256_SPKI_HEADER.length + 64 && hasP256Header(der)) return;
   const parsed = parseDer(der, "public key", "ERR_KEY_INVALID");
   if (!(parsed instanceof asn1js.Sequence)) throw new PkiError("ERR_KEY_INVALID", "public key is not a SEQUENCE");
   const [alg, bits] = parsed.valueBlock.value;

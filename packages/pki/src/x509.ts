@@ -124,9 +124,9 @@ const ATTRIBUTE_NAMES: Record<string, string> = {
   "0.9.2342.19200300.100.1.1": "UID",
 };
 
-/** Describes a DER Name. */
+/** Describes a DER Name. The structure is checked now; the display text is built when first read. */
 export function describeNameDer(buf: Uint8Array, name: Tlv): NameInfo {
-  const parts: string[] = [];
+  const attributes: { id: string; value: Tlv }[] = [];
   let commonName: string | undefined;
   for (const rdn of children(buf, name)) {
     expectTag(rdn, 0x31, "RelativeDistinguishedName");
@@ -134,17 +134,25 @@ export function describeNameDer(buf: Uint8Array, name: Tlv): NameInfo {
       const [type, value] = children(buf, expectTag(atv, 0x30, "AttributeTypeAndValue"));
       const id = decodeOid(content(buf, expectTag(type, 0x06, "attribute type")));
       if (!value) throw new Error("attribute has no value");
-      const text = decodeString(buf, value);
-      if (id === OID.commonName && commonName === undefined) commonName = text;
-      parts.push(`${ATTRIBUTE_NAMES[id] ?? id}=${text.replace(/([,+"\\<>;=])/g, "\\$1")}`);
+      if (id === OID.commonName && commonName === undefined) commonName = decodeString(buf, value);
+      attributes.push({ id, value });
     }
   }
   const der = new Uint8Array(buf.subarray(name.start, name.end));
-  return commonName === undefined ? { text: parts.join(", "), der } : { commonName, text: parts.join(", "), der };
+  let text: string | undefined;
+  const info = {
+    der,
+    get text(): string {
+      text ??= attributes.map(({ id, value }) => `${ATTRIBUTE_NAMES[id] ?? id}=${decodeString(der, { ...value, start: value.start - name.start, contentStart: value.contentStart - name.start, end: value.end - name.start }).replace(/([,+"\\<>;=])/g, "\\$1")}`).join(", ");
+      return text;
+    },
+  };
+  return commonName === undefined ? info : Object.assign(info, { commonName });
 }
 
 /** Summarises DER SubjectPublicKeyInfo. */
 export function describeSpki(spki: Uint8Array): PublicKeySummary {
+  if (isP256Spki(spki)) return { algorithm: "ECDSA", curve: "P-256", namedCurve: true, bits: 256, spki };
   const outer = expectTag(readTlv(spki, 0), 0x30, "SubjectPublicKeyInfo");
   if (outer.end !== spki.length) throw new Error("SubjectPublicKeyInfo has trailing bytes");
   const [alg, key] = children(spki, outer);
@@ -495,11 +503,21 @@ const EC_SPKI_HEADERS: { crv: string; header: Buffer; size: number }[] = [
   { crv: "P-384", header: Buffer.from("3076301006072a8648ce3d020106052b8104002203620004", "hex"), size: 48 },
 ];
 
+const P256_SPKI_HEADER = (EC_SPKI_HEADERS[0] as { header: Buffer }).header;
+
+/** True for the one DER encoding of a named-curve, uncompressed P-256 key (what every mesh CSR carries). */
+function isP256Spki(spki: Uint8Array): boolean {
+  if (spki.length !== P256_SPKI_HEADER.length + 64) return false;
+  for (let i = 0; i < P256_SPKI_HEADER.length; i++) if (spki[i] !== P256_SPKI_HEADER[i]) return false;
+  return true;
+}
+
 /** Imports a SubjectPublicKeyInfo for node:crypto verification, or undefined if OpenSSL cannot use it. */
 export function publicKeyObject(spki: Uint8Array): KeyObject | undefined {
   try {
     const buf = Buffer.from(spki.buffer, spki.byteOffset, spki.byteLength);
-    // Named-curve EC keys go through JWK, which OpenSSL 3 imports about twice as fast as DER SPKI.
+    // Named-curve EC keys go through JWK, which OpenSSL 3 imports about twice as fast as DER SPKI and as fast
+    // as a raw point through WebCrypto (bench/issue.mjs measures the three), and synchronously.
     for (const { crv, header, size } of EC_SPKI_HEADERS) {
       if (buf.length === header.length + 2 * size && buf.subarray(0, header.length).equals(header)) {
         const x = buf.subarray(header.length, header.length + size).toString("base64url");
