@@ -273,7 +273,11 @@ main()
     console.error(error);
     process.exitCode = 1;
   })
-  .finally(() => {
+  .finally(async () => {
     stopping = true;
-    for (const child of children) child.kill("SIGKILL");
+    // SIGTERM: nginx masters take their workers down with them.
+    for (const child of children) child.kill("SIGTERM");
+    await Promise.race([Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once("exit", r))))), sleep(10_000)]);
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    process.exit(process.exitCode ?? 0);
   });
