@@ -1,0 +1,58 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, parseConfig } from "../src/config.ts";
+
+const base = [
+  "--identity", "web.default.serviceaccount.identity.meshtls.cluster.local",
+  "--token-file", "/t", "--trust-anchors", "/ca.crt",
+  "--identity-addr", "127.0.0.1:8080", "--identity-name", "identity.meshtls.serviceaccount.identity.meshtls.cluster.local",
+  "--destination-addr", "127.0.0.1:8086", "--destination-insecure-plaintext", "--workload", "127.0.0.1:8080",
+];
+const argv = (...args: string[]): string[] => ["node", "meshtls-proxy", ...args];
+
+describe("meshtls-proxy configuration", () => {
+  it("takes flags with the documented defaults", () => {
+    const config = parseConfig(argv(...base), {});
+    expect(config.inbound).toEqual({ host: "0.0.0.0", port: 4143 });
+    expect(config.outbound).toEqual({ host: "127.0.0.1", port: 4140 });
+    expect(config.admin).toEqual({ host: "127.0.0.1", port: 4191 });
+    expect(config.policy.defaultPolicy).toBe("all-unauthenticated");
+    expect(config.drainTimeoutMs).toBe(10_000);
+    expect(config.workloadHost).toBe("127.0.0.1");
+  });
+
+  it("reads MESHTLS_PROXY_* variables; flags win", () => {
+    const env = {
+      MESHTLS_PROXY_IDENTITY: "a.default.serviceaccount.identity.meshtls.cluster.local",
+      MESHTLS_PROXY_TOKEN_FILE: "/t",
+      MESHTLS_PROXY_TRUST_ANCHORS: "/ca",
+      MESHTLS_PROXY_IDENTITY_ADDR: "127.0.0.1:1",
+      MESHTLS_PROXY_IDENTITY_INSECURE_PLAINTEXT: "true",
+      MESHTLS_PROXY_DESTINATION_ADDR: "127.0.0.1:2",
+      MESHTLS_PROXY_DESTINATION_NAME: "destination.meshtls.serviceaccount.identity.meshtls.cluster.local",
+      MESHTLS_PROXY_WORKLOAD: "127.0.0.1:9",
+      MESHTLS_PROXY_DEFAULT_POLICY: "deny",
+      MESHTLS_PROXY_ROUTES: "127.0.0.1:9000=api.default.svc.cluster.local:80; 127.0.0.1:9001=10.0.0.1:5432",
+      MESHTLS_PROXY_ALLOW: "8080=*.default.serviceaccount.identity.meshtls.cluster.local",
+      MESHTLS_PROXY_SKIP_PORTS: "25",
+    };
+    const config = parseConfig(argv("--default-policy", "audit"), env);
+    expect(config.identity).toBe(env.MESHTLS_PROXY_IDENTITY);
+    expect(config.policy.defaultPolicy).toBe("audit");
+    expect(config.routes).toEqual([
+      { listen: { host: "127.0.0.1", port: 9000 }, authority: "api.default.svc.cluster.local:80" },
+      { listen: { host: "127.0.0.1", port: 9001 }, authority: "10.0.0.1:5432" },
+    ]);
+    expect(config.policy.ports).toEqual({ 8080: { allowedIdentities: ["*.default.serviceaccount.identity.meshtls.cluster.local"] }, 25: { skip: true } });
+  });
+
+  it("refuses bad or missing settings with a message naming the flag", () => {
+    expect(() => parseConfig(argv(), {})).toThrow(ConfigError);
+    expect(() => parseConfig(argv(...base.filter((a) => a !== "--destination-insecure-plaintext")), {})).toThrow(/--destination-name/);
+    expect(() => parseConfig(argv(...base, "--default-policy", "allow-all"), {})).toThrow(/unknown policy/);
+    expect(() => parseConfig(argv(...base, "--inbound", "nonsense"), {})).toThrow(/--inbound/);
+    expect(() => parseConfig(argv(...base, "--route", "127.0.0.1:9000"), {})).toThrow(/--route/);
+    expect(() => parseConfig(argv(...base, "--skip-ports", "70000"), {})).toThrow(/--skip-ports/);
+    expect(() => parseConfig(argv(...base, "--idle-timeout", "soon"), {})).toThrow(/--idle-timeout/);
+    expect(() => parseConfig(argv(...base, "--identity-insecure-plaintext", "--identity-addr", "10.0.0.1:8080"), {})).toThrow(/loopback/);
+  });
+});
