@@ -1,4 +1,6 @@
 #!/usr/bin/env node
+/* global process, console, setTimeout, fetch */
+/* eslint-disable no-console -- a benchmark prints its table */
 // The two-hop benchmark: client → (proxy A) → (proxy B) → app, three ways in
 // one run on this machine: direct (no proxies), meshtls-proxy, and an nginx
 // stream pair doing the same mTLS with certificates from the same issuer.
