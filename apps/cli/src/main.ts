@@ -64,10 +64,10 @@ function hostPort(value: string): string {
 
 /**
  * `inspect X`: X is a server when it looks like host:port and is not an
- * existing file, or when --sni/--anchors (server-only flags) are given.
+ * existing file, or when --sni/--anchors/--cert/--key (server-only flags) are given.
  */
-function isRemoteTarget(target: string, opts: { sni?: string; anchors?: string }): boolean {
-  if (opts.sni !== undefined || opts.anchors !== undefined) return true;
+function isRemoteTarget(target: string, opts: { sni?: string; anchors?: string; cert?: string; key?: string }): boolean {
+  if (opts.sni !== undefined || opts.anchors !== undefined || opts.cert !== undefined || opts.key !== undefined) return true;
   return /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(target) && !existsSync(target);
 }
 
@@ -176,8 +176,10 @@ program
   .argument("<file|host:port>", "file to describe, or a server to connect to")
   .option("--sni <identity>", "HOST:PORT: the identity to ask for (SNI); a proxy terminates TLS only for its own")
   .option("--anchors <file>", "HOST:PORT: trust bundle to verify the presented chain against")
+  .option("--cert <file>", "HOST:PORT: client certificate to present (e.g. a workload's; a proxy under all-authenticated refuses clients without one); needs --key")
+  .option("--key <file>", "HOST:PORT: private key of --cert")
   .option("--json", "print JSON", false)
-  .action(async (target: string, opts: { json: boolean; sni?: string; anchors?: string }) => {
+  .action(async (target: string, opts: { json: boolean; sni?: string; anchors?: string; cert?: string; key?: string }) => {
     if (isRemoteTarget(target, opts)) {
       await inspectRemote(
         {
@@ -185,6 +187,8 @@ program
           json: opts.json,
           ...(opts.sni === undefined ? {} : { sni: opts.sni }),
           ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }),
+          ...(opts.cert === undefined ? {} : { certFile: opts.cert }),
+          ...(opts.key === undefined ? {} : { keyFile: opts.key }),
         },
         output,
       );

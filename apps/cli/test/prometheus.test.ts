@@ -12,17 +12,20 @@ identity_cert_expiration_timestamp_seconds 1795000000
 identity_cert_refreshes_total{result="ok"} 2
 odd{v="a \\"quoted\\" \\\\ value\\nline"} 1.5e3 1700000000000
 nan_metric NaN
+nodejs_eventloop_lag_mean_seconds Nan
 inf_metric +Inf
 `;
 
 describe("parsePrometheusText", () => {
   it("reads names, labels (with escapes), values and ignores comments and timestamps", () => {
     const samples = parsePrometheusText(TEXT);
-    expect(samples).toHaveLength(7);
+    expect(samples).toHaveLength(8);
     expect(findSamples(samples, "tcp_open_total", { tls: "true" })[0]?.labels.server_id).toBe("api.default.serviceaccount.identity.meshtls.cluster.local");
     expect(sumSamples(samples, "tcp_open_total")).toBe(15);
     expect(findSamples(samples, "odd")[0]).toEqual({ name: "odd", labels: { v: 'a "quoted" \\ value\nline' }, value: 1500 });
     expect(Number.isNaN(findSamples(samples, "nan_metric")[0]?.value)).toBe(true);
+    // prom-client's spelling, before the event loop lag is first measured.
+    expect(Number.isNaN(findSamples(samples, "nodejs_eventloop_lag_mean_seconds")[0]?.value)).toBe(true);
     expect(findSamples(samples, "inf_metric")[0]?.value).toBe(Infinity);
     expect(sumSamples(samples, "absent")).toBe(0);
   });

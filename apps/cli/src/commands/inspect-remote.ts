@@ -1,13 +1,17 @@
+import { createPrivateKey } from "node:crypto";
 import tls from "node:tls";
-import { parseCertificate, verifyChain, type CertificateSummary } from "@meshtls/pki";
-import { CliError } from "../errors.ts";
+import { certificateMatchesKey, parseCertificate, pemEncode, verifyChain, type CertificateSummary } from "@meshtls/pki";
+import { CliError, describeError } from "../errors.ts";
 import { describeExpiry } from "../duration.ts";
-import { readCertificates } from "../inputs.ts";
+import { readInputFile } from "../files.ts";
+import { readCertificates, readPrivateKey, summarizeCertificate } from "../inputs.ts";
 import { splitHostPort } from "../mesh/admin-client.ts";
 import type { Output } from "../output.ts";
 
 /** Default bound of the TCP connect + TLS handshake of `inspect HOST:PORT`: 10 s. */
 export const DEFAULT_INSPECT_TIMEOUT_MS = 10_000;
+/** How long `inspect HOST:PORT --cert --key` watches the connection after the handshake for the server ending it: 500 ms. */
+export const DEFAULT_INSPECT_OBSERVE_MS = 500;
 /** Most certificates read from a peer's chain (10); a mesh chain has two. */
 const MAX_PEER_CHAIN = 10;
 
@@ -19,8 +23,26 @@ export interface InspectRemoteOptions {
   /** Trust bundle to verify the presented chain against. Default: not verified. */
   anchorsFile?: string;
   json?: boolean;
+  /**
+   * Client certificate to present (PEM or DER; the leaf first, then any
+   * intermediates), e.g. a workload's mesh certificate. Needs `keyFile`.
+   * Default: none (a proxy under an authenticated policy then refuses the
+   * connection after the handshake).
+   */
+  certFile?: string;
+  /** Private key of `certFile` (PKCS#8 PEM or DER, or EC PEM). Needs `certFile`. */
+  keyFile?: string;
   /** Bound of connect + handshake. Default 10 s. */
   timeoutMs?: number;
+  /**
+   * With a client certificate: how long to keep the connection open after the
+   * handshake, watching for the server ending it (a TLS 1.3 server refuses a
+   * client certificate only after the client's side of the handshake is
+   * done; a proxy closes a connection its policy denies), in milliseconds.
+   * Default 500. Without one the connection is closed at once, so that
+   * inspecting a proxy does not make it open a connection to its workload.
+   */
+  observeMs?: number;
   now?: () => Date;
 }
 
@@ -52,19 +74,40 @@ export interface InspectRemoteResult {
   matchesSni?: boolean;
   /** Verification against `--anchors`, when given. */
   verification?: { ok: true; anchor: string } | { ok: false; code: string; reason: string };
+  /** The client certificate presented (`--cert`), or null. */
+  clientCertificate: { subject: string; identity?: string; spiffeId?: string } | null;
+  /** With a client certificate: what the server did in the `observeMs` after the handshake: kept the connection open, or ended it (and how). */
+  afterHandshake?: AfterHandshake;
 }
 
+/** What a server did with the connection just after the handshake. */
+export type AfterHandshake = { open: true; observedMs: number } | { open: false; reason: string };
+
 /**
- * `meshtls inspect HOST:PORT`: a TLS handshake (no client certificate) with
- * SNI = the expected identity, then the identity and chain the server
- * presented, in mesh terms: identity name, SPIFFE ID, issuer, expiry, and
- * the anchor it chains to when a trust bundle is given. The connection is
- * closed right after the handshake: no application data is sent.
+ * `meshtls inspect HOST:PORT`: a TLS handshake with SNI = the expected
+ * identity (presenting a client certificate when `certFile`/`keyFile` are
+ * given), then the identity and chain the server presented, in mesh terms:
+ * identity name, SPIFFE ID, issuer, expiry, and the anchor it chains to when
+ * a trust bundle is given; with a client certificate, also whether the
+ * server ended the connection in the `observeMs` after the handshake (how a
+ * TLS 1.3 server refuses a client certificate, and a proxy a connection its
+ * policy denies). Without one the connection is closed right after the
+ * handshake. No application data is sent.
  */
 export async function inspectRemote(options: InspectRemoteOptions, output: Output): Promise<InspectRemoteResult> {
   const now = (options.now ?? (() => new Date()))();
   const anchors = options.anchorsFile === undefined ? undefined : await readCertificates(options.anchorsFile, "trust anchors");
-  const handshake = await tlsHandshake({ address: options.address, timeoutMs: options.timeoutMs ?? DEFAULT_INSPECT_TIMEOUT_MS, ...(options.sni === undefined ? {} : { sni: options.sni }) });
+  if ((options.certFile === undefined) !== (options.keyFile === undefined)) {
+    throw new CliError("ERR_USAGE", "--cert and --key go together: the client certificate and its private key");
+  }
+  const client = options.certFile === undefined || options.keyFile === undefined ? undefined : await readClientCredential(options.certFile, options.keyFile);
+  const handshake = await tlsHandshake({
+    address: options.address,
+    timeoutMs: options.timeoutMs ?? DEFAULT_INSPECT_TIMEOUT_MS,
+    observeMs: client === undefined ? 0 : (options.observeMs ?? DEFAULT_INSPECT_OBSERVE_MS),
+    ...(options.sni === undefined ? {} : { sni: options.sni }),
+    ...(client === undefined ? {} : { clientCertificate: client.tls }),
+  });
 
   const summaries: CertificateSummary[] = [];
   for (const [index, der] of handshake.chain.entries()) {
@@ -83,7 +126,9 @@ export async function inspectRemote(options: InspectRemoteOptions, output: Outpu
     cipher: handshake.cipher,
     alpn: handshake.alpn,
     chain,
+    clientCertificate: client === undefined ? null : client.presented,
   };
+  if (handshake.afterHandshake !== undefined) result.afterHandshake = handshake.afterHandshake;
   const leaf = summaries[0]!;
   if (options.sni !== undefined) {
     const sni = options.sni.toLowerCase();
@@ -119,14 +164,58 @@ export interface Handshake {
   protocol: string | null;
   cipher: string | null;
   alpn: string | null;
+  /** With `observeMs`: what the server did after the handshake. */
+  afterHandshake?: AfterHandshake;
+}
+
+/** A client certificate and key as node:tls takes them (PEM). */
+export interface ClientCertificate {
+  /** The leaf, then any intermediates. */
+  cert: string;
+  key: string;
+}
+
+/** Reads `--cert`/`--key`, refusing a key that is not the certificate's (before connecting anywhere). */
+async function readClientCredential(certFile: string, keyFile: string): Promise<{ tls: ClientCertificate; presented: NonNullable<InspectRemoteResult["clientCertificate"]> }> {
+  const ders = await readCertificates(certFile, "client certificate");
+  const leaf = await summarizeCertificate(ders[0]!, certFile);
+  const pair = await readPrivateKey(keyFile, "client key");
+  if (!(await certificateMatchesKey(leaf.der, pair.privateKey))) {
+    throw new CliError("ERR_INPUT", `${keyFile} is not the private key of ${certFile} (${leaf.subject.text || "empty subject"})`);
+  }
+  // readPrivateKey accepted the key; node:tls wants it as PEM.
+  const data = Buffer.from(await readInputFile(keyFile, "client key"));
+  let key: string;
+  try {
+    const text = data.toString("utf8");
+    const keyObject = text.includes("-----BEGIN") ? createPrivateKey(text) : createPrivateKey({ key: data, format: "der", type: "pkcs8" });
+    key = keyObject.export({ format: "pem", type: "pkcs8" }).toString();
+  } catch (error) {
+    throw new CliError("ERR_INPUT", `client key ${keyFile} cannot be used for TLS: ${describeError(error)}`, { cause: error });
+  }
+  const presented: NonNullable<InspectRemoteResult["clientCertificate"]> = { subject: leaf.subject.text };
+  const dns = leaf.san.dns[0];
+  const spiffe = leaf.san.uri.find((u) => u.startsWith("spiffe://"));
+  if (dns !== undefined) presented.identity = dns;
+  if (spiffe !== undefined) presented.spiffeId = spiffe;
+  return { tls: { cert: ders.map((der) => pemEncode("CERTIFICATE", der)).join(""), key }, presented };
 }
 
 /**
- * A TLS handshake without a client certificate, closed right after: the chain
- * the server presents. Throws `CliError` ERR_CONNECT on failure or after
- * `timeoutMs`. `alpn`: protocols to offer (a gRPC server wants `h2`).
+ * A TLS handshake (with `clientCertificate` if given), closed right after or,
+ * with `observeMs`, once the server has ended the connection or that long has
+ * passed without it doing so: the chain the server presents, and what it did.
+ * Throws `CliError` ERR_CONNECT on failure or after `timeoutMs`. `alpn`:
+ * protocols to offer (a gRPC server wants `h2`).
  */
-export function tlsHandshake(options: { address: string; sni?: string; alpn?: string[]; timeoutMs: number }): Promise<Handshake> {
+export function tlsHandshake(options: {
+  address: string;
+  sni?: string;
+  alpn?: string[];
+  timeoutMs: number;
+  clientCertificate?: ClientCertificate;
+  observeMs?: number;
+}): Promise<Handshake> {
   const { host, port } = splitHostPort(options.address);
   return new Promise((resolve, reject) => {
     const socket = tls.connect({
@@ -135,6 +224,7 @@ export function tlsHandshake(options: { address: string; sni?: string; alpn?: st
       ...(options.alpn === undefined ? {} : { ALPNProtocols: options.alpn }),
       // No SNI at all unless asked: Node would otherwise send the host name.
       servername: options.sni ?? "",
+      ...(options.clientCertificate === undefined ? {} : { cert: options.clientCertificate.cert, key: options.clientCertificate.key }),
       // The chain is verified below against the mesh bundle and identity, not the system roots or the host name.
       rejectUnauthorized: false,
       checkServerIdentity: () => undefined,
@@ -145,27 +235,63 @@ export function tlsHandshake(options: { address: string; sni?: string; alpn?: st
       reject(new CliError("ERR_CONNECT", message, { cause }));
     };
     const timer = setTimeout(() => fail(`${options.address}: no TLS handshake within ${Math.round(options.timeoutMs / 1000)} s${options.sni === undefined ? " (a meshtls proxy terminates TLS only for its own identity: give --sni <identity>)" : ""}`), options.timeoutMs);
+    let connected = false;
     socket.once("secureConnect", () => {
+      connected = true;
       clearTimeout(timer);
       const chain = peerChain(socket);
       const cipher = socket.getCipher()?.name ?? null;
       const protocol = socket.getProtocol();
       const alpn = socket.alpnProtocol === false || socket.alpnProtocol === undefined ? null : socket.alpnProtocol;
-      socket.destroy();
       if (chain.length === 0) {
+        socket.destroy();
         reject(new CliError("ERR_CONNECT", `${options.address} completed a handshake without presenting a certificate`));
         return;
       }
-      resolve({ chain, protocol, cipher, alpn });
+      const handshake: Handshake = { chain, protocol, cipher, alpn };
+      const observeMs = options.observeMs ?? 0;
+      if (observeMs <= 0) {
+        socket.destroy();
+        resolve(handshake);
+        return;
+      }
+      // A TLS 1.3 server judges the client's certificate after the client's
+      // Finished: its alert, or a proxy's policy close, comes after this event.
+      let done = false;
+      const finish = (after: AfterHandshake): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(watch);
+        socket.destroy();
+        resolve({ ...handshake, afterHandshake: after });
+      };
+      const watch = setTimeout(() => finish({ open: true, observedMs: observeMs }), observeMs);
+      socket.on("data", () => undefined); // read (and drop) whatever comes, so that an alert or the end is seen
+      socket.once("end", () => finish({ open: false, reason: "the server ended the connection" }));
+      socket.once("close", () => finish({ open: false, reason: "the connection was closed" }));
+      socket.on("error", (error: NodeJS.ErrnoException) => finish({ open: false, reason: describeTlsError(error) }));
     });
     socket.once("error", (error: NodeJS.ErrnoException) => {
+      if (connected) return; // after the handshake: reported by the observer above
       const hint =
         options.sni === undefined && (error.code === "ECONNRESET" || /wrong version|packet length|unexpected eof/i.test(error.message))
           ? " (a meshtls proxy terminates TLS only for its own identity: give --sni <identity>)"
-          : "";
-      fail(`${options.address}: TLS handshake failed: ${error.code ?? ""}${error.code === undefined ? "" : " "}${error.message}${hint}`, error);
+          : options.clientCertificate === undefined && /certificate required|handshake failure/i.test(error.message)
+            ? " (the server may require a client certificate: give --cert and --key)"
+            : "";
+      fail(`${options.address}: TLS handshake failed: ${describeTlsError(error)}${hint}`, error);
     });
   });
+}
+
+/**
+ * A socket error in one line: OpenSSL's `<n>:error:<code>:SSL routines:<function>:<reason>:<file>:<line>:<detail>`
+ * becomes its reason (`tlsv13 alert certificate required`), with Node's code.
+ */
+function describeTlsError(error: NodeJS.ErrnoException): string {
+  const parts = error.message.split(":");
+  const reason = parts[3] === "SSL routines" && parts[5] !== undefined ? parts[5] : error.message.trim();
+  return error.code === undefined ? reason : `${reason} (${error.code})`;
 }
 
 /** The certificates the peer sent, leaf first (Node links them through issuerCertificate). */
@@ -222,6 +348,19 @@ function describe(result: InspectRemoteResult, anchorsFile: string | undefined):
   lines.push(field("Chain", `${result.chain.length} certificate${result.chain.length === 1 ? "" : "s"} presented`));
   for (const [index, cert] of result.chain.entries()) {
     lines.push(`    ${index + 1}. ${cert.subject || "(empty subject)"}${cert.ca ? " [CA]" : ""}, issued by ${cert.issuer || "(empty)"}, ${describeExpiry(new Date(cert.notAfter), now)}`);
+  }
+  if (result.clientCertificate === null) {
+    lines.push(field("Client cert", "none presented (a server may still refuse the connection after the handshake, as a proxy under all-authenticated does: give --cert and --key)"));
+  } else {
+    const c = result.clientCertificate;
+    lines.push(field("Client cert", `presented ${c.subject || "(empty subject)"}${c.identity === undefined ? "" : `, identity ${c.identity}`}`));
+  }
+  if (result.afterHandshake?.open === true) {
+    lines.push(field("Then", `the server kept the connection open (watched for ${result.afterHandshake.observedMs} ms; no data sent)`));
+  } else if (result.afterHandshake?.open === false) {
+    lines.push(
+      field("Then", `the server ended the connection right after the handshake: ${result.afterHandshake.reason}; it refused this client: check that the certificate chains to the server's trust anchors and that its policy allows this identity`),
+    );
   }
   if (result.verification === undefined) {
     lines.push(field("Trust", "not verified (give --anchors FILE)"));

@@ -91,10 +91,12 @@ function parseLine(line: string): Sample {
   return { name, labels, value };
 }
 
+/** A sample value. Like Prometheus (Go's ParseFloat), NaN and Inf in any case: prom-client writes `Nan` for an unmeasured gauge. */
 function parseValue(text: string): number {
-  if (text === "+Inf" || text === "Inf") return Infinity;
-  if (text === "-Inf") return -Infinity;
-  if (text === "NaN") return NaN;
+  const lower = text.toLowerCase();
+  if (lower === "+inf" || lower === "inf") return Infinity;
+  if (lower === "-inf") return -Infinity;
+  if (lower === "nan") return NaN;
   if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text)) throw new Error(`"${text}" is not a number`);
   return Number(text);
 }
