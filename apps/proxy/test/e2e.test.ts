@@ -281,7 +281,7 @@ describe("meshtls-proxy end to end (real processes on loopback)", () => {
         });
       });
     const before = sample(await scrape(strict.admin), "inbound_tcp_errors_total", 'error="tls_client_cert_unverified"');
-    const withForeign = await sClient(["-cert", foreign.certFile, "-key", foreign.keyFile, "-tls1_3"]);
+    const withForeign = await sClient(["-cert", foreign.leafFile, "-cert_chain", foreign.chainFile, "-key", foreign.keyFile, "-tls1_3"]);
     expect(withForeign.out).not.toContain("b says");
     expect(sample(await scrape(strict.admin), "inbound_tcp_errors_total", 'error="tls_client_cert_unverified"')).toBe(before + 1);
 
@@ -337,6 +337,20 @@ describe("meshtls-proxy end to end (real processes on loopback)", () => {
     expect(serials.size).toBeGreaterThanOrEqual(3);
     tunnel.destroy();
   }, 70_000);
+
+  it("reloads a changed trust anchors file without restart: a second anchor's clients are then accepted", async () => {
+    const foreignDir = tempDir("meshtls-second-anchor-");
+    await createForeignPki(foreignDir);
+    const second = await issueFromDir(foreignDir, A, path.join(foreignDir, "a"));
+    const attempt = (): Promise<string> =>
+      run("sh", ["-c", `printf 'GET /reload HTTP/1.0\\r\\nx-marker: second-anchor\\r\\n\\r\\n' | openssl s_client -connect ${strict.inbound} -servername ${B} -CAfile ${material.caFile} -cert ${second.leafFile} -cert_chain ${second.chainFile} -key ${second.keyFile} -tls1_3 -quiet 2>&1 | head -c 4000`], { timeout: 15_000 }).then((r) => r.stdout);
+    expect(await attempt()).not.toContain("b says second-anchor");
+    const original = readFileSync(material.caFile, "utf8");
+    writeFileSync(material.caFile, original + readFileSync(path.join(foreignDir, "ca.crt"), "utf8"));
+    await strict.proxy.waitFor((l) => l.msg === "trust anchors reloaded" && l["anchors"] === 2, 15_000);
+    expect(await attempt()).toContain("b says second-anchor");
+    expect(strict.proxy.child.exitCode).toBeNull();
+  });
 
   it("SIGTERM drains: an open stream keeps working until the drain time, then the proxy exits 0", async () => {
     const tunnel = net.connect(Number(a.outbound.split(":")[1]), "127.0.1.1");
