@@ -33,6 +33,14 @@ export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
+/** A boolean variable: `true`/`1` on, `false`/`0`/empty/unset off, anything else a ConfigError. */
+export function envBoolean(env: NodeJS.ProcessEnv, name: string): boolean {
+  const value = env[name]?.trim().toLowerCase();
+  if (value === undefined || value === "" || value === "false" || value === "0") return false;
+  if (value === "true" || value === "1") return true;
+  throw new ConfigError(`${name}: "${env[name]}" is not true, false, 1 or 0`);
+}
+
 const DNS_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
 
@@ -51,7 +59,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--tls-cert <file>", "PEM certificate chain the gRPC server presents").env("MESHTLS_TLS_CERT"))
     .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert").env("MESHTLS_TLS_KEY"))
     .addOption(new Option("--tls-client-ca <file>", "PEM trust anchors; when set, clients must present a certificate they sign").env("MESHTLS_TLS_CLIENT_CA"))
-    .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only)").env("MESHTLS_INSECURE_PLAINTEXT"))
+    // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
+    .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only; env MESHTLS_INSECURE_PLAINTEXT=true|false)"))
     .addOption(new Option("--log-level <level>", `pino log level (${LOG_LEVELS.join(", ")})`).env("MESHTLS_LOG_LEVEL").default("info"));
   // commander reads process.env itself; hand it the environment we were given.
   const saved = process.env;
@@ -65,7 +74,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   const registryFile = o["registry"];
   if (typeof registryFile !== "string" || registryFile === "") throw new ConfigError("--registry (or MESHTLS_REGISTRY_FILE) is required");
   const listen = parseAddress(String(o["listen"]), "--listen");
-  const insecurePlaintext = o["insecurePlaintext"] === true || o["insecurePlaintext"] === "true" || o["insecurePlaintext"] === "1";
+  const insecurePlaintext = o["insecurePlaintext"] === true || envBoolean(env, "MESHTLS_INSECURE_PLAINTEXT");
   const certFile = o["tlsCert"];
   const keyFile = o["tlsKey"];
   const clientCaFile = o["tlsClientCa"];

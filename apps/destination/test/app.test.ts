@@ -41,6 +41,15 @@ describe("meshtls-destination process", () => {
     expect(line).toMatchObject({ code: "ERR_REGISTRY_READ", file: "/nonexistent.yaml" });
   });
 
+  it("reads boolean variables strictly: false means off, junk is refused", () => {
+    const off = run(["--registry", file, "--listen", "127.0.0.1:0"], { MESHTLS_INSECURE_PLAINTEXT: "false" });
+    expect(off.status).toBe(2);
+    expect(off.stderr).toMatch(/give --tls-cert and --tls-key, or --insecure-plaintext/);
+    const junk = run(["--registry", file, "--listen", "127.0.0.1:0"], { MESHTLS_INSECURE_PLAINTEXT: "yes please" });
+    expect(junk.status).toBe(2);
+    expect(junk.stderr).toMatch(/MESHTLS_INSECURE_PLAINTEXT: "yes please" is not true, false, 1 or 0/);
+  });
+
   it("refuses bad configuration with a clear message", () => {
     const cases: [string[], RegExp][] = [
       [[], /--registry \(or MESHTLS_REGISTRY_FILE\) is required/],
