@@ -71,6 +71,20 @@ function ports(text: string | undefined, what: string): number[] {
   });
 }
 
+/**
+ * A boolean environment variable, strictly: `true`/`1` → on; `false`/`0`,
+ * empty or unset → off; anything else is a ConfigError naming the variable.
+ * (commander's `.env()` on a boolean flag turns it on for any value, `false` included.)
+ */
+export function parseBooleanEnv(env: NodeJS.ProcessEnv, name: string): boolean {
+  const raw = env[name];
+  if (raw === undefined) return false;
+  const value = raw.trim().toLowerCase();
+  if (value === "true" || value === "1") return true;
+  if (value === "false" || value === "0" || value === "") return false;
+  throw new ConfigError(`${name}: "${raw}" is not a boolean (use true, 1, false or 0)`);
+}
+
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 /** Repeatable flags also read from one env variable holding `;`-separated items. */
 const list = (flag: string[] | undefined, env: string | undefined): string[] =>
@@ -87,10 +101,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--trust-anchors <file>", "PEM bundle of trust anchors; watched and reloaded").env("MESHTLS_PROXY_TRUST_ANCHORS"))
     .addOption(new Option("--identity-addr <host:port>", "identity service address").env("MESHTLS_PROXY_IDENTITY_ADDR"))
     .addOption(new Option("--identity-name <name>", "identity the identity service must present").env("MESHTLS_PROXY_IDENTITY_NAME"))
-    .addOption(new Option("--identity-insecure-plaintext", "talk plaintext gRPC to the identity service (loopback only)").env("MESHTLS_PROXY_IDENTITY_INSECURE_PLAINTEXT"))
+    .addOption(new Option("--identity-insecure-plaintext", "talk plaintext gRPC to the identity service (loopback only); env MESHTLS_PROXY_IDENTITY_INSECURE_PLAINTEXT=true|1|false|0"))
     .addOption(new Option("--destination-addr <host:port>", "destination service address").env("MESHTLS_PROXY_DESTINATION_ADDR"))
     .addOption(new Option("--destination-name <name>", "identity the destination service must present").env("MESHTLS_PROXY_DESTINATION_NAME"))
-    .addOption(new Option("--destination-insecure-plaintext", "talk plaintext gRPC to the destination service (loopback only)").env("MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT"))
+    .addOption(new Option("--destination-insecure-plaintext", "talk plaintext gRPC to the destination service (loopback only); env MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT=true|1|false|0"))
     .addOption(new Option("--context-token <json>", 'destination context token, e.g. {"ns":"default"}').env("MESHTLS_PROXY_CONTEXT_TOKEN"))
     .addOption(new Option("--inbound <addr>", "inbound listen address").env("MESHTLS_PROXY_INBOUND").default("0.0.0.0:4143"))
     .addOption(new Option("--outbound <addr>", "outbound HTTP proxy listen address").env("MESHTLS_PROXY_OUTBOUND").default("127.0.0.1:4140"))
@@ -126,10 +140,14 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     if (v === undefined) throw new ConfigError(`${flag} (or ${envName}) is required`);
     return v;
   };
-  const truthy = (key: string): boolean => o[key] === true || o[key] === "true" || o[key] === "1";
+  // A boolean flag given on the command line is on; its variable is always parsed strictly (a malformed one is refused).
+  const flagOrEnv = (key: string, envName: string): boolean => {
+    const fromEnv = parseBooleanEnv(env, envName);
+    return o[key] === true || fromEnv;
+  };
 
-  const identityInsecurePlaintext = truthy("identityInsecurePlaintext");
-  const destinationInsecurePlaintext = truthy("destinationInsecurePlaintext");
+  const identityInsecurePlaintext = flagOrEnv("identityInsecurePlaintext", "MESHTLS_PROXY_IDENTITY_INSECURE_PLAINTEXT");
+  const destinationInsecurePlaintext = flagOrEnv("destinationInsecurePlaintext", "MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT");
   const identityServerName = str("identityName");
   const destinationServerName = str("destinationName");
   if (!identityInsecurePlaintext && identityServerName === undefined) throw new ConfigError("--identity-name (or MESHTLS_PROXY_IDENTITY_NAME) is required unless --identity-insecure-plaintext");

@@ -55,4 +55,26 @@ describe("meshtls-proxy configuration", () => {
     expect(() => parseConfig(argv(...base, "--idle-timeout", "soon"), {})).toThrow(/--idle-timeout/);
     expect(() => parseConfig(argv(...base, "--identity-insecure-plaintext", "--identity-addr", "10.0.0.1:8080"), {})).toThrow(/loopback/);
   });
+
+  it("parses boolean variables strictly: true/1 on, false/0/empty off, anything else refused by name", () => {
+    const withoutFlag = base.filter((a) => a !== "--destination-insecure-plaintext");
+    const named = ["--destination-name", "destination.meshtls.serviceaccount.identity.meshtls.cluster.local"];
+    for (const [name, key] of [
+      ["MESHTLS_PROXY_IDENTITY_INSECURE_PLAINTEXT", "identityInsecurePlaintext"],
+      ["MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT", "destinationInsecurePlaintext"],
+    ] as const) {
+      for (const value of ["true", "1", "TRUE", " 1 "]) expect(parseConfig(argv(...withoutFlag, ...named), { [name]: value })[key]).toBe(true);
+      for (const value of ["false", "0", "", "False"]) expect(parseConfig(argv(...withoutFlag, ...named), { [name]: value })[key]).toBe(false);
+      expect(parseConfig(argv(...withoutFlag, ...named), {})[key]).toBe(false);
+      for (const value of ["yes", "on", "2", "nope"]) {
+        expect(() => parseConfig(argv(...withoutFlag, ...named), { [name]: value })).toThrow(ConfigError);
+        expect(() => parseConfig(argv(...withoutFlag, ...named), { [name]: value })).toThrow(new RegExp(`${name}: "${value}" is not a boolean`));
+      }
+    }
+    // false really is off: without a server name it is then required.
+    expect(() => parseConfig(argv(...withoutFlag), { MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT: "false" })).toThrow(/--destination-name/);
+    // The flag itself stays on whatever the variable says, but a malformed variable is still refused.
+    expect(parseConfig(argv(...base), { MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT: "0" }).destinationInsecurePlaintext).toBe(true);
+    expect(() => parseConfig(argv(...base), { MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT: "maybe" })).toThrow(/MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT/);
+  });
 });
