@@ -7,8 +7,11 @@ import { noopLogger } from "./logger.js";
 /** Options of {@link createAdminServer}. */
 export interface CreateAdminServerOptions {
   registry: Registry;
-  /** Whether the proxy holds a certificate (`/ready` is 503 until then). */
-  ready: () => boolean;
+  /**
+   * `true` when the proxy can serve mesh TLS, otherwise why not (the body of
+   * the 503 `/ready` answers, e.g. no certificate yet or the certificate expired).
+   */
+  ready: () => true | string;
   /** Called on `POST /shutdown` from a loopback address. */
   onShutdown: () => void;
   logger?: Logger;
@@ -46,9 +49,12 @@ export function createAdminServer(options: CreateAdminServerOptions): AdminServe
         send(res, 200, "live\n");
         return;
       case "/ready":
-        if (options.ready()) send(res, 200, "ready\n");
-        else send(res, 503, "not ready: no certificate yet\n");
+      {
+        const readiness = options.ready();
+        if (readiness === true) send(res, 200, "ready\n");
+        else send(res, 503, `not ready: ${readiness}\n`);
         return;
+      }
       case "/shutdown":
         if (!isLoopback(req.socket.remoteAddress)) {
           send(res, 403, "shutdown is only accepted from loopback\n");

@@ -277,6 +277,29 @@ describe("meshtls proxy (in process, real TLS)", () => {
     expect((await fetch(`http://127.0.0.1:${early.addresses.admin.port}/shutdown`)).status).toBe(405);
   });
 
+  it("/ready turns 503 once the certificate has expired, and says so; a fresh certificate makes it ready again", async () => {
+    let clock = new Date();
+    const store = createStore(await mesh.issue(identityOf("expiring"), { lifetimeMs: 60_000 }));
+    const proxy = await start({ identity: identityOf("expiring"), workloadPort: app.port, credentials: store, now: () => clock });
+    const url = `http://127.0.0.1:${proxy.addresses.admin.port}/ready`;
+    expect((await fetch(url)).status).toBe(200);
+    const notAfter = store.current()?.notAfter ?? new Date(0);
+    clock = new Date(notAfter.getTime() + 1);
+    const expired = await fetch(url);
+    expect(expired.status).toBe(503);
+    expect(await expired.text()).toBe(`not ready: the certificate expired at ${notAfter.toISOString()}\n`);
+    // notAfter itself is still valid (RFC 5280: inclusive).
+    clock = notAfter;
+    expect((await fetch(url)).status).toBe(200);
+    const fresh = await mesh.issue(identityOf("expiring"), { lifetimeMs: 3_600_000 });
+    store.set(fresh);
+    expect((await fetch(url)).status).toBe(200);
+    const early = await start({ identity: identityOf("none"), workloadPort: app.port, credentials: createStore() });
+    const none = await fetch(`http://127.0.0.1:${early.addresses.admin.port}/ready`);
+    expect(none.status).toBe(503);
+    expect(await none.text()).toBe("not ready: no certificate yet\n");
+  });
+
   it("rotation: open connections keep flowing, new ones present the new certificate", async () => {
     const ca = pemEncode("CERTIFICATE", mesh.anchor.certificate);
     const clientCreds = await mesh.issue(A);

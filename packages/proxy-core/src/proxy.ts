@@ -51,6 +51,8 @@ export interface CreateProxyOptions {
   onShutdown?: () => void;
   metrics?: ProxyMetrics;
   logger?: Logger;
+  /** The clock `/ready` compares the certificate's notAfter with. Default `() => new Date()`. */
+  now?: () => Date;
 }
 
 /** The addresses the proxy listens on. */
@@ -130,7 +132,15 @@ export function createProxy(options: CreateProxyOptions): Proxy {
   };
   const admin = createAdminServer({
     registry: metrics.registry,
-    ready: () => tls.context() !== undefined,
+    // Ready only while a certificate is held and has not expired: an expired
+    // one fails every peer's verification, so the workload must drop out of rotation.
+    ready: () => {
+      const held = tls.current();
+      if (held === undefined) return "no certificate yet";
+      const now = (options.now ?? (() => new Date()))();
+      if (now.getTime() > held.notAfter.getTime()) return `the certificate expired at ${held.notAfter.toISOString()}`;
+      return true;
+    },
     onShutdown: options.onShutdown ?? (() => void stop()),
     logger,
   });
