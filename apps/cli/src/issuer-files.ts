@@ -34,8 +34,14 @@ export interface IssuerFiles {
  * ERR_IO when `dir` cannot be read and ERR_INPUT when no layout is complete.
  */
 export async function findIssuerFiles(dir: string): Promise<IssuerFiles> {
-  const folder = await statOrUndefined(dir);
-  if (folder === undefined) throw new CliError("ERR_IO", `cannot read issuer folder ${dir}: no such file or directory`);
+  let folder: Awaited<ReturnType<typeof stat>>;
+  try {
+    folder = await stat(dir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const reason = code === "ENOENT" ? "no such file or directory" : code === "EACCES" ? "permission denied" : (error as Error).message;
+    throw new CliError("ERR_IO", `cannot read issuer folder ${dir}: ${reason}`, { cause: error });
+  }
   if (!folder.isDirectory()) throw new CliError("ERR_INPUT", `issuer folder ${dir} is not a directory`);
   for (const layout of ISSUER_LAYOUTS) {
     const certificateFile = path.join(dir, layout.certificate);

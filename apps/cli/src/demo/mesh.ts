@@ -191,15 +191,15 @@ export class LocalMesh {
     const serviceAccount = options.name;
     const tokenFile = await this.mintToken(serviceAccount);
     const appPort = await freePort(options.ip);
-    const outboundPort = await freePort(options.ip);
     const policy = options.policy ?? "all-unauthenticated";
-    const proxy = this.startProxy({ name: options.name, ip: options.ip, appPort, tokenFile, policy, inbound: `${options.ip}:0`, outbound: `${options.ip}:${outboundPort}` });
-    const appArgs = ["--name", options.name, "--listen", `${options.ip}:${appPort}`];
-    if (options.calls !== undefined) {
-      appArgs.push("--call", `http://${options.calls}.${DEMO_NAMESPACE}.svc.cluster.local/`, "--via", `${options.ip}:${outboundPort}`, "--interval-ms", String(options.callIntervalMs ?? 500));
-    }
+    // The proxy picks its own inbound and outbound ports (no window for another process to take them); the app learns the outbound one below.
+    const proxy = this.startProxy({ name: options.name, ip: options.ip, appPort, tokenFile, policy, inbound: `${options.ip}:0`, outbound: `${options.ip}:0` });
     const listening = await this.waitMsg(proxy, "listening", "that it is listening");
     await this.waitMsg(proxy, "first certificate obtained: ready", "its first certificate");
+    const appArgs = ["--name", options.name, "--listen", `${options.ip}:${appPort}`];
+    if (options.calls !== undefined) {
+      appArgs.push("--call", `http://${options.calls}.${DEMO_NAMESPACE}.svc.cluster.local/`, "--via", String(listening.outbound), "--interval-ms", String(options.callIntervalMs ?? 500));
+    }
     const app = this.start(`${options.name} app`, this.binaries.workloadApp, appArgs);
     await this.waitMsg(app, "listening", "that it is listening");
     const workload: Workload = {
