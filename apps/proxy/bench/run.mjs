@@ -79,6 +79,21 @@ function rssKiB(pid) {
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? NaN);
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+const CLOCK_TICKS = 100;
+/** Runs `fn` and returns its result with the CPU seconds `pids` used meanwhile. */
+async function withCpu(pids, fn) {
+  const before = pids.map(cpuSeconds);
+  const result = await fn();
+  const cpu = pids.map((pid, i) => cpuSeconds(pid) - before[i]).reduce((a, b) => a + b, 0);
+  return { result, cpu };
+}
+
 async function nginxPids(pidFile) {
   const master = Number(readFileSync(pidFile, "utf8").trim());
   const { stdout } = await run("pgrep", ["-P", String(master)]);
@@ -222,17 +237,23 @@ async function main() {
     const base = `http://${target.host}:${target.port}`;
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
     await run("wrk", ["-t2", "-c16", "-d2s", `${base}/1k`]);
-    const keepAlive = await wrk(`${base}/1k`);
-    const bulkMBps = await bulk(`${base}/big`);
-    const fresh = await wrk(`${base}/1k`, ["-H", "Connection: close"]);
-    await sleep(1000);
     const pids = await target.pids();
+    // CPU used by the proxy processes per unit of work: steadier than wall-clock rates on a shared machine.
+    const { result: keepAlive, cpu: keepAliveCpuS } = await withCpu(pids, () => wrk(`${base}/1k`));
+    const { result: bulkMBps, cpu: bulkCpuS } = await withCpu(pids, () => bulk(`${base}/big`));
+    const { result: fresh, cpu: freshCpuS } = await withCpu(pids, () => wrk(`${base}/1k`, ["-H", "Connection: close"]));
+    const cpu = {
+      usPerRequest: (keepAliveCpuS * 1e6) / (keepAlive.rps * DURATION_S),
+      msPerBulkMiB: (bulkCpuS * 1000) / (3 * BULK_MIB),
+      usPerNewConn: (freshCpuS * 1e6) / (fresh.rps * DURATION_S),
+    };
+    await sleep(1000);
     const idle = pids.map(rssKiB);
     const sockets = await openMany(target.host, target.port, OPEN_CONNECTIONS);
     await sleep(1000);
     const loaded = pids.map(rssKiB);
     for (const s of sockets) s.destroy();
-    results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, connErrors: fresh.errors, pids, idle, loaded };
+    results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, connErrors: fresh.errors, cpu, pids, idle, loaded };
   }
 
   // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
@@ -257,6 +278,12 @@ async function main() {
       .join("; ");
     console.log(`${name.padEnd(8)} | ${fmt(r.keepAlive.rps).padStart(8)} | ${fmt(r.keepAlive.p50, 2).padStart(6)} | ${fmt(r.keepAlive.p99, 2).padStart(6)} | ${fmt(r.bulkMBps).padStart(9)} | ${fmt(r.connsPerS).padStart(11)} | ${rss || "-"}${r.keepAlive.errors || r.connErrors ? `  [${r.keepAlive.errors} ${r.connErrors}]` : ""}`);
   }
+  console.log("\nproxy CPU (all proxy processes, user + system) per unit of work:");
+  console.log("path     | µs/request | ms/bulk MiB | µs/new conn");
+  for (const [name, r] of Object.entries(results)) {
+    if (name === "direct") continue;
+    console.log(`${name.padEnd(8)} | ${fmt(r.cpu.usPerRequest, 1).padStart(10)} | ${fmt(r.cpu.msPerBulkMiB, 2).padStart(11)} | ${fmt(r.cpu.usPerNewConn, 0).padStart(11)}`);
+  }
   const m = results.meshtls;
   const n = results.nginx;
   const perConn = (r, name) => Math.max(...proxyRss(r, name).map((p) => (p.loaded - p.idle) / OPEN_CONNECTIONS));
@@ -265,6 +292,7 @@ async function main() {
   console.log(`  bulk MB/s       ${fmt(m.bulkMBps / n.bulkMBps, 2)}  [≥ 0.9]`);
   console.log(`  new conns/s     ${fmt(m.connsPerS / n.connsPerS, 2)}  [≥ 0.8]`);
   console.log(`  p99 latency     ${fmt(m.keepAlive.p99 / n.keepAlive.p99, 2)}  [≤ 2]`);
+  console.log(`  CPU/request     ${fmt(m.cpu.usPerRequest / n.cpu.usPerRequest, 2)}  (CPU per bulk MiB ${fmt(m.cpu.msPerBulkMiB / n.cpu.msPerBulkMiB, 2)}, per new conn ${fmt(m.cpu.usPerNewConn / n.cpu.usPerNewConn, 2)})`);
   console.log(`  KiB per open connection (worst proxy): meshtls ${fmt(perConn(m, "meshtls"), 1)}, nginx ${fmt(perConn(n, "nginx"), 1)}  [meshtls < 40]`);
   writeFileSync(path.join(dir, "results.json"), JSON.stringify(results, null, 2));
   console.log(`\nraw results: ${path.join(dir, "results.json")}`);
