@@ -1,24 +1,13 @@
 import { credentials as grpcCredentials } from "@grpc/grpc-js";
-import type { ChannelCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
 import { createCertifier, createCredentialStore } from "@meshtls/identity";
-import { pemEncode } from "@meshtls/pki";
-import { createProxy, createProxyMetrics, formatHostPort, namesIdentity } from "@meshtls/proxy-core";
+import { createProxy, createProxyMetrics, formatHostPort } from "@meshtls/proxy-core";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { ConfigError, parseConfig } from "./config.js";
 import type { Config } from "./config.js";
+import { createDestinationChannelCredentials } from "./destination-credentials.js";
 import { createFileTrustBundle } from "./trust-bundle.js";
-
-function destinationCredentials(config: Config, anchors: () => Uint8Array[]): ChannelCredentials {
-  if (config.destinationInsecurePlaintext) return grpcCredentials.createInsecure();
-  const expected = config.destinationServerName ?? "";
-  const rootPem = Buffer.from(anchors().map((der) => pemEncode("CERTIFICATE", der)).join(""));
-  // The destination service is verified by its mesh identity, never by host name.
-  return grpcCredentials.createSsl(rootPem, null, null, {
-    checkServerIdentity: (_host, cert) => (namesIdentity(cert.subjectaltname, expected) ? undefined : new Error(`the destination service is not ${expected}`)),
-  });
-}
 
 async function main(): Promise<void> {
   let config: Config;
@@ -58,9 +47,15 @@ async function main(): Promise<void> {
     logger,
     metricsRegistry: registry,
   });
+  // TLS to the destination service follows the anchors file and presents our mesh certificate.
+  const destinationTls = config.destinationInsecurePlaintext
+    ? undefined
+    : createDestinationChannelCredentials({ serverName: config.destinationServerName ?? "", trustBundle, credentials: store });
   const destination = createDestinationClient({
     address: config.destinationAddress,
-    credentials: destinationCredentials(config, () => trustBundle.current()),
+    credentials: destinationTls?.credentials ?? grpcCredentials.createInsecure(),
+    // SNI is the identity we expect, as on every mesh TLS connection.
+    ...(config.destinationServerName === undefined ? {} : { serverName: config.destinationServerName }),
     contextToken: config.contextToken,
     logger,
   });
@@ -74,6 +69,7 @@ async function main(): Promise<void> {
       await proxy.stop({ drainMs: config.drainTimeoutMs });
       await certifier.stop();
       destination.close();
+      destinationTls?.close();
       trustBundle.close();
       logger.info({}, "stopped");
       process.exit(0);
