@@ -27,6 +27,8 @@ const bins = {
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
 const OPEN_CONNECTIONS = Number(process.env.BENCH_OPEN_CONNECTIONS ?? 1000);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
+/** Comma-separated subset of direct,meshtls,nginx to run (ratios need meshtls and nginx). */
+const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,nginx").split(",");
 const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const children = [];
@@ -234,6 +236,7 @@ async function main() {
   };
   const results = {};
   for (const [name, target] of Object.entries(paths)) {
+    if (!PATHS.includes(name)) continue;
     const base = `http://${target.host}:${target.port}`;
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
     await run("wrk", ["-t2", "-c16", "-d2s", `${base}/1k`]);
@@ -286,6 +289,7 @@ async function main() {
   }
   const m = results.meshtls;
   const n = results.nginx;
+  if (m === undefined || n === undefined) return;
   const perConn = (r, name) => Math.max(...proxyRss(r, name).map((p) => (p.loaded - p.idle) / OPEN_CONNECTIONS));
   console.log("\nmeshtls ÷ nginx (targets in brackets):");
   console.log(`  requests/s      ${fmt(m.keepAlive.rps / n.keepAlive.rps, 2)}  [≥ 0.8]`);
