@@ -66,4 +66,47 @@ describe("createIdentityServer over gRPC on loopback", () => {
     const csr = await createCsr({ keyPair: await generateKeyPair(), identity });
     await expect(call(client, { identity, token: Buffer.from(await signer.mint("default", "web")), certificateSigningRequest: Buffer.from(csr) })).resolves.toBeDefined();
   });
+
+  it("aborts the token check when the caller cancels, and only then", async () => {
+    const pki = await createPkiFixture();
+    const seen: { aborted: boolean }[] = [];
+    let release = (): void => {};
+    const parts = createIdentityServer({
+      issuerStore: pki.source,
+      tokenValidator: {
+        validate: (_token, options) =>
+          new Promise((resolve, reject) => {
+            const entry = { aborted: false };
+            seen.push(entry);
+            options?.signal?.addEventListener("abort", () => {
+              entry.aborted = true;
+              reject(new Error("cancelled"));
+            });
+            release = () => resolve({ namespace: "default", serviceAccount: "db", subject: "system:serviceaccount:default:db" });
+          }),
+      },
+    });
+    const slow = new Server(parts.serverOptions);
+    slow.addService(parts.service, parts.implementation);
+    const port = await new Promise<number>((resolve, reject) => slow.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+    const slowClient = new IdentityClient(`127.0.0.1:${port}`, credentials.createInsecure());
+    try {
+      const request = { identity, token: Buffer.from("t"), certificateSigningRequest: Buffer.from([0x30]) };
+      // Answered calls are not aborted afterwards (grpc-js reports every closed stream as "cancelled").
+      const answered = call(slowClient, request).catch((e: unknown) => e);
+      await expect.poll(() => seen.length, { timeout: 5000 }).toBe(1);
+      release();
+      expect(((await answered) as ServiceError).code).toBe(status.PERMISSION_DENIED);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(seen[0]?.aborted).toBe(false);
+      // A call the client cancels while its token is being checked aborts that check.
+      const pending = slowClient.certify(request, new Metadata(), () => {});
+      await expect.poll(() => seen.length, { timeout: 5000 }).toBe(2);
+      pending.cancel();
+      await expect.poll(() => seen[1]?.aborted, { timeout: 5000 }).toBe(true);
+    } finally {
+      slowClient.close();
+      slow.forceShutdown();
+    }
+  });
 });

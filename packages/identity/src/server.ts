@@ -31,15 +31,25 @@ export function createIdentityServer(options: IdentityServerOptions): IdentitySe
   const implementation: IdentityServer = {
     certify(call: ServerUnaryCall<CertifyRequest, CertifyResponse>, callback: sendUnaryData<CertifyResponse>) {
       const controller = new AbortController();
-      call.on("cancelled", () => controller.abort());
+      let answered = false;
+      // grpc-js emits "cancelled" when every call's stream closes, answered or not; aborting after the answer
+      // would only build a DOMException per call.
+      call.once("cancelled", () => {
+        if (!answered) controller.abort();
+      });
       certify(call.request, { signal: controller.signal }).then(
-        (output) =>
+        (output) => {
+          answered = true;
           callback(null, {
-            leafCertificate: Buffer.from(output.leaf),
-            intermediateCertificates: output.intermediates.map((c) => Buffer.from(c)),
+            leafCertificate: bufferView(output.leaf),
+            intermediateCertificates: output.intermediates.map(bufferView),
             validUntil: dateToTimestamp(output.validUntil),
-          }),
-        (error: unknown) => callback(toServiceError(error)),
+          });
+        },
+        (error: unknown) => {
+          answered = true;
+          callback(toServiceError(error));
+        },
       );
     },
   };
@@ -54,6 +64,11 @@ export function createIdentityServer(options: IdentityServerOptions): IdentitySe
     },
     certify,
   };
+}
+
+/** A Buffer over the same bytes (the response is encoded once, right away; nothing is copied). */
+function bufferView(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function toServiceError(error: unknown): Partial<ServiceError> {
