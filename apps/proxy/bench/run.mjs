@@ -27,6 +27,10 @@ const bins = {
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
 const OPEN_CONNECTIONS = Number(process.env.BENCH_OPEN_CONNECTIONS ?? 1000);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
+/** Comma-separated subset of keepalive,bulk,fresh (new connections) to measure. */
+const PHASES = (process.env.BENCH_PHASES ?? "keepalive,bulk,fresh").split(",");
+/** BENCH_PROXY_NODE_ARGS="--flag ..." adds node flags to the meshtls proxies (experiments). */
+/** BENCH_CPU_PROF=DIR writes each meshtls proxy's V8 CPU profile there on exit. */
 /** Comma-separated subset of direct,meshtls,nginx to run (ratios need meshtls and nginx). */
 const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,nginx").split(",");
 const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
@@ -205,6 +209,8 @@ async function main() {
   const proxy = async (sa, ip, inbound, extra) => {
     const admin = await freePort("127.0.0.1");
     const p = start(`proxy-${sa}`, node, [
+      ...(process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : []),
+      ...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF, "--cpu-prof-name", `proxy-${sa}.cpuprofile`] : []),
       bins.proxy, "--identity", identityOf(sa), "--token-file", path.join(dir, `${sa}.token`), "--trust-anchors", path.join(dir, "ca.crt"),
       "--identity-addr", idLine.grpc, "--identity-name", idLine.serverName, "--destination-addr", destLine.grpcAddress, "--destination-insecure-plaintext",
       "--context-token", '{"ns":"default"}', "--inbound", `${ip}:${inbound}`, "--outbound", `${ip}:${await freePort(ip)}`, "--admin", `127.0.0.1:${admin}`,
@@ -215,6 +221,10 @@ async function main() {
   };
   const proxyB = await proxy("b", "127.0.1.2", bInbound, ["--workload", `127.0.1.2:${appPort}`]);
   const proxyA = await proxy("a", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${routePort}=web.default.svc.cluster.local:80`]);
+
+  await sleep(500);
+  const startRss = { A: rssKiB(proxyA.child.pid), B: rssKiB(proxyB.child.pid) };
+  console.error(`# meshtls proxies' RSS after start, before any traffic: A ${startRss.A} KiB, B ${startRss.B} KiB`);
 
   // The nginx stream pair, same mTLS: TLS 1.3, client certificate, chain to the anchor, server name = B's identity.
   await issue(dir, identityOf("a"), path.join(dir, "a"));
@@ -242,9 +252,11 @@ async function main() {
     await run("wrk", ["-t2", "-c16", "-d2s", `${base}/1k`]);
     const pids = await target.pids();
     // CPU used by the proxy processes per unit of work: steadier than wall-clock rates on a shared machine.
-    const { result: keepAlive, cpu: keepAliveCpuS } = await withCpu(pids, () => wrk(`${base}/1k`));
-    const { result: bulkMBps, cpu: bulkCpuS } = await withCpu(pids, () => bulk(`${base}/big`));
-    const { result: fresh, cpu: freshCpuS } = await withCpu(pids, () => wrk(`${base}/1k`, ["-H", "Connection: close"]));
+    const skipped = { rps: NaN, p50: NaN, p99: NaN, errors: "" };
+    const phase = (name, fn, none) => (PHASES.includes(name) ? withCpu(pids, fn) : Promise.resolve({ result: none, cpu: NaN }));
+    const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`), skipped);
+    const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(`${base}/big`), NaN);
+    const { result: fresh, cpu: freshCpuS } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"]), skipped);
     const cpu = {
       usPerRequest: (keepAliveCpuS * 1e6) / (keepAlive.rps * DURATION_S),
       msPerBulkMiB: (bulkCpuS * 1000) / (3 * BULK_MIB),
@@ -281,6 +293,7 @@ async function main() {
       .join("; ");
     console.log(`${name.padEnd(8)} | ${fmt(r.keepAlive.rps).padStart(8)} | ${fmt(r.keepAlive.p50, 2).padStart(6)} | ${fmt(r.keepAlive.p99, 2).padStart(6)} | ${fmt(r.bulkMBps).padStart(9)} | ${fmt(r.connsPerS).padStart(11)} | ${rss || "-"}${r.keepAlive.errors || r.connErrors ? `  [${r.keepAlive.errors} ${r.connErrors}]` : ""}`);
   }
+  console.log(`\nmeshtls proxies' RSS after start, before traffic: A ${startRss.A} KiB, B ${startRss.B} KiB`);
   console.log("\nproxy CPU (all proxy processes, user + system) per unit of work:");
   console.log("path     | µs/request | ms/bulk MiB | µs/new conn");
   for (const [name, r] of Object.entries(results)) {
