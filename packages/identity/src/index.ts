@@ -9,6 +9,8 @@ export type { TokenIdentity, TokenValidator } from "./token-validator.ts";
 export { createIssuerStore, ISSUER_LAYOUTS, requireIssuerLoaded } from "./issuer-store.ts";
 export type { IssuerStore, IssuerStoreOptions, ReloadResult } from "./issuer-store.ts";
 export type { IssuerRejection } from "./validate-issuer.ts";
+export { createTrustAnchorsStore } from "./trust-anchors-store.ts";
+export type { TrustAnchorsRejection, TrustAnchorsReloadResult, TrustAnchorsStore, TrustAnchorsStoreOptions } from "./trust-anchors-store.ts";
 export type { Issuer, IssuerSource, IssuerState } from "./issuer.ts";
 export { createStaticIssuerSource, validateIssuer } from "./validate-issuer.ts";
 export { createIdentityPolicy } from "./identity-policy.ts";

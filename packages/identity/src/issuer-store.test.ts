@@ -161,6 +161,47 @@ describe("createIssuerStore", () => {
     });
   });
 
+  it("follows changing trust anchors: a refused issuer is retried, the current one revalidated, and dropped once untrusted", async () => {
+    const registry = new Registry();
+    const anchorB = await createTrustAnchor();
+    const underB = await createIssuer({ anchor: { certificate: anchorB.certificate, privateKey: anchorB.keyPair.privateKey } });
+    let trusted: Uint8Array[] = [anchor.certificate];
+    const dir = path.join(root, "anchors-change");
+    await writeLayout(dir, ["issuer.crt", "issuer.key"], await files(issuerA));
+    const s = store(dir, { trustAnchors: () => trusted, metricsRegistry: registry });
+    expect((await s.start()).result).toBe("loaded");
+
+    // The issuer under B arrives before B is trusted: refused, A kept.
+    await writeLayout(dir, ["issuer.crt", "issuer.key"], await files(underB));
+    expect(await s.reload()).toMatchObject({ result: "rejected", rejection: "untrusted" });
+    expect(s.current()).toMatchObject({ ok: true, issuer: { certificate: issuerA.certificate } });
+
+    // Bundle A+B: the same files are validated again, and now accepted without touching them.
+    trusted = [anchor.certificate, anchorB.certificate];
+    expect(await s.reload()).toMatchObject({ result: "loaded", issuer: { certificate: underB.certificate } });
+    expect(await s.reload()).toEqual({ result: "unchanged" });
+
+    // Bundle B only: the issuer under B stays (revalidated once, not reloaded from disk).
+    const revalidated = nextIssuer(s);
+    trusted = [anchorB.certificate];
+    expect(await s.reload()).toMatchObject({ result: "loaded", issuer: { certificate: underB.certificate } });
+    await revalidated;
+    expect(await s.reload()).toEqual({ result: "unchanged" });
+    expect(await registry.getSingleMetricAsString("identity_issuer_loaded_total")).toMatch(/identity_issuer_loaded_total 2$/m);
+
+    // Bundle A only while the issuer is under B: fail closed, with the reason.
+    trusted = [anchor.certificate];
+    expect(await s.reload()).toMatchObject({ result: "rejected", rejection: "untrusted", reason: expect.stringMatching(/does not chain to the trust anchors/) });
+    expect(s.current()).toMatchObject({ ok: false, reason: expect.stringMatching(/does not chain to the trust anchors.*; load an issuer under the current trust anchors/) });
+    expect(await s.reload()).toEqual({ result: "unchanged" });
+    expect(await registry.getSingleMetricAsString("identity_issuer_rejected_total")).toMatch(/reason="untrusted"} 2/);
+
+    // B trusted again: the same issuer files are accepted again.
+    trusted = [anchorB.certificate];
+    expect(await s.reload()).toMatchObject({ result: "loaded", issuer: { certificate: underB.certificate } });
+    expect(s.current().ok).toBe(true);
+  });
+
   it("reports an issuer that expires while loaded as unavailable", async () => {
     let clock = new Date();
     const dir = path.join(root, "expiring");

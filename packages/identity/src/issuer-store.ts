@@ -34,7 +34,14 @@ export interface IssuerStore extends IssuerSource {
 export interface IssuerStoreOptions {
   /** The folder holding `issuer.crt`/`issuer.key`, `crt.pem`/`key.pem` (Linkerd) or `tls.crt`/`tls.key` (cert-manager). */
   dir: string;
-  /** Trust anchors (DER), or a function returning the current set. */
+  /**
+   * Trust anchors (DER), or a function returning the current set. With a
+   * function, every check compares the set with the one the current issuer
+   * was validated against; when it changed, the issuer is validated again
+   * (and dropped if it no longer chains) and a refused candidate is retried.
+   * Call `reload()` when the set changes to act at once rather than at the
+   * next periodic check.
+   */
   trustAnchors: Uint8Array[] | (() => Uint8Array[]);
   /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default 5000. */
   pollIntervalMs?: number;
@@ -74,12 +81,14 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
   const loaded = new Counter({ name: "identity_issuer_loaded_total", help: "Issuers loaded (initially or by rotation).", registers });
   const rejected = new Counter({
     name: "identity_issuer_rejected_total",
-    help: "Candidate issuers refused, by reason; the current issuer stays in use.",
+    help: "Issuers refused, by reason: a refused candidate leaves the current issuer in use; a current issuer that no longer chains to reloaded trust anchors is dropped.",
     labelNames: ["reason"],
     registers,
   });
 
   let issuer: Issuer | undefined;
+  // What the current issuer was validated from, and against which anchors: revalidated when the anchors change.
+  let issuerInput: { files: { certificate: string; key: string }; cert: Buffer; contentHash: string; anchorsHash: string } | undefined;
   let lastReason = "the issuer has not been loaded yet";
   let lastHash: string | undefined;
   let lastUnreadable: string | undefined;
@@ -125,33 +134,89 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
     );
   }
 
-  async function check(): Promise<ReloadResult> {
-    let candidate;
+  function notify(next: Issuer): void {
+    for (const listener of [...listeners]) {
+      try {
+        listener(next);
+      } catch (error) {
+        logger.error({ err: error }, "issuer listener failed");
+      }
+    }
+  }
+
+  /**
+   * When the anchors changed since the current issuer was validated, validates
+   * it again: still trusted → kept (its path and usableUntil recomputed);
+   * no longer trusted → dropped, and issuance stops until a trusted issuer
+   * is loaded (fail closed: leaves nobody could verify are not issued).
+   */
+  async function revalidateCurrent(trustAnchors: Uint8Array[], anchorsHash: string): Promise<ReloadResult | undefined> {
+    const input = issuerInput;
+    const current = issuer;
+    if (current === undefined || input === undefined || input.anchorsHash === anchorsHash) return undefined;
+    input.anchorsHash = anchorsHash;
     try {
-      candidate = await readCandidate();
-      lastUnreadable = undefined;
-      if (candidate.hash === lastHash) return { result: "unchanged" };
-      lastHash = candidate.hash;
       const next = await validateCandidate({
-        ...candidate,
-        trustAnchors: anchors(),
+        files: input.files,
+        cert: input.cert,
+        key: current.privateKey,
+        trustAnchors,
         now: now(),
         trustDomain: options.trustDomain,
         controlNamespace: options.controlNamespace,
       });
       issuer = next;
+      logger.info(
+        { issuer: next.subject, serial: next.serialNumber, usableUntil: next.usableUntil.toISOString(), anchors: trustAnchors.length },
+        "issuer revalidated against the new trust anchors",
+      );
+      notify(next);
+      return { result: "loaded", issuer: next };
+    } catch (error) {
+      const rejection = error instanceof Rejected ? error.rejection : "untrusted";
+      const reason = error instanceof Error ? error.message : String(error);
+      issuer = undefined;
+      issuerInput = undefined;
+      lastReason = `${reason}; load an issuer under the current trust anchors`;
+      rejected.inc({ reason: rejection });
+      logger.error(
+        { reason, rejection, issuer: current.subject, anchors: trustAnchors.length },
+        "the current issuer is not valid under the new trust anchors; no leaves are issued until a trusted issuer is loaded",
+      );
+      return { result: "rejected", rejection, reason };
+    }
+  }
+
+  async function check(): Promise<ReloadResult> {
+    const trustAnchors = anchors();
+    const anchorsHash = hashAnchors(trustAnchors);
+    const revalidatedContent = issuerInput?.anchorsHash === anchorsHash ? undefined : issuerInput?.contentHash;
+    const revalidated = await revalidateCurrent(trustAnchors, anchorsHash);
+    let candidate;
+    try {
+      candidate = await readCandidate();
+      lastUnreadable = undefined;
+      // A candidate refused under some anchors is tried again when the anchors change.
+      const key = `${candidate.hash}:${anchorsHash}`;
+      if (key === lastHash) return revalidated ?? { result: "unchanged" };
+      lastHash = key;
+      const isCurrent = issuer !== undefined && issuerInput?.contentHash === candidate.hash && issuerInput.anchorsHash === anchorsHash;
+      if (isCurrent || (revalidated !== undefined && candidate.hash === revalidatedContent)) return revalidated ?? { result: "unchanged" };
+      const next = await validateCandidate({
+        ...candidate,
+        trustAnchors,
+        now: now(),
+        trustDomain: options.trustDomain,
+        controlNamespace: options.controlNamespace,
+      });
+      issuer = next;
+      issuerInput = { files: candidate.files, cert: candidate.cert, contentHash: candidate.hash, anchorsHash };
       loaded.inc();
       logger.info(
         { issuer: next.subject, serial: next.serialNumber, notAfter: next.notAfter.toISOString(), usableUntil: next.usableUntil.toISOString(), files: next.files },
         "issuer loaded",
       );
-      for (const listener of [...listeners]) {
-        try {
-          listener(next);
-        } catch (error) {
-          logger.error({ err: error }, "issuer listener failed");
-        }
-      }
+      notify(next);
       return { result: "loaded", issuer: next };
     } catch (error) {
       const rejection = error instanceof Rejected ? error.rejection : "bad_certificate";
@@ -220,6 +285,12 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
       if (settleTimer) clearTimeout(settleTimer);
     },
   };
+}
+
+function hashAnchors(trustAnchors: Uint8Array[]): string {
+  const hash = createHash("sha256");
+  for (const der of trustAnchors) hash.update(`${der.length}:`).update(der);
+  return hash.digest("hex");
 }
 
 async function exists(file: string): Promise<boolean> {

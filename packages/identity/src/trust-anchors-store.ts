@@ -1,0 +1,238 @@
+import { createHash } from "node:crypto";
+import { watch } from "node:fs";
+import type { FSWatcher } from "node:fs";
+import { open } from "node:fs/promises";
+import path from "node:path";
+import { decodeCertificates, MAX_PEM_CHARS, parseCertificate } from "@meshtls/pki";
+import { Counter, Gauge } from "prom-client";
+import type { Registry } from "prom-client";
+import { noopLogger } from "./logger.ts";
+import type { Logger } from "./logger.ts";
+
+/** Why a trust anchors file was refused; the `reason` label of `identity_trust_anchors_rejected_total`. */
+export type TrustAnchorsRejection = "unreadable" | "too_large" | "empty" | "bad_certificate" | "not_ca" | "expired";
+
+/** The outcome of one content check of the trust anchors file. */
+export type TrustAnchorsReloadResult =
+  | { result: "loaded"; anchors: Uint8Array[] }
+  | { result: "unchanged" }
+  | { result: "rejected"; rejection: TrustAnchorsRejection; reason: string };
+
+export interface TrustAnchorsStore {
+  /** The current bundle (DER); empty only before the first successful load. */
+  current(): Uint8Array[];
+  /** Reads the file now; a changed, valid bundle replaces the current one. */
+  reload(): Promise<TrustAnchorsReloadResult>;
+  /** Loads once, then follows the file (fs.watch on its folder + periodic content hash). Resolves with the first result. */
+  start(): Promise<TrustAnchorsReloadResult>;
+  /** Called with each newly loaded bundle. Returns an unsubscribe function. */
+  subscribe(listener: (anchors: Uint8Array[]) => void): () => void;
+  /** Stops following the file. */
+  close(): void;
+}
+
+export interface TrustAnchorsStoreOptions {
+  /** The PEM bundle of trust anchors (one or more CA certificates). */
+  file: string;
+  /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default 5000. */
+  pollIntervalMs?: number;
+  /** Delay between a file event and the check, so a write settles, in milliseconds. Default 100. */
+  settleMs?: number;
+  /** Largest file accepted, in bytes. Default 1 MiB (`MAX_PEM_CHARS`). */
+  maxBytes?: number;
+  now?: () => Date;
+  logger?: Logger;
+  /** Registry for `identity_trust_anchors*`. Default: metrics are not registered. */
+  metricsRegistry?: Registry;
+}
+
+class Refused extends Error {
+  constructor(
+    readonly rejection: TrustAnchorsRejection,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
+  let handle;
+  try {
+    handle = await open(file, "r");
+  } catch (error) {
+    throw new Refused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
+  }
+  try {
+    // One byte more than allowed tells "at the limit" from "over it" without reading a hostile file whole.
+    const buffer = Buffer.alloc(maxBytes + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > maxBytes) throw new Refused("too_large", `${file} is larger than ${maxBytes} bytes`);
+    }
+    return buffer.subarray(0, length);
+  } catch (error) {
+    if (error instanceof Refused) throw error;
+    throw new Refused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Checks a bundle: at least one certificate, every one a CA, not all of them expired. */
+function parseBundle(file: string, bytes: Buffer, at: Date): Uint8Array[] {
+  const text = bytes.toString("utf8");
+  if (text.trim() === "") throw new Refused("empty", `${file} is empty; it must hold the PEM trust anchors`);
+  let anchors: Uint8Array[];
+  try {
+    anchors = decodeCertificates(text);
+  } catch (error) {
+    throw new Refused("bad_certificate", `${file} is not a PEM certificate bundle: ${(error as Error).message}`);
+  }
+  let expired = 0;
+  for (const [index, der] of anchors.entries()) {
+    let summary;
+    try {
+      summary = parseCertificate(der);
+    } catch (error) {
+      throw new Refused("bad_certificate", `${file}: certificate ${index + 1} cannot be parsed: ${(error as Error).message}`);
+    }
+    const name = summary.subject.text || "(empty subject)";
+    if (!summary.ca) throw new Refused("not_ca", `${file}: certificate ${index + 1} (${name}) is not a CA certificate`);
+    if (at >= summary.notAfter) expired++;
+  }
+  if (expired === anchors.length) throw new Refused("expired", `${file}: every trust anchor in it has expired`);
+  return anchors;
+}
+
+/**
+ * Creates a store that loads the trust anchors file and follows its content.
+ * A file that cannot be read, is empty, oversized, not PEM certificates, holds
+ * a non-CA certificate, or only expired anchors never replaces the current
+ * bundle; the reason is logged and counted.
+ */
+export function createTrustAnchorsStore(options: TrustAnchorsStoreOptions): TrustAnchorsStore {
+  const now = options.now ?? (() => new Date());
+  const logger = options.logger ?? noopLogger;
+  const pollIntervalMs = options.pollIntervalMs ?? 5000;
+  const settleMs = options.settleMs ?? 100;
+  const maxBytes = options.maxBytes ?? MAX_PEM_CHARS;
+  const registers = options.metricsRegistry ? [options.metricsRegistry] : [];
+  const loaded = new Counter({ name: "identity_trust_anchors_loaded_total", help: "Trust anchor bundles loaded (at start and on change).", registers });
+  const rejected = new Counter({
+    name: "identity_trust_anchors_rejected_total",
+    help: "Trust anchors files refused, by reason; the current bundle stays in use.",
+    labelNames: ["reason"],
+    registers,
+  });
+
+  let anchors: Uint8Array[] = [];
+  let currentHash: string | undefined;
+  let lastHash: string | undefined;
+  let queue: Promise<unknown> = Promise.resolve();
+  let watcher: FSWatcher | undefined;
+  let pollTimer: NodeJS.Timeout | undefined;
+  let settleTimer: NodeJS.Timeout | undefined;
+  let closed = false;
+  const listeners = new Set<(anchors: Uint8Array[]) => void>();
+
+  new Gauge({
+    name: "identity_trust_anchors",
+    help: "Number of trust anchors in the bundle in use; absent before the first load.",
+    registers,
+    collect() {
+      this.reset();
+      if (anchors.length > 0) this.set(anchors.length);
+    },
+  });
+
+  async function check(): Promise<TrustAnchorsReloadResult> {
+    let hash: string | undefined;
+    try {
+      const bytes = await readBounded(options.file, maxBytes);
+      hash = createHash("sha256").update(bytes).digest("hex");
+      if (hash === lastHash) return { result: "unchanged" };
+      lastHash = hash;
+      // Back to the bundle in use after a refused or unreadable file: nothing changed.
+      if (hash === currentHash) return { result: "unchanged" };
+      const next = parseBundle(options.file, bytes, now());
+      anchors = next;
+      currentHash = hash;
+      loaded.inc();
+      logger.info({ file: options.file, anchors: next.length }, "trust anchors loaded");
+      for (const listener of [...listeners]) {
+        try {
+          listener(next);
+        } catch (error) {
+          logger.error({ err: error }, "trust anchors listener failed");
+        }
+      }
+      return { result: "loaded", anchors: next };
+    } catch (error) {
+      const rejection = error instanceof Refused ? error.rejection : "bad_certificate";
+      const reason = error instanceof Error ? error.message : String(error);
+      // Content already refused is not re-reported; an unreadable file is, once per distinct reason.
+      if (hash === undefined) {
+        if (lastHash === `unreadable:${reason}`) return { result: "rejected", rejection, reason };
+        lastHash = `unreadable:${reason}`;
+      }
+      rejected.inc({ reason: rejection });
+      const keeping = anchors.length;
+      logger.warn(
+        { reason, rejection, file: options.file, keeping },
+        keeping > 0 ? "trust anchors replacement refused; keeping the current bundle" : "trust anchors refused",
+      );
+      return { result: "rejected", rejection, reason };
+    }
+  }
+
+  function reload(): Promise<TrustAnchorsReloadResult> {
+    const next = queue.then(check, check);
+    queue = next.catch(() => undefined);
+    return next;
+  }
+
+  function schedule(): void {
+    if (closed) return;
+    if (settleTimer) clearTimeout(settleTimer);
+    settleTimer = setTimeout(() => {
+      settleTimer = undefined;
+      void reload();
+    }, settleMs);
+    settleTimer.unref();
+  }
+
+  return {
+    current: () => anchors,
+    reload,
+    async start() {
+      const first = await reload();
+      if (closed) return first;
+      // The folder, not the file: editors, `mv` and the kubelet replace the file (or the `..data` link) rather than write it.
+      const dir = path.dirname(options.file);
+      try {
+        watcher = watch(dir, { persistent: false }, () => schedule());
+        watcher.on("error", (error) => logger.warn({ err: error, dir }, "trust anchors folder watch failed; relying on the periodic check"));
+      } catch (error) {
+        logger.warn({ err: error, dir }, "cannot watch the trust anchors folder; relying on the periodic check");
+      }
+      pollTimer = setInterval(() => void reload(), pollIntervalMs);
+      pollTimer.unref();
+      return first;
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
+    close() {
+      closed = true;
+      watcher?.close();
+      if (pollTimer) clearInterval(pollTimer);
+      if (settleTimer) clearTimeout(settleTimer);
+    },
+  };
+}
