@@ -13,6 +13,7 @@ export interface Config {
   lifetimeMs: number;
   skewMs: number;
   issuerPollIntervalMs: number;
+  trustAnchorsPollIntervalMs: number;
   listen: { host: string; port: number };
   admin: { host: string; port: number };
   insecurePlaintext: boolean;
@@ -55,6 +56,20 @@ export function parseAddress(text: string, what: string): { host: string; port: 
   return { host, port };
 }
 
+/**
+ * A boolean environment variable, strictly: `true`/`1` → on; `false`/`0`,
+ * empty or unset → off; anything else is a ConfigError naming the variable.
+ * (commander's `.env()` on a boolean flag turns it on for any value, `false` included.)
+ */
+export function parseBooleanEnv(env: NodeJS.ProcessEnv, name: string): boolean {
+  const raw = env[name];
+  if (raw === undefined) return false;
+  const value = raw.trim().toLowerCase();
+  if (value === "true" || value === "1") return true;
+  if (value === "false" || value === "0" || value === "") return false;
+  throw new ConfigError(`${name}: "${raw}" is not a boolean (use true, 1, false or 0)`);
+}
+
 export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
@@ -65,7 +80,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .description("The meshtls identity service: exchanges ServiceAccount tokens and CSRs for short-lived mTLS certificates.")
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) })
-    .addOption(new Option("--trust-anchors <file>", "PEM bundle of trust anchors (root CAs)").env("MESHTLS_TRUST_ANCHORS"))
+    .addOption(new Option("--trust-anchors <file>", "PEM bundle of trust anchors (root CAs); watched and reloaded").env("MESHTLS_TRUST_ANCHORS"))
     .addOption(new Option("--issuer-dir <dir>", "folder with issuer.crt/issuer.key, crt.pem/key.pem or tls.crt/tls.key").env("MESHTLS_ISSUER_DIR"))
     .addOption(new Option("--trust-domain <domain>", "trust domain").env("MESHTLS_TRUST_DOMAIN").default("cluster.local"))
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
@@ -75,9 +90,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--issuance-lifetime <duration>", "lifetime of issued leaves").env("MESHTLS_ISSUANCE_LIFETIME").default("24h"))
     .addOption(new Option("--clock-skew <duration>", "clock-skew allowance before notBefore and after notAfter").env("MESHTLS_CLOCK_SKEW").default("20s"))
     .addOption(new Option("--issuer-poll-interval <duration>", "how often the issuer folder's content is checked").env("MESHTLS_ISSUER_POLL_INTERVAL").default("5s"))
+    .addOption(new Option("--trust-anchors-poll-interval <duration>", "how often the trust anchors file's content is checked").env("MESHTLS_TRUST_ANCHORS_POLL_INTERVAL").default("5s"))
     .addOption(new Option("--listen <addr>", "gRPC listen address").env("MESHTLS_LISTEN").default("0.0.0.0:8080"))
     .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready)").env("MESHTLS_ADMIN").default("0.0.0.0:9990"))
-    .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only)").env("MESHTLS_INSECURE_PLAINTEXT"))
+    // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
+    .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only); env MESHTLS_INSECURE_PLAINTEXT=true|1|false|0"))
     .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_LOG_LEVEL").default("info"));
   // commander reads process.env itself; hand it the environment we were given.
   const saved = process.env;
@@ -94,7 +111,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     return v;
   };
   const listen = parseAddress(String(o["listen"]), "--listen");
-  const insecurePlaintext = o["insecurePlaintext"] === true || o["insecurePlaintext"] === "true" || o["insecurePlaintext"] === "1";
+  // The flag given on the command line is on; the variable is always parsed strictly (a malformed one is refused).
+  const fromEnv = parseBooleanEnv(env, "MESHTLS_INSECURE_PLAINTEXT");
+  const insecurePlaintext = o["insecurePlaintext"] === true || fromEnv;
   if (insecurePlaintext && !isLoopback(listen.host)) {
     throw new ConfigError(`--insecure-plaintext is allowed only on a loopback listen address; --listen is ${listen.host}`);
   }
@@ -111,6 +130,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     lifetimeMs,
     skewMs: parseDurationMs(String(o["clockSkew"]), "--clock-skew"),
     issuerPollIntervalMs: Math.max(100, parseDurationMs(String(o["issuerPollInterval"]), "--issuer-poll-interval")),
+    trustAnchorsPollIntervalMs: Math.max(100, parseDurationMs(String(o["trustAnchorsPollInterval"]), "--trust-anchors-poll-interval")),
     listen,
     admin: parseAddress(String(o["admin"]), "--admin"),
     insecurePlaintext,

@@ -1,8 +1,7 @@
 import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { experimental, Server, ServerCredentials } from "@grpc/grpc-js";
-import { createIdentityServer, createIssuerStore, createJwksTokenValidator } from "@meshtls/identity";
-import { decodeCertificates } from "@meshtls/pki";
+import { createIdentityServer, createIssuerStore, createJwksTokenValidator, createTrustAnchorsStore } from "@meshtls/identity";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { createAdminServer } from "./admin.ts";
@@ -24,16 +23,6 @@ async function loadJwks(source: string): Promise<URL | { keys: Record<string, un
   return parsed as { keys: Record<string, unknown>[] };
 }
 
-async function loadAnchors(file: string): Promise<Uint8Array[]> {
-  try {
-    const anchors = decodeCertificates(await readFile(file, "utf8"));
-    if (anchors.length === 0) throw new Error("no certificates");
-    return anchors;
-  } catch (error) {
-    throw new ConfigError(`--trust-anchors ${file}: not a PEM certificate bundle (${(error as Error).message})`);
-  }
-}
-
 function hostPort(address: { host: string; port: number }): string {
   return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
 }
@@ -44,12 +33,24 @@ async function run(config: Config): Promise<void> {
   const logger = pino({ level: config.logLevel, base: { service: "meshtls-identity" } }, pino.destination({ dest: 1, sync: false }));
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const trustAnchors = await loadAnchors(config.trustAnchorsFile);
   const jwks = await loadJwks(config.tokenJwks);
+  // The anchors file is followed like the issuer folder: a bad or empty file never replaces the bundle in use.
+  const anchorsStore = createTrustAnchorsStore({
+    file: config.trustAnchorsFile,
+    pollIntervalMs: config.trustAnchorsPollIntervalMs,
+    logger,
+    metricsRegistry: registry,
+  });
+  const firstAnchors = await anchorsStore.start();
+  if (firstAnchors.result === "rejected") {
+    anchorsStore.close();
+    throw new ConfigError(`--trust-anchors: ${firstAnchors.reason}`);
+  }
 
   const issuerStore = createIssuerStore({
     dir: config.issuerDir,
-    trustAnchors,
+    // Read at every check: the issuer (current or candidate) is validated against the anchors in use now.
+    trustAnchors: () => anchorsStore.current(),
     pollIntervalMs: config.issuerPollIntervalMs,
     trustDomain: config.trustDomain,
     controlNamespace: config.controlNamespace,
@@ -59,8 +60,11 @@ async function run(config: Config): Promise<void> {
   const first = await issuerStore.start();
   if (first.result === "rejected") {
     issuerStore.close();
+    anchorsStore.close();
     throw new ConfigError(`--issuer-dir ${config.issuerDir}: ${first.reason}`);
   }
+  // New anchors: revalidate the issuer now (kept, replaced by a candidate refused before, or dropped), not at the next poll.
+  anchorsStore.subscribe(() => void issuerStore.reload());
 
   const identity = createIdentityServer({
     issuerStore,
@@ -104,7 +108,12 @@ async function run(config: Config): Promise<void> {
     ready: () => {
       if (shuttingDown) return { ok: false, reason: "shutting down" };
       const state = issuerStore.current();
-      return state.ok ? { ok: true } : { ok: false, reason: state.reason };
+      if (!state.ok) return { ok: false, reason: state.reason };
+      // The serving certificate follows the issuer; if renewing it failed until it expired, TLS clients are refused.
+      if (serving && (serving.notAfter === undefined || Date.now() >= serving.notAfter.getTime())) {
+        return { ok: false, reason: `the service's own certificate expired at ${serving.notAfter?.toISOString() ?? "(none)"}` };
+      }
+      return { ok: true };
     },
   });
   await new Promise<void>((resolve, reject) => {
@@ -118,6 +127,7 @@ async function run(config: Config): Promise<void> {
       admin: hostPort({ host: config.admin.host, port: adminPort }),
       tls: !config.insecurePlaintext,
       serverName: serving?.name ?? null,
+      trustAnchors: anchorsStore.current().length,
       trustDomain: config.trustDomain,
     },
     "listening",
@@ -133,6 +143,7 @@ async function run(config: Config): Promise<void> {
       clearTimeout(force);
       serving?.stop();
       issuerStore.close();
+      anchorsStore.close();
       admin.close();
       admin.closeAllConnections();
       logger.info({}, "stopped");

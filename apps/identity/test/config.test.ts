@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseAddress, parseConfig, parseDurationMs } from "../src/config.ts";
+import { ConfigError, parseAddress, parseBooleanEnv, parseConfig, parseDurationMs } from "../src/config.ts";
 
 const base = ["node", "meshtls-identity"];
 const required = ["--trust-anchors", "ca.crt", "--issuer-dir", "issuer", "--token-jwks", "jwks.json", "--token-issuer", "https://meshtls.local"];
@@ -14,6 +14,7 @@ describe("meshtls-identity configuration", () => {
       lifetimeMs: 24 * 3600_000,
       skewMs: 20_000,
       issuerPollIntervalMs: 5000,
+      trustAnchorsPollIntervalMs: 5000,
       listen: { host: "0.0.0.0", port: 8080 },
       admin: { host: "0.0.0.0", port: 9990 },
       insecurePlaintext: false,
@@ -49,6 +50,35 @@ describe("meshtls-identity configuration", () => {
     [[...required, "--listen", "8080"], /--listen: "8080" is not host:port/],
   ])("refuses %j with a message", (args, message) => {
     expect(() => parseConfig([...base, ...args], {})).toThrow(message);
+  });
+
+  it("parses MESHTLS_INSECURE_PLAINTEXT strictly: =false is off, not on", () => {
+    const loopback = [...required, "--listen", "127.0.0.1:8080"];
+    for (const value of ["true", "1", "TRUE", " 1 "]) {
+      expect(parseConfig([...base, ...loopback], { MESHTLS_INSECURE_PLAINTEXT: value }).insecurePlaintext, value).toBe(true);
+    }
+    for (const value of ["false", "0", "", "False"]) {
+      expect(parseConfig([...base, ...loopback], { MESHTLS_INSECURE_PLAINTEXT: value }).insecurePlaintext, value).toBe(false);
+    }
+    expect(parseConfig([...base, ...loopback], {}).insecurePlaintext).toBe(false);
+    // Off by the variable: a non-loopback listen address is then fine (with =false, commander alone would have refused it).
+    expect(parseConfig([...base, ...required], { MESHTLS_INSECURE_PLAINTEXT: "false" }).insecurePlaintext).toBe(false);
+    // The flag wins over =false.
+    expect(parseConfig([...base, ...loopback, "--insecure-plaintext"], { MESHTLS_INSECURE_PLAINTEXT: "false" }).insecurePlaintext).toBe(true);
+    for (const value of ["yes", "on", "2", "truee"]) {
+      expect(() => parseConfig([...base, ...loopback], { MESHTLS_INSECURE_PLAINTEXT: value }), value).toThrow(
+        new ConfigError(`MESHTLS_INSECURE_PLAINTEXT: "${value}" is not a boolean (use true, 1, false or 0)`),
+      );
+    }
+    // Even beside the flag, a malformed variable is refused rather than ignored.
+    expect(() => parseConfig([...base, ...loopback, "--insecure-plaintext"], { MESHTLS_INSECURE_PLAINTEXT: "yes" })).toThrow(/MESHTLS_INSECURE_PLAINTEXT: "yes"/);
+    expect(parseBooleanEnv({}, "X")).toBe(false);
+  });
+
+  it("reads the trust anchors poll interval", () => {
+    expect(parseConfig([...base, ...required, "--trust-anchors-poll-interval", "750ms"], {}).trustAnchorsPollIntervalMs).toBe(750);
+    expect(parseConfig([...base, ...required], { MESHTLS_TRUST_ANCHORS_POLL_INTERVAL: "2s" }).trustAnchorsPollIntervalMs).toBe(2000);
+    expect(() => parseConfig([...base, ...required, "--trust-anchors-poll-interval", "often"], {})).toThrow(/--trust-anchors-poll-interval: "often" is not a duration/);
   });
 
   it("parses durations and addresses", () => {

@@ -97,6 +97,8 @@ export interface IdentityProcess {
 export async function startIdentity(options: {
   dir: string;
   issuerDir?: string;
+  /** The trust anchors file; default `<dir>/ca.crt`. */
+  trustAnchors?: string;
   args?: string[];
   listen?: string;
   env?: Record<string, string>;
@@ -104,7 +106,7 @@ export async function startIdentity(options: {
   const args = [
     identityBin,
     "--trust-anchors",
-    path.join(options.dir, "ca.crt"),
+    options.trustAnchors ?? path.join(options.dir, "ca.crt"),
     "--issuer-dir",
     options.issuerDir ?? options.dir,
     "--token-jwks",
@@ -184,10 +186,10 @@ export async function startIdentity(options: {
   };
 }
 
-/** A gRPC client built only from the generated API, verifying the service as SERVER_NAME against ca.crt. */
-export async function identityClient(dir: string, address: string, options: { plaintext?: boolean } = {}): Promise<IdentityClient> {
+/** A gRPC client built only from the generated API, verifying the service as SERVER_NAME against ca.crt (or `anchors`). */
+export async function identityClient(dir: string, address: string, options: { plaintext?: boolean; anchors?: string } = {}): Promise<IdentityClient> {
   if (options.plaintext) return new IdentityClient(address, credentials.createInsecure());
-  const ca = await readFile(path.join(dir, "ca.crt"));
+  const ca = await readFile(options.anchors ?? path.join(dir, "ca.crt"));
   return new IdentityClient(address, credentials.createSsl(ca), { "grpc.ssl_target_name_override": SERVER_NAME, "grpc.default_authority": SERVER_NAME });
 }
 
