@@ -1,6 +1,7 @@
 // The trust-anchor rotation walkthrough, against live processes: anchor A →
 // bundle A+B → issuer under B → old anchor A removed, with continuous requests
 // from web to api through the proxies, none of which may fail or go without mTLS.
+// Nothing is restarted: the proxies and the identity service follow the bundle file.
 import { copyFile, rename } from "node:fs/promises";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -10,7 +11,7 @@ import { scrapeMetrics } from "../src/mesh/admin-client.ts";
 import { sumSamples } from "../src/mesh/prometheus.ts";
 import type { LogLine, ManagedProcess } from "../src/mesh/supervisor.ts";
 import { makeTempDir, runCli } from "./helpers.ts";
-import { eventually, testBinaries } from "./mesh-helpers.ts";
+import { alive, eventually, testBinaries } from "./mesh-helpers.ts";
 
 /** Leaves live 10 s: proxies refresh every ~7 s, so every step is seen by several refreshes. */
 const LEAF_LIFETIME_MS = 10_000;
@@ -94,19 +95,16 @@ describe("trust anchor rotation with zero failed requests (live identity, destin
     const bundled = await runCli(["certs", "bundle", "--out", bundleAB, path.join(certsA, "ca.crt"), path.join(certsB, "ca.crt")]);
     expect(bundled.code, bundled.stderr).toBe(0);
 
-    // 2. Roll the bundle out: the proxies reload their trust-anchors file without a restart.
+    // 2. Roll the bundle out: the proxies and the identity service reload the trust-anchors file without a restart.
     steps.push("roll out bundle A+B");
+    const pidsBefore = [api.proxy.pid, web.proxy.pid, mesh.identity!.proc.pid];
     const reloaded = [api, web].map((w) => next(w.proxy, (l) => l.msg === "trust anchors reloaded" && l.anchors === 2, "reload of a 2-anchor bundle"));
+    const identityReloaded = next(mesh.identity!.proc, (l) => l.msg === "trust anchors loaded" && l.anchors === 2, "identity service reload of the 2-anchor bundle");
     await rollOut(bundleAB, mesh.bundleFile);
-    await Promise.all(reloaded);
-    // The identity service reads --trust-anchors once at start (it validates issuers against them): restarted on its port.
-    const proxiesBefore = [api.proxy.pid, web.proxy.pid];
-    await mesh.stopIdentity();
-    await mesh.startIdentity();
-    expect([api.proxy.pid, web.proxy.pid]).toEqual(proxiesBefore);
+    await Promise.all([...reloaded, identityReloaded]);
     await callsFor(2_000);
 
-    // 3. Switch the issuer to the one under B; the identity service reloads its issuer folder.
+    // 3. Switch the issuer to the one under B; the identity service reloads its issuer folder and checks it against A+B.
     steps.push("switch issuer to B");
     // Key first, then certificate, each replaced in one step; a half-swapped folder is refused and kept out until both match.
     await rollOut(path.join(certsB, "issuer.key"), path.join(mesh.issuerDir, "issuer.key"));
@@ -130,10 +128,11 @@ describe("trust anchor rotation with zero failed requests (live identity, destin
     steps.push("remove anchor A");
     expect((await runCli(["certs", "bundle", "--out", bundleB, path.join(certsB, "ca.crt")])).code).toBe(0);
     const reloadedB = [api, web].map((w) => next(w.proxy, (l) => l.msg === "trust anchors reloaded" && l.anchors === 1, "reload of the 1-anchor bundle"));
+    const identityReloadedB = next(mesh.identity!.proc, (l) => l.msg === "trust anchors loaded" && l.anchors === 1, "identity service reload of the 1-anchor bundle");
+    // The issuer under B stays in use under B alone (revalidated, not dropped).
+    const revalidated = next(mesh.identity!.proc, (l) => l.msg === "issuer revalidated against the new trust anchors", "issuer revalidation under B alone");
     await rollOut(bundleB, mesh.bundleFile);
-    await Promise.all(reloadedB);
-    await mesh.stopIdentity();
-    await mesh.startIdentity();
+    await Promise.all([...reloadedB, identityReloadedB, revalidated]);
 
     // 6. Keep going across more refreshes with B alone trusted.
     steps.push("anchor B only");
@@ -145,6 +144,12 @@ describe("trust anchor rotation with zero failed requests (live identity, destin
     expect((await presented(api, bundleB)).verification).toMatchObject({ ok: true });
     const aRefused = await presented(api, path.join(certsA, "ca.crt"));
     expect(aRefused.verification).toMatchObject({ ok: false });
+
+    // No process was restarted: the identity service and both proxies are the ones started at the beginning.
+    expect([api.proxy.pid, web.proxy.pid, mesh.identity!.proc.pid]).toEqual(pidsBefore);
+    expect(pidsBefore.every((pid) => alive(pid))).toBe(true);
+    const identityMetrics = await scrapeMetrics({ address: mesh.identity!.adminAddress });
+    expect(sumSamples(identityMetrics, "identity_trust_anchors", {})).toBe(1);
 
     // Every request of the whole sequence succeeded, and every connection between the proxies was mTLS.
     expect(calls.failed).toEqual([]);
