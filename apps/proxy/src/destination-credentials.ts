@@ -72,7 +72,7 @@ export function createDestinationChannelCredentials(options: DestinationChannelC
 
   const expected = options.serverName;
   const credentials = experimental.createCertificateProviderChannelCredentials(provider, provider, {
-    checkServerIdentity: (_host, cert) => (namesIdentity(cert.subjectaltname, expected) ? undefined : new Error(`the destination service is not ${expected}`)),
+    checkServerIdentity: (_host, cert) => (namesIdentity(cert.raw, expected) ? undefined : new Error(`the destination service is not ${expected}`)),
   });
   return {
     credentials,

@@ -49,7 +49,7 @@ async function startDestination(options: { port: number; serverPki: Awaited<Retu
   const wrapped: Record<string, (call: ServerWritableStream<unknown, unknown>) => void> = {};
   for (const [name, method] of Object.entries(implementation)) {
     wrapped[name] = (call) => {
-      callers.push(peerIdentity(call.getAuthContext().sslPeerCertificate?.subjectaltname));
+      callers.push(peerIdentity(call.getAuthContext().sslPeerCertificate?.raw));
       method(call);
     };
   }

@@ -87,7 +87,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       ...localAddress,
       // The server must be the endpoint's identity, never the host name.
       checkServerIdentity: (_host, cert) => {
-        if (namesIdentity(cert.subjectaltname, identity)) return undefined;
+        if (namesIdentity(cert.raw, identity)) return undefined;
         mismatch = new ProxyError(
           "ERR_TLS_IDENTITY_MISMATCH",
           `${remote} presented a certificate for ${cert.subjectaltname || "no name"}, not ${identity}`,

@@ -1,5 +1,5 @@
 import tls from "node:tls";
-import { pemEncode } from "@meshtls/pki";
+import { parseCertificate, pemEncode, PkiError } from "@meshtls/pki";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
 import type { CredentialSource, Credentials, TrustBundleSource } from "./sources.js";
@@ -121,28 +121,30 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
 }
 
 /**
- * The identities a certificate names, as node:tls renders `subjectaltname`
- * (`DNS:a, URI:spiffe://...`); entries node quoted because they hold odd
- * characters are kept quoted, so they never equal a plain identity.
+ * The DNS and URI SANs of a DER certificate, read from the certificate itself.
+ * Never from node's `subjectaltname` text: its quoting of values that hold
+ * ", " can be confused for more entries (the shape of CVE-2021-44532). A
+ * certificate that cannot be parsed names nothing, so it matches no identity.
  */
-export function subjectAltNames(subjectaltname: string | undefined): { dns: string[]; uri: string[] } {
-  const out = { dns: [] as string[], uri: [] as string[] };
-  if (subjectaltname === undefined || subjectaltname === "") return out;
-  for (const entry of subjectaltname.split(", ")) {
-    if (entry.startsWith("DNS:")) out.dns.push(entry.slice(4));
-    else if (entry.startsWith("URI:")) out.uri.push(entry.slice(4));
+export function subjectAltNames(certificate: Uint8Array | undefined): { dns: string[]; uri: string[] } {
+  if (certificate === undefined) return { dns: [], uri: [] };
+  try {
+    const { san } = parseCertificate(certificate);
+    return { dns: san.dns, uri: san.uri };
+  } catch (error) {
+    if (error instanceof PkiError) return { dns: [], uri: [] };
+    throw error;
   }
-  return out;
 }
 
-/** The client identity of a peer certificate: its first DNS SAN, else its first URI SAN. */
-export function peerIdentity(subjectaltname: string | undefined): string | undefined {
-  const names = subjectAltNames(subjectaltname);
+/** The client identity of a DER peer certificate: its first DNS SAN, else its first URI SAN. */
+export function peerIdentity(certificate: Uint8Array | undefined): string | undefined {
+  const names = subjectAltNames(certificate);
   return names.dns[0] ?? names.uri[0];
 }
 
-/** Whether a DNS or URI SAN equals `identity` exactly. */
-export function namesIdentity(subjectaltname: string | undefined, identity: string): boolean {
-  const names = subjectAltNames(subjectaltname);
+/** Whether a DNS or URI SAN of a DER certificate equals `identity` exactly. */
+export function namesIdentity(certificate: Uint8Array | undefined, identity: string): boolean {
+  const names = subjectAltNames(certificate);
   return names.dns.includes(identity) || names.uri.includes(identity);
 }

@@ -164,7 +164,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     }
     sockets.add(secure);
     secure.once("close", () => sockets.delete(secure));
-    const clientId = peer === undefined ? undefined : peerIdentity(peer.subjectAltName);
+    const clientId = peer === undefined ? undefined : peerIdentity(peer.raw);
     const tlsState: TlsState = clientId === undefined ? { tls: "true" } : { tls: "true", peerId: clientId };
 
     // Opaque transport (direct connection): mTLS with a client identity, then the header names the port.

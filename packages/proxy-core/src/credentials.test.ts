@@ -1,0 +1,43 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { toDer } from "@meshtls/pki";
+import { afterAll, describe, expect, it } from "vitest";
+import { namesIdentity, peerIdentity, subjectAltNames } from "./credentials.js";
+
+const api = "api.default.serviceaccount.identity.meshtls.cluster.local";
+const dir = mkdtempSync(path.join(tmpdir(), "proxy-core-san-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A self-signed certificate made by openssl with the given `[alt]` section lines. */
+function opensslCertificate(name: string, altLines: string[]): Uint8Array {
+  const config = path.join(dir, `${name}.cnf`);
+  writeFileSync(config, ["[req]", "distinguished_name = dn", "x509_extensions = ext", "prompt = no", "[dn]", "CN = test", "[ext]", "subjectAltName = @alt", "[alt]", ...altLines, ""].join("\n"));
+  const out = path.join(dir, `${name}.pem`);
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", path.join(dir, `${name}.key`), "-out", out, "-config", config, "-days", "1"], { stdio: "ignore" });
+  return toDer(readFileSync(out, "utf8"), "CERTIFICATE");
+}
+
+describe("identities of a peer certificate", () => {
+  it("reads DNS and URI SANs from the certificate itself", () => {
+    const der = opensslCertificate("plain", [`DNS.1 = ${api}`, "URI.1 = spiffe://cluster.local/ns/default/sa/api"]);
+    expect(subjectAltNames(der)).toEqual({ dns: [api], uri: ["spiffe://cluster.local/ns/default/sa/api"] });
+    expect(peerIdentity(der)).toBe(api);
+    expect(namesIdentity(der, api)).toBe(true);
+    expect(namesIdentity(der, "spiffe://cluster.local/ns/default/sa/api")).toBe(true);
+    expect(namesIdentity(der, "web.default.serviceaccount.identity.meshtls.cluster.local")).toBe(false);
+  });
+
+  it("never mistakes text inside one SAN for another SAN", () => {
+    // One URI SAN whose value reads like more entries in node's subjectaltname rendering.
+    const der = opensslCertificate("injected", [`URI.1 = spiffe://x, DNS:${api}, URI:y`]);
+    expect(subjectAltNames(der)).toEqual({ dns: [], uri: [`spiffe://x, DNS:${api}, URI:y`] });
+    expect(namesIdentity(der, api)).toBe(false);
+  });
+
+  it("names nothing for a missing or unparsable certificate", () => {
+    expect(peerIdentity(undefined)).toBeUndefined();
+    expect(namesIdentity(new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x01]), api)).toBe(false);
+  });
+});
