@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
-import { watch } from "node:fs";
-import type { FSWatcher } from "node:fs";
+import { createFolderReloader } from "./folder-reloader.ts";
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { Counter, Gauge } from "prom-client";
@@ -92,11 +91,6 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
   let lastReason = "the issuer has not been loaded yet";
   let lastHash: string | undefined;
   let lastUnreadable: string | undefined;
-  let queue: Promise<unknown> = Promise.resolve();
-  let watcher: FSWatcher | undefined;
-  let pollTimer: NodeJS.Timeout | undefined;
-  let settleTimer: NodeJS.Timeout | undefined;
-  let closed = false;
   const listeners = new Set<(issuer: Issuer) => void>();
 
   new Gauge({
@@ -238,52 +232,21 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
     }
   }
 
-  function reload(): Promise<ReloadResult> {
-    const next = queue.then(check, check);
-    queue = next.catch(() => undefined);
-    return next;
-  }
-
-  function schedule(): void {
-    if (closed) return;
-    if (settleTimer) clearTimeout(settleTimer);
-    settleTimer = setTimeout(() => {
-      settleTimer = undefined;
-      void reload();
-    }, settleMs);
-    settleTimer.unref();
-  }
+  const reloader = createFolderReloader({ dir: options.dir, what: "issuer folder", check, pollIntervalMs, settleMs, logger });
 
   return {
     current() {
       return issuer ? issuerState(issuer, now()) : { ok: false, reason: lastReason };
     },
-    reload,
-    async start() {
-      const first = await reload();
-      if (closed) return first;
-      try {
-        watcher = watch(options.dir, { persistent: false }, () => schedule());
-        watcher.on("error", (error) => logger.warn({ err: error, dir: options.dir }, "issuer folder watch failed; relying on the periodic check"));
-      } catch (error) {
-        logger.warn({ err: error, dir: options.dir }, "cannot watch the issuer folder; relying on the periodic check");
-      }
-      pollTimer = setInterval(() => void reload(), pollIntervalMs);
-      pollTimer.unref();
-      return first;
-    },
+    reload: reloader.reload,
+    start: reloader.start,
     subscribe(listener) {
       listeners.add(listener);
       return () => {
         listeners.delete(listener);
       };
     },
-    close() {
-      closed = true;
-      watcher?.close();
-      if (pollTimer) clearInterval(pollTimer);
-      if (settleTimer) clearTimeout(settleTimer);
-    },
+    close: reloader.close,
   };
 }
 

@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
-import { watch } from "node:fs";
-import type { FSWatcher } from "node:fs";
+import { createFolderReloader } from "./folder-reloader.ts";
 import { open } from "node:fs/promises";
 import path from "node:path";
 import { decodeCertificates, MAX_PEM_CHARS, parseCertificate } from "@meshtls/pki";
@@ -131,11 +130,6 @@ export function createTrustAnchorsStore(options: TrustAnchorsStoreOptions): Trus
   let anchors: Uint8Array[] = [];
   let currentHash: string | undefined;
   let lastHash: string | undefined;
-  let queue: Promise<unknown> = Promise.resolve();
-  let watcher: FSWatcher | undefined;
-  let pollTimer: NodeJS.Timeout | undefined;
-  let settleTimer: NodeJS.Timeout | undefined;
-  let closed = false;
   const listeners = new Set<(anchors: Uint8Array[]) => void>();
 
   new Gauge({
@@ -188,51 +182,18 @@ export function createTrustAnchorsStore(options: TrustAnchorsStoreOptions): Trus
     }
   }
 
-  function reload(): Promise<TrustAnchorsReloadResult> {
-    const next = queue.then(check, check);
-    queue = next.catch(() => undefined);
-    return next;
-  }
-
-  function schedule(): void {
-    if (closed) return;
-    if (settleTimer) clearTimeout(settleTimer);
-    settleTimer = setTimeout(() => {
-      settleTimer = undefined;
-      void reload();
-    }, settleMs);
-    settleTimer.unref();
-  }
+  const reloader = createFolderReloader({ dir: path.dirname(options.file), what: "trust anchors folder", check, pollIntervalMs, settleMs, logger });
 
   return {
     current: () => anchors,
-    reload,
-    async start() {
-      const first = await reload();
-      if (closed) return first;
-      // The folder, not the file: editors, `mv` and the kubelet replace the file (or the `..data` link) rather than write it.
-      const dir = path.dirname(options.file);
-      try {
-        watcher = watch(dir, { persistent: false }, () => schedule());
-        watcher.on("error", (error) => logger.warn({ err: error, dir }, "trust anchors folder watch failed; relying on the periodic check"));
-      } catch (error) {
-        logger.warn({ err: error, dir }, "cannot watch the trust anchors folder; relying on the periodic check");
-      }
-      pollTimer = setInterval(() => void reload(), pollIntervalMs);
-      pollTimer.unref();
-      return first;
-    },
+    reload: reloader.reload,
+    start: reloader.start,
     subscribe(listener) {
       listeners.add(listener);
       return () => {
         listeners.delete(listener);
       };
     },
-    close() {
-      closed = true;
-      watcher?.close();
-      if (pollTimer) clearInterval(pollTimer);
-      if (settleTimer) clearTimeout(settleTimer);
-    },
+    close: reloader.close,
   };
 }
