@@ -1,4 +1,7 @@
 import { Command, Option } from "commander";
+import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine } from "@meshtls/runtime";
+
+export { ConfigError };
 
 /** The validated configuration of meshtls-destination. */
 export interface Config {
@@ -12,33 +15,6 @@ export interface Config {
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
   insecurePlaintext: boolean;
   logLevel: string;
-}
-
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
-/** `host:port`, `[v6]:port` or `:port` (all interfaces). */
-export function parseAddress(text: string, what: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
-  const port = m?.[3] === undefined ? NaN : Number(m[3]);
-  if (!m || !(port >= 0 && port <= 65535)) {
-    throw new ConfigError(`${what}: "${text}" is not host:port (e.g. 0.0.0.0:8086, [::1]:8086, :8086)`);
-  }
-  const host = m[1] ?? (m[2] === "" || m[2] === undefined ? "0.0.0.0" : m[2]);
-  return { host, port };
-}
-
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
-
-/** A boolean variable: `true`/`1` on, `false`/`0`/empty/unset off, anything else a ConfigError. */
-export function envBoolean(env: NodeJS.ProcessEnv, name: string): boolean {
-  const value = env[name]?.trim().toLowerCase();
-  if (value === undefined || value === "" || value === "false" || value === "0") return false;
-  if (value === "true" || value === "1") return true;
-  throw new ConfigError(`${name}: "${env[name]}" is not true, false, 1 or 0`);
 }
 
 const DNS_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
@@ -62,19 +38,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
     .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only; env MESHTLS_INSECURE_PLAINTEXT=true|false)"))
     .addOption(new Option("--log-level <level>", `pino log level (${LOG_LEVELS.join(", ")})`).env("MESHTLS_LOG_LEVEL").default("info"));
-  // commander reads process.env itself; hand it the environment we were given.
-  const saved = process.env;
-  process.env = env;
-  try {
-    program.parse(argv, { from: "node" });
-  } finally {
-    process.env = saved;
-  }
+  parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | undefined>>();
   const registryFile = o["registry"];
   if (typeof registryFile !== "string" || registryFile === "") throw new ConfigError("--registry (or MESHTLS_REGISTRY_FILE) is required");
   const listen = parseAddress(String(o["listen"]), "--listen");
-  const insecurePlaintext = o["insecurePlaintext"] === true || envBoolean(env, "MESHTLS_INSECURE_PLAINTEXT");
+  const insecurePlaintext = o["insecurePlaintext"] === true || parseBooleanEnv(env, "MESHTLS_INSECURE_PLAINTEXT");
   const certFile = o["tlsCert"];
   const keyFile = o["tlsKey"];
   const clientCaFile = o["tlsClientCa"];

@@ -2,9 +2,9 @@ import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { createDestinationServer, createFileRegistry, DestinationError } from "@meshtls/destination";
+import { createAdminServer } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
-import { createAdminServer } from "./admin.js";
 import { ConfigError, parseConfig, type Config } from "./config.js";
 
 const SHUTDOWN_GRACE_MS = 5_000;

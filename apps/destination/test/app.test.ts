@@ -47,7 +47,7 @@ describe("meshtls-destination process", () => {
     expect(off.stderr).toMatch(/give --tls-cert and --tls-key, or --insecure-plaintext/);
     const junk = run(["--registry", file, "--listen", "127.0.0.1:0"], { MESHTLS_INSECURE_PLAINTEXT: "yes please" });
     expect(junk.status).toBe(2);
-    expect(junk.stderr).toMatch(/MESHTLS_INSECURE_PLAINTEXT: "yes please" is not true, false, 1 or 0/);
+    expect(junk.stderr).toMatch(/MESHTLS_INSECURE_PLAINTEXT: "yes please" is not a boolean \(use true, 1, false or 0\)/);
   });
 
   it("refuses bad configuration with a clear message", () => {

@@ -1,4 +1,7 @@
 import { Command, Option } from "commander";
+import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseDurationMs } from "@meshtls/runtime";
+
+export { ConfigError, parseAddress, parseBooleanEnv, parseDurationMs };
 
 /** The validated configuration of meshtls-identity. */
 export interface Config {
@@ -18,60 +21,6 @@ export interface Config {
   admin: { host: string; port: number };
   insecurePlaintext: boolean;
   logLevel: string;
-}
-
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** `24h`, `90s`, `1h30m`, `500ms` → milliseconds. */
-export function parseDurationMs(text: string, what: string): number {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/y;
-  let total = 0;
-  let consumed = 0;
-  const input = text.trim();
-  while (consumed < input.length) {
-    re.lastIndex = consumed;
-    const m = re.exec(input);
-    if (!m || m[1] === undefined || m[2] === undefined) {
-      throw new ConfigError(`${what}: "${text}" is not a duration; use a number with a unit ms, s, m, h or d (e.g. 24h, 20s)`);
-    }
-    total += Number(m[1]) * (UNIT_MS[m[2]] ?? 0);
-    consumed = re.lastIndex;
-  }
-  if (input.length === 0) throw new ConfigError(`${what}: empty duration`);
-  return Math.round(total);
-}
-
-/** `host:port`, `[v6]:port` or `:port` (all interfaces). */
-export function parseAddress(text: string, what: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
-  const port = m?.[3] === undefined ? NaN : Number(m[3]);
-  if (!m || !(port >= 0 && port <= 65535)) {
-    throw new ConfigError(`${what}: "${text}" is not host:port (e.g. 0.0.0.0:8080, [::1]:8080, :8080)`);
-  }
-  const host = m[1] ?? (m[2] === "" || m[2] === undefined ? "0.0.0.0" : m[2]);
-  return { host, port };
-}
-
-/**
- * A boolean environment variable, strictly: `true`/`1` → on; `false`/`0`,
- * empty or unset → off; anything else is a ConfigError naming the variable.
- * (commander's `.env()` on a boolean flag turns it on for any value, `false` included.)
- */
-export function parseBooleanEnv(env: NodeJS.ProcessEnv, name: string): boolean {
-  const raw = env[name];
-  if (raw === undefined) return false;
-  const value = raw.trim().toLowerCase();
-  if (value === "true" || value === "1") return true;
-  if (value === "false" || value === "0" || value === "") return false;
-  throw new ConfigError(`${name}: "${raw}" is not a boolean (use true, 1, false or 0)`);
-}
-
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 /** Parses flags and `MESHTLS_*` environment variables (flags win). Throws ConfigError with a message for the user. */
@@ -96,14 +45,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
     .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only); env MESHTLS_INSECURE_PLAINTEXT=true|1|false|0"))
     .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_LOG_LEVEL").default("info"));
-  // commander reads process.env itself; hand it the environment we were given.
-  const saved = process.env;
-  process.env = env;
-  try {
-    program.parse(argv, { from: "node" });
-  } finally {
-    process.env = saved;
-  }
+  parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | undefined>>();
   const required = (key: string, flag: string, envName: string): string => {
     const v = o[key];

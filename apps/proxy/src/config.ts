@@ -1,6 +1,9 @@
 import { Command, Option } from "commander";
+import { ConfigError, parseBooleanEnv, parseCommandLine, parseDurationMs } from "@meshtls/runtime";
 import { parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { CreateInboundPolicyOptions, DefaultPolicy, HostPort, PortPolicy, Route } from "@meshtls/proxy-core";
+
+export { ConfigError, parseDurationMs };
 
 /** The validated configuration of meshtls-proxy. */
 export interface Config {
@@ -31,29 +34,6 @@ export interface Config {
   logLevel: string;
 }
 
-export class ConfigError extends Error {
-  override name = "ConfigError";
-}
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** `10s`, `1h30m`, `500ms` → milliseconds. */
-export function parseDurationMs(text: string, what: string): number {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/y;
-  const input = text.trim();
-  let total = 0;
-  let at = 0;
-  if (input === "") throw new ConfigError(`${what}: empty duration`);
-  while (at < input.length) {
-    re.lastIndex = at;
-    const m = re.exec(input);
-    if (!m || m[1] === undefined || m[2] === undefined) throw new ConfigError(`${what}: "${text}" is not a duration (e.g. 500ms, 10s, 1h)`);
-    total += Number(m[1]) * (UNIT_MS[m[2]] ?? 0);
-    at = re.lastIndex;
-  }
-  return Math.round(total);
-}
-
 function address(text: string, what: string): HostPort {
   try {
     return parseHostPort(text.trim(), { defaultHost: "0.0.0.0" });
@@ -69,20 +49,6 @@ function ports(text: string | undefined, what: string): number[] {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`${what}: "${part}" is not a port`);
     return port;
   });
-}
-
-/**
- * A boolean environment variable, strictly: `true`/`1` → on; `false`/`0`,
- * empty or unset → off; anything else is a ConfigError naming the variable.
- * (commander's `.env()` on a boolean flag turns it on for any value, `false` included.)
- */
-export function parseBooleanEnv(env: NodeJS.ProcessEnv, name: string): boolean {
-  const raw = env[name];
-  if (raw === undefined) return false;
-  const value = raw.trim().toLowerCase();
-  if (value === "true" || value === "1") return true;
-  if (value === "false" || value === "0" || value === "") return false;
-  throw new ConfigError(`${name}: "${raw}" is not a boolean (use true, 1, false or 0)`);
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
@@ -126,13 +92,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--drain-timeout <duration>", "how long SIGTERM waits for open connections").env("MESHTLS_PROXY_DRAIN_TIMEOUT").default("10s"))
     .addOption(new Option("--trust-anchors-poll <duration>", "backup poll of the trust anchors file").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL").default("2s"))
     .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_PROXY_LOG_LEVEL").default("info"));
-  const saved = process.env;
-  process.env = env;
-  try {
-    program.parse(argv, { from: "node" });
-  } finally {
-    process.env = saved;
-  }
+  parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | string[] | undefined>>();
   const str = (key: string): string | undefined => (typeof o[key] === "string" && o[key] !== "" ? (o[key] as string) : undefined);
   const required = (key: string, flag: string, envName: string): string => {

@@ -2,7 +2,12 @@ import { createServer } from "node:http";
 import type { Server } from "node:http";
 import type { Registry } from "prom-client";
 
-/** Admin endpoints: `/metrics` (Prometheus text), `/live`, `/ready` (200 only when `ready()` says so). */
+/**
+ * The admin HTTP server of the identity and destination services: `/metrics`
+ * (Prometheus text of `registry`), `/live`, and `/ready` (200 only while
+ * `ready()` says so, else 503 with its reason). Not listening yet: call
+ * `listen()`. (The proxy's admin, with `/shutdown`, is part of proxy-core.)
+ */
 export function createAdminServer(options: { registry: Registry; ready: () => { ok: boolean; reason?: string } }): Server {
   return createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://admin");

@@ -1,0 +1,75 @@
+import type { Command } from "commander";
+import { ConfigError } from "./errors.ts";
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * `24h`, `90s`, `1h30m`, `500ms`, `7d` → milliseconds.
+ * @param what the flag, for the message (`--issuance-lifetime`)
+ * @throws ConfigError naming `what`
+ */
+export function parseDurationMs(text: string, what: string): number {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/y;
+  const input = text.trim();
+  if (input === "") throw new ConfigError(`${what}: empty duration`);
+  let total = 0;
+  let at = 0;
+  while (at < input.length) {
+    re.lastIndex = at;
+    const m = re.exec(input);
+    if (!m || m[1] === undefined || m[2] === undefined) {
+      throw new ConfigError(`${what}: "${text}" is not a duration; use a number with a unit ms, s, m, h or d (e.g. 24h, 20s)`);
+    }
+    total += Number(m[1]) * (UNIT_MS[m[2]] ?? 0);
+    at = re.lastIndex;
+  }
+  return Math.round(total);
+}
+
+/**
+ * `host:port`, `[v6]:port` or `:port` (all interfaces, `0.0.0.0`).
+ * @throws ConfigError naming `what`
+ */
+export function parseAddress(text: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text.trim());
+  const port = m?.[3] === undefined ? NaN : Number(m[3]);
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw new ConfigError(`${what}: "${text}" is not host:port (e.g. 127.0.0.1:8080, [::1]:8080, :8080)`);
+  }
+  const host = m[1] ?? (m[2] === "" || m[2] === undefined ? "0.0.0.0" : m[2]);
+  return { host, port };
+}
+
+/** Whether a listen or dial host is on loopback (`localhost`, `127.0.0.0/8`, `::1`). */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/**
+ * A boolean environment variable, strictly: `true`/`1` → on; `false`/`0`,
+ * empty or unset → off; anything else is a ConfigError naming the variable.
+ * (commander's `.env()` on a boolean flag turns it on for any value, `false` included.)
+ */
+export function parseBooleanEnv(env: NodeJS.ProcessEnv, name: string): boolean {
+  const raw = env[name];
+  if (raw === undefined) return false;
+  const value = raw.trim().toLowerCase();
+  if (value === "true" || value === "1") return true;
+  if (value === "false" || value === "0" || value === "") return false;
+  throw new ConfigError(`${name}: "${raw}" is not a boolean (use true, 1, false or 0)`);
+}
+
+/**
+ * Parses `argv` with a commander program whose options read `.env()`
+ * variables from `env` rather than the process's own environment, so that
+ * config parsing is a pure function of its inputs (and testable).
+ */
+export function parseCommandLine(program: Command, argv: string[], env: NodeJS.ProcessEnv): void {
+  const saved = process.env;
+  process.env = env;
+  try {
+    program.parse(argv, { from: "node" });
+  } finally {
+    process.env = saved;
+  }
+}
