@@ -10,6 +10,8 @@ import {
   spiffeId,
 } from "@meshtls/pki";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createCerts } from "../src/commands/certs-create.ts";
+import { createMemoryOutput } from "../src/output.ts";
 import { makeTempDir, runCli, runOpenssl } from "./helpers.ts";
 
 let dir: string;
@@ -140,6 +142,14 @@ describe("meshtls certs create", () => {
     expect(forced.code).toBe(0);
     expect(await readFile(path.join(forcedDir, "ca.crt"), "utf8")).not.toBe(old);
     expect((await stat(path.join(forcedDir, "ca.key"))).mode & 0o777).toBe(0o600);
+  });
+
+  it("says the issuer was clamped only when it was, however long issuance takes", async () => {
+    // A clock that moves 5 s per reading: the issuer (1 year) is not clamped by the anchor (10 years).
+    let t = Date.parse("2026-01-01T00:00:00Z");
+    const output = createMemoryOutput();
+    await createCerts({ outDir: path.join(dir, "slow-clock"), now: () => new Date((t += 5000)) }, output);
+    expect(output.stderr.join("\n")).not.toMatch(/clamped/);
   });
 
   it("takes the trust domain, control namespace and lifetimes from flags, clamping the issuer to the anchor", async () => {
