@@ -2,10 +2,10 @@ import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { createDestinationServer, createFileRegistry, DestinationError } from "@meshtls/destination";
-import { createAdminServer } from "@meshtls/runtime";
+import { createAdminServer, parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
-import { ConfigError, parseConfig, type Config } from "./config.js";
+import { parseConfig, type Config } from "./config.js";
 
 const SHUTDOWN_GRACE_MS = 5_000;
 
@@ -24,18 +24,7 @@ function serverCredentials(config: Config): ServerCredentials {
 }
 
 async function main(): Promise<void> {
-  let config: Config;
-  try {
-    config = parseConfig(process.argv, process.env);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(`meshtls-destination: ${error.message}`);
-      process.exit(2);
-    }
-    // commander already printed help, version or its own usage error.
-    const code = (error as { exitCode?: number }).exitCode;
-    process.exit(code === 0 ? 0 : 2);
-  }
+  const config = parseConfigOrExit("meshtls-destination", () => parseConfig(process.argv, process.env));
 
   const logger = pino({ level: config.logLevel, base: { service: "meshtls-destination" } }, pino.destination({ dest: 1, sync: true }));
   const metrics = new Registry();

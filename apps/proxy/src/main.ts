@@ -2,25 +2,15 @@ import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
 import { createCertifier, createCredentialStore } from "@meshtls/identity";
 import { createProxy, createProxyMetrics, formatHostPort } from "@meshtls/proxy-core";
+import { parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
-import { ConfigError, parseConfig } from "./config.js";
-import type { Config } from "./config.js";
+import { parseConfig } from "./config.js";
 import { createDestinationChannelCredentials } from "./destination-credentials.js";
 import { createFileTrustBundle } from "./trust-bundle.js";
 
 async function main(): Promise<void> {
-  let config: Config;
-  try {
-    config = parseConfig(process.argv, process.env);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      console.error(`meshtls-proxy: ${error.message}`);
-      process.exit(2);
-    }
-    const code = (error as { exitCode?: number }).exitCode;
-    process.exit(code === 0 ? 0 : 2);
-  }
+  const config = parseConfigOrExit("meshtls-proxy", () => parseConfig(process.argv, process.env));
 
   const logger = pino({ level: config.logLevel, base: { service: "meshtls-proxy", identity: config.identity } });
   const registry = new Registry();

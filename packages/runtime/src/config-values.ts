@@ -73,3 +73,22 @@ export function parseCommandLine(program: Command, argv: string[], env: NodeJS.P
     process.env = saved;
   }
 }
+
+/**
+ * Runs an app's config parser; on a ConfigError prints `<app>: <message>` and
+ * exits 2, and after commander's own help, version or usage output exits with
+ * its code (0 for help and version, else 2). Only apps call this: it exits.
+ */
+export function parseConfigOrExit<C>(app: string, parse: () => C): C {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      console.error(`${app}: ${error.message}`);
+      process.exit(2);
+    }
+    // commander already printed help, version or its own usage error.
+    const code = (error as { exitCode?: number }).exitCode;
+    process.exit(code === 0 ? 0 : 2);
+  }
+}

@@ -1,3 +1,3 @@
 export { ConfigError } from "./errors.ts";
-export { parseAddress, parseBooleanEnv, parseCommandLine, parseDurationMs, isLoopback } from "./config-values.ts";
+export { parseAddress, parseBooleanEnv, parseCommandLine, parseConfigOrExit, parseDurationMs, isLoopback } from "./config-values.ts";
 export { createAdminServer } from "./admin.ts";
