@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { Command, Option } from "commander";
 import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseDurationMs } from "@meshtls/runtime";
 
@@ -21,6 +22,21 @@ export interface Config {
   admin: { host: string; port: number };
   insecurePlaintext: boolean;
   logLevel: string;
+  /** Processes serving Certify on the one gRPC port (node:cluster); 1 serves in this process. */
+  workers: number;
+}
+
+/** The most worker processes accepted (each holds its own issuer, anchors and TLS sessions). */
+export const MAX_WORKERS = 64;
+
+/** `--workers`: a whole number from 1 to MAX_WORKERS, or `auto` (the CPUs node may use, `os.availableParallelism()`). */
+export function parseWorkers(text: string, what: string, cpus: () => number = availableParallelism): number {
+  const value = text.trim().toLowerCase();
+  if (value === "auto") return Math.min(MAX_WORKERS, Math.max(1, cpus()));
+  if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > MAX_WORKERS) {
+    throw new ConfigError(`${what}: ${JSON.stringify(text)} is not a number of workers (1 to ${MAX_WORKERS}, or auto)`);
+  }
+  return Number(value);
 }
 
 /** Parses flags and `MESHTLS_*` environment variables (flags win). Throws ConfigError with a message for the user. */
@@ -44,7 +60,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready)").env("MESHTLS_ADMIN").default("0.0.0.0:9990"))
     // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
     .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only); env MESHTLS_INSECURE_PLAINTEXT=true|1|false|0"))
-    .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_LOG_LEVEL").default("info"));
+    .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_LOG_LEVEL").default("info"))
+    .addOption(new Option("--workers <n>", "processes serving Certify on the gRPC port: 1 to 64, or auto (one per CPU)").env("MESHTLS_WORKERS").default("1"));
   parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | undefined>>();
   const required = (key: string, flag: string, envName: string): string => {
@@ -77,5 +94,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     admin: parseAddress(String(o["admin"]), "--admin"),
     insecurePlaintext,
     logLevel: String(o["logLevel"]),
+    workers: parseWorkers(String(o["workers"]), "--workers"),
   };
 }

@@ -1,10 +1,17 @@
+import cluster from "node:cluster";
 import { readFile } from "node:fs/promises";
+import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { experimental, Server, ServerCredentials } from "@grpc/grpc-js";
 import { createIdentityServer, createIssuerStore, createJwksTokenValidator, createTrustAnchorsStore } from "@meshtls/identity";
 import { createAdminServer } from "@meshtls/runtime";
 import { pino } from "pino";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import type { Logger } from "pino";
+import { AggregatorRegistry, collectDefaultMetrics, Registry } from "prom-client";
+import type { PrometheusContentType } from "prom-client";
+import { READY_REPORT_INTERVAL_MS } from "./cluster-messages.ts";
+import type { WorkerMessage } from "./cluster-messages.ts";
+import { hostPort, runPrimary } from "./cluster-primary.ts";
 import { ConfigError, parseConfig } from "./config.ts";
 import type { Config } from "./config.ts";
 import { ServingIdentity } from "./serving-identity.ts";
@@ -23,15 +30,28 @@ async function loadJwks(source: string): Promise<URL | { keys: Record<string, un
   return parsed as { keys: Record<string, unknown>[] };
 }
 
-function hostPort(address: { host: string; port: number }): string {
-  return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+function createLogger(config: Config): Logger {
+  const workerId = cluster.worker?.id;
+  // Asynchronous stdout: lines are written in batches off the request path (one synchronous write per
+  // issuance cost more than the JSON itself); pino flushes what is buffered on exit. Workers share the
+  // primary's stdout: writes of whole lines up to PIPE_BUF (4096 bytes on Linux) are atomic on a pipe,
+  // so lines of different processes never interleave.
+  return pino(
+    { level: config.logLevel, base: workerId === undefined ? { service: "meshtls-identity" } : { service: "meshtls-identity", worker: workerId } },
+    pino.destination({ dest: 1, sync: false, ...(workerId === undefined ? {} : { maxWrite: 4096 }) }),
+  );
 }
 
-async function run(config: Config): Promise<void> {
-  // Asynchronous stdout: lines are written in batches off the request path (one synchronous write per
-  // issuance cost more than the JSON itself); pino flushes what is buffered on exit.
-  const logger = pino({ level: config.logLevel, base: { service: "meshtls-identity" } }, pino.destination({ dest: 1, sync: false }));
+/** Serves Certify in this process: alone (with the admin endpoints), or as one worker of `--workers N`. */
+async function run(config: Config, logger: Logger): Promise<void> {
+  const worker = cluster.isWorker;
+  const tell = (message: WorkerMessage) => process.send?.(message);
   const registry = new Registry();
+  if (worker) {
+    // The primary's /metrics asks every worker for its registry and sums them.
+    new AggregatorRegistry<PrometheusContentType>();
+    AggregatorRegistry.setRegistries([registry]);
+  }
   collectDefaultMetrics({ register: registry });
   const jwks = await loadJwks(config.tokenJwks);
   // The anchors file is followed like the issuer folder: a bad or empty file never replaces the bundle in use.
@@ -103,35 +123,46 @@ async function run(config: Config): Promise<void> {
   );
 
   let shuttingDown = false;
-  const admin = createAdminServer({
-    registry,
-    ready: () => {
-      if (shuttingDown) return { ok: false, reason: "shutting down" };
-      const state = issuerStore.current();
-      if (!state.ok) return { ok: false, reason: state.reason };
-      // The serving certificate follows the issuer; if renewing it failed until it expired, TLS clients are refused.
-      if (serving && (serving.notAfter === undefined || Date.now() >= serving.notAfter.getTime())) {
-        return { ok: false, reason: `the service's own certificate expired at ${serving.notAfter?.toISOString() ?? "(none)"}` };
-      }
-      return { ok: true };
-    },
-  });
-  await new Promise<void>((resolve, reject) => {
-    admin.once("error", reject);
-    admin.listen(config.admin.port, config.admin.host, () => resolve());
-  });
-  const adminPort = (admin.address() as AddressInfo).port;
-  logger.info(
-    {
-      grpc: hostPort({ host: config.listen.host, port: grpcPort }),
-      admin: hostPort({ host: config.admin.host, port: adminPort }),
-      tls: !config.insecurePlaintext,
-      serverName: serving?.name ?? null,
-      trustAnchors: anchorsStore.current().length,
-      trustDomain: config.trustDomain,
-    },
-    "listening",
-  );
+  const ready = (): { ok: boolean; reason?: string } => {
+    if (shuttingDown) return { ok: false, reason: "shutting down" };
+    const state = issuerStore.current();
+    if (!state.ok) return { ok: false, reason: state.reason };
+    // The serving certificate follows the issuer; if renewing it failed until it expired, TLS clients are refused.
+    if (serving && (serving.notAfter === undefined || Date.now() >= serving.notAfter.getTime())) {
+      return { ok: false, reason: `the service's own certificate expired at ${serving.notAfter?.toISOString() ?? "(none)"}` };
+    }
+    return { ok: true };
+  };
+  let admin: HttpServer | undefined;
+  let reportReady: NodeJS.Timeout | undefined;
+  if (worker) {
+    // The primary serves the admin endpoints: it hears from each worker here.
+    tell({ type: "meshtls-identity:listening", grpcPort, tls: !config.insecurePlaintext, serverName: serving?.name ?? null, trustAnchors: anchorsStore.current().length });
+    const report = () => tell({ type: "meshtls-identity:ready", ...ready() });
+    report();
+    reportReady = setInterval(report, READY_REPORT_INTERVAL_MS);
+    reportReady.unref();
+    logger.info({ grpc: hostPort({ host: config.listen.host, port: grpcPort }), pid: process.pid }, "worker listening");
+  } else {
+    const adminServer = createAdminServer({ registry, ready });
+    admin = adminServer;
+    await new Promise<void>((resolve, reject) => {
+      adminServer.once("error", reject);
+      adminServer.listen(config.admin.port, config.admin.host, () => resolve());
+    });
+    const adminPort = (adminServer.address() as AddressInfo).port;
+    logger.info(
+      {
+        grpc: hostPort({ host: config.listen.host, port: grpcPort }),
+        admin: hostPort({ host: config.admin.host, port: adminPort }),
+        tls: !config.insecurePlaintext,
+        serverName: serving?.name ?? null,
+        trustAnchors: anchorsStore.current().length,
+        trustDomain: config.trustDomain,
+      },
+      "listening",
+    );
+  }
 
   const shutdown = (signal: string) => {
     if (shuttingDown) return;
@@ -139,20 +170,26 @@ async function run(config: Config): Promise<void> {
     logger.info({ signal }, "shutting down");
     const force = setTimeout(() => server.forceShutdown(), 5000);
     force.unref();
+    if (worker) tell({ type: "meshtls-identity:ready", ...ready() });
     server.tryShutdown(() => {
       clearTimeout(force);
+      clearInterval(reportReady);
       serving?.stop();
       issuerStore.close();
       anchorsStore.close();
-      admin.close();
-      admin.closeAllConnections();
+      admin?.close();
+      admin?.closeAllConnections();
       logger.info({}, "stopped");
       logger.flush?.();
       process.exitCode = 0;
+      // The IPC channel would keep a worker alive.
+      if (worker) process.disconnect?.();
     });
   };
-  process.once("SIGTERM", () => shutdown("SIGTERM"));
-  process.once("SIGINT", () => shutdown("SIGINT"));
+  // A worker hears a terminal's SIGINT twice (from the terminal and from the primary): it must not die of the second.
+  const on = worker ? process.on.bind(process) : process.once.bind(process);
+  on("SIGTERM", () => shutdown("SIGTERM"));
+  on("SIGINT", () => shutdown("SIGINT"));
 }
 
 async function main(): Promise<void> {
@@ -171,7 +208,8 @@ async function main(): Promise<void> {
     return;
   }
   try {
-    await run(config);
+    if (!cluster.isWorker && config.workers > 1) await runPrimary(config, createLogger(config));
+    else await run(config, createLogger(config));
   } catch (error) {
     console.error(`meshtls-identity: ${error instanceof ConfigError ? error.message : (error as Error).stack ?? String(error)}`);
     process.exit(1);

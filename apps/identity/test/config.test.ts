@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ConfigError, parseAddress, parseBooleanEnv, parseConfig, parseDurationMs } from "../src/config.ts";
+import { ConfigError, MAX_WORKERS, parseAddress, parseBooleanEnv, parseConfig, parseDurationMs, parseWorkers } from "../src/config.ts";
 
 const base = ["node", "meshtls-identity"];
 const required = ["--trust-anchors", "ca.crt", "--issuer-dir", "issuer", "--token-jwks", "jwks.json", "--token-issuer", "https://meshtls.local"];
@@ -18,7 +18,21 @@ describe("meshtls-identity configuration", () => {
       listen: { host: "0.0.0.0", port: 8080 },
       admin: { host: "0.0.0.0", port: 9990 },
       insecurePlaintext: false,
+      workers: 1,
     });
+  });
+
+  it("--workers / MESHTLS_WORKERS: 1 to 64 or auto (one per CPU, capped); anything else is a ConfigError", () => {
+    expect(parseConfig([...base, ...required, "--workers", "3"], {}).workers).toBe(3);
+    expect(parseConfig([...base, ...required], { MESHTLS_WORKERS: "2" }).workers).toBe(2);
+    expect(parseConfig([...base, ...required, "--workers", "1"], { MESHTLS_WORKERS: "4" }).workers).toBe(1);
+    expect(parseWorkers("auto", "--workers", () => 6)).toBe(6);
+    expect(parseWorkers(" AUTO ", "--workers", () => 500)).toBe(MAX_WORKERS);
+    expect(parseWorkers("auto", "--workers", () => 0)).toBe(1);
+    for (const bad of ["0", "-1", "1.5", "65", "two", "", "0x2"]) {
+      expect(() => parseWorkers(bad, "--workers"), bad).toThrow(ConfigError);
+    }
+    expect(() => parseConfig([...base, ...required], { MESHTLS_WORKERS: "many" })).toThrow('--workers: "many" is not a number of workers (1 to 64, or auto)');
   });
 
   it("reads MESHTLS_* variables, and flags win over them", () => {

@@ -97,6 +97,9 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
     name: "issuer_cert_ttl_seconds",
     help: "Seconds until the issuer (or an anchor on its path) expires; negative once expired, absent before loading.",
     registers,
+    // Several processes (meshtls-identity --workers) are summed by prom-client's cluster aggregation unless told:
+    // the smallest value is the one to alert on.
+    aggregator: "min",
     collect() {
       this.reset();
       if (issuer) this.set((issuer.usableUntil.getTime() - now().getTime()) / 1000);

@@ -136,6 +136,9 @@ export function createTrustAnchorsStore(options: TrustAnchorsStoreOptions): Trus
     name: "identity_trust_anchors",
     help: "Number of trust anchors in the bundle in use; absent before the first load.",
     registers,
+    // Several processes (meshtls-identity --workers) are summed by prom-client's cluster aggregation unless told:
+    // the smallest value is the one to alert on.
+    aggregator: "min",
     collect() {
       this.reset();
       if (anchors.length > 0) this.set(anchors.length);
