@@ -43,6 +43,8 @@ const channels = Number(values.channels);
 const client = values.client;
 if (client !== "h2load" && client !== "node") throw new Error(`--client must be h2load or node, not ${client}`);
 if (concurrency % channels !== 0) throw new Error("--concurrency must be a multiple of --channels");
+// The server's "listening" line (info) gives its ports.
+if (!["info", "debug", "trace"].includes(values["log-level"])) throw new Error("--log-level must be info, debug or trace: the bench reads the server's \"listening\" line");
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, "../../..");
@@ -173,7 +175,7 @@ async function h2load({ address, bodyFile, requests, logFile }) {
   ];
   const script = 'h2load "$@" > "$H2LOAD_OUT"; rc=$?; times; exit $rc';
   const outFile = `${logFile}.out`;
-  const { stdout } = await run("bash", ["-c", script, "bash", ...args], { env: { ...process.env, H2LOAD_OUT: outFile } });
+  const { stdout } = await run("bash", ["-c", script, "bash", ...args], { env: { ...process.env, H2LOAD_OUT: outFile }, timeout: (seconds * 10 + 60) * 1000 });
   const out = await readFile(outFile, "utf8");
   const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
   const finished = /finished in ([\d.]+)(m?s), ([\d.]+) req\/s/.exec(out);
@@ -243,6 +245,7 @@ try {
       if (buffered.length > 1 << 20) buffered = "";
     });
     child.once("exit", (code) => reject(new Error(`meshtls-identity exited ${code}`)));
+    setTimeout(() => reject(new Error("meshtls-identity did not log \"listening\" within 30 s")), 30_000).unref();
   });
   const address = listening.grpc;
   const workerPids = listening.workerPids ?? [];
@@ -319,8 +322,11 @@ try {
       }
       return { ...result, issued, serverCpuMs: cpuBefore === undefined ? undefined : cpuAfter - cpuBefore };
     };
-    // A short run sizes the measured one (h2load's -n, so that every request it counts has completed).
-    const probe = await runH2load(Math.max(200, concurrency * 20), path.join(dir, "h2load-probe.log"));
+    // Short runs (about a second) size the measured one: it is given a request count (h2load's -n), not a
+    // duration, because with -D h2load leaves the requests in flight at the end uncounted while the server
+    // completes them.
+    let probe = await runH2load(Math.max(200, concurrency * 20), path.join(dir, "h2load-probe.log"));
+    while (probe.elapsedSeconds < 0.8) probe = await runH2load(Math.ceil(probe.perSecond * 1.2), path.join(dir, "h2load-probe.log"));
     const measured = await runH2load(Math.max(concurrency * 20, Math.round(probe.perSecond * seconds)), path.join(dir, "h2load.log"));
     calls = measured.issued;
     elapsed = measured.elapsedSeconds;
