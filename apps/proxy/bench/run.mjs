@@ -29,10 +29,11 @@ const OPEN_CONNECTIONS = Number(process.env.BENCH_OPEN_CONNECTIONS ?? 1000);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
 /** Comma-separated subset of keepalive,bulk,fresh (new connections) to measure. */
 const PHASES = (process.env.BENCH_PHASES ?? "keepalive,bulk,fresh").split(",");
-/** BENCH_PROXY_NODE_ARGS="--flag ..." adds node flags to the meshtls proxies (experiments). */
 /** BENCH_CPU_PROF=DIR writes each meshtls proxy's V8 CPU profile there on exit. */
-/** Comma-separated subset of direct,meshtls,nginx to run (ratios need meshtls and nginx). */
-const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,nginx").split(",");
+/** Comma-separated subset of direct,meshtls,naive,nginx to run (ratios need meshtls and nginx; naive = bench/naive-pair.mjs). */
+const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,naive,nginx").split(",");
+/** BENCH_PROXY_NODE_ARGS: node flags for the meshtls proxies and the naive pair (experiments, e.g. --trace-gc). */
+const nodeArgs = () => (process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : []);
 const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const children = [];
@@ -50,6 +51,8 @@ function start(name, command, args) {
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
+  // BENCH_LOG_DIR=DIR keeps each process's whole output there (with BENCH_PROXY_NODE_ARGS=--trace-gc, the GC log).
+  if (process.env.BENCH_LOG_DIR) child.on("exit", () => writeFileSync(path.join(process.env.BENCH_LOG_DIR, `${name}.log`), out));
   child.on("exit", (code, signal) => {
     if (!stopping) console.error(`${name} exited early (${code ?? signal}):\n${out.slice(-2000)}`);
   });
@@ -98,6 +101,44 @@ async function withCpu(pids, fn) {
   const result = await fn();
   const cpu = pids.map((pid, i) => cpuSeconds(pid) - before[i]).reduce((a, b) => a + b, 0);
   return { result, cpu };
+}
+
+/** BENCH_PERF=DIR records `perf record -g` of the proxy processes during each phase into DIR/<path>-<phase>.data. */
+let perfPath = "";
+async function withPerf(phaseName, pids, fn) {
+  if (process.env.BENCH_STRACE && pids.length > 0) {
+    // BENCH_STRACE=DIR: syscall counts of each proxy process during each phase (slows the proxies: counts only).
+    const tracers = pids.map((pid) => spawn("strace", ["-c", "-f", "-o", path.join(process.env.BENCH_STRACE, `${perfPath}-${phaseName}-${pid}.txt`), "-p", String(pid)], { stdio: "ignore" }));
+    await sleep(300);
+    try {
+      return await fn();
+    } finally {
+      for (const t of tracers) t.kill("SIGINT");
+      await Promise.all(tracers.map((t) => new Promise((r) => t.once("exit", r))));
+    }
+  }
+  if (!process.env.BENCH_PERF || pids.length === 0) return fn();
+  const out = path.join(process.env.BENCH_PERF, `${perfPath}-${phaseName}.data`);
+  const perf = spawn("perf", ["record", "-g", "-F", "999", "-o", out, "-p", pids.join(",")], { stdio: "ignore" });
+  await sleep(300);
+  try {
+    return await fn();
+  } finally {
+    perf.kill("SIGINT");
+    await new Promise((r) => perf.once("exit", r));
+  }
+}
+
+/** Heap used and external memory of each meshtls proxy, from its admin /metrics (prom-client default metrics). */
+async function heapFigures(admins) {
+  if (admins === undefined) return undefined;
+  return Promise.all(
+    admins.map(async (port) => {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const value = (name) => Number(new RegExp(`^${name} ([0-9.e+]+)`, "m").exec(text)?.[1]);
+      return { heapUsed: value("nodejs_heap_size_used_bytes"), external: value("nodejs_external_memory_bytes") };
+    }),
+  );
 }
 
 async function nginxPids(pidFile) {
@@ -209,7 +250,7 @@ async function main() {
   const proxy = async (sa, ip, inbound, extra) => {
     const admin = await freePort("127.0.0.1");
     const p = start(`proxy-${sa}`, node, [
-      ...(process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : []),
+      ...nodeArgs(),
       ...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF, "--cpu-prof-name", `proxy-${sa}.cpuprofile`] : []),
       bins.proxy, "--identity", identityOf(sa), "--token-file", path.join(dir, `${sa}.token`), "--trust-anchors", path.join(dir, "ca.crt"),
       "--identity-addr", idLine.grpc, "--identity-name", idLine.serverName, "--destination-addr", destLine.grpcAddress, "--destination-insecure-plaintext",
@@ -217,7 +258,7 @@ async function main() {
       "--outbound-bind", ip, "--log-level", "warn", ...extra,
     ]);
     await waitFor(`proxy ${sa} ready`, async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200);
-    return p;
+    return { ...p, admin };
   };
   const proxyB = await proxy("b", "127.0.1.2", bInbound, ["--workload", `127.0.1.2:${appPort}`]);
   const proxyA = await proxy("a", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${routePort}=web.default.svc.cluster.local:80`]);
@@ -237,23 +278,35 @@ async function main() {
   start("nginx-b", "nginx", ["-c", confB, "-p", dir]);
   start("nginx-a", "nginx", ["-c", confA, "-p", dir]);
   await waitFor("nginx pair", async () => (await fetch(`http://127.0.1.1:${nginxA}/1k`)).status === 200);
+
+  // The naive Node pair: node:tls piped both ways, the same certificates, nothing else (bench/naive-pair.mjs).
+  const naivePair = path.join(path.dirname(fileURLToPath(import.meta.url)), "naive-pair.mjs");
+  const naiveB = await freePort("127.0.1.2");
+  const naiveA = await freePort("127.0.1.1");
+  const naiveProcB = start("naive-b", node, [...nodeArgs(), naivePair, "server", "127.0.1.2", String(naiveB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]);
+  const naiveProcA = start("naive-a", node, [...nodeArgs(), naivePair, "client", "127.0.1.1", String(naiveA), "127.0.1.2", String(naiveB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]);
+  await waitFor("naive node pair", async () => (await fetch(`http://127.0.1.1:${naiveA}/1k`)).status === 200);
   await waitFor("meshtls pair", async () => (await fetch(`http://127.0.1.1:${routePort}/1k`)).status === 200);
 
   const paths = {
     direct: { host: "127.0.1.2", port: appPort, pids: async () => [] },
-    meshtls: { host: "127.0.1.1", port: routePort, pids: async () => [proxyA.child.pid, proxyB.child.pid] },
+    meshtls: { host: "127.0.1.1", port: routePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
+    naive: { host: "127.0.1.1", port: naiveA, pids: async () => [naiveProcA.child.pid, naiveProcB.child.pid] },
     nginx: { host: "127.0.1.1", port: nginxA, pids: async () => [...(await nginxPids(path.join(dir, "nginx-a.pid"))), ...(await nginxPids(path.join(dir, "nginx-b.pid")))] },
   };
   const results = {};
-  for (const [name, target] of Object.entries(paths)) {
-    if (!PATHS.includes(name)) continue;
+  // In BENCH_PATHS order, so that order effects can be checked by swapping it.
+  for (const name of PATHS) {
+    const target = paths[name];
+    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, naive, nginx)`);
     const base = `http://${target.host}:${target.port}`;
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
     await run("wrk", ["-t2", "-c16", "-d2s", `${base}/1k`]);
     const pids = await target.pids();
+    perfPath = name;
     // CPU used by the proxy processes per unit of work: steadier than wall-clock rates on a shared machine.
     const skipped = { rps: NaN, p50: NaN, p99: NaN, errors: "" };
-    const phase = (name, fn, none) => (PHASES.includes(name) ? withCpu(pids, fn) : Promise.resolve({ result: none, cpu: NaN }));
+    const phase = (name, fn, none) => (PHASES.includes(name) ? withCpu(pids, () => withPerf(name, pids, fn)) : Promise.resolve({ result: none, cpu: NaN }));
     const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`), skipped);
     const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(`${base}/big`), NaN);
     const { result: fresh, cpu: freshCpuS } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"]), skipped);
@@ -264,16 +317,23 @@ async function main() {
     };
     await sleep(1000);
     const idle = pids.map(rssKiB);
+    const heapIdle = await heapFigures(target.admins);
     const sockets = await openMany(target.host, target.port, OPEN_CONNECTIONS);
     await sleep(1000);
     const loaded = pids.map(rssKiB);
+    const heapLoaded = await heapFigures(target.admins);
+    if (heapIdle !== undefined && heapLoaded !== undefined) {
+      // Where an open connection's memory is: the JS heap (sockets, streams, closures) or outside it (OpenSSL, node's buffers).
+      const per = (k, i) => ((heapLoaded[i][k] - heapIdle[i][k]) / 1024 / OPEN_CONNECTIONS).toFixed(1);
+      console.error(`# ${name} per open connection: ${heapIdle.map((_, i) => `${"AB"[i]} heap used ${per("heapUsed", i)} KiB, external ${per("external", i)} KiB`).join("; ")}`);
+    }
     for (const s of sockets) s.destroy();
     results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, connErrors: fresh.errors, cpu, pids, idle, loaded };
   }
 
   // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
   const proxyRss = (r, name) => {
-    if (name === "meshtls") return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
+    if (name === "meshtls" || name === "naive") return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
     if (name === "nginx") {
       const half = r.pids.length / 2;
       const sum = (xs, from, to) => xs.slice(from, to).reduce((a, b) => a + b, 0);
@@ -304,13 +364,18 @@ async function main() {
   const n = results.nginx;
   if (m === undefined || n === undefined) return;
   const perConn = (r, name) => Math.max(...proxyRss(r, name).map((p) => (p.loaded - p.idle) / OPEN_CONNECTIONS));
-  console.log("\nmeshtls ÷ nginx (targets in brackets):");
-  console.log(`  requests/s      ${fmt(m.keepAlive.rps / n.keepAlive.rps, 2)}  [≥ 0.8]`);
-  console.log(`  bulk MB/s       ${fmt(m.bulkMBps / n.bulkMBps, 2)}  [≥ 0.9]`);
-  console.log(`  new conns/s     ${fmt(m.connsPerS / n.connsPerS, 2)}  [≥ 0.8]`);
-  console.log(`  p99 latency     ${fmt(m.keepAlive.p99 / n.keepAlive.p99, 2)}  [≤ 2]`);
-  console.log(`  CPU/request     ${fmt(m.cpu.usPerRequest / n.cpu.usPerRequest, 2)}  (CPU per bulk MiB ${fmt(m.cpu.msPerBulkMiB / n.cpu.msPerBulkMiB, 2)}, per new conn ${fmt(m.cpu.usPerNewConn / n.cpu.usPerNewConn, 2)})`);
-  console.log(`  KiB per open connection (worst proxy): meshtls ${fmt(perConn(m, "meshtls"), 1)}, nginx ${fmt(perConn(n, "nginx"), 1)}  [meshtls < 40]`);
+  // The naive Node pair beside meshtls: what node:tls alone reaches on this machine in the same run.
+  const v = results.naive;
+  const both = (f, d = 2) => `${fmt(f(m), d).padStart(7)}   ${v === undefined ? "    n/a" : fmt(f(v), d).padStart(7)}`;
+  console.log("\n÷ nginx            meshtls   naive node pair   (meshtls target)");
+  console.log(`  requests/s      ${both((r) => r.keepAlive.rps / n.keepAlive.rps)}           [≥ 0.8]`);
+  console.log(`  bulk MB/s       ${both((r) => r.bulkMBps / n.bulkMBps)}           [≥ 0.9]`);
+  console.log(`  new conns/s     ${both((r) => r.connsPerS / n.connsPerS)}           [≥ 0.8]`);
+  console.log(`  p99 latency     ${both((r) => r.keepAlive.p99 / n.keepAlive.p99)}           [≤ 2]`);
+  console.log(`  CPU/request     ${both((r) => r.cpu.usPerRequest / n.cpu.usPerRequest)}`);
+  console.log(`  CPU/bulk MiB    ${both((r) => r.cpu.msPerBulkMiB / n.cpu.msPerBulkMiB)}`);
+  console.log(`  CPU/new conn    ${both((r) => r.cpu.usPerNewConn / n.cpu.usPerNewConn)}`);
+  console.log(`  KiB per open connection (worst proxy): meshtls ${fmt(perConn(m, "meshtls"), 1)}, naive ${v === undefined ? "n/a" : fmt(perConn(v, "naive"), 1)}, nginx ${fmt(perConn(n, "nginx"), 1)}  [meshtls < 40]`);
   writeFileSync(path.join(dir, "results.json"), JSON.stringify(results, null, 2));
   console.log(`\nraw results: ${path.join(dir, "results.json")}`);
 }
