@@ -376,6 +376,11 @@ async function main() {
   console.log(`  CPU/bulk MiB    ${both((r) => r.cpu.msPerBulkMiB / n.cpu.msPerBulkMiB)}`);
   console.log(`  CPU/new conn    ${both((r) => r.cpu.usPerNewConn / n.cpu.usPerNewConn)}`);
   console.log(`  KiB per open connection (worst proxy): meshtls ${fmt(perConn(m, "meshtls"), 1)}, naive ${v === undefined ? "n/a" : fmt(perConn(v, "naive"), 1)}, nginx ${fmt(perConn(n, "nginx"), 1)}  [meshtls < 40]`);
+  // What node:tls alone holds per idle mTLS connection (bench/tls-floor.mjs, after a full GC): the floor under any Node proxy's figure.
+  const floorScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "tls-floor.mjs");
+  const { stdout: floorOut } = await run(node, ["--expose-gc", floorScript, `${dir}/b.crt`, `${dir}/b.key`, `${dir}/a.crt`, `${dir}/a.key`, ca, String(OPEN_CONNECTIONS)], { timeout: 120_000 });
+  const floor = JSON.parse(floorOut.trim().split("\n").pop());
+  console.log(`  node:tls alone, per idle mTLS connection after a full GC: server ${fmt(floor.serverKiBPerConn, 1)} KiB, client ${fmt(floor.clientKiBPerConn, 1)} KiB`);
   writeFileSync(path.join(dir, "results.json"), JSON.stringify(results, null, 2));
   console.log(`\nraw results: ${path.join(dir, "results.json")}`);
 }
