@@ -5,6 +5,8 @@ export { createCertifyHandler, MAX_CERTIFY_REQUEST_BYTES } from "./certify.ts";
 export type { CertifyHandler, CertifyInput, CertifyOptions, CertifyOutput } from "./certify.ts";
 export { createJwksTokenValidator, IDENTITY_TOKEN_AUDIENCE } from "./jwks-token-validator.ts";
 export type { JwksTokenValidatorOptions } from "./jwks-token-validator.ts";
+export { createJwksFileStore } from "./jwks-file-store.ts";
+export type { JwksFileRejection, JwksFileReloadResult, JwksFileStore, JwksFileStoreOptions } from "./jwks-file-store.ts";
 export type { TokenIdentity, TokenValidator } from "./token-validator.ts";
 export { createIssuerStore, ISSUER_LAYOUTS, requireIssuerLoaded } from "./issuer-store.ts";
 export type { IssuerStore, IssuerStoreOptions, ReloadResult } from "./issuer-store.ts";

@@ -120,6 +120,44 @@ describe("createJwksTokenValidator", () => {
     expect(() => createJwksTokenValidator({ jwks, issuer: "" })).toThrow(/issuer is required/);
   });
 
+  describe("a followed JWKS (a function, e.g. a JWKS file store's current)", () => {
+    it("accepts a new signer's token right after the set changes, and refuses a removed key's", async () => {
+      const b = await generateKeyPair("ES256");
+      const jwkB = { ...(await exportJWK(b.publicKey)), kid: "k2", alg: "ES256", use: "sig" };
+      let current: JSONWebKeySet = jwks;
+      let reads = 0;
+      const followed = createJwksTokenValidator({ jwks: () => (reads++, current), issuer: ISSUER, now: () => NOW, clockToleranceMs: 0 });
+      const tokenA = await mint(claims());
+      const tokenB = await mint(claims("shop", "cart"), b.privateKey as CryptoKey, "k2");
+
+      await expect(followed.validate(tokenA)).resolves.toMatchObject({ serviceAccount: "web" });
+      await expect(followed.validate(tokenB)).rejects.toMatchObject({ code: "ERR_TOKEN_UNKNOWN_KEY" });
+      expect(reads).toBe(2); // read at each validation
+
+      current = { keys: [...jwks.keys, jwkB] };
+      await expect(followed.validate(tokenB)).resolves.toMatchObject({ serviceAccount: "cart" });
+      await expect(followed.validate(tokenA)).resolves.toMatchObject({ serviceAccount: "web" });
+
+      current = { keys: [jwkB] };
+      await expect(followed.validate(tokenA)).rejects.toMatchObject({ code: "ERR_TOKEN_UNKNOWN_KEY" });
+      await expect(followed.validate(tokenB)).resolves.toMatchObject({ serviceAccount: "cart" });
+      // A token signed by B's key under A's kid: refused (the kid names no key now).
+      await expect(followed.validate(await mint(claims(), b.privateKey as CryptoKey, "k1"))).rejects.toMatchObject({ code: "ERR_TOKEN_UNKNOWN_KEY" });
+      // Signed by A under B's kid: the signature does not verify.
+      await expect(followed.validate(await mint(claims(), signingKey, "k2"))).rejects.toMatchObject({ code: "ERR_TOKEN_SIGNATURE" });
+    });
+
+    it("fails closed while the function returns no usable set, and recovers when it returns one", async () => {
+      let current = { keys: "none" } as unknown as JSONWebKeySet;
+      const followed = createJwksTokenValidator({ jwks: () => current, issuer: ISSUER, now: () => NOW });
+      await expect(followed.validate(await mint(claims()))).rejects.toMatchObject({ code: "ERR_TOKEN_UNAVAILABLE", message: /JWKS is not usable/ });
+      current = { keys: [] };
+      await expect(followed.validate(await mint(claims()))).rejects.toMatchObject({ code: "ERR_TOKEN_UNKNOWN_KEY" });
+      current = jwks;
+      await expect(followed.validate(await mint(claims()))).resolves.toMatchObject({ serviceAccount: "web" });
+    });
+  });
+
   describe("remote JWKS", () => {
     let url: URL;
     let server: ReturnType<typeof createServer>;

@@ -9,13 +9,18 @@ import type { TokenIdentity, TokenValidator } from "./token-validator.ts";
 /** The audience Linkerd-compatible identity tokens are bound to. */
 export const IDENTITY_TOKEN_AUDIENCE = "identity.l5d.io";
 
-const DEFAULT_ALGORITHMS = ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA"] as const;
+/** The token algorithms accepted unless told otherwise. */
+export const DEFAULT_TOKEN_ALGORITHMS: readonly string[] = ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA"];
 const SUBJECT_PREFIX = "system:serviceaccount:";
 const UNSECURED_HEADER = Buffer.from(JSON.stringify({ alg: "none" })).toString("base64url");
 
 export interface JwksTokenValidatorOptions {
-  /** The signer's public keys: a JWKS object, or a URL fetched (and cached) by jose. */
-  jwks: JSONWebKeySet | URL;
+  /**
+   * The signer's public keys: a fixed JWKS object; a URL fetched (and cached) by jose; or a function
+   * returning the set in use (e.g. `createJwksFileStore(...).current`), read at each validation. Keys
+   * are imported again only when the function returns a different object.
+   */
+  jwks: JSONWebKeySet | URL | (() => JSONWebKeySet);
   /** Expected `iss` claim (one of, if an array). Required: a token from any other issuer is refused. */
   issuer: string | string[];
   /** Expected `aud`. Default `"identity.l5d.io"`. */
@@ -46,22 +51,46 @@ export function createJwksTokenValidator(options: JwksTokenValidatorOptions): To
   }
   const audience = options.audience ?? IDENTITY_TOKEN_AUDIENCE;
   const clockToleranceMs = options.clockToleranceMs ?? 5000;
-  const algorithms = (options.algorithms ?? [...DEFAULT_ALGORITHMS]).filter((a) => a.toLowerCase() !== "none");
+  const algorithms = (options.algorithms ?? [...DEFAULT_TOKEN_ALGORITHMS]).filter((a) => a.toLowerCase() !== "none");
   const maxTokenBytes = options.maxTokenBytes ?? 16_384;
   const now = options.now ?? (() => new Date());
-  const remote = options.jwks instanceof URL;
-  let keys: ReturnType<typeof createLocalJWKSet> | ReturnType<typeof createRemoteJWKSet>;
+  const source = options.jwks;
+  const remote = source instanceof URL;
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+
+  type JoseKeys = ReturnType<typeof createLocalJWKSet> | ReturnType<typeof createRemoteJWKSet>;
+  /** The keys of one set: jose's, and (for a local set) the same keys imported into node:crypto for the fast path. */
+  interface Imported {
+    keys: JoseKeys;
+    localKeys: ReturnType<typeof createLocalJwksKeys> | undefined;
+  }
+  const importLocal = (set: JSONWebKeySet): Imported => ({ keys: createLocalJWKSet(set), localKeys: createLocalJwksKeys(set, algorithms) });
+  let fixed: Imported | undefined;
   try {
-    keys =
-      options.jwks instanceof URL
-        ? createRemoteJWKSet(options.jwks, { timeoutDuration: options.fetchTimeoutMs ?? 5000 })
-        : createLocalJWKSet(options.jwks);
+    if (source instanceof URL) fixed = { keys: createRemoteJWKSet(source, { timeoutDuration: options.fetchTimeoutMs ?? 5000 }), localKeys: undefined };
+    // A fixed local JWKS: its keys are imported once, and common tokens are verified synchronously.
+    else if (typeof source !== "function") fixed = importLocal(source);
   } catch (error) {
     throw new IdentityError("ERR_CONFIG_INVALID", `the token JWKS is not usable: ${(error as Error).message}`, { cause: error });
   }
-  const decoder = new TextDecoder("utf-8", { fatal: true });
-  // A local JWKS is fixed: its keys are imported once, and common tokens are verified synchronously.
-  const localKeys = options.jwks instanceof URL ? undefined : createLocalJwksKeys(options.jwks, algorithms);
+  // A followed JWKS: the set is read per validation, its keys imported again only when it is a new object.
+  let followedSet: JSONWebKeySet | undefined;
+  let followed: Imported | IdentityError | undefined;
+  const keysNow = (): Imported => {
+    if (fixed) return fixed;
+    const set = (source as () => JSONWebKeySet)();
+    if (set !== followedSet || followed === undefined) {
+      followedSet = set;
+      try {
+        followed = importLocal(set);
+      } catch (error) {
+        // Fail closed: a set that cannot be used refuses every token until the source returns another one.
+        followed = new IdentityError("ERR_TOKEN_UNAVAILABLE", `the token JWKS is not usable: ${(error as Error).message}`, { cause: error });
+      }
+    }
+    if (followed instanceof IdentityError) throw followed;
+    return followed;
+  };
   const claimOptions = () => ({
     issuer: issuers,
     audience,
@@ -97,6 +126,7 @@ export function createJwksTokenValidator(options: JwksTokenValidatorOptions): To
           `token alg ${JSON.stringify(alg)} is not accepted; expected one of ${algorithms.join(", ")}`,
         );
       }
+      const { keys, localKeys } = keysNow();
       let payload: JWTPayload;
       const verified = localKeys?.verify(jwt, header);
       try {
