@@ -18,6 +18,8 @@ export interface Config {
   skewMs: number;
   issuerPollIntervalMs: number;
   trustAnchorsPollIntervalMs: number;
+  /** How often a `tokenJwks` file's content is checked (a URL is fetched by jose instead). */
+  tokenJwksPollIntervalMs: number;
   listen: { host: string; port: number };
   admin: { host: string; port: number };
   insecurePlaintext: boolean;
@@ -49,13 +51,14 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--issuer-dir <dir>", "folder with issuer.crt/issuer.key, crt.pem/key.pem or tls.crt/tls.key").env("MESHTLS_ISSUER_DIR"))
     .addOption(new Option("--trust-domain <domain>", "trust domain").env("MESHTLS_TRUST_DOMAIN").default("cluster.local"))
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
-    .addOption(new Option("--token-jwks <file-or-url>", "JWKS of the ServiceAccount token signer: a file, or an http(s) URL").env("MESHTLS_TOKEN_JWKS"))
+    .addOption(new Option("--token-jwks <file-or-url>", "JWKS of the ServiceAccount token signer: a file (watched and reloaded), or an http(s) URL").env("MESHTLS_TOKEN_JWKS"))
     .addOption(new Option("--token-issuer <iss>", "expected token issuer (iss claim)").env("MESHTLS_TOKEN_ISSUER"))
     .addOption(new Option("--token-audience <aud>", "expected token audience").env("MESHTLS_TOKEN_AUDIENCE").default("identity.l5d.io"))
     .addOption(new Option("--issuance-lifetime <duration>", "lifetime of issued leaves").env("MESHTLS_ISSUANCE_LIFETIME").default("24h"))
     .addOption(new Option("--clock-skew <duration>", "clock-skew allowance before notBefore and after notAfter").env("MESHTLS_CLOCK_SKEW").default("20s"))
     .addOption(new Option("--issuer-poll-interval <duration>", "how often the issuer folder's content is checked").env("MESHTLS_ISSUER_POLL_INTERVAL").default("5s"))
     .addOption(new Option("--trust-anchors-poll-interval <duration>", "how often the trust anchors file's content is checked").env("MESHTLS_TRUST_ANCHORS_POLL_INTERVAL").default("5s"))
+    .addOption(new Option("--token-jwks-poll-interval <duration>", "how often the --token-jwks file's content is checked").env("MESHTLS_TOKEN_JWKS_POLL_INTERVAL").default("5s"))
     .addOption(new Option("--listen <addr>", "gRPC listen address").env("MESHTLS_LISTEN").default("0.0.0.0:8080"))
     .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready)").env("MESHTLS_ADMIN").default("0.0.0.0:9990"))
     // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
@@ -90,6 +93,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     skewMs: parseDurationMs(String(o["clockSkew"]), "--clock-skew"),
     issuerPollIntervalMs: Math.max(100, parseDurationMs(String(o["issuerPollInterval"]), "--issuer-poll-interval")),
     trustAnchorsPollIntervalMs: Math.max(100, parseDurationMs(String(o["trustAnchorsPollInterval"]), "--trust-anchors-poll-interval")),
+    tokenJwksPollIntervalMs: Math.max(100, parseDurationMs(String(o["tokenJwksPollInterval"]), "--token-jwks-poll-interval")),
     listen,
     admin: parseAddress(String(o["admin"]), "--admin"),
     insecurePlaintext,

@@ -1,9 +1,8 @@
 import cluster from "node:cluster";
-import { readFile } from "node:fs/promises";
 import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { experimental, Server, ServerCredentials } from "@grpc/grpc-js";
-import { createIdentityServer, createIssuerStore, createJwksTokenValidator, createTrustAnchorsStore } from "@meshtls/identity";
+import { createIdentityServer, createIssuerStore, createJwksFileStore, createJwksTokenValidator, createTrustAnchorsStore } from "@meshtls/identity";
 import { createAdminServer } from "@meshtls/runtime";
 import { pino } from "pino";
 import type { Logger } from "pino";
@@ -15,20 +14,6 @@ import { hostPort, runPrimary } from "./cluster-primary.ts";
 import { ConfigError, parseConfig } from "./config.ts";
 import type { Config } from "./config.ts";
 import { ServingIdentity } from "./serving-identity.ts";
-
-async function loadJwks(source: string): Promise<URL | { keys: Record<string, unknown>[] }> {
-  if (/^https?:\/\//i.test(source)) return new URL(source);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(await readFile(source, "utf8"));
-  } catch (error) {
-    throw new ConfigError(`--token-jwks ${source}: not a readable JSON file (${(error as Error).message})`);
-  }
-  if (typeof parsed !== "object" || parsed === null || !Array.isArray((parsed as { keys?: unknown }).keys)) {
-    throw new ConfigError(`--token-jwks ${source}: not a JWKS (expected {"keys": [...]})`);
-  }
-  return parsed as { keys: Record<string, unknown>[] };
-}
 
 function createLogger(config: Config): Logger {
   const workerId = cluster.worker?.id;
@@ -53,7 +38,17 @@ async function run(config: Config, logger: Logger): Promise<void> {
     AggregatorRegistry.setRegistries([registry]);
   }
   collectDefaultMetrics({ register: registry });
-  const jwks = await loadJwks(config.tokenJwks);
+  // A JWKS URL is jose's remote set (fetched again on an unknown kid); a file is followed like the anchors,
+  // so a signer key rotation needs no restart and a bad replacement never replaces the set in use.
+  const jwksStore = /^https?:\/\//i.test(config.tokenJwks)
+    ? undefined
+    : createJwksFileStore({ file: config.tokenJwks, pollIntervalMs: config.tokenJwksPollIntervalMs, logger, metricsRegistry: registry });
+  const firstJwks = await jwksStore?.start();
+  if (jwksStore && firstJwks?.result === "rejected") {
+    jwksStore.close();
+    throw new ConfigError(`--token-jwks ${config.tokenJwks}: ${firstJwks.reason}`);
+  }
+  const jwks = jwksStore ? jwksStore.current : new URL(config.tokenJwks);
   // The anchors file is followed like the issuer folder: a bad or empty file never replaces the bundle in use.
   const anchorsStore = createTrustAnchorsStore({
     file: config.trustAnchorsFile,
@@ -64,6 +59,7 @@ async function run(config: Config, logger: Logger): Promise<void> {
   const firstAnchors = await anchorsStore.start();
   if (firstAnchors.result === "rejected") {
     anchorsStore.close();
+    jwksStore?.close();
     throw new ConfigError(`--trust-anchors: ${firstAnchors.reason}`);
   }
 
@@ -81,6 +77,7 @@ async function run(config: Config, logger: Logger): Promise<void> {
   if (first.result === "rejected") {
     issuerStore.close();
     anchorsStore.close();
+    jwksStore?.close();
     throw new ConfigError(`--issuer-dir ${config.issuerDir}: ${first.reason}`);
   }
   // New anchors: revalidate the issuer now (kept, replaced by a candidate refused before, or dropped), not at the next poll.
@@ -177,6 +174,7 @@ async function run(config: Config, logger: Logger): Promise<void> {
       serving?.stop();
       issuerStore.close();
       anchorsStore.close();
+      jwksStore?.close();
       admin?.close();
       admin?.closeAllConnections();
       logger.info({}, "stopped");
