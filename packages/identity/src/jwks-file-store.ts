@@ -1,11 +1,10 @@
-import { createHash, createPublicKey } from "node:crypto";
+import { createPublicKey } from "node:crypto";
 import type { JsonWebKey } from "node:crypto";
-import { open } from "node:fs/promises";
-import path from "node:path";
 import type { JSONWebKeySet } from "jose";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
-import { createFolderReloader } from "./folder-reloader.ts";
+import { createFollowedFile, FileRefused } from "./followed-file.ts";
+import type { FollowedFileResult } from "./followed-file.ts";
 import { DEFAULT_TOKEN_ALGORITHMS } from "./jwks-token-validator.ts";
 import { noopLogger } from "./logger.ts";
 import type { Logger } from "./logger.ts";
@@ -54,40 +53,10 @@ export interface JwksFileStoreOptions {
 /** Largest JWKS file accepted by default: far above any signer's set (a few keys of under 1 KiB each). */
 const DEFAULT_MAX_BYTES = 1024 * 1024;
 
-class Refused extends Error {
-  constructor(
-    readonly rejection: JwksFileRejection,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+class Refused extends FileRefused<JwksFileRejection> {}
 
-async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
-  let handle;
-  try {
-    handle = await open(file, "r");
-  } catch (error) {
-    throw new Refused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
-  }
-  try {
-    // One byte more than allowed tells "at the limit" from "over it" without reading a hostile file whole.
-    const buffer = Buffer.alloc(maxBytes + 1);
-    let length = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
-      if (bytesRead === 0) break;
-      length += bytesRead;
-      if (length > maxBytes) throw new Refused("too_large", `${file} is larger than ${maxBytes} bytes`);
-    }
-    return buffer.subarray(0, length);
-  } catch (error) {
-    if (error instanceof Refused) throw error;
-    throw new Refused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
-  } finally {
-    await handle.close();
-  }
-}
+/** The set before the first successful load: every token is refused. */
+const NO_KEYS: JSONWebKeySet = { keys: [] };
 
 /** The JWS algorithms a public key of this type can verify (jose's own key selection: kty, and crv for EC and OKP). */
 function algorithmsFor(jwk: Record<string, unknown>): string[] {
@@ -174,10 +143,23 @@ export function createJwksFileStore(options: JwksFileStoreOptions): JwksFileStor
     registers,
   });
 
-  let jwks: JSONWebKeySet = { keys: [] };
-  let currentHash: string | undefined;
-  let lastHash: string | undefined;
-  const listeners = new Set<(jwks: JSONWebKeySet) => void>();
+  const followed = createFollowedFile<JSONWebKeySet, JwksFileRejection>({
+    file: options.file,
+    what: "token JWKS",
+    noun: "set",
+    maxBytes,
+    pollIntervalMs,
+    settleMs,
+    parse: (bytes) => parseJwks(options.file, bytes, algorithms),
+    otherRejection: "bad_key",
+    describe: (jwks) => ({ keys: jwks.keys.length, kids: jwks.keys.map((k) => k.kid ?? null) }),
+    size: (jwks) => jwks.keys.length,
+    loaded,
+    rejected,
+    logger,
+  });
+  const asResult = (r: FollowedFileResult<JSONWebKeySet, JwksFileRejection>): JwksFileReloadResult =>
+    r.result === "loaded" ? { result: "loaded", jwks: r.value } : r;
 
   new Gauge({
     name: "identity_token_jwks_keys",
@@ -186,63 +168,15 @@ export function createJwksFileStore(options: JwksFileStoreOptions): JwksFileStor
     // With meshtls-identity --workers, the smallest value is the one to alert on (not the sum).
     aggregator: "min",
     collect() {
-      this.set(currentHash === undefined ? 0 : jwks.keys.length);
+      this.set(followed.current()?.keys.length ?? 0);
     },
   });
 
-  async function check(): Promise<JwksFileReloadResult> {
-    let hash: string | undefined;
-    try {
-      const bytes = await readBounded(options.file, maxBytes);
-      hash = createHash("sha256").update(bytes).digest("hex");
-      if (hash === lastHash) return { result: "unchanged" };
-      lastHash = hash;
-      // Back to the set in use after a refused or unreadable file: nothing changed.
-      if (hash === currentHash) return { result: "unchanged" };
-      const next = parseJwks(options.file, bytes, algorithms);
-      jwks = next;
-      currentHash = hash;
-      loaded.inc();
-      const kids = next.keys.map((k) => k.kid ?? null);
-      logger.info({ file: options.file, keys: next.keys.length, kids }, "token JWKS loaded");
-      for (const listener of [...listeners]) {
-        try {
-          listener(next);
-        } catch (error) {
-          logger.error({ err: error }, "token JWKS listener failed");
-        }
-      }
-      return { result: "loaded", jwks: next };
-    } catch (error) {
-      const rejection = error instanceof Refused ? error.rejection : "bad_key";
-      const reason = error instanceof Error ? error.message : String(error);
-      // Content already refused is not re-reported; an unreadable file is, once per distinct reason.
-      if (hash === undefined) {
-        if (lastHash === `unreadable:${reason}`) return { result: "rejected", rejection, reason };
-        lastHash = `unreadable:${reason}`;
-      }
-      rejected.inc({ reason: rejection });
-      const keeping = currentHash === undefined ? 0 : jwks.keys.length;
-      logger.warn(
-        { reason, rejection, file: options.file, keeping },
-        currentHash !== undefined ? "token JWKS replacement refused; keeping the current set" : "token JWKS refused",
-      );
-      return { result: "rejected", rejection, reason };
-    }
-  }
-
-  const reloader = createFolderReloader({ dir: path.dirname(options.file), what: "token JWKS folder", check, pollIntervalMs, settleMs, logger });
-
   return {
-    current: () => jwks,
-    reload: reloader.reload,
-    start: reloader.start,
-    subscribe(listener) {
-      listeners.add(listener);
-      return () => {
-        listeners.delete(listener);
-      };
-    },
-    close: reloader.close,
+    current: () => followed.current() ?? NO_KEYS,
+    reload: async () => asResult(await followed.reload()),
+    start: async () => asResult(await followed.start()),
+    subscribe: (listener) => followed.subscribe(listener),
+    close: () => followed.close(),
   };
 }

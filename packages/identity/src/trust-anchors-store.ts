@@ -1,10 +1,8 @@
-import { createHash } from "node:crypto";
-import { createFolderReloader } from "./folder-reloader.ts";
-import { open } from "node:fs/promises";
-import path from "node:path";
 import { decodeCertificates, MAX_PEM_CHARS, parseCertificate } from "@meshtls/pki";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
+import { createFollowedFile, FileRefused } from "./followed-file.ts";
+import type { FollowedFileResult } from "./followed-file.ts";
 import { noopLogger } from "./logger.ts";
 import type { Logger } from "./logger.ts";
 
@@ -45,40 +43,10 @@ export interface TrustAnchorsStoreOptions {
   metricsRegistry?: Registry;
 }
 
-class Refused extends Error {
-  constructor(
-    readonly rejection: TrustAnchorsRejection,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+class Refused extends FileRefused<TrustAnchorsRejection> {}
 
-async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
-  let handle;
-  try {
-    handle = await open(file, "r");
-  } catch (error) {
-    throw new Refused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
-  }
-  try {
-    // One byte more than allowed tells "at the limit" from "over it" without reading a hostile file whole.
-    const buffer = Buffer.alloc(maxBytes + 1);
-    let length = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
-      if (bytesRead === 0) break;
-      length += bytesRead;
-      if (length > maxBytes) throw new Refused("too_large", `${file} is larger than ${maxBytes} bytes`);
-    }
-    return buffer.subarray(0, length);
-  } catch (error) {
-    if (error instanceof Refused) throw error;
-    throw new Refused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
-  } finally {
-    await handle.close();
-  }
-}
+/** The bundle before the first successful load. */
+const NO_ANCHORS: Uint8Array[] = [];
 
 /** Checks a bundle: at least one certificate, every one a CA, not all of them expired. */
 function parseBundle(file: string, bytes: Buffer, at: Date): Uint8Array[] {
@@ -127,10 +95,23 @@ export function createTrustAnchorsStore(options: TrustAnchorsStoreOptions): Trus
     registers,
   });
 
-  let anchors: Uint8Array[] = [];
-  let currentHash: string | undefined;
-  let lastHash: string | undefined;
-  const listeners = new Set<(anchors: Uint8Array[]) => void>();
+  const followed = createFollowedFile<Uint8Array[], TrustAnchorsRejection>({
+    file: options.file,
+    what: "trust anchors",
+    noun: "bundle",
+    maxBytes,
+    pollIntervalMs,
+    settleMs,
+    parse: (bytes) => parseBundle(options.file, bytes, now()),
+    otherRejection: "bad_certificate",
+    describe: (anchors) => ({ anchors: anchors.length }),
+    size: (anchors) => anchors.length,
+    loaded,
+    rejected,
+    logger,
+  });
+  const asResult = (r: FollowedFileResult<Uint8Array[], TrustAnchorsRejection>): TrustAnchorsReloadResult =>
+    r.result === "loaded" ? { result: "loaded", anchors: r.value } : r;
 
   new Gauge({
     name: "identity_trust_anchors",
@@ -141,62 +122,16 @@ export function createTrustAnchorsStore(options: TrustAnchorsStoreOptions): Trus
     aggregator: "min",
     collect() {
       this.reset();
-      if (anchors.length > 0) this.set(anchors.length);
+      const anchors = followed.current();
+      if (anchors !== undefined) this.set(anchors.length);
     },
   });
 
-  async function check(): Promise<TrustAnchorsReloadResult> {
-    let hash: string | undefined;
-    try {
-      const bytes = await readBounded(options.file, maxBytes);
-      hash = createHash("sha256").update(bytes).digest("hex");
-      if (hash === lastHash) return { result: "unchanged" };
-      lastHash = hash;
-      // Back to the bundle in use after a refused or unreadable file: nothing changed.
-      if (hash === currentHash) return { result: "unchanged" };
-      const next = parseBundle(options.file, bytes, now());
-      anchors = next;
-      currentHash = hash;
-      loaded.inc();
-      logger.info({ file: options.file, anchors: next.length }, "trust anchors loaded");
-      for (const listener of [...listeners]) {
-        try {
-          listener(next);
-        } catch (error) {
-          logger.error({ err: error }, "trust anchors listener failed");
-        }
-      }
-      return { result: "loaded", anchors: next };
-    } catch (error) {
-      const rejection = error instanceof Refused ? error.rejection : "bad_certificate";
-      const reason = error instanceof Error ? error.message : String(error);
-      // Content already refused is not re-reported; an unreadable file is, once per distinct reason.
-      if (hash === undefined) {
-        if (lastHash === `unreadable:${reason}`) return { result: "rejected", rejection, reason };
-        lastHash = `unreadable:${reason}`;
-      }
-      rejected.inc({ reason: rejection });
-      const keeping = anchors.length;
-      logger.warn(
-        { reason, rejection, file: options.file, keeping },
-        keeping > 0 ? "trust anchors replacement refused; keeping the current bundle" : "trust anchors refused",
-      );
-      return { result: "rejected", rejection, reason };
-    }
-  }
-
-  const reloader = createFolderReloader({ dir: path.dirname(options.file), what: "trust anchors folder", check, pollIntervalMs, settleMs, logger });
-
   return {
-    current: () => anchors,
-    reload: reloader.reload,
-    start: reloader.start,
-    subscribe(listener) {
-      listeners.add(listener);
-      return () => {
-        listeners.delete(listener);
-      };
-    },
-    close: reloader.close,
+    current: () => followed.current() ?? NO_ANCHORS,
+    reload: async () => asResult(await followed.reload()),
+    start: async () => asResult(await followed.start()),
+    subscribe: (listener) => followed.subscribe(listener),
+    close: () => followed.close(),
   };
 }

@@ -1,0 +1,151 @@
+import { createHash } from "node:crypto";
+import { open } from "node:fs/promises";
+import path from "node:path";
+import type { Counter } from "prom-client";
+import { createFolderReloader } from "./folder-reloader.ts";
+import type { Logger } from "./logger.ts";
+
+/** Why a followed file's content was refused; `rejection` is the `reason` label of its rejected counter. */
+export class FileRefused<R extends string> extends Error {
+  constructor(
+    readonly rejection: R,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The outcome of one content check of a followed file. */
+export type FollowedFileResult<T, R extends string> =
+  | { result: "loaded"; value: T }
+  | { result: "unchanged" }
+  | { result: "rejected"; rejection: R; reason: string };
+
+/** Options of {@link createFollowedFile}. */
+export interface FollowedFileOptions<T, R extends string> {
+  file: string;
+  /** What the file holds, for log lines ("trust anchors", "token JWKS"). */
+  what: string;
+  /** What one loaded content is called in log lines ("bundle", "set"). */
+  noun: string;
+  /** Largest file accepted, in bytes; a larger one is refused as `too_large`. */
+  maxBytes: number;
+  pollIntervalMs: number;
+  settleMs: number;
+  /** Validates the content; throws {@link FileRefused} to refuse it. */
+  parse: (bytes: Buffer) => T;
+  /** The rejection counted for any other error thrown by `parse`. */
+  otherRejection: R;
+  /** Log fields describing a loaded content. */
+  describe: (value: T) => Record<string, unknown>;
+  /** The size of a content (`keeping` in the refusal log line). */
+  size: (value: T) => number;
+  loaded: Counter;
+  rejected: Counter<"reason">;
+  logger: Logger;
+}
+
+/** A file's validated content, followed at start, on file events and periodically. */
+export interface FollowedFile<T, R extends string> {
+  /** The content in use; undefined before the first successful load. */
+  current(): T | undefined;
+  reload(): Promise<FollowedFileResult<T, R>>;
+  start(): Promise<FollowedFileResult<T, R>>;
+  subscribe(listener: (value: T) => void): () => void;
+  close(): void;
+}
+
+async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
+  let handle;
+  try {
+    handle = await open(file, "r");
+  } catch (error) {
+    throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
+  }
+  try {
+    // One byte more than allowed tells "at the limit" from "over it" without reading a hostile file whole.
+    const buffer = Buffer.alloc(maxBytes + 1);
+    let length = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      if (bytesRead === 0) break;
+      length += bytesRead;
+      if (length > maxBytes) throw new FileRefused("too_large", `${file} is larger than ${maxBytes} bytes`);
+    }
+    return buffer.subarray(0, length);
+  } catch (error) {
+    if (error instanceof FileRefused) throw error;
+    throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Loads a file and follows its content: a changed content (by SHA-256) that
+ * `parse` accepts replaces the current one and is announced to subscribers;
+ * a file that cannot be read, is oversized or is refused by `parse` never
+ * replaces it, and the reason is logged and counted once per distinct content
+ * (or, for an unreadable file, per distinct reason).
+ */
+export function createFollowedFile<T, R extends string>(options: FollowedFileOptions<T, R>): FollowedFile<T, R> {
+  const { file, what, logger } = options;
+  let value: T | undefined;
+  let currentHash: string | undefined;
+  let lastHash: string | undefined;
+  const listeners = new Set<(value: T) => void>();
+
+  async function check(): Promise<FollowedFileResult<T, R>> {
+    let hash: string | undefined;
+    try {
+      const bytes = await readBounded(file, options.maxBytes);
+      hash = createHash("sha256").update(bytes).digest("hex");
+      if (hash === lastHash) return { result: "unchanged" };
+      lastHash = hash;
+      // Back to the content in use after a refused or unreadable file: nothing changed.
+      if (hash === currentHash) return { result: "unchanged" };
+      const next = options.parse(bytes);
+      value = next;
+      currentHash = hash;
+      options.loaded.inc();
+      logger.info({ file, ...options.describe(next) }, `${what} loaded`);
+      for (const listener of [...listeners]) {
+        try {
+          listener(next);
+        } catch (error) {
+          logger.error({ err: error }, `${what} listener failed`);
+        }
+      }
+      return { result: "loaded", value: next };
+    } catch (error) {
+      const rejection = error instanceof FileRefused ? (error.rejection as R) : options.otherRejection;
+      const reason = error instanceof Error ? error.message : String(error);
+      // Content already refused is not re-reported; an unreadable file is, once per distinct reason.
+      if (hash === undefined) {
+        if (lastHash === `unreadable:${reason}`) return { result: "rejected", rejection, reason };
+        lastHash = `unreadable:${reason}`;
+      }
+      options.rejected.inc({ reason: rejection });
+      logger.warn(
+        { reason, rejection, file, keeping: value === undefined ? 0 : options.size(value) },
+        value !== undefined ? `${what} replacement refused; keeping the current ${options.noun}` : `${what} refused`,
+      );
+      return { result: "rejected", rejection, reason };
+    }
+  }
+
+  const reloader = createFolderReloader({ dir: path.dirname(file), what: `${what} folder`, check, pollIntervalMs: options.pollIntervalMs, settleMs: options.settleMs, logger });
+
+  return {
+    current: () => value,
+    reload: reloader.reload,
+    start: reloader.start,
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
+    close: reloader.close,
+  };
+}
