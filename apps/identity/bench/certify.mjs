@@ -65,25 +65,6 @@ if (client === "h2load") {
   }
 }
 
-/** The raw node:crypto P-256 sign + verify loop: pairs per second on the calling thread. */
-const RAW_LOOP = `
-const { generateKeyPairSync, sign, verify } = require("node:crypto");
-function rawSignVerifyRate(durationMs) {
-  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const data = Buffer.alloc(512, 7);
-  let n = 0;
-  const started = performance.now();
-  const until = started + durationMs;
-  while (performance.now() < until) {
-    for (let i = 0; i < 50; i++) {
-      data[0] = n & 0xff;
-      if (!verify("sha256", data, publicKey, sign("sha256", data, privateKey))) throw new Error("verify failed");
-      n++;
-    }
-  }
-  return n / ((performance.now() - started) / 1000);
-}`;
-
 /** Raw node:crypto P-256 sign + verify pairs per second on this thread (the one-thread denominator). */
 function rawSignVerifyRate(durationMs) {
   const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
@@ -103,7 +84,9 @@ function rawSignVerifyRate(durationMs) {
 
 /** The same loop on `threads` worker_threads at once (started together): the sum of their rates. */
 async function rawSignVerifyRateAllThreads(threads, durationMs) {
-  const code = `${RAW_LOOP}
+  // The workers run this very function (its source), with the same imports.
+  const code = `const { generateKeyPairSync, sign: nodeSign, verify: nodeVerify } = require("node:crypto");
+${rawSignVerifyRate.toString()}
 const { parentPort } = require("node:worker_threads");
 parentPort.once("message", (ms) => parentPort.postMessage(rawSignVerifyRate(ms)));
 parentPort.postMessage("ready");`;
