@@ -1,37 +1,115 @@
 import { createServer } from "node:http";
-import type { Server } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Registry } from "prom-client";
+
+/** Bounds on the admin HTTP server's connections; every field is optional. */
+export interface AdminServerLimits {
+  /** Time for a client to send a request's headers, in milliseconds. Default 10000. */
+  headersTimeoutMs?: number;
+  /** Time for a client to send a whole request, in milliseconds. Default 30000. */
+  requestTimeoutMs?: number;
+  /** How long an idle keep-alive connection is kept, in milliseconds. Default 5000. */
+  keepAliveTimeoutMs?: number;
+  /** Largest request head (request line and headers), in bytes; larger ones answer 431. Default 16384. */
+  maxHeaderBytes?: number;
+  /** Open connections at most; more are closed at once. Default 256. */
+  maxConnections?: number;
+}
+
+/** The limits used when none are given (see {@link AdminServerLimits}). */
+export const ADMIN_SERVER_LIMITS: Readonly<Required<AdminServerLimits>> = Object.freeze({
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  maxHeaderBytes: 16_384,
+  maxConnections: 256,
+});
+
+export interface AdminServerOptions {
+  registry: Registry;
+  ready: () => { ok: boolean; reason?: string };
+  limits?: AdminServerLimits;
+}
 
 /**
  * The admin HTTP server of the identity and destination services: `/metrics`
  * (Prometheus text of `registry`), `/live`, and `/ready` (200 only while
  * `ready()` says so, else 503 with its reason). Not listening yet: call
  * `listen()`. (The proxy's admin, with `/shutdown`, is part of proxy-core.)
+ *
+ * Nothing a client sends can throw out of its handler: a request target that
+ * is not a path answers 400, a failing `ready()` or registry 500. Slow or idle
+ * clients are cut off by the timeouts in `limits`.
  */
-export function createAdminServer(options: { registry: Registry; ready: () => { ok: boolean; reason?: string } }): Server {
-  return createServer((req, res) => {
-    const url = new URL(req.url ?? "/", "http://admin");
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      res.writeHead(405, { allow: "GET, HEAD" }).end();
+export function createAdminServer(options: AdminServerOptions): Server {
+  const limits = { ...ADMIN_SERVER_LIMITS, ...options.limits };
+  const server = createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      maxHeaderSize: limits.maxHeaderBytes,
+      // How often the two timeouts above are checked (node's default, 30 s, would let them run late by as much).
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    },
+    (req, res) => {
+      try {
+        handle(req, res, options);
+      } catch (error) {
+        answer(res, 500, `admin request failed: ${String(error)}\n`);
+      }
+    },
+  );
+  server.maxConnections = limits.maxConnections;
+  return server;
+}
+
+function handle(req: IncomingMessage, res: ServerResponse, options: AdminServerOptions): void {
+  const path = requestPath(req.url);
+  if (path === undefined) {
+    answer(res, 400, "bad request target; try /metrics, /live or /ready\n");
+    return;
+  }
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    res.writeHead(405, { allow: "GET, HEAD" }).end();
+    return;
+  }
+  switch (path) {
+    case "/live":
+      answer(res, 200, "live\n");
+      return;
+    case "/ready": {
+      const state = options.ready();
+      answer(res, state.ok ? 200 : 503, state.ok ? "ready\n" : `not ready: ${state.reason ?? "starting"}\n`);
       return;
     }
-    switch (url.pathname) {
-      case "/live":
-        res.writeHead(200, { "content-type": "text/plain" }).end("live\n");
-        return;
-      case "/ready": {
-        const state = options.ready();
-        res.writeHead(state.ok ? 200 : 503, { "content-type": "text/plain" }).end(state.ok ? "ready\n" : `not ready: ${state.reason ?? "starting"}\n`);
-        return;
-      }
-      case "/metrics":
-        options.registry.metrics().then(
-          (text) => res.writeHead(200, { "content-type": options.registry.contentType }).end(text),
-          (error: unknown) => res.writeHead(500, { "content-type": "text/plain" }).end(`metrics failed: ${String(error)}\n`),
+    case "/metrics":
+      // A registry that throws instead of rejecting is caught by the promise too.
+      Promise.resolve()
+        .then(() => options.registry.metrics())
+        .then(
+          (text) => answer(res, 200, text, options.registry.contentType),
+          (error: unknown) => answer(res, 500, `metrics failed: ${String(error)}\n`),
         );
-        return;
-      default:
-        res.writeHead(404, { "content-type": "text/plain" }).end("not found; try /metrics, /live or /ready\n");
-    }
-  });
+      return;
+    default:
+      answer(res, 404, "not found; try /metrics, /live or /ready\n");
+  }
+}
+
+/**
+ * The path of an origin-form request target (`/ready?x=1` → `/ready`), or
+ * undefined for anything else (`*`, `//[`, `http://[`, an absolute URI): the
+ * admin server has no use for those, and `new URL` would throw on some.
+ */
+export function requestPath(target: string | undefined): string | undefined {
+  if (target === undefined || !target.startsWith("/") || target.startsWith("//")) return undefined;
+  const end = target.search(/[?#]/);
+  return end === -1 ? target : target.slice(0, end);
+}
+
+function answer(res: ServerResponse, status: number, body: string, contentType = "text/plain"): void {
+  // The connection may be gone (or a partial answer sent) by the time a slow registry answers.
+  if (res.headersSent || res.destroyed) return;
+  res.writeHead(status, { "content-type": contentType }).end(body);
 }

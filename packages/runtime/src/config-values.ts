@@ -40,6 +40,19 @@ export function parseAddress(text: string, what: string): { host: string; port: 
   return { host, port };
 }
 
+/**
+ * A whole number from `min` to `max` (a count or a cap: `100`, `10000`).
+ * @param what the flag, for the message (`--max-concurrent-streams`)
+ * @throws ConfigError naming `what` and the range
+ */
+export function parseCount(text: string, what: string, range: { min: number; max: number }): number {
+  const value = text.trim();
+  if (!/^[0-9]+$/.test(value) || Number(value) < range.min || Number(value) > range.max) {
+    throw new ConfigError(`${what}: ${JSON.stringify(text)} is not a whole number from ${range.min} to ${range.max}`);
+  }
+  return Number(value);
+}
+
 /** Whether a listen or dial host is on loopback (`localhost`, `127.0.0.0/8`, `::1`). */
 export function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);

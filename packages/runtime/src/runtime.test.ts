@@ -2,7 +2,7 @@ import type { AddressInfo } from "node:net";
 import { Command, Option } from "commander";
 import { Counter, Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
-import { ConfigError, createAdminServer, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseDurationMs } from "./index.ts";
+import { ConfigError, createAdminServer, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "./index.ts";
 
 describe("config values", () => {
   it("parses durations with units, and refuses anything else naming the flag", () => {
@@ -22,6 +22,14 @@ describe("config values", () => {
     expect(parseAddress(":8086", "--listen")).toEqual({ host: "0.0.0.0", port: 8086 });
     for (const bad of ["8080", "host:99999", "[::1]", "a:b:1"]) {
       expect(() => parseAddress(bad, "--listen"), bad).toThrow(/--listen: ".*" is not host:port/);
+    }
+  });
+
+  it("parses counts within their range, and refuses anything else naming the flag and the range", () => {
+    expect(parseCount("100", "--cap", { min: 1, max: 1000 })).toBe(100);
+    expect(parseCount(" 1 ", "--cap", { min: 1, max: 1000 })).toBe(1);
+    for (const bad of ["0", "1001", "-1", "1.5", "1e3", "", "ten"]) {
+      expect(() => parseCount(bad, "--cap", { min: 1, max: 1000 }), bad).toThrow(/--cap: ".*" is not a whole number from 1 to 1000/);
     }
   });
 
