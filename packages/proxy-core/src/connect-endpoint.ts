@@ -1,7 +1,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import type { TlsCredentials } from "./credentials.js";
-import { namesIdentity } from "./credentials.js";
+import { certificateNotAfter, namesIdentity } from "./credentials.js";
 import { ProxyError } from "./errors.js";
 import type { Endpoint } from "./sources.js";
 import type { TlsState } from "./tls-state.js";
@@ -32,11 +32,14 @@ export interface EndpointConnection {
  * Opens a connection to one endpoint. With an identity: TLS 1.3 with our
  * client certificate, SNI = that identity, the chain verified against the
  * anchors and a DNS or URI SAN equal to the identity required; a mismatch is
- * an error, never a downgrade. An opaque-transport hint dials the inbound
+ * an error, never a downgrade. A stored session is offered only while our
+ * certificate and the server's are valid, and every handshake, resumed or
+ * not, is refused once either has expired. An opaque-transport hint dials the inbound
  * port with ALPN `transport.l5d.io/v1` and writes the transport header first.
  * Without an identity: plaintext, `not_provided_by_service_discovery`.
  * @throws ProxyError `ERR_NO_CREDENTIALS`, `ERR_CONNECT_TIMEOUT`, `ERR_CONNECT_FAILED`,
- *   `ERR_TLS_UNAUTHORIZED`, `ERR_TLS_IDENTITY_MISMATCH`, `ERR_TLS_HANDSHAKE`
+ *   `ERR_TLS_UNAUTHORIZED`, `ERR_TLS_IDENTITY_MISMATCH`, `ERR_TLS_HANDSHAKE`,
+ *   `ERR_TLS_LOCAL_CERT_EXPIRED`, `ERR_TLS_PEER_CERT_EXPIRED`
  */
 export function connectEndpoint(options: ConnectEndpointOptions): Promise<EndpointConnection> {
   const { endpoint } = options;
@@ -68,15 +71,18 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   if (context === undefined) {
     return Promise.reject(new ProxyError("ERR_NO_CREDENTIALS", `no mesh certificate yet: refusing to connect to ${identity}`));
   }
+  // An expired certificate of ours would be refused by the server; a stored session must not hide it.
+  const ownExpired = options.credentials.checkExpiry(undefined);
+  if (ownExpired !== undefined) return Promise.reject(ownExpired);
   const opaque = endpoint.opaqueTransportPort !== undefined;
   const port = endpoint.opaqueTransportPort ?? endpoint.port;
   const remote = `${endpoint.address}:${port}`;
   const sessionKey = `${remote}|${identity}`;
-  const session = options.credentials.session(sessionKey);
+  const stored = options.credentials.session(sessionKey);
   return new Promise((resolve, reject) => {
     let mismatch: ProxyError | undefined;
     const socket = tls.connect({
-      ...(session === undefined ? {} : { session }),
+      ...(stored === undefined ? {} : { session: stored.ticket }),
       host: endpoint.address,
       port,
       servername: identity,
@@ -95,9 +101,18 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
         return mismatch;
       },
     });
-    // Only a ticket from this identity's server at this address is reused; a
-    // resumed session was verified (chain and name) when it was first made.
-    socket.on("session", (ticket: Buffer) => options.credentials.storeSession(sessionKey, ticket));
+    // A resumed handshake shows no server certificate: its expiry is the one
+    // seen when the session was first made (and verified, chain and name).
+    const peerNotAfter = (): Date | undefined => (socket.isSessionReused() ? stored?.peerNotAfter : certificateNotAfter(socket.getPeerX509Certificate()));
+    // Only a ticket from this identity's server at this address is reused, and
+    // only once this connection passed every check (tickets may come earlier).
+    let accepted: Date | undefined;
+    let early: Buffer | undefined;
+    const keep = (ticket: Buffer, notAfter: Date): void => options.credentials.storeSession(sessionKey, { ticket, peerNotAfter: notAfter });
+    socket.on("session", (ticket: Buffer) => {
+      if (accepted === undefined) early = ticket;
+      else keep(ticket, accepted);
+    });
     // Before the handshake: Nagle would hold our first bytes behind the
     // unacknowledged Finished until the peer's delayed ACK (tens of ms).
     socket.setNoDelay(true);
@@ -108,6 +123,9 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
     socket.once("error", (cause: Error & { code?: string }) => {
       clearTimeout(timer);
       if (mismatch !== undefined) return reject(mismatch);
+      if (cause.code === "CERT_HAS_EXPIRED") {
+        return reject(new ProxyError("ERR_TLS_PEER_CERT_EXPIRED", `${remote} (expected ${identity}) presented an expired certificate`, { cause }));
+      }
       if (socket.connecting || (cause.code ?? "").startsWith("ECONN") || cause.code === "EHOSTUNREACH") {
         return reject(new ProxyError("ERR_CONNECT_FAILED", `connect to ${remote} failed: ${cause.message}`, { cause }));
       }
@@ -121,12 +139,21 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
     });
     socket.once("secureConnect", () => {
       clearTimeout(timer);
+      const notAfter = peerNotAfter();
+      const expired = options.credentials.checkExpiry(notAfter);
+      if (expired !== undefined) {
+        socket.destroy();
+        reject(expired);
+        return;
+      }
       if (opaque && socket.alpnProtocol !== TRANSPORT_ALPN) {
         socket.destroy();
         reject(new ProxyError("ERR_TLS_HANDSHAKE", `${identity} at ${remote} did not negotiate ${TRANSPORT_ALPN}`));
         return;
       }
       socket.removeAllListeners("error");
+      accepted = notAfter;
+      if (early !== undefined && notAfter !== undefined) keep(early, notAfter);
       if (opaque) socket.write(encodeHeader({ port: endpoint.port, ...(options.authority === undefined ? {} : { name: options.authority }) }));
       resolve({ socket, tls: { tls: "true", peerId: identity }, remote });
     });

@@ -1,7 +1,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import type { TlsCredentials } from "./credentials.js";
-import { peerIdentity } from "./credentials.js";
+import { certificateNotAfter, peerIdentity, SESSION_TICKET_LIFETIME_S } from "./credentials.js";
 import { detectTls } from "./detect-tls.js";
 import type { Detection } from "./detect-tls.js";
 import { ProxyError } from "./errors.js";
@@ -78,6 +78,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     maxVersion: "TLSv1.3",
     ALPNProtocols: [TRANSPORT_ALPN],
     handshakeTimeout: handshakeTimeoutMs,
+    sessionTimeout: SESSION_TICKET_LIFETIME_S,
     allowHalfOpen: true,
     SNICallback: (servername, callback) => {
       const context = credentials.context();
@@ -86,6 +87,8 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       else callback(null, context);
     },
   });
+  // Tickets are sealed with this server's keys whatever context SNICallback picks: they follow the credentials.
+  credentials.bindServer(tlsServer);
   const keyOf = (s: net.Socket): string => `${s.remoteAddress}|${s.remotePort}|${s.localAddress}|${s.localPort}`;
   tlsServer.on("secureConnection", (socket: tls.TLSSocket) => pending.get(keyOf(socket))?.({ socket }));
   tlsServer.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => pending.get(keyOf(socket))?.({ error, socket }));
@@ -157,6 +160,12 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       return;
     }
     const peer = secure.getPeerX509Certificate();
+    // A resumed session skips certificate checks: neither side's certificate may have expired since.
+    const expired = credentials.checkExpiry(certificateNotAfter(peer));
+    if (expired !== undefined) {
+      fail(secure, expired, expired.code === "ERR_TLS_LOCAL_CERT_EXPIRED" ? "tls_local_cert_expired" : "tls_peer_cert_expired");
+      return;
+    }
     if (peer !== undefined && !secure.authorized) {
       // A certificate that does not chain to our anchors is refused, never treated as anonymous.
       fail(secure, new ProxyError("ERR_TLS_UNAUTHORIZED", `client certificate refused: ${String(secure.authorizationError)}`), "tls_client_cert_unverified");
