@@ -6,16 +6,16 @@ import { attack, expectHolds } from "./results.ts";
 import type { Outcome, Target } from "./results.ts";
 import { exchange, httpStatus } from "./wire.ts";
 
-const REFUSED_4XX = "a 4xx answer or a hang-up, never 2xx/3xx/5xx or silence";
+export const REFUSED_4XX = "a 4xx answer or a hang-up, never 2xx/3xx/5xx or silence";
 
 /** 4xx, or the server hung up without answering: a refusal. Anything else (2xx, 5xx, a hang) is not. */
-function refusedHttp(bytes: Buffer, closedByServer: boolean): Outcome {
+export function refusedHttp(bytes: Buffer, closedByServer: boolean): Outcome {
   const status = httpStatus(bytes);
   if (status === undefined) return { result: closedByServer ? "closed without an answer" : "no answer, left open", ok: closedByServer };
   return { result: String(status), ok: status >= 400 && status < 500 };
 }
 
-async function sendRaw(admin: string, data: Buffer, after: "end" | "keep" = "keep"): Promise<Outcome> {
+export async function sendRaw(admin: string, data: Buffer, after: "end" | "keep" = "keep"): Promise<Outcome> {
   const answer = await exchange(admin, data, { timeoutMs: 5000, after, enoughBytes: 12 });
   return refusedHttp(answer.bytes, answer.closedByServer || answer.bytes.length >= 12);
 }

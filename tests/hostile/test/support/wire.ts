@@ -97,3 +97,19 @@ export function metricSum(metrics: string, name: string, ...fragments: string[])
 export async function scrape(admin: string): Promise<string> {
   return (await httpGet(admin, "/metrics", 10_000))?.text ?? "";
 }
+
+/** The samples of `name` that grew between two scrapes, as `{labels} +delta`. */
+export function grown(before: string, after: string, name: string): string[] {
+  const samples = (text: string): Map<string, number> => {
+    const out = new Map<string, number>();
+    for (const line of text.split("\n")) {
+      if (line.startsWith(`${name}{`) || line.startsWith(`${name} `)) {
+        const cut = line.lastIndexOf(" ");
+        out.set(line.slice(name.length, cut), Number(line.slice(cut + 1)));
+      }
+    }
+    return out;
+  };
+  const old = samples(before);
+  return [...samples(after)].filter(([labels, value]) => value > (old.get(labels) ?? 0)).map(([labels, value]) => `${labels} +${value - (old.get(labels) ?? 0)}`);
+}
