@@ -1,8 +1,20 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Registry } from "prom-client";
+import { ProxyError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
+
+/** The proxy's identity material as `GET /identity` shows it; all of it is public. */
+export interface AdminIdentity {
+  identity: string;
+  /** notAfter of the certificate in use, or null before the first one. */
+  notAfter: Date | null;
+  /** PEM of the leaf and intermediates the proxy presents, or null before the first certificate. */
+  certificateChainPem: string | null;
+  /** PEM of the anchors the proxy verifies peers with. */
+  trustAnchorsPem: string;
+}
 
 /** Options of {@link createAdminServer}. */
 export interface CreateAdminServerOptions {
@@ -12,13 +24,32 @@ export interface CreateAdminServerOptions {
    * the 503 `/ready` answers, e.g. no certificate yet or the certificate expired).
    */
   ready: () => true | string;
-  /** Called on `POST /shutdown` from a loopback address. */
+  /** Called on a local `POST /shutdown`. */
   onShutdown: () => void;
+  /**
+   * Called on a local `POST /renew`: resolves once a new certificate is in
+   * use. Without it `/renew` answers 404.
+   */
+  onRenew?: () => Promise<{ notAfter: Date }>;
+  /** What `GET /identity` shows. Without it `/identity` answers 404. */
+  identity?: () => AdminIdentity;
+  /**
+   * Whether a remote `address:port` is the local end of a connection the
+   * proxy itself opened (see `OwnSockets.openedByProxy`): such a request came
+   * through the proxy and is not local, whatever its source address.
+   * Default: none is.
+   */
+  openedByProxy?: (address: string | undefined, port: number | undefined) => boolean;
+  /** Connections open at once; more are closed at once and counted by `onRefused`. Default 100. */
+  maxConnections?: number;
+  /** Called for each connection refused at the cap. */
+  onRefused?: () => void;
   logger?: Logger;
 }
 
-/** The admin HTTP server: `/metrics`, `/live`, `/ready`, `/shutdown`. */
+/** The admin HTTP server: `/metrics`, `/live`, `/ready`, `/identity`, `/shutdown`, `/renew`. */
 export interface AdminServer {
+  /** @throws ProxyError `ERR_LISTEN_FAILED` */
   listen(options: { host: string; port: number }): Promise<AddressInfo>;
   close(): Promise<void>;
 }
@@ -32,11 +63,40 @@ export function isLoopback(address: string | undefined): boolean {
 /** Creates the admin server; it never touches the data path. */
 export function createAdminServer(options: CreateAdminServerOptions): AdminServer {
   const logger = options.logger ?? noopLogger;
+  const openedByProxy = options.openedByProxy ?? (() => false);
   const send = (res: http.ServerResponse, status: number, body: string, type = "text/plain; charset=utf-8"): void => {
     res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body) });
     res.end(body);
   };
-  const server = http.createServer((req, res) => {
+  const sendJson = (res: http.ServerResponse, status: number, value: unknown): void => send(res, status, `${JSON.stringify(value)}\n`, "application/json");
+
+  /**
+   * State-changing endpoints are for the workload's own host only: a loopback
+   * source that is not one of the proxy's own connections (a meshed peer
+   * could otherwise reach the admin port through the proxy's inbound leg,
+   * which has a loopback source). A header check would not do: a forwarded
+   * byte stream can carry any header.
+   */
+  const local = (req: http.IncomingMessage): boolean => {
+    const { remoteAddress, remotePort } = req.socket;
+    return isLoopback(remoteAddress) && !openedByProxy(remoteAddress, remotePort);
+  };
+  /** The checks of a local POST endpoint; false when it has answered. */
+  const localPost = (req: http.IncomingMessage, res: http.ServerResponse, what: string): boolean => {
+    if (!local(req)) {
+      logger.warn({ remote: req.socket.remoteAddress, remotePort: req.socket.remotePort, path: what }, "admin request refused: not from the local host");
+      send(res, 403, `${what} is only accepted from the local host\n`);
+      return false;
+    }
+    if (req.method !== "POST") {
+      res.setHeader("allow", "POST");
+      send(res, 405, "use POST\n");
+      return false;
+    }
+    return true;
+  };
+
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? "/").split("?")[0];
     switch (path) {
       case "/metrics":
@@ -48,39 +108,91 @@ export function createAdminServer(options: CreateAdminServerOptions): AdminServe
       case "/live":
         send(res, 200, "live\n");
         return;
-      case "/ready":
-      {
+      case "/ready": {
         const readiness = options.ready();
         if (readiness === true) send(res, 200, "ready\n");
         else send(res, 503, `not ready: ${readiness}\n`);
         return;
       }
+      case "/identity": {
+        if (options.identity === undefined) {
+          send(res, 404, "not found\n");
+          return;
+        }
+        if (req.method !== "GET" && req.method !== "HEAD") {
+          res.setHeader("allow", "GET, HEAD");
+          send(res, 405, "use GET\n");
+          return;
+        }
+        const current = options.identity();
+        if (current.certificateChainPem === null || current.notAfter === null) {
+          sendJson(res, 503, { identity: current.identity, error: "no certificate yet", trustAnchorsPem: current.trustAnchorsPem });
+          return;
+        }
+        sendJson(res, 200, { identity: current.identity, notAfter: current.notAfter.toISOString(), certificateChainPem: current.certificateChainPem, trustAnchorsPem: current.trustAnchorsPem });
+        return;
+      }
       case "/shutdown":
-        if (!isLoopback(req.socket.remoteAddress)) {
-          send(res, 403, "shutdown is only accepted from loopback\n");
-          return;
-        }
-        if (req.method !== "POST") {
-          res.setHeader("allow", "POST");
-          send(res, 405, "use POST\n");
-          return;
-        }
+        if (!localPost(req, res, "/shutdown")) return;
         logger.info({ remote: req.socket.remoteAddress }, "shutdown requested on the admin server");
         send(res, 202, "shutting down\n");
         options.onShutdown();
         return;
+      case "/renew": {
+        const onRenew = options.onRenew;
+        if (onRenew === undefined) {
+          send(res, 404, "not found\n");
+          return;
+        }
+        if (!localPost(req, res, "/renew")) return;
+        logger.info({ remote: req.socket.remoteAddress }, "certificate renewal requested on the admin server");
+        // Called in a promise chain so that a synchronous throw is a 503 too.
+        Promise.resolve()
+          .then(onRenew)
+          .then(
+            ({ notAfter }) => sendJson(res, 200, { notAfter: notAfter.toISOString() }),
+            (cause: unknown) => {
+              const reason = cause instanceof Error ? cause.message : String(cause);
+              logger.warn({ err: reason }, "certificate renewal failed");
+              send(res, 503, `renewal failed: ${reason}\n`);
+            },
+          );
+        return;
+      }
       default:
         send(res, 404, "not found\n");
     }
+  };
+
+  const server = http.createServer((req, res) => {
+    try {
+      handle(req, res);
+    } catch (error) {
+      // Nothing a request carries may take the process down.
+      logger.error({ err: (error as Error).message, path: req.url }, "admin request failed");
+      if (!res.headersSent) send(res, 500, "internal error\n");
+      else res.destroy();
+    }
+  });
+  server.maxConnections = options.maxConnections ?? 100;
+  server.on("drop", () => options.onRefused?.());
+  // A malformed request line or oversized headers: 400 (431) and close, nothing more.
+  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
+    const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    else socket.destroy();
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 10_000;
   return {
     listen: ({ host, port }) =>
       new Promise((resolve, reject) => {
-        server.once("error", reject);
+        const onError = (cause: NodeJS.ErrnoException): void =>
+          reject(new ProxyError("ERR_LISTEN_FAILED", `the admin server cannot listen on ${host}:${port}: ${cause.message}`, { cause }));
+        server.once("error", onError);
         server.listen(port, host, () => {
-          server.off("error", reject);
+          server.off("error", onError);
+          server.on("error", (cause) => logger.error({ code: "ERR_LISTEN_FAILED", err: cause.message }, "admin: accept failed"));
           resolve(server.address() as AddressInfo);
         });
       }),

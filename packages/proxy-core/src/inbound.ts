@@ -11,6 +11,8 @@ import { formatHostPort } from "./address.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
 import type { CountedSocket, ProxyMetrics } from "./metrics.js";
+import { createOwnSockets } from "./own-sockets.js";
+import type { OwnSockets } from "./own-sockets.js";
 import type { InboundPolicy } from "./policy.js";
 import type { TlsState } from "./tls-state.js";
 import { readTransportHeader, TRANSPORT_ALPN } from "./transport-header.js";
@@ -26,6 +28,19 @@ export interface CreateInboundOptions {
   workload: HostPort;
   /** The host a transport header's port is reached on. Default `workload.host`. */
   workloadHost?: string;
+  /**
+   * The workload's ports a transport header may name, besides `workload.port`
+   * (always allowed). Empty or absent: any port that is not one of the
+   * proxy's own listeners. The proxy's listener ports are refused either way.
+   */
+  inboundPorts?: number[];
+  /**
+   * The proxy's own listeners and opened connections, shared by its parts.
+   * Default: a record of this inbound alone.
+   */
+  own?: OwnSockets;
+  /** Connections open at once; more are closed at once and counted. Default 10000. */
+  maxConnections?: number;
   logger?: Logger;
   /** TLS detection gives up after this long, failing the connection. Default 10000. */
   detectTimeoutMs?: number;
@@ -65,6 +80,8 @@ export function createInbound(options: CreateInboundOptions): Inbound {
   const { metrics, policy, credentials } = options;
   const workloadHost = options.workloadHost ?? options.workload.host;
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000;
+  const own = options.own ?? createOwnSockets();
+  const declaredPorts = new Set(options.inboundPorts ?? []);
   const sockets = new Set<net.Socket | tls.TLSSocket>();
 
   // One TLS server object (never listening) terminates every mesh connection;
@@ -189,6 +206,11 @@ export function createInbound(options: CreateInboundOptions): Inbound {
         fail(secure, error, "transport_header");
         return;
       }
+      const refusal = headerPortRefusal(port);
+      if (refusal !== undefined) {
+        fail(secure, new ProxyError("ERR_TARGET_FORBIDDEN", `${refusal.message} (client ${clientId})`), refusal.label);
+        return;
+      }
       if (policy.port(port).skip === true) {
         fail(secure, new ProxyError("ERR_POLICY_DENIED", `port ${port} is skipped: not reachable through the mesh`), "port_skipped");
         return;
@@ -199,16 +221,41 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     await forward(secure, raw, { port: defaultPort, target: options.workload, tls: tlsState, ...(clientId === undefined ? {} : { clientId }) });
   };
 
-  /** Policy, then the connection to the workload, then the byte pipe. */
+  /**
+   * A transport header may name only the workload's own ports: never one of
+   * the proxy's listeners (a meshed client would reach the admin server from
+   * a loopback address, or leave through the outbound proxy under our
+   * identity), and, when ports are declared, only those.
+   */
+  const headerPortRefusal = (port: number): { label: string; message: string } | undefined => {
+    if (own.isListenerPort(port)) {
+      return { label: "transport_header_proxy_port", message: `the transport header names port ${port}, one of the proxy's own listeners` };
+    }
+    if (declaredPorts.size > 0 && port !== options.workload.port && !declaredPorts.has(port)) {
+      return { label: "transport_header_port_forbidden", message: `the transport header names port ${port}, not one of the workload's inbound ports` };
+    }
+    return undefined;
+  };
+
+  /** No loop, policy, then the connection to the workload, then the byte pipe. */
   const forward = async (client: CountedSocket & net.Socket, raw: net.Socket, accepted: Accepted, authorize = true): Promise<void> => {
+    if (own.listenerAt(accepted.target) !== undefined) {
+      fail(client, new ProxyError("ERR_TARGET_FORBIDDEN", `${formatHostPort(accepted.target.host, accepted.target.port)} is one of the proxy's own listeners: refusing a loop`), "proxy_loop");
+      return;
+    }
     const targetAddr = formatHostPort(accepted.target.host, accepted.target.port);
-    metrics.trackConnection(client, { direction: "inbound", peer: "src", targetAddr, tls: accepted.tls });
-    if (authorize) {
-      const decision = policy.authorize({
-        port: accepted.port,
-        clientAddress: raw.remoteAddress ?? "",
-        ...(accepted.clientId === undefined ? {} : { clientId: accepted.clientId }),
-      });
+    const decision = authorize
+      ? policy.authorize({
+          port: accepted.port,
+          clientAddress: raw.remoteAddress ?? "",
+          ...(accepted.clientId === undefined ? {} : { clientId: accepted.clientId }),
+        })
+      : undefined;
+    // The SNI of a pass-through connection is the client's own choice: it
+    // becomes a label only once policy let the connection in.
+    const legTls: TlsState = accepted.tls.tls === "opaque" && decision?.allow === false ? { tls: "opaque", sni: "" } : accepted.tls;
+    metrics.trackConnection(client, { direction: "inbound", peer: "src", targetAddr, tls: legTls });
+    if (decision !== undefined) {
       metrics.recordAuthz(decision, targetAddr);
       if (!decision.allow) {
         logger.info({ client: raw.remoteAddress, clientId: accepted.clientId, port: accepted.port, policy: decision.policy, reason: decision.reason }, "inbound connection denied by policy");
@@ -245,6 +292,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       socket.once("connect", () => {
         clearTimeout(timer);
         socket.removeAllListeners("error");
+        own.trackOpened(socket);
         resolve(socket);
       });
     });
@@ -255,12 +303,23 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     raw.on("error", () => undefined);
     handle(raw).catch((error: unknown) => fail(raw, error, "internal"));
   });
+  // Beyond the cap node closes the connection at once, before any byte is read.
+  server.maxConnections = options.maxConnections ?? 10_000;
+  server.on("drop", () => metrics.recordRefused("inbound", "max_connections"));
 
   return {
     listen: ({ host, port }) =>
       new Promise((resolve, reject) => {
-        server.once("error", (cause) => reject(new ProxyError("ERR_LISTEN_FAILED", `inbound cannot listen on ${host}:${port}: ${cause.message}`, { cause })));
-        server.listen(port, host, () => resolve(server.address() as net.AddressInfo));
+        const onError = (cause: Error): void => reject(new ProxyError("ERR_LISTEN_FAILED", `inbound cannot listen on ${host}:${port}: ${cause.message}`, { cause }));
+        server.once("error", onError);
+        server.listen(port, host, () => {
+          server.off("error", onError);
+          // Later failures to accept (e.g. EMFILE) are logged; the listener keeps serving.
+          server.on("error", (cause) => logger.error({ code: "ERR_LISTEN_FAILED", err: cause.message }, "inbound: accept failed"));
+          const address = server.address() as net.AddressInfo;
+          own.addListener(address, "inbound");
+          resolve(address);
+        });
       }),
     stopAccepting: async () => {
       // close() stops the listener now; its callback would wait for every connection.

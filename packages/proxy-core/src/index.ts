@@ -25,10 +25,12 @@ export { encodeHeader, readTransportHeader, TRANSPORT_ALPN } from "./transport-h
 export type { ReadTransportHeaderOptions } from "./transport-header.js";
 export { createInboundPolicy, identityAllowed, inNetworks, parseDefaultPolicy, parseNetworks } from "./policy.js";
 export type { AuthorizeDecision, AuthorizeInput, CreateInboundPolicyOptions, DefaultPolicy, DenyReason, InboundPolicy, PortPolicy } from "./policy.js";
-export { createProxyMetrics } from "./metrics.js";
-export type { ConnectionLeg, CountedSocket, CreateProxyMetricsOptions, ProxyMetrics } from "./metrics.js";
+export { createProxyMetrics, OVERFLOW_LABEL_VALUE } from "./metrics.js";
+export type { ConnectionLeg, CountedSocket, CreateProxyMetricsOptions, ProxyMetrics, RefusedListener } from "./metrics.js";
 export { createAdminServer, isLoopback } from "./admin.js";
-export type { AdminServer, CreateAdminServerOptions } from "./admin.js";
+export type { AdminIdentity, AdminServer, CreateAdminServerOptions } from "./admin.js";
+export { createOwnSockets } from "./own-sockets.js";
+export type { CreateOwnSocketsOptions, ListenerKind, OwnSockets } from "./own-sockets.js";
 export { createBalancer, endpointKey } from "./balancer.js";
 export type { Balancer, CreateBalancerOptions } from "./balancer.js";
 export { connectEndpoint } from "./connect-endpoint.js";

@@ -26,7 +26,16 @@ export interface CreateProxyMetricsOptions {
    * certifier registers them in the same registry.
    */
   identityMetrics?: boolean;
+  /**
+   * Most distinct values of a label a remote peer can choose: `sni`, and the
+   * inbound `target_addr` (the transport header's port); beyond, the value is
+   * `overflow`. Default 100.
+   */
+  maxPeerLabelValues?: number;
 }
+
+/** Which listener refused a connection, and why (`tcp_connections_refused_total`). */
+export type RefusedListener = "inbound" | "outbound" | "route" | "admin";
 
 /** The proxy's Prometheus metrics, with the exact names and labels of ARCHITECTURE.md. */
 export interface ProxyMetrics {
@@ -41,6 +50,8 @@ export interface ProxyMetrics {
   recordCertificate(notAfter: Date): void;
   /** Counts a certificate refresh attempt. */
   recordRefresh(result: "ok" | "failure"): void;
+  /** Counts a connection a listener closed at once, before reading from it. */
+  recordRefused(listener: RefusedListener, reason: "max_connections"): void;
   /** Currently open legs (src and dst). */
   openConnections(): number;
 }
@@ -48,14 +59,31 @@ export interface ProxyMetrics {
 const LEG_LABELS = ["direction", "peer", "target_addr", "tls", "client_id", "server_id", "sni", "no_tls_reason"] as const;
 type LegLabels = Partial<Record<(typeof LEG_LABELS)[number], string>>;
 
-function legLabels(leg: ConnectionLeg): LegLabels {
-  const labels: LegLabels = { direction: leg.direction, peer: leg.peer, target_addr: leg.targetAddr, tls: leg.tls.tls };
+/** The value a capped label takes once it has seen its most distinct values. */
+export const OVERFLOW_LABEL_VALUE = "overflow";
+
+/** A label's distinct values, admitted first come up to `max`; later new ones read `overflow`. */
+function createCappedValues(max: number): (value: string) => string {
+  const seen = new Set<string>();
+  return (value) => {
+    if (seen.has(value)) return value;
+    if (seen.size >= max) return OVERFLOW_LABEL_VALUE;
+    seen.add(value);
+    return value;
+  };
+}
+
+function legLabels(leg: ConnectionLeg, capped: { sni: (v: string) => string; inboundTarget: (v: string) => string }): LegLabels {
+  const targetAddr = leg.direction === "inbound" ? capped.inboundTarget(leg.targetAddr) : leg.targetAddr;
+  const labels: LegLabels = { direction: leg.direction, peer: leg.peer, target_addr: targetAddr, tls: leg.tls.tls };
   switch (leg.tls.tls) {
     case "true":
+      // A verified identity of our own trust anchors: as many values as the issuer certified workloads.
       if (leg.tls.peerId !== undefined) labels[leg.direction === "inbound" ? "client_id" : "server_id"] = leg.tls.peerId;
       break;
     case "opaque":
-      labels.sni = leg.tls.sni;
+      // No SNI (or not recorded) is "" and costs no slot.
+      labels.sni = leg.tls.sni === "" ? "" : capped.sni(leg.tls.sni);
       break;
     case "no_identity":
       labels.no_tls_reason = leg.tls.reason;
@@ -81,6 +109,8 @@ interface OpenLeg {
 export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): ProxyMetrics {
   const registry = options.registry ?? new Registry();
   const open = new Set<OpenLeg>();
+  const maxPeerLabelValues = options.maxPeerLabelValues ?? 100;
+  const capped = { sni: createCappedValues(maxPeerLabelValues), inboundTarget: createCappedValues(maxPeerLabelValues) };
 
   const flushBytes = (leg: OpenLeg): void => {
     const read = leg.socket.bytesRead;
@@ -111,6 +141,12 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     inbound: new Counter({ name: "inbound_tcp_errors_total", help: "Inbound connections failed before forwarding", labelNames: ["error", "target_addr"], registers: [registry] }),
     outbound: new Counter({ name: "outbound_tcp_errors_total", help: "Outbound connections failed or refused", labelNames: ["error", "target_addr"], registers: [registry] }),
   };
+  const refused = new Counter({
+    name: "tcp_connections_refused_total",
+    help: "Connections a listener closed at once, before reading from them",
+    labelNames: ["listener", "reason"],
+    registers: [registry],
+  });
   const identityRegisters = options.identityMetrics === false ? [] : [registry];
   const expiry = new Gauge({ name: "identity_cert_expiration_timestamp_seconds", help: "notAfter of the current certificate, in seconds since the epoch", registers: identityRegisters });
   const refreshes = new Counter({ name: "identity_cert_refreshes_total", help: "Certificate refresh attempts", labelNames: ["result"], registers: identityRegisters });
@@ -118,7 +154,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   return {
     registry,
     trackConnection(socket, connection) {
-      const labels = legLabels(connection);
+      const labels = legLabels(connection, capped);
       const leg: OpenLeg = { socket, labels, reportedRead: 0, reportedWritten: 0 };
       open.add(leg);
       tcpOpen.inc(labels);
@@ -131,7 +167,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
       });
     },
     recordAuthz(decision, targetAddr) {
-      const labels = { target_addr: targetAddr, policy: decision.policy, reason: decision.reason };
+      const labels = { target_addr: capped.inboundTarget(targetAddr), policy: decision.policy, reason: decision.reason };
       if (decision.allow) authzAllow.inc(labels);
       else authzDeny.inc(labels);
     },
@@ -143,6 +179,9 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     },
     recordRefresh(result) {
       refreshes.inc({ result });
+    },
+    recordRefused(listener, reason) {
+      refused.inc({ listener, reason });
     },
     openConnections: () => open.size,
   };

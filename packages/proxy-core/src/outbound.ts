@@ -12,6 +12,8 @@ import { forwardStreams } from "./forward.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
 import type { ProxyMetrics } from "./metrics.js";
+import { createOwnSockets } from "./own-sockets.js";
+import type { OwnSockets } from "./own-sockets.js";
 import type { Endpoint, EndpointResolver, Resolution } from "./sources.js";
 
 /** A fixed route: a local listener whose connections all go to one authority. */
@@ -40,6 +42,13 @@ export interface CreateOutboundOptions {
   /** Most authorities with a live discovery; the oldest is dropped beyond. Default 1000. */
   maxResolutions?: number;
   balancer?: Balancer;
+  /**
+   * The proxy's own listeners and opened connections, shared by its parts.
+   * Default: a record of this outbound's listeners alone.
+   */
+  own?: OwnSockets;
+  /** Connections open at once on each listener (HTTP proxy, each route); more are closed at once and counted. Default 10000. */
+  maxConnections?: number;
 }
 
 /** The outbound stack: HTTP proxy (absolute URI, CONNECT) and fixed routes → discover → balance → mesh connect → forward. */
@@ -77,6 +86,8 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
   const maxAttempts = options.maxAttempts ?? 3;
   const maxResolutions = options.maxResolutions ?? 1000;
   const idleTimeoutMs = options.idleTimeoutMs ?? 3_600_000;
+  const own = options.own ?? createOwnSockets();
+  const maxConnections = options.maxConnections ?? 10_000;
   const resolutions = new Map<string, Resolution>();
   const servers = new Set<net.Server>();
   const sockets = new Set<net.Socket>();
@@ -124,6 +135,16 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
       const endpoint = balancer.pick(endpoints, tried);
       if (endpoint === undefined) break;
       tried.add(endpointKey(endpoint));
+      const dialled = formatHostPort(endpoint.address, endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port));
+      // The proxy's own outbound, route and admin listeners are never a destination:
+      // a loop, or a local-only admin request made on someone else's behalf.
+      const loop = own.listenerAt(parseHostPort(dialled));
+      if (loop !== undefined && loop !== "inbound") {
+        lastError = new ProxyError("ERR_TARGET_FORBIDDEN", `${dialled} is the proxy's own ${loop} listener: refusing a loop`);
+        metrics.recordError("outbound", "target_forbidden", dialled);
+        logger.warn({ authority, endpoint: dialled, code: "ERR_TARGET_FORBIDDEN" }, "outbound connection refused: it would reach the proxy itself");
+        continue;
+      }
       const release = balancer.acquire(endpoint);
       try {
         const connection = await connectEndpoint({
@@ -134,15 +155,15 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
           ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
         });
         connection.socket.once("close", release);
+        own.trackOpened(connection.socket);
         metrics.trackConnection(connection.socket, { direction: "outbound", peer: "dst", targetAddr: connection.remote, tls: connection.tls });
         return { ...connection, endpoint };
       } catch (error) {
         release();
         lastError = error;
         const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
-        const dialled = formatHostPort(endpoint.address, endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port));
         metrics.recordError("outbound", code.replace(/^ERR_/, "").toLowerCase(), dialled);
-        logger.warn({ authority, endpoint: endpointKey(endpoint), identity: endpoint.identity, code, err: (error as Error).message }, "outbound connect failed");
+        logger.warn({ authority, endpoint: endpointKey(endpoint), serverId: endpoint.identity, code, err: (error as Error).message }, "outbound connect failed");
         // No certificate yet fails every endpoint alike: do not spin through them.
         if (code === "ERR_NO_CREDENTIALS") break;
       }
@@ -158,14 +179,30 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
 
   const errorText = (error: unknown): { status: number; code: string; message: string } => {
     const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
-    const status = code === "ERR_ADDRESS_INVALID" ? 400 : code === "ERR_DISCOVERY_TIMEOUT" || code === "ERR_CONNECT_TIMEOUT" ? 504 : 502;
+    const status = code === "ERR_ADDRESS_INVALID" ? 400 : code === "ERR_TARGET_FORBIDDEN" ? 403 : code === "ERR_DISCOVERY_TIMEOUT" || code === "ERR_CONNECT_TIMEOUT" ? 504 : 502;
     return { status, code, message: (error as Error).message };
   };
 
   // The HTTP proxy: CONNECT tunnels any TCP protocol; absolute-URI requests are forwarded.
-  const proxyServer = http.createServer({ keepAlive: true, noDelay: true });
+  // Request lines and headers are bounded by node's 16 KiB (maxHeaderSize, said here so it stays).
+  const proxyServer = http.createServer({ keepAlive: true, noDelay: true, maxHeaderSize: 16 * 1024 });
+  proxyServer.maxConnections = maxConnections;
+  proxyServer.on("drop", () => metrics.recordRefused("outbound", "max_connections"));
   proxyServer.on("connection", (socket: net.Socket) => track(socket, "proxy"));
-  proxyServer.on("connect", (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
+  // No handler may throw into node's event loop: a bad request gets its answer and the listener keeps serving.
+  const guarded = <A extends unknown[]>(what: string, handler: (...args: A) => void, onThrow: (...args: A) => void) => (...args: A): void => {
+    try {
+      handler(...args);
+    } catch (error) {
+      logger.error({ code: error instanceof ProxyError ? error.code : "ERR_INTERNAL", err: (error as Error).message }, `outbound ${what} handler failed`);
+      try {
+        onThrow(...args);
+      } catch {
+        // The answer could not be written: the connection is already gone.
+      }
+    }
+  };
+  proxyServer.on("connect", guarded("CONNECT", (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
     client.on("error", () => undefined);
     let authority: string;
     try {
@@ -190,8 +227,8 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
         client.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nl5d-proxy-error: ${code}\r\ncontent-length: ${Buffer.byteLength(message)}\r\nconnection: close\r\n\r\n${message}`);
       },
     );
-  });
-  proxyServer.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+  }, (_req, client) => client.destroy()));
+  proxyServer.on("request", guarded("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const reply = (status: number, code: string, message: string): void => {
       if (res.headersSent) {
         res.destroy();
@@ -216,24 +253,39 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
     }
     // One upstream connection per request: the mesh connection is opened by
     // the same discover → balance → connect layer as CONNECT uses.
-    const upstreamReq = http.request({
-      method: req.method,
-      path: `${url.pathname}${url.search}`,
-      headers,
-      createConnection: (_opts: unknown, callback: (error: Error | null, socket: net.Socket) => void) => {
-        connect(authority).then(
-          (upstream) => callback(null, upstream.socket),
-          (error: unknown) => callback(error as Error, undefined as unknown as net.Socket),
-        );
-        return undefined;
-      },
-    } as http.RequestOptions);
+    let upstreamReq: http.ClientRequest;
+    try {
+      upstreamReq = http.request({
+        method: req.method,
+        path: `${url.pathname}${url.search}`,
+        headers,
+        createConnection: (_opts: unknown, callback: (error: Error | null, socket: net.Socket) => void) => {
+          connect(authority).then(
+            (upstream) => callback(null, upstream.socket),
+            (error: unknown) => callback(error as Error, undefined as unknown as net.Socket),
+          );
+          return undefined;
+        },
+      } as http.RequestOptions);
+    } catch (error) {
+      // Something node's parser accepted and its client refuses (a method, a header value).
+      reply(400, "ERR_ADDRESS_INVALID", `the request cannot be forwarded: ${(error as Error).message}`);
+      return;
+    }
     upstreamReq.on("response", (upstreamRes) => {
+      upstreamRes.on("error", () => res.destroy());
       const responseHeaders: Record<string, string | string[]> = {};
       for (const [name, value] of Object.entries(upstreamRes.headers)) {
         if (value !== undefined && !HOP_BY_HOP.has(name)) responseHeaders[name] = value;
       }
-      res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, responseHeaders);
+      try {
+        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, responseHeaders);
+      } catch (error) {
+        // A response node's own parser took but its writer refuses (a bad status text or header).
+        upstreamRes.destroy();
+        reply(502, "ERR_CONNECT_FAILED", `the upstream response cannot be relayed: ${(error as Error).message}`);
+        return;
+      }
       upstreamRes.pipe(res);
     });
     upstreamReq.on("error", (error) => {
@@ -241,26 +293,37 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
       reply(status, code, message);
     });
     upstreamReq.setTimeout(idleTimeoutMs, () => upstreamReq.destroy(new ProxyError("ERR_CONNECT_TIMEOUT", "upstream idle")));
+    req.on("error", () => upstreamReq.destroy());
     req.pipe(upstreamReq);
-  });
-  proxyServer.on("clientError", (_error: Error, socket: net.Socket) => {
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+  }, (_req, res) => {
+    if (res.headersSent) res.destroy();
+    else res.writeHead(500, { "content-length": 0, connection: "close" }).end();
+  }));
+  proxyServer.on("clientError", (error: NodeJS.ErrnoException, socket: net.Socket) => {
+    const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
     else socket.destroy();
   });
   proxyServer.headersTimeout = 30_000;
   proxyServer.requestTimeout = 0;
 
-  const listen = (server: net.Server, address: HostPort, what: string): Promise<net.AddressInfo> =>
+  const listen = (server: net.Server, address: HostPort, kind: "outbound" | "route", what: string): Promise<net.AddressInfo> =>
     new Promise((resolve, reject) => {
-      server.once("error", (cause) => reject(new ProxyError("ERR_LISTEN_FAILED", `${what} cannot listen on ${formatHostPort(address.host, address.port)}: ${cause.message}`, { cause })));
+      const onError = (cause: Error): void => reject(new ProxyError("ERR_LISTEN_FAILED", `${what} cannot listen on ${formatHostPort(address.host, address.port)}: ${cause.message}`, { cause }));
+      server.once("error", onError);
       server.listen(address.port, address.host, () => {
+        server.off("error", onError);
+        // Later failures to accept (e.g. EMFILE) are logged; the listener keeps serving.
+        server.on("error", (cause) => logger.error({ code: "ERR_LISTEN_FAILED", err: cause.message }, `${what}: accept failed`));
         servers.add(server);
-        resolve(server.address() as net.AddressInfo);
+        const bound = server.address() as net.AddressInfo;
+        own.addListener(bound, kind);
+        resolve(bound);
       });
     });
 
   return {
-    listenProxy: (address) => listen(proxyServer, address, "the outbound HTTP proxy"),
+    listenProxy: (address) => listen(proxyServer, address, "outbound", "the outbound HTTP proxy"),
     listenRoute(route) {
       const authority = normalizeAuthority(route.authority);
       const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) => {
@@ -277,7 +340,9 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
           },
         );
       });
-      return listen(server, route.listen, `the route to ${authority}`);
+      server.maxConnections = maxConnections;
+      server.on("drop", () => metrics.recordRefused("route", "max_connections"));
+      return listen(server, route.listen, "route", `the route to ${authority}`);
     },
     connect,
     stopAccepting: async () => {

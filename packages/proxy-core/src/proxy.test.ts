@@ -340,6 +340,59 @@ describe("meshtls proxy (in process, real TLS)", () => {
     expect(sampleOf(text, `tcp_open_total{direction="inbound",peer="src",target_addr="127.0.0.1:${app.port}",tls="true",client_id="${A}"}`)).toBeGreaterThanOrEqual(3);
   });
 
+  it("GET /identity shows the chain presented and the anchors; POST /renew answers once the renewed certificate is in use", async () => {
+    const store = createStore(await mesh.issue(identityOf("renewing")));
+    let renewed: Awaited<ReturnType<TestMesh["issue"]>> | undefined;
+    const proxy = await start({
+      identity: identityOf("renewing"),
+      workloadPort: app.port,
+      credentials: store,
+      onRenew: async () => {
+        renewed = await mesh.issue(identityOf("renewing"), { lifetimeMs: 7_200_000 });
+        store.set(renewed);
+        return { notAfter: renewed.notAfter };
+      },
+    });
+    const admin = `http://127.0.0.1:${proxy.addresses.admin.port}`;
+    const before = (await (await fetch(`${admin}/identity`)).json()) as { identity: string; notAfter: string; certificateChainPem: string; trustAnchorsPem: string };
+    expect(before.identity).toBe(identityOf("renewing"));
+    expect(before.certificateChainPem).toBe(store.current()?.certificateChainPem);
+    expect(before.trustAnchorsPem).toBe(pemEncode("CERTIFICATE", mesh.anchor.certificate));
+    const res = await fetch(`${admin}/renew`, { method: "POST" });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { notAfter: string };
+    expect(body.notAfter).toBe(renewed?.notAfter.toISOString());
+    // The handshake after the answer presents the renewed leaf.
+    const presented = await new Promise<string>((resolve, reject) => {
+      const s = tls.connect({ host: "127.0.0.1", port: proxy.addresses.inbound.port, servername: identityOf("renewing"), rejectUnauthorized: false }, () => {
+        resolve(new X509Certificate(s.getPeerCertificate().raw).serialNumber);
+        s.destroy();
+      });
+      s.once("error", reject);
+    });
+    expect(presented).toBe(new X509Certificate(renewed?.leaf ?? new Uint8Array()).serialNumber);
+    const after = (await (await fetch(`${admin}/identity`)).json()) as { notAfter: string };
+    expect(after.notAfter).toBe(body.notAfter);
+  });
+
+  it("POST /renew is 503 when the certificate obtained is not put in use", async () => {
+    const proxy = await start({
+      identity: identityOf("stuck"),
+      workloadPort: app.port,
+      credentials: createStore(await mesh.issue(identityOf("stuck"))),
+      onRenew: () => Promise.resolve({ notAfter: new Date(Date.now() + 3_600_000) }),
+      renewInUseTimeoutMs: 200,
+    });
+    const res = await fetch(`http://127.0.0.1:${proxy.addresses.admin.port}/renew`, { method: "POST" });
+    expect(res.status).toBe(503);
+    expect(await res.text()).toMatch(/^renewal failed: a certificate valid until .* was obtained but is not in use after 200 ms/);
+    const none = await start({ identity: identityOf("none2"), workloadPort: app.port, credentials: createStore() });
+    const identity = await fetch(`http://127.0.0.1:${none.addresses.admin.port}/identity`);
+    expect(identity.status).toBe(503);
+    expect(await identity.json()).toMatchObject({ identity: identityOf("none2"), error: "no certificate yet" });
+    expect((await fetch(`http://127.0.0.1:${none.addresses.admin.port}/renew`, { method: "POST" })).status).toBe(404);
+  });
+
   it("accepts clients of any anchor in the bundle and follows bundle changes", async () => {
     const second = await createTestMesh();
     const bundle = createBundle([mesh.anchor.certificate]);

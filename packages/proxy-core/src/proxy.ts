@@ -1,8 +1,11 @@
 import type { AddressInfo } from "node:net";
+import { pemEncode } from "@meshtls/pki";
 import type { HostPort } from "./address.js";
+import { formatHostPort } from "./address.js";
 import { createAdminServer } from "./admin.js";
 import { createTlsCredentials } from "./credentials.js";
 import type { TlsCredentials } from "./credentials.js";
+import { ProxyError } from "./errors.js";
 import { createInbound } from "./inbound.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
@@ -10,6 +13,7 @@ import { createProxyMetrics } from "./metrics.js";
 import type { ProxyMetrics } from "./metrics.js";
 import type { Route } from "./outbound.js";
 import { createOutbound } from "./outbound.js";
+import { createOwnSockets } from "./own-sockets.js";
 import type { CreateInboundPolicyOptions } from "./policy.js";
 import { createInboundPolicy } from "./policy.js";
 import type { CredentialSource, EndpointResolver, TrustBundleSource } from "./sources.js";
@@ -30,9 +34,16 @@ export interface CreateProxyOptions {
     workload: HostPort;
     /** Host a transport header's port is reached on. Default `workload.host`. */
     workloadHost?: string;
+    /**
+     * The workload's ports a transport header may name besides `workload.port`.
+     * Default none: any port but the proxy's own listeners.
+     */
+    inboundPorts?: number[];
     policy?: CreateInboundPolicyOptions;
     detectTimeoutMs?: number;
     handshakeTimeoutMs?: number;
+    /** Connections open at once; more are closed at once. Default 10000. */
+    maxConnections?: number;
   };
   outbound?: {
     /** The HTTP proxy listener. Default 127.0.0.1:4140. */
@@ -40,15 +51,25 @@ export interface CreateProxyOptions {
     routes?: Route[];
     localAddress?: string;
     discoveryTimeoutMs?: number;
+    /** Connections open at once on the HTTP proxy and on each route; more are closed at once. Default 10000. */
+    maxConnections?: number;
   };
-  /** Default 127.0.0.1:4191. */
-  admin?: { listen?: HostPort };
+  /** `listen` default 127.0.0.1:4191; `maxConnections` default 100. */
+  admin?: { listen?: HostPort; maxConnections?: number };
   /** Per endpoint and to the workload. Default 3000. */
   connectTimeoutMs?: number;
   /** Default 3600000. */
   idleTimeoutMs?: number;
-  /** Called on `POST /shutdown` from loopback. Default: `stop({ drainMs: 10000 })`. */
+  /** Called on a local `POST /shutdown`. Default: `stop({ drainMs: 10000 })`. */
   onShutdown?: () => void;
+  /**
+   * Called on a local `POST /renew`: obtains a new certificate now (e.g. the
+   * certifier's `renewNow()`). `/renew` answers once the proxy serves with it.
+   * Without it `/renew` answers 404.
+   */
+  onRenew?: () => Promise<{ notAfter: Date }>;
+  /** How long `/renew` waits for the renewed certificate to be in use, in ms. Default 5000. */
+  renewInUseTimeoutMs?: number;
   metrics?: ProxyMetrics;
   logger?: Logger;
   /** The clock `/ready` compares the certificate's notAfter with. Default `() => new Date()`. */
@@ -65,6 +86,11 @@ export interface ProxyAddresses {
 
 /** A running proxy. */
 export interface Proxy {
+  /**
+   * Binds every listener. A workload address that is one of the proxy's own
+   * listeners is refused (a loop) and the listeners are closed again.
+   * @throws ProxyError `ERR_LISTEN_FAILED` (the cause carries node's code, e.g. `EADDRINUSE`), `ERR_CONFIG_INVALID`
+   */
   start(): Promise<ProxyAddresses>;
   /** Stops accepting, waits up to `drainMs` (default 10000) for open connections, then closes the rest. */
   stop(options?: { drainMs?: number }): Promise<void>;
@@ -79,7 +105,10 @@ export function createProxy(options: CreateProxyOptions): Proxy {
   const logger = options.logger ?? noopLogger;
   const metrics = options.metrics ?? createProxyMetrics();
   const tls = createTlsCredentials({ credentials: options.credentials, trustBundle: options.trustBundle, logger });
+  // Shared by the parts: every listener, and every connection the proxy opens.
+  const own = createOwnSockets();
   const common = {
+    own,
     metrics,
     logger,
     credentials: tls,
@@ -94,12 +123,15 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     ...(options.inbound.workloadHost === undefined ? {} : { workloadHost: options.inbound.workloadHost }),
     ...(options.inbound.detectTimeoutMs === undefined ? {} : { detectTimeoutMs: options.inbound.detectTimeoutMs }),
     ...(options.inbound.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.inbound.handshakeTimeoutMs }),
+    ...(options.inbound.inboundPorts === undefined ? {} : { inboundPorts: options.inbound.inboundPorts }),
+    ...(options.inbound.maxConnections === undefined ? {} : { maxConnections: options.inbound.maxConnections }),
   });
   const outbound = createOutbound({
     ...common,
     resolver: options.resolver,
     ...(options.outbound?.localAddress === undefined ? {} : { localAddress: options.outbound.localAddress }),
     ...(options.outbound?.discoveryTimeoutMs === undefined ? {} : { discoveryTimeoutMs: options.outbound.discoveryTimeoutMs }),
+    ...(options.outbound?.maxConnections === undefined ? {} : { maxConnections: options.outbound.maxConnections }),
   });
 
   const current = options.credentials.current();
@@ -108,6 +140,29 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     metrics.recordCertificate(credentials.notAfter);
     metrics.recordRefresh("ok");
   });
+
+  /** `onRenew`, then until the TLS layers serve with the certificate it returned. */
+  function renew(onRenew: () => Promise<{ notAfter: Date }>): () => Promise<{ notAfter: Date }> {
+    const inUse = (notAfter: Date): boolean => tls.current()?.notAfter.getTime() === notAfter.getTime();
+    return async () => {
+      const renewed = await onRenew();
+      if (inUse(renewed.notAfter)) return { notAfter: renewed.notAfter };
+      const timeoutMs = options.renewInUseTimeoutMs ?? 5000;
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          off();
+          reject(new ProxyError("ERR_NO_CREDENTIALS", `a certificate valid until ${renewed.notAfter.toISOString()} was obtained but is not in use after ${timeoutMs} ms`));
+        }, timeoutMs);
+        const off = tls.subscribe(() => {
+          if (!inUse(renewed.notAfter)) return;
+          clearTimeout(timer);
+          off();
+          resolve();
+        });
+      });
+      return { notAfter: renewed.notAfter };
+    };
+  }
 
   let stopping: Promise<void> | undefined;
   const stop = (stopOptions: { drainMs?: number } = {}): Promise<void> => {
@@ -142,6 +197,19 @@ export function createProxy(options: CreateProxyOptions): Proxy {
       return true;
     },
     onShutdown: options.onShutdown ?? (() => void stop()),
+    ...(options.onRenew === undefined ? {} : { onRenew: renew(options.onRenew) }),
+    identity: () => {
+      const held = tls.current();
+      return {
+        identity: options.identity,
+        notAfter: held?.notAfter ?? null,
+        certificateChainPem: held?.certificateChainPem ?? null,
+        trustAnchorsPem: options.trustBundle.current().map((der) => pemEncode("CERTIFICATE", der)).join(""),
+      };
+    },
+    openedByProxy: (address, port) => own.openedByProxy(address, port),
+    ...(options.admin?.maxConnections === undefined ? {} : { maxConnections: options.admin.maxConnections }),
+    onRefused: () => metrics.recordRefused("admin", "max_connections"),
     logger,
   });
 
@@ -150,12 +218,32 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     tls,
     connections: () => inbound.connections() + outbound.connections(),
     async start() {
-      const adminAddress = await admin.listen(options.admin?.listen ?? { host: "127.0.0.1", port: 4191 });
-      const inboundAddress = await inbound.listen(options.inbound.listen ?? { host: "0.0.0.0", port: 4143 });
-      const outboundAddress = await outbound.listenProxy(options.outbound?.listen ?? { host: "127.0.0.1", port: 4140 });
-      const routes: AddressInfo[] = [];
-      for (const route of options.outbound?.routes ?? []) routes.push(await outbound.listenRoute(route));
-      return { inbound: inboundAddress, outbound: outboundAddress, routes, admin: adminAddress };
+      try {
+        const adminAddress = await admin.listen(options.admin?.listen ?? { host: "127.0.0.1", port: 4191 });
+        own.addListener(adminAddress, "admin");
+        const inboundAddress = await inbound.listen(options.inbound.listen ?? { host: "0.0.0.0", port: 4143 });
+        const outboundAddress = await outbound.listenProxy(options.outbound?.listen ?? { host: "127.0.0.1", port: 4140 });
+        const routes: AddressInfo[] = [];
+        for (const route of options.outbound?.routes ?? []) routes.push(await outbound.listenRoute(route));
+        // Checked on the bound addresses, so that a port 0 anywhere is covered too.
+        const { workload } = options.inbound;
+        const loop = own.listenerAt(workload);
+        if (loop !== undefined) {
+          throw new ProxyError("ERR_CONFIG_INVALID", `the workload address ${formatHostPort(workload.host, workload.port)} is the proxy's own ${loop} listener: every inbound connection would loop`);
+        }
+        return { inbound: inboundAddress, outbound: outboundAddress, routes, admin: adminAddress };
+      } catch (error) {
+        // Nothing was served yet: close what is bound, without a drain to log.
+        stopping ??= (async () => {
+          await Promise.all([inbound.stopAccepting(), outbound.stopAccepting()]);
+          outbound.close();
+          offCredentials();
+          tls.close();
+          await admin.close();
+        })();
+        await stopping;
+        throw error;
+      }
     },
     stop,
   };
