@@ -23,6 +23,8 @@ export interface IssuerFiles {
   source: string;
   /** `ca.crt` beside `tls.crt`/`tls.key` (cert-manager writes the anchor there); informational only, never trusted. */
   informationalCaFile?: string;
+  /** Files of later layouts also present in the folder: ignored, since the first layout found wins (`tls.crt` beside `issuer.crt`). */
+  shadowed?: string[];
 }
 
 /**
@@ -57,6 +59,12 @@ export async function findIssuerFiles(dir: string): Promise<IssuerFiles> {
       const caFile = path.join(dir, "ca.crt");
       if ((await statOrUndefined(caFile)) !== undefined) files.informationalCaFile = caFile;
     }
+    const later = ISSUER_LAYOUTS.slice(ISSUER_LAYOUTS.indexOf(layout) + 1).flatMap((l) => [l.certificate, l.key]);
+    const shadowed: string[] = [];
+    for (const name of later) {
+      if ((await statOrUndefined(path.join(dir, name))) !== undefined) shadowed.push(path.join(dir, name));
+    }
+    if (shadowed.length > 0) files.shadowed = shadowed;
     return files;
   }
   throw new CliError(

@@ -4,6 +4,8 @@ import packageJson from "../package.json" with { type: "json" };
 import { bundleAnchors } from "./commands/certs-bundle.ts";
 import { createCerts, DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN } from "./commands/certs-create.ts";
 import { createIssuerFiles } from "./commands/certs-issuer.ts";
+import { createTestLeaf } from "./commands/certs-leaf.ts";
+import { renewProxies } from "./commands/renew.ts";
 import { checkCertificates } from "./commands/check.ts";
 import { runDemo } from "./commands/demo.ts";
 import { inspectFile } from "./commands/inspect.ts";
@@ -47,6 +49,13 @@ function notBefore(value: string): Date {
   }
 }
 
+/** `check --wait`: a duration of at most 1 hour (a wait, not a schedule). */
+function waitDuration(value: string): number {
+  const ms = parseDurationMs(value);
+  if (ms > 3_600_000) throw new CliError("ERR_USAGE", "--wait must be at most 1h");
+  return ms;
+}
+
 /** Repeatable flags. */
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
@@ -64,10 +73,10 @@ function hostPort(value: string): string {
 
 /**
  * `inspect X`: X is a server when it looks like host:port and is not an
- * existing file, or when --sni/--anchors/--cert/--key (server-only flags) are given.
+ * existing file, or when --sni/--cert/--key (server-only flags) are given.
  */
-function isRemoteTarget(target: string, opts: { sni?: string; anchors?: string; cert?: string; key?: string }): boolean {
-  if (opts.sni !== undefined || opts.anchors !== undefined || opts.cert !== undefined || opts.key !== undefined) return true;
+function isRemoteTarget(target: string, opts: { sni?: string; cert?: string; key?: string }): boolean {
+  if (opts.sni !== undefined || opts.cert !== undefined || opts.key !== undefined) return true;
   return /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(target) && !existsSync(target);
 }
 
@@ -138,8 +147,33 @@ certs
   .requiredOption("--out <file>", "bundle file to write")
   .argument("<certs...>", "certificate files (PEM bundles or DER)")
   .option("--force", "replace an existing bundle", false)
-  .action(async (files: string[], opts: { out: string; force: boolean }) => {
-    await bundleAnchors({ outFile: opts.out, inputFiles: files, force: opts.force }, output);
+  .option("--proxy-admin <host:port>", "a running proxy's admin address: refuse a bundle its certificate would not verify under (repeatable)", collect)
+  .option("--identity-addr <host:port>", "a running identity service: refuse a bundle its serving certificate would not verify under")
+  .option("--allow-drop", "write the bundle even when running certificates would not verify under it (a warning on stderr)", false)
+  .action(async (files: string[], opts: { out: string; force: boolean; proxyAdmin?: string[]; identityAddr?: string; allowDrop: boolean }) => {
+    await bundleAnchors(
+      {
+        outFile: opts.out,
+        inputFiles: files,
+        force: opts.force,
+        proxyAdmins: (opts.proxyAdmin ?? []).map(hostPort),
+        ...(opts.identityAddr === undefined ? {} : { identityAddress: hostPort(opts.identityAddr) }),
+        allowDrop: opts.allowDrop,
+      },
+      output,
+    );
+  });
+
+certs
+  .command("leaf")
+  .description("TESTING ONLY: a short-lived workload certificate signed with the issuer's key (leaf.crt, leaf.key), to call a proxy by hand")
+  .requiredOption("--identity <name>", "identity to certify, e.g. web.default.serviceaccount.identity.meshtls.cluster.local")
+  .requiredOption("--issuer-dir <dir>", "issuer folder: issuer.crt + issuer.key, crt.pem + key.pem or tls.crt + tls.key")
+  .requiredOption("--out <dir>", "folder for leaf.crt (leaf, then the issuer) and leaf.key (mode 0600)")
+  .option("--lifetime <duration>", "certificate lifetime, 1m to 24h", duration, parseDurationMs("1h"))
+  .option("--force", "replace existing files", false)
+  .action(async (opts: { identity: string; issuerDir: string; out: string; lifetime: number; force: boolean }) => {
+    await createTestLeaf({ identity: opts.identity, issuerDir: opts.issuerDir, outDir: opts.out, lifetimeMs: opts.lifetime, force: opts.force }, output);
   });
 
 program
@@ -149,13 +183,17 @@ program
   .option("--issuer-dir <dir>", "issuer folder as the identity service reads it: issuer.crt + issuer.key, crt.pem + key.pem or tls.crt + tls.key (needs --anchors)")
   .option("--identity-addr <host:port>", "a running identity service's gRPC address: check the certificate it serves")
   .option("--proxy-admin <host:port>", "a running proxy's admin address: check /ready and its certificate (repeatable)", collect)
+  .option("--candidate-anchors <file>", "a trust bundle about to be rolled out: every running certificate and the issuer must verify under it")
   .option("--warn <duration>", "warn when a certificate expires within this window", duration, parseDurationMs("60d"))
+  .option("--wait <duration>", "repeat the checks every second until they pass, for at most this long")
   .option("--strict", "exit 1 on warnings too", false)
   .option("--json", "print JSON", false)
-  .action(async (opts: { anchors?: string; issuerDir?: string; identityAddr?: string; proxyAdmin?: string[]; warn: number; strict: boolean; json: boolean }) => {
+  .action(async (opts: { anchors?: string; issuerDir?: string; identityAddr?: string; proxyAdmin?: string[]; candidateAnchors?: string; warn: number; wait?: string; strict: boolean; json: boolean }) => {
     const report = await checkCertificates(
       {
         ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }),
+        ...(opts.candidateAnchors === undefined ? {} : { candidateAnchorsFile: opts.candidateAnchors }),
+        ...(opts.wait === undefined ? {} : { waitMs: waitDuration(opts.wait) }),
         ...(opts.issuerDir === undefined ? {} : { issuerDir: opts.issuerDir }),
         ...(opts.identityAddr === undefined ? {} : { identityAddress: hostPort(opts.identityAddr) }),
         proxyAdmins: (opts.proxyAdmin ?? []).map(hostPort),
@@ -175,13 +213,13 @@ program
   .description("describe a certificate, chain or CSR file, or the identity a TLS server (a proxy's inbound port) presents")
   .argument("<file|host:port>", "file to describe, or a server to connect to")
   .option("--sni <identity>", "HOST:PORT: the identity to ask for (SNI); a proxy terminates TLS only for its own")
-  .option("--anchors <file>", "HOST:PORT: trust bundle to verify the presented chain against")
+  .option("--anchors <file>", "trust bundle to verify the file's chain, or the chain the server presents, against; exit 1 when it does not verify")
   .option("--cert <file>", "HOST:PORT: client certificate to present (e.g. a workload's; a proxy under all-authenticated refuses clients without one); needs --key")
   .option("--key <file>", "HOST:PORT: private key of --cert")
   .option("--json", "print JSON", false)
   .action(async (target: string, opts: { json: boolean; sni?: string; anchors?: string; cert?: string; key?: string }) => {
     if (isRemoteTarget(target, opts)) {
-      await inspectRemote(
+      const result = await inspectRemote(
         {
           address: hostPort(target),
           json: opts.json,
@@ -192,9 +230,20 @@ program
         },
         output,
       );
+      if (result.verification?.ok === false) process.exitCode = 1;
     } else {
-      await inspectFile({ file: target, json: opts.json }, output);
+      const result = await inspectFile({ file: target, json: opts.json, ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }) }, output);
+      if (opts.anchors !== undefined && "verification" in result && result.verification?.ok === false) process.exitCode = 1;
     }
+  });
+
+program
+  .command("renew")
+  .description("ask proxies for a new certificate now (POST /renew on their admin port) and print its expiry, issuer and anchor")
+  .requiredOption("--proxy-admin <host:port>", "a running proxy's admin address (repeatable)", collect)
+  .option("--timeout <duration>", "bound of each proxy's renewal", duration, parseDurationMs("30s"))
+  .action(async (opts: { proxyAdmin: string[]; timeout: number }) => {
+    await renewProxies({ proxyAdmins: opts.proxyAdmin.map(hostPort), timeoutMs: opts.timeout }, output);
   });
 
 program

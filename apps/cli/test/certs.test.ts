@@ -233,7 +233,7 @@ describe("meshtls certs issuer", () => {
     expect((await runCli(["certs", "create", "--out", other])).code).toBe(0);
     const leaf = await issueTestLeaf(certsDir);
     const cases: [string, string, RegExp][] = [
-      [path.join(certsDir, "ca.crt"), path.join(other, "ca.key"), /ca\.key is not the private key of .*ca\.crt \(CN=root\.meshtls\.cluster\.local\)/],
+      [path.join(certsDir, "ca.crt"), path.join(other, "ca.key"), /ca\.key is not the private key of .*ca\.crt \(CN=root\.meshtls\.cluster\.local \S+ [0-9a-f]{8}\)/],
       [leaf, path.join(certsDir, "ca.key"), /is not a CA certificate/],
       [path.join(certsDir, "issuer.crt"), path.join(certsDir, "issuer.key"), /path length 0/],
       [path.join(certsDir, "ca.crt"), path.join(certsDir, "ca.crt"), /CA key .*ca\.crt is not a usable private key/],

@@ -38,7 +38,7 @@ describe("meshtls check", () => {
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
     expect(result.stdout).not.toMatch(/\[(warn|error)\]/);
-    expect(result.stdout).toMatch(/\[ok\] +trust anchor CN=root\.meshtls\.cluster\.local uses a supported algorithm \(ECDSA P-256\)/);
+    expect(result.stdout).toMatch(/\[ok\] +trust anchor CN=root\.meshtls\.cluster\.local \d{4}-\d{2}-\d{2} [0-9a-f]{8} uses a supported algorithm \(ECDSA P-256\)/);
     expect(result.stdout).toMatch(/\[ok\] +issuer CN=identity\.meshtls\.cluster\.local chains to trust anchor CN=root\.meshtls\.cluster\.local/);
     expect(result.stdout).toMatch(/\[ok\] +.*issuer\.key is the private key of issuer/);
     expect(result.stdout).toMatch(/Status: healthy \(0 errors, 0 warnings\)/);
@@ -73,7 +73,7 @@ describe("meshtls check", () => {
     const result = await check(path.join(certs, "ca.crt"), certs);
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(/\[error\] issuer CN=identity\.meshtls\.cluster\.local expired 3[45]d .*ago/);
-    expect(result.stdout).toMatch(/\[ok\] +trust anchor CN=root\.meshtls\.cluster\.local is valid now/);
+    expect(result.stdout).toMatch(/\[ok\] +trust anchor CN=root\.meshtls\.cluster\.local \S+ \S+ is valid now/);
     expect(result.stdout).toMatch(/\[ok\] +issuer CN=identity\.meshtls\.cluster\.local chains to trust anchor/);
     expect(result.stdout).toMatch(/Status: FAILED \(1 error, 0 warnings\)/);
   });
@@ -98,7 +98,7 @@ describe("meshtls check", () => {
     const certs = await createAt("expired-anchor", 3 * DAY_MS, { anchorLifetimeMs: 2 * DAY_MS, issuerLifetimeMs: DAY_MS });
     const result = await check(path.join(certs, "ca.crt"), certs);
     expect(result.code).toBe(1);
-    expect(result.stdout).toMatch(/\[error\] trust anchor CN=root\.meshtls\.cluster\.local expired 1d .*ago/);
+    expect(result.stdout).toMatch(/\[error\] trust anchor CN=root\.meshtls\.cluster\.local \S+ \S+ expired 1d .*ago/);
   });
 
   it("mismatched key: exit 1 saying the key does not belong to the issuer", async () => {
@@ -230,6 +230,17 @@ describe("meshtls check --issuer-dir: the identity service's layouts", () => {
     const file = await check(path.join(certs, "ca.crt"), path.join(certs, "issuer.crt"));
     expect(file.code).toBe(1);
     expect(file.stdout).toMatch(/\[error\] issuer folder .*issuer\.crt is not a directory/);
+  });
+
+  it("a second layout beside the first is ignored by the identity service: a warning naming its files (exit 1 under --strict)", async () => {
+    const certs = path.join(dir, "shadowed");
+    expect((await runCli(["certs", "create", "--out", certs])).code).toBe(0);
+    await copyFile(path.join(certs, "issuer.crt"), path.join(certs, "tls.crt"));
+    await copyFile(path.join(certs, "issuer.key"), path.join(certs, "tls.key"));
+    const result = await check(path.join(certs, "ca.crt"), certs);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`[warn]  ${path.join(certs, "tls.crt")}, ${path.join(certs, "tls.key")} are ignored: issuer.crt + issuer.key come first and the identity service loads those; remove one layout`);
+    expect((await check(path.join(certs, "ca.crt"), certs, "--strict")).code).toBe(1);
   });
 
   it("uses the same layouts, in the same order, as the identity service", () => {

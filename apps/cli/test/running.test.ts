@@ -43,15 +43,18 @@ describe("check and inspect against running services and proxies", () => {
     expect(result.stdout).toMatch(new RegExp(`\\[ok\\] +identity service ${mesh.identity!.grpcAddress} answers TLS \\(TLSv1\\.3, h2\\)`));
     expect(result.stdout).toMatch(/\[ok\] +identity service .* serves identity\.meshtls\.serviceaccount\.identity\.meshtls\.cluster\.local, valid now and expires in/);
     expect(result.stdout).toMatch(/\[ok\] +issuer CN=identity\.meshtls\.cluster\.local \(served by .*\) expires in 364d/);
-    expect(result.stdout).toMatch(/\[ok\] +identity service .* chains to trust anchor CN=root\.meshtls\.cluster\.local/);
+    expect(result.stdout).toMatch(/\[ok\] +identity service .* chains to trust anchor CN=root\.meshtls\.cluster\.local \S+ [0-9a-f]{8} \(sha256:[0-9a-f]{12}\)/);
     expect(result.stdout).toMatch(new RegExp(`\\[ok\\] +proxy ${api.admin} is ready`));
     expect(result.stdout).toMatch(new RegExp(`\\[ok\\] +proxy ${web.admin} certificate expires in \\d+[sm]`));
+    // Each proxy's GET /identity: the certificate it holds, the issuer and anchor that certificate chains to, and its bundle.
+    expect(result.stdout).toMatch(new RegExp(`\\[ok\\] +proxy ${api.admin} holds ${API.replaceAll(".", "\\.")}: issuer CN=identity\\.meshtls\\.cluster\\.local \\(sha256:[0-9a-f]{12}\\), trust anchor CN=root\\.meshtls\\.cluster\\.local \\S+ [0-9a-f]{8} \\(sha256:[0-9a-f]{12}\\)`));
+    expect(result.stdout).toMatch(new RegExp(`\\[ok\\] +proxy ${web.admin} trusts exactly the 1 anchor of `));
     expect(result.stdout).toMatch(/Status: healthy \(0 errors, 0 warnings\)/);
 
     const json = await runCli(["check", "--identity-addr", mesh.identity!.grpcAddress, "--proxy-admin", api.admin, "--json"]);
     expect(json.code).toBe(0);
     const report = JSON.parse(json.stdout) as CheckReport;
-    expect(report.findings.map((f) => f.check)).toEqual(["identity-tls", "identity-served-validity", "identity-issuer-validity", "proxy-ready", "proxy-cert-expiry"]);
+    expect(report.findings.map((f) => f.check)).toEqual(["identity-tls", "identity-served-validity", "identity-issuer-validity", "proxy-ready", "proxy-cert-expiry", "proxy-chain"]);
   });
 
   it("the issuer served by the identity service within the warning window: exit 0, exit 1 with --strict", async () => {
@@ -95,7 +98,8 @@ describe("check and inspect against running services and proxies", () => {
     expect(result.stdout).toMatch(new RegExp(`\\[error\\] proxy ${admin} is not ready: HTTP 503 not ready: no certificate yet`));
     expect(result.stdout).toMatch(new RegExp(`\\[error\\] proxy ${admin} reports no certificate expiry`));
     expect(result.stdout).toMatch(new RegExp(`\\[ok\\] +proxy ${web.admin} is ready`));
-    expect(result.stdout).toMatch(/Status: FAILED \(2 errors/);
+    expect(result.stdout).toMatch(new RegExp(`\\[error\\] proxy ${admin} holds no certificate`));
+    expect(result.stdout).toMatch(/Status: FAILED \(3 errors/);
 
     const closed = await freePort("127.0.0.1");
     const gone = await runCli(["check", "--proxy-admin", `127.0.0.1:${closed}`]);
@@ -114,7 +118,7 @@ describe("check and inspect against running services and proxies", () => {
     expect(result.stdout).toMatch(/Matches SNI: +yes/);
     expect(result.stdout).toMatch(/Issuer: +CN=identity\.meshtls\.cluster\.local/);
     expect(result.stdout).toMatch(/Chain: +2 certificates presented/);
-    expect(result.stdout).toMatch(new RegExp(`Trust: +chains to trust anchor CN=root\\.meshtls\\.cluster\\.local \\(${mesh.bundleFile.replaceAll(".", "\\.")}\\)`));
+    expect(result.stdout).toMatch(new RegExp(`Trust: +chains to trust anchor CN=root\\.meshtls\\.cluster\\.local \\S+ [0-9a-f]{8} \\(${mesh.bundleFile.replaceAll(".", "\\.")}\\)`));
 
     const json = JSON.parse((await runCli(["inspect", api.inbound, "--sni", API, "--json"])).stdout) as InspectRemoteResult;
     expect(json).toMatchObject({ kind: "remote", sni: API, protocol: "TLSv1.3", matchesSni: true });
@@ -145,7 +149,7 @@ describe("check and inspect against running services and proxies", () => {
 
   it("inspect HOST:PORT against another mesh's anchors: does NOT verify; a wrong SNI: not terminated by the proxy", async () => {
     const foreign = await runCli(["inspect", api.inbound, "--sni", API, "--anchors", path.join(dir, "other", "ca.crt")]);
-    expect(foreign.code).toBe(0);
+    expect(foreign.code).toBe(1);
     expect(foreign.stdout).toMatch(/Trust: +does NOT verify against .*other\/ca\.crt/);
 
     // Another SNI is passed to the workload (plain HTTP here): the handshake fails with a hint, exit 1, no stack trace.

@@ -1,12 +1,16 @@
+import { createHash } from "node:crypto";
 import {
   createIssuer,
   createTrustAnchor,
   exportPrivateKey,
+  exportPublicKey,
+  generateKeyPair,
   isDnsLabel,
   isDnsSubdomain,
   parseCertificate,
   pemEncode,
   type CryptoKey,
+  type CryptoKeyPair,
 } from "@meshtls/pki";
 import { CliError } from "../errors.ts";
 import { describeExpiry } from "../duration.ts";
@@ -55,7 +59,7 @@ export function checkLifetime(flag: string, lifetimeMs: number): void {
 
 /**
  * `meshtls certs create`: a new trust anchor (self-signed root, CN
- * `root.<control-ns>.<trust-domain>`) and an issuer under it (pathlen 0, CN
+ * `root.<control-ns>.<trust-domain> <date> <key id>`) and an issuer under it (pathlen 0, CN
  * `identity.<control-ns>.<trust-domain>`), written as PEM; keys are PKCS#8 with
  * mode 0600. Nothing is written if any target exists and `force` is not set.
  */
@@ -69,8 +73,10 @@ export async function createCerts(options: CreateCertsOptions, output: Output): 
   checkLifetime("--issuer-lifetime", issuerLifetimeMs);
   const now = options.now ?? (() => new Date());
 
+  const keyPair = await generateKeyPair();
   const anchor = await createTrustAnchor({
-    commonName: `root.${controlNamespace}.${trustDomain}`,
+    commonName: await anchorCommonName(`root.${controlNamespace}.${trustDomain}`, keyPair, now()),
+    keyPair,
     lifetimeMs: anchorLifetimeMs,
     now,
   });
@@ -102,6 +108,26 @@ export async function createCerts(options: CreateCertsOptions, output: Output): 
   if (issuerSummary.notAfter.getTime() >= anchorSummary.notAfter.getTime()) {
     output.err("note: the issuer's lifetime was clamped to the trust anchor's expiry");
   }
+}
+
+/** Longest common name (RFC 5280 ub-common-name). */
+const MAX_COMMON_NAME = 64;
+
+/**
+ * The trust anchor's CN: `root.<control-ns>.<trust-domain>`, then its creation
+ * date and the start of its public key's SHA-256, e.g.
+ * `root.meshtls.cluster.local 2026-12-06 3f9a1c2e`, so that messages naming an
+ * anchor tell the old one from the new one during a rotation (both have the
+ * same base name). Parts that do not fit in 64 characters are left out.
+ */
+export async function anchorCommonName(base: string, keyPair: CryptoKeyPair, created: Date): Promise<string> {
+  const spki = await exportPublicKey(keyPair.publicKey, { format: "der" });
+  const keyId = createHash("sha256").update(spki).digest("hex").slice(0, 8);
+  const date = created.toISOString().slice(0, 10);
+  for (const name of [`${base} ${date} ${keyId}`, `${base} ${keyId}`, base]) {
+    if (name.length <= MAX_COMMON_NAME) return name;
+  }
+  return base;
 }
 
 /** A private key as PKCS#8 PEM text. */

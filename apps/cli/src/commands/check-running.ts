@@ -1,6 +1,8 @@
+import { createHash } from "node:crypto";
 import { parseCertificate, verifyChain, type CertificateSummary } from "@meshtls/pki";
 import { describeExpiry, formatDurationMs } from "../duration.ts";
 import { getAdmin } from "../mesh/admin-client.ts";
+import { isNoIdentityEndpoint, nameCa, runningProxyCertificate, verifyRunning, type RunningCertificate } from "../mesh/running-certificates.ts";
 import { findSamples, parsePrometheusText } from "../mesh/prometheus.ts";
 import { tlsHandshake } from "./inspect-remote.ts";
 
@@ -15,11 +17,12 @@ type Add = (check: string, status: Status, message: string) => void;
  * certificate it serves (must be valid now) and the issuer that signed it
  * (validity, `warnMs` window), and, with `anchors`, that the served chain
  * verifies to one of them. A plaintext or unreachable service is an error.
+ * Returns the chain it presented (DER, leaf first), or undefined when there was none.
  */
 export async function checkIdentityService(
   options: { address: string; anchors?: Uint8Array[]; now: Date; warnMs: number; timeoutMs?: number },
   add: Add,
-): Promise<void> {
+): Promise<RunningCertificate | undefined> {
   const { address, now } = options;
   let chain: CertificateSummary[];
   try {
@@ -29,7 +32,7 @@ export async function checkIdentityService(
     add("identity-tls", "ok", `identity service ${address} answers TLS (${handshake.protocol ?? "?"}${handshake.alpn === null ? "" : `, ${handshake.alpn}`})`);
   } catch (error) {
     add("identity-tls", "error", `identity service ${address}: ${(error as Error).message}`);
-    return;
+    return undefined;
   }
   const served = chain[0]!;
   const name = served.san.dns[0] ?? served.subject.text;
@@ -57,11 +60,62 @@ export async function checkIdentityService(
   if (options.anchors !== undefined && options.anchors.length > 0) {
     const verified = await verifyChain({ leaf: served.der, intermediates: chain.slice(1).map((c) => c.der), anchors: options.anchors, now, purpose: "serverAuth" });
     if (verified.ok) {
-      add("identity-chain", "ok", `identity service ${address} chains to trust anchor ${verified.chain[verified.chain.length - 1]!.subject.text}`);
+      add("identity-chain", "ok", `identity service ${address} chains to trust anchor ${nameCa(verified.chain[verified.chain.length - 1]!)}`);
     } else {
       add("identity-chain", "error", `identity service ${address} does not chain to the trust anchors: ${verified.reason} (${verified.code}); proxies will refuse it`);
     }
   }
+  return { source: `identity service ${address}`, chain: chain.map((c) => c.der) };
+}
+
+/**
+ * The certificate a proxy holds (`GET /identity`): which issuer and anchor it
+ * chains to — under `anchors` when given, else under the proxy's own trust
+ * bundle — so that rotation progress is visible; with `anchors`, also whether
+ * the proxy trusts exactly those anchors (it has loaded the bundle). Returns
+ * the certificate, or undefined when it could not be read (an error finding).
+ */
+export async function checkProxyChain(
+  options: { address: string; now: Date; anchors?: Uint8Array[]; anchorsFile?: string; timeoutMs?: number },
+  add: Add,
+): Promise<RunningCertificate | undefined> {
+  const { address, now } = options;
+  let running: RunningCertificate;
+  try {
+    running = await runningProxyCertificate({ address, timeoutMs: options.timeoutMs ?? RUNNING_CHECK_TIMEOUT_MS });
+  } catch (error) {
+    const message = (error as Error).message.startsWith("proxy ") ? (error as Error).message : `proxy ${address}: ${(error as Error).message}`;
+    // An older proxy is not a broken one; a check that needs its certificate (a candidate bundle) still fails.
+    add("proxy-chain", isNoIdentityEndpoint(error) ? "warning" : "error", message);
+    return undefined;
+  }
+  const given = options.anchors !== undefined && options.anchors.length > 0;
+  const under = given ? options.anchors! : (running.trustAnchors ?? []);
+  const verified = await verifyRunning(running, under, now);
+  const bundle = given ? (options.anchorsFile ?? "the trust anchors") : "its own trust bundle";
+  if (verified.ok) {
+    add("proxy-chain", "ok", `proxy ${address} holds ${verified.identity}: issuer ${nameCa(verified.issuer)}, trust anchor ${nameCa(verified.anchor)}`);
+  } else {
+    add("proxy-chain", "error", `proxy ${address} holds ${verified.identity}, which does NOT verify under ${bundle}: ${verified.reason} (${verified.code}); peers with that bundle refuse it`);
+  }
+  if (given) {
+    const held = new Set((running.trustAnchors ?? []).map(fingerprint));
+    const wanted = new Set(options.anchors!.map(fingerprint));
+    const missing = [...wanted].filter((f) => !held.has(f));
+    const extra = [...held].filter((f) => !wanted.has(f));
+    if (missing.length > 0) {
+      add("proxy-anchors", "error", `proxy ${address} does not trust ${missing.length} of the ${wanted.size} anchors of ${bundle} yet (it holds ${held.size}): it has not loaded that bundle`);
+    } else if (extra.length > 0) {
+      add("proxy-anchors", "warning", `proxy ${address} trusts ${extra.length} anchor${extra.length === 1 ? "" : "s"} besides those of ${bundle}: it has not loaded that bundle yet`);
+    } else {
+      add("proxy-anchors", "ok", `proxy ${address} trusts exactly the ${wanted.size} anchor${wanted.size === 1 ? "" : "s"} of ${bundle}`);
+    }
+  }
+  return running;
+}
+
+function fingerprint(der: Uint8Array): string {
+  return createHash("sha256").update(der).digest("hex");
 }
 
 /**

@@ -5,7 +5,8 @@ import { describeExpiry, formatDurationMs } from "../duration.ts";
 import { readCertificates, readPrivateKey, summarizeCertificate } from "../inputs.ts";
 import { findIssuerFiles, type IssuerFiles } from "../issuer-files.ts";
 import type { Output } from "../output.ts";
-import { checkIdentityService, checkProxyAdmin } from "./check-running.ts";
+import { nameCa, verifyRunning, type RunningCertificate } from "../mesh/running-certificates.ts";
+import { checkIdentityService, checkProxyAdmin, checkProxyChain } from "./check-running.ts";
 
 /** Default warning window of `meshtls check`: 60 days. */
 export const DEFAULT_CHECK_WARN_MS = 60 * 86_400_000;
@@ -23,6 +24,14 @@ export interface CheckCertificatesOptions {
   identityAddress?: string;
   /** `host:port` of running proxies' admin ports, to check `/ready` and their certificate. Default: none. */
   proxyAdmins?: string[];
+  /**
+   * A trust bundle about to be rolled out: every running certificate (each
+   * proxy's, the identity service's) and the issuer of `issuerDir` must verify
+   * under it, or the report fails. Needs `proxyAdmins`, `identityAddress` or `issuerDir`.
+   */
+  candidateAnchorsFile?: string;
+  /** Repeat the checks (every second) until they pass or this much time has passed. Default 0: once. */
+  waitMs?: number;
   /** Warn when a certificate expires within this window. Default 60 days. */
   warnMs?: number;
   /** Count warnings as failures. Default false. */
@@ -62,19 +71,48 @@ export interface CheckReport {
  * (checkProxyAdmin).
  */
 export async function checkCertificates(options: CheckCertificatesOptions, output: Output): Promise<CheckReport> {
-  const now = (options.now ?? (() => new Date()))();
-  const warnMs = options.warnMs ?? DEFAULT_CHECK_WARN_MS;
-  const findings: CheckFinding[] = [];
-  const add = (check: string, status: CheckStatus, message: string): void => {
-    findings.push({ check, status, message });
-  };
-
   if (options.issuerDir !== undefined && options.anchorsFile === undefined) {
     throw new CliError("ERR_USAGE", "--issuer-dir needs --anchors (the issuer is checked against the trust bundle)");
   }
   if (options.anchorsFile === undefined && options.identityAddress === undefined && (options.proxyAdmins ?? []).length === 0) {
     throw new CliError("ERR_USAGE", "nothing to check: give --anchors and --issuer-dir, --identity-addr, or --proxy-admin");
   }
+  if (options.candidateAnchorsFile !== undefined && options.identityAddress === undefined && options.issuerDir === undefined && (options.proxyAdmins ?? []).length === 0) {
+    throw new CliError("ERR_USAGE", "--candidate-anchors needs something to verify under it: --proxy-admin, --identity-addr or --issuer-dir");
+  }
+  const until = Date.now() + (options.waitMs ?? 0);
+  let report = await runChecks(options);
+  while (!report.ok && Date.now() + 1_000 <= until) {
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    report = await runChecks(options);
+  }
+
+  if (options.json === true) {
+    output.out(JSON.stringify(report, null, 2));
+  } else {
+    const mark: Record<CheckStatus, string> = { ok: "[ok]   ", warning: "[warn] ", error: "[error]" };
+    for (const finding of report.findings) {
+      output.out(`${mark[finding.status]} ${finding.message}`);
+    }
+    const summary = `${report.errors} error${report.errors === 1 ? "" : "s"}, ${report.warnings} warning${report.warnings === 1 ? "" : "s"}`;
+    const waited = options.waitMs !== undefined && options.waitMs > 0 && !report.ok ? `; still failing after --wait ${formatDurationMs(options.waitMs)}` : "";
+    output.out(
+      report.ok
+        ? `\nStatus: healthy (${summary})`
+        : `\nStatus: FAILED (${summary}${report.errors === 0 ? "; warnings fail under --strict" : ""}${waited})`,
+    );
+  }
+  return report;
+}
+
+/** One pass of every check asked for. */
+async function runChecks(options: CheckCertificatesOptions): Promise<CheckReport> {
+  const now = (options.now ?? (() => new Date()))();
+  const warnMs = options.warnMs ?? DEFAULT_CHECK_WARN_MS;
+  const findings: CheckFinding[] = [];
+  const add = (check: string, status: CheckStatus, message: string): void => {
+    findings.push({ check, status, message });
+  };
   const anchors = options.anchorsFile === undefined ? [] : await readAll(options.anchorsFile, "trust anchors", add, "anchors-read");
   let issuerChain: CertificateSummary[] = [];
   let issuerKey: CryptoKeyPair | undefined;
@@ -86,6 +124,9 @@ export async function checkCertificates(options: CheckCertificatesOptions, outpu
       add("issuer-files", "ok", `issuer folder ${options.issuerDir}: ${path.basename(files.certificateFile)} + ${path.basename(files.keyFile)} (${files.source} layout)`);
       if (files.informationalCaFile !== undefined) {
         add("issuer-files", "ok", `${files.informationalCaFile} is informational only: trust anchors come from --anchors, as for the identity service`);
+      }
+      if (files.shadowed !== undefined) {
+        add("issuer-files", "warning", `${files.shadowed.join(", ")} ${files.shadowed.length === 1 ? "is" : "are"} ignored: ${path.basename(files.certificateFile)} + ${path.basename(files.keyFile)} come first and the identity service loads those; remove one layout`);
       }
     } catch (error) {
       add("issuer-files", "error", messageOf(error));
@@ -135,35 +176,64 @@ export async function checkCertificates(options: CheckCertificatesOptions, outpu
     }
   }
 
+  const running: (RunningCertificate | undefined)[] = [];
   if (options.identityAddress !== undefined) {
-    await checkIdentityService(
-      { address: options.identityAddress, now, warnMs, ...(options.anchorsFile === undefined ? {} : { anchors: anchors.map((a) => a.der) }) },
-      add,
+    running.push(
+      await checkIdentityService(
+        { address: options.identityAddress, now, warnMs, ...(options.anchorsFile === undefined ? {} : { anchors: anchors.map((a) => a.der) }) },
+        add,
+      ),
     );
   }
   for (const address of options.proxyAdmins ?? []) {
     await checkProxyAdmin({ address, now }, add);
+    running.push(
+      await checkProxyChain(
+        { address, now, ...(options.anchorsFile === undefined ? {} : { anchors: anchors.map((a) => a.der), anchorsFile: options.anchorsFile }) },
+        add,
+      ),
+    );
+  }
+
+  if (options.candidateAnchorsFile !== undefined) {
+    await checkCandidate(options.candidateAnchorsFile, running, issuerChain, now, add);
   }
 
   const errors = findings.filter((f) => f.status === "error").length;
   const warnings = findings.filter((f) => f.status === "warning").length;
-  const report: CheckReport = { ok: errors === 0 && (options.strict !== true || warnings === 0), errors, warnings, findings };
+  return { ok: errors === 0 && (options.strict !== true || warnings === 0), errors, warnings, findings };
+}
 
-  if (options.json === true) {
-    output.out(JSON.stringify(report, null, 2));
-  } else {
-    const mark: Record<CheckStatus, string> = { ok: "[ok]   ", warning: "[warn] ", error: "[error]" };
-    for (const finding of findings) {
-      output.out(`${mark[finding.status]} ${finding.message}`);
-    }
-    const summary = `${errors} error${errors === 1 ? "" : "s"}, ${warnings} warning${warnings === 1 ? "" : "s"}`;
-    output.out(
-      report.ok
-        ? `\nStatus: healthy (${summary})`
-        : `\nStatus: FAILED (${summary}${errors === 0 ? "; warnings fail under --strict" : ""})`,
-    );
+/**
+ * The guard before a bundle rollout: every running certificate and the issuer
+ * must verify under the candidate bundle. A part whose certificate could not
+ * be read counts as not verified (fail closed).
+ */
+async function checkCandidate(file: string, running: (RunningCertificate | undefined)[], issuerChain: CertificateSummary[], now: Date, add: Add): Promise<void> {
+  const candidate = await readAll(file, "candidate trust anchors", add, "candidate-read");
+  if (candidate.length === 0) return;
+  const anchors = candidate.map((c) => c.der);
+  if (running.includes(undefined)) {
+    add("candidate", "error", `cannot tell whether every running certificate verifies under the candidate ${file}: a part above could not be read`);
   }
-  return report;
+  for (const certificate of running) {
+    if (certificate === undefined) continue;
+    const verified = await verifyRunning(certificate, anchors, now);
+    if (verified.ok) {
+      add("candidate", "ok", `${certificate.source}'s certificate for ${verified.identity} verifies under the candidate ${file} (issuer ${nameCa(verified.issuer)}, trust anchor ${nameCa(verified.anchor)})`);
+    } else {
+      add("candidate", "error", `${certificate.source}'s certificate for ${verified.identity} does NOT verify under the candidate ${file}: ${verified.reason} (${verified.code}); rolling it out now would break its connections`);
+    }
+  }
+  const issuer = issuerChain[0];
+  if (issuer !== undefined) {
+    const result = await verifyChain({ leaf: issuer.der, intermediates: issuerChain.slice(1).map((c) => c.der), anchors, now, profile: "rfc5280" });
+    if (result.ok) {
+      add("candidate", "ok", `issuer ${nameCa(issuer)} chains to trust anchor ${nameCa(result.chain[result.chain.length - 1]!)} of the candidate ${file}`);
+    } else {
+      add("candidate", "error", `issuer ${nameCa(issuer)} does NOT chain to the candidate ${file}: ${result.reason} (${result.code}); the identity service would stop issuing under it`);
+    }
+  }
 }
 
 type Add = (check: string, status: CheckStatus, message: string) => void;
@@ -227,7 +297,7 @@ async function checkChain(name: string, chain: CertificateSummary[], anchors: Ce
   });
   if (result.ok) {
     const root = result.chain[result.chain.length - 1]!;
-    add("issuer-chain", "ok", `${name} chains to trust anchor ${root.subject.text}${inside ? "" : ` (checked at ${at.toISOString()}, inside its validity)`}`);
+    add("issuer-chain", "ok", `${name} chains to trust anchor ${nameCa(root)}${inside ? "" : ` (checked at ${at.toISOString()}, inside its validity)`}`);
   } else {
     add("issuer-chain", "error", `${name} does not chain to a trust anchor in the bundle: ${result.reason} (${result.code})`);
   }

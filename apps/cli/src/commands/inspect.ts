@@ -11,6 +11,7 @@ import {
 import { CliError, describeError } from "../errors.ts";
 import { describeExpiry } from "../duration.ts";
 import { readInputFile } from "../files.ts";
+import { readCertificates } from "../inputs.ts";
 import type { Output } from "../output.ts";
 
 export interface InspectFileOptions {
@@ -18,6 +19,12 @@ export interface InspectFileOptions {
   file: string;
   /** Print JSON instead of words. Default false. */
   json?: boolean;
+  /**
+   * Trust bundle to verify a certificate or chain against (the file's first
+   * certificate is the leaf, the rest untrusted intermediates). Default: none,
+   * and a chain ending in a self-signed certificate is verified to that one.
+   */
+  anchorsFile?: string;
   /** Clock for "expires in" and chain verification. Default `() => new Date()`. */
   now?: () => Date;
 }
@@ -65,8 +72,8 @@ export type InspectResult =
   | { kind: "certificate" | "chain"; file: string; certificates: InspectedCertificate[]; verification?: ChainVerification }
   | { kind: "csr"; file: string; csr: InspectedCsr };
 
-/** Outcome of verifying a chain that ends in a self-signed certificate. */
-export type ChainVerification = { ok: true } | { ok: false; code: string; reason: string };
+/** Outcome of verifying a chain: against `anchorsFile` (then `anchor` names the anchor reached), or to the self-signed certificate at its end. */
+export type ChainVerification = { ok: true; anchor?: string } | { ok: false; code: string; reason: string };
 
 type Item = { type: "certificate" | "csr"; der: Uint8Array };
 
@@ -85,6 +92,7 @@ export async function inspectFile(options: InspectFileOptions, output: Output): 
 
   let result: InspectResult;
   if (items[0]!.type === "csr") {
+    if (options.anchorsFile !== undefined) throw new CliError("ERR_USAGE", "--anchors verifies certificates; a CSR has no chain to verify");
     result = { kind: "csr", file: options.file, csr: await inspectCsr(items[0]!.der, options.file) };
   } else {
     const summaries: CertificateSummary[] = [];
@@ -101,7 +109,20 @@ export async function inspectFile(options: InspectFileOptions, output: Output): 
     });
     result = { kind: summaries.length === 1 ? "certificate" : "chain", file: options.file, certificates };
     const last = summaries[summaries.length - 1]!;
-    if (summaries.length > 1 && last.selfSigned) {
+    if (options.anchorsFile !== undefined) {
+      const anchors = await readCertificates(options.anchorsFile, "trust anchors");
+      const verified = await verifyChain({
+        leaf: summaries[0]!.der,
+        // Only the bundle is trusted: a copy of an anchor inside the file is just another untrusted certificate.
+        intermediates: summaries.slice(1).map((s) => s.der),
+        anchors,
+        now,
+        profile: summaries[0]!.ca ? "rfc5280" : "mesh",
+      });
+      result.verification = verified.ok
+        ? { ok: true, anchor: `${verified.chain[verified.chain.length - 1]!.subject.text}` }
+        : { ok: false, code: verified.code, reason: verified.reason };
+    } else if (summaries.length > 1 && last.selfSigned) {
       const verified = await verifyChain({
         leaf: summaries[0]!.der,
         intermediates: summaries.slice(1, -1).map((s) => s.der),
@@ -117,7 +138,7 @@ export async function inspectFile(options: InspectFileOptions, output: Output): 
   if (options.json === true) {
     output.out(JSON.stringify(result, null, 2));
   } else {
-    output.out(result.kind === "csr" ? describeCsr(name, result.csr) : describeCertificates(name, result, now));
+    output.out(result.kind === "csr" ? describeCsr(name, result.csr) : describeCertificates(name, result, now, options.anchorsFile));
   }
   return result;
 }
@@ -297,7 +318,7 @@ function field(label: string, value: string): string {
   return `  ${`${label}:`.padEnd(17)}${value}`;
 }
 
-function describeCertificates(name: string, result: Extract<InspectResult, { certificates: unknown }>, now: Date): string {
+function describeCertificates(name: string, result: Extract<InspectResult, { certificates: unknown }>, now: Date, anchorsFile: string | undefined): string {
   const lines: string[] = [];
   const count = result.certificates.length;
   lines.push(count === 1 ? `${name}: certificate` : `${name}: chain of ${count} certificates`);
@@ -323,7 +344,14 @@ function describeCertificates(name: string, result: Extract<InspectResult, { cer
       lines.push(field("Signed by next", cert.signedByNext ? `yes (by certificate ${index + 2})` : `NO: certificate ${index + 2} did not sign it`));
     }
   }
-  if (result.verification !== undefined) {
+  if (anchorsFile !== undefined && result.verification !== undefined) {
+    lines.push("");
+    lines.push(
+      result.verification.ok
+        ? `Trust: chains to trust anchor ${result.verification.anchor ?? "?"} (${anchorsFile})`
+        : `Trust: does NOT verify against ${anchorsFile}: ${result.verification.reason} (${result.verification.code})`,
+    );
+  } else if (result.verification !== undefined) {
     lines.push("");
     lines.push(
       result.verification.ok

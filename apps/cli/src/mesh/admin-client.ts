@@ -18,6 +18,11 @@ export interface AdminResponse {
  * times out (`timeoutMs`, default 5 s) or answers more than 4 MiB.
  */
 export function getAdmin(options: { address: string; path: string; timeoutMs?: number }): Promise<AdminResponse> {
+  return requestAdmin({ ...options, method: "GET" });
+}
+
+/** Like getAdmin, with another method (`POST /renew`); no request body is sent. */
+export function requestAdmin(options: { address: string; path: string; method: "GET" | "POST"; timeoutMs?: number; accept?: string }): Promise<AdminResponse> {
   const { host, port } = splitHostPort(options.address);
   const timeoutMs = options.timeoutMs ?? DEFAULT_ADMIN_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
@@ -26,7 +31,7 @@ export function getAdmin(options: { address: string; path: string; timeoutMs?: n
       reject(new CliError("ERR_CONNECT", `${options.address}${options.path}: ${message}`, { cause }));
     };
     const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
-    const req = http.get({ host, port, path: options.path, agent: false, headers: { accept: "text/plain" } }, (res) => {
+    const req = http.request({ host, port, path: options.path, method: options.method, agent: false, headers: { accept: options.accept ?? "text/plain" } }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on("data", (chunk: Buffer) => {
@@ -51,6 +56,7 @@ export function getAdmin(options: { address: string; path: string; timeoutMs?: n
       clearTimeout(timer);
       reject(new CliError("ERR_CONNECT", `cannot reach ${options.address}: ${(error as NodeJS.ErrnoException).code ?? error.message}`, { cause: error }));
     });
+    req.end();
   });
 }
 
