@@ -1,6 +1,8 @@
 // Server: the Certify service and its replaceable parts.
 export { createIdentityServer } from "./server.ts";
 export type { IdentityServerOptions, IdentityServerParts } from "./server.ts";
+export { CERTIFY_LIMITS } from "./server-limits.ts";
+export type { CertifyLimitReason, CertifyLimits } from "./server-limits.ts";
 export { createCertifyHandler, MAX_CERTIFY_REQUEST_BYTES } from "./certify.ts";
 export type { CertifyHandler, CertifyInput, CertifyOptions, CertifyOutput } from "./certify.ts";
 export { createJwksTokenValidator, IDENTITY_TOKEN_AUDIENCE } from "./jwks-token-validator.ts";

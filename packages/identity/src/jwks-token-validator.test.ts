@@ -158,6 +158,28 @@ describe("createJwksTokenValidator", () => {
     });
   });
 
+  it("refuses an http JWKS URL unless it is loopback and explicitly allowed (anyone on the path could add a key)", () => {
+    const make = (href: string, allow: boolean) => () => createJwksTokenValidator({ jwks: new URL(href), issuer: ISSUER, allowInsecureLoopbackJwks: allow });
+    for (const [href, allow] of [
+      ["http://127.0.0.1:8080/jwks.json", false],
+      ["http://[::1]/jwks.json", false],
+      ["http://keys.example/jwks.json", true],
+      ["http://10.0.0.1/jwks.json", true],
+      ["ftp://127.0.0.1/jwks.json", true],
+      ["file:///etc/jwks.json", true],
+    ] as const) {
+      expect(make(href, allow), href).toThrow(expect.objectContaining({ code: "ERR_CONFIG_INVALID" }));
+    }
+    for (const [href, allow] of [
+      ["https://keys.example/jwks.json", false],
+      ["http://127.0.0.1:8080/jwks.json", true],
+      ["http://localhost/jwks.json", true],
+      ["http://[::1]:1/jwks.json", true],
+    ] as const) {
+      expect(make(href, allow), href).not.toThrow();
+    }
+  });
+
   describe("remote JWKS", () => {
     let url: URL;
     let server: ReturnType<typeof createServer>;
@@ -171,8 +193,8 @@ describe("createJwksTokenValidator", () => {
     });
     afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-    it("fetches the keys over HTTP", async () => {
-      const remote = createJwksTokenValidator({ jwks: url, issuer: ISSUER, now: () => NOW });
+    it("fetches the keys over HTTP from a loopback host when allowed", async () => {
+      const remote = createJwksTokenValidator({ jwks: url, issuer: ISSUER, now: () => NOW, allowInsecureLoopbackJwks: true });
       await expect(remote.validate(await mint(claims()))).resolves.toMatchObject({ namespace: "default" });
     });
 
@@ -181,7 +203,7 @@ describe("createJwksTokenValidator", () => {
       await new Promise<void>((resolve) => closed.listen(0, "127.0.0.1", resolve));
       const port = (closed.address() as AddressInfo).port;
       await new Promise<void>((resolve) => closed.close(() => resolve()));
-      const remote = createJwksTokenValidator({ jwks: new URL(`http://127.0.0.1:${port}/jwks.json`), issuer: ISSUER, now: () => NOW, fetchTimeoutMs: 2000 });
+      const remote = createJwksTokenValidator({ jwks: new URL(`http://127.0.0.1:${port}/jwks.json`), issuer: ISSUER, now: () => NOW, fetchTimeoutMs: 2000, allowInsecureLoopbackJwks: true });
       await expect(remote.validate(await mint(claims()))).rejects.toMatchObject({ code: "ERR_TOKEN_UNAVAILABLE" });
     });
   });

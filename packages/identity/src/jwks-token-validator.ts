@@ -33,6 +33,11 @@ export interface JwksTokenValidatorOptions {
   maxTokenBytes?: number;
   /** Timeout for fetching a remote JWKS, in milliseconds. Default 5000. */
   fetchTimeoutMs?: number;
+  /**
+   * Accept an `http:` JWKS URL whose host is loopback (`localhost`, 127.0.0.0/8, `[::1]`). Default false:
+   * a remote JWKS is fetched over `https:` only, since whoever can change it in transit can add a signing key.
+   */
+  allowInsecureLoopbackJwks?: boolean;
   /** Clock. Default `() => new Date()`. */
   now?: () => Date;
 }
@@ -65,6 +70,7 @@ export function createJwksTokenValidator(options: JwksTokenValidatorOptions): To
     localKeys: ReturnType<typeof createLocalJwksKeys> | undefined;
   }
   const importLocal = (set: JSONWebKeySet): Imported => ({ keys: createLocalJWKSet(set), localKeys: createLocalJwksKeys(set, algorithms) });
+  if (source instanceof URL) checkJwksUrl(source, options.allowInsecureLoopbackJwks === true);
   let fixed: Imported | undefined;
   try {
     if (source instanceof URL) fixed = { keys: createRemoteJWKSet(source, { timeoutDuration: options.fetchTimeoutMs ?? 5000 }), localKeys: undefined };
@@ -144,6 +150,20 @@ export function createJwksTokenValidator(options: JwksTokenValidatorOptions): To
       return identityFromClaims(payload);
     },
   };
+}
+
+/** A remote JWKS is fetched over https; http only for a loopback host when allowed. */
+function checkJwksUrl(url: URL, allowInsecureLoopback: boolean): void {
+  if (url.protocol === "https:") return;
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  const loopback = host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+  if (url.protocol === "http:" && loopback && allowInsecureLoopback) return;
+  throw new IdentityError(
+    "ERR_CONFIG_INVALID",
+    url.protocol === "http:"
+      ? `the token JWKS URL ${url.href} is http: fetch it over https (http is accepted only for a loopback host with allowInsecureLoopbackJwks)`
+      : `the token JWKS URL ${url.href} is not https`,
+  );
 }
 
 function mapJoseError(error: unknown, ctx: { audience: string; issuers: string[]; remote: boolean }): IdentityError {

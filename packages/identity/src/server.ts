@@ -1,21 +1,32 @@
 import { Metadata } from "@grpc/grpc-js";
-import type { ChannelOptions, ServerUnaryCall, sendUnaryData, ServiceError } from "@grpc/grpc-js";
+import type { ServerOptions, ServerUnaryCall, sendUnaryData, ServiceError } from "@grpc/grpc-js";
 import { dateToTimestamp, IdentityService } from "@meshtls/api";
 import type { CertifyResponse, IdentityServer , CertifyRequest} from "@meshtls/api";
 import { createCertifyHandler, MAX_CERTIFY_REQUEST_BYTES } from "./certify.ts";
 import type { CertifyHandler, CertifyOptions } from "./certify.ts";
 import { IdentityError } from "./errors.ts";
 import { statusForCode } from "./grpc-status.ts";
+import { createCertifyLimitsInterceptor, resolveCertifyLimits } from "./server-limits.ts";
+import type { CertifyLimits } from "./server-limits.ts";
 
-export type IdentityServerOptions = CertifyOptions;
+export interface IdentityServerOptions extends CertifyOptions {
+  /** Per-connection, per-call and per-peer bounds (see `CERTIFY_LIMITS` for the defaults). */
+  limits?: CertifyLimits;
+}
 
 /** What `server.addService(identity.service, identity.implementation)` needs, plus the channel options to build the server with. */
 export interface IdentityServerParts {
   /** The `io.linkerd.proxy.identity.Identity` service definition. */
   service: typeof IdentityService;
   implementation: IdentityServer;
-  /** Pass to `new grpc.Server(...)`: caps received messages at the request limit, turns channelz off. */
-  serverOptions: ChannelOptions;
+  /**
+   * Pass to `new grpc.Server(...)`: caps received messages at the request limit, streams per
+   * connection, connection idle time and age, and (by an interceptor) calls in progress, per peer
+   * and in time; turns channelz off.
+   */
+  serverOptions: ServerOptions;
+  /** Certify calls in progress (counted from their headers). */
+  calls(): number;
   /** The protocol-free handler behind the RPC. */
   certify: CertifyHandler;
 }
@@ -27,6 +38,8 @@ export interface IdentityServerParts {
  */
 export function createIdentityServer(options: IdentityServerOptions): IdentityServerParts {
   const certify = createCertifyHandler(options);
+  const limits = resolveCertifyLimits(options.limits);
+  const limiter = createCertifyLimitsInterceptor(limits, options.metricsRegistry);
   const maxRequestBytes = options.maxRequestBytes ?? MAX_CERTIFY_REQUEST_BYTES;
   const implementation: IdentityServer = {
     certify(call: ServerUnaryCall<CertifyRequest, CertifyResponse>, callback: sendUnaryData<CertifyResponse>) {
@@ -37,20 +50,24 @@ export function createIdentityServer(options: IdentityServerOptions): IdentitySe
       call.once("cancelled", () => {
         if (!answered) controller.abort();
       });
-      certify(call.request, { signal: controller.signal }).then(
-        (output) => {
-          answered = true;
-          callback(null, {
-            leafCertificate: bufferView(output.leaf),
-            intermediateCertificates: output.intermediates.map(bufferView),
-            validUntil: dateToTimestamp(output.validUntil),
-          });
-        },
-        (error: unknown) => {
-          answered = true;
-          callback(toServiceError(error));
-        },
-      );
+      // Every path ends in exactly one callback; nothing is left to reject unhandled (it would stop the process).
+      certify(call.request, { signal: controller.signal })
+        .then((output): CertifyResponse => ({
+          leafCertificate: bufferView(output.leaf),
+          intermediateCertificates: output.intermediates.map(bufferView),
+          validUntil: dateToTimestamp(output.validUntil),
+        }))
+        .then(
+          (response) => {
+            answered = true;
+            callback(null, response);
+          },
+          (error: unknown) => {
+            answered = true;
+            callback(toServiceError(error));
+          },
+        )
+        .catch(() => undefined);
     },
   };
   return {
@@ -59,10 +76,16 @@ export function createIdentityServer(options: IdentityServerOptions): IdentitySe
     serverOptions: {
       // A little headroom for protobuf framing: the handler enforces the exact limit with its own message.
       "grpc.max_receive_message_length": maxRequestBytes + 64,
+      "grpc.max_concurrent_streams": limits.maxConcurrentStreams,
+      "grpc.max_connection_idle_ms": limits.maxConnectionIdleMs,
+      "grpc.max_connection_age_ms": limits.maxConnectionAgeMs,
+      "grpc.max_connection_age_grace_ms": limits.maxConnectionAgeGraceMs,
+      interceptors: [limiter.interceptor],
       // channelz keeps per-call statistics for an introspection service this server does not expose.
       "grpc.enable_channelz": 0,
     },
     certify,
+    calls: limiter.calls,
   };
 }
 
