@@ -11,7 +11,9 @@ export type DestinationErrorCode =
   /** No endpoint set arrived within `timeoutMs`. */
   | "ERR_RESOLUTION_TIMEOUT"
   /** The resolution was closed or its signal aborted. */
-  | "ERR_RESOLUTION_CLOSED";
+  | "ERR_RESOLUTION_CLOSED"
+  /** An option given to `createDestinationServer` is out of range (a stream cap below 1). */
+  | "ERR_CONFIG_INVALID";
 
 /** The one error class of @meshtls/destination: switch on `code`. */
 export class DestinationError extends Error {

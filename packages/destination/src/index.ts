@@ -3,7 +3,7 @@ export { createDestinationClient } from "./client.js";
 export type { BackoffOptions, DestinationClient, DestinationClientOptions, Endpoint, EndpointSet, Resolution } from "./client.js";
 
 // Server and endpoint registries: what the destination service composes.
-export { createDestinationServer } from "./server.js";
+export { createDestinationServer, peerOf } from "./server.js";
 export type { DestinationServerHandle, DestinationServerOptions } from "./server.js";
 export { createStaticRegistry, DEFAULT_INBOUND_PORT, DEFAULT_WEIGHT } from "./registry.js";
 export type {

@@ -7,7 +7,7 @@ import {
   type DestinationServer,
   type GetDestination,
 } from "@meshtls/api";
-import { identityName } from "@meshtls/pki";
+import { identityName, parseCertificate } from "@meshtls/pki";
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { parseAuthority, parseContextToken, type Target } from "./authority.js";
 import { DestinationError } from "./errors.js";
@@ -28,6 +28,12 @@ export interface DestinationServerOptions {
   /** Most open `Get` streams; more are refused with RESOURCE_EXHAUSTED. Default 100000. */
   maxStreams?: number;
   /**
+   * Of `maxStreams`, the most one peer may hold, so that one client cannot lock other proxies out
+   * of discovery. A peer is the client's identity (its certificate's first DNS SAN, else its first
+   * URI SAN) on an mTLS connection, else its remote IP address. Default 10000.
+   */
+  maxStreamsPerPeer?: number;
+  /**
    * Most bytes of updates waiting for one stream's client to read them; a
    * stream over it is ended with RESOURCE_EXHAUSTED so that a client that does
    * not read cannot grow the server's memory. Default 4 MiB.
@@ -44,6 +50,8 @@ export interface DestinationServerHandle {
   implementation: DestinationServer;
   /** Number of open `Get` streams. */
   openStreams(): number;
+  /** Number of open `Get` streams of one peer (`id:<identity>` or `ip:<address>`, see `peerOf`). */
+  peerStreams(peer: string): number;
   /** Number of distinct targets being watched (streams for one target share one watch). */
   watchedTargets(): number;
   /** Ends every open stream and stops watching the registry. */
@@ -124,6 +132,10 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   const controlNamespace = options.controlNamespace ?? "meshtls";
   const clusterDomain = options.clusterDomain ?? "cluster.local";
   const maxStreams = options.maxStreams ?? 100_000;
+  const maxStreamsPerPeer = options.maxStreamsPerPeer ?? 10_000;
+  for (const [name, value] of [["maxStreams", maxStreams], ["maxStreamsPerPeer", maxStreamsPerPeer]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1) throw new DestinationError("ERR_CONFIG_INVALID", `${name} must be a whole number ≥ 1 (got ${String(value)})`);
+  }
   const maxPendingBytes = options.maxPendingBytesPerStream ?? 4 * 1024 * 1024;
   // Fail at construction, not per stream, on a bad trust domain or control namespace.
   identityName({ serviceAccount: "default", namespace: "default", controlNamespace, trustDomain });
@@ -134,11 +146,20 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   let index = buildIndex(options.registry.list());
   const watches = new Map<string, Watch>();
   let streamCount = 0;
+  const streamsByPeer = new Map<string, number>();
   let closed = false;
 
   const metrics = options.metrics;
   const requests = metrics
     ? new Counter({ name: "destination_get_requests_total", help: "Get requests by result.", labelNames: ["result"], registers: [metrics] })
+    : undefined;
+  const refused = metrics
+    ? new Counter({
+        name: "destination_get_refused_total",
+        help: "Get streams refused for lack of room, by reason (max_streams, max_streams_per_peer).",
+        labelNames: ["reason"],
+        registers: [metrics],
+      })
     : undefined;
   const updates = metrics
     ? new Counter({ name: "destination_updates_total", help: "Update messages written to Get streams, by kind.", labelNames: ["kind"], registers: [metrics] })
@@ -272,8 +293,14 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
 
   const unwatch = options.registry.watch((snapshot) => {
     const started = performance.now();
-    index = buildIndex(snapshot);
-    for (const watch of watches.values()) refresh(watch);
+    try {
+      index = buildIndex(snapshot);
+      for (const watch of watches.values()) refresh(watch);
+    } catch (error) {
+      // The registry's own event loop must not stop on a snapshot this server cannot use.
+      logger.error({ err: error }, "registry change not applied");
+      return;
+    }
     const ms = performance.now() - started;
     fanout?.observe(ms / 1000);
     logger.debug({ targets: watches.size, streams: streamCount, ms }, "registry change sent to open streams");
@@ -281,6 +308,18 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
 
   const implementation: DestinationServer = {
     get(call: Stream) {
+      try {
+        get(call);
+      } catch (error) {
+        // Never out of the handler: grpc-js would answer UNKNOWN, but a listener of ours could not.
+        logger.error({ err: error }, "Get failed");
+        call.emit("error", { code: status.INTERNAL, details: "the destination server failed to answer this Get" });
+      }
+    },
+  };
+
+  function get(call: Stream): void {
+    {
       if (closed) {
         call.emit("error", { code: status.UNAVAILABLE, details: "the destination server is shutting down" });
         return;
@@ -303,7 +342,17 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       }
       if (streamCount >= maxStreams) {
         requests?.inc({ result: "resource_exhausted" });
-        call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `the server holds its maximum of ${maxStreams} streams` });
+        refused?.inc({ reason: "max_streams" });
+        call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `the server holds its maximum of ${maxStreams} streams; retry later` });
+        return;
+      }
+      const peer = peerOf(call);
+      const peerCount = streamsByPeer.get(peer) ?? 0;
+      if (peerCount >= maxStreamsPerPeer) {
+        requests?.inc({ result: "resource_exhausted" });
+        refused?.inc({ reason: "max_streams_per_peer" });
+        logger.warn({ peer, maxStreamsPerPeer }, "Get refused: the peer holds its share of streams");
+        call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `this client (${peer}) holds its maximum of ${maxStreamsPerPeer} streams; close some or retry later` });
         return;
       }
       requests?.inc({ result: "ok" });
@@ -321,26 +370,31 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
           if (done) return;
           done = true;
           streamCount--;
+          const left = (streamsByPeer.get(peer) ?? 1) - 1;
+          if (left === 0) streamsByPeer.delete(peer);
+          else streamsByPeer.set(peer, left);
           own.streams.delete(call);
           if (own.streams.size === 0 && watches.get(key) === own) watches.delete(key);
         },
       };
       own.streams.set(call, state);
       streamCount++;
+      streamsByPeer.set(peer, peerCount + 1);
       call.on("cancelled", state.finish);
       call.on("close", state.finish);
       call.on("finish", state.finish);
       call.on("error", state.finish);
       const [first, kind] = initialUpdate(own.state);
       send(new Map([[call, state]]), first, kind);
-      logger.debug({ target: key, pod: context.pod, namespace: context.namespace }, "Get stream opened");
-    },
-  };
+      logger.debug({ target: key, pod: context.pod, namespace: context.namespace, peer }, "Get stream opened");
+    }
+  }
 
   return {
     definition,
     implementation,
     openStreams: () => streamCount,
+    peerStreams: (peer) => streamsByPeer.get(peer) ?? 0,
     watchedTargets: () => watches.size,
     close() {
       if (closed) return;
@@ -353,4 +407,24 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
 
 function fingerprint(addr: WeightedAddr): string {
   return Buffer.from(WeightedAddr.encode(addr).finish()).toString("base64");
+}
+
+/**
+ * Who holds a stream, for the per-peer share: `id:<identity>` when the client presented a certificate
+ * (mTLS; its first DNS SAN, else its first URI SAN, read from the DER), else `ip:<remote address>`.
+ */
+export function peerOf(call: { getPeer(): string; getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }): string {
+  const raw = call.getAuthContext().sslPeerCertificate?.raw;
+  if (raw !== undefined && raw.length > 0) {
+    try {
+      const { san } = parseCertificate(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength));
+      const name = san.dns[0] ?? san.uri[0];
+      if (name !== undefined) return `id:${name}`;
+    } catch {
+      // A certificate TLS accepted but pki cannot read: counted by address.
+    }
+  }
+  const address = call.getPeer();
+  const m = /^\[(.*)\]:\d+$/.exec(address) ?? /^(.*):\d+$/.exec(address);
+  return `ip:${m?.[1] ?? address}`;
 }
