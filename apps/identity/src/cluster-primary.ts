@@ -47,11 +47,16 @@ export async function runPrimary(config: Config, logger: Logger): Promise<void> 
     return slot;
   };
 
+  // Whatever a worker sends, nothing thrown here may reach the primary's event loop (it would stop every worker).
   cluster.on("message", (worker, message: unknown) => {
-    const slot = slots.get(worker.id);
-    if (!slot || !isWorkerMessage(message)) return;
-    if (message.type === "meshtls-identity:listening") slot.listening = message;
-    else slot.ready = message.reason === undefined ? { ok: message.ok, at: Date.now() } : { ok: message.ok, reason: message.reason, at: Date.now() };
+    try {
+      const slot = slots.get(worker.id);
+      if (!slot || !isWorkerMessage(message)) return;
+      if (message.type === "meshtls-identity:listening") slot.listening = message;
+      else slot.ready = message.reason === undefined ? { ok: message.ok === true, at: Date.now() } : { ok: message.ok === true, reason: String(message.reason), at: Date.now() };
+    } catch (error) {
+      logger.warn({ worker: worker.id, err: error }, "worker message ignored");
+    }
   });
 
   // Start: every worker must bind the same port, else none serves.

@@ -1,6 +1,7 @@
 import { availableParallelism } from "node:os";
 import { Command, Option } from "commander";
-import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseDurationMs } from "@meshtls/runtime";
+import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
+import type { CertifyLimits } from "@meshtls/identity";
 
 export { ConfigError, parseAddress, parseBooleanEnv, parseDurationMs };
 
@@ -10,8 +11,10 @@ export interface Config {
   issuerDir: string;
   trustDomain: string;
   controlNamespace: string;
-  /** A file path or an http(s) URL. */
+  /** A file path or an https URL (http only for a loopback host with `tokenJwksAllowInsecureLoopback`). */
   tokenJwks: string;
+  /** Accept an `http://` `tokenJwks` URL whose host is loopback. */
+  tokenJwksAllowInsecureLoopback: boolean;
   tokenIssuer: string;
   tokenAudience: string;
   lifetimeMs: number;
@@ -26,6 +29,33 @@ export interface Config {
   logLevel: string;
   /** Processes serving Certify on the one gRPC port (node:cluster); 1 serves in this process. */
   workers: number;
+  /** Bounds on connections, streams and calls of the gRPC server (per process: each worker has its own). */
+  limits: Required<CertifyLimits>;
+}
+
+/** The largest stream cap, call cap or share accepted by the flags. */
+const MAX_CAP = 1_000_000;
+
+/**
+ * A `--token-jwks` value: a file path, an `https://` URL, or (with `--token-jwks-allow-insecure-loopback`)
+ * an `http://` URL whose host is loopback. Anything else could let whoever is on the path add a signing key.
+ */
+export function checkTokenJwks(value: string, allowInsecureLoopback: boolean): void {
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1]?.toLowerCase();
+  if (scheme === undefined || scheme === "https") return;
+  if (scheme !== "http") throw new ConfigError(`--token-jwks: ${JSON.stringify(value)} is not a file or an https:// URL`);
+  let host: string;
+  try {
+    host = new URL(value).hostname.replace(/^\[|\]$/g, "");
+  } catch {
+    throw new ConfigError(`--token-jwks: ${JSON.stringify(value)} is not a valid URL`);
+  }
+  if (!isLoopback(host)) {
+    throw new ConfigError(`--token-jwks: ${JSON.stringify(value)} is http://; a remote JWKS must be fetched over https:// (anyone on the path could add a signing key)`);
+  }
+  if (!allowInsecureLoopback) {
+    throw new ConfigError(`--token-jwks: ${JSON.stringify(value)} is http://; use https://, or add --token-jwks-allow-insecure-loopback to accept http on this loopback host`);
+  }
 }
 
 /** The most worker processes accepted (each holds its own issuer, anchors and TLS sessions). */
@@ -51,7 +81,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--issuer-dir <dir>", "folder with issuer.crt/issuer.key, crt.pem/key.pem or tls.crt/tls.key").env("MESHTLS_ISSUER_DIR"))
     .addOption(new Option("--trust-domain <domain>", "trust domain").env("MESHTLS_TRUST_DOMAIN").default("cluster.local"))
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
-    .addOption(new Option("--token-jwks <file-or-url>", "JWKS of the ServiceAccount token signer: a file (watched and reloaded), or an http(s) URL").env("MESHTLS_TOKEN_JWKS"))
+    .addOption(new Option("--token-jwks <file-or-url>", "JWKS of the ServiceAccount token signer: a file (watched and reloaded), or an https:// URL").env("MESHTLS_TOKEN_JWKS"))
+    .addOption(new Option("--token-jwks-allow-insecure-loopback", "accept an http:// --token-jwks URL on a loopback host; env MESHTLS_TOKEN_JWKS_ALLOW_INSECURE_LOOPBACK=true|1|false|0"))
     .addOption(new Option("--token-issuer <iss>", "expected token issuer (iss claim)").env("MESHTLS_TOKEN_ISSUER"))
     .addOption(new Option("--token-audience <aud>", "expected token audience").env("MESHTLS_TOKEN_AUDIENCE").default("identity.l5d.io"))
     .addOption(new Option("--issuance-lifetime <duration>", "lifetime of issued leaves").env("MESHTLS_ISSUANCE_LIFETIME").default("24h"))
@@ -60,11 +91,18 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--trust-anchors-poll-interval <duration>", "how often the trust anchors file's content is checked").env("MESHTLS_TRUST_ANCHORS_POLL_INTERVAL").default("5s"))
     .addOption(new Option("--token-jwks-poll-interval <duration>", "how often the --token-jwks file's content is checked").env("MESHTLS_TOKEN_JWKS_POLL_INTERVAL").default("5s"))
     .addOption(new Option("--listen <addr>", "gRPC listen address").env("MESHTLS_LISTEN").default("0.0.0.0:8080"))
-    .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready)").env("MESHTLS_ADMIN").default("0.0.0.0:9990"))
+    .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready); loopback unless set, e.g. :9990 for probes and scraping").env("MESHTLS_ADMIN").default("127.0.0.1:9990"))
     // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
     .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only); env MESHTLS_INSECURE_PLAINTEXT=true|1|false|0"))
     .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_LOG_LEVEL").default("info"))
-    .addOption(new Option("--workers <n>", "processes serving Certify on the gRPC port: 1 to 64, or auto (one per CPU)").env("MESHTLS_WORKERS").default("1"));
+    .addOption(new Option("--workers <n>", "processes serving Certify on the gRPC port: 1 to 64, or auto (one per CPU)").env("MESHTLS_WORKERS").default("1"))
+    .addOption(new Option("--max-concurrent-streams <n>", "concurrent streams per gRPC connection").env("MESHTLS_MAX_CONCURRENT_STREAMS").default("100"))
+    .addOption(new Option("--certify-deadline <duration>", "a Certify call not answered this long after its headers ends with DEADLINE_EXCEEDED").env("MESHTLS_CERTIFY_DEADLINE").default("10s"))
+    .addOption(new Option("--max-certify-calls <n>", "Certify calls in progress at once, per process; more are refused with RESOURCE_EXHAUSTED").env("MESHTLS_MAX_CERTIFY_CALLS").default("1000"))
+    .addOption(new Option("--max-certify-calls-per-peer <n>", "of those, the most one remote IP address may hold").env("MESHTLS_MAX_CERTIFY_CALLS_PER_PEER").default("100"))
+    .addOption(new Option("--max-connection-idle <duration>", "a gRPC connection without a call for this long is closed").env("MESHTLS_MAX_CONNECTION_IDLE").default("5m"))
+    .addOption(new Option("--max-connection-age <duration>", "a gRPC connection this old (±10 %) is sent GOAWAY; the caller reconnects").env("MESHTLS_MAX_CONNECTION_AGE").default("1h"))
+    .addOption(new Option("--max-connection-age-grace <duration>", "after that GOAWAY, time for calls in progress before the connection is closed").env("MESHTLS_MAX_CONNECTION_AGE_GRACE").default("15s"));
   parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | undefined>>();
   const required = (key: string, flag: string, envName: string): string => {
@@ -79,14 +117,37 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   if (insecurePlaintext && !isLoopback(listen.host)) {
     throw new ConfigError(`--insecure-plaintext is allowed only on a loopback listen address; --listen is ${listen.host}`);
   }
+  const trustAnchorsFile = required("trustAnchors", "--trust-anchors", "MESHTLS_TRUST_ANCHORS");
+  const issuerDir = required("issuerDir", "--issuer-dir", "MESHTLS_ISSUER_DIR");
+  const tokenJwks = required("tokenJwks", "--token-jwks", "MESHTLS_TOKEN_JWKS");
+  const tokenJwksAllowInsecureLoopback = o["tokenJwksAllowInsecureLoopback"] === true || parseBooleanEnv(env, "MESHTLS_TOKEN_JWKS_ALLOW_INSECURE_LOOPBACK");
+  checkTokenJwks(tokenJwks, tokenJwksAllowInsecureLoopback);
+  const positiveMs = (key: string, flag: string): number => {
+    const ms = parseDurationMs(String(o[key]), flag);
+    if (ms < 1) throw new ConfigError(`${flag} must be at least 1ms`);
+    return ms;
+  };
+  const limits: Required<CertifyLimits> = {
+    maxConcurrentStreams: parseCount(String(o["maxConcurrentStreams"]), "--max-concurrent-streams", { min: 1, max: MAX_CAP }),
+    certifyDeadlineMs: positiveMs("certifyDeadline", "--certify-deadline"),
+    maxCalls: parseCount(String(o["maxCertifyCalls"]), "--max-certify-calls", { min: 1, max: MAX_CAP }),
+    maxCallsPerPeer: parseCount(String(o["maxCertifyCallsPerPeer"]), "--max-certify-calls-per-peer", { min: 1, max: MAX_CAP }),
+    maxConnectionIdleMs: positiveMs("maxConnectionIdle", "--max-connection-idle"),
+    maxConnectionAgeMs: positiveMs("maxConnectionAge", "--max-connection-age"),
+    maxConnectionAgeGraceMs: positiveMs("maxConnectionAgeGrace", "--max-connection-age-grace"),
+  };
+  if (limits.maxCallsPerPeer > limits.maxCalls) {
+    throw new ConfigError(`--max-certify-calls-per-peer (${limits.maxCallsPerPeer}) must not exceed --max-certify-calls (${limits.maxCalls})`);
+  }
   const lifetimeMs = parseDurationMs(String(o["issuanceLifetime"]), "--issuance-lifetime");
   if (lifetimeMs < 1000) throw new ConfigError("--issuance-lifetime must be at least 1s");
   return {
-    trustAnchorsFile: required("trustAnchors", "--trust-anchors", "MESHTLS_TRUST_ANCHORS"),
-    issuerDir: required("issuerDir", "--issuer-dir", "MESHTLS_ISSUER_DIR"),
+    trustAnchorsFile,
+    issuerDir,
     trustDomain: String(o["trustDomain"]),
     controlNamespace: String(o["controlNamespace"]),
-    tokenJwks: required("tokenJwks", "--token-jwks", "MESHTLS_TOKEN_JWKS"),
+    tokenJwks,
+    tokenJwksAllowInsecureLoopback,
     tokenIssuer: required("tokenIssuer", "--token-issuer", "MESHTLS_TOKEN_ISSUER"),
     tokenAudience: String(o["tokenAudience"]),
     lifetimeMs,
@@ -99,5 +160,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     insecurePlaintext,
     logLevel: String(o["logLevel"]),
     workers: parseWorkers(String(o["workers"]), "--workers"),
+    limits,
   };
 }

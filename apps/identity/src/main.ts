@@ -81,17 +81,25 @@ async function run(config: Config, logger: Logger): Promise<void> {
     throw new ConfigError(`--issuer-dir ${config.issuerDir}: ${first.reason}`);
   }
   // New anchors: revalidate the issuer now (kept, replaced by a candidate refused before, or dropped), not at the next poll.
-  anchorsStore.subscribe(() => void issuerStore.reload());
+  anchorsStore.subscribe(() => {
+    issuerStore.reload().catch((error: unknown) => logger.error({ err: error }, "issuer revalidation failed"));
+  });
 
   const identity = createIdentityServer({
     issuerStore,
-    tokenValidator: createJwksTokenValidator({ jwks, issuer: config.tokenIssuer, audience: config.tokenAudience }),
+    tokenValidator: createJwksTokenValidator({
+      jwks,
+      issuer: config.tokenIssuer,
+      audience: config.tokenAudience,
+      allowInsecureLoopbackJwks: config.tokenJwksAllowInsecureLoopback,
+    }),
     trustDomain: config.trustDomain,
     controlNamespace: config.controlNamespace,
     lifetimeMs: config.lifetimeMs,
     skewMs: config.skewMs,
     logger,
     metricsRegistry: registry,
+    limits: config.limits,
   });
 
   let serving: ServingIdentity | undefined;

@@ -16,10 +16,58 @@ describe("meshtls-identity configuration", () => {
       issuerPollIntervalMs: 5000,
       trustAnchorsPollIntervalMs: 5000,
       listen: { host: "0.0.0.0", port: 8080 },
-      admin: { host: "0.0.0.0", port: 9990 },
+      admin: { host: "127.0.0.1", port: 9990 },
       insecurePlaintext: false,
       workers: 1,
+      tokenJwksAllowInsecureLoopback: false,
+      limits: {
+        maxConcurrentStreams: 100,
+        certifyDeadlineMs: 10_000,
+        maxCalls: 1000,
+        maxCallsPerPeer: 100,
+        maxConnectionIdleMs: 300_000,
+        maxConnectionAgeMs: 3_600_000,
+        maxConnectionAgeGraceMs: 15_000,
+      },
     });
+  });
+
+  it("reads the gRPC limits from flags and MESHTLS_* variables, and refuses bad ones naming the flag", () => {
+    const config = parseConfig(
+      [...base, ...required, "--max-concurrent-streams", "10", "--certify-deadline", "2s", "--max-certify-calls", "50", "--max-connection-age", "30m"],
+      { MESHTLS_MAX_CERTIFY_CALLS_PER_PEER: "5", MESHTLS_MAX_CONNECTION_IDLE: "1m", MESHTLS_MAX_CONNECTION_AGE_GRACE: "3s" },
+    );
+    expect(config.limits).toEqual({
+      maxConcurrentStreams: 10,
+      certifyDeadlineMs: 2000,
+      maxCalls: 50,
+      maxCallsPerPeer: 5,
+      maxConnectionIdleMs: 60_000,
+      maxConnectionAgeMs: 1_800_000,
+      maxConnectionAgeGraceMs: 3000,
+    });
+    expect(() => parseConfig([...base, ...required, "--max-concurrent-streams", "0"], {})).toThrow('--max-concurrent-streams: "0" is not a whole number from 1 to 1000000');
+    expect(() => parseConfig([...base, ...required, "--certify-deadline", "0s"], {})).toThrow("--certify-deadline must be at least 1ms");
+    expect(() => parseConfig([...base, ...required], { MESHTLS_CERTIFY_DEADLINE: "soon" })).toThrow('--certify-deadline: "soon" is not a duration');
+    expect(() => parseConfig([...base, ...required, "--max-certify-calls", "10", "--max-certify-calls-per-peer", "11"], {})).toThrow(
+      "--max-certify-calls-per-peer (11) must not exceed --max-certify-calls (10)",
+    );
+  });
+
+  it("--token-jwks: a file or https; http only on a loopback host with --token-jwks-allow-insecure-loopback", () => {
+    const withJwks = (jwks: string) => ["--trust-anchors", "ca.crt", "--issuer-dir", "issuer", "--token-jwks", jwks, "--token-issuer", "https://meshtls.local"];
+    expect(parseConfig([...base, ...withJwks("https://keys.example/jwks.json")], {}).tokenJwks).toBe("https://keys.example/jwks.json");
+    expect(parseConfig([...base, ...withJwks("./tokens/jwks.json")], {}).tokenJwks).toBe("./tokens/jwks.json");
+    expect(parseConfig([...base, ...withJwks("http://127.0.0.1:8000/jwks.json"), "--token-jwks-allow-insecure-loopback"], {}).tokenJwksAllowInsecureLoopback).toBe(true);
+    expect(parseConfig([...base, ...withJwks("http://[::1]:8000/jwks.json")], { MESHTLS_TOKEN_JWKS_ALLOW_INSECURE_LOOPBACK: "1" }).tokenJwks).toBe("http://[::1]:8000/jwks.json");
+    expect(() => parseConfig([...base, ...withJwks("http://127.0.0.1:8000/jwks.json")], {})).toThrow(
+      '--token-jwks: "http://127.0.0.1:8000/jwks.json" is http://; use https://, or add --token-jwks-allow-insecure-loopback to accept http on this loopback host',
+    );
+    expect(() => parseConfig([...base, ...withJwks("http://keys.example/jwks.json"), "--token-jwks-allow-insecure-loopback"], {})).toThrow(
+      /is http:\/\/; a remote JWKS must be fetched over https:\/\//,
+    );
+    expect(() => parseConfig([...base, ...withJwks("ftp://127.0.0.1/jwks.json")], {})).toThrow(/is not a file or an https:\/\/ URL/);
+    expect(() => parseConfig([...base, ...withJwks("http://127.0.0.1/j")], { MESHTLS_TOKEN_JWKS_ALLOW_INSECURE_LOOPBACK: "yes" })).toThrow(/MESHTLS_TOKEN_JWKS_ALLOW_INSECURE_LOOPBACK: "yes" is not a boolean/);
   });
 
   it("--workers / MESHTLS_WORKERS: 1 to 64 or auto (one per CPU, capped); anything else is a ConfigError", () => {
