@@ -1,5 +1,5 @@
 import { Command, Option } from "commander";
-import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine } from "@meshtls/runtime";
+import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
 
 export { ConfigError };
 
@@ -15,7 +15,24 @@ export interface Config {
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
   insecurePlaintext: boolean;
   logLevel: string;
+  limits: {
+    /** Concurrent streams per gRPC connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). */
+    maxConcurrentStreams: number;
+    /** Open Get streams in all. */
+    maxStreams: number;
+    /** Open Get streams of one peer (client identity on mTLS, else remote IP). */
+    maxStreamsPerPeer: number;
+    /** A connection without a stream for this long is closed. */
+    maxConnectionIdleMs: number;
+    /** A connection this old (± 10 %) is sent GOAWAY. */
+    maxConnectionAgeMs: number;
+    /** After that GOAWAY, time its open streams keep before the connection is closed. */
+    maxConnectionAgeGraceMs: number;
+  };
 }
+
+/** The largest stream cap or share accepted by the flags. */
+const MAX_CAP = 10_000_000;
 
 const DNS_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
@@ -31,13 +48,19 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace of identity names").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
     .addOption(new Option("--cluster-domain <domain>", "DNS domain of service names (<svc>.<ns>.svc.<domain>)").env("MESHTLS_CLUSTER_DOMAIN").default("cluster.local"))
     .addOption(new Option("--listen <addr>", "gRPC listen address").env("MESHTLS_LISTEN").default("0.0.0.0:8086"))
-    .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready)").env("MESHTLS_ADMIN").default("0.0.0.0:9996"))
+    .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready); loopback unless set, e.g. :9996 for probes and scraping").env("MESHTLS_ADMIN").default("127.0.0.1:9996"))
     .addOption(new Option("--tls-cert <file>", "PEM certificate chain the gRPC server presents").env("MESHTLS_TLS_CERT"))
     .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert").env("MESHTLS_TLS_KEY"))
     .addOption(new Option("--tls-client-ca <file>", "PEM trust anchors; when set, clients must present a certificate they sign").env("MESHTLS_TLS_CLIENT_CA"))
     // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
     .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only; env MESHTLS_INSECURE_PLAINTEXT=true|false)"))
-    .addOption(new Option("--log-level <level>", `pino log level (${LOG_LEVELS.join(", ")})`).env("MESHTLS_LOG_LEVEL").default("info"));
+    .addOption(new Option("--log-level <level>", `pino log level (${LOG_LEVELS.join(", ")})`).env("MESHTLS_LOG_LEVEL").default("info"))
+    .addOption(new Option("--max-concurrent-streams <n>", "concurrent streams per gRPC connection").env("MESHTLS_MAX_CONCURRENT_STREAMS").default("10000"))
+    .addOption(new Option("--max-streams <n>", "open Get streams in all; more are refused with RESOURCE_EXHAUSTED").env("MESHTLS_MAX_STREAMS").default("100000"))
+    .addOption(new Option("--max-streams-per-peer <n>", "open Get streams of one peer (client identity on mTLS, else remote IP)").env("MESHTLS_MAX_STREAMS_PER_PEER").default("10000"))
+    .addOption(new Option("--max-connection-idle <duration>", "a gRPC connection without a stream for this long is closed").env("MESHTLS_MAX_CONNECTION_IDLE").default("5m"))
+    .addOption(new Option("--max-connection-age <duration>", "a gRPC connection this old (±10 %) is sent GOAWAY; clients reconnect").env("MESHTLS_MAX_CONNECTION_AGE").default("1h"))
+    .addOption(new Option("--max-connection-age-grace <duration>", "after that GOAWAY, time its open Get streams keep before the connection is closed").env("MESHTLS_MAX_CONNECTION_AGE_GRACE").default("5m"));
   parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | undefined>>();
   const registryFile = o["registry"];
@@ -67,6 +90,23 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   if (!DNS_NAME.test(clusterDomain)) throw new ConfigError(`--cluster-domain: "${clusterDomain}" is not a lowercase DNS name`);
   const logLevel = String(o["logLevel"]);
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`--log-level: "${logLevel}" is not one of ${LOG_LEVELS.join(", ")}`);
+  const count = (key: string, flag: string) => parseCount(String(o[key]), flag, { min: 1, max: MAX_CAP });
+  const positiveMs = (key: string, flag: string): number => {
+    const ms = parseDurationMs(String(o[key]), flag);
+    if (ms < 1) throw new ConfigError(`${flag} must be at least 1ms`);
+    return ms;
+  };
+  const limits: Config["limits"] = {
+    maxConcurrentStreams: count("maxConcurrentStreams", "--max-concurrent-streams"),
+    maxStreams: count("maxStreams", "--max-streams"),
+    maxStreamsPerPeer: count("maxStreamsPerPeer", "--max-streams-per-peer"),
+    maxConnectionIdleMs: positiveMs("maxConnectionIdle", "--max-connection-idle"),
+    maxConnectionAgeMs: positiveMs("maxConnectionAge", "--max-connection-age"),
+    maxConnectionAgeGraceMs: positiveMs("maxConnectionAgeGrace", "--max-connection-age-grace"),
+  };
+  if (limits.maxStreamsPerPeer > limits.maxStreams) {
+    throw new ConfigError(`--max-streams-per-peer (${limits.maxStreamsPerPeer}) must not exceed --max-streams (${limits.maxStreams})`);
+  }
   const config: Config = {
     registryFile,
     trustDomain,
@@ -76,6 +116,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     admin: parseAddress(String(o["admin"]), "--admin"),
     insecurePlaintext,
     logLevel,
+    limits,
   };
   if (tls) config.tls = tls;
   return config;

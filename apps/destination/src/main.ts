@@ -56,9 +56,22 @@ async function main(): Promise<void> {
     clusterDomain: config.clusterDomain,
     metrics,
     logger,
+    maxStreams: config.limits.maxStreams,
+    maxStreamsPerPeer: config.limits.maxStreamsPerPeer,
   });
-  // Get requests are a few hundred bytes: refuse anything much larger before decoding it.
-  const grpcServer = new Server({ "grpc.keepalive_time_ms": 30_000, "grpc.keepalive_timeout_ms": 10_000, "grpc.max_receive_message_length": 64 * 1024 });
+  const grpcServer = new Server({
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    // Get requests are a few hundred bytes: refuse anything much larger before decoding it.
+    "grpc.max_receive_message_length": 64 * 1024,
+    "grpc.max_concurrent_streams": config.limits.maxConcurrentStreams,
+    // Idle means no open stream: a proxy watching anything is never idle.
+    "grpc.max_connection_idle_ms": config.limits.maxConnectionIdleMs,
+    // At its age a connection is sent GOAWAY: new Gets go to a new connection (perhaps another replica) at
+    // once, open streams keep the grace period, then end and the destination client resumes them.
+    "grpc.max_connection_age_ms": config.limits.maxConnectionAgeMs,
+    "grpc.max_connection_age_grace_ms": config.limits.maxConnectionAgeGraceMs,
+  });
   grpcServer.addService(destination.definition, destination.implementation);
   let grpcPort: number;
   try {

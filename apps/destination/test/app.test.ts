@@ -58,6 +58,9 @@ describe("meshtls-destination process", () => {
       [["--registry", file, "--listen", "nope", "--insecure-plaintext"], /--listen: "nope" is not host:port/],
       [["--registry", file, "--listen", "127.0.0.1:0", "--insecure-plaintext", "--trust-domain", "Bad_Domain"], /--trust-domain/],
       [["--registry", file, "--tls-cert", "c.pem"], /--tls-cert and --tls-key go together/],
+      [["--registry", file, "--insecure-plaintext", "--listen", "127.0.0.1:0", "--max-streams", "0"], /--max-streams: "0" is not a whole number from 1 to 10000000/],
+      [["--registry", file, "--insecure-plaintext", "--listen", "127.0.0.1:0", "--max-streams", "10", "--max-streams-per-peer", "11"], /--max-streams-per-peer \(11\) must not exceed --max-streams \(10\)/],
+      [["--registry", file, "--insecure-plaintext", "--listen", "127.0.0.1:0", "--max-connection-age", "soon"], /--max-connection-age: "soon" is not a duration/],
     ];
     for (const [args, message] of cases) {
       const result = run(args);
