@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
-import { ConfigError, parseBooleanEnv, parseCommandLine, parseDurationMs } from "@meshtls/runtime";
-import { parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
+import { ConfigError, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
+import { formatHostPort, parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { CreateInboundPolicyOptions, DefaultPolicy, HostPort, PortPolicy, Route } from "@meshtls/proxy-core";
 
 export { ConfigError, parseDurationMs };
@@ -23,6 +23,8 @@ export interface Config {
   admin: HostPort;
   workload: HostPort;
   workloadHost: string;
+  /** Ports a transport header may name besides the workload's; empty: any but the proxy's own. */
+  inboundPorts: number[];
   outboundBind?: string;
   policy: CreateInboundPolicyOptions & { defaultPolicy: DefaultPolicy };
   routes: Route[];
@@ -31,6 +33,9 @@ export interface Config {
   detectTimeoutMs: number;
   drainTimeoutMs: number;
   trustAnchorsPollMs: number;
+  maxInboundConnections: number;
+  maxOutboundConnections: number;
+  maxAdminConnections: number;
   logLevel: string;
 }
 
@@ -40,6 +45,13 @@ function address(text: string, what: string): HostPort {
   } catch (error) {
     throw new ConfigError(`${what}: "${text}" is not host:port (e.g. 127.0.0.1:4140, [::1]:4140, :4143)`, { cause: error });
   }
+}
+
+/** Whether a listener on `a` and a connection to `b` meet (same address, or either is a wildcard). */
+function sameHost(a: string, b: string): boolean {
+  const wildcard = (h: string): boolean => h === "0.0.0.0" || h === "::";
+  const norm = (h: string): string => (h === "localhost" ? "127.0.0.1" : h.toLowerCase());
+  return wildcard(a) || wildcard(b) || norm(a) === norm(b);
 }
 
 function ports(text: string | undefined, what: string): number[] {
@@ -77,6 +89,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--admin <addr>", "admin listen address").env("MESHTLS_PROXY_ADMIN").default("127.0.0.1:4191"))
     .addOption(new Option("--workload <addr>", "the local workload's address for inbound connections without a transport header").env("MESHTLS_PROXY_WORKLOAD"))
     .addOption(new Option("--workload-host <host>", "host the transport header's port is reached on (default: --workload's host)").env("MESHTLS_PROXY_WORKLOAD_HOST"))
+    .addOption(new Option("--inbound-ports <ports>", "comma-separated workload ports a meshed client's transport header may name besides --workload's (default: any port but the proxy's own)").env("MESHTLS_PROXY_INBOUND_PORTS"))
     .addOption(new Option("--outbound-bind <ip>", "local address for connections to endpoints").env("MESHTLS_PROXY_OUTBOUND_BIND"))
     .addOption(new Option("--default-policy <policy>", "all-unauthenticated | all-authenticated | cluster-authenticated | deny | audit").env("MESHTLS_PROXY_DEFAULT_POLICY").default("all-unauthenticated"))
     .addOption(new Option("--cluster-networks <cidrs>", "comma-separated CIDRs for cluster-authenticated").env("MESHTLS_PROXY_CLUSTER_NETWORKS"))
@@ -91,6 +104,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--detect-timeout <duration>", "TLS detection and handshake bound").env("MESHTLS_PROXY_DETECT_TIMEOUT").default("10s"))
     .addOption(new Option("--drain-timeout <duration>", "how long SIGTERM waits for open connections").env("MESHTLS_PROXY_DRAIN_TIMEOUT").default("10s"))
     .addOption(new Option("--trust-anchors-poll <duration>", "backup poll of the trust anchors file").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL").default("2s"))
+    .addOption(new Option("--max-inbound-connections <n>", "connections open at once on the inbound listener; more are closed at once").env("MESHTLS_PROXY_MAX_INBOUND_CONNECTIONS").default("10000"))
+    .addOption(new Option("--max-outbound-connections <n>", "connections open at once on the outbound HTTP proxy, and on each route").env("MESHTLS_PROXY_MAX_OUTBOUND_CONNECTIONS").default("10000"))
+    .addOption(new Option("--max-admin-connections <n>", "connections open at once on the admin listener").env("MESHTLS_PROXY_MAX_ADMIN_CONNECTIONS").default("100"))
     .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_PROXY_LOG_LEVEL").default("info"));
   parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | string[] | undefined>>();
@@ -163,6 +179,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     admin: address(String(o["admin"]), "--admin"),
     workload,
     workloadHost: str("workloadHost") ?? workload.host,
+    inboundPorts: ports(str("inboundPorts"), "--inbound-ports"),
     policy: {
       defaultPolicy,
       ports: portPolicies,
@@ -174,10 +191,20 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     detectTimeoutMs: parseDurationMs(String(o["detectTimeout"]), "--detect-timeout"),
     drainTimeoutMs: parseDurationMs(String(o["drainTimeout"]), "--drain-timeout"),
     trustAnchorsPollMs: Math.max(100, parseDurationMs(String(o["trustAnchorsPoll"]), "--trust-anchors-poll")),
+    maxInboundConnections: parseCount(String(o["maxInboundConnections"]), "--max-inbound-connections", { min: 1, max: 1_000_000 }),
+    maxOutboundConnections: parseCount(String(o["maxOutboundConnections"]), "--max-outbound-connections", { min: 1, max: 1_000_000 }),
+    maxAdminConnections: parseCount(String(o["maxAdminConnections"]), "--max-admin-connections", { min: 1, max: 100_000 }),
     logLevel: String(o["logLevel"]),
   };
   if (identityServerName !== undefined) config.identityServerName = identityServerName;
   if (destinationServerName !== undefined) config.destinationServerName = destinationServerName;
+  // A workload on one of the proxy's own listeners would loop every inbound connection through the proxy.
+  const listeners: [string, HostPort][] = [["--inbound", config.inbound], ["--outbound", config.outbound], ["--admin", config.admin], ...routes.map((r): [string, HostPort] => ["--route", r.listen])];
+  for (const [flag, listener] of listeners) {
+    if (listener.port !== 0 && listener.port === workload.port && sameHost(listener.host, workload.host)) {
+      throw new ConfigError(`--workload ${formatHostPort(workload.host, workload.port)} is the proxy's own ${flag} listener: every inbound connection would loop through the proxy`);
+    }
+  }
   const bind = str("outboundBind");
   if (bind !== undefined) config.outboundBind = bind;
   return config;

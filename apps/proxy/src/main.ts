@@ -1,7 +1,7 @@
 import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
 import { createCertifier, createCredentialStore } from "@meshtls/identity";
-import { createProxy, createProxyMetrics, formatHostPort } from "@meshtls/proxy-core";
+import { createProxy, createProxyMetrics, formatHostPort, ProxyError } from "@meshtls/proxy-core";
 import { parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
@@ -12,7 +12,9 @@ import { createFileTrustBundle } from "./trust-bundle.js";
 async function main(): Promise<void> {
   const config = parseConfigOrExit("meshtls-proxy", () => parseConfig(process.argv, process.env));
 
-  const logger = pino({ level: config.logLevel, base: { service: "meshtls-proxy", identity: config.identity } });
+  // The identity comes from mixin, not base: pino merges a line's own `identity`
+  // (the certifier's, the TLS layer's) into it, so the key appears once.
+  const logger = pino({ level: config.logLevel, base: { service: "meshtls-proxy" }, mixin: () => ({ identity: config.identity }) });
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
@@ -66,6 +68,9 @@ async function main(): Promise<void> {
     })();
   };
 
+  // certifier.renewNow() obtains a certificate at once; read structurally so that
+  // an identity package without it leaves /renew answering 404.
+  const renewNow = (certifier as { renewNow?: () => Promise<{ notAfter: Date }> }).renewNow;
   const proxy = createProxy({
     identity: config.identity,
     credentials: store,
@@ -75,20 +80,24 @@ async function main(): Promise<void> {
       listen: config.inbound,
       workload: config.workload,
       workloadHost: config.workloadHost,
+      inboundPorts: config.inboundPorts,
       policy: config.policy,
       detectTimeoutMs: config.detectTimeoutMs,
       handshakeTimeoutMs: config.detectTimeoutMs,
+      maxConnections: config.maxInboundConnections,
     },
     outbound: {
       listen: config.outbound,
       routes: config.routes,
+      maxConnections: config.maxOutboundConnections,
       ...(config.outboundBind === undefined ? {} : { localAddress: config.outboundBind }),
     },
-    admin: { listen: config.admin },
+    admin: { listen: config.admin, maxConnections: config.maxAdminConnections },
     connectTimeoutMs: config.connectTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     metrics: createProxyMetrics({ registry, identityMetrics: false }),
     onShutdown: () => shutdown("admin /shutdown"),
+    ...(typeof renewNow === "function" ? { onRenew: () => renewNow.call(certifier) } : {}),
     logger,
   });
 
@@ -96,8 +105,16 @@ async function main(): Promise<void> {
   try {
     addresses = await proxy.start();
   } catch (error) {
-    logger.error({ err: (error as Error).message }, "cannot listen");
-    process.exit(1);
+    const code = error instanceof ProxyError ? error.code : "ERR_LISTEN_FAILED";
+    const cause = (error as { cause?: NodeJS.ErrnoException & { address?: string; port?: number } }).cause;
+    if (cause?.code === "EADDRINUSE") {
+      // Typically the previous proxy of this workload, still draining its connections: exiting lets the supervisor retry.
+      const address = cause.port === undefined ? undefined : formatHostPort(cause.address ?? "0.0.0.0", cause.port);
+      logger.error({ code, address, port: cause.port, err: (error as Error).message }, `port ${cause.port ?? "?"} is held by another process (perhaps a proxy still draining): exiting`);
+    } else {
+      logger.error({ code, err: (error as Error).message }, code === "ERR_CONFIG_INVALID" ? "invalid configuration" : "cannot listen");
+    }
+    process.exit(code === "ERR_CONFIG_INVALID" ? 2 : 1);
   }
   const fmt = (a: { address: string; port: number }): string => formatHostPort(a.address, a.port);
   logger.info(

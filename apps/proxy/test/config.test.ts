@@ -56,6 +56,28 @@ describe("meshtls-proxy configuration", () => {
     expect(() => parseConfig(argv(...base, "--identity-insecure-plaintext", "--identity-addr", "10.0.0.1:8080"), {})).toThrow(/loopback/);
   });
 
+  it("takes inbound ports and connection caps (flags or MESHTLS_PROXY_*), with caps of 10000, 10000 and 100 by default", () => {
+    const defaults = parseConfig(argv(...base), {});
+    expect(defaults.inboundPorts).toEqual([]);
+    expect([defaults.maxInboundConnections, defaults.maxOutboundConnections, defaults.maxAdminConnections]).toEqual([10_000, 10_000, 100]);
+    const set = parseConfig(argv(...base, "--inbound-ports", "8080, 9090", "--max-admin-connections", "5"), { MESHTLS_PROXY_MAX_INBOUND_CONNECTIONS: "20", MESHTLS_PROXY_MAX_OUTBOUND_CONNECTIONS: "30" });
+    expect(set.inboundPorts).toEqual([8080, 9090]);
+    expect([set.maxInboundConnections, set.maxOutboundConnections, set.maxAdminConnections]).toEqual([20, 30, 5]);
+    expect(parseConfig(argv(...base), { MESHTLS_PROXY_INBOUND_PORTS: "7000" }).inboundPorts).toEqual([7000]);
+    expect(() => parseConfig(argv(...base, "--inbound-ports", "http"), {})).toThrow(/--inbound-ports/);
+    for (const bad of ["0", "-1", "many", "1.5"]) expect(() => parseConfig(argv(...base, "--max-inbound-connections", bad), {})).toThrow(/--max-inbound-connections/);
+  });
+
+  it("refuses a workload address on one of the proxy's own listeners (every connection would loop)", () => {
+    const withWorkload = (workload: string, ...extra: string[]): string[] => argv(...base.slice(0, -1), workload, ...extra);
+    expect(() => parseConfig(withWorkload("127.0.0.1:4191"), {})).toThrow(/--workload 127.0.0.1:4191 is the proxy's own --admin listener/);
+    expect(() => parseConfig(withWorkload("127.0.0.1:4143"), {})).toThrow(/own --inbound listener/);
+    expect(() => parseConfig(withWorkload("127.0.0.1:4140"), {})).toThrow(/own --outbound listener/);
+    expect(() => parseConfig(withWorkload("127.0.0.1:9000", "--route", "127.0.0.1:9000=api.default.svc.cluster.local:80"), {})).toThrow(/own --route listener/);
+    // Another address with the same port is another socket.
+    expect(parseConfig(withWorkload("127.0.1.1:4191"), {}).workload).toEqual({ host: "127.0.1.1", port: 4191 });
+  });
+
   it("parses boolean variables strictly: true/1 on, false/0/empty off, anything else refused by name", () => {
     const withoutFlag = base.filter((a) => a !== "--destination-insecure-plaintext");
     const named = ["--destination-name", "destination.meshtls.serviceaccount.identity.meshtls.cluster.local"];

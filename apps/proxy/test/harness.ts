@@ -38,6 +38,8 @@ export type LogLine = Record<string, unknown> & { msg?: string };
 /** A child process whose JSON log lines are kept and can be waited for. */
 export class Proc {
   readonly lines: LogLine[] = [];
+  /** The stdout lines as written, before parsing (a parsed line keeps only the last of repeated keys). */
+  readonly raw: string[] = [];
   readonly stderr: string[] = [];
   private waiters: { match: (l: LogLine) => boolean; resolve: (l: LogLine) => void }[] = [];
   readonly exited: Promise<number | null>;
@@ -53,6 +55,7 @@ export class Proc {
       while ((nl = buffer.indexOf("\n")) >= 0) {
         const text = buffer.slice(0, nl);
         buffer = buffer.slice(nl + 1);
+        this.raw.push(text);
         let line: LogLine;
         try {
           line = JSON.parse(text) as LogLine;
@@ -159,4 +162,21 @@ export function sample(metrics: string, name: string, ...fragments: string[]): n
     if (line.startsWith(`${name}{`) && fragments.every((f) => line.includes(f))) return Number(line.slice(line.lastIndexOf(" ") + 1));
   }
   return 0;
+}
+
+/** The keys of a JSON object text's top level, in order and with repeats (JSON.parse keeps only the last). */
+export function topLevelKeys(text: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (depth === 1 && /^\s*:/.test(text.slice(j + 1))) keys.push(JSON.parse(text.slice(i, j + 1)) as string);
+      i = j;
+    } else if (c === "{" || c === "[") depth++;
+    else if (c === "}" || c === "]") depth--;
+  }
+  return keys;
 }
