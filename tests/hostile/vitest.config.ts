@@ -25,6 +25,8 @@ export default mergeConfig(
       testTimeout: 120_000,
       hookTimeout: 120_000,
       maxWorkers: 2,
+      // The slow-loris cases wait side by side (it.concurrent): all of them at once.
+      maxConcurrency: 20,
       sequence: { sequencer: SlowLorisFirst },
     },
   }),

@@ -3,7 +3,7 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe } from "vitest";
-import { defineAdminAttacks } from "./support/admin-attacks.ts";
+import { defineAdminAttacks, defineServiceAdminFlood } from "./support/admin-attacks.ts";
 import { GET, getWorks } from "./support/grpc.ts";
 import { defineGrpcAttacks } from "./support/grpc-attacks.ts";
 import { createMaterial, identityOf, startDestination } from "./support/mesh.ts";
@@ -46,6 +46,8 @@ describe("meshtls-destination under attack", () => {
 
   defineAdminAttacks("destination admin (mTLS service)", () => ({ admin: tlsService.admin, target: tlsTarget }));
   defineAdminAttacks("destination admin (plaintext service)", () => ({ admin: plainService.admin, target: plainTarget }));
+
+  defineServiceAdminFlood("destination admin (plaintext service)", () => ({ admin: plainService.admin, target: plainTarget }));
 
   // Get streams are long-lived (one per authority a proxy resolves, up to its 1,000 resolutions), so no deadline;
   // but one connection must not hold more than twice what a proxy ever needs.

@@ -1,6 +1,6 @@
 // meshtls-identity under attack: its admin port and its gRPC port, with TLS (two workers) and plaintext.
 import { afterAll, beforeAll, describe } from "vitest";
-import { defineAdminAttacks } from "./support/admin-attacks.ts";
+import { defineAdminAttacks, defineServiceAdminFlood } from "./support/admin-attacks.ts";
 import { CERTIFY, certifyWorks } from "./support/grpc.ts";
 import { defineGrpcAttacks } from "./support/grpc-attacks.ts";
 import { createMaterial, startIdentity } from "./support/mesh.ts";
@@ -43,6 +43,8 @@ describe("meshtls-identity under attack", () => {
 
   defineAdminAttacks("identity admin (2 workers)", () => ({ admin: tlsService.admin, target: tlsTarget }));
   defineAdminAttacks("identity admin (plaintext)", () => ({ admin: plainService.admin, target: plainTarget }));
+
+  defineServiceAdminFlood("identity admin (2 workers)", () => ({ admin: tlsService.admin, target: tlsTarget }));
 
   // A Certify call waits for its one request message: an idle stream must be capped and ended by a deadline.
   const flood = { maxOpenStreams: 1000, endedWithinMs: 20_000, maxRssDeltaKiB: 16 * 1024 };

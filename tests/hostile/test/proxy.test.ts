@@ -16,7 +16,7 @@ import { freePort, poll, sleep, tempDir } from "./support/processes.ts";
 import { attack, expectHolds } from "./support/results.ts";
 import type { Target } from "./support/results.ts";
 import { headerFor, portBody, TRANSPORT_ALPN, transportHeader } from "./support/transport-header.ts";
-import { exchange, grown, httpGet, httpStatus, scrape } from "./support/wire.ts";
+import { exchange, grown, httpGet, httpStatus, metricSum, scrape } from "./support/wire.ts";
 
 const C_SERVICE = "c.default.svc.cluster.local";
 const request = (host = "app"): Buffer => Buffer.from(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`, "latin1");
@@ -354,7 +354,7 @@ describe("meshtls-proxy under attack", () => {
   for (const [listener, address, count, cap, label] of floods) {
     it(`${listener}: ${count} idle connections against a cap of ${cap}`, async () => {
       const row = await attack(pTarget, listener, `${count} idle connections (cap ${cap})`, `beyond the cap closed at once and counted in tcp_connections_refused_total{listener="${label}"}`, () =>
-        capFlood(address(), () => p.admin, count, cap, "tcp_connections_refused_total", `listener="${label}"`),
+        capFlood(address(), () => p.admin, count, cap, `tcp_connections_refused_total{listener="${label}"}`, (m) => metricSum(m, "tcp_connections_refused_total", `listener="${label}"`)),
       );
       expectHolds(row);
     });

@@ -2,6 +2,7 @@
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { it } from "vitest";
+import { capFlood, sumMatching } from "./floods.ts";
 import { attack, expectHolds } from "./results.ts";
 import type { Outcome, Target } from "./results.ts";
 import { exchange, httpStatus } from "./wire.ts";
@@ -82,6 +83,21 @@ export function defineAdminAttacks(listener: string, get: () => { admin: string;
       const counts = [...seen].map(([k, n]) => `${k}×${n}`).join(" ");
       return { result: failure === undefined ? counts : `${failure}; ${counts}`, ok: failure === undefined };
     });
+    expectHolds(row);
+  });
+}
+
+/** The runtime admin server's connection cap (ADMIN_SERVER_LIMITS.maxConnections in @meshtls/runtime). */
+export const SERVICE_ADMIN_CAP = 256;
+
+/** Idle connections beyond a service admin port's cap: closed at once, and counted by some `*connections_refused*` metric. */
+export function defineServiceAdminFlood(listener: string, get: () => { admin: string; target: Target }): void {
+  const count = SERVICE_ADMIN_CAP + 100;
+  it(`${listener}: ${count} idle connections against a cap of ${SERVICE_ADMIN_CAP}`, async () => {
+    const { admin, target } = get();
+    const row = await attack(target, listener, `${count} idle connections (cap ${SERVICE_ADMIN_CAP})`, "beyond the cap closed at once and counted in a *connections_refused* metric", () =>
+      capFlood(admin, () => admin, count, SERVICE_ADMIN_CAP, "*connections_refused*", sumMatching(/connections_refused/)),
+    );
     expectHolds(row);
   });
 }

@@ -3,7 +3,7 @@ import net from "node:net";
 import { hostOf, portOf } from "./mesh.ts";
 import { sleep } from "./processes.ts";
 import type { Outcome } from "./results.ts";
-import { metricSum, scrape } from "./wire.ts";
+import { scrape } from "./wire.ts";
 
 /**
  * Opens `count` connections that never send a byte, holds them for a second,
@@ -44,19 +44,28 @@ export async function idleConnections(address: string, count: number): Promise<{
 
 /**
  * `count` idle connections against a listener capped at `cap`: those beyond
- * are closed at once and the process' /metrics counts them (`metric` with
- * `fragments`).
+ * are closed at once and the process' /metrics counts them (`counted` reads
+ * the count from a scrape; `what` names it in the result).
  */
-export async function capFlood(address: string, admin: () => string, count: number, cap: number, metric: string, ...fragments: string[]): Promise<Outcome> {
-  const before = metricSum(await scrape(admin()), metric, ...fragments);
+export async function capFlood(address: string, admin: () => string, count: number, cap: number, what: string, counted: (metrics: string) => number): Promise<Outcome> {
+  const before = counted(await scrape(admin()));
   const { opened, closedByServer } = await idleConnections(address, count);
   // The admin cap may itself refuse our scrape while the flood holds it: scrape afterwards.
-  const after = metricSum(await scrape(admin()), metric, ...fragments);
+  const after = counted(await scrape(admin()));
   const beyond = count - cap;
   const capped = closedByServer >= beyond * 0.9;
-  const counted = after - before >= beyond * 0.9;
+  const recorded = after - before >= beyond * 0.9;
   return {
-    result: `${opened} connected, ${closedByServer} closed at once by the server; ${metric} +${after - before}`,
-    ok: capped && counted,
+    result: `${opened} connected, ${closedByServer} closed at once; ${what} +${after - before}`,
+    ok: capped && recorded,
   };
+}
+
+/** The sum of every sample whose metric name matches `pattern` (any labels). */
+export function sumMatching(pattern: RegExp): (metrics: string) => number {
+  return (metrics) =>
+    metrics
+      .split("\n")
+      .filter((line) => !line.startsWith("#") && pattern.test(line.split(/[{ ]/)[0] ?? ""))
+      .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
 }

@@ -1,0 +1,133 @@
+// Slow-loris on every listener that parses what it reads: one byte a second of a request that never completes.
+// Each connection must be closed by a server-side timeout within SLOW_LORIS_BOUND_MS, not hold its slot forever.
+// (A route listener is left out: it is a plain TCP pipe, and trickled bytes are the application's data.)
+import { writeFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import path from "node:path";
+import tls from "node:tls";
+import { afterAll, beforeAll, describe, it } from "vitest";
+import { clientHello } from "./support/client-hello.ts";
+import { frame, FrameType, PREFACE } from "./support/http2-frames.ts";
+import { createMaterial, hostOf, identityOf, portOf, startDestination, startIdentity, startProxy } from "./support/mesh.ts";
+import type { Leaf, Material, ProxyProcess, Service } from "./support/mesh.ts";
+import { tempDir } from "./support/processes.ts";
+import type { Proc } from "./support/processes.ts";
+import { attack, expectHolds } from "./support/results.ts";
+import type { Outcome } from "./support/results.ts";
+import { TRANSPORT_ALPN, transportHeader } from "./support/transport-header.ts";
+import { httpGet } from "./support/wire.ts";
+
+/**
+ * Well above any legitimate time to send a request head or finish a handshake, and above the 60 s a node
+ * server with a 30 s headersTimeout may take (it checks every 30 s by default), so that no row sits on the edge.
+ */
+const SLOW_LORIS_BOUND_MS = 75_000;
+const BYTE_EVERY_MS = 1000;
+
+/**
+ * Connects (TLS first when `tlsOptions` is given) and writes `payload` one
+ * byte every second, forever; resolves with when the server hung up, or
+ * undefined if it still held the connection at the bound.
+ */
+function trickle(address: string, payload: Buffer, tlsOptions?: tls.ConnectionOptions): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    let sent = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const socket: net.Socket =
+      tlsOptions === undefined ? net.connect({ host: hostOf(address), port: portOf(address) }) : tls.connect({ host: hostOf(address), port: portOf(address), ...tlsOptions });
+    const done = (outcome: Outcome): void => {
+      clearInterval(timer);
+      clearTimeout(bound);
+      socket.destroy();
+      resolve(outcome);
+    };
+    const bound = setTimeout(() => done({ result: `still open after ${SLOW_LORIS_BOUND_MS / 1000} s (${sent} B trickled)`, ok: false }), SLOW_LORIS_BOUND_MS);
+    socket.once(tlsOptions === undefined ? "connect" : "secureConnect", () => {
+      timer = setInterval(() => {
+        if (!socket.destroyed) socket.write(payload.subarray(sent % payload.length, (sent % payload.length) + 1));
+        sent++;
+      }, BYTE_EVERY_MS);
+    });
+    socket.on("data", () => undefined);
+    socket.on("error", () => undefined);
+    socket.once("close", () => done({ result: `closed by the server after ${((Date.now() - started) / 1000).toFixed(1)} s`, ok: true }));
+  });
+}
+
+/** An HTTP/1 head that never ends: a request line, then one header after another. */
+const endlessHead = (first: string): Buffer => Buffer.from(first + "X-Slow: 1\r\n".repeat(50), "latin1");
+/** The HTTP/2 preface and SETTINGS, then a HEADERS frame whose 16 KiB payload never arrives. */
+const endlessH2 = (): Buffer => Buffer.concat([PREFACE, frame(FrameType.SETTINGS, 0, 0), frame(FrameType.HEADERS, 4, 1, Buffer.alloc(16_384, 0x41)).subarray(0, 200)]);
+
+describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1000} s`, () => {
+  const servers: http.Server[] = [];
+  let material: Material;
+  let identityTls: Service;
+  let identityPlain: Service;
+  let destinationTls: Service;
+  let destinationPlain: Service;
+  let proxy: ProxyProcess;
+  let evil: Leaf;
+
+  beforeAll(async () => {
+    const dir = tempDir("slow-loris");
+    material = await createMaterial(dir);
+    evil = await material.leaf(identityOf("evil"));
+    const registryFile = path.join(dir, "registry.yaml");
+    writeFileSync(registryFile, "services: []\n");
+    const app = http.createServer((_req, res) => res.end("app\n"));
+    servers.push(app);
+    await new Promise<void>((resolve) => app.listen(0, "127.0.1.2", resolve));
+    [identityTls, identityPlain, destinationTls, destinationPlain] = await Promise.all([
+      startIdentity(material, { name: "identity-tls" }),
+      startIdentity(material, { name: "identity-plaintext", plaintext: true }),
+      startDestination(material, { name: "destination-tls", registryFile, tls: true }),
+      startDestination(material, { name: "destination-plaintext", registryFile }),
+    ]);
+    proxy = await startProxy(material, {
+      name: "proxy",
+      sa: "b",
+      ip: "127.0.1.2",
+      workloadPort: (app.address() as net.AddressInfo).port,
+      identity: identityTls,
+      destination: destinationPlain,
+    });
+  });
+  afterAll(async () => {
+    for (const server of servers) server.close();
+    await proxy?.proc.stop();
+    await Promise.all([identityTls, identityPlain, destinationTls, destinationPlain].map((s) => s?.proc.stop()));
+  });
+
+  const live = (admin: () => string) => async (): Promise<boolean> => (await httpGet(admin(), "/live"))?.status === 200;
+  const cases: [string, string, () => Proc, () => Promise<boolean>, () => Promise<Outcome>][] = [
+    ["identity admin", "request head trickled", () => identityTls.proc, live(() => identityTls.admin), () => trickle(identityTls.admin, endlessHead("GET /metrics HTTP/1.1\r\nHost: x\r\n"))],
+    ["identity gRPC TLS", "ClientHello trickled", () => identityTls.proc, live(() => identityTls.admin), () => trickle(identityTls.grpc, clientHello(identityTls.serverName, ["h2"]))],
+    ["identity gRPC TLS", "HTTP/2 preface trickled after the handshake", () => identityTls.proc, live(() => identityTls.admin), () =>
+      trickle(identityTls.grpc, endlessH2(), { ca: material.caPem, servername: identityTls.serverName, ALPNProtocols: ["h2"] })],
+    ["identity gRPC plaintext", "HTTP/2 preface trickled", () => identityPlain.proc, live(() => identityPlain.admin), () => trickle(identityPlain.grpc, endlessH2())],
+    ["destination admin", "request head trickled", () => destinationPlain.proc, live(() => destinationPlain.admin), () => trickle(destinationPlain.admin, endlessHead("GET /metrics HTTP/1.1\r\nHost: x\r\n"))],
+    ["destination gRPC mTLS", "ClientHello trickled", () => destinationTls.proc, live(() => destinationTls.admin), () => trickle(destinationTls.grpc, clientHello(destinationTls.serverName, ["h2"]))],
+    ["destination gRPC mTLS", "HTTP/2 preface trickled after the handshake", () => destinationTls.proc, live(() => destinationTls.admin), () =>
+      trickle(destinationTls.grpc, endlessH2(), { ca: material.caPem, servername: destinationTls.serverName, ALPNProtocols: ["h2"], key: evil.keyPem, cert: evil.chainPem })],
+    ["destination gRPC plaintext", "HTTP/2 preface trickled", () => destinationPlain.proc, live(() => destinationPlain.admin), () => trickle(destinationPlain.grpc, endlessH2())],
+    ["proxy inbound", "ClientHello trickled", () => proxy.proc, live(() => proxy.admin), () => trickle(proxy.inbound, clientHello(proxy.identity, [TRANSPORT_ALPN]))],
+    ["proxy inbound (mesh mTLS)", "transport header trickled after the handshake", () => proxy.proc, live(() => proxy.admin), () =>
+      trickle(proxy.inbound, transportHeader(Buffer.alloc(3000, 0x08)), { ca: material.caPem, servername: proxy.identity, ALPNProtocols: [TRANSPORT_ALPN], key: evil.keyPem, cert: evil.chainPem })],
+    ["proxy outbound", "CONNECT head trickled", () => proxy.proc, live(() => proxy.admin), () => trickle(proxy.outbound, endlessHead("CONNECT c.default.svc.cluster.local:80 HTTP/1.1\r\n"))],
+    ["proxy admin", "request head trickled", () => proxy.proc, live(() => proxy.admin), () => trickle(proxy.admin, endlessHead("GET /metrics HTTP/1.1\r\nHost: x\r\n"))],
+  ];
+  for (const [listener, name, proc, serving, run] of cases) {
+    it.concurrent(`${listener}: ${name}`, async () => {
+      const target = {
+        get proc() {
+          return proc();
+        },
+        serving,
+      };
+      expectHolds(await attack(target, listener, `slow-loris: ${name}`, `closed by the server within ${SLOW_LORIS_BOUND_MS / 1000} s`, run));
+    });
+  }
+});
