@@ -20,7 +20,38 @@ export {
 export type { DestinationServer } from "./gen/destination.js";
 export { CertifyRequest, CertifyResponse, IdentityClient, IdentityService } from "./gen/identity.js";
 export type { IdentityServer } from "./gen/identity.js";
-export { IPAddress, IPv6, TcpAddress } from "./gen/net.js";
+export { IPAddress, IPNetwork, IPv6, TcpAddress } from "./gen/net.js";
+export {
+  Authn,
+  Authn_PermitMeshTLS,
+  Authn_PermitMeshTLS_PermitClientIdentities,
+  Authn_PermitUnauthenticated,
+  Authz,
+  GrpcRoute,
+  HttpLocalRateLimit,
+  HttpRoute,
+  Identity,
+  IdentitySuffix,
+  InboundServerPoliciesClient,
+  InboundServerPoliciesService,
+  Network,
+  PortSpec,
+  ProxyProtocol,
+  ProxyProtocol_Detect,
+  ProxyProtocol_Grpc,
+  ProxyProtocol_Http1,
+  ProxyProtocol_Http2,
+  ProxyProtocol_Opaque,
+  ProxyProtocol_Tls,
+  // `Server` would read as a grpc-js server in callers' code.
+  Server as InboundServer,
+} from "./gen/inbound.js";
+export type { InboundServerPoliciesServer } from "./gen/inbound.js";
+export { Metadata, Resource as MetadataResource } from "./gen/meta.js";
+export { HeaderMatch, HostMatch, HttpRouteMatch, PathMatch, QueryParamMatch } from "./gen/http_route.js";
+export { HttpMethod, HttpMethod_Registered } from "./gen/http_types.js";
+export { GrpcRouteMatch, GrpcRpcMatch } from "./gen/grpc_route.js";
+export { Duration } from "./gen/google/protobuf/duration.js";
 export { Header as TransportHeader, SessionProtocol as TransportSessionProtocol } from "./gen/opaque_transport.js";
 export { Timestamp } from "./gen/google/protobuf/timestamp.js";
 export type { MessageFns } from "./gen/net.js";

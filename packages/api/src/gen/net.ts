@@ -31,6 +31,12 @@ export interface IPAddress {
     | undefined;
 }
 
+/** A CIDR: an address and the length of its prefix in bits. */
+export interface IPNetwork {
+  ip: IPAddress | undefined;
+  prefixLen: number;
+}
+
 /** IPv6 as two big-endian 64-bit halves. */
 export interface IPv6 {
   first: bigint;
@@ -219,6 +225,95 @@ export const IPAddress: MessageFns<IPAddress> = {
         break;
       }
     }
+    return message;
+  },
+};
+
+function createBaseIPNetwork(): IPNetwork {
+  return { ip: undefined, prefixLen: 0 };
+}
+
+export const IPNetwork: MessageFns<IPNetwork> = {
+  encode(message: IPNetwork, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ip !== undefined) {
+      IPAddress.encode(message.ip, writer.uint32(10).fork()).join();
+    }
+    if (message.prefixLen !== 0) {
+      writer.uint32(16).uint32(message.prefixLen);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IPNetwork {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseIPNetwork();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ip = IPAddress.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.prefixLen = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): IPNetwork {
+    return {
+      ip: isSet(object.ip) ? IPAddress.fromJSON(object.ip) : undefined,
+      prefixLen: isSet(object.prefixLen)
+        ? globalThis.Number(object.prefixLen)
+        : isSet(object.prefix_len)
+        ? globalThis.Number(object.prefix_len)
+        : 0,
+    };
+  },
+
+  toJSON(message: IPNetwork): unknown {
+    const obj: any = {};
+    if (message.ip !== undefined) {
+      obj.ip = IPAddress.toJSON(message.ip);
+    }
+    if (message.prefixLen !== 0) {
+      obj.prefixLen = Math.round(message.prefixLen);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<IPNetwork>): IPNetwork {
+    return IPNetwork.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<IPNetwork>): IPNetwork {
+    const message = createBaseIPNetwork();
+    message.ip = (object.ip !== undefined && object.ip !== null) ? IPAddress.fromPartial(object.ip) : undefined;
+    message.prefixLen = object.prefixLen ?? 0;
     return message;
   },
 };
