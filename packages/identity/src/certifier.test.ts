@@ -22,15 +22,13 @@ describe("createCertifier against a TLS identity server on loopback", () => {
   let pki: Awaited<ReturnType<typeof createPkiFixture>>;
   let signer: Awaited<ReturnType<typeof createTokenSigner>>;
 
-  beforeAll(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), "certifier-"));
-    pki = await createPkiFixture();
-    signer = await createTokenSigner();
+  /** A TLS identity server on loopback issuing leaves of `lifetimeMs` (no skew allowance unless given). */
+  async function startServer(lifetimeMs: number, skewMs: number): Promise<{ server: Server; address: string }> {
     const parts = createIdentityServer({
       issuerStore: pki.source,
       tokenValidator: createJwksTokenValidator({ jwks: signer.jwks, issuer: TOKEN_ISSUER }),
-      lifetimeMs: 60_000,
-      skewMs: 1000,
+      lifetimeMs,
+      skewMs,
     });
     const keys = await generateKeyPair();
     const own = await issueLeaf({
@@ -48,12 +46,19 @@ describe("createCertifier against a TLS identity server on loopback", () => {
       addCaCertificateListener: () => {},
       removeCaCertificateListener: () => {},
     };
-    server = new Server(parts.serverOptions);
-    server.addService(parts.service, parts.implementation);
+    const grpcServer = new Server(parts.serverOptions);
+    grpcServer.addService(parts.service, parts.implementation);
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", experimental.createCertificateProviderServerCredentials(provider, null, false), (e, p) => (e ? reject(e) : resolve(p))),
+      grpcServer.bindAsync("127.0.0.1:0", experimental.createCertificateProviderServerCredentials(provider, null, false), (e, p) => (e ? reject(e) : resolve(p))),
     );
-    address = `127.0.0.1:${port}`;
+    return { server: grpcServer, address: `127.0.0.1:${port}` };
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), "certifier-"));
+    pki = await createPkiFixture();
+    signer = await createTokenSigner();
+    ({ server, address } = await startServer(60_000, 1000));
   });
   afterAll(async () => {
     server.forceShutdown();
@@ -137,6 +142,77 @@ describe("createCertifier against a TLS identity server on loopback", () => {
     await new Promise((r) => setTimeout(r, 500));
     expect(store.current()).toBeUndefined();
     await certifier.stop();
+  });
+
+  describe("renewNow", () => {
+    it("gets a certificate for a new key now and publishes it; concurrent calls share one request", async () => {
+      const tokenFile = path.join(dir, "token-renew");
+      await writeFile(tokenFile, await signer.mint("default", "web"));
+      const store = createCredentialStore();
+      const certifier = createCertifier({ identity, tokenFile, trustAnchors: [pki.anchor.certificate], address, serverName, store });
+      const published: Credentials[] = [];
+      store.subscribe((c) => published.push(c));
+      certifier.start();
+      const first = await certifier.ready();
+
+      const [a, b] = await Promise.all([certifier.renewNow(), certifier.renewNow()]);
+      expect(b).toBe(a);
+      expect(published).toEqual([first, a]);
+      expect(store.current()).toBe(a);
+      expect(a.privateKeyPem).not.toBe(first.privateKeyPem);
+      expect(Buffer.from(a.leaf).equals(Buffer.from(first.leaf))).toBe(false);
+
+      const c = await certifier.renewNow();
+      expect(c.privateKeyPem).not.toBe(a.privateKeyPem);
+      expect(published).toEqual([first, a, c]);
+      await certifier.stop();
+      await expect(certifier.renewNow()).rejects.toMatchObject({ code: "ERR_ABORTED" });
+    });
+
+    it("rejects with the coded error when Certify fails, keeping the current certificate", async () => {
+      const tokenFile = path.join(dir, "token-renew-fail");
+      await writeFile(tokenFile, await signer.mint("default", "web"));
+      const store = createCredentialStore();
+      const registry = new Registry();
+      const certifier = createCertifier({ identity, tokenFile, trustAnchors: [pki.anchor.certificate], address, serverName, store, metricsRegistry: registry });
+      certifier.start();
+      const first = await certifier.ready();
+      // A token for another ServiceAccount: the service refuses the request.
+      await writeFile(tokenFile, await signer.mint("default", "api"));
+      await expect(certifier.renewNow()).rejects.toMatchObject({ name: "IdentityError", code: "ERR_CERTIFY_FAILED" });
+      await writeFile(tokenFile, "");
+      await expect(certifier.renewNow()).rejects.toMatchObject({ code: "ERR_TOKEN_FILE" });
+      expect(store.current()).toBe(first);
+      expect(await registry.getSingleMetricAsString("identity_cert_refreshes_total")).toMatch(/result="failure"} 2/);
+      await certifier.stop();
+    });
+
+    it("reschedules the next refresh from the renewed certificate, with the renewed key", async () => {
+      // 10-second leaves: refreshes at 70 %, 7 s after each certificate.
+      const short = await startServer(10_000, 0);
+      const tokenFile = path.join(dir, "token-renew-schedule");
+      await writeFile(tokenFile, await signer.mint("default", "web"));
+      const store = createCredentialStore();
+      const certifier = createCertifier({ identity, tokenFile, trustAnchors: [pki.anchor.certificate], address: short.address, serverName, store });
+      const published: { at: number; credentials: Credentials }[] = [];
+      store.subscribe((credentials) => published.push({ at: Date.now(), credentials }));
+      certifier.start();
+      await certifier.ready();
+      const t0 = published[0]?.at ?? 0;
+      await new Promise((r) => setTimeout(r, 3000));
+      const renewed = await certifier.renewNow();
+      const renewedAt = Date.now();
+      // The refresh due 7 s after the first certificate did not happen: the next is due 7 s after the renewal.
+      await new Promise((r) => setTimeout(r, t0 + 8500 - Date.now()));
+      expect(published).toHaveLength(2);
+      await new Promise((r) => setTimeout(r, renewedAt + 7000 + 3000 - Date.now()));
+      expect(published).toHaveLength(3);
+      const refreshed = published[2] as { at: number; credentials: Credentials };
+      expect(refreshed.at - renewedAt).toBeGreaterThan(6000);
+      expect(refreshed.credentials.privateKeyPem).toBe(renewed.privateKeyPem);
+      await certifier.stop();
+      short.server.forceShutdown();
+    }, 30_000);
   });
 
   it("requires serverName unless plaintext", () => {

@@ -13,6 +13,13 @@ import { noopLogger } from "./logger.ts";
 import type { Logger } from "./logger.ts";
 import { backoffDelayMs, refreshDelayMs } from "./refresh-timing.ts";
 
+/** A key pair and the CSR for it; kept across refreshes until a renewal replaces it. */
+interface KeyMaterial {
+  keyPair: CryptoKeyPair;
+  csr: Uint8Array;
+  privateKeyPem: string;
+}
+
 export interface CertifierOptions {
   /** The identity to request, e.g. `web.default.serviceaccount.identity.meshtls.cluster.local`. */
   identity: string;
@@ -32,7 +39,12 @@ export interface CertifierOptions {
   spiffeId?: string;
   /** Deadline of one Certify call, in milliseconds. Default 10000. */
   requestTimeoutMs?: number;
-  /** Retry backoff after a failure: first delay, cap (both in milliseconds) and jitter fraction. Default 1000, 60000, 0.2. */
+  /**
+   * Retry backoff after a failure: first delay, cap (both in milliseconds) and
+   * jitter fraction. Default 1000, 60000, 0.2: retries 1 s, 2 s, 4 s … after
+   * each failure, doubling up to 60 s, each shortened by a random 0–20 %, so
+   * never more than 60 s apart. Every retry dials a new connection.
+   */
   backoff?: { initialMs?: number; maxMs?: number; jitter?: number };
   /** Random source in [0, 1) for jitter. Default Math.random. */
   random?: () => number;
@@ -47,6 +59,17 @@ export interface CertifierOptions {
 export interface Certifier {
   /** Generates the key and starts requesting certificates. Idempotent. */
   start(): void;
+  /**
+   * Requests a certificate now, for a new key: on success it is published to
+   * the store like a scheduled refresh, later refreshes use the new key and
+   * the next one is scheduled from the new certificate. Calls made while one
+   * is under way share it. On failure the current certificate and schedule
+   * stay. Starts the certifier if it was not.
+   * @throws IdentityError the failure's code (`ERR_CERTIFY_FAILED`,
+   *   `ERR_RESPONSE_INVALID`, `ERR_TOKEN_FILE`, `ERR_CONFIG_INVALID`), or
+   *   `ERR_ABORTED` once stopped.
+   */
+  renewNow(): Promise<Credentials>;
   /** Resolves with the first certificate (or rejects if stopped before one arrives). */
   ready(): Promise<Credentials>;
   /** Stops timers and closes the channel. The store keeps its last value. */
@@ -87,7 +110,11 @@ export function createCertifier(options: CertifierOptions): Certifier {
   let timer: NodeJS.Timeout | undefined;
   let attempt = 0;
   let client: { instance: IdentityClient; anchorsPem: string } | undefined;
-  let inFlight: AbortController | undefined;
+  const inFlight = new Set<AbortController>();
+  // Counts renewals published: a scheduled attempt that began before one
+  // neither publishes nor reschedules (the renewal did both).
+  let renewals = 0;
+  let renewal: Promise<Credentials> | undefined;
   let readyResolve: (c: Credentials) => void = () => {};
   let readyReject: (e: unknown) => void = () => {};
   const readyPromise = new Promise<Credentials>((resolve, reject) => {
@@ -95,7 +122,7 @@ export function createCertifier(options: CertifierOptions): Certifier {
     readyReject = reject;
   });
   readyPromise.catch(() => undefined);
-  let material: Promise<{ keyPair: CryptoKeyPair; csr: Uint8Array; privateKeyPem: string }> | undefined;
+  let material: Promise<KeyMaterial> | undefined;
 
   const onAbort = () => void stop();
   options.signal?.addEventListener("abort", onAbort, { once: true });
@@ -114,9 +141,20 @@ export function createCertifier(options: CertifierOptions): Certifier {
       channelOptions["grpc.ssl_target_name_override"] = options.serverName as string;
       channelOptions["grpc.default_authority"] = options.serverName as string;
     }
+    // A subchannel of our own: grpc-js shares subchannels between equal
+    // channels, and a shared one would bring its reconnect backoff along.
+    channelOptions["grpc.use_local_subchannel_pool"] = 1;
     const instance = new IdentityClient(options.address, creds, channelOptions);
     client = { instance, anchorsPem };
     return instance;
+  }
+
+  // After a failure the channel is dropped, so that the next attempt dials
+  // at once: a kept channel fails calls fast while grpc-js waits out its own
+  // reconnect backoff (up to 120 s), which would add to ours.
+  function dropChannel(): void {
+    client?.instance.close();
+    client = undefined;
   }
 
   async function readToken(): Promise<Buffer> {
@@ -146,14 +184,15 @@ export function createCertifier(options: CertifierOptions): Certifier {
     });
   }
 
-  async function certifyOnce(signal: AbortSignal): Promise<Credentials> {
-    material ??= (async () => {
-      const keyPair = await generateKeyPair();
-      const csr = await createCsr({ keyPair, identity: options.identity, ...(options.spiffeId === undefined ? {} : { spiffeId: options.spiffeId }) });
-      const privateKeyPem = await exportPrivateKey(keyPair.privateKey);
-      return { keyPair, csr, privateKeyPem: privateKeyPem as string };
-    })();
-    const { keyPair, csr, privateKeyPem } = await material;
+  async function newMaterial(): Promise<KeyMaterial> {
+    const keyPair = await generateKeyPair();
+    const csr = await createCsr({ keyPair, identity: options.identity, ...(options.spiffeId === undefined ? {} : { spiffeId: options.spiffeId }) });
+    const privateKeyPem = await exportPrivateKey(keyPair.privateKey);
+    return { keyPair, csr, privateKeyPem: privateKeyPem as string };
+  }
+
+  async function certifyOnce(signal: AbortSignal, keys: KeyMaterial): Promise<Credentials> {
+    const { keyPair, csr, privateKeyPem } = keys;
     const token = await readToken();
     const anchorDer = anchors();
     if (anchorDer.length === 0) throw new IdentityError("ERR_CONFIG_INVALID", "there are no trust anchors to verify the identity service and the leaf");
@@ -208,44 +247,84 @@ export function createCertifier(options: CertifierOptions): Certifier {
 
   function schedule(delayMs: number): void {
     if (stopped) return;
+    if (timer) clearTimeout(timer);
     timer = setTimeout(() => void run(), delayMs);
+  }
+
+  function publish(credentials: Credentials, renewed: boolean): void {
+    attempt = 0;
+    options.store.set(credentials);
+    refreshes.inc({ result: "ok" });
+    expiration.set(credentials.notAfter.getTime() / 1000);
+    const delay = refreshDelayMs({ notAfter: credentials.notAfter, now: now() });
+    logger.info({ identity: options.identity, notAfter: credentials.notAfter.toISOString(), refreshInMs: Math.round(delay), ...(renewed ? { renewed } : {}) }, "certified");
+    readyResolve(credentials);
+    schedule(delay);
+  }
+
+  function failed(error: unknown, retryInMs: number | undefined): void {
+    refreshes.inc({ result: "failure" });
+    dropChannel();
+    const current = options.store.current();
+    logger.warn(
+      {
+        identity: options.identity,
+        code: (error as { code?: string }).code,
+        reason: error instanceof Error ? error.message : String(error),
+        ...(retryInMs === undefined ? {} : { retryInMs: Math.round(retryInMs) }),
+        keeping: current ? current.notAfter.toISOString() : null,
+      },
+      retryInMs === undefined ? "renew failed" : "certify failed; retrying",
+    );
   }
 
   async function run(): Promise<void> {
     timer = undefined;
     if (stopped) return;
-    inFlight = new AbortController();
+    const before = renewals;
+    const controller = new AbortController();
+    inFlight.add(controller);
     try {
-      const credentials = await certifyOnce(inFlight.signal);
-      if (stopped) return;
-      attempt = 0;
-      options.store.set(credentials);
-      refreshes.inc({ result: "ok" });
-      expiration.set(credentials.notAfter.getTime() / 1000);
-      const delay = refreshDelayMs({ notAfter: credentials.notAfter, now: now() });
-      logger.info({ identity: options.identity, notAfter: credentials.notAfter.toISOString(), refreshInMs: Math.round(delay) }, "certified");
-      readyResolve(credentials);
-      schedule(delay);
+      material ??= newMaterial();
+      const credentials = await certifyOnce(controller.signal, await material);
+      if (stopped || renewals !== before) return;
+      publish(credentials, false);
     } catch (error) {
-      if (stopped) return;
-      refreshes.inc({ result: "failure" });
+      if (stopped || renewals !== before) return;
       const delay = backoffDelayMs({ attempt, ...backoff, random });
       attempt += 1;
-      const current = options.store.current();
-      logger.warn(
-        {
-          identity: options.identity,
-          code: (error as { code?: string }).code,
-          reason: error instanceof Error ? error.message : String(error),
-          retryInMs: Math.round(delay),
-          keeping: current ? current.notAfter.toISOString() : null,
-        },
-        "certify failed; retrying",
-      );
+      failed(error, delay);
       schedule(delay);
     } finally {
-      inFlight = undefined;
+      inFlight.delete(controller);
     }
+  }
+
+  function renewNow(): Promise<Credentials> {
+    if (stopped) return Promise.reject(new IdentityError("ERR_ABORTED", "the certifier is stopped"));
+    // Unstarted, the scheduled attempts start too: they keep trying if this one fails.
+    certifier.start();
+    renewal ??= (async () => {
+      const controller = new AbortController();
+      inFlight.add(controller);
+      try {
+        const keys = await newMaterial();
+        const credentials = await certifyOnce(controller.signal, keys);
+        if (stopped) throw new IdentityError("ERR_ABORTED", "the certifier stopped during the renewal");
+        material = Promise.resolve(keys);
+        renewals += 1;
+        publish(credentials, true);
+        return credentials;
+      } catch (error) {
+        if (stopped) throw new IdentityError("ERR_ABORTED", "the certifier stopped during the renewal", { cause: error });
+        failed(error, undefined);
+        throw error instanceof IdentityError ? error : new IdentityError("ERR_CERTIFY_FAILED", `renewal failed: ${String(error)}`, { cause: error });
+      } finally {
+        inFlight.delete(controller);
+        renewal = undefined;
+      }
+    })();
+    return renewal;
   }
 
   async function stop(): Promise<void> {
@@ -253,13 +332,12 @@ export function createCertifier(options: CertifierOptions): Certifier {
     stopped = true;
     options.signal?.removeEventListener("abort", onAbort);
     if (timer) clearTimeout(timer);
-    inFlight?.abort();
-    client?.instance.close();
-    client = undefined;
+    for (const controller of inFlight) controller.abort();
+    dropChannel();
     readyReject(new IdentityError("ERR_ABORTED", "the certifier stopped before a certificate was issued"));
   }
 
-  return {
+  const certifier: Certifier = {
     start() {
       if (started || stopped) return;
       started = true;
@@ -270,6 +348,8 @@ export function createCertifier(options: CertifierOptions): Certifier {
       schedule(0);
     },
     ready: () => readyPromise,
+    renewNow,
     stop,
   };
+  return certifier;
 }
