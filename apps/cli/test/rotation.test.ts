@@ -94,8 +94,15 @@ describe("trust anchor rotation with zero failed requests (live identity, destin
     // 1. A new anchor B (with an issuer under it) and the bundle A+B, both with the CLI.
     steps.push("create anchor B");
     expect((await runCli(["certs", "create", "--out", certsB])).code).toBe(0);
-    const bundled = await runCli(["certs", "bundle", "--out", bundleAB, path.join(certsA, "ca.crt"), path.join(certsB, "ca.crt")]);
+    // The guard, told where certificates run: B alone would strand every running certificate (all under A), so nothing is written.
+    const running = ["--proxy-admin", api.admin, "--proxy-admin", web.admin, "--identity-addr", mesh.identity!.grpcAddress];
+    const stranded = await runCli(["certs", "bundle", "--out", bundleB, path.join(certsB, "ca.crt"), ...running]);
+    expect(stranded.code).toBe(1);
+    expect(stranded.stderr).toMatch(/refusing to write .*bundle-b\.crt: running certificates would not verify under it/);
+    expect(stranded.stderr.match(/would no longer verify/g)).toHaveLength(3);
+    const bundled = await runCli(["certs", "bundle", "--out", bundleAB, path.join(certsA, "ca.crt"), path.join(certsB, "ca.crt"), ...running]);
     expect(bundled.code, bundled.stderr).toBe(0);
+    expect(bundled.stdout.match(/^running: .* kept by this bundle$/gm)).toHaveLength(3);
 
     // 2. Roll the bundle out: the proxies and the identity service reload the trust-anchors file without a restart.
     steps.push("roll out bundle A+B");
@@ -128,7 +135,9 @@ describe("trust anchor rotation with zero failed requests (live identity, destin
 
     // 5. Remove anchor A: bundle B only, rolled out to the proxies and the identity service.
     steps.push("remove anchor A");
-    expect((await runCli(["certs", "bundle", "--out", bundleB, path.join(certsB, "ca.crt")])).code).toBe(0);
+    // Every running certificate is under B now: the guard lets the B-only bundle through.
+    const guarded = await runCli(["certs", "bundle", "--out", bundleB, path.join(certsB, "ca.crt"), "--proxy-admin", api.admin, "--proxy-admin", web.admin, "--identity-addr", mesh.identity!.grpcAddress]);
+    expect(guarded.code, guarded.stderr).toBe(0);
     const reloadedB = [api, web].map((w) => next(w.proxy, (l) => l.msg === "trust anchors reloaded" && l.anchors === 1, "reload of the 1-anchor bundle"));
     const identityReloadedB = next(mesh.identity!.proc, (l) => l.msg === "trust anchors loaded" && l.anchors === 1, "identity service reload of the 1-anchor bundle");
     // The issuer under B stays in use under B alone (revalidated, not dropped).
