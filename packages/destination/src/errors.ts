@@ -13,7 +13,15 @@ export type DestinationErrorCode =
   /** The resolution was closed or its signal aborted. */
   | "ERR_RESOLUTION_CLOSED"
   /** An option given to `createDestinationServer` is out of range (a stream cap below 1). */
-  | "ERR_CONFIG_INVALID";
+  | "ERR_CONFIG_INVALID"
+  /** A policy value is malformed (a CIDR, a default policy name); in a registry file this is `ERR_REGISTRY_INVALID`. */
+  | "ERR_POLICY_INVALID"
+  /** A `PortSpec.workload` is not `{"ns":"<namespace>","pod":"<name>"}` (or `<namespace>:<name>`); gRPC INVALID_ARGUMENT. */
+  | "ERR_POLICY_WORKLOAD_INVALID"
+  /** A `PortSpec.port` is not in 1..65535; gRPC INVALID_ARGUMENT. */
+  | "ERR_POLICY_PORT_INVALID"
+  /** The workload is not in the policy model; gRPC NOT_FOUND "unknown server". */
+  | "ERR_POLICY_UNKNOWN_SERVER";
 
 /** The one error class of @meshtls/destination: switch on `code`. */
 export class DestinationError extends Error {

@@ -20,6 +20,32 @@ export { MAX_REGISTRY_FILE_BYTES, parseRegistry } from "./registry-file-format.j
 export { parseAuthority, parseContextToken } from "./authority.js";
 export type { ContextToken, Target } from "./authority.js";
 
+// Inbound policy (InboundServerPolicies): a protocol-free controller over a policy model.
+export { createInboundPolicyController, policySourceOf } from "./policy/controller.js";
+export type { InboundPolicyController, InboundPolicyControllerOptions, PortQuery } from "./policy/controller.js";
+export { resolveInboundServer } from "./policy/resolve.js";
+export type { ResolveOptions } from "./policy/resolve.js";
+export { parseWorkload, MAX_WORKLOAD_BYTES } from "./policy/workload.js";
+export type { WorkloadRef } from "./policy/workload.js";
+export { ALL_NETWORKS, DEFAULT_CLUSTER_NETWORKS, cidrContains, parseCidr } from "./policy/cidr.js";
+export { DEFAULT_POLICIES, EMPTY_POLICY_MODEL, PROXY_PROTOCOLS, selectorMatches } from "./policy/model.js";
+export type {
+  AuthenticationRef,
+  AuthorizationPolicy,
+  Cidr,
+  DefaultPolicy,
+  IdentityRef,
+  LabelSelector,
+  LabelSelectorRequirement,
+  MeshTLSAuthentication,
+  NetworkAuthentication,
+  PolicyModel,
+  PolicyServer,
+  PolicySource,
+  PolicyWorkload,
+  ProxyProtocolName,
+} from "./policy/model.js";
+
 // Errors and logging.
 export { DestinationError } from "./errors.js";
 export type { DestinationErrorCode } from "./errors.js";

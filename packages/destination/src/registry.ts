@@ -4,6 +4,8 @@
  * Consul one...); this package brings a file registry and a static one.
  */
 
+import type { PolicyModel } from "./policy/model.js";
+
 /** Default inbound proxy port of a meshed endpoint. */
 export const DEFAULT_INBOUND_PORT = 4143;
 /** Default endpoint weight (as upstream Linkerd). */
@@ -46,6 +48,8 @@ export interface RegistryService {
 /** An immutable view of every service at one moment. */
 export interface RegistrySnapshot {
   services: readonly RegistryService[];
+  /** The inbound policy model, when the source carries one (the registry file does). */
+  policy?: PolicyModel;
 }
 
 /**
