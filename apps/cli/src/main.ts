@@ -241,8 +241,9 @@ program
   .command("renew")
   .description("ask proxies for a new certificate now (POST /renew on their admin port) and print its expiry, issuer and anchor")
   .requiredOption("--proxy-admin <host:port>", "a running proxy's admin address (repeatable)", collect)
-  .option("--timeout <duration>", "bound of each proxy's renewal", duration, parseDurationMs("30s"))
+  .option("--timeout <duration>", "bound of each proxy's renewal, at least 1s", duration, parseDurationMs("30s"))
   .action(async (opts: { proxyAdmin: string[]; timeout: number }) => {
+    if (opts.timeout < 1_000) throw new CliError("ERR_USAGE", "--timeout must be at least 1s");
     await renewProxies({ proxyAdmins: opts.proxyAdmin.map(hostPort), timeoutMs: opts.timeout }, output);
   });
 

@@ -217,6 +217,7 @@ describe("meshtls renew", () => {
     expect(refused.stderr).toMatch(/^meshtls: 2 of 2 proxies were not renewed/);
     expect((await cli(["renew"])).code).toBe(2);
     expect((await cli(["renew", "--proxy-admin", "nope"])).code).toBe(2);
+    expect((await cli(["renew", "--proxy-admin", proxyAdmin, "--timeout", "500ms"])).code).toBe(2);
   });
 });
 
