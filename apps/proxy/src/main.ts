@@ -68,9 +68,6 @@ async function main(): Promise<void> {
     })();
   };
 
-  // certifier.renewNow() obtains a certificate at once; read structurally so that
-  // an identity package without it leaves /renew answering 404.
-  const renewNow = (certifier as { renewNow?: () => Promise<{ notAfter: Date }> }).renewNow;
   const proxy = createProxy({
     identity: config.identity,
     credentials: store,
@@ -97,7 +94,8 @@ async function main(): Promise<void> {
     idleTimeoutMs: config.idleTimeoutMs,
     metrics: createProxyMetrics({ registry, identityMetrics: false }),
     onShutdown: () => shutdown("admin /shutdown"),
-    ...(typeof renewNow === "function" ? { onRenew: () => renewNow.call(certifier) } : {}),
+    // POST /renew: a new key and certificate now, published like a scheduled refresh.
+    onRenew: () => certifier.renewNow(),
     logger,
   });
 

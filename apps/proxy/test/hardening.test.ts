@@ -159,6 +159,19 @@ describe("meshtls-proxy against a meshed client with a valid certificate (real p
     expect(new X509Certificate(body.trustAnchorsPem).fingerprint256).toBe(new X509Certificate(readFileSync(material.caFile)).fingerprint256);
   });
 
+  it("POST /renew from loopback renews now: a new key and certificate in use, answered with the new notAfter", async () => {
+    const before = (await (await fetch(`http://${addresses.admin}/identity`)).json()) as { certificateChainPem: string };
+    const res = await fetch(`http://${addresses.admin}/renew`, { method: "POST" });
+    expect(res.status).toBe(200);
+    const { notAfter } = (await res.json()) as { notAfter: string };
+    const after = (await (await fetch(`http://${addresses.admin}/identity`)).json()) as { notAfter: string; certificateChainPem: string };
+    expect(after.notAfter).toBe(notAfter);
+    expect(after.certificateChainPem).not.toBe(before.certificateChainPem);
+    const [oldLeaf, newLeaf] = [new X509Certificate(before.certificateChainPem), new X509Certificate(after.certificateChainPem)];
+    expect(newLeaf.publicKey.export({ type: "spki", format: "der" }).equals(oldLeaf.publicKey.export({ type: "spki", format: "der" }))).toBe(false);
+    expect((await fetch(`http://${addresses.admin}/renew`)).status).toBe(405);
+  });
+
   it("every log line carries each key once (identity once, also on the certifier's and the TLS layer's lines)", async () => {
     const certified = proxy.raw.filter((line) => line.includes('"msg":"certified"') || line.includes('"msg":"mesh TLS credentials loaded"'));
     expect(certified.length).toBeGreaterThanOrEqual(2);
