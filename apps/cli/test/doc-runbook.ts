@@ -8,7 +8,7 @@
 //
 //   <!-- doctest: skip: the reason -->      not run (the reason is required)
 //   <!-- doctest: fails -->                  must exit non-zero
-//   <!-- doctest: expect "text" -->          the block's output must contain text (repeatable)
+//   <!-- doctest: expect "text" -->          the block's output must contain text (repeatable; \" for a quote)
 //   <!-- doctest: timeout 90s -->            bound of the block (default 60 s)
 //   <!-- doctest: last -->                   run after every other document's blocks (a clean-up)
 //
@@ -94,7 +94,7 @@ function toBlock(where: string, script: string, directives: string[]): RunbookBl
     if ((m = /^skip:\s*(\S.*)$/.exec(d)) !== null) block.skip = m[1]!;
     else if (d === "fails") block.fails = true;
     else if (d === "last") block.last = true;
-    else if ((m = /^expect\s+"(.+)"$/.exec(d)) !== null) block.expect.push(m[1]!);
+    else if ((m = /^expect\s+"(.+)"$/.exec(d)) !== null) block.expect.push(m[1]!.replaceAll('\\"', '"'));
     else if ((m = /^timeout\s+(\d+)s$/.exec(d)) !== null) block.timeoutMs = Number(m[1]) * 1000;
     else throw new Error(`${where}: unknown doctest directive "${d}"`);
   }
