@@ -23,6 +23,8 @@ export type { ContextToken, Target } from "./authority.js";
 // Inbound policy (InboundServerPolicies): a protocol-free controller over a policy model.
 export { createInboundPolicyController, policySourceOf } from "./policy/controller.js";
 export type { InboundPolicyController, InboundPolicyControllerOptions, PortQuery } from "./policy/controller.js";
+export { createInboundPolicyServer } from "./policy/grpc.js";
+export type { InboundPolicyServerHandle, InboundPolicyServerOptions } from "./policy/grpc.js";
 export { resolveInboundServer } from "./policy/resolve.js";
 export type { ResolveOptions } from "./policy/resolve.js";
 export { parseWorkload, MAX_WORKLOAD_BYTES } from "./policy/workload.js";

@@ -12,6 +12,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { parseAuthority, parseContextToken, type Target } from "./authority.js";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
+import { createStreamLimits } from "./stream-limits.js";
 import { DEFAULT_WEIGHT, type EndpointRegistry, type RegistryEndpoint, type RegistryService, type RegistrySnapshot } from "./registry.js";
 
 export interface DestinationServerOptions {
@@ -133,9 +134,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   const clusterDomain = options.clusterDomain ?? "cluster.local";
   const maxStreams = options.maxStreams ?? 100_000;
   const maxStreamsPerPeer = options.maxStreamsPerPeer ?? 10_000;
-  for (const [name, value] of [["maxStreams", maxStreams], ["maxStreamsPerPeer", maxStreamsPerPeer]] as const) {
-    if (!Number.isSafeInteger(value) || value < 1) throw new DestinationError("ERR_CONFIG_INVALID", `${name} must be a whole number ≥ 1 (got ${String(value)})`);
-  }
+  const limits = createStreamLimits({ maxStreams, maxStreamsPerPeer });
   const maxPendingBytes = options.maxPendingBytesPerStream ?? 4 * 1024 * 1024;
   // Fail at construction, not per stream, on a bad trust domain or control namespace.
   identityName({ serviceAccount: "default", namespace: "default", controlNamespace, trustDomain });
@@ -145,8 +144,6 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
 
   let index = buildIndex(options.registry.list());
   const watches = new Map<string, Watch>();
-  let streamCount = 0;
-  const streamsByPeer = new Map<string, number>();
   let closed = false;
 
   const metrics = options.metrics;
@@ -173,7 +170,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       })
     : undefined;
   if (metrics) {
-    new Gauge({ name: "destination_get_streams", help: "Open Get streams.", registers: [metrics], collect() { this.set(streamCount); } });
+    new Gauge({ name: "destination_get_streams", help: "Open Get streams.", registers: [metrics], collect() { this.set(limits.open()); } });
     new Gauge({ name: "destination_watched_targets", help: "Distinct targets with open Get streams.", registers: [metrics], collect() { this.set(watches.size); } });
     new Gauge({ name: "destination_registry_services", help: "Services in the registry.", registers: [metrics], collect() { this.set(index.services.size); } });
     new Gauge({ name: "destination_registry_endpoints", help: "Endpoints in the registry.", registers: [metrics], collect() { this.set(index.byIp.size); } });
@@ -303,7 +300,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     }
     const ms = performance.now() - started;
     fanout?.observe(ms / 1000);
-    logger.debug({ targets: watches.size, streams: streamCount, ms }, "registry change sent to open streams");
+    logger.debug({ targets: watches.size, streams: limits.open(), ms }, "registry change sent to open streams");
   });
 
   const implementation: DestinationServer = {
@@ -340,19 +337,17 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
         call.emit("error", { code: status.INVALID_ARGUMENT, details: error.message });
         return;
       }
-      if (streamCount >= maxStreams) {
-        requests?.inc({ result: "resource_exhausted" });
-        refused?.inc({ reason: "max_streams" });
-        call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `the server holds its maximum of ${maxStreams} streams; retry later` });
-        return;
-      }
       const peer = peerOf(call);
-      const peerCount = streamsByPeer.get(peer) ?? 0;
-      if (peerCount >= maxStreamsPerPeer) {
+      const slot = limits.acquire(peer);
+      if (!slot.ok) {
         requests?.inc({ result: "resource_exhausted" });
-        refused?.inc({ reason: "max_streams_per_peer" });
-        logger.warn({ peer, maxStreamsPerPeer }, "Get refused: the peer holds its share of streams");
-        call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `this client (${peer}) holds its maximum of ${maxStreamsPerPeer} streams; close some or retry later` });
+        refused?.inc({ reason: slot.reason });
+        if (slot.reason === "max_streams") {
+          call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `the server holds its maximum of ${maxStreams} streams; retry later` });
+        } else {
+          logger.warn({ peer, maxStreamsPerPeer }, "Get refused: the peer holds its share of streams");
+          call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `this client (${peer}) holds its maximum of ${maxStreamsPerPeer} streams; close some or retry later` });
+        }
         return;
       }
       requests?.inc({ result: "ok" });
@@ -369,17 +364,12 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
         finish() {
           if (done) return;
           done = true;
-          streamCount--;
-          const left = (streamsByPeer.get(peer) ?? 1) - 1;
-          if (left === 0) streamsByPeer.delete(peer);
-          else streamsByPeer.set(peer, left);
+          slot.release();
           own.streams.delete(call);
           if (own.streams.size === 0 && watches.get(key) === own) watches.delete(key);
         },
       };
       own.streams.set(call, state);
-      streamCount++;
-      streamsByPeer.set(peer, peerCount + 1);
       call.on("cancelled", state.finish);
       call.on("close", state.finish);
       call.on("finish", state.finish);
@@ -393,8 +383,8 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   return {
     definition,
     implementation,
-    openStreams: () => streamCount,
-    peerStreams: (peer) => streamsByPeer.get(peer) ?? 0,
+    openStreams: () => limits.open(),
+    peerStreams: (peer) => limits.peerStreams(peer),
     watchedTargets: () => watches.size,
     close() {
       if (closed) return;
