@@ -10,6 +10,7 @@ import { checkCertificates } from "./commands/check.ts";
 import { runDemo } from "./commands/demo.ts";
 import { inspectFile } from "./commands/inspect.ts";
 import { inspectRemote } from "./commands/inspect-remote.ts";
+import { mergeJwks } from "./commands/token-jwks.ts";
 import { generateTokenSigner } from "./commands/token-keygen.ts";
 import { DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER, mintToken } from "./commands/token-mint.ts";
 import { parseDurationMs } from "./duration.ts";
@@ -292,6 +293,16 @@ token
   .option("--force", "replace existing files", false)
   .action(async (opts: { out: string; force: boolean }) => {
     await generateTokenSigner({ outDir: opts.out, force: opts.force }, output);
+  });
+
+token
+  .command("jwks")
+  .description("merge the public keys of JWKS files (old + new signer) into one, replaced in one step")
+  .requiredOption("--out <file>", "JWKS file to write, e.g. the identity service's --token-jwks (may be one of the inputs)")
+  .argument("<jwks...>", "JWKS files to merge, in order")
+  .option("--force", "replace an existing file", false)
+  .action(async (files: string[], opts: { out: string; force: boolean }) => {
+    await mergeJwks({ outFile: opts.out, inputFiles: files, force: opts.force }, output);
   });
 
 token

@@ -5,6 +5,7 @@
 // restart a process. A deliberately broken copy of a document must fail.
 import { readFile, writeFile } from "node:fs/promises";
 import http from "node:http";
+import net from "node:net";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { makeTempDir, repoRoot } from "./helpers.ts";
@@ -19,6 +20,23 @@ const readerEnv = { PATH: readerPath(process.env.PATH), HOME: process.env.HOME ?
 /** web's outbound proxy, as getting-started.md configures it, and the service it calls. */
 const WEB_OUTBOUND = { host: "127.0.0.1", port: 4140 };
 const API_URL = "http://api.default.svc.cluster.local/";
+
+/** The fixed addresses the runbooks listen on (getting-started.md): a clash with another process is named, not a mystery. */
+const RUNBOOK_ADDRESSES = ["127.0.0.1:8080", "127.0.0.1:9990", "127.0.0.1:8086", "127.0.0.1:9996", "127.0.1.2:8080", "127.0.1.2:4143", "127.0.1.2:4140", "127.0.1.2:4191", "127.0.1.1:4143", "127.0.0.1:4140", "127.0.0.1:4191"];
+
+async function addressesInUse(addresses: string[]): Promise<string[]> {
+  const busy: string[] = [];
+  for (const address of addresses) {
+    const [host, port] = address.split(":") as [string, string];
+    const free = await new Promise<boolean>((resolve) => {
+      const server = net.createServer();
+      server.once("error", () => resolve(false));
+      server.listen(Number(port), host, () => server.close(() => resolve(true)));
+    });
+    if (!free) busy.push(address);
+  }
+  return busy;
+}
 
 /** Calls api through web's proxy every `intervalMs` until stopped; counts what happened. */
 function startTraffic(intervalMs: number): { stop: () => Promise<{ ok: number; failed: string[] }> } {
@@ -68,6 +86,7 @@ describe("docs/getting-started.md then docs/operations.md, every command block a
 
   it("runs both runbooks; the anchor rotation loses no request and restarts no process", async () => {
     const started = Date.now();
+    expect(await addressesInUse(RUNBOOK_ADDRESSES), "addresses the runbooks listen on are held by another process").toEqual([]);
     const first = parseRunbook(gettingStarted, "docs/getting-started.md");
     const second = parseRunbook(operations, "docs/operations.md");
     session = await RunbookSession.create({ cwd: repoRoot, env: readerEnv });

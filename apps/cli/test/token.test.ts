@@ -1,4 +1,4 @@
-import { readdir, readFile, stat } from "node:fs/promises";
+import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -206,5 +206,48 @@ describe("token commands (in-process)", () => {
     await expect(
       mintToken({ keyFile: path.join(out, "token-signer.key"), namespace: "ok", serviceAccount: "UPPER" }, sink),
     ).rejects.toBeInstanceOf(CliError);
+  });
+});
+
+describe("meshtls token jwks (process)", () => {
+  it("merges old + new into the file it reads, tokens of both keys verify against it; then the new key alone", async () => {
+    const oldSigner = path.join(dir, "jwks-old");
+    const newSigner = path.join(dir, "jwks-new");
+    for (const out of [oldSigner, newSigner]) expect((await runCli(["token", "keygen", "--out", out])).code).toBe(0);
+    const target = path.join(oldSigner, "jwks.json");
+    const merged = await runCli(["token", "jwks", "--out", target, target, path.join(newSigner, "jwks.json"), target, "--force"]);
+    expect(merged.code, merged.stderr).toBe(0);
+    expect(merged.stdout).toMatch(/wrote .*jwks-old\/jwks\.json with 2 keys/);
+    expect(merged.stderr).toMatch(/^note: skipped the second key with kid \S+ \(from .*jwks-old\/jwks\.json\)\n$/);
+    expect((await stat(target)).mode & 0o777).toBe(0o644);
+    const set = createLocalJWKSet(await readJwks(oldSigner));
+    for (const signer of [oldSigner, newSigner]) {
+      const minted = await runCli(["token", "mint", "--key", path.join(signer, "token-signer.key"), "--namespace", "default", "--service-account", "web"]);
+      await expect(jwtVerify(minted.stdout.trim(), set)).resolves.toBeDefined();
+    }
+    expect((await runCli(["token", "jwks", "--out", target, path.join(newSigner, "jwks.json")])).stderr).toMatch(/refusing to overwrite/);
+    expect((await runCli(["token", "jwks", "--out", target, path.join(newSigner, "jwks.json"), "--force"])).code).toBe(0);
+    expect((await readJwks(oldSigner)).keys).toEqual((await readJwks(newSigner)).keys);
+  });
+
+  it("refuses a private key, a key without kid and a file that is not a JWKS, writing nothing", async () => {
+    const out = path.join(dir, "jwks-refused.json");
+    const signer = path.join(dir, "jwks-bad");
+    expect((await runCli(["token", "keygen", "--out", signer])).code).toBe(0);
+    const cases: [string, RegExp][] = [
+      [JSON.stringify({ keys: [{ kty: "EC", kid: "x", d: "secret" }] }), /holds a private key/],
+      [JSON.stringify({ keys: [{ kty: "EC" }] }), /a key has no "kid"/],
+      [JSON.stringify({ nope: [] }), /is not a JWKS/],
+      ["not json", /is not JSON/],
+    ];
+    for (const [content, message] of cases) {
+      const input = path.join(dir, "jwks-input.json");
+      await writeFile(input, content);
+      const result = await runCli(["token", "jwks", "--out", out, path.join(signer, "jwks.json"), input]);
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(message);
+      await expect(stat(out)).rejects.toThrow(/ENOENT/);
+    }
+    expect((await runCli(["token", "jwks", "--out", out])).code).toBe(2);
   });
 });
