@@ -1,7 +1,7 @@
-import { ApiError, ipAddressToString, ipToIpAddress } from "@meshtls/api";
-import { isDnsLabel } from "@meshtls/pki";
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Node, type YAMLMap } from "yaml";
+import { isScalar, LineCounter, parseDocument, type Node } from "yaml";
 import { DestinationError } from "./errors.js";
+import { Reader } from "./yaml-reader.js";
+import { POLICY_KEYS, readPolicyModel } from "./policy/file-format.js";
 import {
   DEFAULT_INBOUND_PORT,
   DEFAULT_WEIGHT,
@@ -13,95 +13,6 @@ import {
 
 /** Largest registry file accepted: 8 MiB. */
 export const MAX_REGISTRY_FILE_BYTES = 8 * 1024 * 1024;
-
-type Where = { line?: number; column?: number };
-
-class Reader {
-  constructor(
-    private readonly file: string,
-    private readonly lines: LineCounter,
-  ) {}
-
-  where(node: Node | null | undefined): Where {
-    const offset = node?.range?.[0];
-    if (offset === undefined) return {};
-    const pos = this.lines.linePos(offset);
-    return { line: pos.line, column: pos.col };
-  }
-
-  fail(node: Node | null | undefined, reason: string): never {
-    throw new DestinationError("ERR_REGISTRY_INVALID", reason, { file: this.file, ...this.where(node) });
-  }
-
-  map(node: unknown, what: string, allowed: readonly string[]): YAMLMap<unknown, unknown> {
-    if (isAlias(node)) this.fail(node, `${what}: YAML aliases are not supported`);
-    if (!isMap(node)) this.fail(node as Node, `${what} must be a mapping`);
-    for (const pair of node.items) {
-      const key = pair.key;
-      const name = isScalar(key) ? String(key.value) : "";
-      if (!allowed.includes(name)) {
-        this.fail(key as Node, `${what}: unknown field ${JSON.stringify(name)} (expected one of ${allowed.join(", ")})`);
-      }
-    }
-    return node;
-  }
-
-  seq(node: unknown, what: string): Node[] {
-    if (isAlias(node)) this.fail(node, `${what}: YAML aliases are not supported`);
-    if (!isSeq(node)) this.fail(node as Node, `${what} must be a list`);
-    return node.items as Node[];
-  }
-
-  field(map: YAMLMap<unknown, unknown>, key: string): Node | undefined {
-    const value = map.get(key, true) as Node | undefined;
-    if (value !== undefined && isAlias(value)) this.fail(value, `${key}: YAML aliases are not supported`);
-    return value;
-  }
-
-  string(map: YAMLMap<unknown, unknown>, key: string, what: string): string | undefined {
-    const node = this.field(map, key);
-    if (node === undefined || (isScalar(node) && node.value === null)) return undefined;
-    if (!isScalar(node) || typeof node.value !== "string" || node.value === "") {
-      this.fail(node ?? map, `${what}.${key} must be a non-empty string`);
-    }
-    return node.value;
-  }
-
-  label(map: YAMLMap<unknown, unknown>, key: string, what: string): string | undefined {
-    const value = this.string(map, key, what);
-    if (value !== undefined && !isDnsLabel(value)) {
-      this.fail(this.field(map, key), `${what}.${key} ${JSON.stringify(value)} is not a DNS-1123 label (lowercase a-z, 0-9, '-', at most 63)`);
-    }
-    return value;
-  }
-
-  int(map: YAMLMap<unknown, unknown>, key: string, what: string, min: number, max: number): number | undefined {
-    const node = this.field(map, key);
-    if (node === undefined || (isScalar(node) && node.value === null)) return undefined;
-    if (!isScalar(node) || typeof node.value !== "number" || !Number.isInteger(node.value) || node.value < min || node.value > max) {
-      this.fail(node, `${what}.${key} must be an integer in ${min}..${max}`);
-    }
-    return node.value;
-  }
-
-  bool(map: YAMLMap<unknown, unknown>, key: string, what: string): boolean | undefined {
-    const node = this.field(map, key);
-    if (node === undefined || (isScalar(node) && node.value === null)) return undefined;
-    if (!isScalar(node) || typeof node.value !== "boolean") this.fail(node, `${what}.${key} must be true or false`);
-    return node.value;
-  }
-
-  ip(map: YAMLMap<unknown, unknown>, key: string, what: string): string | undefined {
-    const value = this.string(map, key, what);
-    if (value === undefined) return undefined;
-    try {
-      return ipAddressToString(ipToIpAddress(value));
-    } catch (error) {
-      if (error instanceof ApiError) this.fail(this.field(map, key), `${what}.${key} ${JSON.stringify(value)} is not an IP address`);
-      throw error;
-    }
-  }
-}
 
 function readPort(r: Reader, node: Node, what: string): RegistryServicePort {
   if (isScalar(node) && typeof node.value === "number") {
@@ -199,8 +110,8 @@ export function parseRegistry(options: { text: string; file: string }): Registry
     });
   }
   const r = new Reader(file, lines);
-  if (doc.contents === null) r.fail(undefined, "the file is empty: expected a mapping with `services`");
-  const root = r.map(doc.contents, "the file", ["services"]);
+  if (doc.contents === null) r.fail(undefined, "the file is empty: expected a mapping with `services` (and the policy model)");
+  const root = r.map(doc.contents, "the file", ["services", ...POLICY_KEYS]);
   const servicesNode = r.field(root, "services");
   const services = servicesNode === undefined ? [] : r.seq(servicesNode, "services").map((s, i) => readService(r, s, i));
   const seen = new Map<string, number>();
@@ -215,5 +126,7 @@ export function parseRegistry(options: { text: string; file: string }): Registry
       clusterIPs.set(s.clusterIP, i);
     }
   });
-  return { services };
+  // Files without a policy section keep the snapshot they always had.
+  if (!POLICY_KEYS.some((key) => root.has(key))) return { services };
+  return { services, policy: readPolicyModel(r, root) };
 }
