@@ -79,7 +79,7 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
     writeFileSync(registryFile, "services: []\n");
     const app = http.createServer((_req, res) => res.end("app\n"));
     servers.push(app);
-    await new Promise<void>((resolve) => app.listen(0, "127.0.1.2", resolve));
+    await new Promise<void>((resolve) => app.listen(0, "127.0.2.2", resolve));
     [identityTls, identityPlain, destinationTls, destinationPlain] = await Promise.all([
       startIdentity(material, { name: "identity-tls" }),
       startIdentity(material, { name: "identity-plaintext", plaintext: true }),
@@ -89,7 +89,7 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
     proxy = await startProxy(material, {
       name: "proxy",
       sa: "b",
-      ip: "127.0.1.2",
+      ip: "127.0.2.2",
       workloadPort: (app.address() as net.AddressInfo).port,
       identity: identityTls,
       destination: destinationPlain,

@@ -86,7 +86,9 @@ export class Proc {
       const check = (): void => {
         const hit = this.lines.find(match);
         if (hit !== undefined) done(() => resolve(hit));
-        else if (this.exitCode !== undefined) done(() => reject(new Error(`${this.name} exited (${String(this.exitCode)}): ${this.stderrText}`)));
+        else if (this.exitCode !== undefined) {
+          done(() => reject(new Error(`${this.name} exited (${String(this.exitCode)}): ${this.stderrText}; last: ${JSON.stringify(this.lines.slice(-3))}`)));
+        }
       };
       const timer = setTimeout(() => done(() => reject(new Error(`${this.name}: no matching log line in ${timeoutMs} ms; stderr: ${this.stderrText}; last: ${JSON.stringify(this.lines.slice(-5))}`))), timeoutMs);
       const done = (settle: () => void): void => {
