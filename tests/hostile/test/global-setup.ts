@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { TestProject } from "vitest/node";
 import { bins } from "./support/processes.ts";
@@ -21,6 +21,7 @@ export default function setup(project: TestProject): () => void {
     const rows = existsSync(rowsFile) && statSync(rowsFile).size > 0
       ? readFileSync(rowsFile, "utf8").trim().split("\n").map((line) => JSON.parse(line) as Row)
       : [];
+    rmSync(rowsFile, { force: true });
     const table = formatTable(rows);
     writeFileSync(reportFile, table);
     // Printed from the main process so it shows in CI output beside vitest's summary.
@@ -33,7 +34,7 @@ function formatTable(rows: Row[]): string {
   const body = rows.map((r) => [
     r.listener,
     r.attack,
-    r.result.replace(/\s+/g, " ").slice(0, 70),
+    r.result.replace(/\s+/g, " ").slice(0, 120),
     r.ok && r.alive && r.serving ? "yes" : `NO (expected ${r.expected})`,
     r.alive ? "yes" : "NO",
     r.serving ? "yes" : "NO",

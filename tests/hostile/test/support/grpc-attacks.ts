@@ -183,7 +183,8 @@ export function defineGrpcAttacks(listener: string, get: () => GrpcTarget, flood
         await sleep(20);
       }
       await sleep(3000);
-      peakRssKiB = proc.rssKiB() - before;
+      const during = proc.rssKiB();
+      peakRssKiB = during - before;
       const openAfter3s = h2.closed() ? 0 : 5000 - h2.endedStreams().size;
       let allEndedAfterMs: number | undefined;
       if (flood.endedWithinMs !== undefined) {
@@ -201,7 +202,7 @@ export function defineGrpcAttacks(listener: string, get: () => GrpcTarget, flood
       const result =
         `advertised max streams ${advertised ?? "unlimited"}; open after 3 s: ${openAfter3s}; ` +
         (flood.endedWithinMs === undefined ? "" : allEndedAfterMs === undefined ? `${stillOpen} still open at ${flood.endedWithinMs / 1000} s; ` : `all ended after ${(allEndedAfterMs / 1000).toFixed(1)} s; `) +
-        `RSS +${(peakRssKiB / 1024).toFixed(1)} MiB`;
+        `RSS ${(before / 1024).toFixed(1)} → ${(during / 1024).toFixed(1)} MiB (+${(peakRssKiB / 1024).toFixed(1)})`;
       console.log(`${listener} idle-stream flood: ${result}`);
       return { result, ok: capped && timedOut && rssOk };
     });
