@@ -1,4 +1,5 @@
 import { Command, Option } from "commander";
+import { DEFAULT_POLICIES, DestinationError, parseCidr, type Cidr, type DefaultPolicy } from "@meshtls/destination";
 import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
 
 export { ConfigError };
@@ -10,6 +11,12 @@ export interface Config {
   controlNamespace: string;
   clusterDomain: string;
   listen: { host: string; port: number };
+  /** Where InboundServerPolicies is served. */
+  policyListen: { host: string; port: number };
+  /** Policy of ports no Server selects, for workloads without their own `defaultPolicy`. */
+  defaultInboundPolicy: DefaultPolicy;
+  /** Networks of the `cluster-*` policies and of authorization policies without a NetworkAuthentication. */
+  clusterNetworks: Cidr[];
   admin: { host: string; port: number };
   /** PEM files for a TLS gRPC server; absent with `insecurePlaintext`. */
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
@@ -48,6 +55,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace of identity names").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
     .addOption(new Option("--cluster-domain <domain>", "DNS domain of service names (<svc>.<ns>.svc.<domain>)").env("MESHTLS_CLUSTER_DOMAIN").default("cluster.local"))
     .addOption(new Option("--listen <addr>", "gRPC listen address").env("MESHTLS_LISTEN").default("0.0.0.0:8086"))
+    .addOption(new Option("--policy-addr <addr>", "gRPC listen address of the inbound policy API (default: --listen's host, port 8090; port 0 when --listen's port is 0)").env("MESHTLS_POLICY_ADDR"))
+    .addOption(new Option("--default-inbound-policy <policy>", `policy of ports without a Server (${DEFAULT_POLICIES.join(", ")})`).env("MESHTLS_DEFAULT_INBOUND_POLICY").default("all-unauthenticated"))
+    .addOption(new Option("--cluster-networks <cidrs>", "comma-separated networks of the cluster-* policies and of authorization policies without a NetworkAuthentication").env("MESHTLS_CLUSTER_NETWORKS").default("10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8"))
     .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready); loopback unless set, e.g. :9996 for probes and scraping").env("MESHTLS_ADMIN").default("127.0.0.1:9996"))
     .addOption(new Option("--tls-cert <file>", "PEM certificate chain the gRPC server presents").env("MESHTLS_TLS_CERT"))
     .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert").env("MESHTLS_TLS_KEY"))
@@ -66,6 +76,26 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   const registryFile = o["registry"];
   if (typeof registryFile !== "string" || registryFile === "") throw new ConfigError("--registry (or MESHTLS_REGISTRY_FILE) is required");
   const listen = parseAddress(String(o["listen"]), "--listen");
+  // Port 0 (tests, several services on one machine) must not pin the policy API to 8090.
+  const policyListen =
+    typeof o["policyAddr"] === "string" ? parseAddress(o["policyAddr"], "--policy-addr") : { host: listen.host, port: listen.port === 0 ? 0 : 8090 };
+  const defaultInboundPolicy = String(o["defaultInboundPolicy"]);
+  if (!(DEFAULT_POLICIES as readonly string[]).includes(defaultInboundPolicy)) {
+    throw new ConfigError(`--default-inbound-policy: "${defaultInboundPolicy}" is not one of ${DEFAULT_POLICIES.join(", ")}`);
+  }
+  const clusterNetworks = String(o["clusterNetworks"])
+    .split(",")
+    .map((text) => text.trim())
+    .filter((text) => text !== "")
+    .map((text) => {
+      try {
+        return parseCidr(text);
+      } catch (error) {
+        if (error instanceof DestinationError) throw new ConfigError(`--cluster-networks: ${error.message}`);
+        throw error;
+      }
+    });
+  if (clusterNetworks.length === 0) throw new ConfigError("--cluster-networks: give at least one network");
   const insecurePlaintext = o["insecurePlaintext"] === true || parseBooleanEnv(env, "MESHTLS_INSECURE_PLAINTEXT");
   const certFile = o["tlsCert"];
   const keyFile = o["tlsKey"];
@@ -81,6 +111,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     throw new ConfigError("give --tls-cert and --tls-key, or --insecure-plaintext on a loopback --listen address");
   } else if (!isLoopback(listen.host)) {
     throw new ConfigError(`--insecure-plaintext is allowed only on a loopback listen address; --listen is ${listen.host}`);
+  } else if (!isLoopback(policyListen.host)) {
+    throw new ConfigError(`--insecure-plaintext is allowed only on a loopback listen address; --policy-addr is ${policyListen.host}`);
   }
   const trustDomain = String(o["trustDomain"]);
   if (!DNS_NAME.test(trustDomain) || trustDomain.length > 253) throw new ConfigError(`--trust-domain: "${trustDomain}" is not a lowercase DNS name`);
@@ -113,6 +145,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     controlNamespace,
     clusterDomain,
     listen,
+    policyListen,
+    defaultInboundPolicy: defaultInboundPolicy as DefaultPolicy,
+    clusterNetworks,
     admin: parseAddress(String(o["admin"]), "--admin"),
     insecurePlaintext,
     logLevel,

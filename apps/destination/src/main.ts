@@ -1,7 +1,14 @@
 import { readFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { createDestinationServer, createFileRegistry, DestinationError } from "@meshtls/destination";
+import {
+  createDestinationServer,
+  createFileRegistry,
+  createInboundPolicyController,
+  createInboundPolicyServer,
+  DestinationError,
+  policySourceOf,
+} from "@meshtls/destination";
 import { createAdminServer, parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
@@ -59,7 +66,23 @@ async function main(): Promise<void> {
     maxStreams: config.limits.maxStreams,
     maxStreamsPerPeer: config.limits.maxStreamsPerPeer,
   });
-  const grpcServer = new Server({
+  const policyController = createInboundPolicyController({
+    source: policySourceOf(registry),
+    trustDomain: config.trustDomain,
+    controlNamespace: config.controlNamespace,
+    clusterNetworks: config.clusterNetworks,
+    defaultPolicy: config.defaultInboundPolicy,
+    logger,
+  });
+  const policy = createInboundPolicyServer({
+    controller: policyController,
+    metrics,
+    logger,
+    maxStreams: config.limits.maxStreams,
+    maxStreamsPerPeer: config.limits.maxStreamsPerPeer,
+  });
+  // Both APIs get the same connection limits: each is its own grpc-js server (own port, as Linkerd's 8086 and 8090).
+  const grpcOptions = {
     "grpc.keepalive_time_ms": 30_000,
     "grpc.keepalive_timeout_ms": 10_000,
     // Get requests are a few hundred bytes: refuse anything much larger before decoding it.
@@ -71,15 +94,27 @@ async function main(): Promise<void> {
     // once, open streams keep the grace period, then end and the destination client resumes them.
     "grpc.max_connection_age_ms": config.limits.maxConnectionAgeMs,
     "grpc.max_connection_age_grace_ms": config.limits.maxConnectionAgeGraceMs,
-  });
+  };
+  const grpcServer = new Server(grpcOptions);
   grpcServer.addService(destination.definition, destination.implementation);
-  let grpcPort: number;
-  try {
-    grpcPort = await new Promise<number>((resolve, reject) =>
-      grpcServer.bindAsync(hostPort(config.listen.host, config.listen.port), serverCredentials(config), (error, port) => (error ? reject(error) : resolve(port))),
+  const policyServer = new Server(grpcOptions);
+  policyServer.addService(policy.definition, policy.implementation);
+  const bind = (server: Server, address: { host: string; port: number }): Promise<number> =>
+    new Promise<number>((resolve, reject) =>
+      server.bindAsync(hostPort(address.host, address.port), serverCredentials(config), (error, port) => (error ? reject(error) : resolve(port))),
     );
+  let grpcPort: number;
+  let policyPort: number;
+  try {
+    grpcPort = await bind(grpcServer, config.listen);
   } catch (error) {
     logger.error({ err: error, listen: config.listen }, "cannot listen for gRPC");
+    process.exit(1);
+  }
+  try {
+    policyPort = await bind(policyServer, config.policyListen);
+  } catch (error) {
+    logger.error({ err: error, policyAddr: config.policyListen }, "cannot listen for the policy API");
     process.exit(1);
   }
 
@@ -101,6 +136,8 @@ async function main(): Promise<void> {
   logger.info(
     {
       grpcAddress: hostPort(config.listen.host, grpcPort),
+      policyAddress: hostPort(config.policyListen.host, policyPort),
+      defaultInboundPolicy: config.defaultInboundPolicy,
       adminAddress: hostPort(config.admin.host, adminPort),
       tls: config.tls !== undefined,
       trustDomain: config.trustDomain,
@@ -113,13 +150,19 @@ async function main(): Promise<void> {
   const shutdown = (signal: string): void => {
     if (shuttingDown) return;
     shuttingDown = true;
-    logger.info({ signal, openStreams: destination.openStreams() }, "shutting down");
+    logger.info({ signal, openStreams: destination.openStreams(), openPolicyStreams: policy.openStreams() }, "shutting down");
     // Ending the streams lets clients reconnect elsewhere; then wait for calls to drain.
     destination.close();
+    policy.close();
+    policyController.close();
     registry.close();
-    const force = setTimeout(() => grpcServer.forceShutdown(), SHUTDOWN_GRACE_MS);
+    const force = setTimeout(() => {
+      grpcServer.forceShutdown();
+      policyServer.forceShutdown();
+    }, SHUTDOWN_GRACE_MS);
     force.unref();
-    grpcServer.tryShutdown(() => {
+    const drained = Promise.all([grpcServer, policyServer].map((s) => new Promise<void>((resolve) => s.tryShutdown(() => resolve()))));
+    void drained.then(() => {
       clearTimeout(force);
       admin.close(() => {
         logger.info({}, "stopped");

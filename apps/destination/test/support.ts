@@ -53,6 +53,8 @@ export async function startDestination(options: { registryFile: string; port?: n
     "127.0.0.1:0",
     ...(options.args ?? ["--insecure-plaintext"]),
   ];
+  // A fixed --listen port would put the policy API on 8090, which parallel runs on one machine share.
+  if (!args.includes("--policy-addr")) args.push("--policy-addr", "127.0.0.1:0");
   const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "" } });
   const logs: LogLine[] = [];
   let stderr = "";
@@ -197,4 +199,26 @@ export function addrsOf(message: Record<string, unknown> | undefined, kind: "add
 export async function adminGet(port: number, urlPath: string): Promise<{ status: number; text: string }> {
   const response = await fetch(`http://127.0.0.1:${port}${urlPath}`);
   return { status: response.status, text: await response.text() };
+}
+
+/** A `buf curl` call of any method (built from the proto files only): its JSON messages as they arrive. */
+export function bufCurl(options: { port: number; method: string; body: unknown; timeoutMs?: number }): BufStream {
+  const child = spawn(
+    bufBin,
+    ["curl", "--schema", protoSchema, "--protocol", "grpc", "--http2-prior-knowledge", "-d", "@-", `http://127.0.0.1:${options.port}/${options.method}`],
+    { stdio: ["pipe", "pipe", "pipe"], timeout: options.timeoutMs ?? 30_000 },
+  );
+  // The body goes through stdin: an oversized request would not fit in argv.
+  child.stdin.end(JSON.stringify(options.body));
+  const messages: Record<string, unknown>[] = [];
+  const receivedAt: number[] = [];
+  const feed = jsonObjects((value) => {
+    messages.push(value);
+    receivedAt.push(Date.now());
+  });
+  child.stdout.setEncoding("utf8").on("data", feed);
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  const exited = new Promise<{ code: number | null; stderr: string }>((resolve) => child.on("close", (code) => resolve({ code, stderr })));
+  return { messages, receivedAt, exited, close: () => child.kill("SIGTERM") };
 }
