@@ -165,6 +165,33 @@ export function defineGrpcAttacks(listener: string, get: () => GrpcTarget, flood
     expectHolds(row);
   });
 
+  const endedWithinMs = flood.endedWithinMs;
+  if (endedWithinMs !== undefined) {
+    it(`${listener}: idle streams within the advertised cap are ended by a server-side deadline`, async () => {
+      const expected = `every stream ended by the server within ${endedWithinMs / 1000} s`;
+      const row = await attack(get().target, listener, "idle streams within the cap (deadline)", expected, async () => {
+        const h2 = await raw();
+        await poll(() => (h2.settingsSeen() ? true : undefined), 5000, 20);
+        await sleep(100);
+        // As many as the server allows (100 at most): none is refused, so only a deadline can end them.
+        const count = Math.min(100, h2.maxConcurrentStreams() ?? 100);
+        const block = headerBlock(grpcRequestHeaders(get().path, { scheme: scheme() }));
+        const openedAt = Date.now();
+        h2.write(Buffer.concat(Array.from({ length: count }, (_, i) => frame(FrameType.HEADERS, Flag.END_HEADERS, 1 + 2 * i, block))));
+        await poll(() => (h2.closed() || h2.endedStreams().size >= count ? true : undefined), endedWithinMs, 250);
+        const ended = h2.endedStreams().size;
+        const last = Math.max(openedAt, ...h2.endedStreams().values(), h2.closedAt() ?? 0);
+        const allEnded = ended >= count || h2.closed();
+        h2.close();
+        return {
+          result: allEnded ? `${count} streams, all ended after ${((last - openedAt) / 1000).toFixed(1)} s${h2.closedAt() === undefined ? "" : " (connection closed)"}` : `${count - ended} of ${count} still open at ${endedWithinMs / 1000} s`,
+          ok: allEnded,
+        };
+      });
+      expectHolds(row);
+    });
+  }
+
   it(`${listener}: 5,000 idle streams on one connection (never send their message)`, async () => {
     const expected = `at most ${flood.maxOpenStreams} open at once${flood.endedWithinMs === undefined ? "" : `, each ended within ${flood.endedWithinMs / 1000} s`}, RSS +${flood.maxRssDeltaKiB / 1024} MiB at most`;
     let peakRssKiB = 0;
@@ -194,15 +221,17 @@ export function defineGrpcAttacks(listener: string, get: () => GrpcTarget, flood
         if (h2.closed() || h2.endedStreams().size >= 5000) allEndedAfterMs = last - openedAt;
       }
       const stillOpen = h2.closed() ? 0 : 5000 - h2.endedStreams().size;
-      h2.close();
       const advertised = h2.maxConcurrentStreams();
       const capped = openAfter3s <= flood.maxOpenStreams;
       const timedOut = flood.endedWithinMs === undefined || allEndedAfterMs !== undefined;
       const rssOk = peakRssKiB <= flood.maxRssDeltaKiB;
+      const goaway = h2.goaway();
+      const hungUp = h2.closed() ? `connection closed by the server after ${(((h2.closedAt() ?? openedAt) - openedAt) / 1000).toFixed(1)} s${goaway === undefined ? "" : ` (GOAWAY ${goaway.payload.readUInt32BE(4)})`}; ` : "";
       const result =
-        `advertised max streams ${advertised ?? "unlimited"}; open after 3 s: ${openAfter3s}; ` +
+        `advertised max streams ${advertised ?? "unlimited"}; ${hungUp}open after 3 s: ${openAfter3s}; ` +
         (flood.endedWithinMs === undefined ? "" : allEndedAfterMs === undefined ? `${stillOpen} still open at ${flood.endedWithinMs / 1000} s; ` : `all ended after ${(allEndedAfterMs / 1000).toFixed(1)} s; `) +
         `RSS ${(before / 1024).toFixed(1)} → ${(during / 1024).toFixed(1)} MiB (+${(peakRssKiB / 1024).toFixed(1)})`;
+      h2.close();
       console.log(`${listener} idle-stream flood: ${result}`);
       return { result, ok: capped && timedOut && rssOk };
     });
