@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
 import { ConfigError, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
-import { formatHostPort, parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
-import type { CreateInboundPolicyOptions, DefaultPolicy, HostPort, PortPolicy, Route } from "@meshtls/proxy-core";
+import { flagPolicies, formatHostPort, parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
+import type { DefaultPolicy, HostPort, PortOverrides, Route, StaticPolicyOptions } from "@meshtls/proxy-core";
 
 export { ConfigError, parseDurationMs };
 
@@ -26,7 +26,10 @@ export interface Config {
   /** Ports a transport header may name besides the workload's; empty: any but the proxy's own. */
   inboundPorts: number[];
   outboundBind?: string;
-  policy: CreateInboundPolicyOptions & { defaultPolicy: DefaultPolicy };
+  /** The flags' policy: the proxy's default until the policy controller answers for a port, and the whole policy without one. */
+  policy: StaticPolicyOptions & { defaultPolicy: DefaultPolicy };
+  /** Ports forwarded without detection or policy. */
+  skipPorts: number[];
   routes: Route[];
   connectTimeoutMs: number;
   idleTimeoutMs: number;
@@ -135,8 +138,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   if (destinationInsecurePlaintext && !loopback(destinationAddress)) throw new ConfigError(`--destination-insecure-plaintext needs a loopback --destination-addr, not ${destinationAddress}`);
 
   let defaultPolicy: DefaultPolicy;
-  const portPolicies: Record<number, PortPolicy> = {};
-  const port = (n: number): PortPolicy => (portPolicies[n] ??= {});
+  const portPolicies: Record<number, PortOverrides> = {};
+  const port = (n: number): PortOverrides => (portPolicies[n] ??= {});
   try {
     defaultPolicy = parseDefaultPolicy(String(o["defaultPolicy"]));
     for (const item of list(o["portPolicy"] as string[] | undefined, env["MESHTLS_PROXY_PORT_POLICIES"])) {
@@ -151,7 +154,6 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   }
   for (const n of ports(str("requireIdentityPorts"), "--require-identity-ports")) port(n).requireIdentity = true;
   for (const n of ports(str("opaquePorts"), "--opaque-ports")) port(n).opaque = true;
-  for (const n of ports(str("skipPorts"), "--skip-ports")) port(n).skip = true;
   for (const item of list(o["allow"] as string[] | undefined, env["MESHTLS_PROXY_ALLOW"])) {
     const eq = item.indexOf("=");
     const n = ports(item.slice(0, eq), "--allow")[0];
@@ -180,6 +182,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     workload,
     workloadHost: str("workloadHost") ?? workload.host,
     inboundPorts: ports(str("inboundPorts"), "--inbound-ports"),
+    skipPorts: ports(str("skipPorts"), "--skip-ports"),
     policy: {
       defaultPolicy,
       ports: portPolicies,
@@ -204,6 +207,12 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     if (listener.port !== 0 && listener.port === workload.port && sameHost(listener.host, workload.host)) {
       throw new ConfigError(`--workload ${formatHostPort(workload.host, workload.port)} is the proxy's own ${flag} listener: every inbound connection would loop through the proxy`);
     }
+  }
+  try {
+    flagPolicies(config.policy);
+  } catch (error) {
+    if (error instanceof ProxyError) throw new ConfigError(error.message);
+    throw error;
   }
   const bind = str("outboundBind");
   if (bind !== undefined) config.outboundBind = bind;

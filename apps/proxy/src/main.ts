@@ -1,7 +1,7 @@
 import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
 import { createCertifier, createCredentialStore } from "@meshtls/identity";
-import { createProxy, createProxyMetrics, formatHostPort, ProxyError } from "@meshtls/proxy-core";
+import { createProxy, createProxyMetrics, createStaticPolicySource, formatHostPort, ProxyError } from "@meshtls/proxy-core";
 import { parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
@@ -73,12 +73,13 @@ async function main(): Promise<void> {
     credentials: store,
     trustBundle,
     resolver: destination,
+    policy: createStaticPolicySource(config.policy),
     inbound: {
       listen: config.inbound,
       workload: config.workload,
       workloadHost: config.workloadHost,
       inboundPorts: config.inboundPorts,
-      policy: config.policy,
+      skipPorts: config.skipPorts,
       detectTimeoutMs: config.detectTimeoutMs,
       handshakeTimeoutMs: config.detectTimeoutMs,
       maxConnections: config.maxInboundConnections,

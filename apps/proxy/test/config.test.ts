@@ -42,7 +42,8 @@ describe("meshtls-proxy configuration", () => {
       { listen: { host: "127.0.0.1", port: 9000 }, authority: "api.default.svc.cluster.local:80" },
       { listen: { host: "127.0.0.1", port: 9001 }, authority: "10.0.0.1:5432" },
     ]);
-    expect(config.policy.ports).toEqual({ 8080: { allowedIdentities: ["*.default.serviceaccount.identity.meshtls.cluster.local"] }, 25: { skip: true } });
+    expect(config.policy.ports).toEqual({ 8080: { allowedIdentities: ["*.default.serviceaccount.identity.meshtls.cluster.local"] } });
+    expect(config.skipPorts).toEqual([25]);
   });
 
   it("refuses bad or missing settings with a message naming the flag", () => {

@@ -8,7 +8,7 @@ import { createInbound } from "./inbound.js";
 import type { Inbound } from "./inbound.js";
 import { createProxyMetrics } from "./metrics.js";
 import { createOwnSockets } from "./own-sockets.js";
-import { createInboundPolicy } from "./policy.js";
+import { createStaticPolicySource } from "./static-policy.js";
 import { createBundle, createStore } from "./test-mesh.js";
 
 /** Writes raw bytes to a port and returns everything read until the server closes. */
@@ -158,7 +158,7 @@ describe("admin behind the proxy's own inbound leg (the confused deputy, without
     inbound = createInbound({
       identity: "b.default.serviceaccount.identity.meshtls.cluster.local",
       credentials: createTlsCredentials({ credentials: createStore(), trustBundle: createBundle([]) }),
-      policy: createInboundPolicy(),
+      policy: createStaticPolicySource(),
       metrics,
       own,
       workload: { host: "127.0.0.1", port: adminAddress.port },

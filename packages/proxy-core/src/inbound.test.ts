@@ -7,7 +7,7 @@ import { createTlsCredentials } from "./credentials.js";
 import { createInbound } from "./inbound.js";
 import { createProxyMetrics } from "./metrics.js";
 import { createOwnSockets } from "./own-sockets.js";
-import { createInboundPolicy } from "./policy.js";
+import { createStaticPolicySource } from "./static-policy.js";
 import { createProxy } from "./proxy.js";
 import type { CreateProxyOptions, Proxy, ProxyAddresses } from "./proxy.js";
 import { createBundle, createStore, createTableResolver, createTestMesh, identityOf } from "./test-mesh.js";
@@ -149,7 +149,7 @@ describe("inbound: a meshed client may reach only the workload's own ports", () 
     const inbound = createInbound({
       identity: B,
       credentials: createTlsCredentials({ credentials: createStore(), trustBundle: createBundle([]) }),
-      policy: createInboundPolicy(),
+      policy: createStaticPolicySource(),
       metrics,
       own,
       workload: { host: "127.0.0.1", port: echoPort },
@@ -192,7 +192,8 @@ describe("inbound: labels a remote peer chooses stay bounded", () => {
       resolver: createTableResolver(new Map()),
       outbound: { listen: lo },
       admin: { listen: lo },
-      inbound: { listen: lo, workload: { host: "127.0.0.1", port: echoPort }, policy: { defaultPolicy } },
+      policy: createStaticPolicySource({ defaultPolicy }),
+      inbound: { listen: lo, workload: { host: "127.0.0.1", port: echoPort } },
       ...(maxPeerLabelValues === undefined ? {} : { metrics: createProxyMetrics({ maxPeerLabelValues }) }),
     });
     proxies.push(proxy);
@@ -224,7 +225,7 @@ describe("inbound: labels a remote peer chooses stay bounded", () => {
     const text = await proxy.metrics.registry.metrics();
     expect(text).not.toContain("attacker.example");
     expect(text.length - before).toBeLessThan(200);
-    expect(sampleOf(text, `inbound_tcp_authz_deny_total{target_addr="127.0.0.1:${echoPort}",policy="deny",reason="deny"}`)).toBeGreaterThanOrEqual(200);
+    expect(sampleOf(text, `inbound_tcp_authz_deny_total{target_addr="127.0.0.1:${echoPort}",policy="deny",reason="deny",srv_kind="default",srv_name="deny"}`)).toBeGreaterThanOrEqual(200);
     expect(text).toMatch(/tcp_open_total\{direction="inbound",peer="src",target_addr="[^"]+",tls="opaque",sni=""\} 2\d\d/);
   });
 

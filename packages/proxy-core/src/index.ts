@@ -3,7 +3,15 @@ export { createProxy } from "./proxy.js";
 export type { CreateProxyOptions, Proxy, ProxyAddresses } from "./proxy.js";
 
 // What proxy-core reads from: satisfied by @meshtls/identity and @meshtls/destination.
-export type { Credentials, CredentialSource, Endpoint, EndpointResolver, EndpointSet, Resolution, TrustBundleSource } from "./sources.js";
+export type { Credentials, CredentialSource, Endpoint, EndpointResolver, EndpointSet, PolicySource, Resolution, TrustBundleSource } from "./sources.js";
+
+// Inbound policy: Linkerd's model, the flags' static source, a settable store.
+export { ALL_NETWORKS, authorize, checkServerPolicy, DEFAULT_CLUSTER_NETWORKS, defaultServerPolicy, identityAllowed, inNetworks, meshTlsAuthentication, parseDefaultPolicy, parseNetworks, policyLabel } from "./policy.js";
+export type { Authentication, Authorization, AuthorizeDecision, AuthorizeInput, DefaultPolicy, DenyReason, PolicyMeta, PolicyNetwork, ServerPolicy, ServerProtocol } from "./policy.js";
+export { createStaticPolicySource, flagPolicies } from "./static-policy.js";
+export type { PortOverrides, StaticPolicyOptions } from "./static-policy.js";
+export { createPolicyStore } from "./policy-store.js";
+export type { CreatePolicyStoreOptions, PolicyStore } from "./policy-store.js";
 
 // Errors, logging, TLS state.
 export { ProxyError } from "./errors.js";
@@ -23,8 +31,17 @@ export { certificateNotAfter, createTlsCredentials, namesIdentity, peerIdentity,
 export type { CreateTlsCredentialsOptions, ResumableSession, TlsCredentials } from "./credentials.js";
 export { encodeHeader, readTransportHeader, TRANSPORT_ALPN } from "./transport-header.js";
 export type { ReadTransportHeaderOptions } from "./transport-header.js";
-export { createInboundPolicy, identityAllowed, inNetworks, parseDefaultPolicy, parseNetworks } from "./policy.js";
-export type { AuthorizeDecision, AuthorizeInput, CreateInboundPolicyOptions, DefaultPolicy, DenyReason, InboundPolicy, PortPolicy } from "./policy.js";
+export { acceptTarget, createInboundServer } from "./inbound/accept.js";
+export { detectLayer } from "./inbound/detect.js";
+export { createTerminateTls } from "./inbound/terminate-tls.js";
+export type { CreateTerminateTlsOptions, Terminated } from "./inbound/terminate-tls.js";
+export { opaqueTransportLayer } from "./inbound/opaque-transport.js";
+export type { OpaqueTransportOptions } from "./inbound/opaque-transport.js";
+export { authorizeTarget } from "./inbound/authorize.js";
+export { createConnectWorkload, loopRefusal } from "./inbound/connect-workload.js";
+export type { ConnectWorkload } from "./inbound/connect-workload.js";
+export { isRefusal, refuse } from "./inbound/target.js";
+export type { InboundTarget, Refusal } from "./inbound/target.js";
 export { createProxyMetrics, OVERFLOW_LABEL_VALUE } from "./metrics.js";
 export type { ConnectionLeg, CountedSocket, CreateProxyMetricsOptions, ProxyMetrics, RefusedListener } from "./metrics.js";
 export { createAdminServer, isLoopback } from "./admin.js";

@@ -1,6 +1,7 @@
 import type { Duplex } from "node:stream";
 import { Counter, Gauge, Registry } from "prom-client";
 import type { AuthorizeDecision } from "./policy.js";
+import { policyLabel } from "./policy.js";
 import type { TlsState } from "./tls-state.js";
 
 /** One side of a proxied connection, as the metrics label it. */
@@ -44,6 +45,8 @@ export interface ProxyMetrics {
   trackConnection(socket: CountedSocket, leg: ConnectionLeg): void;
   /** Counts a policy decision. */
   recordAuthz(decision: AuthorizeDecision, targetAddr: string): void;
+  /** Counts an open connection closed because its port's new policy denies it. */
+  recordAuthzTerminate(decision: AuthorizeDecision & { allow: false }, targetAddr: string): void;
   /** Counts a connection-level failure (`error` is a snake_case code such as `tls_detect_timeout`). */
   recordError(direction: "inbound" | "outbound", error: string, targetAddr?: string): void;
   /** Records the current certificate's expiry. */
@@ -134,9 +137,24 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     },
   });
   const writeBytes = new Counter({ name: "tcp_write_bytes_total", help: "Bytes written to the peer", labelNames: LEG_LABELS, registers: [registry] });
-  const authzLabels = ["target_addr", "policy", "reason"] as const;
+  const authzLabels = ["target_addr", "policy", "reason", "srv_kind", "srv_name", "authz_kind", "authz_name"] as const;
   const authzAllow = new Counter({ name: "inbound_tcp_authz_allow_total", help: "Inbound connections allowed by policy", labelNames: authzLabels, registers: [registry] });
   const authzDeny = new Counter({ name: "inbound_tcp_authz_deny_total", help: "Inbound connections denied by policy", labelNames: authzLabels, registers: [registry] });
+  const authzTerminate = new Counter({
+    name: "inbound_tcp_authz_terminate_total",
+    help: "Open inbound connections closed because their port's new policy denies them",
+    labelNames: authzLabels,
+    registers: [registry],
+  });
+  // The server and authorization names come from the policy controller (resource names): bounded by the cluster's policy objects.
+  const authzLabelsOf = (decision: AuthorizeDecision, targetAddr: string): Partial<Record<(typeof authzLabels)[number], string>> => ({
+    target_addr: capped.inboundTarget(targetAddr),
+    policy: policyLabel(decision.server),
+    reason: decision.reason,
+    srv_kind: decision.server.kind,
+    srv_name: decision.server.name,
+    ...(decision.allow ? { authz_kind: decision.authz.kind, authz_name: decision.authz.name } : {}),
+  });
   const errors = {
     inbound: new Counter({ name: "inbound_tcp_errors_total", help: "Inbound connections failed before forwarding", labelNames: ["error", "target_addr"], registers: [registry] }),
     outbound: new Counter({ name: "outbound_tcp_errors_total", help: "Outbound connections failed or refused", labelNames: ["error", "target_addr"], registers: [registry] }),
@@ -167,9 +185,12 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
       });
     },
     recordAuthz(decision, targetAddr) {
-      const labels = { target_addr: capped.inboundTarget(targetAddr), policy: decision.policy, reason: decision.reason };
+      const labels = authzLabelsOf(decision, targetAddr);
       if (decision.allow) authzAllow.inc(labels);
       else authzDeny.inc(labels);
+    },
+    recordAuthzTerminate(decision, targetAddr) {
+      authzTerminate.inc(authzLabelsOf(decision, targetAddr));
     },
     recordError(direction, error, targetAddr) {
       errors[direction].inc(targetAddr === undefined ? { error } : { error, target_addr: targetAddr });

@@ -1,75 +1,93 @@
 import net from "node:net";
 import { ProxyError } from "./errors.js";
 
+// The inbound policy model, after Linkerd's (`io.linkerd.proxy.inbound.Server`):
+// a port's server has protocol settings and, separately, the authorizations
+// that admit clients. An empty list of authorizations admits nobody.
+
 /** The default inbound policies (Linkerd's names). */
-export type DefaultPolicy = "all-unauthenticated" | "all-authenticated" | "cluster-authenticated" | "deny" | "audit";
+export type DefaultPolicy = "all-unauthenticated" | "all-authenticated" | "cluster-authenticated" | "cluster-unauthenticated" | "deny" | "audit";
 
-const DEFAULT_POLICIES: readonly DefaultPolicy[] = ["all-unauthenticated", "all-authenticated", "cluster-authenticated", "deny", "audit"];
+const DEFAULT_POLICIES: readonly DefaultPolicy[] = ["all-unauthenticated", "all-authenticated", "cluster-authenticated", "cluster-unauthenticated", "deny", "audit"];
 
-/** Per-port overrides, keyed by the workload's target port. */
-export interface PortPolicy {
-  /** This port's own default policy instead of the proxy's. */
-  policy?: DefaultPolicy;
-  /** Only clients with a verified mesh identity. */
-  requireIdentity?: boolean;
-  /**
-   * Opaque port: a plaintext connection is forwarded without waiting for the
-   * client's first bytes (server-speaks-first protocols); meshed clients reach
-   * it through the transport header.
-   */
-  opaque?: boolean;
-  /** Forward without TLS detection or policy (`no_tls_reason="port_skipped"`). */
-  skip?: boolean;
-  /**
-   * Client identities allowed; an entry is exact, or `*.<suffix>` for any
-   * identity ending in `.<suffix>` (e.g. `*.default.serviceaccount.identity.meshtls.cluster.local`).
-   * Implies requireIdentity.
-   */
-  allowedIdentities?: string[];
+/** Which resource a server or authorization came from (`Server.labels`, `Authz.metadata`); metric labels. */
+export interface PolicyMeta {
+  /** `""` for defaults, `policy.linkerd.io` for resources. */
+  group: string;
+  /** `default`, `server`, `authorizationpolicy`, `serverauthorization`… */
+  kind: string;
+  name: string;
 }
 
-/** Options of {@link createInboundPolicy}. */
-export interface CreateInboundPolicyOptions {
-  /** Default `all-unauthenticated`. */
-  defaultPolicy?: DefaultPolicy;
-  /**
-   * CIDRs of the cluster's networks for `cluster-authenticated`.
-   * Default the private ranges: 10.0.0.0/8, 100.64.0.0/10, 172.16.0.0/12,
-   * 192.168.0.0/16, fd00::/8.
-   */
-  clusterNetworks?: string[];
-  ports?: Record<number, PortPolicy>;
+/** How the proxy treats a port's bytes before authorization (server settings, not authorization). */
+export type ServerProtocol =
+  /** Detect TLS in the client's first bytes, within `timeoutMs` (default: the inbound's `detectTimeoutMs`). */
+  | { kind: "detect"; timeoutMs?: number }
+  /** Server-speaks-first: forwarded without waiting for the client's bytes; meshed clients use the transport header. */
+  | { kind: "opaque" }
+  /** Declared TLS, HTTP/1, HTTP/2 or gRPC: detected as `detect` until the HTTP layer exists. */
+  | { kind: "tls" | "http1" | "http2" | "grpc" };
+
+/** Who an authorization admits. */
+export type Authentication =
+  /** Anyone, with or without TLS. */
+  | { kind: "unauthenticated" }
+  /** Any client whose mesh TLS the proxy terminated, with or without a client certificate. */
+  | { kind: "tls-unauthenticated" }
+  /** A verified client identity: exact `identities`, or a name ending in `.<suffix>` (a suffix `""` matches every identity). */
+  | { kind: "mesh-tls"; identities: string[]; suffixes: string[] };
+
+/** A CIDR (or bare IP) and the CIDRs inside it that do not match. */
+export interface PolicyNetwork {
+  net: string;
+  except: string[];
 }
 
-/** What the policy layer knows of a connection. */
+/** One authorization: the client's address in one of `networks` and `authentication` met. */
+export interface Authorization {
+  networks: PolicyNetwork[];
+  authentication: Authentication;
+  meta: PolicyMeta;
+}
+
+/** A port's inbound server policy. */
+export interface ServerPolicy {
+  protocol: ServerProtocol;
+  authorizations: Authorization[];
+  meta: PolicyMeta;
+  /** Denials are allowed, reported as `wouldDeny` (the `audit` default policy). */
+  audit?: boolean;
+}
+
+/** What the authorization layer knows of a connection. */
 export interface AuthorizeInput {
-  /** The workload port the connection is for. */
-  port: number;
   /** The client's IP address as the socket reports it. */
   clientAddress: string;
+  /** Whether the proxy terminated the client's mesh TLS. */
+  meshTls: boolean;
   /** The verified mesh identity of the client, if it presented one. */
   clientId?: string;
 }
 
-/** Why a connection was allowed or denied; `reason` is a metric label. */
-export type AuthorizeDecision =
-  | { allow: true; policy: DefaultPolicy; reason: "unauthenticated" | "authenticated" | "audit"; wouldDeny?: DenyReason }
-  | { allow: false; policy: DefaultPolicy; reason: DenyReason };
-
-/** Why a connection is denied. */
+/** Why a connection is denied: a metric label. */
 export type DenyReason = "deny" | "unauthenticated" | "not_in_cluster_networks" | "identity_not_allowed";
 
-/** The inbound authorization layer. */
-export interface InboundPolicy {
-  /** The overrides for a port (empty when none). */
-  port(port: number): PortPolicy;
-  authorize(input: AuthorizeInput): AuthorizeDecision;
-}
+/** Why a connection was allowed or denied; `reason` and the metas are metric labels. */
+export type AuthorizeDecision =
+  | { allow: true; server: PolicyMeta; authz: PolicyMeta; reason: "unauthenticated" | "authenticated" | "audit"; wouldDeny?: DenyReason }
+  | { allow: false; server: PolicyMeta; reason: DenyReason };
 
-const DEFAULT_CLUSTER_NETWORKS = ["10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"];
+/** Everything a network may match: Linkerd's "all networks". */
+export const ALL_NETWORKS: readonly PolicyNetwork[] = [
+  { net: "0.0.0.0/0", except: [] },
+  { net: "::/0", except: [] },
+];
 
-/** Parses `a.b.c.d/n` or `v6/n` into a BlockList. @throws ProxyError `ERR_CONFIG_INVALID` */
-export function parseNetworks(cidrs: string[]): net.BlockList {
+/** The private ranges, the default cluster networks. */
+export const DEFAULT_CLUSTER_NETWORKS: readonly string[] = ["10.0.0.0/8", "100.64.0.0/10", "172.16.0.0/12", "192.168.0.0/16", "fd00::/8"];
+
+/** Parses `a.b.c.d/n`, `v6/n` or a bare IP into a BlockList. @throws ProxyError `ERR_CONFIG_INVALID` */
+export function parseNetworks(cidrs: readonly string[]): net.BlockList {
   const list = new net.BlockList();
   for (const cidr of cidrs) {
     const [address = "", prefixText] = cidr.split("/");
@@ -92,9 +110,10 @@ export function inNetworks(networks: net.BlockList, address: string): boolean {
   return false;
 }
 
-/** Whether `identity` matches an allow-list entry (exact, or `*.suffix`). */
+/** Whether `identity` matches an allow-list entry (exact, `*.suffix`, or `*` for any identity). */
 export function identityAllowed(identity: string, allowed: readonly string[]): boolean {
   for (const entry of allowed) {
+    if (entry === "*") return true;
     if (entry.startsWith("*.")) {
       if (identity.endsWith(entry.slice(1)) && identity.length > entry.length - 1) return true;
     } else if (identity === entry) {
@@ -104,6 +123,19 @@ export function identityAllowed(identity: string, allowed: readonly string[]): b
   return false;
 }
 
+/** Splits an allow list (exact, `*.suffix`, `*`) into Linkerd's identities and suffixes. @throws ProxyError `ERR_CONFIG_INVALID` */
+export function meshTlsAuthentication(allowed: readonly string[]): Authentication {
+  const identities: string[] = [];
+  const suffixes: string[] = [];
+  for (const entry of allowed) {
+    if (entry === "*") suffixes.push("");
+    else if (/^\*\.[^*]+$/.test(entry)) suffixes.push(entry.slice(2));
+    else if (entry !== "" && !entry.includes("*")) identities.push(entry);
+    else throw new ProxyError("ERR_CONFIG_INVALID", `bad allowed identity ${JSON.stringify(entry)}: exact name, *.suffix or *`);
+  }
+  return { kind: "mesh-tls", identities, suffixes };
+}
+
 /** Validates a policy name. @throws ProxyError `ERR_CONFIG_INVALID` */
 export function parseDefaultPolicy(text: string): DefaultPolicy {
   if ((DEFAULT_POLICIES as readonly string[]).includes(text)) return text as DefaultPolicy;
@@ -111,55 +143,99 @@ export function parseDefaultPolicy(text: string): DefaultPolicy {
 }
 
 /**
- * Builds the inbound authorization layer. The rules, for a connection to port p:
- * `deny` denies everything; per-port `allowedIdentities` (or `requireIdentity`)
- * then require a verified client identity (in the list); `all-authenticated`
- * requires an identity; `cluster-authenticated` requires an identity and a
- * client address in the cluster networks; `all-unauthenticated` allows.
- * `audit` evaluates as `all-authenticated` plus the port rules but allows,
- * reporting what it would have denied in `wouldDeny`.
- * @throws ProxyError `ERR_CONFIG_INVALID`
+ * The server Linkerd's controller sends for a port without a Server resource
+ * (`policy-controller/k8s/index/src/defaults.rs`): `all-authenticated` any
+ * identity from anywhere, `cluster-*` from the cluster networks, `deny`
+ * nobody, `audit` everyone (reporting what `all-authenticated` would deny).
  */
-export function createInboundPolicy(options: CreateInboundPolicyOptions = {}): InboundPolicy {
-  const defaultPolicy = parseDefaultPolicy(options.defaultPolicy ?? "all-unauthenticated");
-  const networks = parseNetworks(options.clusterNetworks ?? DEFAULT_CLUSTER_NETWORKS);
-  const ports = new Map<number, PortPolicy>();
-  for (const [key, value] of Object.entries(options.ports ?? {})) {
-    const port = Number(key);
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ProxyError("ERR_CONFIG_INVALID", `bad port ${JSON.stringify(key)}`);
-    if (value.policy !== undefined) parseDefaultPolicy(value.policy);
-    for (const entry of value.allowedIdentities ?? []) {
-      if (entry === "" || entry === "*." || (entry.includes("*") && !/^\*\.[^*]+$/.test(entry))) {
-        throw new ProxyError("ERR_CONFIG_INVALID", `bad allowed identity ${JSON.stringify(entry)}: exact name or *.suffix`);
-      }
-    }
-    ports.set(port, value);
+export function defaultServerPolicy(policy: DefaultPolicy, options: { clusterNetworks?: readonly string[]; protocol?: ServerProtocol } = {}): ServerPolicy {
+  const meta: PolicyMeta = { group: "", kind: "default", name: policy };
+  const cluster = (options.clusterNetworks ?? DEFAULT_CLUSTER_NETWORKS).map((cidr) => ({ net: cidr, except: [] }));
+  const anyIdentity: Authentication = { kind: "mesh-tls", identities: [], suffixes: [""] };
+  const authz = (networks: readonly PolicyNetwork[], authentication: Authentication): Authorization[] => [{ networks: [...networks], authentication, meta }];
+  const protocol = options.protocol ?? { kind: "detect" };
+  switch (policy) {
+    case "all-unauthenticated":
+      return { protocol, meta, authorizations: authz(ALL_NETWORKS, { kind: "unauthenticated" }) };
+    case "cluster-unauthenticated":
+      return { protocol, meta, authorizations: authz(cluster, { kind: "unauthenticated" }) };
+    case "all-authenticated":
+      return { protocol, meta, authorizations: authz(ALL_NETWORKS, anyIdentity) };
+    case "cluster-authenticated":
+      return { protocol, meta, authorizations: authz(cluster, anyIdentity) };
+    case "deny":
+      return { protocol, meta, authorizations: [] };
+    case "audit":
+      return { protocol, meta, authorizations: authz(ALL_NETWORKS, anyIdentity), audit: true };
   }
+}
 
-  const evaluate = (policy: DefaultPolicy, portPolicy: PortPolicy, input: AuthorizeInput): DenyReason | undefined => {
-    if (policy === "deny") return "deny";
-    const { clientId } = input;
-    if (portPolicy.allowedIdentities !== undefined) {
-      if (clientId === undefined) return "unauthenticated";
-      if (!identityAllowed(clientId, portPolicy.allowedIdentities)) return "identity_not_allowed";
+interface CompiledAuthorization {
+  source: Authorization;
+  networks: { net: net.BlockList; except: net.BlockList | undefined }[];
+}
+
+// Policies are immutable values: each is compiled once, on its first use.
+const compiled = new WeakMap<ServerPolicy, CompiledAuthorization[]>();
+
+/** Validates a policy's networks and identities (throws what the first use would). @throws ProxyError `ERR_CONFIG_INVALID` */
+export function checkServerPolicy(policy: ServerPolicy): ServerPolicy {
+  compile(policy);
+  return policy;
+}
+
+function compile(policy: ServerPolicy): CompiledAuthorization[] {
+  let result = compiled.get(policy);
+  if (result === undefined) {
+    result = policy.authorizations.map((source) => ({
+      source,
+      networks: source.networks.map((n) => ({ net: parseNetworks([n.net]), except: n.except.length === 0 ? undefined : parseNetworks(n.except) })),
+    }));
+    compiled.set(policy, result);
+  }
+  return result;
+}
+
+/** Why one authorization does not admit the client (undefined: it does). */
+function refusal(authz: CompiledAuthorization, input: AuthorizeInput): DenyReason | undefined {
+  const authn = authz.source.authentication;
+  if (authn.kind === "mesh-tls") {
+    if (input.clientId === undefined) return "unauthenticated";
+    const id = input.clientId;
+    const allowed = authn.identities.includes(id) || authn.suffixes.some((suffix) => suffix === "" || (id.endsWith(`.${suffix}`) && id.length > suffix.length + 1));
+    if (!allowed) return "identity_not_allowed";
+  } else if (authn.kind === "tls-unauthenticated" && !input.meshTls) {
+    return "unauthenticated";
+  }
+  const inside = authz.networks.some((n) => inNetworks(n.net, input.clientAddress) && (n.except === undefined || !inNetworks(n.except, input.clientAddress)));
+  return inside ? undefined : "not_in_cluster_networks";
+}
+
+// When several authorizations refuse, the reason reported is the one a client can act on first.
+const REASON_ORDER: readonly DenyReason[] = ["unauthenticated", "identity_not_allowed", "not_in_cluster_networks"];
+
+/**
+ * Decides a connection against a port's policy: allowed by the first
+ * authorization that admits it; otherwise denied with the most telling
+ * reason (`deny` when the policy admits nobody). An `audit` policy allows
+ * what it would deny, reporting `wouldDeny`.
+ */
+export function authorize(policy: ServerPolicy, input: AuthorizeInput): AuthorizeDecision {
+  const authorizations = compile(policy);
+  let reason: DenyReason = "deny";
+  for (const authz of authorizations) {
+    const refused = refusal(authz, input);
+    if (refused === undefined) {
+      if (policy.audit === true) return { allow: true, server: policy.meta, authz: authz.source.meta, reason: "audit" };
+      return { allow: true, server: policy.meta, authz: authz.source.meta, reason: input.clientId === undefined ? "unauthenticated" : "authenticated" };
     }
-    const needsIdentity = portPolicy.requireIdentity === true || policy === "all-authenticated" || policy === "cluster-authenticated" || policy === "audit";
-    if (needsIdentity && clientId === undefined) return "unauthenticated";
-    if (policy === "cluster-authenticated" && !inNetworks(networks, input.clientAddress)) return "not_in_cluster_networks";
-    return undefined;
-  };
+    if (reason === "deny" || REASON_ORDER.indexOf(refused) < REASON_ORDER.indexOf(reason)) reason = refused;
+  }
+  if (policy.audit === true) return { allow: true, server: policy.meta, authz: policy.meta, reason: "audit", wouldDeny: reason };
+  return { allow: false, server: policy.meta, reason };
+}
 
-  return {
-    port: (port) => ports.get(port) ?? {},
-    authorize(input) {
-      const portPolicy = ports.get(input.port) ?? {};
-      const policy = portPolicy.policy ?? defaultPolicy;
-      const denied = evaluate(policy, portPolicy, input);
-      if (policy === "audit") {
-        return denied === undefined ? { allow: true, policy, reason: "audit" } : { allow: true, policy, reason: "audit", wouldDeny: denied };
-      }
-      if (denied !== undefined) return { allow: false, policy, reason: denied };
-      return { allow: true, policy, reason: input.clientId === undefined ? "unauthenticated" : "authenticated" };
-    },
-  };
+/** The legacy `policy` metric label: a default policy's name, or the kind of resource that governs the port. */
+export function policyLabel(server: PolicyMeta): string {
+  return server.kind === "default" ? server.name : server.kind;
 }

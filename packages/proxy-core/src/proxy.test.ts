@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createProxy } from "./proxy.js";
 import type { CreateProxyOptions, Proxy, ProxyAddresses } from "./proxy.js";
 import type { EndpointSet } from "./sources.js";
+import { createStaticPolicySource } from "./static-policy.js";
 import { createBundle, createStore, createTableResolver, createTestMesh, identityOf } from "./test-mesh.js";
 import type { TestMesh } from "./test-mesh.js";
 import { encodeHeader, TRANSPORT_ALPN } from "./transport-header.js";
@@ -217,19 +218,19 @@ describe("meshtls proxy (in process, real TLS)", () => {
   });
 
   it("inbound: all-authenticated refuses and counts plaintext, allows mesh clients", async () => {
-    const strict = await start({ identity: B, workloadPort: app.port, credentials: createStore(await mesh.issue(B)), inbound: { workload: { host: "127.0.0.1", port: app.port }, listen: lo, policy: { defaultPolicy: "all-authenticated" } } });
+    const strict = await start({ identity: B, workloadPort: app.port, credentials: createStore(await mesh.issue(B)), policy: createStaticPolicySource({ defaultPolicy: "all-authenticated" }), inbound: { workload: { host: "127.0.0.1", port: app.port }, listen: lo } });
     const socket = net.connect(strict.addresses.inbound.port, "127.0.0.1");
     socket.write("denied?");
     expect(await closed(socket)).toBe("");
     const text = await metricsText(strict.proxy);
-    expect(text).toContain(`inbound_tcp_authz_deny_total{target_addr="127.0.0.1:${app.port}",policy="all-authenticated",reason="unauthenticated"} 1`);
+    expect(text).toContain(`inbound_tcp_authz_deny_total{target_addr="127.0.0.1:${app.port}",policy="all-authenticated",reason="unauthenticated",srv_kind="default",srv_name="all-authenticated"} 1`);
     table.set("strict.default.svc.cluster.local:80", { exists: true, endpoints: [{ address: "127.0.0.1", port: strict.addresses.inbound.port, weight: 1, identity: B, labels: {} }] });
     const viaMesh = net.connect(a.addresses.outbound.port, "127.0.0.1");
     viaMesh.write("CONNECT strict.default.svc.cluster.local:80 HTTP/1.1\r\n\r\n");
     await once(viaMesh, "data");
     expect(await roundTrip(viaMesh, "allowed")).toBe("allowed");
     viaMesh.destroy();
-    expect(await metricsText(strict.proxy)).toContain(`inbound_tcp_authz_allow_total{target_addr="127.0.0.1:${app.port}",policy="all-authenticated",reason="authenticated"} 1`);
+    expect(await metricsText(strict.proxy)).toContain(`inbound_tcp_authz_allow_total{target_addr="127.0.0.1:${app.port}",policy="all-authenticated",reason="authenticated",srv_kind="default",srv_name="all-authenticated",authz_kind="default",authz_name="all-authenticated"} 1`);
   });
 
   it("inbound: a client certificate from another trust anchor is refused", async () => {

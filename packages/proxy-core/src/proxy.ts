@@ -14,9 +14,8 @@ import type { ProxyMetrics } from "./metrics.js";
 import type { Route } from "./outbound.js";
 import { createOutbound } from "./outbound.js";
 import { createOwnSockets } from "./own-sockets.js";
-import type { CreateInboundPolicyOptions } from "./policy.js";
-import { createInboundPolicy } from "./policy.js";
-import type { CredentialSource, EndpointResolver, TrustBundleSource } from "./sources.js";
+import type { CredentialSource, EndpointResolver, PolicySource, TrustBundleSource } from "./sources.js";
+import { createStaticPolicySource } from "./static-policy.js";
 
 /** Options of {@link createProxy}. */
 export interface CreateProxyOptions {
@@ -27,6 +26,11 @@ export interface CreateProxyOptions {
   trustBundle: TrustBundleSource;
   /** The destination client. */
   resolver: EndpointResolver;
+  /**
+   * Each inbound port's current policy (the policy client, or
+   * `createStaticPolicySource(flags)`). Default: `all-unauthenticated` on every port.
+   */
+  policy?: PolicySource;
   inbound: {
     /** Default 0.0.0.0:4143. */
     listen?: HostPort;
@@ -39,7 +43,9 @@ export interface CreateProxyOptions {
      * Default none: any port but the proxy's own listeners.
      */
     inboundPorts?: number[];
-    policy?: CreateInboundPolicyOptions;
+    /** Ports forwarded without detection or policy. Default none. */
+    skipPorts?: number[];
+    /** TLS detection bound when the port's policy names none. Default 10000. */
     detectTimeoutMs?: number;
     handshakeTimeoutMs?: number;
     /** Connections open at once; more are closed at once. Default 10000. */
@@ -118,12 +124,13 @@ export function createProxy(options: CreateProxyOptions): Proxy {
   const inbound = createInbound({
     ...common,
     identity: options.identity,
-    policy: createInboundPolicy(options.inbound.policy),
+    policy: options.policy ?? createStaticPolicySource(),
     workload: options.inbound.workload,
     ...(options.inbound.workloadHost === undefined ? {} : { workloadHost: options.inbound.workloadHost }),
     ...(options.inbound.detectTimeoutMs === undefined ? {} : { detectTimeoutMs: options.inbound.detectTimeoutMs }),
     ...(options.inbound.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.inbound.handshakeTimeoutMs }),
     ...(options.inbound.inboundPorts === undefined ? {} : { inboundPorts: options.inbound.inboundPorts }),
+    ...(options.inbound.skipPorts === undefined ? {} : { skipPorts: options.inbound.skipPorts }),
     ...(options.inbound.maxConnections === undefined ? {} : { maxConnections: options.inbound.maxConnections }),
   });
   const outbound = createOutbound({
@@ -177,6 +184,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
       const left = inbound.connections() + outbound.connections();
       if (left > 0) logger.warn({ open: left }, "drain time is up: closing the remaining connections");
       inbound.destroyAll();
+      inbound.close();
       outbound.destroyAll();
       outbound.close();
       offCredentials();
@@ -236,6 +244,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
         // Nothing was served yet: close what is bound, without a drain to log.
         stopping ??= (async () => {
           await Promise.all([inbound.stopAccepting(), outbound.stopAccepting()]);
+          inbound.close();
           outbound.close();
           offCredentials();
           tls.close();

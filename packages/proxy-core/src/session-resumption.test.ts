@@ -20,7 +20,7 @@ import type { Inbound } from "./inbound.js";
 import { createProxyMetrics } from "./metrics.js";
 import type { ProxyMetrics } from "./metrics.js";
 import { createOutbound } from "./outbound.js";
-import { createInboundPolicy } from "./policy.js";
+import { createStaticPolicySource } from "./static-policy.js";
 import type { Credentials, EndpointSet } from "./sources.js";
 import { createBundle, createStore, createTableResolver, createTestMesh, identityOf } from "./test-mesh.js";
 import type { TestMesh } from "./test-mesh.js";
@@ -151,7 +151,7 @@ describe("session resumption is bounded by identity (real TLS 1.3 on 127.0.0.1)"
         identity: API,
         credentials,
         metrics,
-        policy: createInboundPolicy({ defaultPolicy: "all-authenticated" }),
+        policy: createStaticPolicySource({ defaultPolicy: "all-authenticated" }),
         workload: { host: "127.0.0.1", port: echo.port },
       });
       const address = await inbound.listen({ host: "127.0.0.1", port: 0 });

@@ -1,3 +1,5 @@
+import type { ServerPolicy } from "./policy.js";
+
 // The structural interfaces proxy-core reads from. @meshtls/identity's
 // credential store and @meshtls/destination's client satisfy them; tests pass
 // in-process implementations of the same shapes.
@@ -54,4 +56,17 @@ export interface Resolution {
 /** Resolves an authority (`svc.ns.svc.cluster.local:80` or `ip:port`) to endpoints. */
 export interface EndpointResolver {
   resolve(authority: string, options?: { signal?: AbortSignal }): Resolution;
+}
+
+/**
+ * Each inbound port's current server policy, which may change at run time
+ * (the policy controller's `WatchPort`, or flags fixed at start).
+ */
+export interface PolicySource {
+  /** The port's policy now. A port not asked about before starts from its default (and, for a watching source, its watch). */
+  current(port: number): ServerPolicy;
+  /** Called with the port and its new policy on every change. */
+  subscribe(listener: (port: number, policy: ServerPolicy) => void): () => void;
+  /** Ends any watches. */
+  close?(): void;
 }

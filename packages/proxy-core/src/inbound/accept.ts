@@ -1,0 +1,33 @@
+import net from "node:net";
+import type { ProxyMetrics } from "../metrics.js";
+import type { HostPort } from "../address.js";
+import type { PolicySource } from "../sources.js";
+import type { InboundTarget } from "./target.js";
+
+/** Builds the target of a connection the inbound listener accepted: for the workload's own port until a transport header says otherwise. */
+export function acceptTarget(raw: net.Socket, options: { workload: HostPort; policy: PolicySource }): InboundTarget {
+  const { workload } = options;
+  return {
+    listenerPort: raw.localPort ?? 0,
+    client: { address: raw.remoteAddress ?? "", port: raw.remotePort ?? 0 },
+    port: workload.port,
+    workload,
+    tls: { tls: "no_identity", reason: "no_tls_from_remote" },
+    policy: options.policy.current(workload.port),
+  };
+}
+
+/**
+ * The inbound listener: paused connections (nothing is read before the
+ * stack decides), at most `maxConnections` open, the rest closed by node
+ * before any byte is read and counted.
+ */
+export function createInboundServer(options: { maxConnections: number; metrics: ProxyMetrics }, onConnection: (raw: net.Socket) => void): net.Server {
+  const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (raw) => {
+    raw.on("error", () => undefined);
+    onConnection(raw);
+  });
+  server.maxConnections = options.maxConnections;
+  server.on("drop", () => options.metrics.recordRefused("inbound", "max_connections"));
+  return server;
+}

@@ -1,0 +1,98 @@
+import type net from "node:net";
+import tls from "node:tls";
+import type { TlsCredentials } from "../credentials.js";
+import { certificateNotAfter, peerIdentity, SESSION_TICKET_LIFETIME_S } from "../credentials.js";
+import { ProxyError } from "../errors.js";
+import { TRANSPORT_ALPN } from "../transport-header.js";
+import type { InboundTarget, Refusal } from "./target.js";
+import { refuse } from "./target.js";
+
+/** Options of {@link createTerminateTls}. */
+export interface CreateTerminateTlsOptions {
+  /** The local identity: the only SNI terminated. */
+  identity: string;
+  credentials: TlsCredentials;
+  /** The handshake must complete within this. */
+  handshakeTimeoutMs: number;
+}
+
+/** A terminated mesh connection: the decrypted stream and the target with the client's identity. */
+export interface Terminated {
+  target: InboundTarget;
+  socket: tls.TLSSocket;
+}
+
+/**
+ * Creates the layer that terminates mesh TLS 1.3 on a detected connection
+ * and names the client: its verified identity, or none (no certificate). A
+ * certificate that does not chain to our anchors, or that expired (a resumed
+ * session skips the checks), is a refusal, never an anonymous client.
+ */
+export function createTerminateTls(options: CreateTerminateTlsOptions): (target: InboundTarget, raw: net.Socket) => Promise<Terminated | Refusal> {
+  const { credentials } = options;
+  // One TLS server object (never listening) terminates every mesh connection;
+  // SNICallback hands it the current context, so rotation only affects new
+  // handshakes and there is nothing to terminate with before the first cert.
+  const pending = new Map<string, (result: { socket: tls.TLSSocket } | { error: Error; socket?: tls.TLSSocket }) => void>();
+  const tlsServer = tls.createServer({
+    requestCert: true,
+    rejectUnauthorized: false,
+    minVersion: "TLSv1.3",
+    maxVersion: "TLSv1.3",
+    ALPNProtocols: [TRANSPORT_ALPN],
+    handshakeTimeout: options.handshakeTimeoutMs,
+    sessionTimeout: SESSION_TICKET_LIFETIME_S,
+    allowHalfOpen: true,
+    SNICallback: (servername, callback) => {
+      const context = credentials.context();
+      if (servername !== options.identity) callback(new ProxyError("ERR_TLS_HANDSHAKE", `SNI ${servername} is not ${options.identity}`), undefined);
+      else if (context === undefined) callback(new ProxyError("ERR_NO_CREDENTIALS", "no certificate yet: refusing mesh TLS"), undefined);
+      else callback(null, context);
+    },
+  });
+  // Tickets are sealed with this server's keys whatever context SNICallback picks: they follow the credentials.
+  credentials.bindServer(tlsServer);
+  const keyOf = (s: net.Socket): string => `${s.remoteAddress}|${s.remotePort}|${s.localAddress}|${s.localPort}`;
+  tlsServer.on("secureConnection", (socket: tls.TLSSocket) => pending.get(keyOf(socket))?.({ socket }));
+  tlsServer.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => pending.get(keyOf(socket))?.({ error, socket }));
+
+  const handshake = (raw: net.Socket): Promise<tls.TLSSocket> =>
+    new Promise((resolve, reject) => {
+      const key = keyOf(raw);
+      pending.set(key, (result) => {
+        pending.delete(key);
+        if ("error" in result) {
+          result.socket?.destroy();
+          reject(new ProxyError("ERR_TLS_HANDSHAKE", `mesh TLS handshake failed: ${result.error.message}`, { cause: result.error }));
+        } else {
+          resolve(result.socket);
+        }
+      });
+      raw.once("close", () => {
+        if (pending.delete(key)) reject(new ProxyError("ERR_TLS_HANDSHAKE", "the client went away during the handshake"));
+      });
+      tlsServer.emit("connection", raw);
+    });
+
+  return async (target, raw) => {
+    let secure: tls.TLSSocket;
+    try {
+      secure = await handshake(raw);
+    } catch (error) {
+      return { refused: error as ProxyError, errorLabel: "tls_handshake" };
+    }
+    const peer = secure.getPeerX509Certificate();
+    const expired = credentials.checkExpiry(certificateNotAfter(peer));
+    if (expired !== undefined) {
+      secure.destroy();
+      return { refused: expired, errorLabel: expired.code === "ERR_TLS_LOCAL_CERT_EXPIRED" ? "tls_local_cert_expired" : "tls_peer_cert_expired" };
+    }
+    if (peer !== undefined && !secure.authorized) {
+      secure.destroy();
+      return refuse("ERR_TLS_UNAUTHORIZED", `client certificate refused: ${String(secure.authorizationError)}`, "tls_client_cert_unverified");
+    }
+    const clientId = peer === undefined ? undefined : peerIdentity(peer.raw);
+    const terminated: InboundTarget = clientId === undefined ? { ...target, tls: { tls: "true" } } : { ...target, tls: { tls: "true", peerId: clientId }, clientId };
+    return { target: terminated, socket: secure };
+  };
+}
