@@ -8,7 +8,7 @@ import { GET, getWorks } from "./support/grpc.ts";
 import { defineGrpcAttacks } from "./support/grpc-attacks.ts";
 import { createMaterial, identityOf, startDestination } from "./support/mesh.ts";
 import type { Leaf, Material, Service } from "./support/mesh.ts";
-import { tempDir } from "./support/processes.ts";
+import { stopAll, tempDir } from "./support/processes.ts";
 import type { Target } from "./support/results.ts";
 import { httpGet } from "./support/wire.ts";
 
@@ -40,9 +40,7 @@ describe("meshtls-destination under attack", () => {
       startDestination(material, { name: "destination-plaintext", registryFile }),
     ]);
   });
-  afterAll(async () => {
-    await Promise.all([tlsService?.proc.stop(), plainService?.proc.stop()]);
-  });
+  afterAll(stopAll);
 
   defineAdminAttacks("destination admin (mTLS service)", () => ({ admin: tlsService.admin, target: tlsTarget }));
   defineAdminAttacks("destination admin (plaintext service)", () => ({ admin: plainService.admin, target: plainTarget }));

@@ -5,7 +5,7 @@ import { CERTIFY, certifyWorks } from "./support/grpc.ts";
 import { defineGrpcAttacks } from "./support/grpc-attacks.ts";
 import { createMaterial, startIdentity } from "./support/mesh.ts";
 import type { Material, Service } from "./support/mesh.ts";
-import { tempDir } from "./support/processes.ts";
+import { stopAll, tempDir } from "./support/processes.ts";
 import type { Target } from "./support/results.ts";
 import { httpGet } from "./support/wire.ts";
 
@@ -37,9 +37,7 @@ describe("meshtls-identity under attack", () => {
       startIdentity(material, { name: "identity-plaintext", plaintext: true }),
     ]);
   });
-  afterAll(async () => {
-    await Promise.all([tlsService?.proc.stop(), plainService?.proc.stop()]);
-  });
+  afterAll(stopAll);
 
   defineAdminAttacks("identity admin (2 workers)", () => ({ admin: tlsService.admin, target: tlsTarget }));
   defineAdminAttacks("identity admin (plaintext)", () => ({ admin: plainService.admin, target: plainTarget }));

@@ -12,7 +12,7 @@ import { clientHello, clientHelloBody, extension, records, sniExtension } from "
 import { capFlood } from "./support/floods.ts";
 import { createMaterial, identityOf, portOf, startDestination, startIdentity, startProxy } from "./support/mesh.ts";
 import type { Leaf, Material, ProxyProcess, Service } from "./support/mesh.ts";
-import { freePort, poll, sleep, tempDir } from "./support/processes.ts";
+import { freePort, poll, sleep, stopAll, tempDir } from "./support/processes.ts";
 import { attack, expectHolds } from "./support/results.ts";
 import type { Target } from "./support/results.ts";
 import { headerFor, portBody, TRANSPORT_ALPN, transportHeader } from "./support/transport-header.ts";
@@ -128,8 +128,7 @@ describe("meshtls-proxy under attack", () => {
 
   afterAll(async () => {
     for (const server of servers) server.close();
-    await Promise.all([p, c, d].map((x) => x?.proc.stop()));
-    await Promise.all([identity?.proc.stop(), destination?.proc.stop()]);
+    await stopAll();
   });
 
   /** Forwarded to the workload (its app answered) or closed: what the inbound did with odd bytes. */

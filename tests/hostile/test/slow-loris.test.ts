@@ -11,7 +11,7 @@ import { clientHello } from "./support/client-hello.ts";
 import { frame, FrameType, PREFACE } from "./support/http2-frames.ts";
 import { createMaterial, hostOf, identityOf, portOf, startDestination, startIdentity, startProxy } from "./support/mesh.ts";
 import type { Leaf, Material, ProxyProcess, Service } from "./support/mesh.ts";
-import { tempDir } from "./support/processes.ts";
+import { stopAll, tempDir } from "./support/processes.ts";
 import type { Proc } from "./support/processes.ts";
 import { attack, expectHolds } from "./support/results.ts";
 import type { Outcome } from "./support/results.ts";
@@ -97,8 +97,7 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
   });
   afterAll(async () => {
     for (const server of servers) server.close();
-    await proxy?.proc.stop();
-    await Promise.all([identityTls, identityPlain, destinationTls, destinationPlain].map((s) => s?.proc.stop()));
+    await stopAll();
   });
 
   const live = (admin: () => string) => async (): Promise<boolean> => (await httpGet(admin(), "/live"))?.status === 200;

@@ -1,8 +1,7 @@
 // The real binaries as child processes: JSON log lines kept, liveness and RSS read from /proc.
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -16,8 +15,13 @@ export const bins = {
   proxy: path.join(repoRoot, "apps/proxy/dist/main.js"),
 };
 
+/** Temporary folders of this test file (keys and tokens in them): removed by {@link stopAll}. */
+const dirs = new Set<string>();
+
 export function tempDir(prefix: string): string {
-  return mkdtempSync(path.join(os.tmpdir(), `meshtls-hostile-${prefix}-`));
+  const dir = mkdtempSync(path.join(os.tmpdir(), `meshtls-hostile-${prefix}-`));
+  dirs.add(dir);
+  return dir;
 }
 
 /** A port free right now on `host` (bound and released). */
@@ -124,10 +128,27 @@ export class Proc {
   }
 }
 
+/**
+ * Every binary this test file started, so that afterAll can stop them all:
+ * one that started while a sibling failed to (Promise.all rejected before its
+ * result was assigned) must not outlive the file.
+ */
+const started = new Set<Proc>();
+
 /** Starts `node <bin> ...args` with only PATH in its environment (no MESHTLS_* leaks in). */
 export function startNode(name: string, bin: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
   const child = spawn(process.execPath, [bin, ...args], { env: { PATH: process.env["PATH"], ...env }, stdio: ["ignore", "pipe", "pipe"] });
-  return new Proc(name, child);
+  const proc = new Proc(name, child);
+  started.add(proc);
+  void proc.exited.then(() => started.delete(proc));
+  return proc;
+}
+
+/** Stops every binary this file started and has not stopped yet, then removes its temporary folders. */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...started].map((proc) => proc.stop()));
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  dirs.clear();
 }
 
 function pidAlive(pid: number): boolean {
