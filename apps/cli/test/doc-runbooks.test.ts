@@ -21,8 +21,8 @@ const readerEnv = { PATH: readerPath(process.env.PATH), HOME: process.env.HOME ?
 const WEB_OUTBOUND = { host: "127.0.0.1", port: 4140 };
 const API_URL = "http://api.default.svc.cluster.local/";
 
-/** The fixed addresses the runbooks listen on (getting-started.md): a clash with another process is named, not a mystery. */
-const RUNBOOK_ADDRESSES = ["127.0.0.1:8080", "127.0.0.1:9990", "127.0.0.1:8086", "127.0.0.1:9996", "127.0.1.2:8080", "127.0.1.2:4143", "127.0.1.2:4140", "127.0.1.2:4191", "127.0.1.1:4143", "127.0.0.1:4140", "127.0.0.1:4191"];
+/** The fixed addresses the runbooks listen on (getting-started.md; 8090: the destination service's default policy port): a clash with another process is named, not a mystery. */
+const RUNBOOK_ADDRESSES = ["127.0.0.1:8080", "127.0.0.1:9990", "127.0.0.1:8086", "127.0.0.1:8090", "127.0.0.1:9996", "127.0.1.2:8080", "127.0.1.2:4143", "127.0.1.2:4140", "127.0.1.2:4191", "127.0.1.1:4143", "127.0.0.1:4140", "127.0.0.1:4191"];
 
 async function addressesInUse(addresses: string[]): Promise<string[]> {
   const busy: string[] = [];
