@@ -137,6 +137,18 @@ describe("meshtls check with proxies' /identity and a candidate bundle", () => {
     expect(notLoaded.stdout).toMatch(new RegExp(`\\[error\\] proxy ${proxyAdmin} does not trust 1 of the 2 anchors of .*bundle-check\\.crt yet \\(it holds 1\\): it has not loaded that bundle`));
   });
 
+  it("after the outage rollout (the proxy trusts B, its certificate chains to A), plain check --proxy-admin fails", async () => {
+    const before = fake.identity;
+    fake.identity = { ...before, trustAnchorsPem: await readFile(path.join(b, "ca.crt"), "utf8") };
+    try {
+      const result = await cli(["check", "--proxy-admin", proxyAdmin]);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toMatch(new RegExp(`\\[error\\] proxy ${proxyAdmin} holds ${WEB.replaceAll(".", "\\.")}, which does NOT verify under its own trust bundle: .*peers with that bundle refuse it`));
+    } finally {
+      fake.identity = before;
+    }
+  });
+
   it("--candidate-anchors: exit 1 when a running certificate does not verify under it, 0 when all do", async () => {
     const bad = await cli(["check", "--candidate-anchors", path.join(b, "ca.crt"), "--proxy-admin", proxyAdmin, "--identity-addr", identityAddr, "--issuer-dir", a, "--anchors", path.join(a, "ca.crt")]);
     expect(bad.code).toBe(1);
