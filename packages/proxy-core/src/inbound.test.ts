@@ -7,6 +7,8 @@ import { createTlsCredentials } from "./credentials.js";
 import { createInbound } from "./inbound.js";
 import { createProxyMetrics } from "./metrics.js";
 import { createOwnSockets } from "./own-sockets.js";
+import { defaultServerPolicy } from "./policy.js";
+import { createPolicyStore } from "./policy-store.js";
 import { createStaticPolicySource } from "./static-policy.js";
 import { createProxy } from "./proxy.js";
 import type { CreateProxyOptions, Proxy, ProxyAddresses } from "./proxy.js";
@@ -237,5 +239,77 @@ describe("inbound: labels a remote peer chooses stay bounded", () => {
     const snis = new Set([...text.matchAll(/tcp_open_total\{[^}]*sni="([^"]*)"/g)].map((m) => m[1]));
     expect(snis.size).toBe(11);
     expect(snis.has("overflow")).toBe(true);
+  });
+});
+
+describe("inbound: the port's policy changes at run time", () => {
+  let mesh: TestMesh;
+  let echo: net.Server;
+  let echoPort: number;
+  let proxy: Proxy | undefined;
+
+  beforeAll(async () => {
+    mesh = await createTestMesh();
+    echo = net.createServer((s) => s.on("error", () => undefined).pipe(s));
+    echoPort = await listenOn(echo);
+  });
+  afterAll(async () => {
+    await proxy?.stop({ drainMs: 0 });
+    echo.close();
+  });
+
+  it("new connections get the new policy at once; open ones it denies are closed and counted; allowed ones stay", async () => {
+    const store = createPolicyStore({ defaults: () => defaultServerPolicy("all-unauthenticated") });
+    proxy = createProxy({
+      identity: B,
+      credentials: createStore(await mesh.issue(B)),
+      trustBundle: createBundle([mesh.anchor.certificate]),
+      resolver: createTableResolver(new Map()),
+      policy: store,
+      outbound: { listen: lo },
+      admin: { listen: lo },
+      inbound: { listen: lo, workload: { host: "127.0.0.1", port: echoPort } },
+    });
+    const { inbound } = await proxy.start();
+    const creds = await mesh.issue(A);
+    const meshClient = async (): Promise<tls.TLSSocket> => {
+      const socket = tls.connect({ host: "127.0.0.1", port: inbound.port, servername: B, ca: pemEncode("CERTIFICATE", mesh.anchor.certificate), key: creds.privateKeyPem, cert: creds.certificateChainPem, checkServerIdentity: () => undefined });
+      await once(socket, "secureConnect");
+      return socket;
+    };
+    const echoes = async (socket: net.Socket | tls.TLSSocket, text: string): Promise<boolean> => {
+      socket.write(text);
+      const [chunk] = (await Promise.race([once(socket, "data"), once(socket, "close").then(() => [undefined])])) as [Buffer | undefined];
+      return chunk !== undefined && String(chunk) === text;
+    };
+    const plain = net.connect(inbound.port, "127.0.0.1");
+    const fromA = await meshClient();
+    expect(await echoes(plain, "p1")).toBe(true);
+    expect(await echoes(fromA, "a1")).toBe(true);
+
+    // Only A's identity: the open plaintext connection is closed, A's stays.
+    const plainClosed = once(plain, "close");
+    const onlyA = defaultServerPolicy("all-authenticated");
+    store.set(echoPort, {
+      ...onlyA,
+      meta: { group: "policy.linkerd.io", kind: "server", name: "echo" },
+      authorizations: [{ ...onlyA.authorizations[0]!, authentication: { kind: "mesh-tls", identities: [A], suffixes: [] }, meta: { group: "policy.linkerd.io", kind: "authorizationpolicy", name: "echo-from-a" } }],
+    });
+    await plainClosed;
+    expect(await echoes(fromA, "a2")).toBe(true);
+    const late = net.connect(inbound.port, "127.0.0.1");
+    late.on("error", () => undefined);
+    expect(await echoes(late, "p2")).toBe(false);
+
+    // Deny: A's open connection goes too.
+    const aClosed = once(fromA, "close");
+    store.set(echoPort, defaultServerPolicy("deny"));
+    await aClosed;
+    const text = await proxy.metrics.registry.metrics();
+    const target = `target_addr="127.0.0.1:${echoPort}"`;
+    expect(sampleOf(text, `inbound_tcp_authz_terminate_total{${target},policy="server",reason="unauthenticated",srv_kind="server",srv_name="echo"}`)).toBe(1);
+    expect(sampleOf(text, `inbound_tcp_authz_terminate_total{${target},policy="deny",reason="deny",srv_kind="default",srv_name="deny"}`)).toBe(1);
+    expect(sampleOf(text, `inbound_tcp_authz_allow_total{${target},policy="all-unauthenticated",reason="authenticated",srv_kind="default",srv_name="all-unauthenticated",authz_kind="default",authz_name="all-unauthenticated"}`)).toBe(1);
+    expect(sampleOf(text, `inbound_tcp_authz_deny_total{${target},policy="server",reason="unauthenticated",srv_kind="server",srv_name="echo"}`)).toBe(1);
   });
 });

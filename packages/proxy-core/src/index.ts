@@ -11,6 +11,9 @@ export type { Authentication, Authorization, AuthorizeDecision, AuthorizeInput, 
 export { createStaticPolicySource, flagPolicies } from "./static-policy.js";
 export type { PortOverrides, StaticPolicyOptions } from "./static-policy.js";
 export { createPolicyStore } from "./policy-store.js";
+export { createPolicyWatcher } from "./policy-watcher.js";
+export type { CreatePolicyWatcherOptions, PolicyWatcher, PolicyWatchStream } from "./policy-watcher.js";
+export { serverPolicyFromProto } from "./policy-proto.js";
 export type { CreatePolicyStoreOptions, PolicyStore } from "./policy-store.js";
 
 // Errors, logging, TLS state.

@@ -11,8 +11,10 @@ export interface CreatePolicyStoreOptions {
 export interface PolicyStore extends PolicySource {
   /** Replaces a port's policy; subscribers hear of it at once. */
   set(port: number, policy: ServerPolicy): void;
-  /** Forgets a port's policy: it reads its default again. */
+  /** Forgets a port's policy: it reads its default again, and subscribers hear of it. */
   reset(port: number): void;
+  /** Forgets a port's policy without telling subscribers (a watch dropped for idleness). */
+  forget(port: number): void;
 }
 
 /** Creates a store of per-port policies; the writer sets, the inbound reads `current()`. */
@@ -39,6 +41,9 @@ export function createPolicyStore(options: CreatePolicyStoreOptions): PolicyStor
       if (policies.get(port) === policy) return;
       policies.set(port, policy);
       notify(port, policy);
+    },
+    forget(port) {
+      policies.delete(port);
     },
     reset(port) {
       const before = policies.get(port);
