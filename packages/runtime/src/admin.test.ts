@@ -95,8 +95,9 @@ describe("admin server under malformed and hostile clients", () => {
     expect(closed).toBeLessThan(5000);
   });
 
-  it("holds at most maxConnections connections", async () => {
-    const port = await start({ limits: { maxConnections: 3 } });
+  it("holds at most maxConnections connections and counts those it closes", async () => {
+    const registry = new Registry();
+    const port = await start({ limits: { maxConnections: 3 }, registry });
     const sockets = await Promise.all(
       Array.from({ length: 3 }, () => new Promise<net.Socket>((resolve) => { const s = net.connect(port, "127.0.0.1", () => resolve(s)); s.on("error", () => undefined); })),
     );
@@ -110,6 +111,15 @@ describe("admin server under malformed and hostile clients", () => {
     }
     await new Promise((r) => setTimeout(r, 200));
     expect((await fetch(`http://127.0.0.1:${port}/live`)).status).toBe(200);
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(metrics).toContain('tcp_connections_refused_total{listener="admin",reason="max_connections"} 1\n');
+  });
+
+  it("shares the refused counter between admin servers on one registry", async () => {
+    const registry = new Registry();
+    await start({ registry });
+    await start({ registry });
+    expect(registry.getMetricsAsArray().filter((m) => m.name === "tcp_connections_refused_total")).toHaveLength(1);
   });
 
   it("reads the path of origin-form targets only", () => {

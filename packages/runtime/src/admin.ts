@@ -1,5 +1,6 @@
 import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
+import { Counter } from "prom-client";
 import type { Registry } from "prom-client";
 
 /** Bounds on the admin HTTP server's connections; every field is optional. */
@@ -26,6 +27,10 @@ export const ADMIN_SERVER_LIMITS: Readonly<Required<AdminServerLimits>> = Object
 });
 
 export interface AdminServerOptions {
+  /**
+   * Served on `/metrics`. The server registers `tcp_connections_refused_total{listener="admin",reason="max_connections"}`
+   * in it (the proxy's metric): connections closed at once because `limits.maxConnections` were open.
+   */
   registry: Registry;
   ready: () => { ok: boolean; reason?: string };
   limits?: AdminServerLimits;
@@ -61,7 +66,23 @@ export function createAdminServer(options: AdminServerOptions): Server {
     },
   );
   server.maxConnections = limits.maxConnections;
+  const refused = refusedCounter(options.registry);
+  server.on("drop", () => refused.inc({ listener: "admin", reason: "max_connections" }));
   return server;
+}
+
+const REFUSED_METRIC = "tcp_connections_refused_total";
+
+/** The registry's `tcp_connections_refused_total`, registered on first use (a second admin server on one registry shares it). */
+function refusedCounter(registry: Registry): Counter<"listener" | "reason"> {
+  const existing = registry.getSingleMetric(REFUSED_METRIC);
+  if (existing instanceof Counter) return existing as Counter<"listener" | "reason">;
+  return new Counter({
+    name: REFUSED_METRIC,
+    help: "Connections a listener closed at once, before reading a byte, because its maximum of open connections was reached.",
+    labelNames: ["listener", "reason"],
+    registers: [registry],
+  });
 }
 
 function handle(req: IncomingMessage, res: ServerResponse, options: AdminServerOptions): void {

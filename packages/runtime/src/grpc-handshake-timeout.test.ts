@@ -1,0 +1,132 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import http2 from "node:http2";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import tls from "node:tls";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import type { ServiceDefinition } from "@grpc/grpc-js";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { ConfigError, setGrpcHandshakeTimeout } from "./index.ts";
+
+const TIMEOUT_MS = 500;
+/** Generous: the machine running the tests is loaded. */
+const CLOSED_BY_MS = 5000;
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+const EMPTY_SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+
+const echo: ServiceDefinition = {
+  echo: {
+    path: "/test.Echo/Echo",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: Buffer) => value,
+    requestDeserialize: (bytes: Buffer) => bytes,
+    responseSerialize: (value: Buffer) => value,
+    responseDeserialize: (bytes: Buffer) => bytes,
+  },
+};
+
+let dir: string;
+let cert: Buffer;
+let key: Buffer;
+beforeAll(() => {
+  dir = mkdtempSync(path.join(tmpdir(), "runtime-handshake-"));
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=grpc.test", "-addext", "subjectAltName=DNS:grpc.test",
+    "-days", "1", "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem")], { stdio: "ignore" });
+  cert = readFileSync(path.join(dir, "cert.pem"));
+  key = readFileSync(path.join(dir, "key.pem"));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Opens a connection (TLS when `tlsOptions` is given), writes `first`, then one byte of `trickled` every 200 ms; resolves with the ms until the server closed it, or undefined after `waitMs`. */
+function holdOpen(port: number, first: Buffer, trickled: Buffer, tlsOptions?: tls.ConnectionOptions, waitMs = CLOSED_BY_MS): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const socket = tlsOptions ? tls.connect({ host: "127.0.0.1", port, ...tlsOptions }) : net.connect(port, "127.0.0.1");
+    let sent = 0;
+    let trickle: NodeJS.Timeout | undefined;
+    const done = (closedAfterMs: number | undefined) => {
+      clearInterval(trickle);
+      clearTimeout(wait);
+      socket.destroy();
+      resolve(closedAfterMs);
+    };
+    const wait = setTimeout(() => done(undefined), waitMs);
+    socket.once(tlsOptions ? "secureConnect" : "connect", () => {
+      socket.write(first);
+      trickle = setInterval(() => socket.write(trickled.subarray(sent % trickled.length, (sent++ % trickled.length) + 1)), 200);
+    });
+    socket.on("data", () => undefined);
+    socket.on("error", () => undefined);
+    socket.once("close", () => done(Date.now() - started));
+  });
+}
+
+/** A real HTTP/2 client: connects, waits past the timeout, then calls Echo on the same session. */
+async function callAfterTimeout(authority: string, options: http2.SecureClientSessionOptions = {}): Promise<{ closedEarly: boolean; answer: string }> {
+  const session = http2.connect(authority, options);
+  let closedEarly = false;
+  session.on("close", () => (closedEarly = true));
+  session.on("error", () => undefined);
+  await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS * 4));
+  const message = Buffer.from("hello");
+  const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);
+  const stream = session.request({ ":method": "POST", ":path": "/test.Echo/Echo", "content-type": "application/grpc", te: "trailers" });
+  const chunks: Buffer[] = [];
+  stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+  stream.end(frame);
+  await new Promise((resolve) => stream.once("close", resolve));
+  session.close();
+  return { closedEarly, answer: Buffer.concat(chunks).subarray(5).toString() };
+}
+
+describe("setGrpcHandshakeTimeout", () => {
+  const servers: Server[] = [];
+  afterEach(() => {
+    for (const server of servers.splice(0)) server.forceShutdown();
+  });
+  async function start(credentials: ServerCredentials): Promise<number> {
+    const server = new Server();
+    setGrpcHandshakeTimeout(server, { handshakeTimeoutMs: TIMEOUT_MS });
+    server.addService(echo, { echo: (call: { request: Buffer }, callback: (error: null, value: Buffer) => void) => callback(null, call.request) });
+    servers.push(server);
+    return new Promise((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (error, port) => (error ? reject(error) : resolve(port))));
+  }
+
+  it("closes plaintext connections short of the HTTP/2 preface and SETTINGS, and keeps those that sent them", async () => {
+    const port = await start(ServerCredentials.createInsecure());
+    const [silent, trickledPreface, trickledSettings] = await Promise.all([
+      holdOpen(port, Buffer.alloc(0), Buffer.alloc(0)),
+      holdOpen(port, Buffer.alloc(0), PREFACE),
+      holdOpen(port, PREFACE, EMPTY_SETTINGS),
+    ]);
+    for (const closedAfterMs of [silent, trickledPreface, trickledSettings]) {
+      expect(closedAfterMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
+      expect(closedAfterMs).toBeLessThan(CLOSED_BY_MS);
+    }
+    expect(await callAfterTimeout(`http://127.0.0.1:${port}`)).toEqual({ closedEarly: false, answer: "hello" });
+  });
+
+  it("closes TLS connections short of the handshake, or of the preface after it, and keeps those that finished both", async () => {
+    const port = await start(ServerCredentials.createSsl(null, [{ cert_chain: cert, private_key: key }]));
+    const tlsOptions = { ca: cert, servername: "grpc.test", ALPNProtocols: ["h2"] };
+    const [noClientHello, trickledClientHello, trickledPreface] = await Promise.all([
+      holdOpen(port, Buffer.alloc(0), Buffer.alloc(0)),
+      // A ClientHello record header announcing 512 bytes that come one at a time.
+      holdOpen(port, Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]), Buffer.alloc(512, 1)),
+      holdOpen(port, Buffer.alloc(0), PREFACE, tlsOptions),
+    ]);
+    for (const closedAfterMs of [noClientHello, trickledClientHello, trickledPreface]) {
+      expect(closedAfterMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
+      expect(closedAfterMs).toBeLessThan(CLOSED_BY_MS);
+    }
+    expect(await callAfterTimeout(`https://127.0.0.1:${port}`, tlsOptions)).toEqual({ closedEarly: false, answer: "hello" });
+  });
+
+  it("refuses a timeout below 1 ms, and a grpc-js without the method it wraps", () => {
+    expect(() => setGrpcHandshakeTimeout(new Server(), { handshakeTimeoutMs: 0 })).toThrow(ConfigError);
+    expect(() => setGrpcHandshakeTimeout({} as Server)).toThrow(/createHttp2Server/);
+  });
+});
