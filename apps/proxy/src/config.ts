@@ -18,6 +18,12 @@ export interface Config {
   destinationServerName?: string;
   destinationInsecurePlaintext: boolean;
   contextToken: string;
+  /** The inbound policy API (`InboundServerPolicies`); absent: the flags' policy alone. */
+  policyAddress?: string;
+  /** Identity the policy controller must present; default --destination-name. */
+  policyServerName?: string;
+  /** Linkerd's workload string, `{"ns":"<ns>","pod":"<pod>"}`, sent in every WatchPort. */
+  workloadName?: string;
   inbound: HostPort;
   outbound: HostPort;
   admin: HostPort;
@@ -71,6 +77,22 @@ const collect = (value: string, previous: string[] | undefined): string[] => [..
 const list = (flag: string[] | undefined, env: string | undefined): string[] =>
   flag ?? (env === undefined || env.trim() === "" ? [] : env.split(";").map((s) => s.trim()).filter((s) => s !== ""));
 
+/** Checks Linkerd's workload string `{"ns":"<namespace>","pod":"<name>"}`. @throws ConfigError */
+export function parseWorkloadName(text: string): { ns: string; pod: string } {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  const dns1123 = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+  const { ns, pod } = (typeof value === "object" && value !== null ? value : {}) as { ns?: unknown; pod?: unknown };
+  if (typeof ns !== "string" || typeof pod !== "string" || !dns1123.test(ns) || !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(pod)) {
+    throw new ConfigError(`--workload-name: ${JSON.stringify(text)} is not {"ns":"<namespace>","pod":"<name>"} (lower-case DNS names)`);
+  }
+  return { ns, pod };
+}
+
 /** Parses flags and `MESHTLS_PROXY_*` environment variables (flags win). @throws ConfigError */
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   const program = new Command("meshtls-proxy")
@@ -87,6 +109,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--destination-name <name>", "identity the destination service must present").env("MESHTLS_PROXY_DESTINATION_NAME"))
     .addOption(new Option("--destination-insecure-plaintext", "talk plaintext gRPC to the destination service (loopback only); env MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT=true|1|false|0"))
     .addOption(new Option("--context-token <json>", 'destination context token, e.g. {"ns":"default"}').env("MESHTLS_PROXY_CONTEXT_TOKEN"))
+    .addOption(new Option("--policy-addr <host:port>", "inbound policy API address (meshtls-destination's --policy-addr); without it the policy flags below are the whole policy, with it they are each port's default until the controller answers").env("MESHTLS_PROXY_POLICY_ADDR"))
+    .addOption(new Option("--policy-name <name>", "identity the policy controller must present (default: --destination-name)").env("MESHTLS_PROXY_POLICY_NAME"))
+    .addOption(new Option("--workload-name <json>", 'this workload as the policy controller knows it, {"ns":"<namespace>","pod":"<name>"}; required with --policy-addr').env("MESHTLS_PROXY_WORKLOAD_NAME"))
     .addOption(new Option("--inbound <addr>", "inbound listen address").env("MESHTLS_PROXY_INBOUND").default("0.0.0.0:4143"))
     .addOption(new Option("--outbound <addr>", "outbound HTTP proxy listen address").env("MESHTLS_PROXY_OUTBOUND").default("127.0.0.1:4140"))
     .addOption(new Option("--admin <addr>", "admin listen address").env("MESHTLS_PROXY_ADMIN").default("127.0.0.1:4191"))
@@ -136,6 +161,16 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   const loopback = (text: string): boolean => /^(127\.\d+\.\d+\.\d+|\[::1\]|localhost):\d+$/.test(text);
   if (identityInsecurePlaintext && !loopback(identityAddress)) throw new ConfigError(`--identity-insecure-plaintext needs a loopback --identity-addr, not ${identityAddress}`);
   if (destinationInsecurePlaintext && !loopback(destinationAddress)) throw new ConfigError(`--destination-insecure-plaintext needs a loopback --destination-addr, not ${destinationAddress}`);
+
+  const policyAddress = str("policyAddr");
+  const policyServerName = str("policyName") ?? destinationServerName;
+  const workloadName = str("workloadName");
+  if (policyAddress !== undefined) {
+    if (workloadName === undefined) throw new ConfigError("--workload-name (or MESHTLS_PROXY_WORKLOAD_NAME) is required with --policy-addr");
+    if (destinationInsecurePlaintext && !loopback(policyAddress)) throw new ConfigError(`--destination-insecure-plaintext also applies to the policy API: it needs a loopback --policy-addr, not ${policyAddress}`);
+    if (!destinationInsecurePlaintext && policyServerName === undefined) throw new ConfigError("--policy-name (or --destination-name) is required with --policy-addr unless --destination-insecure-plaintext");
+  }
+  if (workloadName !== undefined) parseWorkloadName(workloadName);
 
   let defaultPolicy: DefaultPolicy;
   const portPolicies: Record<number, PortOverrides> = {};
@@ -214,6 +249,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     if (error instanceof ProxyError) throw new ConfigError(error.message);
     throw error;
   }
+  if (policyAddress !== undefined) config.policyAddress = policyAddress;
+  if (policyServerName !== undefined && policyAddress !== undefined) config.policyServerName = policyServerName;
+  if (workloadName !== undefined) config.workloadName = workloadName;
   const bind = str("outboundBind");
   if (bind !== undefined) config.outboundBind = bind;
   return config;

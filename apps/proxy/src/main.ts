@@ -1,12 +1,13 @@
 import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
 import { createCertifier, createCredentialStore } from "@meshtls/identity";
-import { createProxy, createProxyMetrics, createStaticPolicySource, formatHostPort, ProxyError } from "@meshtls/proxy-core";
+import { createProxy, createProxyMetrics, createStaticPolicySource, flagPolicies, formatHostPort, ProxyError } from "@meshtls/proxy-core";
 import { parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { parseConfig } from "./config.js";
 import { createDestinationChannelCredentials } from "./destination-credentials.js";
+import { createPolicyClient } from "./policy-client.js";
 import { createFileTrustBundle } from "./trust-bundle.js";
 
 async function main(): Promise<void> {
@@ -52,6 +53,24 @@ async function main(): Promise<void> {
     logger,
   });
 
+  // Inbound policy: the controller's, each port starting from the flags' policy; or the flags' alone.
+  const policyTls =
+    config.policyAddress === undefined || config.destinationInsecurePlaintext
+      ? undefined
+      : createDestinationChannelCredentials({ serverName: config.policyServerName ?? "", trustBundle, credentials: store });
+  const policy =
+    config.policyAddress === undefined || config.workloadName === undefined
+      ? createStaticPolicySource(config.policy)
+      : createPolicyClient({
+          address: config.policyAddress,
+          credentials: policyTls?.credentials ?? grpcCredentials.createInsecure(),
+          ...(config.policyServerName === undefined ? {} : { serverName: config.policyServerName }),
+          workload: config.workloadName,
+          ports: [...new Set([config.workload.port, ...config.inboundPorts])],
+          defaults: flagPolicies(config.policy),
+          logger,
+        });
+
   let shuttingDown = false;
   const shutdown = (signal: string): void => {
     if (shuttingDown) return;
@@ -62,6 +81,8 @@ async function main(): Promise<void> {
       await certifier.stop();
       destination.close();
       destinationTls?.close();
+      policy.close?.();
+      policyTls?.close();
       trustBundle.close();
       logger.info({}, "stopped");
       process.exit(0);
@@ -73,7 +94,7 @@ async function main(): Promise<void> {
     credentials: store,
     trustBundle,
     resolver: destination,
-    policy: createStaticPolicySource(config.policy),
+    policy,
     inbound: {
       listen: config.inbound,
       workload: config.workload,

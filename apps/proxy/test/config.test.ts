@@ -57,6 +57,19 @@ describe("meshtls-proxy configuration", () => {
     expect(() => parseConfig(argv(...base, "--identity-insecure-plaintext", "--identity-addr", "10.0.0.1:8080"), {})).toThrow(/loopback/);
   });
 
+  it("takes the policy controller's address with Linkerd's workload string, and refuses either malformed or alone", () => {
+    const workload = JSON.stringify({ ns: "default", pod: "web-0" });
+    const config = parseConfig(argv(...base, "--policy-addr", "127.0.0.1:8090"), { MESHTLS_PROXY_WORKLOAD_NAME: workload });
+    expect(config.policyAddress).toBe("127.0.0.1:8090");
+    expect(config.workloadName).toBe(workload);
+    expect(parseConfig(argv(...base), {}).policyAddress).toBeUndefined();
+    expect(() => parseConfig(argv(...base, "--policy-addr", "127.0.0.1:8090"), {})).toThrow(/--workload-name .* is required with --policy-addr/);
+    expect(() => parseConfig(argv(...base, "--policy-addr", "10.0.0.1:8090", "--workload-name", workload), {})).toThrow(/loopback --policy-addr/);
+    for (const bad of ["default:web-0", '{"ns":"default"}', '{"ns":"Default","pod":"web-0"}', "{"]) {
+      expect(() => parseConfig(argv(...base, "--policy-addr", "127.0.0.1:8090", "--workload-name", bad), {})).toThrow(/--workload-name/);
+    }
+  });
+
   it("takes inbound ports and connection caps (flags or MESHTLS_PROXY_*), with caps of 10000, 10000 and 100 by default", () => {
     const defaults = parseConfig(argv(...base), {});
     expect(defaults.inboundPorts).toEqual([]);

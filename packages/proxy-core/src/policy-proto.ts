@@ -2,7 +2,7 @@ import { ipAddressToString } from "@meshtls/api";
 import type { Authz, InboundServer, IPNetwork, Metadata } from "@meshtls/api";
 import { ProxyError } from "./errors.js";
 import type { Authentication, Authorization, PolicyMeta, ServerPolicy, ServerProtocol } from "./policy.js";
-import { checkServerPolicy } from "./policy.js";
+import { checkServerPolicy, defaultServerPolicy } from "./policy.js";
 
 // `io.linkerd.proxy.inbound.Server` → the proxy's ServerPolicy, as
 // linkerd2-proxy's `linkerd/proxy/server-policy` converts it.
@@ -66,7 +66,12 @@ export function serverPolicyFromProto(server: InboundServer): ServerPolicy {
       meta: metaOf(authz.metadata, authz.labels),
     });
   }
-  const policy: ServerPolicy = { protocol: protocolOf(server), authorizations, meta: metaOf(undefined, server.labels) };
+  const meta = metaOf(undefined, server.labels);
+  const policy: ServerPolicy = { protocol: protocolOf(server), authorizations, meta };
+  // The controller's `audit` default admits everyone; the proxy flags what all-authenticated would refuse.
+  if (meta.kind === "default" && meta.name === "audit") {
+    Object.assign(policy, { audit: true, authorizations: defaultServerPolicy("audit").authorizations });
+  }
   try {
     return checkServerPolicy(policy);
   } catch (error) {
