@@ -1,10 +1,9 @@
-import { copyFile, mkdir, rename, symlink, writeFile } from "node:fs/promises";
-import { ISSUER_LAYOUTS as IDENTITY_ISSUER_LAYOUTS } from "@meshtls/identity";
+import { copyFile, mkdir, readFile, rename, symlink, writeFile } from "node:fs/promises";
+import { createIssuer, decodeCertificates, exportPrivateKey, importPrivateKey, pemEncode } from "@meshtls/pki";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCerts } from "../src/commands/certs-create.ts";
 import type { CheckReport } from "../src/commands/check.ts";
-import { ISSUER_LAYOUTS } from "../src/issuer-files.ts";
 import { createMemoryOutput } from "../src/output.ts";
 import { makeTempDir, runCli } from "./helpers.ts";
 
@@ -39,8 +38,7 @@ describe("meshtls check", () => {
     expect(result.code).toBe(0);
     expect(result.stdout).not.toMatch(/\[(warn|error)\]/);
     expect(result.stdout).toMatch(/\[ok\] +trust anchor CN=root\.meshtls\.cluster\.local \d{4}-\d{2}-\d{2} [0-9a-f]{8} uses a supported algorithm \(ECDSA P-256\)/);
-    expect(result.stdout).toMatch(/\[ok\] +issuer CN=identity\.meshtls\.cluster\.local chains to trust anchor CN=root\.meshtls\.cluster\.local/);
-    expect(result.stdout).toMatch(/\[ok\] +.*issuer\.key is the private key of issuer/);
+    expect(result.stdout).toMatch(/\[ok\] +issuer CN=identity\.meshtls\.cluster\.local would be loaded by the identity service: .*issuer\.key is its private key and a leaf it signs chains to the trust anchors/);
     expect(result.stdout).toMatch(/Status: healthy \(0 errors, 0 warnings\)/);
 
     const json = await check(path.join(certs, "ca.crt"), certs, "--json");
@@ -48,7 +46,7 @@ describe("meshtls check", () => {
     const report = JSON.parse(json.stdout) as CheckReport;
     expect(report).toMatchObject({ ok: true, errors: 0, warnings: 0 });
     expect(report.findings.map((f) => f.check)).toEqual(
-      expect.arrayContaining(["anchor-algorithm", "anchor-validity", "anchor-ca", "issuer-algorithm", "issuer-validity", "issuer-ca", "issuer-chain", "issuer-key-match"]),
+      expect.arrayContaining(["anchor-algorithm", "anchor-validity", "anchor-ca", "issuer-files", "issuer-read", "issuer-valid", "issuer-validity"]),
     );
   });
 
@@ -74,8 +72,8 @@ describe("meshtls check", () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(/\[error\] issuer CN=identity\.meshtls\.cluster\.local expired 3[45]d .*ago/);
     expect(result.stdout).toMatch(/\[ok\] +trust anchor CN=root\.meshtls\.cluster\.local \S+ \S+ is valid now/);
-    expect(result.stdout).toMatch(/\[ok\] +issuer CN=identity\.meshtls\.cluster\.local chains to trust anchor/);
-    expect(result.stdout).toMatch(/Status: FAILED \(1 error, 0 warnings\)/);
+    expect(result.stdout).toMatch(/\[error\] the identity service would refuse this issuer: issuer certificate CN=identity\.meshtls\.cluster\.local expired at /);
+    expect(result.stdout).toMatch(/Status: FAILED \(2 errors, 0 warnings\)/);
   });
 
   it("issuer not signed by the anchor: exit 1 with the chain reason", async () => {
@@ -85,7 +83,7 @@ describe("meshtls check", () => {
     expect((await runCli(["certs", "create", "--out", b])).code).toBe(0);
     const result = await check(path.join(a, "ca.crt"), b);
     expect(result.code).toBe(1);
-    expect(result.stdout).toMatch(/\[error\] issuer CN=identity\.meshtls\.cluster\.local does not chain to a trust anchor in the bundle: .+ \(ERR_CHAIN_[A-Z_]+\)/);
+    expect(result.stdout).toMatch(/\[error\] the identity service would refuse this issuer: issuer CN=identity\.meshtls\.cluster\.local does not chain to the trust anchors: .+/);
     expect(result.stdout).toMatch(/Status: FAILED \(1 error, 0 warnings\)/);
 
     // After `certs bundle` merges both anchors, the same issuer chains again.
@@ -112,7 +110,7 @@ describe("meshtls check", () => {
     await copyFile(path.join(b, "issuer.key"), path.join(mixed, "issuer.key"));
     const result = await check(path.join(a, "ca.crt"), mixed);
     expect(result.code).toBe(1);
-    expect(result.stdout).toMatch(/\[error\] .*mixed-issuer\/issuer\.key is not the private key of issuer CN=identity\.meshtls\.cluster\.local/);
+    expect(result.stdout).toMatch(/\[error\] the identity service would refuse this issuer: .*mixed-issuer\/issuer\.key is not the private key of issuer certificate CN=identity\.meshtls\.cluster\.local/);
     expect(result.stdout).toMatch(/Status: FAILED \(1 error, 0 warnings\)/);
   });
 
@@ -152,7 +150,7 @@ describe("meshtls check --issuer-dir: the identity service's layouts", () => {
     expect(result.code).toBe(0);
     expect(result.stdout).toContain(`[ok]    issuer folder ${folder}: ${certificate} + ${key} (${source} layout)`);
     expect(result.stdout).toContain(`issuer certificate: 1 certificate read from ${path.join(folder, certificate)}`);
-    expect(result.stdout).toMatch(new RegExp(`\\[ok\\] +${path.join(folder, key).replaceAll(".", "\\.")} is the private key of issuer CN=identity`));
+    expect(result.stdout).toContain(`would be loaded by the identity service: ${path.join(folder, key)} is its private key`);
     expect(result.stdout).toMatch(/Status: healthy \(0 errors, 0 warnings\)/);
   });
 
@@ -179,7 +177,7 @@ describe("meshtls check --issuer-dir: the identity service's layouts", () => {
     // The anchors come from --anchors only: the other anchor does not verify this issuer, even though it is the folder's ca.crt.
     const wrong = await check(path.join(other, "ca.crt"), folder);
     expect(wrong.code).toBe(1);
-    expect(wrong.stdout).toMatch(/\[error\] issuer CN=identity\.meshtls\.cluster\.local does not chain to a trust anchor/);
+    expect(wrong.stdout).toMatch(/\[error\] the identity service would refuse this issuer: issuer CN=identity\.meshtls\.cluster\.local does not chain to the trust anchors/);
 
     // A ..data swap (how the kubelet updates a Secret) is followed: the new issuer's key no longer matches the old anchor's issuer.
     const next = path.join(folder, "..2026_11_29_00_01_00.000000002");
@@ -190,7 +188,7 @@ describe("meshtls check --issuer-dir: the identity service's layouts", () => {
     await rename(path.join(folder, "..data_tmp"), path.join(folder, "..data"));
     const swapped = await check(path.join(other, "ca.crt"), folder);
     expect(swapped.code).toBe(0);
-    expect(swapped.stdout).toMatch(/chains to trust anchor/);
+    expect(swapped.stdout).toMatch(/would be loaded by the identity service/);
   });
 
   it("the first layout present wins, as in the identity service", async () => {
@@ -208,7 +206,7 @@ describe("meshtls check --issuer-dir: the identity service's layouts", () => {
     await copyFile(path.join(certs, "issuer.crt"), path.join(half, "crt.pem"));
     const halfResult = await check(path.join(certs, "ca.crt"), half);
     expect(halfResult.code).toBe(1);
-    expect(halfResult.stdout).toContain(`[error] ${path.join(half, "crt.pem")} exists but ${path.join(half, "key.pem")} does not; the identity service would refuse this folder`);
+    expect(halfResult.stdout).toContain(`[error] ${path.join(half, "crt.pem")} exists but ${path.join(half, "key.pem")} does not: the Linkerd layout needs both`);
 
     const dangling = path.join(dir, "layout-dangling");
     await mkdir(dangling);
@@ -243,7 +241,21 @@ describe("meshtls check --issuer-dir: the identity service's layouts", () => {
     expect((await check(path.join(certs, "ca.crt"), certs, "--strict")).code).toBe(1);
   });
 
-  it("uses the same layouts, in the same order, as the identity service", () => {
-    expect(ISSUER_LAYOUTS.map(({ certificate, key }) => ({ certificate, key }))).toEqual(IDENTITY_ISSUER_LAYOUTS);
+  it("an issuer the identity service refuses fails check too: an issuer signed by another issuer (path length 0) chains as a CA but cannot sign a leaf that verifies", async () => {
+    const certs = path.join(dir, "issuer-under-issuer-source");
+    expect((await runCli(["certs", "create", "--out", certs])).code).toBe(0);
+    const [upper] = decodeCertificates(await readFile(path.join(certs, "issuer.crt"), "utf8"));
+    const upperKey = await importPrivateKey(await readFile(path.join(certs, "issuer.key"), "utf8"));
+    const lower = await createIssuer({ anchor: { certificate: upper!, privateKey: upperKey.privateKey }, commonName: "lower.meshtls.cluster.local" });
+    const folder = path.join(dir, "issuer-under-issuer");
+    await mkdir(folder);
+    await writeFile(path.join(folder, "issuer.crt"), pemEncode("CERTIFICATE", lower.certificate) + pemEncode("CERTIFICATE", upper!));
+    await writeFile(path.join(folder, "issuer.key"), await exportPrivateKey(lower.keyPair.privateKey));
+
+    const result = await check(path.join(certs, "ca.crt"), folder);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(1);
+    expect(result.stdout).toMatch(/\[error\] the identity service would refuse this issuer: issuer CN=lower\.meshtls\.cluster\.local does not chain to the trust anchors: intermediate "CN=identity\.meshtls\.cluster\.local" allows 0 intermediate\(s\) below it/);
+    expect(result.stdout).toMatch(/Status: FAILED \(1 error, 0 warnings\)/);
   });
 });

@@ -78,7 +78,7 @@ describe("createIssuerStore", () => {
     expect(result.result).toBe("loaded");
     const state = s.current();
     expect(state.ok && state.issuer.intermediates).toEqual([issuerA.certificate]);
-    expect(state.ok && state.issuer.files.certificate).toBe(path.join(dir, cert));
+    expect(state.ok && state.issuer.origin).toBe(`${path.join(dir, cert)} + ${path.join(dir, key)}`);
   });
 
   it("drops an anchor bundled in the certificate file from the intermediates", async () => {

@@ -1,13 +1,12 @@
 import { createHash } from "node:crypto";
 import { createFolderReloader } from "./folder-reloader.ts";
-import { readFile, stat } from "node:fs/promises";
-import path from "node:path";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
 import { IdentityError } from "./errors.ts";
 import { noopLogger } from "./logger.ts";
 import type { Logger } from "./logger.ts";
 import type { Issuer, IssuerSource } from "./issuer.ts";
+import { readIssuerFolder } from "./issuer-folder.ts";
 import { issuerState, Rejected, validateCandidate } from "./validate-issuer.ts";
 import type { IssuerRejection } from "./validate-issuer.ts";
 
@@ -56,13 +55,6 @@ export interface IssuerStoreOptions {
   metricsRegistry?: Registry;
 }
 
-/** Layouts tried in this order. */
-export const ISSUER_LAYOUTS: readonly { certificate: string; key: string }[] = [
-  { certificate: "issuer.crt", key: "issuer.key" },
-  { certificate: "crt.pem", key: "key.pem" },
-  { certificate: "tls.crt", key: "tls.key" },
-];
-
 /**
  * Creates a store that loads the issuer from `dir`, validates it (a P-256 CA
  * whose key matches, inside its validity, chaining to the anchors, proved by
@@ -87,7 +79,7 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
 
   let issuer: Issuer | undefined;
   // What the current issuer was validated from, and against which anchors: revalidated when the anchors change.
-  let issuerInput: { files: { certificate: string; key: string }; cert: Buffer; contentHash: string; anchorsHash: string } | undefined;
+  let issuerInput: { source: { certificate: string; key: string }; origin: string; cert: Buffer; contentHash: string; anchorsHash: string } | undefined;
   let lastReason = "the issuer has not been loaded yet";
   let lastHash: string | undefined;
   let lastUnreadable: string | undefined;
@@ -105,31 +97,6 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
       if (issuer) this.set((issuer.usableUntil.getTime() - now().getTime()) / 1000);
     },
   });
-
-  async function readCandidate(): Promise<{ files: { certificate: string; key: string }; cert: Buffer; key: Buffer; hash: string }> {
-    for (const layout of ISSUER_LAYOUTS) {
-      const certificate = path.join(options.dir, layout.certificate);
-      const key = path.join(options.dir, layout.key);
-      const [certExists, keyExists] = await Promise.all([exists(certificate), exists(key)]);
-      if (!certExists && !keyExists) continue;
-      if (!certExists || !keyExists) {
-        throw new Rejected("not_found", `${certExists ? certificate : key} exists but ${certExists ? key : certificate} does not`);
-      }
-      let cert: Buffer;
-      let keyBytes: Buffer;
-      try {
-        [cert, keyBytes] = await Promise.all([readFile(certificate), readFile(key)]);
-      } catch (error) {
-        throw new Rejected("unreadable", `cannot read the issuer files: ${(error as Error).message}`);
-      }
-      const hash = createHash("sha256").update(layout.certificate).update("\0").update(cert).update("\0").update(keyBytes).digest("hex");
-      return { files: { certificate, key }, cert, key: keyBytes, hash };
-    }
-    throw new Rejected(
-      "not_found",
-      `no issuer in ${options.dir}: expected issuer.crt + issuer.key, crt.pem + key.pem, or tls.crt + tls.key`,
-    );
-  }
 
   function notify(next: Issuer): void {
     for (const listener of [...listeners]) {
@@ -154,7 +121,8 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
     input.anchorsHash = anchorsHash;
     try {
       const next = await validateCandidate({
-        files: input.files,
+        source: input.source,
+        origin: input.origin,
         cert: input.cert,
         key: current.privateKey,
         trustAnchors,
@@ -191,7 +159,7 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
     const revalidated = await revalidateCurrent(trustAnchors, anchorsHash);
     let candidate;
     try {
-      candidate = await readCandidate();
+      candidate = await readIssuerFolder(options.dir);
       lastUnreadable = undefined;
       // A candidate refused under some anchors is tried again when the anchors change.
       const key = `${candidate.hash}:${anchorsHash}`;
@@ -207,10 +175,10 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
         controlNamespace: options.controlNamespace,
       });
       issuer = next;
-      issuerInput = { files: candidate.files, cert: candidate.cert, contentHash: candidate.hash, anchorsHash };
+      issuerInput = { source: candidate.source, origin: candidate.origin, cert: candidate.cert, contentHash: candidate.hash, anchorsHash };
       loaded.inc();
       logger.info(
-        { issuer: next.subject, serial: next.serialNumber, notAfter: next.notAfter.toISOString(), usableUntil: next.usableUntil.toISOString(), files: next.files },
+        { issuer: next.subject, serial: next.serialNumber, notAfter: next.notAfter.toISOString(), usableUntil: next.usableUntil.toISOString(), origin: next.origin },
         "issuer loaded",
       );
       notify(next);
@@ -257,15 +225,6 @@ function hashAnchors(trustAnchors: Uint8Array[]): string {
   const hash = createHash("sha256");
   for (const der of trustAnchors) hash.update(`${der.length}:`).update(der);
   return hash.digest("hex");
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await stat(file);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Throws `ERR_ISSUER_INVALID` unless `result` loaded an issuer (for callers that require one at start). */

@@ -16,8 +16,8 @@ export interface Issuer {
   subject: string;
   serialNumber: string;
   fingerprintSha256: string;
-  /** The files it was loaded from. */
-  files: { certificate: string; key: string };
+  /** Where it was loaded from, for logs: the files of an issuer folder, or what a non-file source says (a Vault path, a Secret's name). */
+  origin: string;
 }
 
 /** What the Certify handler asks for: an issuer to sign with, or why there is none. */

@@ -36,8 +36,14 @@ export class Rejected extends Error {
   }
 }
 
+/**
+ * Validates a candidate issuer. `source` names the certificate and the key in
+ * messages (file paths for a folder, anything for other sources).
+ */
 export async function validateCandidate(candidate: {
-  files: { certificate: string; key: string };
+  source: { certificate: string; key: string };
+  /** `Issuer.origin`. */
+  origin: string;
   cert: Uint8Array | string;
   key: Uint8Array | string | CryptoKey;
   trustAnchors: Uint8Array[];
@@ -45,7 +51,7 @@ export async function validateCandidate(candidate: {
   trustDomain?: string | undefined;
   controlNamespace?: string | undefined;
 }): Promise<Issuer> {
-  const { files } = candidate;
+  const files = candidate.source;
   let certs: Uint8Array[];
   try {
     certs = decodeCertificates(candidate.cert);
@@ -143,7 +149,7 @@ export async function validateCandidate(candidate: {
     subject: name,
     serialNumber: summary.serialNumber,
     fingerprintSha256: summary.fingerprintSha256,
-    files,
+    origin: candidate.origin,
   };
 }
 
@@ -176,10 +182,14 @@ export async function validateIssuer(options: {
   now?: Date;
   trustDomain?: string;
   controlNamespace?: string;
+  /** Where the issuer comes from, in messages and `Issuer.origin` (a Vault path, a Secret's name). Default "the issuer given in memory". */
+  origin?: string;
 }): Promise<Issuer> {
+  const origin = options.origin ?? "the issuer given in memory";
   try {
     return await validateCandidate({
-      files: { certificate: "certificate", key: "private key" },
+      source: { certificate: `the certificate of ${origin}`, key: `the private key of ${origin}` },
+      origin,
       cert: options.certificate,
       key: options.privateKey,
       trustAnchors: options.trustAnchors,

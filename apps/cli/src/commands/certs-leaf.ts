@@ -1,9 +1,9 @@
 import { certificateMatchesKey, generateKeyPair, issueLeaf, isDnsSubdomain, parseIdentityName, pemEncode, spiffeIdForIdentity } from "@meshtls/pki";
 import { describeExpiry } from "../duration.ts";
+import { findIssuerFiles, type IssuerFolderFiles } from "@meshtls/identity";
 import { CliError, describeError } from "../errors.ts";
 import { KEY_FILE_MODE, PUBLIC_FILE_MODE, writeFilesAtomically } from "../files.ts";
 import { readCertificates, readPrivateKey, summarizeCertificate } from "../inputs.ts";
-import { findIssuerFiles } from "../issuer-files.ts";
 import type { Output } from "../output.ts";
 import { pemKey } from "./certs-create.ts";
 
@@ -58,12 +58,17 @@ export async function createTestLeaf(options: CreateTestLeafOptions, output: Out
     output.err(`note: ${options.identity} is not a mesh identity name (<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>); no SPIFFE ID is added`);
   }
   const now = options.now ?? (() => new Date());
-  const files = await findIssuerFiles(options.issuerDir);
-  const issuerChain = await readCertificates(files.certificateFile, "issuer certificate");
-  const issuerKey = await readPrivateKey(files.keyFile, "issuer key");
-  const issuer = await summarizeCertificate(issuerChain[0]!, files.certificateFile);
+  let files: IssuerFolderFiles;
+  try {
+    files = await findIssuerFiles(options.issuerDir);
+  } catch (error) {
+    throw new CliError("ERR_INPUT", (error as Error).message, { cause: error });
+  }
+  const issuerChain = await readCertificates(files.certificate, "issuer certificate");
+  const issuerKey = await readPrivateKey(files.key, "issuer key");
+  const issuer = await summarizeCertificate(issuerChain[0]!, files.certificate);
   if (!(await certificateMatchesKey(issuer.der, issuerKey.privateKey))) {
-    throw new CliError("ERR_INPUT", `${files.keyFile} is not the private key of ${files.certificateFile} (${issuer.subject.text})`);
+    throw new CliError("ERR_INPUT", `${files.key} is not the private key of ${files.certificate} (${issuer.subject.text})`);
   }
   const keyPair = await generateKeyPair();
   let leaf: Uint8Array;
@@ -77,7 +82,7 @@ export async function createTestLeaf(options: CreateTestLeafOptions, output: Out
       now,
     });
   } catch (error) {
-    throw new CliError("ERR_INPUT", `cannot issue under ${files.certificateFile}: ${describeError(error)}`, { cause: error });
+    throw new CliError("ERR_INPUT", `cannot issue under ${files.certificate}: ${describeError(error)}`, { cause: error });
   }
   const written = await writeFilesAtomically({
     dir: options.outDir,

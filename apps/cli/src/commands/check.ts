@@ -1,9 +1,9 @@
 import path from "node:path";
-import { certificateMatchesKey, verifyChain, type CertificateSummary, type CryptoKeyPair } from "@meshtls/pki";
+import { findIssuerFiles, loadIssuerFolder, type IssuerFolderFiles } from "@meshtls/identity";
+import { verifyChain, type CertificateSummary } from "@meshtls/pki";
 import { CliError } from "../errors.ts";
 import { describeExpiry, formatDurationMs } from "../duration.ts";
-import { readCertificates, readPrivateKey, summarizeCertificate } from "../inputs.ts";
-import { findIssuerFiles, type IssuerFiles } from "../issuer-files.ts";
+import { readCertificates, summarizeCertificate } from "../inputs.ts";
 import type { Output } from "../output.ts";
 import { nameCa, verifyRunning, type RunningCertificate } from "../mesh/running-certificates.ts";
 import { checkIdentityService, checkProxyAdmin, checkProxyChain } from "./check-running.ts";
@@ -15,7 +15,7 @@ export interface CheckCertificatesOptions {
   /** Trust bundle file (one or more anchors, PEM or DER). Checked when given; also used to verify a running identity service. */
   anchorsFile?: string;
   /**
-   * Issuer folder, read as the identity service reads it (findIssuerFiles): `issuer.crt`/`issuer.key`,
+   * Issuer folder, read and validated by the identity package's own code (findIssuerFiles, loadIssuerFolder): `issuer.crt`/`issuer.key`,
    * `crt.pem`/`key.pem` (Linkerd) or `tls.crt`/`tls.key` (cert-manager), through symbolic links. The
    * certificate file holds the issuer first, then any intermediates. Needs `anchorsFile`.
    */
@@ -115,31 +115,23 @@ async function runChecks(options: CheckCertificatesOptions): Promise<CheckReport
   };
   const anchors = options.anchorsFile === undefined ? [] : await readAll(options.anchorsFile, "trust anchors", add, "anchors-read");
   let issuerChain: CertificateSummary[] = [];
-  let issuerKey: CryptoKeyPair | undefined;
-  let issuerKeyFile = "";
+  let files: IssuerFolderFiles | undefined;
   if (options.issuerDir !== undefined) {
-    let files: IssuerFiles | undefined;
     try {
       files = await findIssuerFiles(options.issuerDir);
-      add("issuer-files", "ok", `issuer folder ${options.issuerDir}: ${path.basename(files.certificateFile)} + ${path.basename(files.keyFile)} (${files.source} layout)`);
-      if (files.informationalCaFile !== undefined) {
-        add("issuer-files", "ok", `${files.informationalCaFile} is informational only: trust anchors come from --anchors, as for the identity service`);
+      const names = `${path.basename(files.certificate)} + ${path.basename(files.key)}`;
+      add("issuer-files", "ok", `issuer folder ${options.issuerDir}: ${names} (${files.layout.source} layout)`);
+      if (files.informationalCa !== undefined) {
+        add("issuer-files", "ok", `${files.informationalCa} is informational only: trust anchors come from --anchors, as for the identity service`);
       }
       if (files.shadowed !== undefined) {
-        add("issuer-files", "warning", `${files.shadowed.join(", ")} ${files.shadowed.length === 1 ? "is" : "are"} ignored: ${path.basename(files.certificateFile)} + ${path.basename(files.keyFile)} come first and the identity service loads those; remove one layout`);
+        add("issuer-files", "warning", `${files.shadowed.join(", ")} ${files.shadowed.length === 1 ? "is" : "are"} ignored: ${names} come first and the identity service loads those; remove one layout`);
       }
     } catch (error) {
       add("issuer-files", "error", messageOf(error));
     }
     if (files !== undefined) {
-      issuerKeyFile = files.keyFile;
-      issuerChain = await readAll(files.certificateFile, "issuer certificate", add, "issuer-read");
-      try {
-        issuerKey = await readPrivateKey(issuerKeyFile, "issuer key");
-        add("issuer-key-read", "ok", `issuer key read from ${issuerKeyFile}`);
-      } catch (error) {
-        add("issuer-key-read", "error", messageOf(error));
-      }
+      issuerChain = await readAll(files.certificate, "issuer certificate", add, "issuer-read");
     }
   }
 
@@ -155,26 +147,8 @@ async function runChecks(options: CheckCertificatesOptions): Promise<CheckReport
   }
 
   const issuer = issuerChain[0];
-  if (issuer !== undefined) {
-    const name = `issuer ${issuer.subject.text}`;
-    checkAlgorithm("issuer-algorithm", name, issuer, add);
-    checkValidity("issuer-validity", name, issuer, now, warnMs, add);
-    if (issuer.ca && issuer.keyUsage.includes("keyCertSign")) {
-      add("issuer-ca", "ok", `${name} is a CA allowed to sign certificates`);
-    } else {
-      add("issuer-ca", "error", `${name} is not a CA allowed to sign certificates, so it cannot issue workload certificates`);
-    }
-    if (anchors.length > 0) {
-      await checkChain(name, issuerChain, anchors, now, add);
-    }
-    if (issuerKey !== undefined) {
-      if (await certificateMatchesKey(issuer.der, issuerKey.privateKey)) {
-        add("issuer-key-match", "ok", `${issuerKeyFile} is the private key of ${name}`);
-      } else {
-        add("issuer-key-match", "error", `${issuerKeyFile} is not the private key of ${name}; the identity service would issue certificates that do not verify`);
-      }
-    }
-  }
+  if (issuer !== undefined) checkValidity("issuer-validity", `issuer ${issuer.subject.text}`, issuer, now, warnMs, add);
+  if (options.issuerDir !== undefined && files !== undefined && anchors.length > 0) await checkIssuerLoads(options.issuerDir, files.key, anchors, now, add);
 
   const running: (RunningCertificate | undefined)[] = [];
   if (options.identityAddress !== undefined) {
@@ -277,29 +251,17 @@ function checkValidity(check: string, name: string, cert: CertificateSummary, no
 }
 
 /**
- * Whether the issuer chains to an anchor. Validity is reported on its own, so
- * when now is outside the issuer chain's validity the path is verified at the
- * start of that validity instead: an expired issuer then shows as expired, not
- * also as unchained.
+ * Whether the identity service would load the issuer: the identity package's
+ * own folder reading and checks (CA with keyCertSign, ECDSA P-256, the key
+ * matches, inside its validity, and a probe leaf it signs verifies to the
+ * anchors), so that check and the service cannot disagree.
  */
-async function checkChain(name: string, chain: CertificateSummary[], anchors: CertificateSummary[], now: Date, add: Add): Promise<void> {
-  const start = Math.max(...chain.map((c) => c.notBefore.getTime()));
-  const end = Math.min(...chain.map((c) => c.notAfter.getTime()));
-  const inside = now.getTime() >= start && now.getTime() < end;
-  const at = inside || start >= end ? now : new Date(Math.min(start + 1_000, end - 1));
-  const result = await verifyChain({
-    leaf: chain[0]!.der,
-    intermediates: chain.slice(1).map((c) => c.der),
-    anchors: anchors.map((a) => a.der),
-    now: at,
-    // The issuer is a CA at the end of the path: RFC 5280 rules, without the mesh-leaf ones.
-    profile: "rfc5280",
-  });
-  if (result.ok) {
-    const root = result.chain[result.chain.length - 1]!;
-    add("issuer-chain", "ok", `${name} chains to trust anchor ${nameCa(root)}${inside ? "" : ` (checked at ${at.toISOString()}, inside its validity)`}`);
-  } else {
-    add("issuer-chain", "error", `${name} does not chain to a trust anchor in the bundle: ${result.reason} (${result.code})`);
+async function checkIssuerLoads(dir: string, keyFile: string, anchors: CertificateSummary[], now: Date, add: Add): Promise<void> {
+  try {
+    const issuer = await loadIssuerFolder({ dir, trustAnchors: anchors.map((a) => a.der), now });
+    add("issuer-valid", "ok", `issuer ${issuer.subject} would be loaded by the identity service: ${keyFile} is its private key and a leaf it signs chains to the trust anchors`);
+  } catch (error) {
+    add("issuer-valid", "error", `the identity service would refuse this issuer: ${messageOf(error)}`);
   }
 }
 

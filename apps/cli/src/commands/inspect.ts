@@ -1,5 +1,6 @@
 import { createHash, X509Certificate } from "node:crypto";
 import path from "node:path";
+import { checkCsr } from "@meshtls/identity";
 import {
   parseCertificate,
   parseCsr,
@@ -64,7 +65,7 @@ export interface InspectedCsr {
   signatureAlgorithm: string;
   signatureValid: boolean;
   extensions: CsrSummary["extensions"];
-  /** Why the meshtls identity service would refuse this CSR for its DNS SAN; empty if it would not. */
+  /** Why the meshtls identity service would refuse this CSR for its DNS SAN (its first refusal, `checkCsr`); empty if it would not. */
   meshProblems: string[];
 }
 
@@ -220,27 +221,20 @@ async function inspectCsr(der: Uint8Array, file: string): Promise<InspectedCsr> 
   return inspected;
 }
 
-/** The identity service's CSR checks (ARCHITECTURE.md) that need no trust domain. */
+/**
+ * The identity service's own CSR checks (`checkCsr`), for the identity the CSR
+ * names: its one DNS SAN, and its SPIFFE ID as written (the trust domain is
+ * not known here). The first refusal, or none.
+ */
 function meshCsrProblems(csr: CsrSummary): string[] {
-  const problems: string[] = [];
-  const dns = csr.san.dns;
-  if (dns.length !== 1) {
-    problems.push(`has ${dns.length} DNS SANs; exactly one (the identity) is required`);
+  const identity = csr.san.dns.length === 1 ? csr.san.dns[0]! : "";
+  const spiffeId = csr.san.uri.find((uri) => uri.startsWith("spiffe://")) ?? "";
+  try {
+    checkCsr(csr, { identity, spiffeId });
+    return [];
+  } catch (error) {
+    return [(error as Error).message];
   }
-  const cn = csr.subject.commonName;
-  if (cn !== undefined && cn !== "" && dns.length === 1 && cn !== dns[0]) {
-    problems.push(`CN "${cn}" differs from the DNS SAN "${dns[0]}"`);
-  }
-  if (csr.san.email.length > 0) problems.push("has email SANs");
-  if (csr.san.ip.length > 0) problems.push("has IP SANs");
-  if (csr.san.uri.some((uri) => !uri.startsWith("spiffe://"))) problems.push("has a URI SAN that is not a SPIFFE ID");
-  if (!csr.signatureValid) problems.push("its self-signature does not verify");
-  if (csr.publicKey.algorithm !== "ECDSA" || csr.publicKey.curve !== "P-256") {
-    problems.push(`key is ${describeKey(csr.publicKey)}; ECDSA P-256 is required`);
-  } else if (!csr.publicKey.namedCurve) {
-    problems.push("key uses explicit curve parameters; a named curve is required");
-  }
-  return problems;
 }
 
 function toInspected(summary: CertificateSummary, now: Date): InspectedCertificate {
