@@ -1,57 +1,19 @@
+import { ConfigError, parseDurationMs as parseRuntimeDuration } from "@meshtls/runtime";
 import { CliError } from "./errors.ts";
 
-const UNIT_MS: Record<string, number> = {
-  ms: 1,
-  s: 1_000,
-  m: 60_000,
-  h: 3_600_000,
-  d: 86_400_000,
-};
-
-/** Longest duration accepted anywhere: 1000 years, far beyond any sane certificate. */
-export const MAX_DURATION_MS = 1000 * 365 * UNIT_MS.d!;
-
-const DURATION_RE = /^(\d{1,9}(?:\.\d{1,6})?)(ms|s|m|h|d)/;
-
 /**
- * Parses a duration such as `87600h`, `30d`, `1h30m` or `90s` into milliseconds.
- * Units: `d`, `h`, `m`, `s` (and `ms`); at least one unit is required; a leading
- * `-` makes it negative when `allowNegative` is set. Throws `CliError` ERR_USAGE.
+ * A duration flag's value (`87600h`, `30d`, `1h30m`, `90s`) in milliseconds,
+ * by the runtime's parser, the one every meshtls command line uses: every
+ * part needs a unit, at most 1000 years; a leading `-` only with
+ * `allowNegative`. Throws `CliError` ERR_USAGE naming `flag`.
  */
-export function parseDurationMs(text: string, options: { allowNegative?: boolean } = {}): number {
-  const input = text.trim();
-  let rest = input;
-  let sign = 1;
-  if (rest.startsWith("-") && options.allowNegative === true) {
-    sign = -1;
-    rest = rest.slice(1);
-  } else if (rest.startsWith("+")) {
-    rest = rest.slice(1);
+export function parseDurationMs(text: string, flag: string, options: { allowNegative?: boolean } = {}): number {
+  try {
+    return parseRuntimeDuration(text, flag, options);
+  } catch (error) {
+    if (error instanceof ConfigError) throw new CliError("ERR_USAGE", error.message, { cause: error });
+    throw error;
   }
-  if (rest.length === 0 || rest.length > 64) {
-    throw invalid(text);
-  }
-  let total = 0;
-  while (rest.length > 0) {
-    const match = DURATION_RE.exec(rest);
-    if (match === null) {
-      throw invalid(text);
-    }
-    total += Number(match[1]) * UNIT_MS[match[2]!]!;
-    rest = rest.slice(match[0].length);
-  }
-  total = Math.round(total);
-  if (total > MAX_DURATION_MS) {
-    throw new CliError("ERR_USAGE", `duration "${text}" is longer than 1000 years`);
-  }
-  return sign * total;
-}
-
-function invalid(text: string): CliError {
-  return new CliError(
-    "ERR_USAGE",
-    `invalid duration "${text}": use a number with a unit d, h, m or s (e.g. 24h, 30d, 1h30m)`,
-  );
 }
 
 /** Formats milliseconds in words for people: `23h 59m`, `364d 23h`, `45s`. At most two units. */

@@ -176,7 +176,7 @@ describe("meshtls certs create", () => {
     const cases: [string[], RegExp][] = [
       [["--trust-domain", "Bad_Domain"], /--trust-domain "Bad_Domain" is not a DNS-1123 subdomain/],
       [["--control-namespace", "a.b"], /--control-namespace "a.b" is not a DNS-1123 label/],
-      [["--anchor-lifetime", "10"], /invalid duration "10"/],
+      [["--anchor-lifetime", "10"], /--anchor-lifetime: "10" is not a duration/],
       [["--issuer-lifetime", "0s"], /--issuer-lifetime must be at least 1m/],
     ];
     for (const [flags, pattern] of cases) {

@@ -5,19 +5,19 @@ import { CliError } from "../src/errors.ts";
 
 describe("parseDurationMs", () => {
   it("accepts d, h, m, s units and combinations", () => {
-    expect(parseDurationMs("87600h")).toBe(87_600 * 3_600_000);
-    expect(parseDurationMs("30d")).toBe(30 * 86_400_000);
-    expect(parseDurationMs("1h30m")).toBe(5_400_000);
-    expect(parseDurationMs("90s")).toBe(90_000);
-    expect(parseDurationMs("1.5h")).toBe(5_400_000);
-    expect(parseDurationMs("-10m", { allowNegative: true })).toBe(-600_000);
+    expect(parseDurationMs("87600h", "--x")).toBe(87_600 * 3_600_000);
+    expect(parseDurationMs("30d", "--x")).toBe(30 * 86_400_000);
+    expect(parseDurationMs("1h30m", "--x")).toBe(5_400_000);
+    expect(parseDurationMs("90s", "--x")).toBe(90_000);
+    expect(parseDurationMs("1.5h", "--x")).toBe(5_400_000);
+    expect(parseDurationMs("-10m", "--x", { allowNegative: true })).toBe(-600_000);
   });
 
   it("rejects malformed input with a usage error", () => {
     for (const bad of ["", "10", "h", "10x", "-10m", "1h 30m", "10H", "1e9h", "99999999999d"]) {
-      expect(() => parseDurationMs(bad), bad).toThrow(CliError);
+      expect(() => parseDurationMs(bad, "--x"), bad).toThrow(CliError);
       try {
-        parseDurationMs(bad);
+        parseDurationMs(bad, "--x");
       } catch (error) {
         expect((error as CliError).code).toBe("ERR_USAGE");
         expect((error as CliError).exitCode).toBe(2);
@@ -29,7 +29,7 @@ describe("parseDurationMs", () => {
     fc.assert(
       fc.property(fc.string({ maxLength: 80 }), (text) => {
         try {
-          const ms = parseDurationMs(text);
+          const ms = parseDurationMs(text, "--x");
           expect(Number.isFinite(ms)).toBe(true);
         } catch (error) {
           expect(error).toBeInstanceOf(CliError);
@@ -43,7 +43,7 @@ describe("parseDurationMs", () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 100_000 }), fc.constantFrom("d", "h", "m", "s"), (n, unit) => {
         const factor = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1_000 }[unit];
-        expect(parseDurationMs(`${n}${unit}`)).toBe(n * factor);
+        expect(parseDurationMs(`${n}${unit}`, "--x")).toBe(n * factor);
       }),
     );
   });

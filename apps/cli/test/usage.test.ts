@@ -6,7 +6,7 @@ describe("usage errors exit 2 with a message and no stack trace", () => {
     ["unknown command", ["frobnicate"], /^meshtls: unknown command 'frobnicate'/],
     ["unknown option", ["token", "keygen", "--out", "x", "--bogus"], /^meshtls: unknown option '--bogus'/],
     ["missing required option", ["token", "keygen"], /^meshtls: required option '--out <dir>' not specified/],
-    ["bad duration", ["token", "mint", "--key", "k", "--namespace", "a", "--service-account", "b", "--lifetime", "ten"], /^meshtls: option '--lifetime <duration>' argument 'ten' is invalid\. invalid duration "ten"/],
+    ["bad duration", ["token", "mint", "--key", "k", "--namespace", "a", "--service-account", "b", "--lifetime", "ten"], /^meshtls: option '--lifetime <duration>' argument 'ten' is invalid\. --lifetime: "ten" is not a duration; use a number with a unit/],
     ["certs create without --out", ["certs", "create"], /^meshtls: required option '--out <dir>' not specified/],
     ["certs issuer without --ca-key", ["certs", "issuer", "--ca-cert", "a", "--out", "b"], /^meshtls: required option '--ca-key <file>' not specified/],
     ["inspect without a file", ["inspect"], /^meshtls: missing required argument 'file\|host:port'/],

@@ -3,27 +3,37 @@ import { ConfigError } from "./errors.ts";
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
+/** The longest duration any flag accepts: 1000 years, far beyond any sane certificate or timeout. */
+const MAX_DURATION_MS = 1000 * 365 * 86_400_000;
+
 /**
- * `24h`, `90s`, `1h30m`, `500ms`, `7d` → milliseconds.
+ * The one duration parser of meshtls' command lines (the apps' and the CLI's):
+ * `24h`, `90s`, `1h30m`, `500ms`, `7d` → milliseconds. Every part needs a
+ * unit (`7000` is refused: seconds or milliseconds?); at most 64 characters and
+ * 1000 years. A leading `-` is accepted only with `allowNegative` (`-1h`: an
+ * hour ago).
  * @param what the flag, for the message (`--issuance-lifetime`)
  * @throws ConfigError naming `what`
  */
-export function parseDurationMs(text: string, what: string): number {
-  const re = /(\d+(?:\.\d+)?)(ms|s|m|h|d)/y;
-  const input = text.trim();
+export function parseDurationMs(text: string, what: string, options: { allowNegative?: boolean } = {}): number {
+  const re = /(\d{1,9}(?:\.\d{1,6})?)(ms|s|m|h|d)/y;
+  let input = text.trim();
   if (input === "") throw new ConfigError(`${what}: empty duration`);
+  const sign = input.startsWith("-") && options.allowNegative === true ? -1 : 1;
+  if (sign === -1) input = input.slice(1);
   let total = 0;
   let at = 0;
-  while (at < input.length) {
+  while (at < input.length || at === 0) {
     re.lastIndex = at;
-    const m = re.exec(input);
+    const m = input.length > 64 ? null : re.exec(input);
     if (!m || m[1] === undefined || m[2] === undefined) {
       throw new ConfigError(`${what}: "${text}" is not a duration; use a number with a unit ms, s, m, h or d (e.g. 24h, 20s)`);
     }
     total += Number(m[1]) * (UNIT_MS[m[2]] ?? 0);
     at = re.lastIndex;
   }
-  return Math.round(total);
+  if (total > MAX_DURATION_MS) throw new ConfigError(`${what}: "${text}" is longer than 1000 years`);
+  return sign * Math.round(total);
 }
 
 /**

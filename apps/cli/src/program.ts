@@ -1,0 +1,343 @@
+import { existsSync } from "node:fs";
+import { Command, InvalidArgumentError, Option } from "commander";
+import packageJson from "../package.json" with { type: "json" };
+import { bundleAnchors } from "./commands/certs-bundle.ts";
+import { createCerts, DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN } from "./commands/certs-create.ts";
+import { createIssuerFiles } from "./commands/certs-issuer.ts";
+import { createTestLeaf } from "./commands/certs-leaf.ts";
+import { renewProxies } from "./commands/renew.ts";
+import { checkCertificates } from "./commands/check.ts";
+import { runDemo } from "./commands/demo.ts";
+import { inspectFile } from "./commands/inspect.ts";
+import { inspectRemote } from "./commands/inspect-remote.ts";
+import { mergeJwks } from "./commands/token-jwks.ts";
+import { generateTokenSigner } from "./commands/token-keygen.ts";
+import { DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER, mintToken } from "./commands/token-mint.ts";
+import { parseDurationMs } from "./duration.ts";
+import { CliError, describeError } from "./errors.ts";
+import { splitHostPort } from "./mesh/admin-client.ts";
+import type { Output } from "./output.ts";
+
+/** commander argument parser for durations; a bad value becomes a usage error. */
+function duration(value: string, flag: string): number {
+  try {
+    return parseDurationMs(value, flag);
+  } catch (error) {
+    throw new InvalidArgumentError(describeError(error));
+  }
+}
+
+/**
+ * A duration flag whose default is shown as written (`87600h`, not its
+ * milliseconds), so the help never shows a value the flag would refuse.
+ */
+function durationOption(flags: string, description: string, defaultText?: string): Option {
+  const flag = flags.split(" ")[0]!;
+  const option = new Option(flags, description).argParser((value: string) => duration(value, flag));
+  return defaultText === undefined ? option : option.default(duration(defaultText, flag), defaultText);
+}
+
+/** `--not-before`: an RFC 3339 time, or a duration from now (`10m`, `-1h`). */
+function notBefore(value: string): Date {
+  if (/^\d{4}-\d{2}-\d{2}/.test(value)) {
+    const date = new Date(value);
+    if (Number.isNaN(date.getTime())) {
+      throw new InvalidArgumentError(`"${value}" is not an RFC 3339 time`);
+    }
+    return date;
+  }
+  try {
+    return new Date(Date.now() + parseDurationMs(value, "--not-before", { allowNegative: true }));
+  } catch (error) {
+    throw new InvalidArgumentError(`use an RFC 3339 time or a duration from now such as 10m or -1h (${describeError(error)})`);
+  }
+}
+
+/** `check --wait`: a duration of at most 1 hour (a wait, not a schedule). */
+function waitDuration(value: string): number {
+  const ms = parseDurationMs(value, "--wait");
+  if (ms > 3_600_000) throw new CliError("ERR_USAGE", "--wait must be at most 1h");
+  return ms;
+}
+
+/** Repeatable flags. */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** A `host:port` flag value, checked; a bad one is a usage error. */
+function hostPort(value: string): string {
+  try {
+    splitHostPort(value);
+    return value;
+  } catch (error) {
+    throw new CliError("ERR_USAGE", describeError(error));
+  }
+}
+
+/**
+ * `inspect X`: X is a server when it looks like host:port and is not an
+ * existing file, or when --sni/--cert/--key (server-only flags) are given.
+ */
+function isRemoteTarget(target: string, opts: { sni?: string; cert?: string; key?: string }): boolean {
+  if (opts.sni !== undefined || opts.cert !== undefined || opts.key !== undefined) return true;
+  return /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(target) && !existsSync(target);
+}
+
+/** The `meshtls` command line; actions write to `output`. */
+export function createProgram(output: Output): Command {
+  const program = new Command("meshtls")
+    .description("meshtls: certificates, tokens and checks for an mTLS service mesh")
+    .version(packageJson.version)
+    .showHelpAfterError("(run with --help for usage)")
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => process.stdout.write(text),
+      writeErr: (text) => process.stderr.write(text),
+      outputError: (text, write) => write(`meshtls: ${text.replace(/^error: /, "")}`),
+    });
+
+  const certs = program.command("certs").description("create and rotate the trust anchor and issuer");
+
+  certs
+    .command("create")
+    .description("write a new trust anchor (ca.crt, ca.key) and issuer (issuer.crt, issuer.key) to a folder")
+    .requiredOption("--out <dir>", "folder to write into (created if missing)")
+    .option("--trust-domain <name>", "trust domain", DEFAULT_TRUST_DOMAIN)
+    .option("--control-namespace <name>", "namespace of the control plane", DEFAULT_CONTROL_NAMESPACE)
+    .addOption(durationOption("--anchor-lifetime <duration>", "trust anchor lifetime (d, h, m, s)", "87600h"))
+    .addOption(durationOption("--issuer-lifetime <duration>", "issuer lifetime, clamped to the anchor's", "8760h"))
+    .option("--force", "replace existing files", false)
+    .action(async (opts: { out: string; trustDomain: string; controlNamespace: string; anchorLifetime: number; issuerLifetime: number; force: boolean }) => {
+      await createCerts(
+        {
+          outDir: opts.out,
+          trustDomain: opts.trustDomain,
+          controlNamespace: opts.controlNamespace,
+          anchorLifetimeMs: opts.anchorLifetime,
+          issuerLifetimeMs: opts.issuerLifetime,
+          force: opts.force,
+        },
+        output,
+      );
+    });
+
+  certs
+    .command("issuer")
+    .description("write a new issuer (issuer.crt, issuer.key) under an existing trust anchor, for rotation")
+    .requiredOption("--ca-cert <file>", "trust anchor certificate (PEM or DER)")
+    .requiredOption("--ca-key <file>", "trust anchor private key (PKCS#8 or EC PEM)")
+    .requiredOption("--out <dir>", "folder to write into (created if missing)")
+    .addOption(durationOption("--issuer-lifetime <duration>", "issuer lifetime, clamped to the anchor's", "8760h"))
+    .option("--trust-domain <name>", "trust domain (for the issuer's name)", DEFAULT_TRUST_DOMAIN)
+    .option("--control-namespace <name>", "namespace of the control plane (for the issuer's name)", DEFAULT_CONTROL_NAMESPACE)
+    .option("--force", "replace existing files", false)
+    .action(async (opts: { caCert: string; caKey: string; out: string; issuerLifetime: number; trustDomain: string; controlNamespace: string; force: boolean }) => {
+      await createIssuerFiles(
+        {
+          caCertFile: opts.caCert,
+          caKeyFile: opts.caKey,
+          outDir: opts.out,
+          issuerLifetimeMs: opts.issuerLifetime,
+          trustDomain: opts.trustDomain,
+          controlNamespace: opts.controlNamespace,
+          force: opts.force,
+        },
+        output,
+      );
+    });
+
+  certs
+    .command("bundle")
+    .description("merge trust anchors (e.g. old + new) into one PEM trust bundle")
+    .requiredOption("--out <file>", "bundle file to write")
+    .argument("<certs...>", "certificate files (PEM bundles or DER)")
+    .option("--force", "replace an existing bundle", false)
+    .option("--proxy-admin <host:port>", "a running proxy's admin address: refuse a bundle its certificate would not verify under (repeatable)", collect)
+    .option("--identity-addr <host:port>", "a running identity service: refuse a bundle its serving certificate would not verify under")
+    .option("--allow-drop", "write the bundle even when running certificates would not verify under it (a warning on stderr)", false)
+    .action(async (files: string[], opts: { out: string; force: boolean; proxyAdmin?: string[]; identityAddr?: string; allowDrop: boolean }) => {
+      await bundleAnchors(
+        {
+          outFile: opts.out,
+          inputFiles: files,
+          force: opts.force,
+          proxyAdmins: (opts.proxyAdmin ?? []).map(hostPort),
+          ...(opts.identityAddr === undefined ? {} : { identityAddress: hostPort(opts.identityAddr) }),
+          allowDrop: opts.allowDrop,
+        },
+        output,
+      );
+    });
+
+  certs
+    .command("leaf")
+    .description("TESTING ONLY: a short-lived workload certificate signed with the issuer's key (leaf.crt, leaf.key), to call a proxy by hand")
+    .requiredOption("--identity <name>", "identity to certify, e.g. web.default.serviceaccount.identity.meshtls.cluster.local")
+    .requiredOption("--issuer-dir <dir>", "issuer folder: issuer.crt + issuer.key, crt.pem + key.pem or tls.crt + tls.key")
+    .requiredOption("--out <dir>", "folder for leaf.crt (leaf, then the issuer) and leaf.key (mode 0600)")
+    .addOption(durationOption("--lifetime <duration>", "certificate lifetime, 1m to 24h", "1h"))
+    .option("--force", "replace existing files", false)
+    .action(async (opts: { identity: string; issuerDir: string; out: string; lifetime: number; force: boolean }) => {
+      await createTestLeaf({ identity: opts.identity, issuerDir: opts.issuerDir, outDir: opts.out, lifetimeMs: opts.lifetime, force: opts.force }, output);
+    });
+
+  program
+    .command("check")
+    .description("check the trust anchors and issuer (files), a running identity service and proxies; exit 1 on error")
+    .option("--anchors <file>", "trust bundle (PEM)")
+    .option("--issuer-dir <dir>", "issuer folder as the identity service reads it: issuer.crt + issuer.key, crt.pem + key.pem or tls.crt + tls.key (needs --anchors)")
+    .option("--identity-addr <host:port>", "a running identity service's gRPC address: check the certificate it serves")
+    .option("--proxy-admin <host:port>", "a running proxy's admin address: check /ready and its certificate (repeatable)", collect)
+    .option("--candidate-anchors <file>", "a trust bundle about to be rolled out: every running certificate and the issuer must verify under it")
+    .addOption(durationOption("--warn <duration>", "warn when a certificate expires within this window", "60d"))
+    .option("--wait <duration>", "repeat the checks every second until they pass, for at most this long")
+    .option("--strict", "exit 1 on warnings too", false)
+    .option("--json", "print JSON", false)
+    .action(async (opts: { anchors?: string; issuerDir?: string; identityAddr?: string; proxyAdmin?: string[]; candidateAnchors?: string; warn: number; wait?: string; strict: boolean; json: boolean }) => {
+      const report = await checkCertificates(
+        {
+          ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }),
+          ...(opts.candidateAnchors === undefined ? {} : { candidateAnchorsFile: opts.candidateAnchors }),
+          ...(opts.wait === undefined ? {} : { waitMs: waitDuration(opts.wait) }),
+          ...(opts.issuerDir === undefined ? {} : { issuerDir: opts.issuerDir }),
+          ...(opts.identityAddr === undefined ? {} : { identityAddress: hostPort(opts.identityAddr) }),
+          proxyAdmins: (opts.proxyAdmin ?? []).map(hostPort),
+          warnMs: opts.warn,
+          strict: opts.strict,
+          json: opts.json,
+        },
+        output,
+      );
+      if (!report.ok) {
+        process.exitCode = 1;
+      }
+    });
+
+  program
+    .command("inspect")
+    .description("describe a certificate, chain or CSR file, or the identity a TLS server (a proxy's inbound port) presents")
+    .argument("<file|host:port>", "file to describe, or a server to connect to")
+    .option("--sni <identity>", "HOST:PORT: the identity to ask for (SNI); a proxy terminates TLS only for its own")
+    .option("--anchors <file>", "trust bundle to verify the file's chain, or the chain the server presents, against; exit 1 when it does not verify")
+    .option("--cert <file>", "HOST:PORT: client certificate to present (e.g. a workload's; a proxy under all-authenticated refuses clients without one); needs --key")
+    .option("--key <file>", "HOST:PORT: private key of --cert")
+    .option("--json", "print JSON", false)
+    .action(async (target: string, opts: { json: boolean; sni?: string; anchors?: string; cert?: string; key?: string }) => {
+      if (isRemoteTarget(target, opts)) {
+        const result = await inspectRemote(
+          {
+            address: hostPort(target),
+            json: opts.json,
+            ...(opts.sni === undefined ? {} : { sni: opts.sni }),
+            ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }),
+            ...(opts.cert === undefined ? {} : { certFile: opts.cert }),
+            ...(opts.key === undefined ? {} : { keyFile: opts.key }),
+          },
+          output,
+        );
+        if (result.verification?.ok === false) process.exitCode = 1;
+      } else {
+        const result = await inspectFile({ file: target, json: opts.json, ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }) }, output);
+        if (opts.anchors !== undefined && "verification" in result && result.verification?.ok === false) process.exitCode = 1;
+      }
+    });
+
+  program
+    .command("renew")
+    .description("ask proxies for a new certificate now (POST /renew on their admin port) and print its expiry, issuer and anchor")
+    .requiredOption("--proxy-admin <host:port>", "a running proxy's admin address (repeatable)", collect)
+    .addOption(durationOption("--timeout <duration>", "bound of each proxy's renewal, at least 1s", "30s"))
+    .action(async (opts: { proxyAdmin: string[]; timeout: number }) => {
+      if (opts.timeout < 1_000) throw new CliError("ERR_USAGE", "--timeout must be at least 1s");
+      await renewProxies({ proxyAdmins: opts.proxyAdmin.map(hostPort), timeoutMs: opts.timeout }, output);
+    });
+
+  program
+    .command("demo")
+    .description("run a whole mesh on loopback (identity, destination, two workloads with proxies) and show it live")
+    .option("--no-tty", "print plain lines instead of a live view (also when stdout is not a terminal)")
+    .addOption(durationOption("--duration <duration>", "stop after this long once the mesh is up; without it, at Ctrl-C"))
+    .addOption(durationOption("--lifetime <duration>", "lifetime of workload certificates (short, so refreshes show: 7s leaves refresh every ~6s)", "7s"))
+    .option("--keep", "keep the mesh folder (certificates, tokens, registry) and print its path", false)
+    .action(async (opts: { tty: boolean; duration?: number; lifetime: number; keep: boolean }) => {
+      if (opts.lifetime < 5_000) throw new CliError("ERR_USAGE", "--lifetime must be at least 5s (proxies refresh at 70 % of it)");
+      const stop = new AbortController();
+      let signal: NodeJS.Signals | undefined;
+      const onSignal = (name: NodeJS.Signals): void => {
+        signal ??= name;
+        stop.abort();
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      try {
+        const result = await runDemo(
+          {
+            tty: opts.tty && process.stdout.isTTY,
+            lifetimeMs: opts.lifetime,
+            keep: opts.keep,
+            signal: stop.signal,
+            ...(opts.duration === undefined ? {} : { durationMs: opts.duration }),
+          },
+          output,
+        );
+        if (signal !== undefined) process.exitCode = signal === "SIGINT" ? 130 : 143;
+        else if (!result.ok) process.exitCode = 1;
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+      }
+    });
+
+  const token = program.command("token").description("a local ServiceAccount token signer (stands in for Kubernetes)");
+
+  token
+    .command("keygen")
+    .description("write an ES256 signing key (token-signer.key) and its public JWKS (jwks.json)")
+    .requiredOption("--out <dir>", "folder to write into (created if missing)")
+    .option("--force", "replace existing files", false)
+    .action(async (opts: { out: string; force: boolean }) => {
+      await generateTokenSigner({ outDir: opts.out, force: opts.force }, output);
+    });
+
+  token
+    .command("jwks")
+    .description("merge the public keys of JWKS files (old + new signer) into one, replaced in one step")
+    .requiredOption("--out <file>", "JWKS file to write, e.g. the identity service's --token-jwks (may be one of the inputs)")
+    .argument("<jwks...>", "JWKS files to merge, in order")
+    .option("--force", "replace an existing file", false)
+    .action(async (files: string[], opts: { out: string; force: boolean }) => {
+      await mergeJwks({ outFile: opts.out, inputFiles: files, force: opts.force }, output);
+    });
+
+  token
+    .command("mint")
+    .description("print (or write with --out) a projected-ServiceAccount-style JWT for a namespace and ServiceAccount")
+    .requiredOption("--key <file>", "signing key written by token keygen")
+    .requiredOption("--namespace <ns>", "namespace of the ServiceAccount")
+    .requiredOption("--service-account <sa>", "name of the ServiceAccount")
+    .option("--audience <aud>", "aud claim", DEFAULT_TOKEN_AUDIENCE)
+    .option("--issuer <iss>", "iss claim", DEFAULT_TOKEN_ISSUER)
+    .addOption(durationOption("--lifetime <duration>", "time from nbf to exp", "24h"))
+    .option("--not-before <time>", "nbf: RFC 3339 time or duration from now (default now)", notBefore)
+    .option("--out <file>", "write the token to this file (mode 0600, atomically) instead of stdout: a token is a credential, keep it out of terminals and logs")
+    .option("--force", "with --out: replace an existing file", false)
+    .action(async (opts: { key: string; namespace: string; serviceAccount: string; audience: string; issuer: string; lifetime: number; notBefore?: Date; out?: string; force: boolean }) => {
+      if (opts.force && opts.out === undefined) throw new CliError("ERR_USAGE", "--force needs --out");
+      await mintToken(
+        {
+          keyFile: opts.key,
+          namespace: opts.namespace,
+          serviceAccount: opts.serviceAccount,
+          audience: opts.audience,
+          issuer: opts.issuer,
+          lifetimeMs: opts.lifetime,
+          ...(opts.notBefore === undefined ? {} : { notBefore: opts.notBefore }),
+          ...(opts.out === undefined ? {} : { outFile: opts.out, force: opts.force }),
+        },
+        output,
+      );
+    });
+
+  return program;
+}
