@@ -1,5 +1,6 @@
 import { readdir, readFile, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { LOCAL_TOKEN_ISSUER } from "@meshtls/identity";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateTokenSigner } from "../src/commands/token-keygen.ts";
@@ -28,6 +29,8 @@ describe("meshtls token keygen (process)", () => {
     const first = await runCli(["token", "keygen", "--out", out]);
     expect(first.stderr).toBe("");
     expect(first.code).toBe(0);
+    // The JWKS cannot say its issuer: keygen does, and it is the identity service's default --token-issuer.
+    expect(first.stdout).toContain(`token issuer (iss): ${LOCAL_TOKEN_ISSUER} (what token mint writes, and meshtls-identity --token-issuer expects by default)`);
     const keyStat = await stat(path.join(out, "token-signer.key"));
     expect(keyStat.mode & 0o777).toBe(0o600);
     expect(await readFile(path.join(out, "token-signer.key"), "utf8")).toMatch(/^-----BEGIN PRIVATE KEY-----\n/);

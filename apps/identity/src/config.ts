@@ -1,7 +1,7 @@
 import { availableParallelism } from "node:os";
 import { Command, Option } from "commander";
 import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
-import type { CertifyLimits } from "@meshtls/identity";
+import { LOCAL_TOKEN_ISSUER, type CertifyLimits } from "@meshtls/identity";
 
 export { ConfigError, parseAddress, parseBooleanEnv, parseDurationMs };
 
@@ -83,7 +83,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
     .addOption(new Option("--token-jwks <file-or-url>", "JWKS of the ServiceAccount token signer: a file (watched and reloaded), or an https:// URL").env("MESHTLS_TOKEN_JWKS"))
     .addOption(new Option("--token-jwks-allow-insecure-loopback", "accept an http:// --token-jwks URL on a loopback host; env MESHTLS_TOKEN_JWKS_ALLOW_INSECURE_LOOPBACK=true|1|false|0"))
-    .addOption(new Option("--token-issuer <iss>", "expected token issuer (iss claim)").env("MESHTLS_TOKEN_ISSUER"))
+    .addOption(new Option("--token-issuer <iss>", "expected token issuer (iss claim); default the local signer's (meshtls token mint)").env("MESHTLS_TOKEN_ISSUER").default(LOCAL_TOKEN_ISSUER))
     .addOption(new Option("--token-audience <aud>", "expected token audience").env("MESHTLS_TOKEN_AUDIENCE").default("identity.l5d.io"))
     .addOption(new Option("--issuance-lifetime <duration>", "lifetime of issued leaves").env("MESHTLS_ISSUANCE_LIFETIME").default("24h"))
     .addOption(new Option("--clock-skew <duration>", "clock-skew allowance before notBefore and after notAfter").env("MESHTLS_CLOCK_SKEW").default("20s"))
@@ -148,7 +148,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     controlNamespace: String(o["controlNamespace"]),
     tokenJwks,
     tokenJwksAllowInsecureLoopback,
-    tokenIssuer: required("tokenIssuer", "--token-issuer", "MESHTLS_TOKEN_ISSUER"),
+    tokenIssuer: String(o["tokenIssuer"]),
     tokenAudience: String(o["tokenAudience"]),
     lifetimeMs,
     skewMs: parseDurationMs(String(o["clockSkew"]), "--clock-skew"),

@@ -5,7 +5,7 @@ export { CERTIFY_LIMITS } from "./server-limits.ts";
 export type { CertifyLimitReason, CertifyLimits } from "./server-limits.ts";
 export { createCertifyHandler, MAX_CERTIFY_REQUEST_BYTES } from "./certify.ts";
 export type { CertifyHandler, CertifyInput, CertifyOptions, CertifyOutput } from "./certify.ts";
-export { createJwksTokenValidator, IDENTITY_TOKEN_AUDIENCE } from "./jwks-token-validator.ts";
+export { createJwksTokenValidator, IDENTITY_TOKEN_AUDIENCE, LOCAL_TOKEN_ISSUER } from "./jwks-token-validator.ts";
 export type { JwksTokenValidatorOptions } from "./jwks-token-validator.ts";
 export { createJwksFileStore } from "./jwks-file-store.ts";
 export type { JwksFileRejection, JwksFileReloadResult, JwksFileStore, JwksFileStoreOptions } from "./jwks-file-store.ts";

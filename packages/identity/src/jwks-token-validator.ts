@@ -9,6 +9,13 @@ import type { TokenIdentity, TokenValidator } from "./token-validator.ts";
 /** The audience Linkerd-compatible identity tokens are bound to. */
 export const IDENTITY_TOKEN_AUDIENCE = "identity.l5d.io";
 
+/**
+ * The issuer of the local token signer (`meshtls token keygen` / `token mint`,
+ * standing in for Kubernetes): what `meshtls-identity --token-issuer` expects
+ * unless told otherwise. A cluster's own issuer is set explicitly.
+ */
+export const LOCAL_TOKEN_ISSUER = "https://meshtls.local";
+
 /** The token algorithms accepted unless told otherwise. */
 export const DEFAULT_TOKEN_ALGORITHMS: readonly string[] = ["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "EdDSA"];
 const SUBJECT_PREFIX = "system:serviceaccount:";

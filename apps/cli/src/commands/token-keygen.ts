@@ -1,5 +1,6 @@
 import { calculateJwkThumbprint, exportJWK, exportPKCS8, generateKeyPair } from "jose";
 import { KEY_FILE_MODE, PUBLIC_FILE_MODE, writeFilesAtomically } from "../files.ts";
+import { DEFAULT_TOKEN_AUDIENCE, DEFAULT_TOKEN_ISSUER } from "./token-mint.ts";
 import type { Output } from "../output.ts";
 
 /** File names written by `meshtls token keygen`. */
@@ -40,4 +41,7 @@ export async function generateTokenSigner(options: GenerateTokenSignerOptions, o
     output.out(`wrote ${file}`);
   }
   output.out(`key id (kid): ${kid}`);
+  // The JWKS format has no place for the issuer: say it here, so the identity service can be set to match.
+  output.out(`token issuer (iss): ${DEFAULT_TOKEN_ISSUER} (what token mint writes, and meshtls-identity --token-issuer expects by default)`);
+  output.out(`token audience (aud): ${DEFAULT_TOKEN_AUDIENCE}`);
 }

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import path from "node:path";
+import { IDENTITY_TOKEN_AUDIENCE, LOCAL_TOKEN_ISSUER } from "@meshtls/identity";
 import { isDnsLabel } from "@meshtls/pki";
 import { calculateJwkThumbprint, exportJWK, importPKCS8, SignJWT } from "jose";
 import { CliError } from "../errors.ts";
@@ -7,8 +8,9 @@ import { KEY_FILE_MODE, readInputText, writeFilesAtomically } from "../files.ts"
 import type { Output } from "../output.ts";
 
 /** Defaults of `meshtls token mint`, as the identity service expects them. */
-export const DEFAULT_TOKEN_AUDIENCE = "identity.l5d.io";
-export const DEFAULT_TOKEN_ISSUER = "https://meshtls.local";
+export const DEFAULT_TOKEN_AUDIENCE = IDENTITY_TOKEN_AUDIENCE;
+/** The identity service's default `--token-issuer`, so minted tokens and the service agree by default. */
+export const DEFAULT_TOKEN_ISSUER = LOCAL_TOKEN_ISSUER;
 export const DEFAULT_TOKEN_LIFETIME_MS = 24 * 3_600_000;
 
 export interface MintTokenOptions {
