@@ -17,7 +17,8 @@ export interface Config {
   defaultInboundPolicy: DefaultPolicy;
   /** Networks of the `cluster-*` policies and of authorization policies without a NetworkAuthentication. */
   clusterNetworks: Cidr[];
-  admin: { host: string; port: number };
+  /** The admin listener, and the most connections it holds open (more are closed at once and counted). */
+  admin: { host: string; port: number; maxConnections: number };
   /** PEM files for a TLS gRPC server; absent with `insecurePlaintext`. */
   tls?: { certFile: string; keyFile: string; clientCaFile?: string };
   insecurePlaintext: boolean;
@@ -35,6 +36,8 @@ export interface Config {
     maxConnectionAgeMs: number;
     /** After that GOAWAY, time its open streams keep before the connection is closed. */
     maxConnectionAgeGraceMs: number;
+    /** A connection short of a finished TLS handshake and the HTTP/2 preface + SETTINGS this long after it was accepted is closed. */
+    handshakeTimeoutMs: number;
   };
 }
 
@@ -65,12 +68,15 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
     .addOption(new Option("--insecure-plaintext", "serve plaintext gRPC (loopback listen addresses only; env MESHTLS_INSECURE_PLAINTEXT=true|false)"))
     .addOption(new Option("--log-level <level>", `pino log level (${LOG_LEVELS.join(", ")})`).env("MESHTLS_LOG_LEVEL").default("info"))
-    .addOption(new Option("--max-concurrent-streams <n>", "concurrent streams per gRPC connection").env("MESHTLS_MAX_CONCURRENT_STREAMS").default("10000"))
+    // Twice a meshtls proxy's 1,000 resolutions (one Get each): one connection cannot pin more than a proxy ever needs.
+    .addOption(new Option("--max-concurrent-streams <n>", "concurrent streams per gRPC connection").env("MESHTLS_MAX_CONCURRENT_STREAMS").default("2000"))
     .addOption(new Option("--max-streams <n>", "open Get streams in all; more are refused with RESOURCE_EXHAUSTED").env("MESHTLS_MAX_STREAMS").default("100000"))
     .addOption(new Option("--max-streams-per-peer <n>", "open Get streams of one peer (client identity on mTLS, else remote IP)").env("MESHTLS_MAX_STREAMS_PER_PEER").default("10000"))
     .addOption(new Option("--max-connection-idle <duration>", "a gRPC connection without a stream for this long is closed").env("MESHTLS_MAX_CONNECTION_IDLE").default("5m"))
     .addOption(new Option("--max-connection-age <duration>", "a gRPC connection this old (±10 %) is sent GOAWAY; clients reconnect").env("MESHTLS_MAX_CONNECTION_AGE").default("1h"))
-    .addOption(new Option("--max-connection-age-grace <duration>", "after that GOAWAY, time its open Get streams keep before the connection is closed").env("MESHTLS_MAX_CONNECTION_AGE_GRACE").default("5m"));
+    .addOption(new Option("--max-connection-age-grace <duration>", "after that GOAWAY, time its open Get streams keep before the connection is closed").env("MESHTLS_MAX_CONNECTION_AGE_GRACE").default("5m"))
+    .addOption(new Option("--handshake-timeout <duration>", "a gRPC connection that has not finished its TLS handshake and sent the HTTP/2 preface and SETTINGS this long after connecting is closed").env("MESHTLS_HANDSHAKE_TIMEOUT").default("10s"))
+    .addOption(new Option("--admin-max-connections <n>", "open admin connections at most; more are closed at once and counted in tcp_connections_refused_total").env("MESHTLS_ADMIN_MAX_CONNECTIONS").default("256"));
   parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | undefined>>();
   const registryFile = o["registry"];
@@ -135,6 +141,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     maxConnectionIdleMs: positiveMs("maxConnectionIdle", "--max-connection-idle"),
     maxConnectionAgeMs: positiveMs("maxConnectionAge", "--max-connection-age"),
     maxConnectionAgeGraceMs: positiveMs("maxConnectionAgeGrace", "--max-connection-age-grace"),
+    handshakeTimeoutMs: positiveMs("handshakeTimeout", "--handshake-timeout"),
   };
   if (limits.maxStreamsPerPeer > limits.maxStreams) {
     throw new ConfigError(`--max-streams-per-peer (${limits.maxStreamsPerPeer}) must not exceed --max-streams (${limits.maxStreams})`);
@@ -148,7 +155,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     policyListen,
     defaultInboundPolicy: defaultInboundPolicy as DefaultPolicy,
     clusterNetworks,
-    admin: parseAddress(String(o["admin"]), "--admin"),
+    admin: { ...parseAddress(String(o["admin"]), "--admin"), maxConnections: count("adminMaxConnections", "--admin-max-connections") },
     insecurePlaintext,
     logLevel,
     limits,

@@ -9,7 +9,7 @@ import {
   DestinationError,
   policySourceOf,
 } from "@meshtls/destination";
-import { createAdminServer, parseConfigOrExit } from "@meshtls/runtime";
+import { createAdminServer, parseConfigOrExit, setGrpcHandshakeTimeout } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { parseConfig, type Config } from "./config.js";
@@ -99,6 +99,7 @@ async function main(): Promise<void> {
   grpcServer.addService(destination.definition, destination.implementation);
   const policyServer = new Server(grpcOptions);
   policyServer.addService(policy.definition, policy.implementation);
+  for (const server of [grpcServer, policyServer]) setGrpcHandshakeTimeout(server, { handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
   const bind = (server: Server, address: { host: string; port: number }): Promise<number> =>
     new Promise<number>((resolve, reject) =>
       server.bindAsync(hostPort(address.host, address.port), serverCredentials(config), (error, port) => (error ? reject(error) : resolve(port))),
@@ -122,6 +123,7 @@ async function main(): Promise<void> {
   const admin = createAdminServer({
     registry: metrics,
     ready: () => (shuttingDown ? { ok: false, reason: "shutting down" } : { ok: true }),
+    limits: { maxConnections: config.admin.maxConnections },
   });
   try {
     await new Promise<void>((resolve, reject) => {

@@ -45,6 +45,40 @@ function rawAdmin(port: number, bytes: string): Promise<string> {
   });
 }
 
+/** Resolves with the milliseconds until the server closed `socket`. */
+function closedAfter(socket: net.Socket): Promise<number> {
+  const started = Date.now();
+  socket.on("data", () => undefined);
+  socket.on("error", () => undefined);
+  return new Promise((resolve) => socket.once("close", () => resolve(Date.now() - started)));
+}
+
+/** Writes `bytes` one at a time, every 300 ms, once `socket` is connected (TLS: after its handshake). */
+function trickle(socket: net.Socket, bytes: Buffer, event: "connect" | "secureConnect"): void {
+  let sent = 0;
+  socket.once(event, () => {
+    const timer = setInterval(() => (socket.destroyed ? clearInterval(timer) : socket.write(bytes.subarray(sent % bytes.length, (sent++ % bytes.length) + 1))), 300);
+  });
+}
+
+/** Opens `count` idle connections to `port`; resolves once each is connected or closed, with a count of those the server closed meanwhile. */
+async function idleConnections(port: number, count: number): Promise<{ sockets: net.Socket[]; closed: () => number }> {
+  let closed = 0;
+  const sockets = await Promise.all(
+    Array.from({ length: count }, () =>
+      new Promise<net.Socket>((resolve) => {
+        const socket = net.connect(port, "127.0.0.1", () => resolve(socket));
+        socket.on("error", () => resolve(socket));
+        socket.once("close", () => closed++);
+      }),
+    ),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  return { sockets, closed: () => closed };
+}
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
 function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
 }
@@ -91,6 +125,8 @@ describe.each([
         "--max-concurrent-streams", "500",
         "--max-streams", "1000",
         "--max-streams-per-peer", "300",
+        "--handshake-timeout", "2s",
+        "--admin-max-connections", "8",
       ],
     });
   }, 60_000);
@@ -116,6 +152,49 @@ describe.each([
     expect(await rawAdmin(server.adminPort, "GET /re")).toMatch(/^(HTTP\/1\.1 400 .*|)$/);
     expect(server.child.exitCode).toBeNull();
     expect(await adminGet(server.adminPort, "/live")).toEqual({ status: 200, text: "live\n" });
+  });
+
+  it("closes connections short of a TLS handshake or an HTTP/2 preface at --handshake-timeout, on the Get and policy ports", async () => {
+    const sockets: net.Socket[] = [];
+    for (const port of [server.grpcPort, server.policyPort]) {
+      sockets.push(net.connect(port, "127.0.0.1"));
+      const trickled = net.connect(port, "127.0.0.1");
+      // Plaintext: the preface a byte at a time. mTLS: a ClientHello record a byte at a time, and the preface after a handshake.
+      trickle(trickled, mtls ? Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, ...Buffer.alloc(512, 1)]) : PREFACE, "connect");
+      sockets.push(trickled);
+      if (mtls) {
+        const afterHandshake = tls.connect({ host: "127.0.0.1", port, servername: SERVER_NAME, ca: readFileSync(p("ca.pem")), cert: readFileSync(p("web.pem")), key: readFileSync(p("web.key")), ALPNProtocols: ["h2"] });
+        trickle(afterHandshake, PREFACE, "secureConnect");
+        sockets.push(afterHandshake);
+      }
+    }
+    const closed = await Promise.all(sockets.map(closedAfter));
+    console.log(`destination (${name}): connections short of the handshake closed after ${closed.join(", ")} ms (--handshake-timeout 2s)`);
+    // Generous: the machine running the tests is loaded.
+    for (const ms of closed) {
+      expect(ms).toBeGreaterThanOrEqual(1500);
+      expect(ms).toBeLessThan(15_000);
+    }
+    // Still serving; the session goes at once, so that its stream does not count against the peer's share below.
+    const served = session(mtls ? "web" : "127.0.0.1");
+    try {
+      const get = openGet(served);
+      await waitFor(() => (get.data > 0 ? true : undefined), 10_000, "a Get's first update");
+    } finally {
+      served.destroy();
+    }
+    for (let i = 0; i < 100 && !/^destination_get_streams 0$/m.test((await adminGet(server.adminPort, "/metrics")).text); i++) await new Promise((r) => setTimeout(r, 100));
+  }, 60_000);
+
+  it("closes admin connections beyond --admin-max-connections at once and counts them", async () => {
+    const held = await idleConnections(server.adminPort, 8);
+    const extra = await idleConnections(server.adminPort, 3);
+    // A keep-alive connection of an earlier request may hold one of the 8 places: the last 3 are refused whatever.
+    expect(extra.closed()).toBe(3);
+    const refused = held.closed() + extra.closed();
+    for (const socket of [...held.sockets, ...extra.sockets]) socket.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect((await adminGet(server.adminPort, "/metrics")).text).toContain(`tcp_connections_refused_total{listener="admin",reason="max_connections"} ${refused}\n`);
   });
 
   it("gives one peer its share of streams and no more; another peer is still served; RSS stays bounded", async () => {

@@ -17,6 +17,8 @@ export type LogLine = Record<string, unknown> & { msg?: string; level?: number }
 export interface DestinationProcess {
   child: ChildProcess;
   grpcPort: number;
+  /** The inbound policy API's port (`--policy-addr`). */
+  policyPort: number;
   adminPort: number;
   logs: LogLine[];
   stderr: () => string;
@@ -82,6 +84,7 @@ export async function startDestination(options: { registryFile: string; port?: n
   return {
     child,
     grpcPort: portOf(listening.grpcAddress),
+    policyPort: portOf(listening.policyAddress),
     adminPort: portOf(listening.adminAddress),
     logs,
     stderr: () => stderr,

@@ -10,9 +10,11 @@ import type { WorkerListening } from "./cluster-messages.ts";
 import type { Config } from "./config.ts";
 
 /** The primary's /metrics: the sum over the workers' registries (prom-client's cluster aggregation). */
+/** The workers' metrics summed, then the primary's own (the admin server's `tcp_connections_refused_total`). */
 class WorkersRegistry extends AggregatorRegistry<PrometheusContentType> {
-  override metrics(): Promise<string> {
-    return this.clusterMetrics();
+  override async metrics(): Promise<string> {
+    const [workers, own] = await Promise.all([this.clusterMetrics(), super.metrics()]);
+    return workers === "" || workers.endsWith("\n") ? workers + own : `${workers}\n${own}`;
   }
 }
 
@@ -96,6 +98,7 @@ export async function runPrimary(config: Config, logger: Logger): Promise<void> 
   const registry = new WorkersRegistry();
   const admin = createAdminServer({
     registry,
+    limits: { maxConnections: config.admin.maxConnections },
     ready: () => {
       if (shuttingDown) return { ok: false, reason: "shutting down" };
       const running = [...slots.values()];

@@ -24,13 +24,16 @@ export interface Config {
   /** How often a `tokenJwks` file's content is checked (a URL is fetched by jose instead). */
   tokenJwksPollIntervalMs: number;
   listen: { host: string; port: number };
-  admin: { host: string; port: number };
+  /** The admin listener, and the most connections it holds open (more are closed at once and counted). */
+  admin: { host: string; port: number; maxConnections: number };
   insecurePlaintext: boolean;
   logLevel: string;
   /** Processes serving Certify on the one gRPC port (node:cluster); 1 serves in this process. */
   workers: number;
   /** Bounds on connections, streams and calls of the gRPC server (per process: each worker has its own). */
   limits: Required<CertifyLimits>;
+  /** A gRPC connection short of a finished TLS handshake and the HTTP/2 preface + SETTINGS this long after it was accepted is closed. */
+  handshakeTimeoutMs: number;
 }
 
 /** The largest stream cap, call cap or share accepted by the flags. */
@@ -102,7 +105,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--max-certify-calls-per-peer <n>", "of those, the most one remote IP address may hold").env("MESHTLS_MAX_CERTIFY_CALLS_PER_PEER").default("100"))
     .addOption(new Option("--max-connection-idle <duration>", "a gRPC connection without a call for this long is closed").env("MESHTLS_MAX_CONNECTION_IDLE").default("5m"))
     .addOption(new Option("--max-connection-age <duration>", "a gRPC connection this old (±10 %) is sent GOAWAY; the caller reconnects").env("MESHTLS_MAX_CONNECTION_AGE").default("1h"))
-    .addOption(new Option("--max-connection-age-grace <duration>", "after that GOAWAY, time for calls in progress before the connection is closed").env("MESHTLS_MAX_CONNECTION_AGE_GRACE").default("15s"));
+    .addOption(new Option("--max-connection-age-grace <duration>", "after that GOAWAY, time for calls in progress before the connection is closed").env("MESHTLS_MAX_CONNECTION_AGE_GRACE").default("15s"))
+    .addOption(new Option("--handshake-timeout <duration>", "a gRPC connection that has not finished its TLS handshake and sent the HTTP/2 preface and SETTINGS this long after connecting is closed").env("MESHTLS_HANDSHAKE_TIMEOUT").default("10s"))
+    .addOption(new Option("--admin-max-connections <n>", "open admin connections at most; more are closed at once and counted in tcp_connections_refused_total").env("MESHTLS_ADMIN_MAX_CONNECTIONS").default("256"));
   parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | undefined>>();
   const required = (key: string, flag: string, envName: string): string => {
@@ -156,10 +161,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     trustAnchorsPollIntervalMs: Math.max(100, parseDurationMs(String(o["trustAnchorsPollInterval"]), "--trust-anchors-poll-interval")),
     tokenJwksPollIntervalMs: Math.max(100, parseDurationMs(String(o["tokenJwksPollInterval"]), "--token-jwks-poll-interval")),
     listen,
-    admin: parseAddress(String(o["admin"]), "--admin"),
+    admin: { ...parseAddress(String(o["admin"]), "--admin"), maxConnections: parseCount(String(o["adminMaxConnections"]), "--admin-max-connections", { min: 1, max: MAX_CAP }) },
     insecurePlaintext,
     logLevel: String(o["logLevel"]),
     workers: parseWorkers(String(o["workers"]), "--workers"),
     limits,
+    handshakeTimeoutMs: positiveMs("handshakeTimeout", "--handshake-timeout"),
   };
 }

@@ -3,7 +3,7 @@ import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { experimental, Server, ServerCredentials } from "@grpc/grpc-js";
 import { createIdentityServer, createIssuerStore, createJwksFileStore, createJwksTokenValidator, createTrustAnchorsStore } from "@meshtls/identity";
-import { createAdminServer } from "@meshtls/runtime";
+import { createAdminServer, setGrpcHandshakeTimeout } from "@meshtls/runtime";
 import { pino } from "pino";
 import type { Logger } from "pino";
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from "prom-client";
@@ -122,6 +122,7 @@ async function run(config: Config, logger: Logger): Promise<void> {
   }
 
   const server = new Server(identity.serverOptions);
+  setGrpcHandshakeTimeout(server, { handshakeTimeoutMs: config.handshakeTimeoutMs });
   server.addService(identity.service, identity.implementation);
   const grpcPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync(hostPort(config.listen), credentials, (error, port) => (error ? reject(error) : resolve(port))),
@@ -149,7 +150,7 @@ async function run(config: Config, logger: Logger): Promise<void> {
     reportReady.unref();
     logger.info({ grpc: hostPort({ host: config.listen.host, port: grpcPort }), pid: process.pid }, "worker listening");
   } else {
-    const adminServer = createAdminServer({ registry, ready });
+    const adminServer = createAdminServer({ registry, ready, limits: { maxConnections: config.admin.maxConnections } });
     admin = adminServer;
     await new Promise<void>((resolve, reject) => {
       adminServer.once("error", reject);

@@ -16,7 +16,8 @@ describe("meshtls-identity configuration", () => {
       issuerPollIntervalMs: 5000,
       trustAnchorsPollIntervalMs: 5000,
       listen: { host: "0.0.0.0", port: 8080 },
-      admin: { host: "127.0.0.1", port: 9990 },
+      admin: { host: "127.0.0.1", port: 9990, maxConnections: 256 },
+      handshakeTimeoutMs: 10_000,
       insecurePlaintext: false,
       workers: 1,
       tokenJwksAllowInsecureLoopback: false,
@@ -46,6 +47,9 @@ describe("meshtls-identity configuration", () => {
       maxConnectionAgeMs: 1_800_000,
       maxConnectionAgeGraceMs: 3000,
     });
+    expect(parseConfig([...base, ...required, "--handshake-timeout", "3s"], { MESHTLS_ADMIN_MAX_CONNECTIONS: "64" })).toMatchObject({ handshakeTimeoutMs: 3000, admin: { maxConnections: 64 } });
+    expect(() => parseConfig([...base, ...required, "--handshake-timeout", "0s"], {})).toThrow("--handshake-timeout must be at least 1ms");
+    expect(() => parseConfig([...base, ...required], { MESHTLS_ADMIN_MAX_CONNECTIONS: "0" })).toThrow('--admin-max-connections: "0" is not a whole number from 1 to 1000000');
     expect(() => parseConfig([...base, ...required, "--max-concurrent-streams", "0"], {})).toThrow('--max-concurrent-streams: "0" is not a whole number from 1 to 1000000');
     expect(() => parseConfig([...base, ...required, "--certify-deadline", "0s"], {})).toThrow("--certify-deadline must be at least 1ms");
     expect(() => parseConfig([...base, ...required], { MESHTLS_CERTIFY_DEADLINE: "soon" })).toThrow('--certify-deadline: "soon" is not a duration');

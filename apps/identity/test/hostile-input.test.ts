@@ -26,6 +26,38 @@ function rawAdmin(port: number, bytes: string): Promise<string> {
   });
 }
 
+/** Resolves with the milliseconds until the server closed `socket`. */
+function closedAfter(socket: net.Socket): Promise<number> {
+  const started = Date.now();
+  socket.on("data", () => undefined);
+  socket.on("error", () => undefined);
+  return new Promise((resolve) => socket.once("close", () => resolve(Date.now() - started)));
+}
+
+/** Writes `bytes` one at a time, every 300 ms, once `socket` is connected (TLS: after its handshake). */
+function trickle(socket: net.Socket, bytes: Buffer, event: "connect" | "secureConnect"): void {
+  let sent = 0;
+  socket.once(event, () => {
+    const timer = setInterval(() => (socket.destroyed ? clearInterval(timer) : socket.write(bytes.subarray(sent % bytes.length, (sent++ % bytes.length) + 1))), 300);
+  });
+}
+
+/** Opens `count` idle connections to `port` and resolves once each is connected or closed; with those the server closed meanwhile. */
+async function idleConnections(port: number, count: number): Promise<{ sockets: net.Socket[]; closed: () => number }> {
+  let closed = 0;
+  const sockets = await Promise.all(
+    Array.from({ length: count }, () =>
+      new Promise<net.Socket>((resolve) => {
+        const socket = net.connect(port, "127.0.0.1", () => resolve(socket));
+        socket.on("error", () => resolve(socket));
+        socket.once("close", () => closed++);
+      }),
+    ),
+  );
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  return { sockets, closed: () => closed };
+}
+
 function adminPort(identity: IdentityProcess): number {
   return Number(identity.adminUrl.split(":").pop());
 }
@@ -75,7 +107,7 @@ describe.each([
     await createMaterial(dir);
     identity = await startIdentity({
       dir,
-      args: ["--certify-deadline", "2s", ...(plaintext ? ["--insecure-plaintext"] : [])],
+      args: ["--certify-deadline", "2s", "--handshake-timeout", "2s", ...(plaintext ? ["--insecure-plaintext"] : [])],
     });
   }, 60_000);
   afterAll(async () => {
@@ -105,6 +137,28 @@ describe.each([
     // Half a request line, then the client closes.
     expect(await rawAdmin(adminPort(identity), "GET /re")).toMatch(/^(HTTP\/1\.1 400 .*|)$/);
     expect(await rawAdmin(adminPort(identity), `GET /live HTTP/1.1\r\nHost: x\r\nX: ${"a".repeat(100 * 1024)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431 /);
+    await stillServes();
+  }, 60_000);
+
+  it("closes connections short of a TLS handshake or an HTTP/2 preface at --handshake-timeout", async () => {
+    const [host, port] = [identity.grpcAddress.slice(0, identity.grpcAddress.lastIndexOf(":")), Number(identity.grpcAddress.slice(identity.grpcAddress.lastIndexOf(":") + 1))];
+    const silent = net.connect(port, host);
+    // Plaintext: the preface a byte at a time. TLS: a ClientHello record a byte at a time, and the preface after a handshake.
+    const trickled = net.connect(port, host);
+    trickle(trickled, plaintext ? Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") : Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, ...Buffer.alloc(512, 1)]), "connect");
+    const sockets = [silent, trickled];
+    if (!plaintext) {
+      const afterHandshake = tls.connect({ host, port, servername: SERVER_NAME, ca: readFileSync(path.join(dir, "ca.crt")), ALPNProtocols: ["h2"] });
+      trickle(afterHandshake, Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), "secureConnect");
+      sockets.push(afterHandshake);
+    }
+    const closed = await Promise.all(sockets.map(closedAfter));
+    console.log(`identity (${_name}): connections short of the handshake closed after ${closed.join(", ")} ms (--handshake-timeout 2s)`);
+    // Generous: the machine running the tests is loaded.
+    for (const ms of closed) {
+      expect(ms).toBeGreaterThanOrEqual(1500);
+      expect(ms).toBeLessThan(15_000);
+    }
     await stillServes();
   }, 60_000);
 
@@ -189,10 +243,21 @@ describe("meshtls-identity --workers 2: the primary's admin endpoints", () => {
   it("answer malformed request lines with 400, and the primary keeps serving", async () => {
     const { dir, cleanup } = await tempDir("identity-hostile-workers");
     await createMaterial(dir);
-    const identity = await startIdentity({ dir, args: ["--workers", "2"] });
+    const identity = await startIdentity({ dir, args: ["--workers", "2", "--admin-max-connections", "8"] });
     try {
       for (const line of MALFORMED_REQUEST_LINES) expect(await rawAdmin(adminPort(identity), `${line}\r\nHost: x\r\n\r\n`), line).toMatch(/^(HTTP\/1\.1 400 .*|)$/);
       await expect.poll(async () => (await fetch(`${identity.adminUrl}/ready`)).status, { timeout: 15_000 }).toBe(200);
+      // Beyond --admin-max-connections: closed at once, and counted in the primary's own metric beside the workers' sum.
+      const held = await idleConnections(adminPort(identity), 8);
+      const extra = await idleConnections(adminPort(identity), 3);
+      // A keep-alive connection of an earlier request may hold one of the 8 places: the last 3 are refused whatever.
+      expect(extra.closed()).toBe(3);
+      const refused = held.closed() + extra.closed();
+      for (const socket of [...held.sockets, ...extra.sockets]) socket.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const metrics = await (await fetch(`${identity.adminUrl}/metrics`)).text();
+      expect(metrics).toContain(`tcp_connections_refused_total{listener="admin",reason="max_connections"} ${refused}\n`);
+      expect(metrics).toMatch(/^# TYPE identity_certify_limited_total counter$/m);
       expect(identity.child.exitCode).toBeNull();
     } finally {
       await identity.stop();
