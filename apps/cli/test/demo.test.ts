@@ -32,6 +32,10 @@ describe("meshtls demo (real processes on loopback)", () => {
     expect(result.stdout).toMatch(/unmeshed client 127\.0\.1\.3 -> api .*allowed under all-unauthenticated: HTTP 200 "hello from api"/);
     expect(result.stdout).toMatch(/unmeshed client 127\.0\.1\.3 -> api: REFUSED under all-authenticated/);
     expect(result.stdout).toMatch(/api policy denials [1-9]/);
+    // Every refusal of the unmeshed client is one denial api's proxy counted: the summary's two counts agree.
+    const summary = /Summary\n[^]*?unmeshed 127\.0\.1\.3 -> api: \d+ allowed, (\d+) refused, api policy denials (\d+)/.exec(result.stdout);
+    expect(summary, result.stdout).not.toBeNull();
+    expect(summary![2]).toBe(summary![1]);
     expect(result.stdout).toMatch(/Result: the mesh worked/);
     // Certificate refreshes are visible within the 20 s: at least one per workload (default 7 s leaves refresh every ~6 s).
     expect(result.stdout).toMatch(/leaves live 7s/);

@@ -208,8 +208,10 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     };
 
     while (!aborted() && fatal === undefined && Date.now() < endAt) {
-      await Promise.all([...mesh.workloads.values()].map(scrape));
+      // Probe, then scrape: the metrics then include this probe's denial, so
+      // "N refused" and "api policy denials N" count the same connections.
       await probeUnmeshed(mesh.workloads.get("api")!);
+      await Promise.all([...mesh.workloads.values()].map(scrape));
       const webSaw = connections.find((c) => c.workload === "web" && c.direction === "outbound" && c.tls === "tls=true" && c.peer === `server_id=${api.identity}`);
       const apiSaw = connections.find((c) => c.workload === "api" && c.direction === "inbound" && c.tls === "tls=true" && c.peer === `client_id=${web.identity}`);
       if (!mtlsSeen && webSaw !== undefined && apiSaw !== undefined) {
@@ -241,6 +243,8 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     }
 
     if (fatal !== undefined) throw new CliError("ERR_MESH", fatal);
+    // A probe made after the last scrape (the loop ends on a switch or the deadline) is counted in the summary too.
+    if (!aborted()) await Promise.all([...mesh.workloads.values()].map(scrape));
     if (!mtlsSeen) problems.push("no mTLS connection between web and api was seen in the proxies' metrics");
     if (switched && !restarting && !refusedAfterSwitch && !aborted()) problems.push("the unmeshed client was not refused after api's policy became all-authenticated");
     if (switched && refusedAfterSwitch && denied === 0) problems.push("api's proxy counted no policy denial (inbound_tcp_authz_deny_total) for the refused unmeshed client");
