@@ -255,7 +255,7 @@ describe("session resumption is bounded by identity (real TLS 1.3 on 127.0.0.1)"
       /** Connects through the outbound stack; the reused flag, or the coded refusal. */
       const connect = async (): Promise<{ reused: boolean } | { code: string }> => {
         try {
-          const connection = await outbound.connect("api.default.svc.cluster.local:80");
+          const connection = await outbound.connect({ authority: "api.default.svc.cluster.local:80", listener: "route", client: { address: "127.0.0.1", port: 0 } });
           const socket = connection.socket as tls.TLSSocket;
           const reused = socket.isSessionReused();
           socket.write("ping\n");

@@ -1,0 +1,86 @@
+import { formatHostPort, parseHostPort } from "../address.js";
+import type { Balancer } from "../balancer.js";
+import { endpointKey } from "../balancer.js";
+import { connectEndpoint } from "../connect-endpoint.js";
+import type { EndpointConnection } from "../connect-endpoint.js";
+import type { TlsCredentials } from "../credentials.js";
+import { ProxyError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { ProxyMetrics } from "../metrics.js";
+import type { OwnSockets } from "../own-sockets.js";
+import type { Endpoint } from "../sources.js";
+import type { Discover } from "./discover.js";
+import type { OutboundTarget } from "./target.js";
+
+/** A connection to one endpoint of the target's authority. */
+export type OutboundConnection = EndpointConnection & { endpoint: Endpoint };
+
+/** The outbound stack's one connect seam: discover → balance → mesh connect. */
+export type ConnectOutbound = (target: OutboundTarget) => Promise<OutboundConnection>;
+
+/** Options of {@link createConnectOutbound}. */
+export interface CreateConnectOutboundOptions {
+  discover: Discover;
+  balancer: Balancer;
+  credentials: TlsCredentials;
+  metrics: ProxyMetrics;
+  logger: Logger;
+  own: OwnSockets;
+  /** Endpoints tried per connection when connects fail. */
+  maxAttempts: number;
+  /** TCP connect + TLS handshake per endpoint. */
+  connectTimeoutMs: number;
+  localAddress?: string;
+}
+
+/**
+ * Creates the connect layer: the authority's endpoints, balanced; a failed
+ * connect tries another one. The proxy's own outbound, route and admin
+ * listeners are never a destination (a loop, or a local-only admin request
+ * made on someone else's behalf).
+ * The returned function throws ProxyError (the last endpoint's failure, or discovery's).
+ */
+export function createConnectOutbound(options: CreateConnectOutboundOptions): ConnectOutbound {
+  const { metrics, logger, own, balancer } = options;
+  return async ({ authority }) => {
+    const endpoints = await options.discover.endpoints(authority);
+    const tried = new Set<string>();
+    let lastError: unknown;
+    for (let attempt = 0; attempt < options.maxAttempts; attempt++) {
+      const endpoint = balancer.pick(endpoints, tried);
+      if (endpoint === undefined) break;
+      tried.add(endpointKey(endpoint));
+      const dialled = formatHostPort(endpoint.address, endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port));
+      const loop = own.listenerAt(parseHostPort(dialled));
+      if (loop !== undefined && loop !== "inbound") {
+        lastError = new ProxyError("ERR_TARGET_FORBIDDEN", `${dialled} is the proxy's own ${loop} listener: refusing a loop`);
+        metrics.recordError("outbound", "target_forbidden", dialled);
+        logger.warn({ authority, endpoint: dialled, code: "ERR_TARGET_FORBIDDEN" }, "outbound connection refused: it would reach the proxy itself");
+        continue;
+      }
+      const release = balancer.acquire(endpoint);
+      try {
+        const connection = await connectEndpoint({
+          endpoint,
+          credentials: options.credentials,
+          authority,
+          connectTimeoutMs: options.connectTimeoutMs,
+          ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+        });
+        connection.socket.once("close", release);
+        own.trackOpened(connection.socket);
+        metrics.trackConnection(connection.socket, { direction: "outbound", peer: "dst", targetAddr: connection.remote, tls: connection.tls });
+        return { ...connection, endpoint };
+      } catch (error) {
+        release();
+        lastError = error;
+        const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
+        metrics.recordError("outbound", code.replace(/^ERR_/, "").toLowerCase(), dialled);
+        logger.warn({ authority, endpoint: endpointKey(endpoint), serverId: endpoint.identity, code, err: (error as Error).message }, "outbound connect failed");
+        // No certificate yet fails every endpoint alike: do not spin through them.
+        if (code === "ERR_NO_CREDENTIALS") break;
+      }
+    }
+    throw lastError instanceof ProxyError ? lastError : new ProxyError("ERR_CONNECT_FAILED", `no endpoint of ${authority} accepted`, { cause: lastError });
+  };
+}
