@@ -82,7 +82,7 @@ const header = fc.record({
   x5u: rarely("https://example.com/x"),
 });
 
-const account = fc.constantFrom(["default", "web"], ["shop", "api"], ["Bad_NS", "web"]);
+const account = fc.constantFrom<[string, string]>(["default", "web"], ["shop", "api"], ["Bad_NS", "web"]);
 const payload = fc
   .record({
     iss: mostly<unknown>(ISSUER, "https://kubernetes.default.svc", "", 1),
