@@ -2,6 +2,13 @@ import { watch } from "node:fs";
 import type { FSWatcher } from "node:fs";
 import type { Logger } from "./logger.ts";
 
+/**
+ * The one set of defaults of every followed file and folder in this package
+ * (issuer folder, trust anchors, token JWKS): a content check every 5 s, and
+ * 100 ms of quiet after a file event so that a multi-file write settles.
+ */
+export const FOLLOW_DEFAULTS = { pollIntervalMs: 5000, settleMs: 100 } as const;
+
 /** Options of {@link createFolderReloader}. */
 export interface FolderReloaderOptions<R> {
   /** The folder whose changes trigger `check`. */
@@ -10,10 +17,10 @@ export interface FolderReloaderOptions<R> {
   what: string;
   /** Reads, validates and applies the content; never runs twice at once. */
   check: () => Promise<R>;
-  /** The periodic check, in milliseconds. */
-  pollIntervalMs: number;
-  /** Quiet time after the last file event before checking, in milliseconds. */
-  settleMs: number;
+  /** The periodic check, in milliseconds. Default {@link FOLLOW_DEFAULTS}.pollIntervalMs (5000). */
+  pollIntervalMs?: number | undefined;
+  /** Quiet time after the last file event before checking, in milliseconds. Default {@link FOLLOW_DEFAULTS}.settleMs (100). */
+  settleMs?: number | undefined;
   logger: Logger;
 }
 
@@ -34,6 +41,8 @@ export interface FolderReloader<R> {
  */
 export function createFolderReloader<R>(options: FolderReloaderOptions<R>): FolderReloader<R> {
   const { dir, what, check, logger } = options;
+  const pollIntervalMs = options.pollIntervalMs ?? FOLLOW_DEFAULTS.pollIntervalMs;
+  const settleMs = options.settleMs ?? FOLLOW_DEFAULTS.settleMs;
   let queue: Promise<unknown> = Promise.resolve();
   let watcher: FSWatcher | undefined;
   let pollTimer: NodeJS.Timeout | undefined;
@@ -52,7 +61,7 @@ export function createFolderReloader<R>(options: FolderReloaderOptions<R>): Fold
     settleTimer = setTimeout(() => {
       settleTimer = undefined;
       void reload();
-    }, options.settleMs);
+    }, settleMs);
     settleTimer.unref();
   }
 
@@ -67,7 +76,7 @@ export function createFolderReloader<R>(options: FolderReloaderOptions<R>): Fold
       } catch (error) {
         logger.warn({ err: error, dir }, `cannot watch the ${what}; relying on the periodic check`);
       }
-      pollTimer = setInterval(() => void reload(), options.pollIntervalMs);
+      pollTimer = setInterval(() => void reload(), pollIntervalMs);
       pollTimer.unref();
       return first;
     },

@@ -30,8 +30,10 @@ export interface FollowedFileOptions<T, R extends string> {
   noun: string;
   /** Largest file accepted, in bytes; a larger one is refused as `too_large`. */
   maxBytes: number;
-  pollIntervalMs: number;
-  settleMs: number;
+  /** Default: `FOLLOW_DEFAULTS` (folder-reloader.ts). */
+  pollIntervalMs?: number | undefined;
+  /** Default: `FOLLOW_DEFAULTS` (folder-reloader.ts). */
+  settleMs?: number | undefined;
   /** Validates the content; throws {@link FileRefused} to refuse it. */
   parse: (bytes: Buffer) => T;
   /** The rejection counted for any other error thrown by `parse`. */

@@ -41,9 +41,9 @@ export interface IssuerStoreOptions {
    * next periodic check.
    */
   trustAnchors: Uint8Array[] | (() => Uint8Array[]);
-  /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default 5000. */
+  /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default `FOLLOW_DEFAULTS.pollIntervalMs` (5000). */
   pollIntervalMs?: number;
-  /** Delay between a file event and the check, so a multi-file write settles, in milliseconds. Default 100. */
+  /** Delay between a file event and the check, so a multi-file write settles, in milliseconds. Default `FOLLOW_DEFAULTS.settleMs` (100). */
   settleMs?: number;
   /** Trust domain of the probe leaf used to test the issuer. Default "cluster.local". */
   trustDomain?: string;
@@ -65,8 +65,6 @@ export interface IssuerStoreOptions {
 export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
   const now = options.now ?? (() => new Date());
   const logger = options.logger ?? noopLogger;
-  const pollIntervalMs = options.pollIntervalMs ?? 5000;
-  const settleMs = options.settleMs ?? 100;
   const anchors = typeof options.trustAnchors === "function" ? options.trustAnchors : () => options.trustAnchors as Uint8Array[];
   const registers = options.metricsRegistry ? [options.metricsRegistry] : [];
   const loaded = new Counter({ name: "identity_issuer_loaded_total", help: "Issuers loaded (initially or by rotation).", registers });
@@ -203,7 +201,7 @@ export function createIssuerStore(options: IssuerStoreOptions): IssuerStore {
     }
   }
 
-  const reloader = createFolderReloader({ dir: options.dir, what: "issuer folder", check, pollIntervalMs, settleMs, logger });
+  const reloader = createFolderReloader({ dir: options.dir, what: "issuer folder", check, pollIntervalMs: options.pollIntervalMs, settleMs: options.settleMs, logger });
 
   return {
     current() {

@@ -37,9 +37,9 @@ export interface JwksFileStore {
 export interface JwksFileStoreOptions {
   /** The JWKS file of the token signer (`{"keys": [...]}`), e.g. `meshtls token keygen`'s jwks.json or a mounted ConfigMap. */
   file: string;
-  /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default 5000. */
+  /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default `FOLLOW_DEFAULTS.pollIntervalMs` (5000). */
   pollIntervalMs?: number;
-  /** Delay between a file event and the check, so a write settles, in milliseconds. Default 100. */
+  /** Delay between a file event and the check, so a write settles, in milliseconds. Default `FOLLOW_DEFAULTS.settleMs` (100). */
   settleMs?: number;
   /** Largest file accepted, in bytes. Default 1 MiB. */
   maxBytes?: number;
@@ -130,8 +130,6 @@ function parseJwks(file: string, bytes: Buffer, algorithms: readonly string[]): 
  */
 export function createJwksFileStore(options: JwksFileStoreOptions): JwksFileStore {
   const logger = options.logger ?? noopLogger;
-  const pollIntervalMs = options.pollIntervalMs ?? 5000;
-  const settleMs = options.settleMs ?? 100;
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
   const algorithms = (options.algorithms ?? DEFAULT_TOKEN_ALGORITHMS).filter((a) => a.toLowerCase() !== "none");
   const registers = options.metricsRegistry ? [options.metricsRegistry] : [];
@@ -148,8 +146,8 @@ export function createJwksFileStore(options: JwksFileStoreOptions): JwksFileStor
     what: "token JWKS",
     noun: "set",
     maxBytes,
-    pollIntervalMs,
-    settleMs,
+    pollIntervalMs: options.pollIntervalMs,
+    settleMs: options.settleMs,
     parse: (bytes) => parseJwks(options.file, bytes, algorithms),
     otherRejection: "bad_key",
     describe: (jwks) => ({ keys: jwks.keys.length, kids: jwks.keys.map((k) => k.kid ?? null) }),

@@ -31,9 +31,9 @@ export interface TrustAnchorsStore {
 export interface TrustAnchorsStoreOptions {
   /** The PEM bundle of trust anchors (one or more CA certificates). */
   file: string;
-  /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default 5000. */
+  /** Interval of the content check that catches what fs.watch misses (Kubernetes `..data` symlink swaps), in milliseconds. Default `FOLLOW_DEFAULTS.pollIntervalMs` (5000). */
   pollIntervalMs?: number;
-  /** Delay between a file event and the check, so a write settles, in milliseconds. Default 100. */
+  /** Delay between a file event and the check, so a write settles, in milliseconds. Default `FOLLOW_DEFAULTS.settleMs` (100). */
   settleMs?: number;
   /** Largest file accepted, in bytes. Default 1 MiB (`MAX_PEM_CHARS`). */
   maxBytes?: number;
@@ -83,8 +83,6 @@ function parseBundle(file: string, bytes: Buffer, at: Date): Uint8Array[] {
 export function createTrustAnchorsStore(options: TrustAnchorsStoreOptions): TrustAnchorsStore {
   const now = options.now ?? (() => new Date());
   const logger = options.logger ?? noopLogger;
-  const pollIntervalMs = options.pollIntervalMs ?? 5000;
-  const settleMs = options.settleMs ?? 100;
   const maxBytes = options.maxBytes ?? MAX_PEM_CHARS;
   const registers = options.metricsRegistry ? [options.metricsRegistry] : [];
   const loaded = new Counter({ name: "identity_trust_anchors_loaded_total", help: "Trust anchor bundles loaded (at start and on change).", registers });
@@ -100,8 +98,8 @@ export function createTrustAnchorsStore(options: TrustAnchorsStoreOptions): Trus
     what: "trust anchors",
     noun: "bundle",
     maxBytes,
-    pollIntervalMs,
-    settleMs,
+    pollIntervalMs: options.pollIntervalMs,
+    settleMs: options.settleMs,
     parse: (bytes) => parseBundle(options.file, bytes, now()),
     otherRejection: "bad_certificate",
     describe: (anchors) => ({ anchors: anchors.length }),
