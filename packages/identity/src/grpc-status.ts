@@ -31,6 +31,7 @@ export function statusForCode(code: IdentityErrorCode): status {
     case "ERR_TOKEN_AUDIENCE":
     case "ERR_TOKEN_ISSUER":
     case "ERR_TOKEN_CLAIMS":
+    case "ERR_TOKEN_REJECTED":
       return status.UNAUTHENTICATED;
     case "ERR_IDENTITY_MISMATCH":
       return status.PERMISSION_DENIED;

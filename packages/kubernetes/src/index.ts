@@ -1,0 +1,16 @@
+// Identity: ServiceAccount tokens reviewed by the API server.
+export { checkAccess, createTokenReviewValidator } from "./token-review-validator.ts";
+export type { TokenReviewValidatorOptions } from "./token-review-validator.ts";
+
+// The API server and the list+watch loop.
+export { createKubeApi, createKubeApiFromConfig } from "./api-client.ts";
+export type { KubeApi, KubeApiOptions, KubeConfigSource, KubeRequest, KubeWatchRequest, WatchEvent } from "./api-client.ts";
+export { startReflector } from "./reflector.ts";
+export type { Reflector, ReflectorDelta, ReflectorOptions } from "./reflector.ts";
+export type { Container, EndpointSlice, EndpointSliceEndpoint, KubeObject, Namespace, ObjectMeta, Pod, Service, ServicePort } from "./types.ts";
+
+// Errors and logging.
+export { KubernetesError } from "./errors.ts";
+export type { KubernetesErrorCode } from "./errors.ts";
+export { noopLogger } from "./logger.ts";
+export type { Logger } from "./logger.ts";
