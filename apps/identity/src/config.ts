@@ -11,7 +11,13 @@ export interface Config {
   issuerDir: string;
   trustDomain: string;
   controlNamespace: string;
-  /** A file path or an https URL (http only for a loopback host with `tokenJwksAllowInsecureLoopback`). */
+  /** Who authenticates tokens: the JWKS at `tokenJwks`, or the Kubernetes API (TokenReview). */
+  source: "jwks" | "kubernetes";
+  /** With `source: "kubernetes"`: a kubeconfig file (absent: KUBECONFIG, ~/.kube/config, then in-cluster). */
+  kubeconfig?: string;
+  /** With `source: "kubernetes"`: also accept tokens for the API server's own audience (legacy ServiceAccount tokens). */
+  allowLegacyTokens: boolean;
+  /** A file path or an https URL (http only for a loopback host with `tokenJwksAllowInsecureLoopback`); "" with `source: "kubernetes"`. */
   tokenJwks: string;
   /** Accept an `http://` `tokenJwks` URL whose host is loopback. */
   tokenJwksAllowInsecureLoopback: boolean;
@@ -84,6 +90,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--issuer-dir <dir>", "folder with issuer.crt/issuer.key, crt.pem/key.pem or tls.crt/tls.key").env("MESHTLS_ISSUER_DIR"))
     .addOption(new Option("--trust-domain <domain>", "trust domain").env("MESHTLS_TRUST_DOMAIN").default("cluster.local"))
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
+    .addOption(new Option("--source <source>", "who authenticates ServiceAccount tokens: jwks (--token-jwks) or kubernetes (TokenReview)").env("MESHTLS_SOURCE").default("jwks"))
+    .addOption(new Option("--kubeconfig <file>", "with --source kubernetes: kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster)").env("MESHTLS_KUBECONFIG"))
+    .addOption(new Option("--allow-legacy-tokens", "with --source kubernetes: also accept tokens for the API server's audience (legacy ServiceAccount tokens); env MESHTLS_ALLOW_LEGACY_TOKENS=true|1|false|0"))
     .addOption(new Option("--token-jwks <file-or-url>", "JWKS of the ServiceAccount token signer: a file (watched and reloaded), or an https:// URL").env("MESHTLS_TOKEN_JWKS"))
     .addOption(new Option("--token-jwks-allow-insecure-loopback", "accept an http:// --token-jwks URL on a loopback host; env MESHTLS_TOKEN_JWKS_ALLOW_INSECURE_LOOPBACK=true|1|false|0"))
     .addOption(new Option("--token-issuer <iss>", "expected token issuer (iss claim); default the local signer's (meshtls token mint)").env("MESHTLS_TOKEN_ISSUER").default(LOCAL_TOKEN_ISSUER))
@@ -124,9 +133,15 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   }
   const trustAnchorsFile = required("trustAnchors", "--trust-anchors", "MESHTLS_TRUST_ANCHORS");
   const issuerDir = required("issuerDir", "--issuer-dir", "MESHTLS_ISSUER_DIR");
-  const tokenJwks = required("tokenJwks", "--token-jwks", "MESHTLS_TOKEN_JWKS");
+  const source = String(o["source"]);
+  if (source !== "jwks" && source !== "kubernetes") throw new ConfigError(`--source: "${source}" is not one of jwks, kubernetes`);
+  const allowLegacyTokens = o["allowLegacyTokens"] === true || parseBooleanEnv(env, "MESHTLS_ALLOW_LEGACY_TOKENS");
+  const kubeconfig = typeof o["kubeconfig"] === "string" && o["kubeconfig"] !== "" ? o["kubeconfig"] : undefined;
+  if (source === "jwks" && (kubeconfig !== undefined || allowLegacyTokens)) throw new ConfigError("--kubeconfig and --allow-legacy-tokens need --source kubernetes");
+  if (source === "kubernetes" && typeof o["tokenJwks"] === "string") throw new ConfigError("--token-jwks and --source kubernetes exclude each other: the API server reviews tokens");
+  const tokenJwks = source === "kubernetes" ? "" : required("tokenJwks", "--token-jwks", "MESHTLS_TOKEN_JWKS");
   const tokenJwksAllowInsecureLoopback = o["tokenJwksAllowInsecureLoopback"] === true || parseBooleanEnv(env, "MESHTLS_TOKEN_JWKS_ALLOW_INSECURE_LOOPBACK");
-  checkTokenJwks(tokenJwks, tokenJwksAllowInsecureLoopback);
+  if (source === "jwks") checkTokenJwks(tokenJwks, tokenJwksAllowInsecureLoopback);
   const positiveMs = (key: string, flag: string): number => {
     const ms = parseDurationMs(String(o[key]), flag);
     if (ms < 1) throw new ConfigError(`${flag} must be at least 1ms`);
@@ -151,6 +166,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     issuerDir,
     trustDomain: String(o["trustDomain"]),
     controlNamespace: String(o["controlNamespace"]),
+    source,
+    ...(kubeconfig === undefined ? {} : { kubeconfig }),
+    allowLegacyTokens,
     tokenJwks,
     tokenJwksAllowInsecureLoopback,
     tokenIssuer: String(o["tokenIssuer"]),

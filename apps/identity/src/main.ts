@@ -3,6 +3,7 @@ import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { experimental, Server, ServerCredentials } from "@grpc/grpc-js";
 import { createIdentityServer, createIssuerStore, createJwksFileStore, createJwksTokenValidator, createTrustAnchorsStore } from "@meshtls/identity";
+import { checkAccess, createKubeApiFromConfig, createTokenReviewValidator, KubernetesError } from "@meshtls/kubernetes";
 import { createAdminServer, setGrpcHandshakeTimeout } from "@meshtls/runtime";
 import { pino } from "pino";
 import type { Logger } from "pino";
@@ -27,6 +28,19 @@ function createLogger(config: Config): Logger {
   );
 }
 
+/** The TokenReview validator of `--source kubernetes`, after checking (SelfSubjectAccessReview) that this process may create TokenReviews. */
+async function kubernetesTokenValidator(config: Config, logger: Logger) {
+  try {
+    const api = createKubeApiFromConfig(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig });
+    await checkAccess(api, { group: "authentication.k8s.io", version: "v1", resource: "tokenreviews", verb: "create" });
+    logger.info({ apiServer: api.server, allowLegacyTokens: config.allowLegacyTokens }, "tokens are reviewed by the Kubernetes API (TokenReview)");
+    return createTokenReviewValidator({ api, audience: config.tokenAudience, allowLegacyTokens: config.allowLegacyTokens });
+  } catch (error) {
+    if (error instanceof KubernetesError) throw new ConfigError(`--source kubernetes: ${error.message} [${error.code}]`);
+    throw error;
+  }
+}
+
 /** Serves Certify in this process: alone (with the admin endpoints), or as one worker of `--workers N`. */
 async function run(config: Config, logger: Logger): Promise<void> {
   const worker = cluster.isWorker;
@@ -40,7 +54,7 @@ async function run(config: Config, logger: Logger): Promise<void> {
   collectDefaultMetrics({ register: registry });
   // A JWKS URL is jose's remote set (fetched again on an unknown kid); a file is followed like the anchors,
   // so a signer key rotation needs no restart and a bad replacement never replaces the set in use.
-  const jwksStore = /^https?:\/\//i.test(config.tokenJwks)
+  const jwksStore = config.source === "kubernetes" || /^https?:\/\//i.test(config.tokenJwks)
     ? undefined
     : createJwksFileStore({ file: config.tokenJwks, pollIntervalMs: config.tokenJwksPollIntervalMs, logger, metricsRegistry: registry });
   const firstJwks = await jwksStore?.start();
@@ -48,7 +62,8 @@ async function run(config: Config, logger: Logger): Promise<void> {
     jwksStore.close();
     throw new ConfigError(`--token-jwks ${config.tokenJwks}: ${firstJwks.reason}`);
   }
-  const jwks = jwksStore ? jwksStore.current : new URL(config.tokenJwks);
+  const tokenValidator = config.source === "kubernetes" ? await kubernetesTokenValidator(config, logger) : undefined;
+  const jwks = jwksStore ? jwksStore.current : tokenValidator ? undefined : new URL(config.tokenJwks);
   // The anchors file is followed like the issuer folder: a bad or empty file never replaces the bundle in use.
   const anchorsStore = createTrustAnchorsStore({
     file: config.trustAnchorsFile,
@@ -87,12 +102,14 @@ async function run(config: Config, logger: Logger): Promise<void> {
 
   const identity = createIdentityServer({
     issuerStore,
-    tokenValidator: createJwksTokenValidator({
-      jwks,
-      issuer: config.tokenIssuer,
-      audience: config.tokenAudience,
-      allowInsecureLoopbackJwks: config.tokenJwksAllowInsecureLoopback,
-    }),
+    tokenValidator:
+      tokenValidator ??
+      createJwksTokenValidator({
+        jwks: jwks!,
+        issuer: config.tokenIssuer,
+        audience: config.tokenAudience,
+        allowInsecureLoopbackJwks: config.tokenJwksAllowInsecureLoopback,
+      }),
     trustDomain: config.trustDomain,
     controlNamespace: config.controlNamespace,
     lifetimeMs: config.lifetimeMs,
