@@ -8,6 +8,7 @@ export type { DestinationServerHandle, DestinationServerOptions } from "./server
 export { createStaticRegistry, DEFAULT_INBOUND_PORT, DEFAULT_WEIGHT } from "./registry.js";
 export type {
   EndpointRegistry,
+  RegistryChange,
   RegistryEndpoint,
   RegistryService,
   RegistryServicePort,

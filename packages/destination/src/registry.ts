@@ -32,6 +32,25 @@ export interface RegistryEndpoint {
   /** Pod name, for metric labels. */
   pod?: string;
   weight: number;
+  /**
+   * The endpoint's ports by service port name, from its EndpointSlice (a
+   * Kubernetes registry): a service port then resolves through its `name`
+   * here, per endpoint, and an endpoint without that name is left out.
+   * Absent: every endpoint uses the service port's `targetPort`.
+   */
+  targetPorts?: Readonly<Record<string, number>>;
+  /** Topology zone, sent as the `zone` metric label. */
+  zone?: string;
+  /** More metric labels of the endpoint (owner kind, pod_template_hash, control_plane_ns...). */
+  metricLabels?: Readonly<Record<string, string>>;
+  /**
+   * Linkerd's protocol hints, for endpoints whose pod carries a control plane
+   * label: `opaque` hint and `opaque_transport` on opaque ports, `h2` on the
+   * others, neither hint nor identity on skipped ports. Absent: a meshed
+   * endpoint gets `opaque_transport` on every port and no hint (the file
+   * registry's behaviour).
+   */
+  protocolHints?: { opaquePorts: readonly number[]; skippedPorts: readonly number[] };
 }
 
 /** A service: a name in a namespace, its ports and its endpoints. */
@@ -53,15 +72,25 @@ export interface RegistrySnapshot {
 }
 
 /**
+ * Which services a new snapshot changed (`"<name>.<namespace>"`), so that
+ * the server recomputes only the streams watching them. Absent: anything may
+ * have changed.
+ */
+export interface RegistryChange {
+  services: ReadonlySet<string>;
+}
+
+/**
  * What the destination server needs from a source of endpoints: the current
  * snapshot (`list`) and a notification for each new one (`watch`).
- * Snapshots are immutable; a registry replaces them whole.
+ * Snapshots are immutable; a registry that knows what changed says so with
+ * a `RegistryChange` (unchanged services keep their objects).
  */
 export interface EndpointRegistry {
   /** The current snapshot. */
   list(): RegistrySnapshot;
   /** Calls `listener` with every new snapshot; returns the unsubscribe function. */
-  watch(listener: (snapshot: RegistrySnapshot) => void): () => void;
+  watch(listener: (snapshot: RegistrySnapshot, change?: RegistryChange) => void): () => void;
 }
 
 /** An in-memory registry for tests and for platforms that push snapshots themselves. */

@@ -177,8 +177,11 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   }
 
   function weightedAddr(service: RegistryService, endpoint: RegistryEndpoint, ip: string, port: number): WeightedAddr | undefined {
-    const metricLabels: Record<string, string> = { serviceaccount: endpoint.serviceAccount };
+    const metricLabels: Record<string, string> = { ...endpoint.metricLabels, serviceaccount: endpoint.serviceAccount };
     if (endpoint.pod !== undefined) metricLabels.pod = endpoint.pod;
+    if (endpoint.zone !== undefined) metricLabels.zone = endpoint.zone;
+    const hints = endpoint.protocolHints;
+    const skipped = hints !== undefined && hints.skippedPorts.includes(port);
     const addr: WeightedAddr = {
       addr: ipToTcpAddress(ip, port),
       weight: endpoint.weight,
@@ -187,7 +190,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       protocolHint: undefined,
       authorityOverride: undefined,
     };
-    if (endpoint.meshed) {
+    if (endpoint.meshed && !skipped) {
       let name: string;
       try {
         name = identityName({ serviceAccount: endpoint.serviceAccount, namespace: service.namespace, controlNamespace, trustDomain });
@@ -199,20 +202,31 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       addr.tlsIdentity = { strategy: { $case: "dnsLikeIdentity", value: { name } }, serverName: { name } };
       addr.protocolHint = { protocol: undefined, opaqueTransport: { inboundPort: endpoint.inboundPort } };
     }
+    if (hints !== undefined && !skipped) {
+      // Linkerd's hints (endpoint_translator.go): opaque ports get the opaque hint and opaque_transport, others h2.
+      const opaque = hints.opaquePorts.includes(port);
+      addr.protocolHint = opaque
+        ? { protocol: { $case: "opaque", value: {} }, opaqueTransport: { inboundPort: endpoint.inboundPort } }
+        : { protocol: { $case: "h2", value: {} }, opaqueTransport: undefined };
+    }
     return addr;
   }
 
   function serviceState(service: RegistryService, port: number): TargetState {
     const state: TargetState = { exists: true, addrs: new Map(), labels: { namespace: service.namespace, service: service.name } };
     let targetPort = port;
+    let match: RegistryService["ports"][number] | undefined;
     if (service.ports.length > 0) {
-      const match = service.ports.find((p) => p.port === port);
+      match = service.ports.find((p) => p.port === port);
       if (match === undefined) return state; // The service exists but has nothing on that port.
       targetPort = match.targetPort;
     }
     for (const endpoint of service.endpoints) {
-      const addr = weightedAddr(service, endpoint, endpoint.address, targetPort);
-      if (addr) state.addrs.set(`${endpoint.address} ${targetPort}`, { addr, bytes: fingerprint(addr) });
+      // An EndpointSlice's own port for the service port's name (Linkerd's resolveESTargetPort).
+      const endpointPort = endpoint.targetPorts === undefined ? targetPort : endpoint.targetPorts[match?.name ?? ""];
+      if (endpointPort === undefined) continue;
+      const addr = weightedAddr(service, endpoint, endpoint.address, endpointPort);
+      if (addr) state.addrs.set(`${endpoint.address} ${endpointPort}`, { addr, bytes: fingerprint(addr) });
     }
     return state;
   }
@@ -288,11 +302,16 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     }
   }
 
-  const unwatch = options.registry.watch((snapshot) => {
+  const unwatch = options.registry.watch((snapshot, change) => {
     const started = performance.now();
     try {
       index = buildIndex(snapshot);
-      for (const watch of watches.values()) refresh(watch);
+      for (const watch of watches.values()) {
+        // A registry that says what changed spares the streams of every other service.
+        const target = watch.target;
+        if (change !== undefined && target.kind === "service" && !change.services.has(`${target.name}.${target.namespace}`)) continue;
+        refresh(watch);
+      }
     } catch (error) {
       // The registry's own event loop must not stop on a snapshot this server cannot use.
       logger.error({ err: error }, "registry change not applied");
