@@ -6,7 +6,12 @@ export { ConfigError };
 
 /** The validated configuration of meshtls-destination. */
 export interface Config {
+  /** Where services, endpoints and policy come from: the registry file, or the Kubernetes API. */
+  source: "file" | "kubernetes";
+  /** The registry file; "" with `source: "kubernetes"`. */
   registryFile: string;
+  /** With `source: "kubernetes"`: a kubeconfig file (absent: KUBECONFIG, ~/.kube/config, then in-cluster). */
+  kubeconfig?: string;
   trustDomain: string;
   controlNamespace: string;
   clusterDomain: string;
@@ -53,6 +58,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .description("The meshtls destination service: tells proxies where a target's endpoints are and which identity each presents.")
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) })
+    .addOption(new Option("--source <source>", "where services, endpoints and policy come from: file (--registry) or kubernetes (EndpointSlices, Services, Pods, policy.linkerd.io)").env("MESHTLS_SOURCE").default("file"))
+    .addOption(new Option("--kubeconfig <file>", "with --source kubernetes: kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster)").env("MESHTLS_KUBECONFIG"))
     .addOption(new Option("--registry <file>", "YAML or JSON registry of services and endpoints (watched)").env("MESHTLS_REGISTRY_FILE"))
     .addOption(new Option("--trust-domain <domain>", "trust domain of identity names").env("MESHTLS_TRUST_DOMAIN").default("cluster.local"))
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace of identity names").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
@@ -79,8 +86,13 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--admin-max-connections <n>", "open admin connections at most; more are closed at once and counted in tcp_connections_refused_total").env("MESHTLS_ADMIN_MAX_CONNECTIONS").default("256"));
   parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | undefined>>();
-  const registryFile = o["registry"];
-  if (typeof registryFile !== "string" || registryFile === "") throw new ConfigError("--registry (or MESHTLS_REGISTRY_FILE) is required");
+  const source = String(o["source"]);
+  if (source !== "file" && source !== "kubernetes") throw new ConfigError(`--source: "${source}" is not one of file, kubernetes`);
+  const kubeconfig = typeof o["kubeconfig"] === "string" && o["kubeconfig"] !== "" ? o["kubeconfig"] : undefined;
+  if (source === "file" && kubeconfig !== undefined) throw new ConfigError("--kubeconfig needs --source kubernetes");
+  if (source === "kubernetes" && typeof o["registry"] === "string") throw new ConfigError("--registry and --source kubernetes exclude each other");
+  const registryFile = source === "kubernetes" ? "" : o["registry"];
+  if (typeof registryFile !== "string" || (source === "file" && registryFile === "")) throw new ConfigError("--registry (or MESHTLS_REGISTRY_FILE) is required");
   const listen = parseAddress(String(o["listen"]), "--listen");
   // Port 0 (tests, several services on one machine) must not pin the policy API to 8090.
   const policyListen =
@@ -147,7 +159,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     throw new ConfigError(`--max-streams-per-peer (${limits.maxStreamsPerPeer}) must not exceed --max-streams (${limits.maxStreams})`);
   }
   const config: Config = {
+    source,
     registryFile,
+    ...(kubeconfig === undefined ? {} : { kubeconfig }),
     trustDomain,
     controlNamespace,
     clusterDomain,

@@ -8,7 +8,10 @@ import {
   createInboundPolicyServer,
   DestinationError,
   policySourceOf,
+  type EndpointRegistry,
+  type PolicySource,
 } from "@meshtls/destination";
+import { createKubeApiFromConfig, createKubernetesSource, KubernetesError } from "@meshtls/kubernetes";
 import { createAdminServer, parseConfigOrExit, setGrpcHandshakeTimeout } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
@@ -39,22 +42,41 @@ async function main(): Promise<void> {
   const reloads = new Counter({ name: "destination_registry_reloads_total", help: "Registry file reloads by result.", labelNames: ["result"], registers: [metrics] });
   const registryValid = new Gauge({ name: "destination_registry_file_valid", help: "1 when the registry file on disk is the one being served, 0 when an edit was refused.", registers: [metrics] });
 
-  let registry;
-  try {
-    registry = await createFileRegistry({
-      file: config.registryFile,
-      logger,
-      onReload: (result) => {
-        reloads.inc({ result: result.ok ? "ok" : "error" });
-        registryValid.set(result.ok ? 1 : 0);
-      },
-    });
-  } catch (error) {
-    if (!(error instanceof DestinationError)) throw error;
-    logger.error({ code: error.code, file: error.file, line: error.line, column: error.column, reason: error.reason }, `cannot load the registry: ${error.message}`);
-    process.exit(1);
+  let registry: { list: EndpointRegistry["list"]; watch: EndpointRegistry["watch"]; close(): void };
+  let policySource: PolicySource;
+  if (config.source === "kubernetes") {
+    let api;
+    try {
+      api = createKubeApiFromConfig(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig });
+    } catch (error) {
+      if (!(error instanceof KubernetesError)) throw error;
+      logger.error({ code: error.code }, `cannot use the Kubernetes API: ${error.message}`);
+      process.exit(1);
+    }
+    // Failed lists are retried with backoff (logged, kubernetes_lists_total{result="error"}): nothing listens until every resource is listed.
+    const kubernetes = createKubernetesSource({ api, controlNamespace: config.controlNamespace, metrics, logger });
+    logger.info({ apiServer: api.server }, "listing Kubernetes resources");
+    await kubernetes.synced();
+    registry = { ...kubernetes.registry, close: () => kubernetes.close() };
+    policySource = kubernetes.policy;
+  } else {
+    try {
+      registry = await createFileRegistry({
+        file: config.registryFile,
+        logger,
+        onReload: (result) => {
+          reloads.inc({ result: result.ok ? "ok" : "error" });
+          registryValid.set(result.ok ? 1 : 0);
+        },
+      });
+    } catch (error) {
+      if (!(error instanceof DestinationError)) throw error;
+      logger.error({ code: error.code, file: error.file, line: error.line, column: error.column, reason: error.reason }, `cannot load the registry: ${error.message}`);
+      process.exit(1);
+    }
+    registryValid.set(1);
+    policySource = policySourceOf(registry);
   }
-  registryValid.set(1);
 
   const destination = createDestinationServer({
     registry,
@@ -67,7 +89,7 @@ async function main(): Promise<void> {
     maxStreamsPerPeer: config.limits.maxStreamsPerPeer,
   });
   const policyController = createInboundPolicyController({
-    source: policySourceOf(registry),
+    source: policySource,
     trustDomain: config.trustDomain,
     controlNamespace: config.controlNamespace,
     clusterNetworks: config.clusterNetworks,

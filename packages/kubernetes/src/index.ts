@@ -14,3 +14,19 @@ export { KubernetesError } from "./errors.ts";
 export type { KubernetesErrorCode } from "./errors.ts";
 export { noopLogger } from "./logger.ts";
 export type { Logger } from "./logger.ts";
+
+// The destination service's sources: endpoints and inbound policy from the API server.
+export { createKubernetesSource, SERVICE_NAME_LABEL } from "./kubernetes-source.ts";
+export type { KubernetesSource, KubernetesSourceOptions } from "./kubernetes-source.ts";
+export { toAuthorizationPolicy, toMeshTLSAuthentication, toNetworkAuthentication, toServer } from "./policy-crds.ts";
+export type { Converted } from "./policy-crds.ts";
+export {
+  CONTROL_PLANE_NS_LABEL,
+  DEFAULT_INBOUND_POLICY_ANNOTATION,
+  DEFAULT_OPAQUE_PORTS,
+  inboundPortOf,
+  OPAQUE_PORTS_ANNOTATION,
+  parsePortList,
+  podMetricLabels,
+  SKIP_INBOUND_PORTS_ANNOTATION,
+} from "./pod-facts.ts";

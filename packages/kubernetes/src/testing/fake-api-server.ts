@@ -112,6 +112,8 @@ export interface FakeApiServer {
   list(kind: string): KubeObject[];
   /** The current resourceVersion. */
   resourceVersion(): string;
+  /** Changes how an expired version is answered on a watch (see `FakeApiServerOptions.goneAs`). */
+  setGoneAs(goneAs: "status" | "event"): void;
   /** Forgets all history: a watch from any version before now gets 410 Gone. */
   compact(): void;
   /** Destroys the connection of every open watch (no final chunk), as a broken network does. */
@@ -199,7 +201,7 @@ const clone = <T>(value: T): T => structuredClone(value);
 export async function startFakeApiServer(options: FakeApiServerOptions = {}, port = 0): Promise<FakeApiServer> {
   const resources = options.resources ?? FAKE_RESOURCES;
   const historyLimit = options.historyLimit ?? 10_000;
-  const goneAs = options.goneAs ?? "event";
+  let goneAs = options.goneAs ?? "event";
   const bookmarkIntervalMs = options.bookmarkIntervalMs ?? 1000;
   const tokens = new Map(Object.entries(options.tokens ?? {}));
   const store = new Map<string, { resource: FakeResource; object: KubeObject }>();
@@ -526,6 +528,9 @@ export async function startFakeApiServer(options: FakeApiServerOptions = {}, por
       return [...store.values()].filter((s) => s.resource === resource).map((s) => clone(s.object));
     },
     resourceVersion: () => String(rv),
+    setGoneAs(value) {
+      goneAs = value;
+    },
     compact() {
       history.length = 0;
       compactedThrough = rv;
