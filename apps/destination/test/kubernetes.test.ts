@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addrsOf, bufCurlGet, mainJs, waitFor, type BufStream, type JsonAddr } from "./support.ts";
+import { addrsOf, bufCurl, bufCurlGet, mainJs, waitFor, type BufStream, type JsonAddr } from "./support.ts";
 
 const NS = "shop";
 const IDENTITY = "web.shop.serviceaccount.identity.meshtls.cluster.local";
@@ -124,6 +124,7 @@ describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pod
   const logs: Record<string, unknown>[] = [];
   let grpcPort = 0;
   let adminPort = 0;
+  let policyPort = 0;
   let stream: BufStream;
   let view: ReturnType<typeof follow>;
 
@@ -150,6 +151,7 @@ describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pod
     const listening = await waitFor(() => logs.find((l) => l.msg === "listening"), 20_000, "listening", () => (child.exitCode !== null ? `exited: ${stderr}` : undefined));
     grpcPort = Number(String(listening.grpcAddress).split(":").pop());
     adminPort = Number(String(listening.adminAddress).split(":").pop());
+    policyPort = Number(String(listening.policyAddress).split(":").pop());
     stream = bufCurlGet({ port: grpcPort, path: AUTHORITY, contextToken: '{"ns":"shop","pod":"client"}', timeoutMs: 120_000 });
     view = follow(stream);
   });
@@ -244,6 +246,59 @@ describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pod
       expect(w.query).toMatchObject({ allowWatchBookmarks: "true", resourceVersion: expect.stringMatching(/^\d+$/) });
       expect(Number(w.query.timeoutSeconds)).toBeGreaterThanOrEqual(300);
       expect(Number(w.query.timeoutSeconds)).toBeLessThan(600);
+    }
+  });
+
+  it("a policy CRD or namespace annotation change reaches an open WatchPort within a second", async () => {
+    const server = (accessPolicy: string): KubeObject => ({
+      apiVersion: "policy.linkerd.io/v1beta3",
+      kind: "Server",
+      metadata: { name: "web-http", namespace: NS },
+      spec: { podSelector: { matchLabels: { app: "web" } }, port: "http", proxyProtocol: "HTTP/1", accessPolicy },
+    });
+    api.apply(server("deny"));
+    api.apply({
+      apiVersion: "policy.linkerd.io/v1alpha1",
+      kind: "AuthorizationPolicy",
+      metadata: { name: "from-api", namespace: NS },
+      spec: { targetRef: { group: "policy.linkerd.io", kind: "Server", name: "web-http" }, requiredAuthenticationRefs: [{ kind: "MeshTLSAuthentication", name: "api-clients" }] },
+    });
+    api.apply({
+      apiVersion: "policy.linkerd.io/v1alpha1",
+      kind: "MeshTLSAuthentication",
+      metadata: { name: "api-clients", namespace: NS },
+      spec: { identityRefs: [{ kind: "ServiceAccount", name: "api", namespace: "backend" }] },
+    });
+    const workload = JSON.stringify({ ns: NS, pod: "web-2" });
+    const watch = bufCurl({ port: policyPort, method: "io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", body: { workload, port: 8080 } });
+    const other = bufCurl({ port: policyPort, method: "io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", body: { workload, port: 7000 } });
+    try {
+      const withAuthz = (m: Record<string, unknown> | undefined) => ((m?.authorizations as unknown[] | undefined)?.length ?? 0) > 0;
+      await waitFor(() => (withAuthz(watch.messages.at(-1)) ? true : undefined), 10_000, "the Server with its AuthorizationPolicy");
+      expect(watch.messages.at(-1)).toMatchObject({ labels: { kind: "server", name: "web-http" }, authorizations: [{ authentication: { meshTLS: { identities: { identities: [{ name: "api.backend.serviceaccount.identity.meshtls.cluster.local" }] } } } }] });
+      const count = watch.messages.length;
+      const editedAt = Date.now();
+      api.apply(server("all-unauthenticated"));
+      await waitFor(() => watch.messages[count], 5_000, "the edited Server");
+      const latencyMs = watch.receivedAt[count]! - editedAt;
+      console.log(`Server CRD edit → WatchPort message: ${latencyMs} ms`);
+      expect(latencyMs).toBeLessThan(1_000);
+      expect((watch.messages[count]!.authorizations as { metadata: unknown }[]).map((a) => a.metadata)).toEqual([
+        { resource: { group: "policy.linkerd.io", kind: "authorizationpolicy", name: "from-api" } },
+        { default: "all-unauthenticated" },
+      ]);
+
+      await waitFor(() => other.messages[0], 10_000, "the default policy of a port without a Server");
+      expect(other.messages.at(-1)).toMatchObject({ labels: { kind: "default", name: "all-unauthenticated" } });
+      const annotatedAt = Date.now();
+      const before = other.messages.length;
+      api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NS, annotations: { "config.linkerd.io/default-inbound-policy": "deny" } } });
+      await waitFor(() => other.messages[before], 5_000, "the namespace's default policy");
+      expect(other.receivedAt[before]! - annotatedAt).toBeLessThan(1_000);
+      expect(other.messages[before]).toMatchObject({ labels: { kind: "default", name: "deny" } });
+    } finally {
+      watch.close();
+      other.close();
     }
   });
 });
