@@ -119,7 +119,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--workload-host <host>", "host the transport header's port is reached on (default: --workload's host)").env("MESHTLS_PROXY_WORKLOAD_HOST"))
     .addOption(new Option("--inbound-ports <ports>", "comma-separated workload ports a meshed client's transport header may name besides --workload's (default: any port but the proxy's own)").env("MESHTLS_PROXY_INBOUND_PORTS"))
     .addOption(new Option("--outbound-bind <ip>", "local address for connections to endpoints").env("MESHTLS_PROXY_OUTBOUND_BIND"))
-    .addOption(new Option("--default-policy <policy>", "all-unauthenticated | all-authenticated | cluster-authenticated | deny | audit").env("MESHTLS_PROXY_DEFAULT_POLICY").default("all-unauthenticated"))
+    .addOption(new Option("--default-policy <policy>", "all-unauthenticated | all-authenticated | cluster-authenticated | cluster-unauthenticated | deny | audit (with --policy-addr: until the controller answers)").env("MESHTLS_PROXY_DEFAULT_POLICY").default("all-unauthenticated"))
     .addOption(new Option("--cluster-networks <cidrs>", "comma-separated CIDRs for cluster-authenticated").env("MESHTLS_PROXY_CLUSTER_NETWORKS"))
     .addOption(new Option("--require-identity-ports <ports>", "comma-separated ports that require a client identity").env("MESHTLS_PROXY_REQUIRE_IDENTITY_PORTS"))
     .addOption(new Option("--opaque-ports <ports>", "comma-separated server-speaks-first ports (no detection)").env("MESHTLS_PROXY_OPAQUE_PORTS"))

@@ -141,7 +141,12 @@ export function createInbound(options: CreateInboundOptions): Inbound {
         logger.warn({ client: target.client.address, clientId: target.clientId, port: target.port, wouldDeny: decision.wouldDeny }, "audit: policy would deny this connection");
       }
       authorized.set(client, target);
-      client.once("close", () => authorized.delete(client));
+      // Its port's policy stays followed while it is open: a later update may close it.
+      const release = policy.retain?.(target.port);
+      client.once("close", () => {
+        authorized.delete(client);
+        release?.();
+      });
     }
     let upstream: net.Socket;
     try {

@@ -107,10 +107,15 @@ describe("createPolicyWatcher", () => {
     expect(streams.filter((s) => s.port === 9090)).toHaveLength(1);
   });
 
-  it("other ports are watched from their first use and dropped once idle", async () => {
+  it("other ports are watched from their first use and dropped once idle, not while a connection is open on them", async () => {
     const { watcher, streams } = start({ ports: [8080], idleTimeoutMs: 1000 });
     expect(watcher.current(7000).meta.name).toBe("all-unauthenticated");
-    expect(watcher.watched().sort()).toEqual([7000, 8080]);
+    const release = watcher.retain?.(7001);
+    expect(watcher.watched().sort()).toEqual([7000, 7001, 8080]);
+    await new Promise((r) => setTimeout(r, 2600));
+    // 7001 has an open connection: still followed; once it closes, dropped like 7000.
+    expect(watcher.watched().sort()).toEqual([7001, 8080]);
+    release?.();
     await new Promise((r) => setTimeout(r, 2600));
     expect(watcher.watched()).toEqual([8080]);
     expect(streams.find((s) => s.port === 7000)?.cancelled).toBe(true);

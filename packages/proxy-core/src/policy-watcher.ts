@@ -24,7 +24,7 @@ export interface CreatePolicyWatcherOptions {
   defaults: (port: number) => ServerPolicy;
   /** Watched from the start and for as long as the watcher runs. */
   ports: number[];
-  /** Other ports are watched from their first connection and dropped this long after their last one. Default 60000. */
+  /** Other ports are watched from their first connection and dropped this long after their last one closed (checked every quarter of it). Default 60000. */
   idleTimeoutMs?: number;
   /** First retry after a stream fails or ends. Default 100; doubles per failure to `maxBackoffMs`, with jitter. */
   minBackoffMs?: number;
@@ -54,6 +54,8 @@ interface Watch {
   retry: NodeJS.Timeout | undefined;
   failures: number;
   lastUsed: number;
+  /** Open connections on the port: it is not idle while any is. */
+  retained: number;
 }
 
 /**
@@ -128,7 +130,7 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
   const watch = (port: number, declared: boolean): Watch => {
     let w = watches.get(port);
     if (w === undefined) {
-      w = { port, declared, stream: undefined, retry: undefined, failures: 0, lastUsed: Date.now() };
+      w = { port, declared, stream: undefined, retry: undefined, failures: 0, lastUsed: Date.now(), retained: 0 };
       watches.set(port, w);
       open(w);
     }
@@ -136,11 +138,11 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
   };
   for (const port of options.ports) watch(port, true);
 
-  // Undeclared ports: dropped once no connection asked for them for idleTimeoutMs.
+  // Undeclared ports: dropped once no connection is open on them and none asked for them for idleTimeoutMs.
   const sweep = setInterval(() => {
     const now = Date.now();
     for (const w of watches.values()) {
-      if (w.declared || now - w.lastUsed < idleTimeoutMs) continue;
+      if (w.declared || w.retained > 0 || now - w.lastUsed < idleTimeoutMs) continue;
       logger.info({ port: w.port }, "policy watch of an idle port dropped");
       stop(w);
       store.forget(w.port);
@@ -154,6 +156,18 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
       return store.current(port);
     },
     subscribe: (listener) => store.subscribe(listener),
+    retain(port) {
+      if (closed) return () => undefined;
+      const w = watch(port, false);
+      w.retained += 1;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        w.retained -= 1;
+        w.lastUsed = Date.now();
+      };
+    },
     watched: () => [...watches.keys()],
     close() {
       closed = true;

@@ -67,6 +67,8 @@ export interface PolicySource {
   current(port: number): ServerPolicy;
   /** Called with the port and its new policy on every change. */
   subscribe(listener: (port: number, policy: ServerPolicy) => void): () => void;
+  /** Keeps the port's policy followed while the returned release is not called (an open connection on it). */
+  retain?(port: number): () => void;
   /** Ends any watches. */
   close?(): void;
 }
