@@ -2,7 +2,7 @@ import type { Options } from "tsup";
 
 const common = {
   format: ["esm"],
-  target: "node20",
+  target: "node24",
   platform: "node",
   sourcemap: true,
   clean: true,

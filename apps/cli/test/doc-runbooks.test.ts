@@ -14,8 +14,11 @@ import { alive } from "./mesh-helpers.ts";
 
 const gettingStarted = path.join(repoRoot, "docs", "getting-started.md");
 const operations = path.join(repoRoot, "docs", "operations.md");
-/** What a reader's terminal has: no node_modules/.bin, so only the document's PATH setup finds meshtls. */
-const readerEnv = { PATH: readerPath(process.env.PATH), HOME: process.env.HOME ?? "/root", LANG: "C.UTF-8" };
+/**
+ * What a reader's terminal has: no node_modules/.bin, so only the document's PATH setup finds meshtls;
+ * `node` is the one running this test (the binaries' `#!/usr/bin/env node` must not find an older system Node).
+ */
+const readerEnv = { PATH: [path.dirname(process.execPath), readerPath(process.env.PATH)].join(path.delimiter), HOME: process.env.HOME ?? "/root", LANG: "C.UTF-8" };
 
 /** web's outbound proxy, as getting-started.md configures it, and the service it calls. */
 const WEB_OUTBOUND = { host: "127.0.0.1", port: 4140 };
