@@ -130,3 +130,55 @@ describe("setGrpcHandshakeTimeout", () => {
     expect(() => setGrpcHandshakeTimeout({} as Server)).toThrow(/createHttp2Server/);
   });
 });
+
+/** Calls Echo over TLS offering `alpn` (none when empty), as Linkerd's proxy does on control-plane connections; rejects when the server closes first. */
+function callWithAlpn(port: number, alpn: string[]): Promise<{ negotiated: string | false | null; answer: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: "127.0.0.1", port, ca: cert, servername: "grpc.test", minVersion: "TLSv1.3", ...(alpn.length > 0 ? { ALPNProtocols: alpn } : {}) });
+    socket.once("error", reject);
+    socket.once("secureConnect", () => {
+      const negotiated = socket.alpnProtocol;
+      const session = http2.connect(`https://127.0.0.1:${port}`, { createConnection: () => socket });
+      session.on("error", reject);
+      const message = Buffer.from("no alpn");
+      const stream = session.request({ ":method": "POST", ":path": "/test.Echo/Echo", "content-type": "application/grpc", te: "trailers" });
+      const chunks: Buffer[] = [];
+      stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+      stream.on("error", reject);
+      stream.end(Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]));
+      stream.once("close", () => {
+        session.close();
+        if (chunks.length === 0) reject(new Error(`no answer (stream code ${stream.rstCode})`));
+        else resolve({ negotiated, answer: Buffer.concat(chunks).subarray(5).toString() });
+      });
+    });
+  });
+}
+
+describe("clients without ALPN (Linkerd's proxy on control-plane connections)", () => {
+  const servers: Server[] = [];
+  afterEach(() => {
+    for (const server of servers.splice(0)) server.forceShutdown();
+  });
+  async function start(acceptWithoutAlpn: boolean | undefined): Promise<number> {
+    const server = new Server();
+    setGrpcHandshakeTimeout(server, acceptWithoutAlpn === undefined ? {} : { acceptWithoutAlpn });
+    server.addService(echo, { echo: (call: { request: Buffer }, callback: (error: null, value: Buffer) => void) => callback(null, call.request) });
+    servers.push(server);
+    const credentials = ServerCredentials.createSsl(null, [{ cert_chain: cert, private_key: key }]);
+    return new Promise((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (error, port) => (error ? reject(error) : resolve(port))));
+  }
+
+  it("serves gRPC to a TLS client that offers no ALPN, and still to one that offers h2", async () => {
+    const port = await start(undefined);
+    expect(await callWithAlpn(port, [])).toEqual({ negotiated: false, answer: "no alpn" });
+    expect(await callWithAlpn(port, ["h2"])).toEqual({ negotiated: "h2", answer: "no alpn" });
+  });
+
+  it("still refuses a client whose ALPN offer lacks h2, and one without ALPN when acceptWithoutAlpn is false", async () => {
+    const port = await start(undefined);
+    await expect(callWithAlpn(port, ["http/1.1"])).rejects.toThrow();
+    const strict = await start(false);
+    await expect(callWithAlpn(strict, [])).rejects.toThrow();
+  });
+});

@@ -1,5 +1,6 @@
 import type { Http2SecureServer, Http2Server, ServerHttp2Session } from "node:http2";
 import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
 import type { Server as GrpcServer, ServerCredentials } from "@grpc/grpc-js";
 import { ConfigError } from "./errors.ts";
 
@@ -17,10 +18,13 @@ export interface GrpcHandshakeTimeoutOptions {
 type Http2ServerFactory = (credentials: ServerCredentials) => Http2Server | Http2SecureServer;
 
 /**
+ * Hardens the HTTP/2 servers grpc-js creates for `server`, the one place where meshtls reaches into them.
+ *
  * Closes every connection to `server` that has not completed its TLS handshake (TLS credentials) and sent the
  * HTTP/2 preface and SETTINGS within `handshakeTimeoutMs` of being accepted. Without it a client trickling a
  * ClientHello holds a connection for node's 120 s TLS handshake timeout, and one trickling the preface for ever
- * (grpc-js's idle and keepalive timers are not meant for it). Call before `bindAsync`.
+ * (grpc-js's idle and keepalive timers are not meant for it). With `acceptWithoutAlpn` (the default) it also
+ * serves clients that offer no ALPN, such as Linkerd's proxy. Call before `bindAsync`.
  *
  * grpc-js builds its HTTP/2 servers itself and exposes neither them nor a connection hook, so this wraps the one
  * method that creates them, `createHttp2Server` (grpc-js 1.10 to 1.14); everything else is node's public API.
@@ -28,6 +32,7 @@ type Http2ServerFactory = (credentials: ServerCredentials) => Http2Server | Http
  */
 export function setGrpcHandshakeTimeout(server: GrpcServer, options: GrpcHandshakeTimeoutOptions = {}): void {
   const timeoutMs = options.handshakeTimeoutMs ?? GRPC_HANDSHAKE_TIMEOUT_MS;
+  const acceptWithoutAlpn = options.acceptWithoutAlpn ?? true;
   if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1) throw new ConfigError(`handshakeTimeoutMs must be a whole number ≥ 1 (got ${String(timeoutMs)})`);
   const internals = server as unknown as { createHttp2Server?: Http2ServerFactory };
   const create = internals.createHttp2Server;
@@ -37,6 +42,7 @@ export function setGrpcHandshakeTimeout(server: GrpcServer, options: GrpcHandsha
   internals.createHttp2Server = function (credentials) {
     const http2Server = create.call(this, credentials);
     limitHandshakes(http2Server, timeoutMs);
+    if (acceptWithoutAlpn) treatNoAlpnAsH2(http2Server);
     return http2Server;
   };
 }
@@ -76,5 +82,17 @@ function limitHandshakes(http2Server: Http2Server | Http2SecureServer, timeoutMs
   http2Server.on("session", (session: ServerHttp2Session) => {
     const key = peerKey(session.socket);
     if (key !== undefined) session.once("remoteSettings", () => settled(key));
+  });
+}
+
+/**
+ * Node's HTTP/2 secure server reads `alpnProtocol` on each TLS connection and hands one without ALPN to its
+ * `unknownProtocol` path (a 403 and a close). A listener placed before Node's own marks a connection whose
+ * client offered no ALPN (`false`) as `h2`, so Node opens an HTTP/2 session on it as on any other: the client
+ * sends the HTTP/2 preface either way. `null` (no TLS) and a negotiated protocol are left alone.
+ */
+function treatNoAlpnAsH2(http2Server: Http2Server | Http2SecureServer): void {
+  http2Server.prependListener("secureConnection", (socket: TLSSocket) => {
+    if (socket.alpnProtocol === false) socket.alpnProtocol = "h2";
   });
 }
