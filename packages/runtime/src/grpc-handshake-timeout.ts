@@ -13,6 +13,14 @@ export interface GrpcHandshakeTimeoutOptions {
    * handshake included), in milliseconds; a connection still short of it is closed. Default 10000.
    */
   handshakeTimeoutMs?: number;
+  /**
+   * Serve HTTP/2 on a TLS connection whose client offered no ALPN at all, as Linkerd's proxy does on its
+   * identity, destination and policy connections (linkerd2-proxy `linkerd/tls/src/client.rs`). Node's HTTP/2
+   * server would otherwise answer such a client with an HTTP/1.0 403 and close. A client that offered ALPN
+   * protocols without `h2` is still refused in the handshake; the TLS checks (version, client certificate)
+   * are the same either way. Default true.
+   */
+  acceptWithoutAlpn?: boolean;
 }
 
 type Http2ServerFactory = (credentials: ServerCredentials) => Http2Server | Http2SecureServer;
