@@ -16,15 +16,25 @@ describe("authority", () => {
     expect(parseAuthority({ authority: "[FD00::0:1]:443" })).toEqual({ kind: "ip", ip: "fd00::1", port: 443 });
   });
 
+  it("reads an authority without a port as port 80, as Linkerd's destination does (server.go getHostAndPort)", () => {
+    const svc = { kind: "service", name: "api", namespace: "default", port: 80 };
+    expect(parseAuthority({ authority: "api.default.svc.cluster.local" })).toEqual(svc);
+    expect(parseAuthority({ authority: "api" })).toEqual(svc);
+    expect(parseAuthority({ authority: "10.0.0.1" })).toEqual({ kind: "ip", ip: "10.0.0.1", port: 80 });
+    expect(parseAuthority({ authority: "[fd00::1]" })).toEqual({ kind: "ip", ip: "fd00::1", port: 80 });
+  });
+
   it("refuses malformed authorities with ERR_AUTHORITY_INVALID", () => {
-    for (const authority of ["", "api", "api:", ":80", "api:0", "api:65536", "api:+80", "fd00::1:80", "a.b.c:80", "api.default.svc.other.domain:80", "a b:80", "1.2.3:80", "[::1:80"]) {
+    for (const authority of ["", "api:", ":80", "fd00::1", "[fd00::1", "api:0", "api:65536", "api:+80", "fd00::1:80", "a.b.c:80", "api.default.svc.other.domain:80", "a b:80", "1.2.3:80", "[::1:80"]) {
       expect(() => parseAuthority({ authority }), authority).toThrow(expect.objectContaining({ code: "ERR_AUTHORITY_INVALID" }));
     }
   });
 
   it("reads Linkerd context tokens and ignores anything else", () => {
     expect(parseContextToken('{"ns":"shop","nodeName":"n1","pod":"web-0"}')).toEqual({ namespace: "shop", nodeName: "n1", pod: "web-0" });
-    for (const token of ["", "ns:shop", "[]", "null", '{"ns":"Not A Label"}', "{".repeat(10000)]) {
+    // The older form Linkerd's destination still reads (server.go).
+    expect(parseContextToken("ns:shop")).toEqual({ namespace: "shop" });
+    for (const token of ["", "ns:Not A Label", "[]", "null", '{"ns":"Not A Label"}', "{".repeat(10000)]) {
       expect(parseContextToken(token).namespace).toBeUndefined();
     }
   });

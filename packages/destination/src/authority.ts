@@ -14,6 +14,9 @@ export interface ContextToken {
   nodeName?: string;
 }
 
+/** The port of an authority that names none (`api.default.svc.cluster.local` means `…:80`). */
+export const DEFAULT_AUTHORITY_PORT = 80;
+
 /** Longest authority accepted: a 253-character name, a colon and a port. */
 const MAX_AUTHORITY_CHARS = 253 + 6;
 const MAX_CONTEXT_TOKEN_CHARS = 4096;
@@ -23,11 +26,16 @@ function invalid(authority: string, reason: string): never {
 }
 
 /**
- * Parses a Linkerd context token: JSON `{"ns":"<namespace>","nodeName":...,"pod":...}`.
+ * Parses a Linkerd context token: JSON `{"ns":"<namespace>","nodeName":...,"pod":...}`, or the older `ns:<namespace>`.
  * Anything else yields `{}` (upstream proxies may send an empty token).
  */
 export function parseContextToken(token: string): ContextToken {
   if (token === "" || token.length > MAX_CONTEXT_TOKEN_CHARS) return {};
+  if (token.startsWith("ns:")) {
+    // The older form `ns:<namespace>`, which Linkerd's destination still reads (server.go).
+    const ns = token.slice(3).trim();
+    return isDnsLabel(ns) ? { namespace: ns } : {};
+  }
   let value: unknown;
   try {
     value = JSON.parse(token);
@@ -44,7 +52,7 @@ export function parseContextToken(token: string): ContextToken {
 }
 
 /**
- * Parses a `Get` path `<host>:<port>` into a target. Names resolve as
+ * Parses a `Get` path `<host>[:<port>]` into a target; without a port it is 80. Names resolve as
  * Kubernetes DNS would from a pod in `contextNamespace`: `api`,
  * `api.default`, `api.default.svc` and `api.default.svc.<clusterDomain>`
  * (trailing dot allowed) all name service `api` in `default`. IPv6 hosts are
@@ -60,10 +68,11 @@ export function parseAuthority(options: { authority: string; clusterDomain?: str
   const contextNamespace = options.contextNamespace ?? "default";
   if (authority.length === 0) invalid(authority, "empty");
   if (authority.length > MAX_AUTHORITY_CHARS) invalid(authority, `longer than ${MAX_AUTHORITY_CHARS} characters`);
+  // Without a port the authority means port 80, as Linkerd's destination reads it (server.go getHostAndPort).
   const colon = authority.lastIndexOf(":");
-  if (colon < 0) invalid(authority, "expected <host>:<port>");
-  const host = authority.slice(0, colon);
-  const portText = authority.slice(colon + 1);
+  const portless = colon < 0 || (authority.startsWith("[") && authority.endsWith("]"));
+  const host = portless ? authority : authority.slice(0, colon);
+  const portText = portless ? String(DEFAULT_AUTHORITY_PORT) : authority.slice(colon + 1);
   if (!/^[0-9]{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
     invalid(authority, "the port must be a number in 1..65535");
   }

@@ -114,7 +114,7 @@ describe("Destination.Get server", () => {
 
   it("refuses malformed paths with INVALID_ARGUMENT", async () => {
     const { server, metrics } = await setup();
-    for (const path of ["", "api", "api:0", "api:http", "a.b.c.d.e:80", "fd00::1:80", "x".repeat(5000) + ":80", "[zz]:80", "a_b:80"]) {
+    for (const path of ["", "api:", "api:0", "api:http", "a.b.c.d.e:80", "fd00::1:80", "x".repeat(5000) + ":80", "[zz]:80", "a_b:80"]) {
       const s = openStream(server.address, path);
       cleanups.push(s.close);
       await eventually(() => s.error() !== undefined);
