@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type CertifyResponse,
   DestinationClient,
+  DestinationProfile,
   DestinationService,
   IdentityClient,
   IdentityService,
@@ -38,6 +39,10 @@ describe("grpc-js service definitions over a real socket", () => {
         call.write({
           update: { $case: "add", value: { addrs: [{ addr: ipToTcpAddress("fd00::1", 80), weight: 1, metricLabels: {}, tlsIdentity: undefined, protocolHint: undefined, authorityOverride: undefined }], metricLabels: { namespace: "default" } } },
         });
+        call.end();
+      },
+      getProfile: (call) => {
+        call.write(DestinationProfile.fromPartial({ fullyQualifiedName: call.request.path.replace(/:\d+$/, ""), retryBudget: { retryRatio: 0.2, minRetriesPerSecond: 10 } }));
         call.end();
       },
     };
@@ -81,4 +86,28 @@ describe("grpc-js service definitions over a real socket", () => {
     expect(add?.$case === "add" && add.value.addrs[0]?.addr?.ip?.ip).toEqual({ $case: "ipv6", value: { first: 0xfd00n << 48n, last: 1n } });
     client.close();
   });
+
+  it("streams Destination.GetProfile", async () => {
+    const client = new DestinationClient(address, credentials.createInsecure());
+    const profiles: DestinationProfile[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const call = client.getProfile({ scheme: "", path: "web.default.svc.cluster.local:80", contextToken: "" });
+      call.on("data", (p: DestinationProfile) => profiles.push(p));
+      call.on("end", resolve);
+      call.on("error", reject);
+    });
+    expect(profiles.map((p) => [p.fullyQualifiedName, p.retryBudget?.minRetriesPerSecond])).toEqual([["web.default.svc.cluster.local", 10]]);
+    client.close();
+  });
 });
+
+describe("DestinationProfile on the wire", () => {
+  it("uses linkerd2-proxy-api's field numbers (destination.proto): name 5, opaque 4, retry budget 2, endpoint 6", () => {
+    const bytes = DestinationProfile.encode(
+      DestinationProfile.fromPartial({ fullyQualifiedName: "a", opaqueProtocol: true, retryBudget: { minRetriesPerSecond: 1 }, endpoint: { weight: 2 } }),
+    ).finish();
+    // Fields in ts-proto's order of declaration: 5 (0x2a "a"), 4 (0x20 1), 2 (0x12 {2: 1}), 6 (0x32 {3: 2}).
+    expect(Buffer.from(bytes).toString("hex")).toBe("2a0161" + "2001" + "12021001" + "32021802");
+  });
+});
+

@@ -17,6 +17,8 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
+import { Duration } from "./google/protobuf/duration.js";
+import { HttpMethod } from "./http_types.js";
 import { TcpAddress } from "./net.js";
 
 export const protobufPackage = "io.linkerd.proxy.destination";
@@ -27,7 +29,7 @@ export const protobufFileName = "destination.proto";
 
 export interface GetDestination {
   scheme: string;
-  /** "<svc>.<ns>.svc.<cluster-domain>:<port>" or "<ip>:<port>". */
+  /** "<svc>.<ns>.svc.<cluster-domain>[:<port>]" (port 80 when absent) or "<ip>:<port>". */
   path: string;
   /** JSON from the proxy, e.g. {"ns":"default","nodeName":"n1","pod":"web-0"}. */
   contextToken: string;
@@ -118,6 +120,100 @@ export interface ProtocolHint_Opaque {
 export interface ProtocolHint_OpaqueTransport {
   /** The port of the endpoint's inbound proxy. */
   inboundPort: number;
+}
+
+/** What a proxy needs to route to a destination besides its endpoints. */
+export interface DestinationProfile {
+  /**
+   * The service's fully qualified name, without a port (e.g. "web.shop.svc.cluster.local"), when the
+   * lookup names a service (by name or ClusterIP); empty otherwise. The proxy then calls Get with it.
+   */
+  fullyQualifiedName: string;
+  /** Connections to this destination are opaque TCP: no protocol detection, no HTTP routes. */
+  opaqueProtocol: boolean;
+  /** The first matching route wins. */
+  routes: Route[];
+  retryBudget:
+    | RetryBudget
+    | undefined;
+  /** Traffic split: when non-empty, requests go to these authorities in proportion to their weights. */
+  dstOverrides: WeightedDst[];
+  /** Set when the lookup names one endpoint (a pod IP), which the proxy then uses without Get. */
+  endpoint: WeightedAddr | undefined;
+}
+
+export interface Route {
+  condition:
+    | RequestMatch
+    | undefined;
+  /** The first matching class wins; a response that matches none is a success. */
+  responseClasses: ResponseClass[];
+  metricsLabels: { [key: string]: string };
+  isRetryable: boolean;
+  timeout: Duration | undefined;
+}
+
+export interface Route_MetricsLabelsEntry {
+  key: string;
+  value: string;
+}
+
+export interface RetryBudget {
+  /** Retries allowed per regular request (0.2: one retry per five requests). */
+  retryRatio: number;
+  /** Retries always allowed per second, whatever the ratio. */
+  minRetriesPerSecond: number;
+  /** The window over which the ratio is kept. */
+  ttl: Duration | undefined;
+}
+
+export interface ResponseClass {
+  condition: ResponseMatch | undefined;
+  isFailure: boolean;
+}
+
+export interface RequestMatch {
+  match:
+    | { $case: "all"; value: RequestMatch_Seq }
+    | { $case: "any"; value: RequestMatch_Seq }
+    | { $case: "not"; value: RequestMatch }
+    | { $case: "path"; value: PathMatch }
+    | { $case: "method"; value: HttpMethod }
+    | undefined;
+}
+
+export interface RequestMatch_Seq {
+  matches: RequestMatch[];
+}
+
+export interface PathMatch {
+  /** A regular expression the whole request path must match. */
+  regex: string;
+}
+
+export interface ResponseMatch {
+  match:
+    | { $case: "all"; value: ResponseMatch_Seq }
+    | { $case: "any"; value: ResponseMatch_Seq }
+    | { $case: "not"; value: ResponseMatch }
+    | { $case: "status"; value: HttpStatusRange }
+    | undefined;
+}
+
+export interface ResponseMatch_Seq {
+  matches: ResponseMatch[];
+}
+
+/** Inclusive; a missing bound makes the range one status. */
+export interface HttpStatusRange {
+  min: number;
+  max: number;
+}
+
+export interface WeightedDst {
+  /** Used as the path of a Get. */
+  authority: string;
+  weight: number;
 }
 
 function createBaseGetDestination(): GetDestination {
@@ -1648,6 +1744,1341 @@ export const ProtocolHint_OpaqueTransport: MessageFns<ProtocolHint_OpaqueTranspo
   },
 };
 
+function createBaseDestinationProfile(): DestinationProfile {
+  return {
+    fullyQualifiedName: "",
+    opaqueProtocol: false,
+    routes: [],
+    retryBudget: undefined,
+    dstOverrides: [],
+    endpoint: undefined,
+  };
+}
+
+export const DestinationProfile: MessageFns<DestinationProfile> = {
+  encode(message: DestinationProfile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.fullyQualifiedName !== "") {
+      writer.uint32(42).string(message.fullyQualifiedName);
+    }
+    if (message.opaqueProtocol !== false) {
+      writer.uint32(32).bool(message.opaqueProtocol);
+    }
+    for (const v of message.routes) {
+      Route.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.retryBudget !== undefined) {
+      RetryBudget.encode(message.retryBudget, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.dstOverrides) {
+      WeightedDst.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.endpoint !== undefined) {
+      WeightedAddr.encode(message.endpoint, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DestinationProfile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDestinationProfile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.fullyQualifiedName = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.opaqueProtocol = reader.bool();
+            continue;
+          }
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.routes.push(Route.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.retryBudget = RetryBudget.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.dstOverrides.push(WeightedDst.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.endpoint = WeightedAddr.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DestinationProfile {
+    return {
+      fullyQualifiedName: isSet(object.fullyQualifiedName)
+        ? globalThis.String(object.fullyQualifiedName)
+        : isSet(object.fully_qualified_name)
+        ? globalThis.String(object.fully_qualified_name)
+        : "",
+      opaqueProtocol: isSet(object.opaqueProtocol)
+        ? globalThis.Boolean(object.opaqueProtocol)
+        : isSet(object.opaque_protocol)
+        ? globalThis.Boolean(object.opaque_protocol)
+        : false,
+      routes: globalThis.Array.isArray(object?.routes) ? object.routes.map((e: any) => Route.fromJSON(e)) : [],
+      retryBudget: isSet(object.retryBudget)
+        ? RetryBudget.fromJSON(object.retryBudget)
+        : isSet(object.retry_budget)
+        ? RetryBudget.fromJSON(object.retry_budget)
+        : undefined,
+      dstOverrides: globalThis.Array.isArray(object?.dstOverrides)
+        ? object.dstOverrides.map((e: any) => WeightedDst.fromJSON(e))
+        : globalThis.Array.isArray(object?.dst_overrides)
+        ? object.dst_overrides.map((e: any) => WeightedDst.fromJSON(e))
+        : [],
+      endpoint: isSet(object.endpoint) ? WeightedAddr.fromJSON(object.endpoint) : undefined,
+    };
+  },
+
+  toJSON(message: DestinationProfile): unknown {
+    const obj: any = {};
+    if (message.fullyQualifiedName !== "") {
+      obj.fullyQualifiedName = message.fullyQualifiedName;
+    }
+    if (message.opaqueProtocol !== false) {
+      obj.opaqueProtocol = message.opaqueProtocol;
+    }
+    if (message.routes?.length) {
+      obj.routes = message.routes.map((e) => Route.toJSON(e));
+    }
+    if (message.retryBudget !== undefined) {
+      obj.retryBudget = RetryBudget.toJSON(message.retryBudget);
+    }
+    if (message.dstOverrides?.length) {
+      obj.dstOverrides = message.dstOverrides.map((e) => WeightedDst.toJSON(e));
+    }
+    if (message.endpoint !== undefined) {
+      obj.endpoint = WeightedAddr.toJSON(message.endpoint);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DestinationProfile>): DestinationProfile {
+    return DestinationProfile.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DestinationProfile>): DestinationProfile {
+    const message = createBaseDestinationProfile();
+    message.fullyQualifiedName = object.fullyQualifiedName ?? "";
+    message.opaqueProtocol = object.opaqueProtocol ?? false;
+    message.routes = object.routes?.map((e) => Route.fromPartial(e)) || [];
+    message.retryBudget = (object.retryBudget !== undefined && object.retryBudget !== null)
+      ? RetryBudget.fromPartial(object.retryBudget)
+      : undefined;
+    message.dstOverrides = object.dstOverrides?.map((e) => WeightedDst.fromPartial(e)) || [];
+    message.endpoint = (object.endpoint !== undefined && object.endpoint !== null)
+      ? WeightedAddr.fromPartial(object.endpoint)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRoute(): Route {
+  return { condition: undefined, responseClasses: [], metricsLabels: {}, isRetryable: false, timeout: undefined };
+}
+
+export const Route: MessageFns<Route> = {
+  encode(message: Route, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.condition !== undefined) {
+      RequestMatch.encode(message.condition, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.responseClasses) {
+      ResponseClass.encode(v!, writer.uint32(18).fork()).join();
+    }
+    globalThis.Object.entries(message.metricsLabels).forEach(([key, value]: [string, string]) => {
+      Route_MetricsLabelsEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    if (message.isRetryable !== false) {
+      writer.uint32(32).bool(message.isRetryable);
+    }
+    if (message.timeout !== undefined) {
+      Duration.encode(message.timeout, writer.uint32(42).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Route {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRoute();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.condition = RequestMatch.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.responseClasses.push(ResponseClass.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = Route_MetricsLabelsEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.metricsLabels[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.isRetryable = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.timeout = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Route {
+    return {
+      condition: isSet(object.condition) ? RequestMatch.fromJSON(object.condition) : undefined,
+      responseClasses: globalThis.Array.isArray(object?.responseClasses)
+        ? object.responseClasses.map((e: any) => ResponseClass.fromJSON(e))
+        : globalThis.Array.isArray(object?.response_classes)
+        ? object.response_classes.map((e: any) => ResponseClass.fromJSON(e))
+        : [],
+      metricsLabels: isObject(object.metricsLabels)
+        ? (globalThis.Object.entries(object.metricsLabels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.metrics_labels)
+        ? (globalThis.Object.entries(object.metrics_labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      isRetryable: isSet(object.isRetryable)
+        ? globalThis.Boolean(object.isRetryable)
+        : isSet(object.is_retryable)
+        ? globalThis.Boolean(object.is_retryable)
+        : false,
+      timeout: isSet(object.timeout) ? Duration.fromJSON(object.timeout) : undefined,
+    };
+  },
+
+  toJSON(message: Route): unknown {
+    const obj: any = {};
+    if (message.condition !== undefined) {
+      obj.condition = RequestMatch.toJSON(message.condition);
+    }
+    if (message.responseClasses?.length) {
+      obj.responseClasses = message.responseClasses.map((e) => ResponseClass.toJSON(e));
+    }
+    if (message.metricsLabels) {
+      const entries = globalThis.Object.entries(message.metricsLabels) as [string, string][];
+      if (entries.length > 0) {
+        obj.metricsLabels = {};
+        entries.forEach(([k, v]) => {
+          obj.metricsLabels[k] = v;
+        });
+      }
+    }
+    if (message.isRetryable !== false) {
+      obj.isRetryable = message.isRetryable;
+    }
+    if (message.timeout !== undefined) {
+      obj.timeout = Duration.toJSON(message.timeout);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Route>): Route {
+    return Route.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Route>): Route {
+    const message = createBaseRoute();
+    message.condition = (object.condition !== undefined && object.condition !== null)
+      ? RequestMatch.fromPartial(object.condition)
+      : undefined;
+    message.responseClasses = object.responseClasses?.map((e) => ResponseClass.fromPartial(e)) || [];
+    message.metricsLabels = (globalThis.Object.entries(object.metricsLabels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.isRetryable = object.isRetryable ?? false;
+    message.timeout = (object.timeout !== undefined && object.timeout !== null)
+      ? Duration.fromPartial(object.timeout)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseRoute_MetricsLabelsEntry(): Route_MetricsLabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const Route_MetricsLabelsEntry: MessageFns<Route_MetricsLabelsEntry> = {
+  encode(message: Route_MetricsLabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Route_MetricsLabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRoute_MetricsLabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Route_MetricsLabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Route_MetricsLabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Route_MetricsLabelsEntry>): Route_MetricsLabelsEntry {
+    return Route_MetricsLabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Route_MetricsLabelsEntry>): Route_MetricsLabelsEntry {
+    const message = createBaseRoute_MetricsLabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseRetryBudget(): RetryBudget {
+  return { retryRatio: 0, minRetriesPerSecond: 0, ttl: undefined };
+}
+
+export const RetryBudget: MessageFns<RetryBudget> = {
+  encode(message: RetryBudget, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.retryRatio !== 0) {
+      writer.uint32(13).float(message.retryRatio);
+    }
+    if (message.minRetriesPerSecond !== 0) {
+      writer.uint32(16).uint32(message.minRetriesPerSecond);
+    }
+    if (message.ttl !== undefined) {
+      Duration.encode(message.ttl, writer.uint32(26).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RetryBudget {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRetryBudget();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 13) {
+              break;
+            }
+
+            message.retryRatio = reader.float();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.minRetriesPerSecond = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.ttl = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RetryBudget {
+    return {
+      retryRatio: isSet(object.retryRatio)
+        ? globalThis.Number(object.retryRatio)
+        : isSet(object.retry_ratio)
+        ? globalThis.Number(object.retry_ratio)
+        : 0,
+      minRetriesPerSecond: isSet(object.minRetriesPerSecond)
+        ? globalThis.Number(object.minRetriesPerSecond)
+        : isSet(object.min_retries_per_second)
+        ? globalThis.Number(object.min_retries_per_second)
+        : 0,
+      ttl: isSet(object.ttl) ? Duration.fromJSON(object.ttl) : undefined,
+    };
+  },
+
+  toJSON(message: RetryBudget): unknown {
+    const obj: any = {};
+    if (message.retryRatio !== 0) {
+      obj.retryRatio = floatToJson(message.retryRatio);
+    }
+    if (message.minRetriesPerSecond !== 0) {
+      obj.minRetriesPerSecond = Math.round(message.minRetriesPerSecond);
+    }
+    if (message.ttl !== undefined) {
+      obj.ttl = Duration.toJSON(message.ttl);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RetryBudget>): RetryBudget {
+    return RetryBudget.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RetryBudget>): RetryBudget {
+    const message = createBaseRetryBudget();
+    message.retryRatio = object.retryRatio ?? 0;
+    message.minRetriesPerSecond = object.minRetriesPerSecond ?? 0;
+    message.ttl = (object.ttl !== undefined && object.ttl !== null) ? Duration.fromPartial(object.ttl) : undefined;
+    return message;
+  },
+};
+
+function createBaseResponseClass(): ResponseClass {
+  return { condition: undefined, isFailure: false };
+}
+
+export const ResponseClass: MessageFns<ResponseClass> = {
+  encode(message: ResponseClass, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.condition !== undefined) {
+      ResponseMatch.encode(message.condition, writer.uint32(10).fork()).join();
+    }
+    if (message.isFailure !== false) {
+      writer.uint32(16).bool(message.isFailure);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResponseClass {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResponseClass();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.condition = ResponseMatch.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.isFailure = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResponseClass {
+    return {
+      condition: isSet(object.condition) ? ResponseMatch.fromJSON(object.condition) : undefined,
+      isFailure: isSet(object.isFailure)
+        ? globalThis.Boolean(object.isFailure)
+        : isSet(object.is_failure)
+        ? globalThis.Boolean(object.is_failure)
+        : false,
+    };
+  },
+
+  toJSON(message: ResponseClass): unknown {
+    const obj: any = {};
+    if (message.condition !== undefined) {
+      obj.condition = ResponseMatch.toJSON(message.condition);
+    }
+    if (message.isFailure !== false) {
+      obj.isFailure = message.isFailure;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResponseClass>): ResponseClass {
+    return ResponseClass.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResponseClass>): ResponseClass {
+    const message = createBaseResponseClass();
+    message.condition = (object.condition !== undefined && object.condition !== null)
+      ? ResponseMatch.fromPartial(object.condition)
+      : undefined;
+    message.isFailure = object.isFailure ?? false;
+    return message;
+  },
+};
+
+function createBaseRequestMatch(): RequestMatch {
+  return { match: undefined };
+}
+
+export const RequestMatch: MessageFns<RequestMatch> = {
+  encode(message: RequestMatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.match?.$case) {
+      case "all":
+        RequestMatch_Seq.encode(message.match.value, writer.uint32(10).fork()).join();
+        break;
+      case "any":
+        RequestMatch_Seq.encode(message.match.value, writer.uint32(18).fork()).join();
+        break;
+      case "not":
+        RequestMatch.encode(message.match.value, writer.uint32(26).fork()).join();
+        break;
+      case "path":
+        PathMatch.encode(message.match.value, writer.uint32(34).fork()).join();
+        break;
+      case "method":
+        HttpMethod.encode(message.match.value, writer.uint32(42).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RequestMatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRequestMatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.match = { $case: "all", value: RequestMatch_Seq.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.match = { $case: "any", value: RequestMatch_Seq.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.match = { $case: "not", value: RequestMatch.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.match = { $case: "path", value: PathMatch.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.match = { $case: "method", value: HttpMethod.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RequestMatch {
+    return {
+      match: isSet(object.all)
+        ? { $case: "all", value: RequestMatch_Seq.fromJSON(object.all) }
+        : isSet(object.any)
+        ? { $case: "any", value: RequestMatch_Seq.fromJSON(object.any) }
+        : isSet(object.not)
+        ? { $case: "not", value: RequestMatch.fromJSON(object.not) }
+        : isSet(object.path)
+        ? { $case: "path", value: PathMatch.fromJSON(object.path) }
+        : isSet(object.method)
+        ? { $case: "method", value: HttpMethod.fromJSON(object.method) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: RequestMatch): unknown {
+    const obj: any = {};
+    if (message.match?.$case === "all") {
+      obj.all = RequestMatch_Seq.toJSON(message.match.value);
+    } else if (message.match?.$case === "any") {
+      obj.any = RequestMatch_Seq.toJSON(message.match.value);
+    } else if (message.match?.$case === "not") {
+      obj.not = RequestMatch.toJSON(message.match.value);
+    } else if (message.match?.$case === "path") {
+      obj.path = PathMatch.toJSON(message.match.value);
+    } else if (message.match?.$case === "method") {
+      obj.method = HttpMethod.toJSON(message.match.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RequestMatch>): RequestMatch {
+    return RequestMatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RequestMatch>): RequestMatch {
+    const message = createBaseRequestMatch();
+    switch (object.match?.$case) {
+      case "all": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "all", value: RequestMatch_Seq.fromPartial(object.match.value) };
+        }
+        break;
+      }
+      case "any": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "any", value: RequestMatch_Seq.fromPartial(object.match.value) };
+        }
+        break;
+      }
+      case "not": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "not", value: RequestMatch.fromPartial(object.match.value) };
+        }
+        break;
+      }
+      case "path": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "path", value: PathMatch.fromPartial(object.match.value) };
+        }
+        break;
+      }
+      case "method": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "method", value: HttpMethod.fromPartial(object.match.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseRequestMatch_Seq(): RequestMatch_Seq {
+  return { matches: [] };
+}
+
+export const RequestMatch_Seq: MessageFns<RequestMatch_Seq> = {
+  encode(message: RequestMatch_Seq, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.matches) {
+      RequestMatch.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RequestMatch_Seq {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRequestMatch_Seq();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.matches.push(RequestMatch.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RequestMatch_Seq {
+    return {
+      matches: globalThis.Array.isArray(object?.matches)
+        ? object.matches.map((e: any) => RequestMatch.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: RequestMatch_Seq): unknown {
+    const obj: any = {};
+    if (message.matches?.length) {
+      obj.matches = message.matches.map((e) => RequestMatch.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RequestMatch_Seq>): RequestMatch_Seq {
+    return RequestMatch_Seq.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RequestMatch_Seq>): RequestMatch_Seq {
+    const message = createBaseRequestMatch_Seq();
+    message.matches = object.matches?.map((e) => RequestMatch.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePathMatch(): PathMatch {
+  return { regex: "" };
+}
+
+export const PathMatch: MessageFns<PathMatch> = {
+  encode(message: PathMatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.regex !== "") {
+      writer.uint32(10).string(message.regex);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PathMatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePathMatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.regex = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PathMatch {
+    return { regex: isSet(object.regex) ? globalThis.String(object.regex) : "" };
+  },
+
+  toJSON(message: PathMatch): unknown {
+    const obj: any = {};
+    if (message.regex !== "") {
+      obj.regex = message.regex;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PathMatch>): PathMatch {
+    return PathMatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PathMatch>): PathMatch {
+    const message = createBasePathMatch();
+    message.regex = object.regex ?? "";
+    return message;
+  },
+};
+
+function createBaseResponseMatch(): ResponseMatch {
+  return { match: undefined };
+}
+
+export const ResponseMatch: MessageFns<ResponseMatch> = {
+  encode(message: ResponseMatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    switch (message.match?.$case) {
+      case "all":
+        ResponseMatch_Seq.encode(message.match.value, writer.uint32(10).fork()).join();
+        break;
+      case "any":
+        ResponseMatch_Seq.encode(message.match.value, writer.uint32(18).fork()).join();
+        break;
+      case "not":
+        ResponseMatch.encode(message.match.value, writer.uint32(26).fork()).join();
+        break;
+      case "status":
+        HttpStatusRange.encode(message.match.value, writer.uint32(34).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResponseMatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResponseMatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.match = { $case: "all", value: ResponseMatch_Seq.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.match = { $case: "any", value: ResponseMatch_Seq.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.match = { $case: "not", value: ResponseMatch.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.match = { $case: "status", value: HttpStatusRange.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResponseMatch {
+    return {
+      match: isSet(object.all)
+        ? { $case: "all", value: ResponseMatch_Seq.fromJSON(object.all) }
+        : isSet(object.any)
+        ? { $case: "any", value: ResponseMatch_Seq.fromJSON(object.any) }
+        : isSet(object.not)
+        ? { $case: "not", value: ResponseMatch.fromJSON(object.not) }
+        : isSet(object.status)
+        ? { $case: "status", value: HttpStatusRange.fromJSON(object.status) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: ResponseMatch): unknown {
+    const obj: any = {};
+    if (message.match?.$case === "all") {
+      obj.all = ResponseMatch_Seq.toJSON(message.match.value);
+    } else if (message.match?.$case === "any") {
+      obj.any = ResponseMatch_Seq.toJSON(message.match.value);
+    } else if (message.match?.$case === "not") {
+      obj.not = ResponseMatch.toJSON(message.match.value);
+    } else if (message.match?.$case === "status") {
+      obj.status = HttpStatusRange.toJSON(message.match.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResponseMatch>): ResponseMatch {
+    return ResponseMatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResponseMatch>): ResponseMatch {
+    const message = createBaseResponseMatch();
+    switch (object.match?.$case) {
+      case "all": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "all", value: ResponseMatch_Seq.fromPartial(object.match.value) };
+        }
+        break;
+      }
+      case "any": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "any", value: ResponseMatch_Seq.fromPartial(object.match.value) };
+        }
+        break;
+      }
+      case "not": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "not", value: ResponseMatch.fromPartial(object.match.value) };
+        }
+        break;
+      }
+      case "status": {
+        if (object.match?.value !== undefined && object.match?.value !== null) {
+          message.match = { $case: "status", value: HttpStatusRange.fromPartial(object.match.value) };
+        }
+        break;
+      }
+    }
+    return message;
+  },
+};
+
+function createBaseResponseMatch_Seq(): ResponseMatch_Seq {
+  return { matches: [] };
+}
+
+export const ResponseMatch_Seq: MessageFns<ResponseMatch_Seq> = {
+  encode(message: ResponseMatch_Seq, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.matches) {
+      ResponseMatch.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResponseMatch_Seq {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResponseMatch_Seq();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.matches.push(ResponseMatch.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResponseMatch_Seq {
+    return {
+      matches: globalThis.Array.isArray(object?.matches)
+        ? object.matches.map((e: any) => ResponseMatch.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ResponseMatch_Seq): unknown {
+    const obj: any = {};
+    if (message.matches?.length) {
+      obj.matches = message.matches.map((e) => ResponseMatch.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResponseMatch_Seq>): ResponseMatch_Seq {
+    return ResponseMatch_Seq.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResponseMatch_Seq>): ResponseMatch_Seq {
+    const message = createBaseResponseMatch_Seq();
+    message.matches = object.matches?.map((e) => ResponseMatch.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseHttpStatusRange(): HttpStatusRange {
+  return { min: 0, max: 0 };
+}
+
+export const HttpStatusRange: MessageFns<HttpStatusRange> = {
+  encode(message: HttpStatusRange, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.min !== 0) {
+      writer.uint32(8).uint32(message.min);
+    }
+    if (message.max !== 0) {
+      writer.uint32(16).uint32(message.max);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpStatusRange {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpStatusRange();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.min = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.max = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpStatusRange {
+    return {
+      min: isSet(object.min) ? globalThis.Number(object.min) : 0,
+      max: isSet(object.max) ? globalThis.Number(object.max) : 0,
+    };
+  },
+
+  toJSON(message: HttpStatusRange): unknown {
+    const obj: any = {};
+    if (message.min !== 0) {
+      obj.min = Math.round(message.min);
+    }
+    if (message.max !== 0) {
+      obj.max = Math.round(message.max);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HttpStatusRange>): HttpStatusRange {
+    return HttpStatusRange.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HttpStatusRange>): HttpStatusRange {
+    const message = createBaseHttpStatusRange();
+    message.min = object.min ?? 0;
+    message.max = object.max ?? 0;
+    return message;
+  },
+};
+
+function createBaseWeightedDst(): WeightedDst {
+  return { authority: "", weight: 0 };
+}
+
+export const WeightedDst: MessageFns<WeightedDst> = {
+  encode(message: WeightedDst, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.authority !== "") {
+      writer.uint32(10).string(message.authority);
+    }
+    if (message.weight !== 0) {
+      writer.uint32(16).uint32(message.weight);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WeightedDst {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWeightedDst();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.authority = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.weight = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WeightedDst {
+    return {
+      authority: isSet(object.authority) ? globalThis.String(object.authority) : "",
+      weight: isSet(object.weight) ? globalThis.Number(object.weight) : 0,
+    };
+  },
+
+  toJSON(message: WeightedDst): unknown {
+    const obj: any = {};
+    if (message.authority !== "") {
+      obj.authority = message.authority;
+    }
+    if (message.weight !== 0) {
+      obj.weight = Math.round(message.weight);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WeightedDst>): WeightedDst {
+    return WeightedDst.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WeightedDst>): WeightedDst {
+    const message = createBaseWeightedDst();
+    message.authority = object.authority ?? "";
+    message.weight = object.weight ?? 0;
+    return message;
+  },
+};
+
 export type DestinationService = typeof DestinationService;
 export const DestinationService = {
   /** Streams the endpoint set of a destination: always a first message, then changes. */
@@ -1660,17 +3091,36 @@ export const DestinationService = {
     responseSerialize: (value: Update): Buffer => Buffer.from(Update.encode(value).finish()),
     responseDeserialize: (value: Buffer): Update => Update.decode(value),
   },
+  /** Streams the profile of a destination (a name or an IP:port): a first message, then one per change. */
+  getProfile: {
+    path: "/io.linkerd.proxy.destination.Destination/GetProfile" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: GetDestination): Buffer => Buffer.from(GetDestination.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetDestination => GetDestination.decode(value),
+    responseSerialize: (value: DestinationProfile): Buffer => Buffer.from(DestinationProfile.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DestinationProfile => DestinationProfile.decode(value),
+  },
 } as const;
 
 export interface DestinationServer extends UntypedServiceImplementation {
   /** Streams the endpoint set of a destination: always a first message, then changes. */
   get: handleServerStreamingCall<GetDestination, Update>;
+  /** Streams the profile of a destination (a name or an IP:port): a first message, then one per change. */
+  getProfile: handleServerStreamingCall<GetDestination, DestinationProfile>;
 }
 
 export interface DestinationClient extends Client {
   /** Streams the endpoint set of a destination: always a first message, then changes. */
   get(request: GetDestination, options?: Partial<CallOptions>): ClientReadableStream<Update>;
   get(request: GetDestination, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<Update>;
+  /** Streams the profile of a destination (a name or an IP:port): a first message, then one per change. */
+  getProfile(request: GetDestination, options?: Partial<CallOptions>): ClientReadableStream<DestinationProfile>;
+  getProfile(
+    request: GetDestination,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DestinationProfile>;
 }
 
 export const DestinationClient = makeGenericClientConstructor(
@@ -1681,6 +3131,10 @@ export const DestinationClient = makeGenericClientConstructor(
   service: typeof DestinationService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | bigint | undefined;
 
