@@ -16,7 +16,7 @@ function started(stdout: string): { dir: string; pids: number[] } {
 }
 
 describe("meshtls demo (real processes on loopback)", () => {
-  it("--no-tty --duration 20s: mTLS between web and api from the proxies' metrics, the unmeshed client refused after the policy switch, exit 0, nothing left behind", async () => {
+  it("--no-tty --duration 20s: mTLS between web and api from the proxies' metrics, the unmeshed client refused after the live policy switch (no restart, 0 failed calls), exit 0, nothing left behind", async () => {
     const result = await runCli(["demo", "--no-tty", "--duration", "20s"], { timeoutMs: 150_000 });
     const { dir, pids } = started(result.stdout);
     expect(result.stderr).toBe("");
@@ -49,8 +49,16 @@ describe("meshtls demo (real processes on loopback)", () => {
     expect(switchAt - upAt).toBeGreaterThanOrEqual(9.8);
     expect(switchAt - upAt).toBeLessThan(15);
     expect(refusedAt - upAt).toBeLessThan(20);
-    // identity, destination, two proxies, two apps, and api's proxy again after the switch.
-    expect(pids.length).toBe(7);
+    // The switch is a registry edit streamed to api's proxy: no process is restarted, and web's calls (mTLS, still allowed) never fail.
+    expect(result.stdout).toMatch(/switching api's inbound policy to all-authenticated: defaultPolicy of workload api in registry\.yaml, streamed to api's proxy \(pid \d+, not restarted\)/);
+    const apiProxyPid = Number(/started api proxy \(pid (\d+)\)/.exec(result.stdout)?.[1]);
+    expect(result.stdout).toContain(`api's proxy (pid ${apiProxyPid}, not restarted)`);
+    const calls = /Summary\n[^]*?traffic web -> api: (\d+) ok, (\d+) failed/.exec(result.stdout);
+    expect(calls, result.stdout).not.toBeNull();
+    expect(Number(calls![1])).toBeGreaterThan(10);
+    expect(calls![2], result.stdout).toBe("0");
+    // identity, destination, two proxies, two apps: nothing restarted.
+    expect(pids.length).toBe(6);
     expect(pids.filter(alive)).toEqual([]);
     expect(existsSync(dir)).toBe(false);
     expect(processesMentioning(dir)).toEqual([]);

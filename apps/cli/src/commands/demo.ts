@@ -17,9 +17,8 @@ import type { Output } from "../output.ts";
  * a proxy refreshes after 70 % of the remaining life, at least 10 s, unless
  * the certificate would expire first, in which case after 70 % of it. So
  * 7 s leaves (just under 9 s remaining) refresh every ~6 s, and each
- * workload shows one before the policy switch at half of `--duration 20s`;
- * 10 s leaves would refresh only after 10 s (the clamp), 30 s leaves after
- * ~22 s, both too late for `api`, whose proxy is restarted by the switch.
+ * workload shows one within `--duration 20s`; 10 s leaves would refresh
+ * only after 10 s (the clamp), 30 s leaves after ~22 s.
  */
 export const DEFAULT_DEMO_LIFETIME_MS = 7_000;
 /** Without --duration, the api policy is switched this long after the mesh is up: 20 s. */
@@ -67,8 +66,10 @@ interface Tally {
  * each workload's identity and certificate expiry and of each connection's TLS
  * state and peer identity from the proxies' own /metrics, certificate
  * refreshes as they happen, and an unmeshed client on 127.0.1.3 that is let
- * through until `api`'s policy is switched to `all-authenticated` (its proxy
- * is restarted with the new policy) and refused after. Every process runs in
+ * through until `api`'s policy is switched to `all-authenticated` and
+ * refused after. The switch is an edit of the registry file, which the
+ * destination service's policy controller streams to api's proxy (WatchPort):
+ * no restart, so web's calls never fail. Every process runs in
  * its own process group; all are stopped and the folder removed at the end.
  */
 export async function runDemo(options: RunDemoOptions, output: Output): Promise<DemoResult> {
@@ -89,7 +90,6 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
   let live = false;
   let fatal: string | undefined;
   let stopping = false;
-  let restarting = false;
   const watchExit = (proc: ManagedProcess): void => {
     event(`started ${proc.name} (pid ${proc.pid})`);
     void proc.exited.then((code) => {
@@ -137,9 +137,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     let refusedAfterSwitch = false;
     let mtlsSeen = false;
     let unmeshedAllowedSeen = false;
-    const certificatesSeen = new Map<string, number>();
     const expirySeen = new Map<string, number>();
-    const certsBefore = new Map<string, number>(); // certificates counted by proxies replaced by a restart
     const views = new Map<string, WorkloadView>();
     let connections: ConnectionView[] = [];
     let denied = 0;
@@ -157,7 +155,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
           webCalls.last = `HTTP ${String(line.status)} "${String(line.body)}"`;
         } else {
           webCalls.failed++;
-          webCalls.last = `failed: ${String(line.error ?? `HTTP ${String(line.status)} ${String(line.proxyError ?? "")}`)}${restarting ? " (api's proxy is restarting)" : ""}`;
+          webCalls.last = `failed: ${String(line.error ?? `HTTP ${String(line.status)} ${String(line.proxyError ?? "")}`)}`;
         }
       });
     };
@@ -168,11 +166,11 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
       try {
         samples = await scrapeMetrics({ address: w.admin, timeoutMs: 2_000 });
       } catch (error) {
-        if (!restarting) event(`${w.name}: cannot read its proxy's metrics: ${describeError(error)}`);
+        event(`${w.name}: cannot read its proxy's metrics: ${describeError(error)}`);
         return;
       }
       const expires = certExpiry(samples);
-      const obtained = certificatesObtained(samples) + (certsBefore.get(w.name) ?? 0);
+      const obtained = certificatesObtained(samples);
       views.set(w.name, { name: w.name, ip: w.ip, identity: w.identity, policy: w.policy, ...(expires === undefined ? {} : { certExpiresAt: expires }), certificates: obtained, ready: expires !== undefined });
       const previous = expirySeen.get(w.name);
       if (expires !== undefined && previous !== expires.getTime()) {
@@ -183,7 +181,6 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
             : `${w.name}: certificate refreshed (#${obtained}), new one ${describeExpiry(expires, new Date())} (at ${expires.toISOString()})`,
         );
       }
-      certificatesSeen.set(w.name, obtained);
       connections = [...connections.filter((c) => c.workload !== w.name), ...connectionsOf(w.name, samples)];
       if (w.name === "api") denied = denials(samples);
     };
@@ -197,7 +194,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
           unmeshedAllowedSeen = true;
           event(`unmeshed client ${UNMESHED_IP} -> api ${w.inbound} (plaintext): allowed under ${w.policy}: ${result.detail}`);
         }
-      } else if (!restarting) {
+      } else {
         unmeshed.refused++;
         unmeshed.last = `refused: ${result.detail}`;
         if (switched && !refusedAfterSwitch) {
@@ -220,17 +217,9 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
       }
       if (!switched && Date.now() >= switchAt && Date.now() < endAt) {
         switched = true;
-        restarting = true;
-        event("switching api's inbound policy to all-authenticated (restarting api's proxy with --default-policy all-authenticated)");
         const apiNow = mesh.workloads.get("api")!;
-        certsBefore.set("api", certificatesSeen.get("api") ?? 0);
-        expirySeen.delete("api");
-        try {
-          await step(mesh.restartProxy("api", { policy: "all-authenticated" }), options.signal);
-          event(`api's proxy is back (pid ${apiNow.proxy.pid}) with policy all-authenticated`);
-        } finally {
-          restarting = false;
-        }
+        event(`switching api's inbound policy to all-authenticated: defaultPolicy of workload api in ${path.basename(mesh.registryFile)}, streamed to api's proxy (pid ${apiNow.proxy.pid}, not restarted) by the policy controller`);
+        await mesh.setPolicy("api", "all-authenticated");
         continue;
       }
       if (options.tty) {
@@ -246,7 +235,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     // A probe made after the last scrape (the loop ends on a switch or the deadline) is counted in the summary too.
     if (!aborted()) await Promise.all([...mesh.workloads.values()].map(scrape));
     if (!mtlsSeen) problems.push("no mTLS connection between web and api was seen in the proxies' metrics");
-    if (switched && !restarting && !refusedAfterSwitch && !aborted()) problems.push("the unmeshed client was not refused after api's policy became all-authenticated");
+    if (switched && !refusedAfterSwitch && !aborted()) problems.push("the unmeshed client was not refused after api's policy became all-authenticated");
     if (switched && refusedAfterSwitch && denied === 0) problems.push("api's proxy counted no policy denial (inbound_tcp_authz_deny_total) for the refused unmeshed client");
     if (options.tty) output.out("\x1b[2J\x1b[H");
     output.out("Summary");

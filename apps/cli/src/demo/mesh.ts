@@ -97,8 +97,10 @@ export class LocalMesh {
   readonly bundleFile: string;
   readonly registryFile: string;
   readonly workloads = new Map<string, Workload>();
+  /** Each workload's inbound policy as the registry file gives it to the policy controller. */
+  private readonly policies = new Map<string, string>();
   identity: IdentityService | undefined;
-  destination: { proc: ManagedProcess; grpcAddress: string } | undefined;
+  destination: { proc: ManagedProcess; grpcAddress: string; policyAddress: string } | undefined;
   private readonly processes = new Set<ManagedProcess>();
   private stopped = false;
   private readonly binaries: MeshBinaries;
@@ -177,10 +179,11 @@ export class LocalMesh {
       "--registry", this.registryFile,
       "--listen", "127.0.0.1:0",
       "--admin", "127.0.0.1:0",
+      "--policy-addr", "127.0.0.1:0",
       "--insecure-plaintext",
     ]);
     const listening = await this.waitMsg(proc, "listening", "that it is listening");
-    this.destination = { proc, grpcAddress: String(listening.grpcAddress) };
+    this.destination = { proc, grpcAddress: String(listening.grpcAddress), policyAddress: String(listening.policyAddress) };
   }
 
   /** An app and its proxy on `ip`; the registry is rewritten to include it. */
@@ -192,6 +195,9 @@ export class LocalMesh {
     const tokenFile = await this.mintToken(serviceAccount);
     const appPort = await freePort(options.ip);
     const policy = options.policy ?? "all-unauthenticated";
+    // Known to the policy controller before its proxy asks, so the first WatchPort is answered (not NOT_FOUND and a retry).
+    this.policies.set(options.name, policy);
+    await this.writeRegistry();
     // The proxy picks its own inbound and outbound ports (no window for another process to take them); the app learns the outbound one below.
     const proxy = this.startProxy({ name: options.name, ip: options.ip, appPort, tokenFile, policy, inbound: `${options.ip}:0`, outbound: `${options.ip}:0` });
     const listening = await this.waitMsg(proxy, "listening", "that it is listening");
@@ -220,23 +226,17 @@ export class LocalMesh {
     return workload;
   }
 
-  /** Restarts a workload's proxy on the same inbound and outbound ports with another inbound policy. */
-  async restartProxy(name: string, options: { policy: string }): Promise<Workload> {
+  /**
+   * Changes a workload's inbound policy the way a control plane does: its
+   * `defaultPolicy` in the registry file, which the destination service's
+   * policy controller sends to the proxy's open WatchPort streams (no restart).
+   */
+  async setPolicy(name: string, policy: string): Promise<Workload> {
     const workload = this.workloads.get(name);
     if (workload === undefined) throw new CliError("ERR_MESH", `no workload ${name}`);
-    await workload.proxy.stop({ graceMs: 3_000 });
-    const proxy = this.startProxy({
-      name,
-      ip: workload.ip,
-      appPort: workload.appPort,
-      tokenFile: path.join(this.dir, "tokens", `${workload.serviceAccount}.token`),
-      policy: options.policy,
-      inbound: workload.inbound,
-      outbound: workload.outbound,
-    });
-    const listening = await this.waitMsg(proxy, "listening", "that it is listening");
-    await this.waitMsg(proxy, "first certificate obtained: ready", "its first certificate");
-    Object.assign(workload, { proxy, policy: options.policy, admin: String(listening.admin) });
+    workload.policy = policy;
+    this.policies.set(name, policy);
+    await this.writeRegistry();
     return workload;
   }
 
@@ -250,6 +250,8 @@ export class LocalMesh {
       "--identity-name", this.identity!.serverName,
       "--destination-addr", this.destination!.grpcAddress,
       "--destination-insecure-plaintext",
+      "--policy-addr", this.destination!.policyAddress,
+      "--workload-name", JSON.stringify({ ns: DEMO_NAMESPACE, pod: o.name }),
       "--context-token", JSON.stringify({ ns: DEMO_NAMESPACE }),
       "--inbound", o.inbound,
       "--outbound", o.outbound,
@@ -272,9 +274,13 @@ export class LocalMesh {
     return file;
   }
 
-  /** Every workload as a service on port 80, its endpoint meshed with its inbound port. */
+  /**
+   * Every workload as a service on port 80, its endpoint meshed with its
+   * inbound port, and as a policy workload (pod name = workload name) whose
+   * `defaultPolicy` is its current policy.
+   */
   async writeRegistry(): Promise<void> {
-    const lines = ["services:"];
+    const lines = [this.workloads.size === 0 ? "services: []" : "services:"];
     for (const w of this.workloads.values()) {
       const inboundPort = w.inbound.slice(w.inbound.lastIndexOf(":") + 1);
       lines.push(
@@ -284,6 +290,8 @@ export class LocalMesh {
         `    endpoints: [{ address: ${w.ip}, serviceAccount: ${w.serviceAccount}, inboundPort: ${inboundPort} }]`,
       );
     }
+    lines.push(this.policies.size === 0 ? "workloads: []" : "workloads:");
+    for (const [name, policy] of this.policies) lines.push(`  - { name: ${name}, namespace: ${DEMO_NAMESPACE}, defaultPolicy: ${policy} }`);
     // Replace the file in one step: the destination service never reads half of it.
     const temp = `${this.registryFile}.tmp`;
     await writeFile(temp, `${lines.join("\n")}\n`);
