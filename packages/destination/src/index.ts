@@ -5,6 +5,8 @@ export type { BackoffOptions, DestinationClient, DestinationClientOptions, Endpo
 // Server and endpoint registries: what the destination service composes.
 export { createDestinationServer, peerOf } from "./server.js";
 export type { DestinationServerHandle, DestinationServerOptions } from "./server.js";
+export { buildProfile, DEFAULT_RETRY_BUDGET } from "./profile.js";
+export type { ProfileSubject } from "./profile.js";
 export { createStaticRegistry, DEFAULT_INBOUND_PORT, DEFAULT_WEIGHT } from "./registry.js";
 export type {
   EndpointRegistry,
@@ -18,7 +20,7 @@ export type {
 export { createFileRegistry } from "./file-registry.js";
 export type { FileRegistry, FileRegistryOptions, RegistryReload } from "./file-registry.js";
 export { MAX_REGISTRY_FILE_BYTES, parseRegistry } from "./registry-file-format.js";
-export { parseAuthority, parseContextToken } from "./authority.js";
+export { DEFAULT_AUTHORITY_PORT, parseAuthority, parseContextToken } from "./authority.js";
 export type { ContextToken, Target } from "./authority.js";
 
 // Inbound policy (InboundServerPolicies): a protocol-free controller over a policy model.

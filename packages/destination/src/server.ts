@@ -1,5 +1,6 @@
 import { status, type ServerWritableStream, type ServiceDefinition } from "@grpc/grpc-js";
 import {
+  DestinationProfile,
   DestinationService,
   ipToTcpAddress,
   Update,
@@ -12,6 +13,7 @@ import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 import { parseAuthority, parseContextToken, type Target } from "./authority.js";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
+import { buildProfile, type ProfileSubject } from "./profile.js";
 import { createStreamLimits } from "./stream-limits.js";
 import { DEFAULT_WEIGHT, type EndpointRegistry, type RegistryEndpoint, type RegistryService, type RegistrySnapshot } from "./registry.js";
 
@@ -49,7 +51,7 @@ export interface DestinationServerHandle {
   /** `server.addService(handle.definition, handle.implementation)`. */
   definition: ServiceDefinition;
   implementation: DestinationServer;
-  /** Number of open `Get` streams. */
+  /** Number of open `Get` and `GetProfile` streams. */
   openStreams(): number;
   /** Number of open `Get` streams of one peer (`id:<identity>` or `ip:<address>`, see `peerOf`). */
   peerStreams(peer: string): number;
@@ -73,6 +75,13 @@ interface TargetState {
 }
 
 type Stream = ServerWritableStream<GetDestination, Update>;
+type ProfileStream = ServerWritableStream<GetDestination, DestinationProfile>;
+
+interface ProfileWatch {
+  target: Target;
+  /** The encoded profile last sent: a registry change that leaves it alone sends nothing. */
+  bytes: string;
+}
 
 interface StreamState {
   pendingBytes: number;
@@ -126,6 +135,12 @@ function targetKey(target: Target): string {
  * service, an endpoint's IP with that endpoint alone, and an IP nobody knows
  * with that address without identity (as upstream). Malformed paths end the
  * stream with INVALID_ARGUMENT.
+ *
+ * `GetProfile` answers as Linkerd's destination (see `buildProfile`): a name
+ * or ClusterIP gets the service's `fully_qualified_name`, a pod IP (or an
+ * unknown IP) its `endpoint` (the `WeightedAddr` that `Get` would send);
+ * then a new profile whenever a registry change alters it. Its streams count
+ * against the same stream limits as `Get`'s.
  */
 export function createDestinationServer(options: DestinationServerOptions): DestinationServerHandle {
   const logger = options.logger ?? noopLogger;
@@ -144,6 +159,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
 
   let index = buildIndex(options.registry.list());
   const watches = new Map<string, Watch>();
+  const profileStreams = new Map<ProfileStream, ProfileWatch>();
   let closed = false;
 
   const metrics = options.metrics;
@@ -258,6 +274,47 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     return state;
   }
 
+  /** What a `GetProfile` target resolves to (Linkerd's getProfileByName / getProfileByIP, server.go). */
+  function profileSubject(target: Target): ProfileSubject {
+    if (target.kind === "service") {
+      const service = index.services.get(`${target.name}.${target.namespace}`);
+      return { kind: "service", name: target.name, namespace: target.namespace, opaque: service !== undefined && serviceOpaque(service, target.port) };
+    }
+    const service = index.byClusterIp.get(target.ip);
+    if (service) return { kind: "service", name: service.name, namespace: service.namespace, opaque: serviceOpaque(service, target.port) };
+    // The same WeightedAddr as Get's: an unknown IP gets its address without identity.
+    const endpoint = [...computeState(target).addrs.values()][0]?.addr;
+    const opaque = index.byIp.get(target.ip)?.endpoint.protocolHints?.opaquePorts.includes(target.port) ?? false;
+    // Only a meshed endpoint without a valid identity name has none: never hand it out as unmeshed.
+    return endpoint === undefined ? { kind: "none", opaque } : { kind: "endpoint", endpoint, opaque };
+  }
+
+  /** A service port is opaque when its endpoints' hints say so for the port they serve it on. */
+  function serviceOpaque(service: RegistryService, port: number): boolean {
+    const match = service.ports.find((p) => p.port === port);
+    if (service.ports.length > 0 && match === undefined) return false;
+    const targetPort = match?.targetPort ?? port;
+    return service.endpoints.some((endpoint) => {
+      const endpointPort = endpoint.targetPorts === undefined ? targetPort : endpoint.targetPorts[match?.name ?? ""];
+      return endpointPort !== undefined && (endpoint.protocolHints?.opaquePorts.includes(endpointPort) ?? false);
+    });
+  }
+
+  function profileBytes(target: Target): Uint8Array {
+    return DestinationProfile.encode(buildProfile(profileSubject(target), { clusterDomain })).finish();
+  }
+
+  function refreshProfiles(): void {
+    for (const [stream, watch] of profileStreams) {
+      const bytes = profileBytes(watch.target);
+      const key = Buffer.from(bytes).toString("base64");
+      if (key === watch.bytes) continue;
+      watch.bytes = key;
+      stream.write(DestinationProfile.decode(bytes));
+      updates?.inc({ kind: "profile" });
+    }
+  }
+
   function send(streams: Map<Stream, StreamState>, update: Update, kind: string): void {
     const bytes = Update.encode(update).finish();
     const size = bytes.length;
@@ -312,6 +369,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
         if (change !== undefined && target.kind === "service" && !change.services.has(`${target.name}.${target.namespace}`)) continue;
         refresh(watch);
       }
+      refreshProfiles();
     } catch (error) {
       // The registry's own event loop must not stop on a snapshot this server cannot use.
       logger.error({ err: error }, "registry change not applied");
@@ -332,7 +390,82 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
         call.emit("error", { code: status.INTERNAL, details: "the destination server failed to answer this Get" });
       }
     },
+    getProfile(call: ProfileStream) {
+      try {
+        getProfile(call);
+      } catch (error) {
+        logger.error({ err: error }, "GetProfile failed");
+        call.emit("error", { code: status.INTERNAL, details: "the destination server failed to answer this GetProfile" });
+      }
+    },
   };
+
+  /** Parses a request's path in its context; answers INVALID_ARGUMENT itself and returns undefined when it is malformed. */
+  function requestTarget(call: Stream | ProfileStream, rpc: string): { target: Target; context: ReturnType<typeof parseContextToken> } | undefined {
+    const request = call.request;
+    const context = parseContextToken(request.contextToken);
+    try {
+      const target = parseAuthority({
+        authority: request.path,
+        clusterDomain,
+        ...(context.namespace === undefined ? {} : { contextNamespace: context.namespace }),
+      });
+      return { target, context };
+    } catch (error) {
+      if (!(error instanceof DestinationError)) throw error;
+      requests?.inc({ result: "invalid_argument" });
+      logger.debug({ path: request.path.slice(0, 300), reason: error.message }, `${rpc} refused`);
+      call.emit("error", { code: status.INVALID_ARGUMENT, details: error.message });
+      return undefined;
+    }
+  }
+
+  /** Takes a stream slot for the caller's peer, or answers RESOURCE_EXHAUSTED and returns undefined. */
+  function acquireSlot(call: Stream | ProfileStream): { peer: string; release(): void } | undefined {
+    const peer = peerOf(call);
+    const slot = limits.acquire(peer);
+    if (slot.ok) {
+      requests?.inc({ result: "ok" });
+      return { peer, release: () => slot.release() };
+    }
+    requests?.inc({ result: "resource_exhausted" });
+    refused?.inc({ reason: slot.reason });
+    if (slot.reason === "max_streams") {
+      call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `the server holds its maximum of ${maxStreams} streams; retry later` });
+    } else {
+      logger.warn({ peer, maxStreamsPerPeer }, "stream refused: the peer holds its share of streams");
+      call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `this client (${peer}) holds its maximum of ${maxStreamsPerPeer} streams; close some or retry later` });
+    }
+    return undefined;
+  }
+
+  function getProfile(call: ProfileStream): void {
+    if (closed) {
+      call.emit("error", { code: status.UNAVAILABLE, details: "the destination server is shutting down" });
+      return;
+    }
+    const parsed = requestTarget(call, "GetProfile");
+    if (parsed === undefined) return;
+    const slot = acquireSlot(call);
+    if (slot === undefined) return;
+    const bytes = profileBytes(parsed.target);
+    const watch: ProfileWatch = { target: parsed.target, bytes: Buffer.from(bytes).toString("base64") };
+    profileStreams.set(call, watch);
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      slot.release();
+      profileStreams.delete(call);
+    };
+    call.on("cancelled", finish);
+    call.on("close", finish);
+    call.on("finish", finish);
+    call.on("error", finish);
+    call.write(DestinationProfile.decode(bytes));
+    updates?.inc({ kind: "profile" });
+    logger.debug({ target: targetKey(parsed.target), pod: parsed.context.pod, peer: slot.peer }, "GetProfile stream opened");
+  }
 
   function get(call: Stream): void {
     {
@@ -340,36 +473,12 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
         call.emit("error", { code: status.UNAVAILABLE, details: "the destination server is shutting down" });
         return;
       }
-      const request = call.request;
-      const context = parseContextToken(request.contextToken);
-      let target: Target;
-      try {
-        target = parseAuthority({
-          authority: request.path,
-          clusterDomain,
-          ...(context.namespace === undefined ? {} : { contextNamespace: context.namespace }),
-        });
-      } catch (error) {
-        if (!(error instanceof DestinationError)) throw error;
-        requests?.inc({ result: "invalid_argument" });
-        logger.debug({ path: request.path.slice(0, 300), reason: error.message }, "Get refused");
-        call.emit("error", { code: status.INVALID_ARGUMENT, details: error.message });
-        return;
-      }
-      const peer = peerOf(call);
-      const slot = limits.acquire(peer);
-      if (!slot.ok) {
-        requests?.inc({ result: "resource_exhausted" });
-        refused?.inc({ reason: slot.reason });
-        if (slot.reason === "max_streams") {
-          call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `the server holds its maximum of ${maxStreams} streams; retry later` });
-        } else {
-          logger.warn({ peer, maxStreamsPerPeer }, "Get refused: the peer holds its share of streams");
-          call.emit("error", { code: status.RESOURCE_EXHAUSTED, details: `this client (${peer}) holds its maximum of ${maxStreamsPerPeer} streams; close some or retry later` });
-        }
-        return;
-      }
-      requests?.inc({ result: "ok" });
+      const parsed = requestTarget(call, "Get");
+      if (parsed === undefined) return;
+      const { target, context } = parsed;
+      const slot = acquireSlot(call);
+      if (slot === undefined) return;
+      const peer = slot.peer;
       const key = targetKey(target);
       let watch = watches.get(key);
       if (watch === undefined) {
@@ -410,6 +519,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       closed = true;
       unwatch();
       for (const watch of [...watches.values()]) for (const stream of [...watch.streams.keys()]) stream.end();
+      for (const stream of [...profileStreams.keys()]) stream.end();
     },
   };
 }
