@@ -1,4 +1,4 @@
-import { credentials as grpcCredentials, status, type ChannelCredentials, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
+import { connectivityState, credentials as grpcCredentials, status, type ChannelCredentials, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
 import { ApiError, DestinationClient as GrpcDestinationClient, tcpAddressToIp, type Update, type WeightedAddr } from "@meshtls/api";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
@@ -9,17 +9,35 @@ export interface Endpoint {
   address: string;
   port: number;
   weight: number;
-  /** DNS-like TLS identity the endpoint's proxy presents; absent = unmeshed. */
+  /**
+   * The TLS identity the endpoint's proxy must present; absent = unmeshed. A
+   * DNS-like identity (`web.shop.serviceaccount.identity.linkerd.cluster.local`)
+   * or, for Linkerd's external workloads, a URI (`spiffe://…`), which the
+   * peer's certificate must carry as a URI SAN.
+   */
   identity?: string;
+  /**
+   * The SNI to send when it is not `identity` (Linkerd's `server_name`; always
+   * set for a URI identity, which cannot be an SNI).
+   */
+  serverName?: string;
   /** `protocol_hint.opaque_transport.inbound_port`: connect there with the transport header. */
   opaqueTransportPort?: number;
+  /** `protocol_hint.protocol`: `h2` (the endpoint's proxy takes HTTP/2) or `opaque` (never HTTP-detected). */
+  protocolHint?: "h2" | "opaque";
+  /**
+   * Linkerd's `authority_override` (a multicluster gateway): the endpoint is
+   * a gateway, and the connection must name this authority (`host:port`) in
+   * its transport header.
+   */
+  authorityOverride?: string;
   /** Set-level labels (namespace, service) merged with the endpoint's (pod, serviceaccount). */
   labels: Record<string, string>;
 }
 
 /** The endpoints of a destination at one moment. */
 export interface EndpointSet {
-  /** False when the service is unknown. */
+  /** False when the service is unknown (`no_endpoints{exists:false}`, or Linkerd's NOT_FOUND). */
   exists: boolean;
   endpoints: Endpoint[];
 }
@@ -74,13 +92,27 @@ export interface DestinationClientOptions {
   /** Sent as `scheme`. Default "k8s". */
   scheme?: string;
   backoff?: BackoffOptions;
+  /**
+   * How long a stream open on a ready channel may stay silent before the
+   * authority is taken to have no endpoints, in milliseconds: Linkerd's
+   * destination sends no first message for a service without endpoints (its
+   * proxy's `LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT`). Default 3000.
+   */
+  initialTimeoutMs?: number;
   /** Default: no-op. */
   logger?: Logger;
   /** Randomness for backoff jitter, in [0, 1). Default Math.random. */
   random?: () => number;
 }
 
-function toEndpoint(addr: WeightedAddr, setLabels: Record<string, string>): Endpoint | undefined {
+/**
+ * Reads one `WeightedAddr` as Linkerd's proxy does (linkerd2-proxy
+ * `linkerd/proxy/api-resolve/src/pb.rs`): a DNS-like identity with its
+ * `server_name` (the name itself when absent), a URI identity only with a
+ * `server_name`; an endpoint whose identity cannot be used is left out,
+ * never connected to without TLS. An `inbound_port` of 0 or 65535 is ignored.
+ */
+function toEndpoint(addr: WeightedAddr, setLabels: Record<string, string>, logger: Logger): Endpoint | undefined {
   if (addr.addr === undefined) return undefined;
   let ip: { ip: string; port: number };
   try {
@@ -90,10 +122,27 @@ function toEndpoint(addr: WeightedAddr, setLabels: Record<string, string>): Endp
     throw error;
   }
   const endpoint: Endpoint = { address: ip.ip, port: ip.port, weight: addr.weight, labels: { ...setLabels, ...addr.metricLabels } };
-  const strategy = addr.tlsIdentity?.strategy;
-  if (strategy?.$case === "dnsLikeIdentity" && strategy.value.name !== "") endpoint.identity = strategy.value.name;
+  const tlsIdentity = addr.tlsIdentity;
+  if (tlsIdentity !== undefined) {
+    const strategy = tlsIdentity.strategy;
+    const serverName = tlsIdentity.serverName?.name ?? "";
+    if (strategy?.$case === "dnsLikeIdentity" && strategy.value.name !== "") {
+      endpoint.identity = strategy.value.name;
+      if (serverName !== "" && serverName !== strategy.value.name) endpoint.serverName = serverName;
+    } else if (strategy?.$case === "uriLikeIdentity" && strategy.value.uri !== "" && serverName !== "") {
+      endpoint.identity = strategy.value.uri;
+      endpoint.serverName = serverName;
+    } else {
+      logger.warn({ endpoint: `${ip.ip}:${ip.port}`, strategy: strategy?.$case, serverName }, "endpoint left out: its TLS identity is empty, or a URI identity without server_name");
+      return undefined;
+    }
+  }
   const inbound = addr.protocolHint?.opaqueTransport?.inboundPort;
-  if (inbound !== undefined && inbound > 0 && inbound <= 65535) endpoint.opaqueTransportPort = inbound;
+  if (inbound !== undefined && inbound > 0 && inbound < 65535) endpoint.opaqueTransportPort = inbound;
+  const protocol = addr.protocolHint?.protocol?.$case;
+  if (protocol === "h2" || protocol === "opaque") endpoint.protocolHint = protocol;
+  const override = addr.authorityOverride?.authorityOverride ?? "";
+  if (override !== "") endpoint.authorityOverride = override;
   return endpoint;
 }
 
@@ -109,6 +158,7 @@ class Watch {
   private set: EndpointSet | undefined;
   private call: ClientReadableStream<Update> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
+  private initialTimer: NodeJS.Timeout | undefined;
   private attempt = 0;
   private fresh = false;
   rejected: DestinationError | undefined;
@@ -118,7 +168,7 @@ class Watch {
   constructor(
     private readonly authority: string,
     private readonly client: InstanceType<typeof GrpcDestinationClient>,
-    private readonly options: Required<Pick<DestinationClientOptions, "contextToken" | "scheme" | "random">> & {
+    private readonly options: Required<Pick<DestinationClientOptions, "contextToken" | "scheme" | "random" | "initialTimeoutMs">> & {
       backoff: Required<BackoffOptions>;
       logger: Logger;
     },
@@ -169,6 +219,7 @@ class Watch {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.initialTimer);
     this.call?.cancel();
     this.call = undefined;
     this.failWaiters(this.rejected ?? new DestinationError("ERR_RESOLUTION_CLOSED", "the resolution is closed"));
@@ -196,11 +247,40 @@ class Watch {
     call.on("end", () => {
       if (this.call === call) this.retry(undefined);
     });
+    this.armInitialTimer(call);
+  }
+
+  /**
+   * Linkerd's destination sends nothing first for a service without
+   * endpoints: a stream still silent after `initialTimeoutMs` on a ready
+   * channel means "no endpoints". A channel still connecting is waited for.
+   */
+  private armInitialTimer(call: ClientReadableStream<Update>): void {
+    clearTimeout(this.initialTimer);
+    this.initialTimer = setTimeout(() => {
+      if (this.call !== call || !this.fresh) return;
+      if (this.client.getChannel().getConnectivityState(false) !== connectivityState.READY) {
+        this.armInitialTimer(call);
+        return;
+      }
+      this.options.logger.debug({ authority: this.authority, initialTimeoutMs: this.options.initialTimeoutMs }, "no first update: taken as no endpoints");
+      this.apply({ update: { $case: "noEndpoints", value: { exists: true } } });
+    }, this.options.initialTimeoutMs);
+    this.initialTimer.unref?.();
   }
 
   private retry(error: ServiceError | undefined): void {
     this.call = undefined;
+    clearTimeout(this.initialTimer);
     if (this.stopped) return;
+    if (error?.code === status.NOT_FOUND) {
+      // Linkerd's destination: an unknown service. Callers learn it now; the
+      // stream is retried (at the backoff's pace) in case the service appears.
+      const attempt = this.attempt;
+      this.fresh = true;
+      this.apply({ update: { $case: "noEndpoints", value: { exists: false } } });
+      this.attempt = attempt;
+    }
     if (error && (error.code === status.INVALID_ARGUMENT || error.code === status.UNIMPLEMENTED || error.code === status.PERMISSION_DENIED || error.code === status.UNAUTHENTICATED)) {
       // The server will keep saying no: stop, and tell the callers why.
       this.rejected = new DestinationError("ERR_RESOLUTION_REJECTED", `${this.authority}: ${error.details || status[error.code]}`, { cause: error });
@@ -232,7 +312,7 @@ class Watch {
       case "add":
         this.exists = true;
         for (const addr of update.value.addrs) {
-          const endpoint = toEndpoint(addr, update.value.metricLabels);
+          const endpoint = toEndpoint(addr, update.value.metricLabels, this.options.logger);
           if (endpoint) this.endpoints.set(endpointKey(endpoint.address, endpoint.port), endpoint);
         }
         break;
@@ -293,6 +373,7 @@ export function createDestinationClient(options: DestinationClientOptions): Dest
     contextToken: options.contextToken ?? "",
     scheme: options.scheme ?? "k8s",
     random: options.random ?? Math.random,
+    initialTimeoutMs: options.initialTimeoutMs ?? 3000,
     backoff: {
       initialMs: options.backoff?.initialMs ?? 200,
       maxMs: options.backoff?.maxMs ?? 10_000,
