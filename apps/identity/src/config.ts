@@ -11,6 +11,12 @@ export interface Config {
   issuerDir: string;
   trustDomain: string;
   controlNamespace: string;
+  /**
+   * The service's own ServiceAccount, which names its serving certificate
+   * (`<sa>.<ns>.serviceaccount.identity.<ns>.<td>`): `linkerd-identity` in a
+   * `linkerd` control namespace (what Linkerd's proxies expect), else `identity`.
+   */
+  serviceAccount: string;
   /** Who authenticates tokens: the JWKS at `tokenJwks`, or the Kubernetes API (TokenReview). */
   source: "jwks" | "kubernetes";
   /** With `source: "kubernetes"`: a kubeconfig file (absent: KUBECONFIG, ~/.kube/config, then in-cluster). */
@@ -90,6 +96,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--issuer-dir <dir>", "folder with issuer.crt/issuer.key, crt.pem/key.pem or tls.crt/tls.key").env("MESHTLS_ISSUER_DIR"))
     .addOption(new Option("--trust-domain <domain>", "trust domain").env("MESHTLS_TRUST_DOMAIN").default("cluster.local"))
     .addOption(new Option("--control-namespace <ns>", "control-plane namespace").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
+    .addOption(new Option("--service-account <name>", "the service's own ServiceAccount, which names its certificate (default: linkerd-identity when --control-namespace is linkerd, else identity)").env("MESHTLS_SERVICE_ACCOUNT"))
     .addOption(new Option("--source <source>", "who authenticates ServiceAccount tokens: jwks (--token-jwks) or kubernetes (TokenReview)").env("MESHTLS_SOURCE").default("jwks"))
     .addOption(new Option("--kubeconfig <file>", "with --source kubernetes: kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster)").env("MESHTLS_KUBECONFIG"))
     .addOption(new Option("--allow-legacy-tokens", "with --source kubernetes: also accept tokens for the API server's audience (legacy ServiceAccount tokens); env MESHTLS_ALLOW_LEGACY_TOKENS=true|1|false|0"))
@@ -159,13 +166,18 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   if (limits.maxCallsPerPeer > limits.maxCalls) {
     throw new ConfigError(`--max-certify-calls-per-peer (${limits.maxCallsPerPeer}) must not exceed --max-certify-calls (${limits.maxCalls})`);
   }
+  const controlNamespace = String(o["controlNamespace"]);
+  if (!DNS_LABEL.test(controlNamespace)) throw new ConfigError(`--control-namespace: "${controlNamespace}" is not a DNS-1123 label`);
+  const serviceAccount = typeof o["serviceAccount"] === "string" && o["serviceAccount"] !== "" ? o["serviceAccount"] : defaultServiceAccount(controlNamespace, "identity");
+  if (!DNS_LABEL.test(serviceAccount)) throw new ConfigError(`--service-account: "${serviceAccount}" is not a DNS-1123 label`);
   const lifetimeMs = parseDurationMs(String(o["issuanceLifetime"]), "--issuance-lifetime");
   if (lifetimeMs < 1000) throw new ConfigError("--issuance-lifetime must be at least 1s");
   return {
     trustAnchorsFile,
     issuerDir,
     trustDomain: String(o["trustDomain"]),
-    controlNamespace: String(o["controlNamespace"]),
+    controlNamespace,
+    serviceAccount,
     source,
     ...(kubeconfig === undefined ? {} : { kubeconfig }),
     allowLegacyTokens,
@@ -186,4 +198,15 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     limits,
     handshakeTimeoutMs: positiveMs("handshakeTimeout", "--handshake-timeout"),
   };
+}
+
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/**
+ * A control-plane service's ServiceAccount when none is given: Linkerd's name
+ * (`linkerd-identity`, charts/partials/templates/_proxy.tpl) in a `linkerd`
+ * control namespace, so that Linkerd's proxies find the identity they expect.
+ */
+export function defaultServiceAccount(controlNamespace: string, service: "identity" | "destination"): string {
+  return controlNamespace === "linkerd" ? `linkerd-${service}` : service;
 }

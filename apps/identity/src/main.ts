@@ -129,6 +129,7 @@ async function run(config: Config, logger: Logger): Promise<void> {
       issuerStore,
       trustDomain: config.trustDomain,
       controlNamespace: config.controlNamespace,
+      serviceAccount: config.serviceAccount,
       lifetimeMs: config.lifetimeMs,
       skewMs: config.skewMs,
       logger,

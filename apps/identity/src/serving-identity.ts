@@ -8,7 +8,8 @@ type CaListener = experimental.CaCertificateUpdateListener;
 
 /**
  * The identity service's own TLS certificate, for
- * `identity.<ns>.serviceaccount.identity.<ns>.<td>`, issued by itself from
+ * `<sa>.<ns>.serviceaccount.identity.<ns>.<td>` (`<sa>` = `identity`, or
+ * `linkerd-identity` in a `linkerd` control namespace), issued by itself from
  * the current issuer and re-issued when the issuer rotates or at 70 % of its
  * lifetime. A grpc-js CertificateProvider, so the server swaps it live.
  */
@@ -25,13 +26,15 @@ export class ServingIdentity implements experimental.CertificateProvider {
       issuerStore: IssuerStore;
       trustDomain: string;
       controlNamespace: string;
+      /** The service's own ServiceAccount. */
+      serviceAccount: string;
       lifetimeMs: number;
       skewMs: number;
       logger: Logger;
     },
   ) {
     const ns = options.controlNamespace;
-    this.name = identityName({ serviceAccount: "identity", namespace: ns, controlNamespace: ns, trustDomain: options.trustDomain });
+    this.name = identityName({ serviceAccount: options.serviceAccount, namespace: ns, controlNamespace: ns, trustDomain: options.trustDomain });
   }
 
   /** Issues the first certificate and follows issuer rotations. */
@@ -59,7 +62,7 @@ export class ServingIdentity implements experimental.CertificateProvider {
       issuer: state.issuer.prepared,
       publicKey: keyPair.publicKey,
       identity: this.name,
-      spiffeId: spiffeId({ trustDomain: this.options.trustDomain, namespace: this.options.controlNamespace, serviceAccount: "identity" }),
+      spiffeId: spiffeId({ trustDomain: this.options.trustDomain, namespace: this.options.controlNamespace, serviceAccount: this.options.serviceAccount }),
       lifetimeMs: this.options.lifetimeMs,
       skewMs: this.options.skewMs,
     });

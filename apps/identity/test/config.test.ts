@@ -10,6 +10,7 @@ describe("meshtls-identity configuration", () => {
     expect(config).toMatchObject({
       trustDomain: "cluster.local",
       controlNamespace: "meshtls",
+      serviceAccount: "identity",
       tokenAudience: "identity.l5d.io",
       lifetimeMs: 24 * 3600_000,
       skewMs: 20_000,
@@ -31,6 +32,13 @@ describe("meshtls-identity configuration", () => {
         maxConnectionAgeGraceMs: 15_000,
       },
     });
+  });
+
+  it("names its own certificate as Linkerd's proxies expect in a linkerd control namespace, unless --service-account says otherwise", () => {
+    expect(parseConfig([...base, ...required, "--control-namespace", "linkerd"], {}).serviceAccount).toBe("linkerd-identity");
+    expect(parseConfig([...base, ...required, "--control-namespace", "linkerd"], { MESHTLS_SERVICE_ACCOUNT: "ident" }).serviceAccount).toBe("ident");
+    expect(() => parseConfig([...base, ...required, "--service-account", "Not_A_Label"], {})).toThrow(/--service-account/);
+    expect(() => parseConfig([...base, ...required, "--control-namespace", "a.b"], {})).toThrow(/--control-namespace/);
   });
 
   it("reads the gRPC limits from flags and MESHTLS_* variables, and refuses bad ones naming the flag", () => {
