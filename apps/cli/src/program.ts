@@ -8,6 +8,7 @@ import { createTestLeaf } from "./commands/certs-leaf.ts";
 import { renewProxies } from "./commands/renew.ts";
 import { checkCertificates } from "./commands/check.ts";
 import { runDemo } from "./commands/demo.ts";
+import { injectManifests } from "./commands/inject.ts";
 import { inspectFile } from "./commands/inspect.ts";
 import { inspectRemote } from "./commands/inspect-remote.ts";
 import { mergeJwks } from "./commands/token-jwks.ts";
@@ -287,6 +288,39 @@ export function createProgram(output: Output): Command {
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);
       }
+    });
+
+  program
+    .command("inject")
+    .description("mesh the workloads of Kubernetes manifests (files, folders, - for stdin): proxy sidecar, init container, token volume, annotations; summary on stderr")
+    .argument("<inputs...>", "YAML or JSON files, folders of them, or - (standard input)")
+    .requiredOption("--trust-anchors <file>", "trust anchors PEM (the trust-roots ConfigMap's content; its SHA-256 goes on each pod)")
+    .option("--control-namespace <ns>", "control-plane namespace", DEFAULT_CONTROL_NAMESPACE)
+    .option("--trust-domain <domain>", "trust domain of identity names", DEFAULT_TRUST_DOMAIN)
+    .option("--cluster-domain <domain>", "DNS domain of service names", "cluster.local")
+    .option("--registry <registry>", "image registry of the meshtls images", "ghcr.io/meshtls")
+    .option("--tag <tag>", "image tag (default: this CLI's version)")
+    .option("--default-inbound-policy <policy>", "inbound policy of ports until the policy controller answers", "all-unauthenticated")
+    .option("--no-native-sidecar", "the proxy as a regular container instead of a native sidecar")
+    .addOption(new Option("--output <format>", "output format").choices(["yaml", "json"]).default("yaml"))
+    .action(async (inputs: string[], opts: { trustAnchors: string; controlNamespace: string; trustDomain: string; clusterDomain: string; registry: string; tag?: string; defaultInboundPolicy: string; nativeSidecar: boolean; output: "yaml" | "json" }) => {
+      const version = opts.tag ?? packageJson.version;
+      await injectManifests(
+        {
+          inputs,
+          trustAnchorsFile: opts.trustAnchors,
+          format: opts.output,
+          controlPlaneNamespace: opts.controlNamespace,
+          trustDomain: opts.trustDomain,
+          clusterDomain: opts.clusterDomain,
+          version,
+          proxyImage: `${opts.registry}/proxy:${version}`,
+          initImage: `${opts.registry}/cli:${version}`,
+          defaultInboundPolicy: opts.defaultInboundPolicy,
+          nativeSidecar: opts.nativeSidecar,
+        },
+        output,
+      );
     });
 
   const token = program.command("token").description("a local ServiceAccount token signer (stands in for Kubernetes)");

@@ -15,7 +15,11 @@ export type KubernetesErrorCode =
   /** The kubeconfig (or in-cluster configuration) cannot be used. */
   | "ERR_KUBE_CONFIG"
   /** The caller's AbortSignal fired. */
-  | "ERR_KUBE_ABORTED";
+  | "ERR_KUBE_ABORTED"
+  /** A manifest or an AdmissionReview that cannot be read or meshed (not an object, bad annotation value). */
+  | "ERR_KUBE_MANIFEST"
+  /** A JSON Patch operation whose path does not resolve. */
+  | "ERR_KUBE_PATCH";
 
 /** The one error class of `@meshtls/kubernetes`. */
 export class KubernetesError extends Error {

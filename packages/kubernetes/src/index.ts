@@ -30,3 +30,26 @@ export {
   podMetricLabels,
   SKIP_INBOUND_PORTS_ANNOTATION,
 } from "./pod-facts.ts";
+
+// Meshing pods: the patch shared by `meshtls inject` and the injector webhook.
+export {
+  buildPodPatch,
+  controlPlaneIdentity,
+  INJECT_ANNOTATION,
+  PROXY_UID,
+  TOKEN_AUDIENCE,
+  TOKEN_EXPIRATION_SECONDS,
+  TOKEN_FILE,
+  TRUST_ROOT_SHA256_ANNOTATION,
+  TRUST_ROOTS_CONFIGMAP,
+  TRUST_ROOTS_DIR,
+  TRUST_ROOTS_KEY,
+  trustRootSha256,
+} from "./inject.ts";
+export type { InjectOptions, PodInjection, SkipReason } from "./inject.ts";
+export { injectObject, POD_TEMPLATE_PATHS } from "./inject-workloads.ts";
+export type { InjectReport } from "./inject-workloads.ts";
+export { applyPatch, escapePointer } from "./json-patch.ts";
+export type { AddOperation, JsonPatch } from "./json-patch.ts";
+export { reviewAdmission } from "./admission.ts";
+export type { AdmissionOptions, AdmissionResponse, AdmissionReviewResult } from "./admission.ts";
