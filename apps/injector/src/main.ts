@@ -1,0 +1,191 @@
+/**
+ * meshtls-injector: the mutating admission webhook. An HTTPS server that
+ * takes AdmissionReview v1 for Pods at CREATE and answers with the JSON
+ * Patch `meshtls inject` applies (`reviewAdmission` in @meshtls/kubernetes).
+ */
+import { readFileSync } from "node:fs";
+import https from "node:https";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { Command, Option } from "commander";
+import { createKubeApiFromConfig, KubernetesError, reviewAdmission, type AdmissionOptions } from "@meshtls/kubernetes";
+import { ConfigError, parseAddress, parseBooleanEnv, parseCommandLine, parseConfigOrExit, parseCount } from "@meshtls/runtime";
+import { pino } from "pino";
+
+interface Config {
+  listen: { host: string; port: number };
+  tlsCert: string;
+  tlsKey: string;
+  trustAnchors: string;
+  controlNamespace: string;
+  trustDomain: string;
+  clusterDomain: string;
+  proxyImage?: string;
+  initImage?: string;
+  defaultInboundPolicy: string;
+  nativeSidecar: boolean;
+  denyOnError: boolean;
+  kubeconfig?: string;
+  namespaceLookup: boolean;
+  maxBodyBytes: number;
+  logLevel: string;
+}
+
+function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
+  const program = new Command("meshtls-injector")
+    .description("Mutating admission webhook: meshes pods annotated linkerd.io/inject: enabled (or in such a namespace) with meshtls-proxy.")
+    .exitOverride()
+    .addOption(new Option("--listen <addr>", "HTTPS listen address").env("MESHTLS_LISTEN").default("0.0.0.0:8443"))
+    .addOption(new Option("--tls-cert <file>", "PEM certificate the webhook presents (for meshtls-injector.<ns>.svc)").env("MESHTLS_TLS_CERT"))
+    .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert").env("MESHTLS_TLS_KEY"))
+    .addOption(new Option("--trust-anchors <file>", "trust anchors PEM (its SHA-256 goes on each pod)").env("MESHTLS_TRUST_ANCHORS"))
+    .addOption(new Option("--control-namespace <ns>", "control-plane namespace").env("MESHTLS_CONTROL_NAMESPACE").default("meshtls"))
+    .addOption(new Option("--trust-domain <domain>", "trust domain").env("MESHTLS_TRUST_DOMAIN").default("cluster.local"))
+    .addOption(new Option("--cluster-domain <domain>", "DNS domain of service names").env("MESHTLS_CLUSTER_DOMAIN").default("cluster.local"))
+    .addOption(new Option("--proxy-image <image>", "meshtls-proxy image").env("MESHTLS_PROXY_IMAGE"))
+    .addOption(new Option("--init-image <image>", "image running meshtls init").env("MESHTLS_INIT_IMAGE"))
+    .addOption(new Option("--default-inbound-policy <policy>", "inbound policy until the policy controller answers").env("MESHTLS_DEFAULT_INBOUND_POLICY").default("all-unauthenticated"))
+    .addOption(new Option("--no-native-sidecar", "the proxy as a regular container"))
+    .addOption(new Option("--deny-on-error", "refuse a pod that cannot be meshed because of an error (default: create it unmeshed with a warning); env MESHTLS_DENY_ON_ERROR=true|1|false|0"))
+    .addOption(new Option("--no-namespace-lookup", "do not read namespaces' annotations from the API server"))
+    .addOption(new Option("--kubeconfig <file>", "kubeconfig for namespace lookups (default: KUBECONFIG, ~/.kube/config, then in-cluster)").env("MESHTLS_KUBECONFIG"))
+    .addOption(new Option("--max-body-bytes <n>", "largest AdmissionReview accepted; larger ones get 413").env("MESHTLS_MAX_BODY_BYTES").default("10485760"))
+    .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_LOG_LEVEL").default("info"));
+  parseCommandLine(program, argv, env);
+  const o = program.opts<Record<string, string | boolean | undefined>>();
+  const required = (key: string, flag: string): string => {
+    const v = o[key];
+    if (typeof v !== "string" || v === "") throw new ConfigError(`${flag} is required`);
+    return v;
+  };
+  const config: Config = {
+    listen: parseAddress(String(o.listen), "--listen"),
+    tlsCert: required("tlsCert", "--tls-cert"),
+    tlsKey: required("tlsKey", "--tls-key"),
+    trustAnchors: required("trustAnchors", "--trust-anchors"),
+    controlNamespace: String(o.controlNamespace),
+    trustDomain: String(o.trustDomain),
+    clusterDomain: String(o.clusterDomain),
+    defaultInboundPolicy: String(o.defaultInboundPolicy),
+    nativeSidecar: o.nativeSidecar !== false,
+    denyOnError: o.denyOnError === true || parseBooleanEnv(env, "MESHTLS_DENY_ON_ERROR"),
+    namespaceLookup: o.namespaceLookup !== false,
+    maxBodyBytes: parseCount(String(o.maxBodyBytes), "--max-body-bytes", { min: 1024, max: 100 * 1024 * 1024 }),
+    logLevel: String(o.logLevel),
+  };
+  if (typeof o.proxyImage === "string") config.proxyImage = o.proxyImage;
+  if (typeof o.initImage === "string") config.initImage = o.initImage;
+  if (typeof o.kubeconfig === "string") config.kubeconfig = o.kubeconfig;
+  return config;
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners("data");
+        req.resume();
+        resolve(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+async function main(): Promise<void> {
+  const config = parseConfigOrExit("meshtls-injector", () => parseConfig(process.argv, process.env));
+  const logger = pino({ level: config.logLevel, base: { service: "meshtls-injector" } });
+  const read = (file: string, flag: string): string => {
+    try {
+      return readFileSync(file, "utf8");
+    } catch (error) {
+      console.error(`meshtls-injector: cannot read ${flag} ${file}: ${(error as Error).message}`);
+      process.exit(2);
+    }
+  };
+  const trustAnchorsPem = read(config.trustAnchors, "--trust-anchors");
+  let namespaceAnnotations: AdmissionOptions["namespaceAnnotations"];
+  if (config.namespaceLookup) {
+    try {
+      const api = createKubeApiFromConfig(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig });
+      namespaceAnnotations = async (ns) => {
+        const namespace = await api.request<{ metadata?: { annotations?: Record<string, string> } }>({ method: "GET", path: `/api/v1/namespaces/${encodeURIComponent(ns)}` });
+        return namespace.metadata?.annotations ?? {};
+      };
+    } catch (error) {
+      if (error instanceof KubernetesError) {
+        console.error(`meshtls-injector: ${error.message} [${error.code}] (--no-namespace-lookup runs without the API server)`);
+        process.exit(2);
+      }
+      throw error;
+    }
+  }
+  const options: AdmissionOptions = {
+    trustAnchorsPem,
+    controlPlaneNamespace: config.controlNamespace,
+    trustDomain: config.trustDomain,
+    clusterDomain: config.clusterDomain,
+    defaultInboundPolicy: config.defaultInboundPolicy,
+    nativeSidecar: config.nativeSidecar,
+    denyOnError: config.denyOnError,
+    ...(config.proxyImage === undefined ? {} : { proxyImage: config.proxyImage }),
+    ...(config.initImage === undefined ? {} : { initImage: config.initImage }),
+    ...(namespaceAnnotations === undefined ? {} : { namespaceAnnotations }),
+  };
+
+  const fail = (res: ServerResponse, status: number, message: string): void => {
+    res.writeHead(status, { "content-type": "text/plain; charset=utf-8" }).end(`${message}\n`);
+  };
+  const server = https.createServer({ cert: read(config.tlsCert, "--tls-cert"), key: read(config.tlsKey, "--tls-key"), minVersion: "TLSv1.2" }, (req, res) => {
+    void (async () => {
+      const path = (req.url ?? "/").split("?")[0];
+      if (req.method === "GET" && (path === "/live" || path === "/ready")) return void res.writeHead(200).end("ok\n");
+      if (req.method !== "POST" || path !== "/") return fail(res, req.method === "POST" ? 404 : 405, "POST an AdmissionReview to /");
+      const body = await readBody(req, config.maxBodyBytes);
+      if (body === undefined) return fail(res, 413, `AdmissionReview over ${config.maxBodyBytes} bytes`);
+      let review: unknown;
+      try {
+        review = JSON.parse(body.toString("utf8"));
+      } catch {
+        return fail(res, 400, "the body is not JSON");
+      }
+      try {
+        const result = await reviewAdmission(review, options);
+        logger.info({ uid: result.review.response.uid, outcome: result.outcome, ...(result.message === undefined ? {} : { reason: result.message }) }, "admission review");
+        res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(result.review));
+      } catch (error) {
+        if (error instanceof KubernetesError) {
+          logger.warn({ err: error.message }, "malformed admission review");
+          return fail(res, 400, error.message);
+        }
+        logger.error({ err: error }, "admission review failed");
+        fail(res, 500, "internal error");
+      }
+    })();
+  });
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.listen.port, config.listen.host, resolve);
+  }).catch((error: Error) => {
+    console.error(`meshtls-injector: cannot listen on ${config.listen.host}:${config.listen.port}: ${error.message}`);
+    process.exit(1);
+  });
+  const { port } = server.address() as { port: number };
+  logger.info({ address: `${config.listen.host}:${port}` }, "listening");
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      logger.info({ signal }, "shutting down");
+      server.close(() => process.exit(0));
+      setTimeout(() => process.exit(0), 5_000).unref();
+    });
+  }
+}
+
+void main();
