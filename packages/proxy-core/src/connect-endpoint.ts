@@ -7,13 +7,38 @@ import type { Endpoint } from "./sources.js";
 import type { TlsState } from "./tls-state.js";
 import { encodeHeader, TRANSPORT_ALPN } from "./transport-header.js";
 
+/**
+ * An endpoint with what Linkerd's destination may add (as
+ * `@meshtls/destination`'s client reads it): the SNI when it is not the
+ * identity, and a gateway's `authority_override`.
+ */
+export interface MeshEndpoint extends Endpoint {
+  /**
+   * The SNI to send (Linkerd's `server_name`); default `identity`. Required in
+   * practice for a URI identity (`spiffe://…`), which the peer's certificate
+   * must carry as a URI SAN.
+   */
+  serverName?: string;
+  /**
+   * `host:port` of the real target behind a gateway: the connection goes to
+   * the gateway with the transport ALPN and a header naming that host and
+   * port (linkerd2-proxy `outbound/src/tcp/tagged_transport.rs`).
+   */
+  authorityOverride?: string;
+}
+
 /** Options of {@link connectEndpoint}. */
 export interface ConnectEndpointOptions {
-  endpoint: Endpoint;
+  endpoint: MeshEndpoint;
   /** The mesh TLS context; required for an endpoint with an identity. */
   credentials: TlsCredentials;
-  /** The authority being reached, sent as the transport header's name. */
+  /**
+   * The authority being reached. Only for logs: as Linkerd's proxy, the
+   * transport header names a target only for a gateway (`authorityOverride`).
+   */
   authority?: string;
+  /** The session protocol to announce in the transport header (the inbound then skips detection). Default: none. */
+  sessionProtocol?: "http1" | "http2";
   /** Fail if the TCP connect and TLS handshake take longer. Default 3000. */
   connectTimeoutMs?: number;
   /** Local address to bind outgoing connections to. Default: the OS's choice. */
@@ -30,12 +55,17 @@ export interface EndpointConnection {
 
 /**
  * Opens a connection to one endpoint. With an identity: TLS 1.3 with our
- * client certificate, SNI = that identity, the chain verified against the
- * anchors and a DNS or URI SAN equal to the identity required; a mismatch is
+ * client certificate, SNI = the endpoint's `serverName` or else its identity,
+ * the chain verified against the anchors and a DNS or URI SAN equal to the
+ * identity required (a URI identity can only match a URI SAN); a mismatch is
  * an error, never a downgrade. A stored session is offered only while our
  * certificate and the server's are valid, and every handshake, resumed or
  * not, is refused once either has expired. An opaque-transport hint dials the inbound
- * port with ALPN `transport.l5d.io/v1` and writes the transport header first.
+ * port with ALPN `transport.l5d.io/v1` and writes the transport header first
+ * (the target port, and the session protocol when given); an
+ * `authorityOverride` (a gateway) does the same with a header naming the
+ * override's host and port. An override on an endpoint without identity is
+ * refused: a gateway is only reached over mTLS.
  * Without an identity: plaintext, `not_provided_by_service_discovery`.
  * @throws ProxyError `ERR_NO_CREDENTIALS`, `ERR_CONNECT_TIMEOUT`, `ERR_CONNECT_FAILED`,
  *   `ERR_TLS_UNAUTHORIZED`, `ERR_TLS_IDENTITY_MISMATCH`, `ERR_TLS_HANDSHAKE`,
@@ -47,6 +77,9 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   const identity = endpoint.identity;
   const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
 
+  if (identity === undefined && endpoint.authorityOverride !== undefined) {
+    return Promise.reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${endpoint.address}:${endpoint.port} is a gateway for ${endpoint.authorityOverride} but has no identity: refusing to reach it without mTLS`));
+  }
   if (identity === undefined) {
     const remote = `${endpoint.address}:${endpoint.port}`;
     return new Promise((resolve, reject) => {
@@ -74,8 +107,15 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   // An expired certificate of ours would be refused by the server; a stored session must not hide it.
   const ownExpired = options.credentials.checkExpiry(undefined);
   if (ownExpired !== undefined) return Promise.reject(ownExpired);
-  const opaque = endpoint.opaqueTransportPort !== undefined;
+  let header: Buffer | undefined;
+  try {
+    header = transportHeader(endpoint, options.sessionProtocol);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  const opaque = header !== undefined;
   const port = endpoint.opaqueTransportPort ?? endpoint.port;
+  const serverName = endpoint.serverName ?? identity;
   const remote = `${endpoint.address}:${port}`;
   const sessionKey = `${remote}|${identity}`;
   const stored = options.credentials.session(sessionKey);
@@ -85,7 +125,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       ...(stored === undefined ? {} : { session: stored.ticket }),
       host: endpoint.address,
       port,
-      servername: identity,
+      servername: serverName,
       secureContext: context,
       minVersion: "TLSv1.3",
       maxVersion: "TLSv1.3",
@@ -154,8 +194,29 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       socket.removeAllListeners("error");
       accepted = notAfter;
       if (early !== undefined && notAfter !== undefined) keep(early, notAfter);
-      if (opaque) socket.write(encodeHeader({ port: endpoint.port, ...(options.authority === undefined ? {} : { name: options.authority }) }));
+      if (header !== undefined) socket.write(header);
       resolve({ socket, tls: { tls: "true", peerId: identity }, remote });
     });
   });
+}
+
+/**
+ * The transport header an endpoint needs, if any: for a gateway
+ * (`authorityOverride`) the override's port and host as `name`; for an
+ * opaque-transport endpoint its own port and no name.
+ * @throws ProxyError `ERR_TARGET_FORBIDDEN` for an override that is not `host:port`
+ */
+function transportHeader(endpoint: MeshEndpoint, sessionProtocol: "http1" | "http2" | undefined): Buffer | undefined {
+  const protocol = sessionProtocol === undefined ? {} : { sessionProtocol };
+  const override = endpoint.authorityOverride;
+  if (override !== undefined) {
+    const colon = override.lastIndexOf(":");
+    const host = override.slice(0, colon);
+    const port = Number(override.slice(colon + 1));
+    if (colon <= 0 || !/^[0-9]{1,5}$/.test(override.slice(colon + 1)) || port < 1 || port > 65535 || host.includes(":")) {
+      throw new ProxyError("ERR_TARGET_FORBIDDEN", `authority override ${JSON.stringify(override.slice(0, 300))} is not <host>:<port>`);
+    }
+    return encodeHeader({ port, name: host, ...protocol });
+  }
+  return endpoint.opaqueTransportPort === undefined ? undefined : encodeHeader({ port: endpoint.port, ...protocol });
 }

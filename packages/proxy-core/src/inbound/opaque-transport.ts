@@ -27,17 +27,27 @@ export interface OpaqueTransportOptions {
  * client would reach the admin server from a loopback address, or leave
  * through the outbound proxy under our identity), and, when ports are
  * declared, only those.
+ *
+ * A header that names a target (`name`) is meant for a multicluster gateway
+ * (linkerd2-proxy `inbound/src/direct.rs`: a named header goes to the gateway
+ * stack); this proxy is not one, so it refuses it rather than hand the
+ * connection to its own workload. A header's session protocol is kept on the
+ * target (`sessionProtocol`): the client said what it speaks.
  */
 export async function opaqueTransportLayer(target: InboundTarget, secure: tls.TLSSocket, options: OpaqueTransportOptions): Promise<InboundTarget | Refusal> {
   if (secure.alpnProtocol !== TRANSPORT_ALPN) return target;
   if (target.clientId === undefined) return refuse("ERR_DIRECT_NOT_AUTHENTICATED", "opaque transport needs a client identity", "direct_unauthenticated");
-  let port: number;
+  let header: Awaited<ReturnType<typeof readTransportHeader>>;
   try {
-    port = (await readTransportHeader({ stream: secure, timeoutMs: options.timeoutMs })).port;
+    header = await readTransportHeader({ stream: secure, timeoutMs: options.timeoutMs });
   } catch (error) {
     return { refused: error as Refusal["refused"], errorLabel: "transport_header" };
   }
+  const { port, name, sessionProtocol } = header;
   const client = `(client ${target.clientId})`;
+  if (name !== undefined && name !== "") {
+    return refuse("ERR_TARGET_FORBIDDEN", `the transport header names ${JSON.stringify(name.slice(0, 300))}:${port}, a gateway's target; this proxy is not a gateway ${client}`, "transport_header_gateway");
+  }
   if (options.own.isListenerPort(port)) {
     return refuse("ERR_TARGET_FORBIDDEN", `the transport header names port ${port}, one of the proxy's own listeners ${client}`, "transport_header_proxy_port");
   }
@@ -47,5 +57,5 @@ export async function opaqueTransportLayer(target: InboundTarget, secure: tls.TL
   if (options.skipPorts.has(port)) {
     return refuse("ERR_POLICY_DENIED", `port ${port} is skipped: not reachable through the mesh`, "port_skipped");
   }
-  return { ...target, port, workload: { host: options.workloadHost, port }, policy: options.policy.current(port) };
+  return { ...target, port, workload: { host: options.workloadHost, port }, policy: options.policy.current(port), ...(sessionProtocol === undefined ? {} : { sessionProtocol }) };
 }

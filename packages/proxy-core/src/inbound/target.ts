@@ -25,6 +25,8 @@ export interface InboundTarget {
   clientId?: string;
   /** The current policy of `port`, read when the port became known. */
   policy: ServerPolicy;
+  /** The session protocol a transport header announced: the client speaks it, no detection is needed. */
+  sessionProtocol?: "http1" | "http2";
 }
 
 /** A layer's coded refusal: the connection is closed, counted as `inbound_tcp_errors_total{error}` and logged. */
