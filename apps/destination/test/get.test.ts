@@ -54,7 +54,7 @@ describe("meshtls-destination over buf curl (client built from the proto files o
     const one = byIp.get(ipv4Int("127.0.1.1"));
     expect(one?.tlsIdentity).toEqual({ dnsLikeIdentity: { name: API_ID }, serverName: { name: API_ID } });
     expect(one?.protocolHint).toEqual({ opaqueTransport: { inboundPort: 4143 } });
-    expect(one?.metricLabels).toEqual({ pod: "api-0", serviceaccount: "api" });
+    expect(one?.metricLabels).toEqual({ pod: "api-0", serviceaccount: "api", control_plane_ns: "meshtls" });
     expect(byIp.get(ipv4Int("127.0.1.2"))?.protocolHint).toEqual({ opaqueTransport: { inboundPort: 4243 } });
     const unmeshed = byIp.get(ipv4Int("127.0.2.1"));
     expect(unmeshed?.tlsIdentity).toBeUndefined();

@@ -34,7 +34,7 @@ describe("destination client", () => {
       weight: 10000,
       identity: "web.shop.serviceaccount.identity.meshtls.cluster.local",
       opaqueTransportPort: 4143,
-      labels: { namespace: "shop", service: "web", pod: "web-0", serviceaccount: "web" },
+      labels: { namespace: "shop", service: "web", pod: "web-0", serviceaccount: "web", control_plane_ns: "meshtls" },
     });
     const seen: string[][] = [];
     resolution.subscribe((set) => seen.push(addresses(set)));

@@ -68,7 +68,7 @@ describe("Destination.Get server", () => {
     const id = "api.default.serviceaccount.identity.meshtls.example.org";
     expect(byAddr["127.0.1.1:8080"]?.tlsIdentity).toEqual({ strategy: { $case: "dnsLikeIdentity", value: { name: id } }, serverName: { name: id } });
     expect(byAddr["127.0.1.1:8080"]?.protocolHint?.opaqueTransport).toEqual({ inboundPort: 4143 });
-    expect(byAddr["127.0.1.1:8080"]?.metricLabels).toEqual({ pod: "api-0", serviceaccount: "api" });
+    expect(byAddr["127.0.1.1:8080"]?.metricLabels).toEqual({ pod: "api-0", serviceaccount: "api", control_plane_ns: "meshtls" });
     expect(byAddr["[fd00::2]:8080"]?.protocolHint?.opaqueTransport).toEqual({ inboundPort: 4243 });
     expect(byAddr["127.0.2.1:8080"]?.tlsIdentity).toBeUndefined();
     expect(byAddr["127.0.2.1:8080"]?.protocolHint).toBeUndefined();

@@ -196,6 +196,9 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     const metricLabels: Record<string, string> = { ...endpoint.metricLabels, serviceaccount: endpoint.serviceAccount };
     if (endpoint.pod !== undefined) metricLabels.pod = endpoint.pod;
     if (endpoint.zone !== undefined) metricLabels.zone = endpoint.zone;
+    // Linkerd labels a meshed pod with its control plane (pkg/k8s/labels.go); a registry without metric labels
+    // of its own (the file registry) gets it from the meshed flag.
+    if (endpoint.meshed && endpoint.metricLabels === undefined) metricLabels.control_plane_ns = controlNamespace;
     const hints = endpoint.protocolHints;
     const skipped = hints !== undefined && hints.skippedPorts.includes(port);
     const addr: WeightedAddr = {
