@@ -53,3 +53,14 @@ export { applyPatch, escapePointer } from "./json-patch.ts";
 export type { AddOperation, JsonPatch } from "./json-patch.ts";
 export { reviewAdmission } from "./admission.ts";
 export type { AdmissionOptions, AdmissionResponse, AdmissionReviewResult } from "./admission.ts";
+export {
+  buildInstallManifests,
+  CONTROL_PLANE_COMPONENT_LABEL,
+  DESTINATION_TLS_SECRET,
+  INJECTOR_TLS_SECRET,
+  ISSUER_SECRET,
+  policyCrds,
+  TRUST_ANCHOR_SECRET,
+  WEBHOOK_CONFIGURATION,
+} from "./install.ts";
+export type { InstallOptions, PemPair } from "./install.ts";
