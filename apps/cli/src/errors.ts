@@ -13,7 +13,9 @@ export type CliErrorCode =
   /** A running service or proxy could not be reached, or answered with something unusable. */
   | "ERR_CONNECT"
   /** `meshtls demo`: a component of the mesh failed to start or stopped working. */
-  | "ERR_MESH";
+  | "ERR_MESH"
+  /** `meshtls init`: iptables is missing or one of its commands failed. */
+  | "ERR_IPTABLES";
 
 /** The one error class of the CLI. `exitCode` is 2 for usage errors, 1 otherwise. */
 export class CliError extends Error {

@@ -11,6 +11,7 @@ import { runDemo } from "./commands/demo.ts";
 import { injectManifests } from "./commands/inject.ts";
 import { installManifests } from "./commands/install.ts";
 import { inspectFile } from "./commands/inspect.ts";
+import { runInit } from "./commands/init.ts";
 import { inspectRemote } from "./commands/inspect-remote.ts";
 import { mergeJwks } from "./commands/token-jwks.ts";
 import { generateTokenSigner } from "./commands/token-keygen.ts";
@@ -356,6 +357,47 @@ export function createProgram(output: Output): Command {
           initImage: `${opts.registry}/cli:${version}`,
           defaultInboundPolicy: opts.defaultInboundPolicy,
           nativeSidecar: opts.nativeSidecar,
+        },
+        output,
+      );
+    });
+
+  program
+    .command("init")
+    .description("transparent mode: install the nat rules of Linkerd's proxy-init in this network namespace (root or CAP_NET_ADMIN), IPv4 and IPv6; running it again changes nothing")
+    .option("--proxy-uid <uid>", "UID the proxy runs as: its connections are not redirected (0: no rule)", "2102")
+    .option("--proxy-gid <gid>", "GID the proxy runs as, also not redirected")
+    .option("--incoming-proxy-port <port>", "the proxy's inbound port, where inbound connections go", "4143")
+    .option("--outgoing-proxy-port <port>", "the proxy's outbound port, where the workload's connections go", "4140")
+    .option("--inbound-ports-to-ignore <ports>", "inbound ports or ranges (8000:8080) not redirected, comma-separated (repeatable; default 4190,4191, the proxy's admin ports)", collect)
+    .option("--outbound-ports-to-ignore <ports>", "outbound ports or ranges not redirected, comma-separated (repeatable)", collect)
+    .option("--ports-to-redirect <ports>", "redirect only these inbound ports, comma-separated; without it, every inbound port", collect)
+    .option("--subnets-to-ignore <cidrs>", "source CIDRs whose inbound connections are not redirected, comma-separated (repeatable)", collect)
+    .option("--iptables-mode <mode>", "nft (falls back to plain, then legacy, when missing), legacy or plain", "nft")
+    .option("--no-ipv6", "leave the IPv6 (ip6tables) rules alone")
+    .option("--dry-run", "print the iptables commands and change nothing", false)
+    .option("--remove", "remove the rules and chains instead of installing them", false)
+    .action(async (opts: { proxyUid: string; proxyGid?: string; incomingProxyPort: string; outgoingProxyPort: string; inboundPortsToIgnore?: string[]; outboundPortsToIgnore?: string[]; portsToRedirect?: string[]; subnetsToIgnore?: string[]; iptablesMode: string; ipv6: boolean; dryRun: boolean; remove: boolean }) => {
+      const list = (values: string[] | undefined): string[] => (values ?? []).flatMap((value) => value.split(",")).map((item) => item.trim()).filter((item) => item !== "");
+      const integer = (value: string, flag: string): number => {
+        if (!/^\d+$/.test(value)) throw new CliError("ERR_USAGE", `${flag}: "${value}" is not a number`);
+        return Number(value);
+      };
+      if (!["nft", "legacy", "plain"].includes(opts.iptablesMode)) throw new CliError("ERR_USAGE", `--iptables-mode must be nft, legacy or plain, not "${opts.iptablesMode}"`);
+      await runInit(
+        {
+          proxyUid: integer(opts.proxyUid, "--proxy-uid"),
+          ...(opts.proxyGid === undefined ? {} : { proxyGid: integer(opts.proxyGid, "--proxy-gid") }),
+          inboundPort: integer(opts.incomingProxyPort, "--incoming-proxy-port"),
+          outboundPort: integer(opts.outgoingProxyPort, "--outgoing-proxy-port"),
+          inboundPortsToIgnore: opts.inboundPortsToIgnore === undefined ? ["4190", "4191"] : list(opts.inboundPortsToIgnore),
+          outboundPortsToIgnore: list(opts.outboundPortsToIgnore),
+          portsToRedirect: list(opts.portsToRedirect).map((port) => integer(port, "--ports-to-redirect")),
+          subnetsToIgnore: list(opts.subnetsToIgnore),
+          mode: opts.iptablesMode as "nft" | "legacy" | "plain",
+          ipv6: opts.ipv6,
+          dryRun: opts.dryRun,
+          remove: opts.remove,
         },
         output,
       );
