@@ -4,18 +4,31 @@ import type { Endpoint } from "./sources.js";
 export interface CreateBalancerOptions {
   /** Uniform random in [0, 1). Default Math.random. */
   random?: () => number;
+  /** Milliseconds since some fixed point. Default performance.now. */
+  now?: () => number;
+  /** The latency estimate of an endpoint nothing was measured on yet. Default 30 (Linkerd's default RTT). */
+  defaultRttMs?: number;
+  /** How fast an estimate forgets a past peak. Default 10000 (Linkerd's `decay`). */
+  decayMs?: number;
+  /** The latency a failed connect or request counts as. Default 5000. */
+  failurePenaltyMs?: number;
 }
 
-/** Picks endpoints by load and tracks their open connections. */
+/** Picks endpoints by load and latency, and tracks what is in flight to them. */
 export interface Balancer {
   /**
    * Power of two choices: two distinct random candidates (not in `exclude`),
-   * the one with fewer open connections per unit of weight wins.
+   * the one with the lower peak-EWMA cost wins: the latency estimate times
+   * (in flight + 1), per unit of weight.
    */
   pick(endpoints: readonly Endpoint[], exclude?: ReadonlySet<string>): Endpoint | undefined;
-  /** Counts a connection open to `endpoint`; call the result once it closes. */
+  /** Counts a connection or request in flight to `endpoint`; call the result once it ends. */
   acquire(endpoint: Endpoint): () => void;
-  /** Open connections to `endpoint`. */
+  /** Feeds a measured latency (a request's, in ms) into the endpoint's estimate. */
+  observe(endpoint: Endpoint, latencyMs: number): void;
+  /** Counts a failed connect or request: the estimate jumps to the failure penalty, then decays. */
+  fail(endpoint: Endpoint): void;
+  /** Connections and requests in flight to `endpoint`. */
   load(endpoint: Endpoint): number;
 }
 
@@ -24,12 +37,44 @@ export function endpointKey(endpoint: Endpoint): string {
   return `${endpoint.address}:${endpoint.port}`;
 }
 
-/** Creates a power-of-two-choices balancer over open connections. */
+interface Estimate {
+  rttMs: number;
+  at: number;
+}
+
+/**
+ * Creates a power-of-two-choices balancer over Linkerd's peak-EWMA
+ * (linkerd/proxy/balance: `PeakEwma`): a higher latency is taken at once,
+ * a lower one blends in with weight `1 - exp(-elapsed / decay)`.
+ */
 export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
   const random = options.random ?? Math.random;
+  const now = options.now ?? (() => performance.now());
+  const defaultRttMs = options.defaultRttMs ?? 30;
+  const decayMs = options.decayMs ?? 10_000;
+  const failurePenaltyMs = options.failurePenaltyMs ?? 5000;
   const open = new Map<string, number>();
+  const estimates = new Map<string, Estimate>();
   const load = (endpoint: Endpoint): number => open.get(endpointKey(endpoint)) ?? 0;
-  const cost = (endpoint: Endpoint): number => (load(endpoint) + 1) / Math.max(endpoint.weight, 1);
+  const rtt = (key: string): number => {
+    const estimate = estimates.get(key);
+    if (estimate === undefined) return defaultRttMs;
+    // An idle estimate decays toward the default, so a penalized endpoint is tried again.
+    const weight = Math.exp(-(now() - estimate.at) / decayMs);
+    return estimate.rttMs * weight + defaultRttMs * (1 - weight);
+  };
+  const cost = (endpoint: Endpoint): number => (rtt(endpointKey(endpoint)) * (load(endpoint) + 1)) / Math.max(endpoint.weight, 1);
+  const update = (endpoint: Endpoint, sampleMs: number): void => {
+    const key = endpointKey(endpoint);
+    const at = now();
+    const previous = estimates.get(key);
+    if (previous === undefined || sampleMs > previous.rttMs) {
+      estimates.set(key, { rttMs: sampleMs, at });
+      return;
+    }
+    const weight = Math.exp(-(at - previous.at) / decayMs);
+    estimates.set(key, { rttMs: previous.rttMs * weight + sampleMs * (1 - weight), at });
+  };
   return {
     pick(endpoints, exclude) {
       const candidates = exclude === undefined || exclude.size === 0 ? endpoints : endpoints.filter((e) => !exclude.has(endpointKey(e)));
@@ -55,6 +100,8 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
         else open.set(key, next);
       };
     },
+    observe: (endpoint, latencyMs) => update(endpoint, Math.max(latencyMs, 0)),
+    fail: (endpoint) => update(endpoint, failurePenaltyMs),
     load,
   };
 }

@@ -10,6 +10,9 @@ import { authorizeTarget } from "./inbound/authorize.js";
 import { createConnectWorkload, loopRefusal } from "./inbound/connect-workload.js";
 import type { ConnectWorkload } from "./inbound/connect-workload.js";
 import { detectLayer } from "./inbound/detect.js";
+import { detectProtocolLayer } from "./inbound/detect-protocol.js";
+import type { DetectedProtocol } from "./inbound/detect-protocol.js";
+import { createInboundHttp } from "./http/inbound-http.js";
 import { opaqueTransportLayer } from "./inbound/opaque-transport.js";
 import type { InboundTarget, Refusal } from "./inbound/target.js";
 import { isRefusal } from "./inbound/target.js";
@@ -62,6 +65,10 @@ export interface CreateInboundOptions {
   connect?: ConnectWorkload;
   /** Idle connections are closed. Default 3600000. */
   idleTimeoutMs?: number;
+  /** With no client bytes after this long, protocol detection connects the workload to see whether it speaks first. Default 50. */
+  serverFirstProbeMs?: number;
+  /** Idle HTTP/1 connections to the workload close after this long. Default 3000 (Linkerd's). */
+  http1PoolIdleTimeoutMs?: number;
 }
 
 /** The inbound stack: accept → detect TLS → terminate or pass through → transport header → policy → connect → forward. */
@@ -90,6 +97,8 @@ export function createInbound(options: CreateInboundOptions): Inbound {
   const skipPorts = new Set(options.skipPorts ?? []);
   const terminateTls = createTerminateTls({ identity: options.identity, credentials: options.credentials, handshakeTimeoutMs });
   const connect = options.connect ?? createConnectWorkload({ own, connectTimeoutMs: options.connectTimeoutMs ?? 3000 });
+  const idleTimeoutMs = options.idleTimeoutMs ?? 3_600_000;
+  const httpLayer = createInboundHttp({ metrics, logger, connect, idleTimeoutMs, ...(options.http1PoolIdleTimeoutMs === undefined ? {} : { poolIdleTimeoutMs: options.http1PoolIdleTimeoutMs }) });
   const headerOptions = {
     timeoutMs: handshakeTimeoutMs,
     workloadHost: options.workloadHost ?? options.workload.host,
@@ -148,14 +157,26 @@ export function createInbound(options: CreateInboundOptions): Inbound {
         release?.();
       });
     }
+    // Protocol: HTTP is served per request; anything else is forwarded as bytes.
+    const protocol: DetectedProtocol = serveOptions.authorize
+      ? await detectProtocolLayer(target, client, { detectTimeoutMs, connect, ...(options.serverFirstProbeMs === undefined ? {} : { serverFirstProbeMs: options.serverFirstProbeMs }) })
+      : { kind: "opaque", reason: "port_skipped" };
+    if (protocol.kind === "closed") {
+      client.destroy();
+      return;
+    }
+    if (protocol.kind !== "opaque") {
+      httpLayer.serve(client, target, protocol.kind, decision);
+      return;
+    }
     let upstream: net.Socket;
     try {
-      upstream = await connect(target);
+      upstream = await (protocol.upstream ?? connect(target));
     } catch (error) {
       return fail(client, { refused: error instanceof ProxyError ? error : new ProxyError("ERR_CONNECT_FAILED", (error as Error).message, { cause: error }), errorLabel: "workload_connect" });
     }
     metrics.trackConnection(upstream, { direction: "inbound", peer: "dst", targetAddr, tls: { tls: "no_identity", reason: "loopback" } });
-    forwardStreams(client, upstream, { idleTimeoutMs: options.idleTimeoutMs ?? 3_600_000 });
+    forwardStreams(client, upstream, { idleTimeoutMs });
   };
 
   const fail = (socket: { destroy(): void }, { refused, errorLabel }: Refusal): void => {
@@ -214,6 +235,9 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       for (const socket of sockets) socket.destroy();
     },
     connections: () => sockets.size,
-    close: offPolicy,
+    close() {
+      offPolicy();
+      httpLayer.close();
+    },
   };
 }

@@ -1,5 +1,5 @@
 import type { Duplex } from "node:stream";
-import { Counter, Gauge, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { AuthorizeDecision } from "./policy.js";
 import { policyLabel } from "./policy.js";
 import type { TlsState } from "./tls-state.js";
@@ -57,6 +57,44 @@ export interface ProxyMetrics {
   recordRefused(listener: RefusedListener, reason: "max_connections"): void;
   /** Currently open legs (src and dst). */
   openConnections(): number;
+  /** Counts a request whose stream began (`request_total`); the result records its response once it completed or failed. */
+  recordHttpRequest(request: HttpRequestLabels): (outcome: HttpOutcome) => void;
+  /** Counts an HTTP request allowed or denied by the connection's authorization (`inbound_http_authz_allow_total` / `_deny_total`). */
+  recordHttpAuthz(decision: AuthorizeDecision, targetAddr: string): void;
+}
+
+/** Who an HTTP request was for, as `request_total` and `response_*` label it. */
+export interface HttpRequestLabels {
+  direction: "inbound" | "outbound";
+  /** `:authority` or `Host`; capped (a remote peer chooses it). */
+  authority: string;
+  /** The address the request went to (inbound: the workload; outbound: the endpoint, or the logical authority when none was reached). */
+  targetAddr: string;
+  /** Absent when no endpoint was reached (discovery failed): `tls=""`. */
+  tls?: TlsState;
+}
+
+/** How a request ended: its status and gRPC status, or the failure that ended it. */
+export interface HttpOutcome {
+  /** The status sent back to the client (a proxy-made one included); absent when the stream failed before a head. */
+  status?: number;
+  /** The `grpc-status` of the trailers (or a trailers-only head). */
+  grpcStatus?: number;
+  /** A snake_case reason when the exchange failed (`connect_failed`, `stream_reset`, …); failure whatever the status. */
+  error?: string;
+}
+
+/** Linkerd's `response_latency_ms` buckets (linkerd/metrics/src/latency.rs). */
+export const RESPONSE_LATENCY_BUCKETS_MS = [1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 100, 200, 300, 400, 500, 1000, 2000, 3000, 4000, 5000, 10000, 20000, 30000, 40000, 50000];
+
+/** gRPC codes Linkerd counts as failures (client-policy/src/grpc.rs): Unknown, DeadlineExceeded, PermissionDenied, Internal, Unavailable, DataLoss. */
+const GRPC_FAILURES = new Set([2, 4, 7, 13, 14, 15]);
+
+/** Linkerd's default classification: a transport error, a 5xx, or a failing gRPC status is a failure. */
+export function classifyResponse(outcome: HttpOutcome): "success" | "failure" {
+  if (outcome.error !== undefined || outcome.status === undefined) return "failure";
+  if (outcome.grpcStatus !== undefined) return GRPC_FAILURES.has(outcome.grpcStatus) ? "failure" : "success";
+  return outcome.status >= 500 && outcome.status <= 599 ? "failure" : "success";
 }
 
 const LEG_LABELS = ["direction", "peer", "target_addr", "tls", "client_id", "server_id", "sni", "no_tls_reason"] as const;
@@ -169,8 +207,59 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   const expiry = new Gauge({ name: "identity_cert_expiration_timestamp_seconds", help: "notAfter of the current certificate, in seconds since the epoch", registers: identityRegisters });
   const refreshes = new Counter({ name: "identity_cert_refreshes_total", help: "Certificate refresh attempts", labelNames: ["result"], registers: identityRegisters });
 
+  const HTTP_LABELS = ["direction", "authority", "target_addr", "tls", "client_id", "server_id", "no_tls_reason"] as const;
+  const requestTotal = new Counter({ name: "request_total", help: "Total count of HTTP requests.", labelNames: HTTP_LABELS, registers: [registry] });
+  const responseTotal = new Counter({
+    name: "response_total",
+    help: "Total count of HTTP responses.",
+    labelNames: [...HTTP_LABELS, "status_code", "classification", "grpc_status", "error"],
+    registers: [registry],
+  });
+  const responseLatency = new Histogram({
+    name: "response_latency_ms",
+    help: "Elapsed times between a request's headers being received and its response stream completing",
+    labelNames: [...HTTP_LABELS, "status_code"],
+    buckets: RESPONSE_LATENCY_BUCKETS_MS,
+    registers: [registry],
+  });
+  const httpAuthzAllow = new Counter({ name: "inbound_http_authz_allow_total", help: "Inbound HTTP requests allowed by policy", labelNames: authzLabels, registers: [registry] });
+  const httpAuthzDeny = new Counter({ name: "inbound_http_authz_deny_total", help: "Inbound HTTP requests denied by policy", labelNames: authzLabels, registers: [registry] });
+  const cappedAuthority = createCappedValues(maxPeerLabelValues);
+  const httpLabels = (request: HttpRequestLabels): Partial<Record<(typeof HTTP_LABELS)[number], string>> => {
+    const leg = legLabels({ direction: request.direction, peer: "src", targetAddr: request.targetAddr, tls: request.tls ?? { tls: "disabled" } }, capped);
+    const labels: Partial<Record<(typeof HTTP_LABELS)[number], string>> = { direction: request.direction, authority: cappedAuthority(request.authority), target_addr: leg.target_addr ?? "", tls: request.tls?.tls ?? "" };
+    if (leg.client_id !== undefined) labels.client_id = leg.client_id;
+    if (leg.server_id !== undefined) labels.server_id = leg.server_id;
+    if (leg.no_tls_reason !== undefined) labels.no_tls_reason = leg.no_tls_reason;
+    return labels;
+  };
+
   return {
     registry,
+    recordHttpRequest(request) {
+      const labels = httpLabels(request);
+      const started = performance.now();
+      requestTotal.inc(labels);
+      let done = false;
+      return (outcome) => {
+        if (done) return;
+        done = true;
+        const status = outcome.status === undefined ? "" : String(outcome.status);
+        responseLatency.observe({ ...labels, status_code: status }, performance.now() - started);
+        responseTotal.inc({
+          ...labels,
+          status_code: status,
+          classification: classifyResponse(outcome),
+          grpc_status: outcome.grpcStatus === undefined ? "" : String(outcome.grpcStatus),
+          error: outcome.error ?? "",
+        });
+      };
+    },
+    recordHttpAuthz(decision, targetAddr) {
+      const labels = authzLabelsOf(decision, targetAddr);
+      if (decision.allow) httpAuthzAllow.inc(labels);
+      else httpAuthzDeny.inc(labels);
+    },
     trackConnection(socket, connection) {
       const labels = legLabels(connection, capped);
       const leg: OpenLeg = { socket, labels, reportedRead: 0, reportedWritten: 0 };

@@ -14,6 +14,7 @@ import type { ConnectOutbound } from "./outbound/connect.js";
 import { createDiscover } from "./outbound/discover.js";
 import { createHttpProxyServer } from "./outbound/http-proxy.js";
 import { createRouteServer } from "./outbound/route.js";
+import { createOutboundHttp } from "./http/outbound-http.js";
 import { createOwnSockets } from "./own-sockets.js";
 import type { OwnSockets } from "./own-sockets.js";
 import type { EndpointResolver } from "./sources.js";
@@ -25,6 +26,8 @@ export interface Route {
   listen: HostPort;
   /** `name:port` or `ip:port`. */
   authority: string;
+  /** `opaque`: forwarded as bytes without protocol detection (server-first protocols). Default `detect`. */
+  protocol?: "detect" | "opaque";
 }
 
 /** Options of {@link createOutbound}. */
@@ -53,6 +56,12 @@ export interface CreateOutboundOptions {
   own?: OwnSockets;
   /** Connections open at once on each listener (HTTP proxy, each route); more are closed at once and counted. Default 10000. */
   maxConnections?: number;
+  /** Protocol detection on a route gives up (forwarding as bytes) after this long. Default 10000. */
+  detectTimeoutMs?: number;
+  /** Idle HTTP/1 connections to an endpoint close after this long. Default 3000 (Linkerd's). */
+  http1PoolIdleTimeoutMs?: number;
+  /** Idle HTTP/1 connections kept per endpoint. Default 10000 (Linkerd's). */
+  maxIdlePerEndpoint?: number;
 }
 
 /** The outbound stack: HTTP proxy (absolute URI, CONNECT) and fixed routes → discover → balance → mesh connect → forward. */
@@ -83,10 +92,11 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
   const servers = new Set<net.Server>();
   const sockets = new Set<net.Socket>();
 
+  const balancer = options.balancer ?? createBalancer();
   const discover = createDiscover({ resolver: options.resolver, discoveryTimeoutMs: options.discoveryTimeoutMs ?? 10_000, maxResolutions: options.maxResolutions ?? 1000 });
   const connect = createConnectOutbound({
     discover,
-    balancer: options.balancer ?? createBalancer(),
+    balancer,
     credentials: options.credentials,
     metrics,
     logger,
@@ -96,12 +106,37 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
     ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
   });
 
+  const http = createOutboundHttp({
+    discover,
+    balancer,
+    credentials: options.credentials,
+    metrics,
+    logger,
+    own,
+    connect,
+    maxAttempts: options.maxAttempts ?? 3,
+    connectTimeoutMs: options.connectTimeoutMs ?? 3000,
+    idleTimeoutMs,
+    ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+    ...(options.http1PoolIdleTimeoutMs === undefined ? {} : { poolIdleTimeoutMs: options.http1PoolIdleTimeoutMs }),
+    ...(options.maxIdlePerEndpoint === undefined ? {} : { maxIdlePerEndpoint: options.maxIdlePerEndpoint }),
+  });
+  const detectTimeoutMs = options.detectTimeoutMs ?? 10_000;
+  const hintedOpaque = async (authority: string): Promise<boolean> => {
+    try {
+      const endpoints = await discover.endpoints(authority);
+      return endpoints.every((e) => e.protocolHint === "opaque");
+    } catch {
+      // The connect layer reports discovery's failure as it does today.
+      return true;
+    }
+  };
   const track = (socket: net.Socket, targetAddr: string): void => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     metrics.trackConnection(socket, { direction: "outbound", peer: "src", targetAddr, tls: { tls: "no_identity", reason: "loopback" } });
   };
-  const listenerOptions = { connect, metrics, logger, idleTimeoutMs, maxConnections, track };
+  const listenerOptions = { connect, http, metrics, logger, idleTimeoutMs, maxConnections, track };
   const proxyServer = createHttpProxyServer(listenerOptions);
 
   const listen = (server: net.Server, address: HostPort, kind: "outbound" | "route", what: string): Promise<net.AddressInfo> =>
@@ -123,7 +158,8 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
     listenProxy: (address) => listen(proxyServer, address, "outbound", "the outbound HTTP proxy"),
     listenRoute(route) {
       const authority = normalizeAuthority(route.authority);
-      return listen(createRouteServer({ ...listenerOptions, authority }), route.listen, "route", `the route to ${authority}`);
+      const isOpaque = route.protocol === "opaque" ? () => Promise.resolve(true) : hintedOpaque;
+      return listen(createRouteServer({ ...listenerOptions, authority, isOpaque, detectTimeoutMs }), route.listen, "route", `the route to ${authority}`);
     },
     connect,
     stopAccepting: async () => {
@@ -134,6 +170,9 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
       for (const socket of sockets) socket.destroy();
     },
     connections: () => sockets.size,
-    close: () => discover.close(),
+    close() {
+      discover.close();
+      http.close();
+    },
   };
 }

@@ -59,6 +59,8 @@ export interface CreateProxyOptions {
     discoveryTimeoutMs?: number;
     /** Connections open at once on the HTTP proxy and on each route; more are closed at once. Default 10000. */
     maxConnections?: number;
+    /** Protocol detection on a route gives up (forwarding as bytes) after this long. Default 10000. */
+    detectTimeoutMs?: number;
   };
   /** `listen` default 127.0.0.1:4191; `maxConnections` default 100. */
   admin?: { listen?: HostPort; maxConnections?: number };
@@ -139,6 +141,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     ...(options.outbound?.localAddress === undefined ? {} : { localAddress: options.outbound.localAddress }),
     ...(options.outbound?.discoveryTimeoutMs === undefined ? {} : { discoveryTimeoutMs: options.outbound.discoveryTimeoutMs }),
     ...(options.outbound?.maxConnections === undefined ? {} : { maxConnections: options.outbound.maxConnections }),
+    ...(options.outbound?.detectTimeoutMs === undefined ? {} : { detectTimeoutMs: options.outbound.detectTimeoutMs }),
   });
 
   const current = options.credentials.current();

@@ -36,6 +36,12 @@ export interface Endpoint {
   identity?: string;
   /** `protocol_hint.opaque_transport.inbound_port`: connect there with the transport header. */
   opaqueTransportPort?: number;
+  /**
+   * `protocol_hint.protocol`: `h2` — the endpoint's proxy takes HTTP/2 (HTTP/1
+   * requests are upgraded with `l5d-orig-proto` and share one multiplexed mesh
+   * connection); `opaque` — the port is opaque, never HTTP-detected.
+   */
+  protocolHint?: "h2" | "opaque";
   labels: Record<string, string>;
 }
 

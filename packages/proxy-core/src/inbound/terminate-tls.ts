@@ -39,7 +39,8 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
     rejectUnauthorized: false,
     minVersion: "TLSv1.3",
     maxVersion: "TLSv1.3",
-    ALPNProtocols: [TRANSPORT_ALPN],
+    // h2: the one multiplexed HTTP/2 connection a peer proxy keeps to this endpoint.
+    ALPNProtocols: [TRANSPORT_ALPN, "h2"],
     handshakeTimeout: options.handshakeTimeoutMs,
     sessionTimeout: SESSION_TICKET_LIFETIME_S,
     allowHalfOpen: true,

@@ -6,10 +6,14 @@ import type { Logger } from "../logger.js";
 import type { ProxyMetrics } from "../metrics.js";
 import { normalizeAuthority } from "./authority.js";
 import type { ConnectOutbound } from "./connect.js";
+import type { OutboundHttp } from "../http/outbound-http.js";
+import { fromHttp1, http1Sink } from "../http/message.js";
 
 /** Options of {@link createHttpProxyServer}. */
 export interface CreateHttpProxyServerOptions {
   connect: ConnectOutbound;
+  /** The HTTP layer absolute-URI requests go through. */
+  http: OutboundHttp;
   metrics: ProxyMetrics;
   logger: Logger;
   idleTimeoutMs: number;
@@ -18,14 +22,12 @@ export interface CreateHttpProxyServerOptions {
   track: (socket: net.Socket, targetAddr: string) => void;
 }
 
-const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade"]);
-
 const clientOf = (socket: net.Socket): { address: string; port: number } => ({ address: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 });
 
 /**
- * The outbound HTTP proxy listener: CONNECT tunnels any TCP protocol;
- * absolute-URI requests are forwarded, one upstream connection per request,
- * both through the same connect layer. Request lines and headers are bounded
+ * The outbound HTTP proxy listener: CONNECT tunnels any TCP protocol through
+ * the connect layer; absolute-URI requests go through the HTTP layer (pooled,
+ * balanced per request, HTTP/2 between proxies); `Upgrade` requests tunnel. Request lines and headers are bounded
  * by node's 16 KiB (maxHeaderSize, said here so it stays).
  */
 export function createHttpProxyServer(options: CreateHttpProxyServerOptions): http.Server {
@@ -98,58 +100,26 @@ export function createHttpProxyServer(options: CreateHttpProxyServerOptions): ht
       reply(400, "ERR_ADDRESS_INVALID", error instanceof ProxyError ? error.message : "the meshtls outbound proxy takes absolute-URI requests (http://host/path) and CONNECT");
       return;
     }
-    const headers: Record<string, string | string[]> = {};
-    for (const [name, value] of Object.entries(req.headers)) {
-      if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
-    }
-    // One upstream connection per request: the mesh connection is opened by
-    // the same discover → balance → connect layer as CONNECT uses.
-    let upstreamReq: http.ClientRequest;
-    try {
-      upstreamReq = http.request({
-        method: req.method,
-        path: `${url.pathname}${url.search}`,
-        headers,
-        createConnection: (_opts: unknown, callback: (error: Error | null, socket: net.Socket) => void) => {
-          connect({ authority, listener: "proxy", client: clientOf(req.socket) }).then(
-            (upstream) => callback(null, upstream.socket),
-            (error: unknown) => callback(error as Error, undefined as unknown as net.Socket),
-          );
-          return undefined;
-        },
-      } as http.RequestOptions);
-    } catch (error) {
-      // Something node's parser accepted and its client refuses (a method, a header value).
-      reply(400, "ERR_ADDRESS_INVALID", `the request cannot be forwarded: ${(error as Error).message}`);
-      return;
-    }
-    upstreamReq.on("response", (upstreamRes) => {
-      upstreamRes.on("error", () => res.destroy());
-      const responseHeaders: Record<string, string | string[]> = {};
-      for (const [name, value] of Object.entries(upstreamRes.headers)) {
-        if (value !== undefined && !HOP_BY_HOP.has(name)) responseHeaders[name] = value;
-      }
-      try {
-        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, responseHeaders);
-      } catch (error) {
-        // A response node's own parser took but its writer refuses (a bad status text or header).
-        upstreamRes.destroy();
-        reply(502, "ERR_CONNECT_FAILED", `the upstream response cannot be relayed: ${(error as Error).message}`);
-        return;
-      }
-      upstreamRes.pipe(res);
-    });
-    upstreamReq.on("error", (error) => {
-      const { status, code, message } = errorText(error);
-      reply(status, code, message);
-    });
-    upstreamReq.setTimeout(idleTimeoutMs, () => upstreamReq.destroy(new ProxyError("ERR_CONNECT_TIMEOUT", "upstream idle")));
-    req.on("error", () => upstreamReq.destroy());
-    req.pipe(upstreamReq);
+    // Per request: discovery, balancing, the endpoint's pool or mesh HTTP/2 session (outbound-http.ts).
+    options.http.forward(fromHttp1(req), http1Sink(res), authority);
   }, (_req, res) => {
     if (res.headersSent) res.destroy();
     else res.writeHead(500, { "content-length": 0, connection: "close" }).end();
   }));
+  proxyServer.on("upgrade", guarded("upgrade", (req: http.IncomingMessage, client: net.Socket, head: Buffer) => {
+    let url: URL;
+    let authority: string;
+    try {
+      url = new URL(req.url ?? "");
+      if (url.protocol !== "http:" && url.protocol !== "ws:") throw new ProxyError("ERR_ADDRESS_INVALID", `only http:// and ws:// absolute URIs are proxied, got ${url.protocol}`);
+      authority = normalizeAuthority(url.host, 80);
+    } catch (error) {
+      const message = error instanceof ProxyError ? error.message : "the meshtls outbound proxy takes absolute-URI requests (http://host/path) and CONNECT";
+      client.end(`HTTP/1.1 400 Bad Request\r\nl5d-proxy-error: ERR_ADDRESS_INVALID\r\ncontent-length: ${Buffer.byteLength(message)}\r\nconnection: close\r\n\r\n${message}`);
+      return;
+    }
+    options.http.upgrade(req, client, head, authority, `${url.pathname}${url.search}`);
+  }, (_req, client) => client.destroy()));
   proxyServer.on("clientError", (error: NodeJS.ErrnoException, socket: net.Socket) => {
     const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
     if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);

@@ -1,0 +1,164 @@
+import http from "node:http";
+import type net from "node:net";
+import { formatHostPort } from "../address.js";
+import { ProxyError } from "../errors.js";
+import type { ConnectWorkload } from "../inbound/connect-workload.js";
+import type { InboundTarget } from "../inbound/target.js";
+import type { Logger } from "../logger.js";
+import type { HttpOutcome, ProxyMetrics } from "../metrics.js";
+import type { AuthorizeDecision } from "../policy.js";
+import type { Headers } from "./headers.js";
+import { headerValue, L5D_CLIENT_ID, L5D_ORIG_PROTO } from "./headers.js";
+import type { ProxiedRequest, ProxiedResponse, ResponseSink } from "./message.js";
+import { fromHttp1, fromHttp2, http1Sink, http2Sink, sendHttp1, sendHttp2 } from "./message.js";
+import { createConnectionPools, h2Transport } from "./pools.js";
+import { pipeUpgrade, upgradeHead } from "./upgrade.js";
+import http2 from "node:http2";
+
+/** Options of {@link createInboundHttp}. */
+export interface CreateInboundHttpOptions {
+  metrics: ProxyMetrics;
+  logger: Logger;
+  /** The inbound's connect seam: each pooled connection to the workload is one call. */
+  connect: ConnectWorkload;
+  idleTimeoutMs: number;
+  /** Idle HTTP/1 connections to the workload close after this long. Default 3000. */
+  poolIdleTimeoutMs?: number;
+  /** Idle HTTP/1 connections kept to the workload. Default 10000. */
+  maxIdle?: number;
+}
+
+/** The inbound HTTP layer: identity header, HTTP/2 downgrade, pooled connections to the workload, per-request metrics. */
+export interface InboundHttp {
+  /** Serves the requests of an authorized, detected connection. */
+  serve(socket: net.Socket, target: InboundTarget, kind: "http1" | "h2", decision: AuthorizeDecision | undefined): void;
+  close(): void;
+}
+
+const grpcStatusOf = (response: ProxiedResponse): number | undefined => {
+  const value = headerValue(response.trailers() ?? {}, "grpc-status") ?? headerValue(response.headers, "grpc-status");
+  return value === undefined || !/^\d+$/.test(value) ? undefined : Number(value);
+};
+
+/** `l5d-client-id` is the verified client identity, or absent: never what the client wrote. */
+function setClientId(headers: Headers, target: InboundTarget): void {
+  if (target.clientId === undefined) delete headers[L5D_CLIENT_ID];
+  else headers[L5D_CLIENT_ID] = target.clientId;
+}
+
+/** Creates the inbound HTTP layer. */
+export function createInboundHttp(options: CreateInboundHttpOptions): InboundHttp {
+  const { metrics, logger } = options;
+  const targets = new Map<string, InboundTarget>();
+  const pools = createConnectionPools({
+    async openSocket(key) {
+      const target = targets.get(key);
+      if (target === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no workload ${key}`);
+      const socket = await options.connect(target);
+      metrics.trackConnection(socket, { direction: "inbound", peer: "dst", targetAddr: key, tls: { tls: "no_identity", reason: "loopback" } });
+      return socket;
+    },
+    ...(options.poolIdleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.poolIdleTimeoutMs }),
+    ...(options.maxIdle === undefined ? {} : { maxIdlePerDestination: options.maxIdle }),
+  });
+
+  const forward = (request: ProxiedRequest, sink: ResponseSink, target: InboundTarget, decision: AuthorizeDecision | undefined): void => {
+    const targetAddr = formatHostPort(target.workload.host, target.workload.port);
+    targets.set(targetAddr, target);
+    if (decision !== undefined) metrics.recordHttpAuthz(decision, targetAddr);
+    const record = metrics.recordHttpRequest({ direction: "inbound", authority: request.authority, targetAddr, tls: target.tls });
+    setClientId(request.headers, target);
+    // Downgrade: an HTTP/1 request the peer proxy carried over HTTP/2 goes to the workload as HTTP/1.
+    const origProto = headerValue(request.headers, L5D_ORIG_PROTO);
+    delete request.headers[L5D_ORIG_PROTO];
+    const h2ToWorkload = request.version === "2" && origProto === undefined;
+    const authority = request.authority === "" ? targetAddr : request.authority;
+    const sending = h2ToWorkload ? pools.http2(targetAddr).then((session) => sendHttp2(request, { session, authority })) : sendHttp1(request, { agent: pools.http1(targetAddr), authority });
+    sending.then(
+      (response) => {
+        sink.onAbort(() => response.body.destroy());
+        sink.send(response).then(
+          () => {
+            const grpcStatus = grpcStatusOf(response);
+            const outcome: HttpOutcome = { status: response.status, ...(grpcStatus === undefined ? {} : { grpcStatus }) };
+            record(outcome);
+          },
+          () => record({ status: response.status, error: "stream_reset" }),
+        );
+      },
+      (error: unknown) => {
+        const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
+        const status = code === "ERR_CONNECT_TIMEOUT" ? 504 : 502;
+        logger.info({ code, err: (error as Error).message, workload: targetAddr }, "inbound HTTP request failed");
+        record({ status, error: code.replace(/^ERR_/, "").toLowerCase() });
+        request.body.resume();
+        sink.fail(status, code, (error as Error).message);
+      },
+    );
+  };
+
+  const connections = new WeakMap<net.Socket, { target: InboundTarget; decision: AuthorizeDecision | undefined }>();
+  const http1Server = http.createServer({ keepAlive: true, noDelay: true, maxHeaderSize: 16 * 1024 });
+  http1Server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const connection = connections.get(req.socket);
+    if (connection === undefined) res.destroy();
+    else forward(fromHttp1(req), http1Sink(res), connection.target, connection.decision);
+  });
+  // Upgrade (WebSocket): the head goes to the workload as HTTP/1, then the bytes.
+  http1Server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    const connection = connections.get(socket);
+    if (connection === undefined) {
+      socket.destroy();
+      return;
+    }
+    socket.on("error", () => undefined);
+    const { target, decision } = connection;
+    const targetAddr = formatHostPort(target.workload.host, target.workload.port);
+    if (decision !== undefined) metrics.recordHttpAuthz(decision, targetAddr);
+    const record = metrics.recordHttpRequest({ direction: "inbound", authority: req.headers.host ?? "", targetAddr, tls: target.tls });
+    options.connect(target).then(
+      (upstream) => {
+        metrics.trackConnection(upstream, { direction: "inbound", peer: "dst", targetAddr, tls: { tls: "no_identity", reason: "loopback" } });
+        pipeUpgrade(socket, upstream, upgradeHead(req, req.url ?? "/", { [L5D_CLIENT_ID]: target.clientId, [L5D_ORIG_PROTO]: undefined }), head, {
+          idleTimeoutMs: options.idleTimeoutMs,
+          onStatus: (status) => record(status === undefined ? { error: "stream_reset" } : { status }),
+        });
+      },
+      (error: unknown) => {
+        record({ status: 502, error: "connect_failed" });
+        const message = (error as Error).message;
+        socket.end(`HTTP/1.1 502 Bad Gateway\r\nl5d-proxy-error: ERR_CONNECT_FAILED\r\ncontent-length: ${Buffer.byteLength(message)}\r\nconnection: close\r\n\r\n${message}`);
+      },
+    );
+  });
+  http1Server.on("clientError", (_error: Error, socket: net.Socket) => {
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    else socket.destroy();
+  });
+  http1Server.headersTimeout = 30_000;
+  http1Server.requestTimeout = 0;
+  // A client that half-closes after its request still gets the answer (node's default aborts it).
+  (http1Server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  http1Server.keepAliveTimeout = options.idleTimeoutMs;
+
+  return {
+    serve(socket, target, kind, decision) {
+      if (kind === "http1") {
+        connections.set(socket, { target, decision });
+        http1Server.emit("connection", socket);
+        socket.resume();
+        return;
+      }
+      const session = http2.performServerHandshake(h2Transport(socket));
+      session.on("error", () => socket.destroy());
+      session.on("stream", (stream, headers) => {
+        const origProto = headerValue(headers as Headers, L5D_ORIG_PROTO);
+        // The response of a downgraded request says which HTTP/1 version it had, for the peer to restore.
+        const extra: Headers = origProto === undefined ? {} : { [L5D_ORIG_PROTO]: origProto.startsWith("HTTP/1.0") ? "HTTP/1.0" : "HTTP/1.1" };
+        forward(fromHttp2(stream, headers), http2Sink(stream, extra), target, decision);
+      });
+      socket.once("close", () => session.destroy());
+    },
+    close: () => pools.close(),
+  };
+}

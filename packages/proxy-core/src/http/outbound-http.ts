@@ -1,0 +1,274 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import { formatHostPort, parseHostPort } from "../address.js";
+import type { Balancer } from "../balancer.js";
+import { endpointKey } from "../balancer.js";
+import { connectEndpoint } from "../connect-endpoint.js";
+import type { TlsCredentials } from "../credentials.js";
+import { ProxyError } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { HttpOutcome, ProxyMetrics } from "../metrics.js";
+import type { ConnectOutbound } from "../outbound/connect.js";
+import type { Discover } from "../outbound/discover.js";
+import type { OwnSockets } from "../own-sockets.js";
+import type { Endpoint } from "../sources.js";
+import type { TlsState } from "../tls-state.js";
+import { connectMeshH2 } from "./connect-h2.js";
+import type { Headers } from "./headers.js";
+import { headerValue, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO, L5D_PROXY_ERROR } from "./headers.js";
+import type { ProxiedRequest, ProxiedResponse, ResponseSink } from "./message.js";
+import { fromHttp1, fromHttp2, http1Sink, http2Sink, sendHttp1, sendHttp2 } from "./message.js";
+import type { ConnectionPools } from "./pools.js";
+import { createConnectionPools, h2Transport } from "./pools.js";
+import { pipeUpgrade, upgradeHead } from "./upgrade.js";
+
+/** Options of {@link createOutboundHttp}. */
+export interface CreateOutboundHttpOptions {
+  discover: Discover;
+  balancer: Balancer;
+  credentials: TlsCredentials;
+  metrics: ProxyMetrics;
+  logger: Logger;
+  own: OwnSockets;
+  /** The connection-level seam, for `Upgrade` requests (a WebSocket is a tunnel once agreed). */
+  connect: ConnectOutbound;
+  /** Endpoints tried per request when connects fail. */
+  maxAttempts: number;
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+  localAddress?: string;
+  /** Idle HTTP/1 connections per endpoint. Default 10000. */
+  maxIdlePerEndpoint?: number;
+  /** Idle HTTP/1 connections to endpoints close after this long. Default 3000. */
+  poolIdleTimeoutMs?: number;
+}
+
+/** The outbound HTTP layer: per-request discovery, balancing, pooling and the HTTP/2 upgrade between proxies. */
+export interface OutboundHttp {
+  /** Serves the HTTP/1 or HTTP/2 requests of an application connection bound for `authority` (a route). */
+  serve(socket: net.Socket, kind: "http1" | "h2", authority: string): void;
+  /** Forwards one request to `authority` (the HTTP proxy's absolute-URI requests). */
+  forward(request: ProxiedRequest, sink: ResponseSink, authority: string): void;
+  /** Tunnels an HTTP/1 `Upgrade` request (WebSocket) to `authority`, never upgraded to HTTP/2. */
+  upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer, authority: string, path: string): void;
+  /** Mesh HTTP/2 sessions open now. */
+  sessions(): number;
+  close(): void;
+}
+
+const retryable = (error: unknown): boolean =>
+  error instanceof ProxyError && ["ERR_CONNECT_FAILED", "ERR_CONNECT_TIMEOUT", "ERR_TLS_HANDSHAKE", "ERR_TLS_UNAUTHORIZED", "ERR_TLS_IDENTITY_MISMATCH", "ERR_TARGET_FORBIDDEN"].includes(error.code);
+
+const errorLabel = (error: unknown): string => (error instanceof ProxyError ? error.code.replace(/^ERR_/, "").toLowerCase() : "stream_reset");
+
+/** The status a proxy-made error answers with. */
+export function errorStatus(code: string): number {
+  if (code === "ERR_ADDRESS_INVALID") return 400;
+  if (code === "ERR_TARGET_FORBIDDEN") return 403;
+  if (code === "ERR_DISCOVERY_TIMEOUT" || code === "ERR_CONNECT_TIMEOUT") return 504;
+  return 502;
+}
+
+const grpcStatusOf = (response: ProxiedResponse): number | undefined => {
+  const value = headerValue(response.trailers() ?? {}, "grpc-status") ?? headerValue(response.headers, "grpc-status");
+  return value === undefined || !/^\d+$/.test(value) ? undefined : Number(value);
+};
+
+/** Creates the outbound HTTP layer. */
+export function createOutboundHttp(options: CreateOutboundHttpOptions): OutboundHttp {
+  const { metrics, logger, balancer, own } = options;
+  const endpoints = new Map<string, Endpoint & { authority: string }>();
+  const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
+  const track = (socket: net.Socket, remote: string, tls: TlsState): void => {
+    own.trackOpened(socket);
+    metrics.trackConnection(socket, { direction: "outbound", peer: "dst", targetAddr: remote, tls });
+  };
+  const pools: ConnectionPools = createConnectionPools({
+    async openSocket(key) {
+      const endpoint = endpoints.get(key);
+      if (endpoint === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
+      const connection = await connectEndpoint({ endpoint, credentials: options.credentials, authority: endpoint.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+      track(connection.socket, connection.remote, connection.tls);
+      return connection.socket;
+    },
+    async openSession(key) {
+      const endpoint = endpoints.get(key);
+      if (endpoint === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
+      if (key.startsWith("h2|") && endpoint.identity !== undefined) {
+        const { session, socket } = await connectMeshH2({ address: endpoint.address, port: endpoint.port, identity: endpoint.identity, credentials: options.credentials, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+        track(socket, formatHostPort(endpoint.address, endpoint.port), { tls: "true", peerId: endpoint.identity });
+        return session;
+      }
+      const connection = await connectEndpoint({ endpoint, credentials: options.credentials, authority: endpoint.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+      track(connection.socket, connection.remote, connection.tls);
+      return http2.connect(`http://${connection.remote}`, { createConnection: () => h2Transport(connection.socket) as net.Socket });
+    },
+    ...(options.maxIdlePerEndpoint === undefined ? {} : { maxIdlePerDestination: options.maxIdlePerEndpoint }),
+    ...(options.poolIdleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.poolIdleTimeoutMs }),
+  });
+
+  /** Sends on the endpoint's client: the mesh HTTP/2 session (upgrading HTTP/1 with `l5d-orig-proto`), or a keep-alive HTTP/1 pool. */
+  const send = (endpoint: Endpoint, request: ProxiedRequest, authority: string): Promise<ProxiedResponse> => {
+    const base = `${endpointKey(endpoint)}|${endpoint.identity ?? ""}|${endpoint.opaqueTransportPort ?? ""}`;
+    const meshH2 = endpoint.identity !== undefined && endpoint.protocolHint === "h2";
+    const extra: Headers = {};
+    const { host } = parseHostPort(authority);
+    if (!net.isIP(host)) extra[L5D_DST_CANONICAL] = authority;
+    const requestAuthority = request.authority === "" ? authority : request.authority;
+    if (request.version === "2" || meshH2) {
+      const key = `${meshH2 ? "h2" : "pk"}|${base}`;
+      endpoints.set(key, { ...endpoint, authority });
+      if (request.version !== "2") extra[L5D_ORIG_PROTO] = `HTTP/${request.version}${request.absoluteForm ? "; absolute-form" : ""}`;
+      return pools.http2(key).then((session) => sendHttp2(request, { session, authority: requestAuthority, headers: extra }));
+    }
+    const key = `h1|${base}`;
+    endpoints.set(key, { ...endpoint, authority });
+    return sendHttp1(request, { agent: pools.http1(key), authority: requestAuthority, headers: extra });
+  };
+
+  const forward = (request: ProxiedRequest, sink: ResponseSink, authority: string): void => {
+    // The application's own l5d-client-id means nothing outbound; the peer overwrites it anyway.
+    delete request.headers[L5D_CLIENT_ID];
+    const labelAuthority = request.authority === "" ? authority : request.authority;
+    const failEarly = (error: unknown, tls?: TlsState, targetAddr = authority): void => {
+      const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
+      const status = errorStatus(code);
+      const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr, ...(tls === undefined ? {} : { tls }) });
+      record({ status, error: errorLabel(error) });
+      request.body.resume();
+      sink.fail(status, code, (error as Error).message);
+    };
+    const run = async (): Promise<void> => {
+      let candidates: Endpoint[];
+      try {
+        candidates = await options.discover.endpoints(authority);
+      } catch (error) {
+        failEarly(error);
+        return;
+      }
+      const tried = new Set<string>();
+      let lastError: unknown;
+      let lastEndpoint: Endpoint | undefined;
+      for (let attempt = 0; attempt < options.maxAttempts; attempt++) {
+        const endpoint = balancer.pick(candidates, tried);
+        if (endpoint === undefined) break;
+        tried.add(endpointKey(endpoint));
+        lastEndpoint = endpoint;
+        const loop = own.listenerAt({ host: endpoint.address, port: endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port) });
+        if (loop !== undefined && loop !== "inbound") {
+          lastError = new ProxyError("ERR_TARGET_FORBIDDEN", `${endpointKey(endpoint)} is the proxy's own ${loop} listener: refusing a loop`);
+          metrics.recordError("outbound", "target_forbidden", endpointKey(endpoint));
+          continue;
+        }
+        const release = balancer.acquire(endpoint);
+        const started = performance.now();
+        let response: ProxiedResponse;
+        try {
+          response = await send(endpoint, request, authority);
+        } catch (error) {
+          release();
+          balancer.fail(endpoint);
+          lastError = error;
+          logger.warn({ authority, endpoint: endpointKey(endpoint), code: (error as ProxyError).code, err: (error as Error).message }, "outbound HTTP request failed");
+          if (retryable(error)) continue;
+          break;
+        }
+        const tls: TlsState = endpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: endpoint.identity };
+        const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr: formatHostPort(endpoint.address, endpoint.port), tls });
+        // The peer proxy's own error (it could not reach its workload): the endpoint failed, not the application.
+        if (response.headers[L5D_PROXY_ERROR] !== undefined) {
+          balancer.fail(endpoint);
+          delete response.headers[L5D_PROXY_ERROR];
+        }
+        delete response.headers[L5D_ORIG_PROTO];
+        sink.onAbort(() => response.body.destroy());
+        sink.send(response).then(
+          () => {
+            release();
+            balancer.observe(endpoint, performance.now() - started);
+            const grpcStatus = grpcStatusOf(response);
+            const outcome: HttpOutcome = { status: response.status, ...(grpcStatus === undefined ? {} : { grpcStatus }) };
+            record(outcome);
+          },
+          () => {
+            release();
+            record({ status: response.status, error: "stream_reset" });
+          },
+        );
+        return;
+      }
+      const tls: TlsState | undefined = lastEndpoint === undefined ? undefined : lastEndpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: lastEndpoint.identity };
+      failEarly(lastError ?? new ProxyError("ERR_NO_ENDPOINTS", `no endpoint of ${authority} to try`), tls, lastEndpoint === undefined ? authority : formatHostPort(lastEndpoint.address, lastEndpoint.port));
+    };
+    run().catch((error: unknown) => failEarly(error));
+  };
+
+  const upgrade = (req: http.IncomingMessage, socket: net.Socket, head: Buffer, authority: string, path: string): void => {
+    socket.on("error", () => undefined);
+    const record = metrics.recordHttpRequest({ direction: "outbound", authority: req.headers.host ?? authority, targetAddr: authority });
+    options.connect({ authority, listener: "proxy", client: { address: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 } }).then(
+      (upstream) => {
+        if (socket.destroyed) {
+          upstream.socket.destroy();
+          return;
+        }
+        const { host } = parseHostPort(authority);
+        const requestHead = upgradeHead(req, path, { [L5D_CLIENT_ID]: undefined, ...(net.isIP(host) ? {} : { [L5D_DST_CANONICAL]: authority }) });
+        pipeUpgrade(socket, upstream.socket, requestHead, head, { idleTimeoutMs: options.idleTimeoutMs, onStatus: (status) => record(status === undefined ? { error: "stream_reset" } : { status }) });
+      },
+      (error: unknown) => {
+        const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
+        const status = errorStatus(code);
+        record({ status, error: errorLabel(error) });
+        const message = (error as Error).message;
+        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\n${L5D_PROXY_ERROR}: ${code}\r\ncontent-length: ${Buffer.byteLength(message)}\r\nconnection: close\r\n\r\n${message}`);
+      },
+    );
+  };
+
+  // Application connections already detected as HTTP: one parser for all, each socket's authority beside it.
+  const routed = new WeakMap<net.Socket, string>();
+  const http1Server = http.createServer({ keepAlive: true, noDelay: true, maxHeaderSize: 16 * 1024 });
+  http1Server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const authority = routed.get(req.socket);
+    if (authority === undefined) {
+      res.destroy();
+      return;
+    }
+    forward(fromHttp1(req), http1Sink(res), authority);
+  });
+  http1Server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+    const authority = routed.get(socket);
+    if (authority === undefined) socket.destroy();
+    else upgrade(req, socket, head, authority, fromHttp1(req).path);
+  });
+  http1Server.on("clientError", (_error: Error, socket: net.Socket) => {
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    else socket.destroy();
+  });
+  http1Server.headersTimeout = 30_000;
+  http1Server.requestTimeout = 0;
+  // A client that half-closes after its request still gets the answer (node's default aborts it).
+  (http1Server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+  http1Server.keepAliveTimeout = options.idleTimeoutMs;
+
+  return {
+    serve(socket, kind, authority) {
+      if (kind === "http1") {
+        routed.set(socket, authority);
+        http1Server.emit("connection", socket);
+        socket.resume();
+        return;
+      }
+      const session = http2.performServerHandshake(h2Transport(socket));
+      session.on("error", () => socket.destroy());
+      session.on("stream", (stream, headers) => forward(fromHttp2(stream, headers), http2Sink(stream), authority));
+      socket.once("close", () => session.destroy());
+    },
+    forward,
+    upgrade,
+    sessions: () => pools.sessions(),
+    close: () => pools.close(),
+  };
+}

@@ -1,0 +1,92 @@
+import http from "node:http";
+import http2 from "node:http2";
+import type net from "node:net";
+import { Duplex } from "node:stream";
+
+/** Options of {@link createConnectionPools}. */
+export interface CreateConnectionPoolsOptions {
+  /** Opens a new connection to the destination `key` names. */
+  openSocket(key: string): Promise<net.Socket>;
+  /** Opens the multiplexed HTTP/2 session to `key`; default: HTTP/2 with prior knowledge over `openSocket`. */
+  openSession?(key: string): Promise<http2.ClientHttp2Session>;
+  /** Idle HTTP/1 connections kept per destination. Default 10000 (Linkerd's). */
+  maxIdlePerDestination?: number;
+  /** An idle HTTP/1 connection is closed after this long. Default 3000 (Linkerd's). */
+  idleTimeoutMs?: number;
+  /** An HTTP/2 session without streams is closed after this long. Default 600000. */
+  sessionIdleTimeoutMs?: number;
+}
+
+/** Keep-alive HTTP/1 pools and one HTTP/2 session per destination. */
+export interface ConnectionPools {
+  /** The keep-alive HTTP/1 pool toward `key`. */
+  http1(key: string): http.Agent;
+  /** The one HTTP/2 session toward `key`, opened on first use and again once it closed. */
+  http2(key: string): Promise<http2.ClientHttp2Session>;
+  /** HTTP/2 sessions open now. */
+  sessions(): number;
+  close(): void;
+}
+
+/** HTTP/2 with prior knowledge over a socket that may have bytes buffered in JS (node's http2 reads the handle directly). */
+export function h2Transport(socket: net.Socket): Duplex {
+  return socket.readableLength > 0 ? Duplex.from({ readable: socket, writable: socket }) : socket;
+}
+
+/** Creates the pools. */
+export function createConnectionPools(options: CreateConnectionPoolsOptions): ConnectionPools {
+  const agents = new Map<string, http.Agent>();
+  const sessions = new Map<string, Promise<http2.ClientHttp2Session>>();
+  const idleTimeoutMs = options.idleTimeoutMs ?? 3000;
+  const sessionIdleTimeoutMs = options.sessionIdleTimeoutMs ?? 600_000;
+  const openSession =
+    options.openSession ??
+    (async (key: string): Promise<http2.ClientHttp2Session> => {
+      const socket = await options.openSocket(key);
+      return http2.connect(`http://${key}`, { createConnection: () => h2Transport(socket) as net.Socket });
+    });
+  return {
+    http1(key) {
+      let agent = agents.get(key);
+      if (agent === undefined) {
+        agent = new http.Agent({ keepAlive: true, maxFreeSockets: options.maxIdlePerDestination ?? 10_000, timeout: idleTimeoutMs, scheduling: "lifo" });
+        // node's Agent takes a connection from an asynchronous createConnection through its callback.
+        (agent as unknown as { createConnection: (opts: unknown, callback: (error: Error | null, socket?: net.Socket) => void) => undefined }).createConnection = (_opts, callback) => {
+          options.openSocket(key).then(
+            (socket) => callback(null, socket),
+            (error: unknown) => callback(error as Error),
+          );
+          return undefined;
+        };
+        agents.set(key, agent);
+      }
+      return agent;
+    },
+    http2(key) {
+      const existing = sessions.get(key);
+      if (existing !== undefined) return existing;
+      const opening = openSession(key).then((session) => {
+        const forget = (): void => {
+          if (sessions.get(key) === opening) sessions.delete(key);
+        };
+        session.once("close", forget);
+        session.once("goaway", forget);
+        session.on("error", forget);
+        session.setTimeout(sessionIdleTimeoutMs, () => session.close());
+        return session;
+      });
+      opening.catch(() => {
+        if (sessions.get(key) === opening) sessions.delete(key);
+      });
+      sessions.set(key, opening);
+      return opening;
+    },
+    sessions: () => sessions.size,
+    close() {
+      for (const agent of agents.values()) agent.destroy();
+      agents.clear();
+      for (const opening of sessions.values()) opening.then((s) => s.destroy(), () => undefined);
+      sessions.clear();
+    },
+  };
+}
