@@ -1,5 +1,5 @@
 import { Server, ServerCredentials, status, type ServerWritableStream } from "@grpc/grpc-js";
-import { DestinationService, ipToTcpAddress, type DestinationServer, type GetDestination, type Update, type WeightedAddr } from "@meshtls/api";
+import { DestinationProfile, DestinationService, ipToTcpAddress, type DestinationServer, type GetDestination, type Update, type WeightedAddr } from "@meshtls/api";
 import { afterEach, describe, expect, it } from "vitest";
 import { createDestinationClient } from "./client.js";
 
@@ -11,6 +11,17 @@ import { createDestinationClient } from "./client.js";
 function weighted(ip: string, port: number, extra: Partial<WeightedAddr>): WeightedAddr {
   return { addr: ipToTcpAddress(ip, port), weight: 10000, metricLabels: {}, tlsIdentity: undefined, protocolHint: undefined, authorityOverride: undefined, ...extra };
 }
+
+const PROFILES: Record<string, DestinationProfile> = {
+  // A ClusterIP: the service's name, which the client then resolves with Get.
+  "10.96.0.30:80": DestinationProfile.fromPartial({ fullyQualifiedName: "external.shop.svc.cluster.local" }),
+  // A pod IP: the endpoint itself.
+  "127.0.6.1:8080": DestinationProfile.fromPartial({
+    endpoint: weighted("127.0.6.1", 8080, { tlsIdentity: { strategy: { $case: "dnsLikeIdentity", value: { name: "pod.shop.serviceaccount.identity.linkerd.cluster.local" } }, serverName: undefined } }),
+  }),
+  // An address nobody knows: an empty profile.
+  "192.0.2.9:443": DestinationProfile.fromPartial({}),
+};
 
 const ANSWERS: Record<string, (call: ServerWritableStream<GetDestination, Update>) => void> = {
   "missing.shop.svc.cluster.local:80": (call) => call.emit("error", { code: status.NOT_FOUND, details: "Service shop.missing not found" }),
@@ -62,9 +73,22 @@ describe("destination client against a Linkerd-like destination", () => {
     const implementation: DestinationServer = {
       get: (call) => {
         calls.push(call.request.path);
+        if (/^[0-9.]+:/.test(call.request.path)) {
+          call.emit("error", { code: status.INVALID_ARGUMENT, details: "IP queries not supported by Get API" });
+          return;
+        }
+        if (/\s/.test(call.request.path)) {
+          call.emit("error", { code: status.INVALID_ARGUMENT, details: "invalid authority" });
+          return;
+        }
         ANSWERS[call.request.path]?.(call);
       },
-      getProfile: (call) => call.emit("error", { code: status.UNIMPLEMENTED, details: "not here" }),
+      getProfile: (call) => {
+        calls.push(`profile ${call.request.path}`);
+        const profile = PROFILES[call.request.path];
+        if (profile) call.write(profile);
+        else call.emit("error", { code: status.UNIMPLEMENTED, details: "not here" });
+      },
     };
     server.addService(DestinationService, implementation);
     const port = await new Promise<number>((resolve, reject) =>
@@ -116,4 +140,21 @@ describe("destination client against a Linkerd-like destination", () => {
       },
     ]);
   });
+
+  it("looks an IP:port that Get refuses up with GetProfile: a ClusterIP through its service's Get, a pod IP as its endpoint, an unknown IP as itself", async () => {
+    const { address, calls } = await start();
+    const client = createDestinationClient({ address });
+    cleanups.push(() => client.close());
+    const service = await client.resolve("10.96.0.30:80").ready({ timeoutMs: 5000 });
+    expect(service.endpoints.map((e) => [e.address, e.identity])).toEqual([["127.0.4.1", "spiffe://example.org/vm/1"]]);
+    expect(calls).toEqual(expect.arrayContaining(["10.96.0.30:80", "profile 10.96.0.30:80", "external.shop.svc.cluster.local:80"]));
+    const pod = await client.resolve("127.0.6.1:8080").ready({ timeoutMs: 5000 });
+    expect(pod.endpoints).toEqual([{ address: "127.0.6.1", port: 8080, weight: 10000, identity: "pod.shop.serviceaccount.identity.linkerd.cluster.local", labels: {} }]);
+    const unknown = await client.resolve("192.0.2.9:443").ready({ timeoutMs: 5000 });
+    expect(unknown.endpoints).toEqual([{ address: "192.0.2.9", port: 443, weight: 10000, labels: {} }]);
+    // A name Get refuses is refused: GetProfile is only for IP lookups.
+    await expect(client.resolve("bad name:80").ready({ timeoutMs: 5000 })).rejects.toMatchObject({ code: "ERR_RESOLUTION_REJECTED" });
+    expect(calls).not.toContain("profile bad name:80");
+  });
 });
+

@@ -1,5 +1,5 @@
 import { connectivityState, credentials as grpcCredentials, status, type ChannelCredentials, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
-import { ApiError, DestinationClient as GrpcDestinationClient, tcpAddressToIp, type Update, type WeightedAddr } from "@meshtls/api";
+import { ApiError, DestinationClient as GrpcDestinationClient, tcpAddressToIp, type DestinationProfile, type Update, type WeightedAddr } from "@meshtls/api";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
 
@@ -148,6 +148,9 @@ function toEndpoint(addr: WeightedAddr, setLabels: Record<string, string>, logge
 
 const endpointKey = (address: string, port: number): string => `${address} ${port}`;
 
+/** Whether an authority's host is an IP literal (IPv4, or IPv6 in brackets). */
+const isIpAuthority = (authority: string): boolean => /^(\d{1,3}\.){3}\d{1,3}:\d+$/.test(authority) || /^\[[0-9a-fA-F:.]+\]:\d+$/.test(authority);
+
 /** The shared state of one authority: one stream, many callers. */
 class Watch {
   private readonly listeners = new Set<(set: EndpointSet) => void>();
@@ -156,7 +159,14 @@ class Watch {
   private endpoints = new Map<string, Endpoint>();
   private exists = false;
   private set: EndpointSet | undefined;
-  private call: ClientReadableStream<Update> | undefined;
+  private call: ClientReadableStream<unknown> | undefined;
+  /**
+   * `get`, or `profile` once the server refused `Get` for this `<ip>:<port>`
+   * (Linkerd's destination does): the address is then looked up with
+   * `GetProfile`, whose service name is followed with `Get` (`inner`).
+   */
+  private mode: "get" | "profile" = "get";
+  private inner: { watch: Watch; off: () => void } | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private initialTimer: NodeJS.Timeout | undefined;
   private attempt = 0;
@@ -166,7 +176,7 @@ class Watch {
   private stopped = false;
 
   constructor(
-    private readonly authority: string,
+    readonly authority: string,
     private readonly client: InstanceType<typeof GrpcDestinationClient>,
     private readonly options: Required<Pick<DestinationClientOptions, "contextToken" | "scheme" | "random" | "initialTimeoutMs">> & {
       backoff: Required<BackoffOptions>;
@@ -222,6 +232,7 @@ class Watch {
     clearTimeout(this.initialTimer);
     this.call?.cancel();
     this.call = undefined;
+    this.dropInner();
     this.failWaiters(this.rejected ?? new DestinationError("ERR_RESOLUTION_CLOSED", "the resolution is closed"));
     this.listeners.clear();
     for (const listener of [...this.stopListeners]) listener();
@@ -235,6 +246,10 @@ class Watch {
 
   private connect(): void {
     if (this.stopped) return;
+    if (this.mode === "profile") {
+      this.connectProfile();
+      return;
+    }
     this.fresh = true;
     const call = this.client.get({ scheme: this.options.scheme, path: this.authority, contextToken: this.options.contextToken });
     this.call = call;
@@ -255,6 +270,64 @@ class Watch {
    * endpoints: a stream still silent after `initialTimeoutMs` on a ready
    * channel means "no endpoints". A channel still connecting is waited for.
    */
+  /** Looks the `<ip>:<port>` up with GetProfile, as Linkerd's proxy does (linkerd2 server.go getProfileByIP). */
+  private connectProfile(): void {
+    const call = this.client.getProfile({ scheme: this.options.scheme, path: this.authority, contextToken: this.options.contextToken });
+    this.call = call;
+    call.on("data", (profile: DestinationProfile) => {
+      if (this.call === call) this.applyProfile(profile);
+    });
+    call.on("error", (error: ServiceError) => {
+      if (this.call === call) this.retry(error);
+    });
+    call.on("end", () => {
+      if (this.call === call) this.retry(undefined);
+    });
+  }
+
+  /**
+   * A profile's `endpoint` is the whole set; its `fully_qualified_name` is
+   * resolved with `Get(<name>:<port>)`; neither means an address nobody
+   * knows: the address itself, without identity (Linkerd's proxy forwards to
+   * the original destination in plaintext).
+   */
+  private applyProfile(profile: DestinationProfile): void {
+    this.attempt = 0;
+    const colon = this.authority.lastIndexOf(":");
+    const port = Number(this.authority.slice(colon + 1));
+    if (profile.endpoint !== undefined) {
+      this.dropInner();
+      const endpoint = toEndpoint(profile.endpoint, {}, this.options.logger);
+      this.publish({ exists: true, endpoints: endpoint === undefined ? [] : [endpoint] });
+      return;
+    }
+    if (profile.fullyQualifiedName !== "") {
+      const target = `${profile.fullyQualifiedName}:${port}`;
+      if (this.inner?.watch.authority === target) return;
+      this.dropInner();
+      const watch = new Watch(target, this.client, this.options, () => undefined);
+      watch.refs = 1;
+      const offSet = watch.subscribe((set) => this.publish(set));
+      const offStop = watch.onStop(() => {
+        if (watch.rejected === undefined || this.inner?.watch !== watch) return;
+        this.rejected = watch.rejected;
+        this.stop();
+      });
+      this.inner = { watch, off: () => (offSet(), offStop()) };
+      return;
+    }
+    this.dropInner();
+    const address = this.authority.slice(0, colon).replace(/^\[(.*)\]$/, "$1");
+    this.publish({ exists: true, endpoints: [{ address, port, weight: 10_000, labels: {} }] });
+  }
+
+  private dropInner(): void {
+    const inner = this.inner;
+    this.inner = undefined;
+    inner?.off();
+    inner?.watch.stop();
+  }
+
   private armInitialTimer(call: ClientReadableStream<Update>): void {
     clearTimeout(this.initialTimer);
     this.initialTimer = setTimeout(() => {
@@ -280,6 +353,13 @@ class Watch {
       this.fresh = true;
       this.apply({ update: { $case: "noEndpoints", value: { exists: false } } });
       this.attempt = attempt;
+    }
+    if (error?.code === status.INVALID_ARGUMENT && this.mode === "get" && isIpAuthority(this.authority)) {
+      // Linkerd's destination refuses IP queries in Get ("IP queries not supported by Get API"): ask GetProfile.
+      this.options.logger.debug({ authority: this.authority }, "Get refused an IP lookup; asking GetProfile");
+      this.mode = "profile";
+      this.connectProfile();
+      return;
     }
     if (error && (error.code === status.INVALID_ARGUMENT || error.code === status.UNIMPLEMENTED || error.code === status.PERMISSION_DENIED || error.code === status.UNAUTHENTICATED)) {
       // The server will keep saying no: stop, and tell the callers why.
@@ -331,7 +411,11 @@ class Watch {
         this.endpoints.clear();
         break;
     }
-    const set: EndpointSet = { exists: this.exists, endpoints: [...this.endpoints.values()] };
+    this.publish({ exists: this.exists, endpoints: [...this.endpoints.values()] });
+  }
+
+  /** Makes `set` the current one and tells the waiters and listeners. */
+  private publish(set: EndpointSet): void {
     this.set = set;
     for (const waiter of [...this.waiters]) waiter.resolve(set);
     this.waiters.clear();
