@@ -4,7 +4,12 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { Duplex } from "node:stream";
+import { readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { spawn } from "node:child_process";
 import { promisify } from "node:util";
+import { parseClientHello } from "../detect-tls.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createProxy } from "../proxy.js";
 import type { Proxy, ProxyAddresses } from "../proxy.js";
@@ -54,6 +59,25 @@ async function startApp(name: string): Promise<{ port: number; seen: Seen[]; clo
   });
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return { port: (server.address() as net.AddressInfo).port, seen, close: () => server.close() };
+}
+
+/** The TCP segments of a pcap (Linux `lo`: Ethernet framing), each with its ports, flags and payload. */
+function readPcap(file: string): { srcPort: number; dstPort: number; syn: boolean; ack: boolean; payload: Buffer }[] {
+  const data = readFileSync(file);
+  const out: { srcPort: number; dstPort: number; syn: boolean; ack: boolean; payload: Buffer }[] = [];
+  let offset = 24;
+  while (offset + 16 <= data.length) {
+    const captured = data.readUInt32LE(offset + 8);
+    const frame = data.subarray(offset + 16, offset + 16 + captured);
+    offset += 16 + captured;
+    if (frame.readUInt16BE(12) !== 0x0800) continue;
+    const ip = frame.subarray(14);
+    if (ip[9] !== 6) continue;
+    const tcp = ip.subarray(((ip[0] ?? 0) & 0x0f) * 4, ip.readUInt16BE(2));
+    const flags = tcp[13] ?? 0;
+    out.push({ srcPort: tcp.readUInt16BE(0), dstPort: tcp.readUInt16BE(2), syn: (flags & 0x02) !== 0, ack: (flags & 0x10) !== 0, payload: tcp.subarray(((tcp[12] ?? 0) >> 4) * 4) });
+  }
+  return out;
 }
 
 const sample = (text: string, name: string, labels: Record<string, string>): number => {
@@ -146,6 +170,37 @@ describe("HTTP-aware proxying between two proxies (real TLS, real curl)", () => 
     expect(sample(bText, "inbound_http_authz_allow_total", {})).toBe(8);
     expect(sample(aText, "response_latency_ms_count", { direction: "outbound" })).toBe(8);
     expect(aText).toMatch(/response_latency_ms_bucket\{[^}]*le="50000"/);
+  }, 30_000);
+
+  it("a capture between the proxies: one mTLS connection offering only ALPN h2 carries many application connections, no HTTP in clear", async () => {
+    const port = b1Addr.inbound.port;
+    const file = path.join(os.tmpdir(), `meshtls-h2-${process.pid}-${port}.pcap`);
+    // A fresh mesh connection: the earlier one is closed with its proxy's pools.
+    table.set("fresh.default.svc.cluster.local:80", { exists: true, endpoints: [{ address: "127.0.0.1", port, weight: 1, identity: B, protocolHint: "h2", labels: {} }] });
+    const c = createProxy({ identity: A, credentials: createStore(await mesh.issue(A)), trustBundle: createBundle([mesh.anchor.certificate]), resolver: createTableResolver(table), inbound: { listen: lo, workload: { host: "127.0.0.1", port: 1 } }, outbound: { listen: lo }, admin: { listen: lo } });
+    const cAddr = await c.start();
+    const tcpdump = spawn("tcpdump", ["-i", "lo", "-U", "--immediate-mode", "-s", "0", "-w", file, `tcp port ${port}`], { stdio: ["ignore", "ignore", "pipe"] });
+    await new Promise<void>((resolve) => tcpdump.stderr.on("data", (d: Buffer) => String(d).includes("listening") && resolve()));
+    // tcpdump says "listening" a little before its filter sees packets.
+    await new Promise((r) => setTimeout(r, 1000));
+    for (let i = 0; i < 6; i++) {
+      const { stdout } = await run("curl", ["-s", "--max-time", "5", "-x", `http://127.0.0.1:${cAddr.outbound.port}`, `http://fresh.default.svc.cluster.local/app-connection-${i}`]);
+      expect(stdout).toBe(`b1 1.1 /app-connection-${i}`);
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    tcpdump.kill("SIGINT");
+    await once(tcpdump, "exit");
+    await c.stop({ drainMs: 0 });
+    const segments = readPcap(file);
+    rmSync(file, { force: true });
+    const opens = segments.filter((t) => t.syn && !t.ack && t.dstPort === port);
+    expect(opens).toHaveLength(1);
+    const toInbound = Buffer.concat(segments.filter((t) => t.dstPort === port && t.srcPort === opens[0]?.srcPort).map((t) => t.payload));
+    const hello = parseClientHello(toInbound);
+    expect(hello).toMatchObject({ kind: "tls", sni: B, alpn: ["h2"] });
+    const everything = Buffer.concat(segments.map((t) => t.payload)).toString("latin1");
+    expect(everything).not.toContain("app-connection");
+    expect(everything).not.toContain("HTTP/1.1");
   }, 30_000);
 
   it("a plaintext client's l5d-client-id is removed inbound", async () => {
