@@ -6,6 +6,7 @@ import type { TlsCredentials } from "./credentials.js";
 import { ProxyError } from "./errors.js";
 import { forwardStreams } from "./forward.js";
 import { acceptTarget, createInboundServer } from "./inbound/accept.js";
+import type { OriginalDestinationLookup } from "./inbound/accept.js";
 import { authorizeTarget } from "./inbound/authorize.js";
 import { createConnectWorkload, loopRefusal } from "./inbound/connect-workload.js";
 import type { ConnectWorkload } from "./inbound/connect-workload.js";
@@ -69,6 +70,12 @@ export interface CreateInboundOptions {
   serverFirstProbeMs?: number;
   /** Idle HTTP/1 connections to the workload close after this long. Default 3000 (Linkerd's). */
   http1PoolIdleTimeoutMs?: number;
+  /**
+   * Transparent mode: reads a redirected connection's original destination;
+   * its port becomes the target's workload port (under detection and that
+   * port's policy). Connections nothing redirected are handled as today.
+   */
+  originalDestination?: OriginalDestinationLookup;
 }
 
 /** The inbound stack: accept → detect TLS → terminate or pass through → transport header → policy → connect → forward. */
@@ -110,7 +117,12 @@ export function createInbound(options: CreateInboundOptions): Inbound {
 
   /** The pipeline for one accepted connection. */
   const handle = async (raw: net.Socket): Promise<void> => {
-    const target = acceptTarget(raw, { workload: options.workload, policy });
+    const target = acceptTarget(raw, {
+      workload: options.workload,
+      policy,
+      ...(options.workloadHost === undefined ? {} : { workloadHost: options.workloadHost }),
+      ...(options.originalDestination === undefined ? {} : { originalDestination: options.originalDestination }),
+    });
     if (skipPorts.has(target.port)) {
       await serve(raw, { ...target, tls: { tls: "no_identity", reason: "port_skipped" } }, { authorize: false });
       return;

@@ -44,6 +44,7 @@ export type { CreateTlsCredentialsOptions, ResumableSession, TlsCredentials } fr
 export { encodeHeader, readTransportHeader, TRANSPORT_ALPN } from "./transport-header.js";
 export type { ReadTransportHeaderOptions } from "./transport-header.js";
 export { acceptTarget, createInboundServer } from "./inbound/accept.js";
+export type { OriginalDestinationLookup } from "./inbound/accept.js";
 export { detectLayer } from "./inbound/detect.js";
 export { createTerminateTls } from "./inbound/terminate-tls.js";
 export type { CreateTerminateTlsOptions, Terminated } from "./inbound/terminate-tls.js";

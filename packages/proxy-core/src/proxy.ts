@@ -7,6 +7,7 @@ import { createTlsCredentials } from "./credentials.js";
 import type { TlsCredentials } from "./credentials.js";
 import { ProxyError } from "./errors.js";
 import { createInbound } from "./inbound.js";
+import type { OriginalDestinationLookup } from "./inbound/accept.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
 import { createProxyMetrics } from "./metrics.js";
@@ -38,6 +39,8 @@ export interface CreateProxyOptions {
     workload: HostPort;
     /** Host a transport header's port is reached on. Default `workload.host`. */
     workloadHost?: string;
+    /** Transparent mode: a redirected connection's original destination picks the workload port (`@meshtls/orig-dst`'s reader). */
+    originalDestination?: OriginalDestinationLookup;
     /**
      * The workload's ports a transport header may name besides `workload.port`.
      * Default none: any port but the proxy's own listeners.
@@ -129,6 +132,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     policy: options.policy ?? createStaticPolicySource(),
     workload: options.inbound.workload,
     ...(options.inbound.workloadHost === undefined ? {} : { workloadHost: options.inbound.workloadHost }),
+    ...(options.inbound.originalDestination === undefined ? {} : { originalDestination: options.inbound.originalDestination }),
     ...(options.inbound.detectTimeoutMs === undefined ? {} : { detectTimeoutMs: options.inbound.detectTimeoutMs }),
     ...(options.inbound.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.inbound.handshakeTimeoutMs }),
     ...(options.inbound.inboundPorts === undefined ? {} : { inboundPorts: options.inbound.inboundPorts }),

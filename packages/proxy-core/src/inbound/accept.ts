@@ -4,11 +4,26 @@ import type { HostPort } from "../address.js";
 import type { PolicySource } from "../sources.js";
 import type { InboundTarget } from "./target.js";
 
-/** Builds the target of a connection the inbound listener accepted: for the workload's own port until a transport header says otherwise. */
-export function acceptTarget(raw: net.Socket, options: { workload: HostPort; policy: PolicySource }): InboundTarget {
-  const { workload } = options;
+/**
+ * Where a connection was going before a firewall redirected it (SO_ORIGINAL_DST,
+ * as `@meshtls/orig-dst` reads it): `undefined` or `redirected: false` when
+ * nothing redirected it (a direct connection to the listener).
+ */
+export type OriginalDestinationLookup = (socket: net.Socket) => { address: string; port: number; redirected: boolean } | undefined;
+
+/**
+ * Builds the target of a connection the inbound listener accepted: for the
+ * workload's own port until a transport header says otherwise, or, when the
+ * connection was redirected to the listener (transparent mode), for the port
+ * it was going to, on the workload's host.
+ */
+export function acceptTarget(raw: net.Socket, options: { workload: HostPort; workloadHost?: string; policy: PolicySource; originalDestination?: OriginalDestinationLookup }): InboundTarget {
+  const dst = options.originalDestination?.(raw);
+  const redirected = dst !== undefined && dst.redirected;
+  const workload = redirected ? { host: options.workloadHost ?? options.workload.host, port: dst.port } : options.workload;
   return {
     listenerPort: raw.localPort ?? 0,
+    ...(redirected ? { origDst: { host: dst.address, port: dst.port } } : {}),
     client: { address: raw.remoteAddress ?? "", port: raw.remotePort ?? 0 },
     port: workload.port,
     workload,
