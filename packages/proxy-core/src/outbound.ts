@@ -14,6 +14,8 @@ import type { ConnectOutbound } from "./outbound/connect.js";
 import { createDiscover } from "./outbound/discover.js";
 import { createHttpProxyServer } from "./outbound/http-proxy.js";
 import { createRouteServer } from "./outbound/route.js";
+import { createTransparentServer } from "./outbound/transparent.js";
+import type { OriginalDestinationLookup } from "./inbound/accept.js";
 import { createOutboundHttp } from "./http/outbound-http.js";
 import { createOwnSockets } from "./own-sockets.js";
 import type { OwnSockets } from "./own-sockets.js";
@@ -70,6 +72,8 @@ export interface Outbound {
   listenProxy(address: HostPort): Promise<net.AddressInfo>;
   /** Starts a fixed route listener. */
   listenRoute(route: Route): Promise<net.AddressInfo>;
+  /** Starts the transparent listener: each connection goes to its original destination (`meshtls init`'s redirect). */
+  listenTransparent(address: HostPort, originalDestination: OriginalDestinationLookup): Promise<net.AddressInfo>;
   /** The layer under every listener: a connection to the target's authority through discovery and the mesh. */
   connect: ConnectOutbound;
   stopAccepting(): Promise<void>;
@@ -161,6 +165,8 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
       const isOpaque = route.protocol === "opaque" ? () => Promise.resolve(true) : hintedOpaque;
       return listen(createRouteServer({ ...listenerOptions, authority, isOpaque, detectTimeoutMs }), route.listen, "route", `the route to ${authority}`);
     },
+    listenTransparent: (address, originalDestination) =>
+      listen(createTransparentServer({ ...listenerOptions, originalDestination, isOpaque: hintedOpaque, detectTimeoutMs }), address, "outbound", "the transparent outbound listener"),
     connect,
     stopAccepting: async () => {
       for (const server of servers) server.close();

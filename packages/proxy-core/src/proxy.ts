@@ -64,6 +64,8 @@ export interface CreateProxyOptions {
     maxConnections?: number;
     /** Protocol detection on a route gives up (forwarding as bytes) after this long. Default 10000. */
     detectTimeoutMs?: number;
+    /** Transparent mode: the listener `meshtls init` redirects the workload's connections to (e.g. 0.0.0.0:4140), and how it reads their original destinations. */
+    transparent?: { listen: HostPort; originalDestination: OriginalDestinationLookup };
   };
   /** `listen` default 127.0.0.1:4191; `maxConnections` default 100. */
   admin?: { listen?: HostPort; maxConnections?: number };
@@ -93,6 +95,8 @@ export interface ProxyAddresses {
   outbound: AddressInfo;
   routes: AddressInfo[];
   admin: AddressInfo;
+  /** The transparent outbound listener, when configured. */
+  transparent?: AddressInfo;
 }
 
 /** A running proxy. */
@@ -240,13 +244,15 @@ export function createProxy(options: CreateProxyOptions): Proxy {
         const outboundAddress = await outbound.listenProxy(options.outbound?.listen ?? { host: "127.0.0.1", port: 4140 });
         const routes: AddressInfo[] = [];
         for (const route of options.outbound?.routes ?? []) routes.push(await outbound.listenRoute(route));
+        const transparentOptions = options.outbound?.transparent;
+        const transparent = transparentOptions === undefined ? undefined : await outbound.listenTransparent(transparentOptions.listen, transparentOptions.originalDestination);
         // Checked on the bound addresses, so that a port 0 anywhere is covered too.
         const { workload } = options.inbound;
         const loop = own.listenerAt(workload);
         if (loop !== undefined) {
           throw new ProxyError("ERR_CONFIG_INVALID", `the workload address ${formatHostPort(workload.host, workload.port)} is the proxy's own ${loop} listener: every inbound connection would loop`);
         }
-        return { inbound: inboundAddress, outbound: outboundAddress, routes, admin: adminAddress };
+        return { inbound: inboundAddress, outbound: outboundAddress, routes, admin: adminAddress, ...(transparent === undefined ? {} : { transparent }) };
       } catch (error) {
         // Nothing was served yet: close what is bound, without a drain to log.
         stopping ??= (async () => {

@@ -5,8 +5,8 @@
 export interface OutboundTarget {
   /** `name:port` or `ip:port`, normalized (`normalizeAuthority`). */
   authority: string;
-  /** The listener that accepted the application's connection: the HTTP proxy (CONNECT or absolute URI), or a fixed route. */
-  listener: "proxy" | "route";
+  /** The listener that accepted the application's connection: the HTTP proxy (CONNECT or absolute URI), a fixed route, or the transparent listener (the original destination). */
+  listener: "proxy" | "route" | "transparent";
   /** The application's address as the socket reports it. */
   client: { address: string; port: number };
 }
