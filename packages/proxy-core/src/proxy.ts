@@ -55,7 +55,7 @@ export interface CreateProxyOptions {
     maxConnections?: number;
   };
   outbound?: {
-    /** The HTTP proxy listener. Default 127.0.0.1:4140. */
+    /** The HTTP proxy listener (the transparent one in transparent mode). Default 127.0.0.1:4140. */
     listen?: HostPort;
     routes?: Route[];
     localAddress?: string;
@@ -64,8 +64,11 @@ export interface CreateProxyOptions {
     maxConnections?: number;
     /** Protocol detection on a route gives up (forwarding as bytes) after this long. Default 10000. */
     detectTimeoutMs?: number;
-    /** Transparent mode: the listener `meshtls init` redirects the workload's connections to (e.g. 0.0.0.0:4140), and how it reads their original destinations. */
-    transparent?: { listen: HostPort; originalDestination: OriginalDestinationLookup };
+    /**
+     * Transparent mode: `listen` serves the connections `meshtls init`
+     * redirects there, each to its original destination, instead of the HTTP proxy.
+     */
+    transparent?: { originalDestination: OriginalDestinationLookup };
   };
   /** `listen` default 127.0.0.1:4191; `maxConnections` default 100. */
   admin?: { listen?: HostPort; maxConnections?: number };
@@ -95,8 +98,6 @@ export interface ProxyAddresses {
   outbound: AddressInfo;
   routes: AddressInfo[];
   admin: AddressInfo;
-  /** The transparent outbound listener, when configured. */
-  transparent?: AddressInfo;
 }
 
 /** A running proxy. */
@@ -241,18 +242,19 @@ export function createProxy(options: CreateProxyOptions): Proxy {
         const adminAddress = await admin.listen(options.admin?.listen ?? { host: "127.0.0.1", port: 4191 });
         own.addListener(adminAddress, "admin");
         const inboundAddress = await inbound.listen(options.inbound.listen ?? { host: "0.0.0.0", port: 4143 });
-        const outboundAddress = await outbound.listenProxy(options.outbound?.listen ?? { host: "127.0.0.1", port: 4140 });
+        const outboundListen = options.outbound?.listen ?? { host: "127.0.0.1", port: 4140 };
+        const transparent = options.outbound?.transparent;
+        const outboundAddress =
+          transparent === undefined ? await outbound.listenProxy(outboundListen) : await outbound.listenTransparent(outboundListen, transparent.originalDestination);
         const routes: AddressInfo[] = [];
         for (const route of options.outbound?.routes ?? []) routes.push(await outbound.listenRoute(route));
-        const transparentOptions = options.outbound?.transparent;
-        const transparent = transparentOptions === undefined ? undefined : await outbound.listenTransparent(transparentOptions.listen, transparentOptions.originalDestination);
         // Checked on the bound addresses, so that a port 0 anywhere is covered too.
         const { workload } = options.inbound;
         const loop = own.listenerAt(workload);
         if (loop !== undefined) {
           throw new ProxyError("ERR_CONFIG_INVALID", `the workload address ${formatHostPort(workload.host, workload.port)} is the proxy's own ${loop} listener: every inbound connection would loop`);
         }
-        return { inbound: inboundAddress, outbound: outboundAddress, routes, admin: adminAddress, ...(transparent === undefined ? {} : { transparent }) };
+        return { inbound: inboundAddress, outbound: outboundAddress, routes, admin: adminAddress };
       } catch (error) {
         // Nothing was served yet: close what is bound, without a drain to log.
         stopping ??= (async () => {

@@ -67,7 +67,7 @@ describe("outbound with original destinations (transparent mode)", () => {
       credentials: createStore(await mesh.issue(A)),
       trustBundle: createBundle([mesh.anchor.certificate]),
       resolver: createTableResolver(table),
-      outbound: { listen: lo, transparent: { listen: lo, originalDestination: () => next } },
+      outbound: { listen: lo, transparent: { originalDestination: () => next } },
       admin: { listen: lo },
       inbound: { listen: lo, workload: { host: "127.0.0.1", port: 9 } },
     });
@@ -81,22 +81,22 @@ describe("outbound with original destinations (transparent mode)", () => {
 
   it("opens mTLS to a meshed original destination, checking its identity", async () => {
     next = { address: "10.77.0.12", port: 8080, redirected: true };
-    expect(await ask(aAddresses.transparent!.port)).toBe("b:hello");
+    expect(await ask(aAddresses.outbound.port)).toBe("b:hello");
     const text = await a.metrics.registry.metrics();
     expect(text).toMatch(new RegExp(`tcp_open_total\\{direction="outbound",peer="dst",target_addr="127\\.0\\.0\\.1:\\d+",tls="true",server_id="${escape(B)}"\\} 1`));
   });
 
   it("reaches an original destination outside the mesh in plaintext, counted with its reason", async () => {
     next = { address: "127.0.0.1", port: outsidePort, redirected: true };
-    expect(await ask(aAddresses.transparent!.port)).toBe("outside:hello");
+    expect(await ask(aAddresses.outbound.port)).toBe("outside:hello");
     const text = await a.metrics.registry.metrics();
     expect(text).toContain(`tcp_open_total{direction="outbound",peer="dst",target_addr="127.0.0.1:${outsidePort}",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 1`);
   });
 
   it("refuses a connection nothing redirected, never forwarding it to itself", async () => {
-    for (const dst of [undefined, { address: "127.0.0.1", port: aAddresses.transparent!.port, redirected: false }]) {
+    for (const dst of [undefined, { address: "127.0.0.1", port: aAddresses.outbound.port, redirected: false }]) {
       next = dst;
-      expect(await ask(aAddresses.transparent!.port)).toBe("");
+      expect(await ask(aAddresses.outbound.port)).toBe("");
     }
     const text = await a.metrics.registry.metrics();
     expect(text).toMatch(/outbound_tcp_errors_total\{error="no_original_destination"[^}]*\} 2/);
