@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
 import { injectManifests } from "../src/commands/inject.ts";
 import { createMemoryOutput } from "../src/output.ts";
-import { appRoot, cliBin } from "./helpers.ts";
+import { appRoot, cliBin, runCli } from "./helpers.ts";
 import { unknownFields, validateWithModels, vectorOf } from "./k8s-fields.ts";
 
 const fixtures = path.join(appRoot, "test", "fixtures", "inject");
@@ -136,6 +136,21 @@ describe("meshtls inject", () => {
         expect(changed, `${key} is read by meshtls-proxy`).toBe(true);
       }
     }
+  });
+
+  it("linkerd-init's arguments are ones meshtls init accepts (its --dry-run prints the rules), and its proxy UID is the proxy container's", async () => {
+    const [deployment] = objectsOf((await inject([path.join(fixtures, "deployment.yaml")])).stdout) as [Json];
+    const inits = podSpecOf(deployment).initContainers as Json[];
+    const init = inits.find((c) => c.name === "linkerd-init")!;
+    const args = init.args as string[];
+    expect(args[0]).toBe("init");
+    const result = await runCli([...args, "--dry-run"]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toContain("-j REDIRECT --to-port 4143");
+    expect(result.stdout).toContain("-j REDIRECT --to-port 4140");
+    expect(result.stdout).toContain("--dports 4190,4191,4567,4568,9100 -j RETURN");
+    const proxy = inits.find((c) => c.name === "linkerd-proxy")!;
+    expect(result.stdout).toContain(`--uid-owner ${String((proxy.securityContext as Json).runAsUser)} -j RETURN`);
   });
 
   it("the binary: folders and stdin, --output json, the summary on stderr", async () => {
