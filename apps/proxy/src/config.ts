@@ -27,6 +27,8 @@ export interface Config {
   inbound: HostPort;
   outbound: HostPort;
   admin: HostPort;
+  /** Transparent mode: --outbound serves redirected connections (original destinations), --inbound reads redirected ports. */
+  transparent: boolean;
   workload: HostPort;
   workloadHost: string;
   /** Ports a transport header may name besides the workload's; empty: any but the proxy's own. */
@@ -115,6 +117,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--inbound <addr>", "inbound listen address").env("MESHTLS_PROXY_INBOUND").default("0.0.0.0:4143"))
     .addOption(new Option("--outbound <addr>", "outbound HTTP proxy listen address").env("MESHTLS_PROXY_OUTBOUND").default("127.0.0.1:4140"))
     .addOption(new Option("--admin <addr>", "admin listen address").env("MESHTLS_PROXY_ADMIN").default("127.0.0.1:4191"))
+    .addOption(new Option("--transparent", "transparent mode, behind meshtls init's nat rules: --outbound takes the connections redirected to it, each to its original destination (instead of the HTTP proxy), and --inbound serves a redirected connection's original port (Linux; needs the SO_ORIGINAL_DST addon); env MESHTLS_PROXY_TRANSPARENT=true|1|false|0"))
     .addOption(new Option("--workload <addr>", "the local workload's address for inbound connections without a transport header").env("MESHTLS_PROXY_WORKLOAD"))
     .addOption(new Option("--workload-host <host>", "host the transport header's port is reached on (default: --workload's host)").env("MESHTLS_PROXY_WORKLOAD_HOST"))
     .addOption(new Option("--inbound-ports <ports>", "comma-separated workload ports a meshed client's transport header may name besides --workload's (default: any port but the proxy's own)").env("MESHTLS_PROXY_INBOUND_PORTS"))
@@ -214,6 +217,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     inbound: address(String(o["inbound"]), "--inbound"),
     outbound: address(String(o["outbound"]), "--outbound"),
     admin: address(String(o["admin"]), "--admin"),
+    transparent: flagOrEnv("transparent", "MESHTLS_PROXY_TRANSPARENT"),
     workload,
     workloadHost: str("workloadHost") ?? workload.host,
     inboundPorts: ports(str("inboundPorts"), "--inbound-ports"),

@@ -1,7 +1,9 @@
 import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
 import { createCertifier, createCredentialStore } from "@meshtls/identity";
+import { createOriginalDestinationReader } from "@meshtls/orig-dst";
 import { createProxy, createProxyMetrics, createStaticPolicySource, flagPolicies, formatHostPort, ProxyError } from "@meshtls/proxy-core";
+import type { OriginalDestinationLookup } from "@meshtls/proxy-core";
 import { parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
@@ -89,6 +91,25 @@ async function main(): Promise<void> {
     })();
   };
 
+  // Transparent mode needs the SO_ORIGINAL_DST addon: say so at start, before listening, when it is missing.
+  let originalDestination: OriginalDestinationLookup | undefined;
+  if (config.transparent) {
+    try {
+      const reader = createOriginalDestinationReader();
+      originalDestination = (socket) => {
+        try {
+          return reader.read(socket);
+        } catch {
+          // ERR_ORIG_DST_SOCKET: the connection is already gone.
+          return undefined;
+        }
+      };
+    } catch (error) {
+      logger.error({ code: (error as { code?: string }).code, err: (error as Error).message }, "--transparent: cannot read original destinations");
+      process.exit(2);
+    }
+  }
+
   const proxy = createProxy({
     identity: config.identity,
     credentials: store,
@@ -104,11 +125,13 @@ async function main(): Promise<void> {
       detectTimeoutMs: config.detectTimeoutMs,
       handshakeTimeoutMs: config.detectTimeoutMs,
       maxConnections: config.maxInboundConnections,
+      ...(originalDestination === undefined ? {} : { originalDestination }),
     },
     outbound: {
       listen: config.outbound,
       routes: config.routes,
       maxConnections: config.maxOutboundConnections,
+      ...(originalDestination === undefined ? {} : { transparent: { originalDestination } }),
       ...(config.outboundBind === undefined ? {} : { localAddress: config.outboundBind }),
     },
     admin: { listen: config.admin, maxConnections: config.maxAdminConnections },
