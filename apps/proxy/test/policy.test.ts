@@ -27,11 +27,12 @@ function request(options: { host: string; port: number; path: string; proxy?: bo
   });
 }
 
-/** The sum of a metric's series whose labels contain every fragment. */
+/** The sum of a metric's series (`name` a regular expression over metric names) whose labels contain every fragment. */
 function total(metrics: string, name: string, ...fragments: string[]): number {
   let sum = 0;
+  const series = new RegExp(`^${name}\\{`);
   for (const line of metrics.split("\n")) {
-    if (line.startsWith(`${name}{`) && fragments.every((f) => line.includes(f))) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (series.test(line) && fragments.every((f) => line.includes(f))) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
   }
   return sum;
 }
@@ -202,7 +203,8 @@ describe("meshtls-proxy follows the policy controller (real processes on loopbac
       const editedAt = Date.now();
       write(registry(bInbound, steps[step.name].replaceAll("PORT", String(appPort))));
       // Observed from the metrics: the first scrape that counts a decision under the new server's name.
-      const decisions = step.a || step.plain ? "inbound_tcp_authz_allow_total" : "inbound_tcp_authz_deny_total";
+      // A connection is decided once; each HTTP request on a kept-alive one again, under the policy then.
+      const decisions = step.a || step.plain ? "inbound_(tcp|http)_authz_allow_total" : "inbound_(tcp|http)_authz_deny_total";
       let metricsMs = Infinity;
       while (Date.now() - editedAt < 2000) {
         const text = await scrape(b.admin);
@@ -240,6 +242,6 @@ describe("meshtls-proxy follows the policy controller (real processes on loopbac
     expect(b.proxy.child.exitCode).toBeNull();
     const text = await scrape(b.admin);
     expect(sample(text, "inbound_tcp_authz_deny_total", 'srv_name="b-http"', 'reason="unauthenticated"')).toBeGreaterThan(0);
-    expect(sample(text, "inbound_tcp_authz_allow_total", 'srv_name="b-http"', 'authz_kind="authorizationpolicy"', 'authz_name="b-from-a"', `target_addr="127.0.1.2:${appPort}"`)).toBeGreaterThan(0);
+    expect(total(text, "inbound_(tcp|http)_authz_allow_total", 'srv_name="b-http"', 'authz_kind="authorizationpolicy"', 'authz_name="b-from-a"', `target_addr="127.0.1.2:${appPort}"`)).toBeGreaterThan(0);
   }, 120_000);
 });

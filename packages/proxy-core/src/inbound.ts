@@ -24,7 +24,7 @@ import type { CountedSocket, ProxyMetrics } from "./metrics.js";
 import { createOwnSockets } from "./own-sockets.js";
 import type { OwnSockets } from "./own-sockets.js";
 import { policyLabel } from "./policy.js";
-import type { ServerPolicy } from "./policy.js";
+import type { AuthorizeDecision, ServerPolicy } from "./policy.js";
 import type { PolicySource } from "./sources.js";
 import type { TlsState } from "./tls-state.js";
 
@@ -178,7 +178,9 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       return;
     }
     if (protocol.kind !== "opaque") {
-      httpLayer.serve(client, target, protocol.kind, decision);
+      // Each request is decided again under the port's policy now (Linkerd's HTTP authorization).
+      const perRequest = (): AuthorizeDecision | undefined => (decision === undefined ? undefined : authorizeTarget(authorized.get(client) ?? target, policy.current(target.port)));
+      httpLayer.serve(client, target, protocol.kind, perRequest);
       return;
     }
     let upstream: net.Socket;

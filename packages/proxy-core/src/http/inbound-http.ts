@@ -15,6 +15,9 @@ import { createConnectionPools, h2Transport } from "./pools.js";
 import { pipeUpgrade, upgradeHead } from "./upgrade.js";
 import http2 from "node:http2";
 
+/** Decides one request under the port's current policy; undefined when the port is not under policy. */
+export type Authorize = () => AuthorizeDecision | undefined;
+
 /** Options of {@link createInboundHttp}. */
 export interface CreateInboundHttpOptions {
   metrics: ProxyMetrics;
@@ -30,8 +33,12 @@ export interface CreateInboundHttpOptions {
 
 /** The inbound HTTP layer: identity header, HTTP/2 downgrade, pooled connections to the workload, per-request metrics. */
 export interface InboundHttp {
-  /** Serves the requests of an authorized, detected connection. */
-  serve(socket: net.Socket, target: InboundTarget, kind: "http1" | "h2", decision: AuthorizeDecision | undefined): void;
+  /**
+   * Serves the requests of an authorized, detected connection. `authorize`
+   * decides each request under the port's policy now (undefined: not
+   * authorized, a skipped port); a denied request gets 403 with `l5d-proxy-error`.
+   */
+  serve(socket: net.Socket, target: InboundTarget, kind: "http1" | "h2", authorize: Authorize): void;
   close(): void;
 }
 
@@ -62,11 +69,20 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     ...(options.maxIdle === undefined ? {} : { maxIdlePerDestination: options.maxIdle }),
   });
 
-  const forward = (request: ProxiedRequest, sink: ResponseSink, target: InboundTarget, decision: AuthorizeDecision | undefined): void => {
+  const forward = (request: ProxiedRequest, sink: ResponseSink, target: InboundTarget, authorize: Authorize): void => {
     const targetAddr = formatHostPort(target.workload.host, target.workload.port);
     targets.set(targetAddr, target);
-    if (decision !== undefined) metrics.recordHttpAuthz(decision, targetAddr);
     const record = metrics.recordHttpRequest({ direction: "inbound", authority: request.authority, targetAddr, tls: target.tls });
+    const decision = authorize();
+    if (decision !== undefined) {
+      metrics.recordHttpAuthz(decision, targetAddr);
+      if (!decision.allow) {
+        record({ status: 403, error: "policy_denied" });
+        request.body.resume();
+        sink.fail(403, "ERR_POLICY_DENIED", `denied by the policy of port ${target.port} (${decision.reason})`);
+        return;
+      }
+    }
     setClientId(request.headers, target);
     // Downgrade: an HTTP/1 request the peer proxy carried over HTTP/2 goes to the workload as HTTP/1.
     const origProto = headerValue(request.headers, L5D_ORIG_PROTO);
@@ -97,12 +113,12 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     );
   };
 
-  const connections = new WeakMap<net.Socket, { target: InboundTarget; decision: AuthorizeDecision | undefined }>();
+  const connections = new WeakMap<net.Socket, { target: InboundTarget; authorize: Authorize }>();
   const http1Server = http.createServer({ keepAlive: true, noDelay: true, maxHeaderSize: 16 * 1024 });
   http1Server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const connection = connections.get(req.socket);
     if (connection === undefined) res.destroy();
-    else forward(fromHttp1(req), http1Sink(res), connection.target, connection.decision);
+    else forward(fromHttp1(req), http1Sink(res), connection.target, connection.authorize);
   });
   // Upgrade (WebSocket): the head goes to the workload as HTTP/1, then the bytes.
   http1Server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
@@ -112,10 +128,18 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
       return;
     }
     socket.on("error", () => undefined);
-    const { target, decision } = connection;
+    const { target } = connection;
     const targetAddr = formatHostPort(target.workload.host, target.workload.port);
-    if (decision !== undefined) metrics.recordHttpAuthz(decision, targetAddr);
     const record = metrics.recordHttpRequest({ direction: "inbound", authority: req.headers.host ?? "", targetAddr, tls: target.tls });
+    const decision = connection.authorize();
+    if (decision !== undefined) {
+      metrics.recordHttpAuthz(decision, targetAddr);
+      if (!decision.allow) {
+        record({ status: 403, error: "policy_denied" });
+        socket.end("HTTP/1.1 403 Forbidden\r\nl5d-proxy-error: ERR_POLICY_DENIED\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        return;
+      }
+    }
     options.connect(target).then(
       (upstream) => {
         metrics.trackConnection(upstream, { direction: "inbound", peer: "dst", targetAddr, tls: { tls: "no_identity", reason: "loopback" } });
@@ -142,9 +166,9 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
   http1Server.keepAliveTimeout = options.idleTimeoutMs;
 
   return {
-    serve(socket, target, kind, decision) {
+    serve(socket, target, kind, authorize) {
       if (kind === "http1") {
-        connections.set(socket, { target, decision });
+        connections.set(socket, { target, authorize });
         http1Server.emit("connection", socket);
         socket.resume();
         return;
@@ -155,7 +179,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
         const origProto = headerValue(headers as Headers, L5D_ORIG_PROTO);
         // The response of a downgraded request says which HTTP/1 version it had, for the peer to restore.
         const extra: Headers = origProto === undefined ? {} : { [L5D_ORIG_PROTO]: origProto.startsWith("HTTP/1.0") ? "HTTP/1.0" : "HTTP/1.1" };
-        forward(fromHttp2(stream, headers), http2Sink(stream, extra), target, decision);
+        forward(fromHttp2(stream, headers), http2Sink(stream, extra), target, authorize);
       });
       socket.once("close", () => session.destroy());
     },

@@ -1,6 +1,8 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import tls from "node:tls";
+import { certificateNotAfter } from "../credentials.js";
 import { formatHostPort, parseHostPort } from "../address.js";
 import type { Balancer } from "../balancer.js";
 import { endpointKey } from "../balancer.js";
@@ -80,9 +82,21 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
   const { metrics, logger, balancer, own } = options;
   const endpoints = new Map<string, Endpoint & { authority: string }>();
   const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
-  const track = (socket: net.Socket, remote: string, tls: TlsState): void => {
+  const track = (socket: net.Socket, remote: string, state: TlsState): void => {
     own.trackOpened(socket);
-    metrics.trackConnection(socket, { direction: "outbound", peer: "dst", targetAddr: remote, tls });
+    metrics.trackConnection(socket, { direction: "outbound", peer: "dst", targetAddr: remote, tls: state });
+    if (state.tls === "true") closeAtExpiry(socket, remote, state.peerId);
+  };
+  // A pooled mesh connection outlives the request that opened it: it goes once
+  // either certificate expires, so no request is sent on an expired identity.
+  const closeAtExpiry = (socket: net.Socket, remote: string, identity: string | undefined): void => {
+    const peer = socket instanceof tls.TLSSocket ? socket.getPeerX509Certificate() : undefined;
+    const peerNotAfter = peer === undefined ? options.credentials.session(`${remote}|${identity ?? ""}`)?.peerNotAfter : certificateNotAfter(peer);
+    const times = [options.credentials.current()?.notAfter, peerNotAfter].filter((d): d is Date => d !== undefined).map((d) => d.getTime());
+    if (times.length === 0) return;
+    const timer = setTimeout(() => socket.destroy(), Math.max(0, Math.min(Math.min(...times) - Date.now(), 2 ** 31 - 1)));
+    timer.unref();
+    socket.once("close", () => clearTimeout(timer));
   };
   const pools: ConnectionPools = createConnectionPools({
     async openSocket(key) {
@@ -170,12 +184,13 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
           release();
           balancer.fail(endpoint);
           lastError = error;
+          if (error instanceof ProxyError) metrics.recordError("outbound", errorLabel(error), formatHostPort(endpoint.address, endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port)));
           logger.warn({ authority, endpoint: endpointKey(endpoint), code: (error as ProxyError).code, err: (error as Error).message }, "outbound HTTP request failed");
           if (retryable(error)) continue;
           break;
         }
-        const tls: TlsState = endpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: endpoint.identity };
-        const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr: formatHostPort(endpoint.address, endpoint.port), tls });
+        const legTls: TlsState = endpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: endpoint.identity };
+        const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr: formatHostPort(endpoint.address, endpoint.port), tls: legTls });
         // The peer proxy's own error (it could not reach its workload): the endpoint failed, not the application.
         if (response.headers[L5D_PROXY_ERROR] !== undefined) {
           balancer.fail(endpoint);
@@ -198,8 +213,8 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
         );
         return;
       }
-      const tls: TlsState | undefined = lastEndpoint === undefined ? undefined : lastEndpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: lastEndpoint.identity };
-      failEarly(lastError ?? new ProxyError("ERR_NO_ENDPOINTS", `no endpoint of ${authority} to try`), tls, lastEndpoint === undefined ? authority : formatHostPort(lastEndpoint.address, lastEndpoint.port));
+      const legTls: TlsState | undefined = lastEndpoint === undefined ? undefined : lastEndpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: lastEndpoint.identity };
+      failEarly(lastError ?? new ProxyError("ERR_NO_ENDPOINTS", `no endpoint of ${authority} to try`), legTls, lastEndpoint === undefined ? authority : formatHostPort(lastEndpoint.address, lastEndpoint.port));
     };
     run().catch((error: unknown) => failEarly(error));
   };
