@@ -131,6 +131,8 @@ async function main(): Promise<void> {
       listen: config.outbound,
       routes: config.routes,
       maxConnections: config.maxOutboundConnections,
+      // Protocol detection on routes: Linkerd's one detect timeout.
+      detectTimeoutMs: config.detectTimeoutMs,
       ...(originalDestination === undefined ? {} : { transparent: { originalDestination } }),
       ...(config.outboundBind === undefined ? {} : { localAddress: config.outboundBind }),
     },
