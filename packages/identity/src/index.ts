@@ -16,7 +16,7 @@ export type { IssuerFolderFiles, IssuerLayout } from "./issuer-folder.ts";
 export type { IssuerStore, IssuerStoreOptions, ReloadResult } from "./issuer-store.ts";
 export type { IssuerRejection } from "./validate-issuer.ts";
 export { createTrustAnchorsStore } from "./trust-anchors-store.ts";
-export { FOLLOW_DEFAULTS } from "./folder-reloader.ts";
+export { FOLLOW_DEFAULTS } from "@meshtls/runtime";
 export type { TrustAnchorsRejection, TrustAnchorsReloadResult, TrustAnchorsStore, TrustAnchorsStoreOptions } from "./trust-anchors-store.ts";
 export type { Issuer, IssuerSource, IssuerState } from "./issuer.ts";
 export { createStaticIssuerSource, validateIssuer } from "./validate-issuer.ts";

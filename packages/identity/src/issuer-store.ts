@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { createFolderReloader } from "./folder-reloader.ts";
+import { createFolderReloader } from "@meshtls/runtime";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
 import { IdentityError } from "./errors.ts";

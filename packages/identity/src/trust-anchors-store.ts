@@ -1,8 +1,8 @@
 import { decodeCertificates, MAX_PEM_CHARS, parseCertificate } from "@meshtls/pki";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
-import { createFollowedFile, FileRefused } from "./followed-file.ts";
-import type { FollowedFileResult } from "./followed-file.ts";
+import { createFollowedFile, FileRefused } from "@meshtls/runtime";
+import type { FollowedFileResult } from "@meshtls/runtime";
 import { noopLogger } from "./logger.ts";
 import type { Logger } from "./logger.ts";
 

@@ -3,8 +3,9 @@ import type { FSWatcher } from "node:fs";
 import type { Logger } from "./logger.ts";
 
 /**
- * The one set of defaults of every followed file and folder in this package
- * (issuer folder, trust anchors, token JWKS): a content check every 5 s, and
+ * The one set of defaults of every followed file and folder in meshtls
+ * (identity's issuer folder, trust anchors and token JWKS; the destination's
+ * registry file; the proxy's trust anchors): a content check every 5 s, and
  * 100 ms of quiet after a file event so that a multi-file write settles.
  */
 export const FOLLOW_DEFAULTS = { pollIntervalMs: 5000, settleMs: 100 } as const;
@@ -17,7 +18,7 @@ export interface FolderReloaderOptions<R> {
   what: string;
   /** Reads, validates and applies the content; never runs twice at once. */
   check: () => Promise<R>;
-  /** The periodic check, in milliseconds. Default {@link FOLLOW_DEFAULTS}.pollIntervalMs (5000). */
+  /** The periodic check, in milliseconds; 0 turns it off (tests of file events). Default {@link FOLLOW_DEFAULTS}.pollIntervalMs (5000). */
   pollIntervalMs?: number | undefined;
   /** Quiet time after the last file event before checking, in milliseconds. Default {@link FOLLOW_DEFAULTS}.settleMs (100). */
   settleMs?: number | undefined;
@@ -76,8 +77,10 @@ export function createFolderReloader<R>(options: FolderReloaderOptions<R>): Fold
       } catch (error) {
         logger.warn({ err: error, dir }, `cannot watch the ${what}; relying on the periodic check`);
       }
-      pollTimer = setInterval(() => void reload(), pollIntervalMs);
-      pollTimer.unref();
+      if (pollIntervalMs > 0) {
+        pollTimer = setInterval(() => void reload(), pollIntervalMs);
+        pollTimer.unref();
+      }
       return first;
     },
     close() {

@@ -10,8 +10,9 @@ export class FileRefused<R extends string> extends Error {
   constructor(
     readonly rejection: R,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
   }
 }
 
@@ -21,6 +22,16 @@ export type FollowedFileResult<T, R extends string> =
   | { result: "unchanged" }
   | { result: "rejected"; rejection: R; reason: string };
 
+/** A refused content as {@link FollowedFileOptions.logRefusal} sees it. */
+export interface FileRefusal<T, R extends string> {
+  rejection: R;
+  reason: string;
+  /** What was thrown: a {@link FileRefused} (unreadable, too large), or what `parse` threw. */
+  error: unknown;
+  /** The content still in use; undefined when nothing was ever loaded. */
+  current: T | undefined;
+}
+
 /** Options of {@link createFollowedFile}. */
 export interface FollowedFileOptions<T, R extends string> {
   file: string;
@@ -28,11 +39,11 @@ export interface FollowedFileOptions<T, R extends string> {
   what: string;
   /** What one loaded content is called in log lines ("bundle", "set"). */
   noun: string;
-  /** Largest file accepted, in bytes; a larger one is refused as `too_large`. */
+  /** Largest file accepted, in bytes; a larger one is refused as `too_large` without being read whole. */
   maxBytes: number;
-  /** Default: `FOLLOW_DEFAULTS` (folder-reloader.ts). */
+  /** The periodic content check, in milliseconds; 0 turns it off. Default `FOLLOW_DEFAULTS.pollIntervalMs` (5000). */
   pollIntervalMs?: number | undefined;
-  /** Default: `FOLLOW_DEFAULTS` (folder-reloader.ts). */
+  /** Quiet time after a file event before the check, in milliseconds. Default `FOLLOW_DEFAULTS.settleMs` (100). */
   settleMs?: number | undefined;
   /** Validates the content; throws {@link FileRefused} to refuse it. */
   parse: (bytes: Buffer) => T;
@@ -42,8 +53,17 @@ export interface FollowedFileOptions<T, R extends string> {
   describe: (value: T) => Record<string, unknown>;
   /** The size of a content (`keeping` in the refusal log line). */
   size: (value: T) => number;
-  loaded: Counter;
-  rejected: Counter<"reason">;
+  /** Counts loaded contents. */
+  loaded?: Counter | undefined;
+  /** Counts refusals by `reason` (the rejection), once per distinct content. */
+  rejected?: Counter<"reason"> | undefined;
+  /**
+   * Logs a refusal, once per distinct content (or unreadable reason). Default: a warn line
+   * `<what> refused`, or `<what> replacement refused; keeping the current <noun>`.
+   */
+  logRefusal?: ((refusal: FileRefusal<T, R>) => void) | undefined;
+  /** Called after every check, periodic ones included, with its outcome. */
+  onCheck?: ((result: FollowedFileResult<T, R>) => void) | undefined;
   logger: Logger;
 }
 
@@ -62,7 +82,7 @@ async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
   try {
     handle = await open(file, "r");
   } catch (error) {
-    throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
+    throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`, { cause: error });
   }
   try {
     // One byte more than allowed tells "at the limit" from "over it" without reading a hostile file whole.
@@ -77,7 +97,7 @@ async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
     return buffer.subarray(0, length);
   } catch (error) {
     if (error instanceof FileRefused) throw error;
-    throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`);
+    throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`, { cause: error });
   } finally {
     await handle.close();
   }
@@ -88,28 +108,46 @@ async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
  * `parse` accepts replaces the current one and is announced to subscribers;
  * a file that cannot be read, is oversized or is refused by `parse` never
  * replaces it, and the reason is logged and counted once per distinct content
- * (or, for an unreadable file, per distinct reason).
+ * (or, for an unreadable file, per distinct reason). A refused content read
+ * again is refused again, silently.
  */
 export function createFollowedFile<T, R extends string>(options: FollowedFileOptions<T, R>): FollowedFile<T, R> {
   const { file, what, logger } = options;
   let value: T | undefined;
   let currentHash: string | undefined;
   let lastHash: string | undefined;
+  // The refusal of the content (or unreadable reason) `lastHash` names, if it was refused.
+  let lastRefusal: { rejection: R; reason: string } | undefined;
   const listeners = new Set<(value: T) => void>();
 
   async function check(): Promise<FollowedFileResult<T, R>> {
+    const result = await checkOnce();
+    options.onCheck?.(result);
+    return result;
+  }
+
+  function logRefusal(refusal: FileRefusal<T, R>): void {
+    if (options.logRefusal) return options.logRefusal(refusal);
+    logger.warn(
+      { reason: refusal.reason, rejection: refusal.rejection, file, keeping: refusal.current === undefined ? 0 : options.size(refusal.current) },
+      refusal.current !== undefined ? `${what} replacement refused; keeping the current ${options.noun}` : `${what} refused`,
+    );
+  }
+
+  async function checkOnce(): Promise<FollowedFileResult<T, R>> {
     let hash: string | undefined;
     try {
       const bytes = await readBounded(file, options.maxBytes);
       hash = createHash("sha256").update(bytes).digest("hex");
-      if (hash === lastHash) return { result: "unchanged" };
+      if (hash === lastHash) return lastRefusal ? { result: "rejected", ...lastRefusal } : { result: "unchanged" };
       lastHash = hash;
+      lastRefusal = undefined;
       // Back to the content in use after a refused or unreadable file: nothing changed.
       if (hash === currentHash) return { result: "unchanged" };
       const next = options.parse(bytes);
       value = next;
       currentHash = hash;
-      options.loaded.inc();
+      options.loaded?.inc();
       logger.info({ file, ...options.describe(next) }, `${what} loaded`);
       for (const listener of [...listeners]) {
         try {
@@ -127,11 +165,9 @@ export function createFollowedFile<T, R extends string>(options: FollowedFileOpt
         if (lastHash === `unreadable:${reason}`) return { result: "rejected", rejection, reason };
         lastHash = `unreadable:${reason}`;
       }
-      options.rejected.inc({ reason: rejection });
-      logger.warn(
-        { reason, rejection, file, keeping: value === undefined ? 0 : options.size(value) },
-        value !== undefined ? `${what} replacement refused; keeping the current ${options.noun}` : `${what} refused`,
-      );
+      lastRefusal = { rejection, reason };
+      options.rejected?.inc({ reason: rejection });
+      logRefusal({ rejection, reason, error, current: value });
       return { result: "rejected", rejection, reason };
     }
   }
