@@ -1,13 +1,15 @@
 // The real meshtls-proxy in transparent mode: pods A and B as network
-// namespaces on a bridge, each with `meshtls init`'s rules, its own
-// meshtls-identity and meshtls-destination on loopback (same issuer and
-// registry: they stand in for one control plane), and `meshtls-proxy
-// --transparent` running with the proxy's GID. An unmodified curl in A reaches
-// B's HTTP server: mTLS between the pods with the right identities.
+// namespaces on a bridge, each with `meshtls init`'s rules and `meshtls-proxy
+// --transparent` running as the proxy's own UID (2102, which the rules
+// exclude); one control plane in a namespace of its own on the bridge
+// (meshtls-identity and meshtls-destination, both over TLS: no plaintext
+// control plane). An unmodified curl in A reaches B's HTTP server: mTLS
+// between the pods with the right identities. Pods C and D have no proxy: B's
+// policy (from the destination's registry file) admits C and refuses D.
 import { execFileSync, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, chown, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
@@ -17,13 +19,15 @@ import { createPods, listNamespaces, sweepNamespaces } from "./pods.ts";
 import type { Pod, Pods } from "./pods.ts";
 
 const PREFIX = "mtls-nm-";
-const PROXY_GID = 2102;
+const PROXY_UID = 2102;
+const CONTROL_PLANE_IP = "10.77.0.20";
 const require = createRequire(import.meta.url);
 const binary = (pkg: string): string => path.join(path.dirname(require.resolve(`${pkg}/package.json`)), "dist", "main.js");
 const cli = binary("meshtls");
 const node = process.execPath;
 const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures");
-const identityOf = (sa: string): string => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
+const identityOf = (sa: string, ns = "default"): string => `${sa}.${ns}.serviceaccount.identity.meshtls.cluster.local`;
+const DESTINATION_NAME = identityOf("destination", "meshtls");
 
 /** JSON log lines of a process, and a wait for one whose `msg` matches. */
 function follow(child: ChildProcess, what: string): { lines: Record<string, unknown>[]; waitFor(msg: string, timeoutMs?: number): Promise<Record<string, unknown>> } {
@@ -69,40 +73,57 @@ function follow(child: ChildProcess, what: string): { lines: Record<string, unkn
 describe("meshtls-proxy --transparent between pods", () => {
   let mesh: Pods | undefined;
   let dir: string;
+  /** A copy of the running Node the proxy's UID may execute (the one on PATH lives under /root, mode 700). */
+  let proxyNode: string;
+  let identityName: string;
   const marker = `marker-${randomBytes(8).toString("hex")}`;
 
-  /** Control plane and proxy of one pod; resolves once the proxy is ready. */
-  async function startPod(pod: Pod): Promise<void> {
+  /** The one control plane: identity and destination (with its policy API) on the bridge, over TLS. */
+  async function startControlPlane(cp: Pod): Promise<void> {
     const identity = follow(
-      pod.spawn(node, [binary("meshtls-identity"), "--trust-anchors", path.join(dir, "certs", "ca.crt"), "--issuer-dir", path.join(dir, "issuer"), "--token-jwks", path.join(dir, "tokens", "jwks.json"), "--listen", "127.0.0.1:9443", "--admin", "127.0.0.1:0"]),
-      `identity in ${pod.name}`,
+      cp.spawn(node, [binary("meshtls-identity"), "--trust-anchors", path.join(dir, "certs", "ca.crt"), "--issuer-dir", path.join(dir, "issuer"), "--token-jwks", path.join(dir, "tokens", "jwks.json"), "--listen", `${CONTROL_PLANE_IP}:8080`, "--admin", "127.0.0.1:0"]),
+      "identity",
     );
     const destination = follow(
-      pod.spawn(node, [binary("meshtls-destination"), "--registry", path.join(dir, "registry.yaml"), "--listen", "127.0.0.1:8086", "--admin", "127.0.0.1:0", "--policy-addr", "127.0.0.1:0", "--insecure-plaintext"]),
-      `destination in ${pod.name}`,
+      cp.spawn(node, [
+        binary("meshtls-destination"),
+        "--registry", path.join(dir, "registry.yaml"),
+        "--listen", `${CONTROL_PLANE_IP}:8086`,
+        "--policy-addr", `${CONTROL_PLANE_IP}:8090`,
+        "--admin", "127.0.0.1:0",
+        "--tls-cert", path.join(dir, "destination", "leaf.crt"),
+        "--tls-key", path.join(dir, "destination", "leaf.key"),
+        "--tls-client-ca", path.join(dir, "certs", "ca.crt"),
+      ]),
+      "destination",
     );
-    const { serverName } = await identity.waitFor("listening");
+    identityName = String((await identity.waitFor("listening"))["serverName"]);
     await destination.waitFor("listening");
+  }
+
+  /** The proxy of one pod, as the proxy's UID; resolves once it is ready. */
+  async function startProxy(pod: Pod, policy: string[]): Promise<void> {
     const proxy = follow(
       pod.spawn(
-        node,
+        proxyNode,
         [
           binary("meshtls-proxy"),
           "--transparent",
           "--identity", identityOf(pod.name),
           "--token-file", path.join(dir, "tokens", `${pod.name}.jwt`),
           "--trust-anchors", path.join(dir, "certs", "ca.crt"),
-          "--identity-addr", "127.0.0.1:9443",
-          "--identity-name", String(serverName),
-          "--destination-addr", "127.0.0.1:8086",
-          "--destination-insecure-plaintext",
+          "--identity-addr", `${CONTROL_PLANE_IP}:8080`,
+          "--identity-name", identityName,
+          "--destination-addr", `${CONTROL_PLANE_IP}:8086`,
+          "--destination-name", DESTINATION_NAME,
           "--context-token", '{"ns":"default"}',
           "--inbound", "0.0.0.0:4143",
           "--outbound", "127.0.0.1:4140",
           "--admin", "127.0.0.1:4191",
           "--workload", "127.0.0.1:8080",
+          ...policy,
         ],
-        { gid: PROXY_GID },
+        { uid: PROXY_UID, gid: PROXY_UID },
       ),
       `proxy in ${pod.name}`,
     );
@@ -121,33 +142,75 @@ describe("meshtls-proxy --transparent between pods", () => {
   beforeAll(async () => {
     sweepNamespaces(PREFIX);
     dir = await mkdtemp(path.join(os.tmpdir(), "meshtls-netns-"));
+    // The proxy's UID reads its token, the anchors, the checkout (mode 755) and this Node.
+    await chmod(dir, 0o755);
+    proxyNode = path.join(dir, "node");
+    await copyFile(node, proxyNode);
+    await chmod(proxyNode, 0o755);
     const run = (...args: string[]): void => {
       execFileSync(node, [cli, ...args], { encoding: "utf8" });
     };
     run("certs", "create", "--out", path.join(dir, "certs"));
     await mkdir(path.join(dir, "issuer"));
     for (const file of ["issuer.crt", "issuer.key"]) await copyFile(path.join(dir, "certs", file), path.join(dir, "issuer", file));
+    // The destination's serving certificate, for the name proxies verify it by (--destination-name).
+    run("certs", "leaf", "--identity", DESTINATION_NAME, "--issuer-dir", path.join(dir, "issuer"), "--out", path.join(dir, "destination"));
     run("token", "keygen", "--out", path.join(dir, "tokens"));
+    await chmod(path.join(dir, "tokens"), 0o755);
     for (const sa of ["a", "b"]) {
-      run("token", "mint", "--key", path.join(dir, "tokens", "token-signer.key"), "--namespace", "default", "--service-account", sa, "--out", path.join(dir, "tokens", `${sa}.jwt`));
+      const token = path.join(dir, "tokens", `${sa}.jwt`);
+      run("token", "mint", "--key", path.join(dir, "tokens", "token-signer.key"), "--namespace", "default", "--service-account", sa, "--out", token);
+      await chown(token, PROXY_UID, PROXY_UID);
     }
     await writeFile(
       path.join(dir, "registry.yaml"),
-      ["services:", "  - name: b", "    ports: [8080]", "    endpoints:", "      - { address: 10.77.0.22, serviceAccount: b }", ""].join("\n"),
+      [
+        "services:",
+        "  - name: b",
+        "    ports: [8080]",
+        "    endpoints:",
+        "      - { address: 10.77.0.22, serviceAccount: b }",
+        // B's port 8080: only A's identity, and pod C's address without TLS.
+        "workloads:",
+        "  - { name: b, namespace: default, labels: { app: b }, ports: [{ name: http, port: 8080 }] }",
+        "servers:",
+        "  - { name: b-http, namespace: default, podSelector: { matchLabels: { app: b } }, port: http, accessPolicy: deny }",
+        "authorizationPolicies:",
+        "  - name: from-a",
+        "    namespace: default",
+        "    targetRef: { kind: Server, name: b-http }",
+        "    requiredAuthenticationRefs: [{ kind: MeshTLSAuthentication, name: a-only }]",
+        "  - name: from-pod-c",
+        "    namespace: default",
+        "    targetRef: { kind: Server, name: b-http }",
+        "    requiredAuthenticationRefs: [{ kind: NetworkAuthentication, name: pod-c }]",
+        "meshTLSAuthentications:",
+        `  - { name: a-only, namespace: default, identities: ["${identityOf("a")}"] }`,
+        "networkAuthentications:",
+        "  - { name: pod-c, namespace: default, networks: [{ cidr: 10.77.0.23/32 }] }",
+        "",
+      ].join("\n"),
     );
     mesh = createPods(PREFIX, [
+      { name: "cp", ip: CONTROL_PLANE_IP },
       { name: "a", ip: "10.77.0.21" },
       { name: "b", ip: "10.77.0.22" },
-      // Outside the mesh: no rules, no proxy, not in the registry.
+      // Outside the mesh: no rules, no proxy, not in the registry; C is also a server outside the mesh.
       { name: "c", ip: "10.77.0.23" },
+      { name: "d", ip: "10.77.0.24" },
     ]);
-    const { a, b, c } = mesh.pods;
-    for (const pod of [a!, b!]) pod.exec(node, [cli, "init", "--proxy-gid", String(PROXY_GID)]);
+    const { cp, a, b, c } = mesh.pods;
+    for (const pod of [a!, b!]) pod.exec(node, [cli, "init", "--proxy-uid", String(PROXY_UID)]);
     for (const [pod, body] of [[b!, `hello from b ${marker}`], [c!, "hello from c"]] as const) {
       const server = pod.spawn(node, [path.join(fixtures, "http-server.ts"), "8080", body]);
       await new Promise<void>((resolve) => server.stdout?.once("data", () => resolve()));
     }
-    await Promise.all([startPod(a!), startPod(b!)]);
+    await startControlPlane(cp!);
+    await Promise.all([
+      startProxy(a!, []),
+      // B asks the controller for its ports' policy and admits nobody until it answers.
+      startProxy(b!, ["--policy-addr", `${CONTROL_PLANE_IP}:8090`, "--workload-name", '{"ns":"default","pod":"b"}', "--default-policy", "deny"]),
+    ]);
   });
 
   afterAll(async () => {
@@ -182,11 +245,48 @@ describe("meshtls-proxy --transparent between pods", () => {
     expect(aMetrics).toMatch(/tcp_open_total\{direction="outbound",peer="dst",target_addr="10\.77\.0\.23:8080",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"\} 1/);
   });
 
-  it("lets a client without a proxy reach B as B's policy allows, in plaintext, counted as such", () => {
+  it("lets a client without a proxy reach B as B's policy allows (pod C's address), in plaintext, counted as such", async () => {
     const { b, c } = mesh!.pods;
-    expect(c!.exec("curl", ["-sS", "--max-time", "15", "http://10.77.0.22:8080/"])).toBe(`hello from b ${marker} peer=127.0.0.1\n`);
+    // B admits nobody until the controller's policy arrives (--default-policy deny): wait for it.
+    let body = "";
+    for (let i = 0; i < 75 && !body.startsWith("hello from b"); i++) {
+      try {
+        body = c!.exec("curl", ["-sS", "--max-time", "5", "http://10.77.0.22:8080/"]);
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+    expect(body).toBe(`hello from b ${marker} peer=127.0.0.1\n`);
     const bMetrics = b!.exec("curl", ["-s", "http://127.0.0.1:4191/metrics"]);
-    expect(bMetrics).toMatch(/tcp_open_total\{direction="inbound",peer="src",[^}]*tls="no_identity",no_tls_reason="no_tls_from_remote"\} 1/);
+    expect(bMetrics).toMatch(/tcp_open_total\{direction="inbound",peer="src",[^}]*tls="no_identity",no_tls_reason="no_tls_from_remote"\} [1-9]/);
+    expect(bMetrics).toMatch(/inbound_tcp_authz_allow_total\{[^}]*authz_name="from-pod-c"[^}]*\} [1-9]/);
+  });
+
+  it("refuses a client without a proxy that B's policy does not allow (pod D), and counts it", () => {
+    const { b, d } = mesh!.pods;
+    // C's first tries, before the policy arrived, were refused too: count D's refusal alone.
+    const denied = (): number =>
+      b!
+        .exec("curl", ["-s", "http://127.0.0.1:4191/metrics"])
+        .split("\n")
+        .filter((line) => line.startsWith("inbound_tcp_authz_deny_total{") && line.includes('srv_name="b-http"'))
+        .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(" ") + 1)), 0);
+    const before = denied();
+    let outcome: string;
+    try {
+      outcome = d!.exec("curl", ["-sS", "--max-time", "15", "-w", "\ncode=%{http_code}", "http://10.77.0.22:8080/"]);
+    } catch (error) {
+      outcome = `curl failed: ${String((error as { stderr?: string }).stderr)}`;
+    }
+    expect(outcome).not.toContain("hello from b");
+    expect(denied()).toBe(before + 1);
+  });
+
+  it("runs the proxies as their own UID", () => {
+    for (const pod of [mesh!.pods.a!, mesh!.pods.b!]) {
+      const owners = pod.exec("ss", ["-Htlnpe", "sport", "=", ":4143"]);
+      expect(owners).toMatch(/uid:2102/);
+    }
   });
 
   it("removes every namespace it made", () => {

@@ -16,9 +16,9 @@ export interface Pod extends PodSpec {
   /** The network namespace's name. */
   ns: string;
   /** Runs a command in the pod and returns its stdout; throws with its stderr on failure. */
-  exec(command: string, args: readonly string[], options?: { input?: string; gid?: number; timeoutMs?: number }): string;
+  exec(command: string, args: readonly string[], options?: { input?: string; gid?: number; uid?: number; timeoutMs?: number }): string;
   /** Starts a long-running process in the pod (killed by {@link Pods.destroy}). */
-  spawn(command: string, args: readonly string[], options?: { gid?: number }): ChildProcess;
+  spawn(command: string, args: readonly string[], options?: { gid?: number; uid?: number }): ChildProcess;
 }
 
 export interface Pods {
@@ -42,9 +42,14 @@ export function sweepNamespaces(prefix: string): void {
   for (const name of listNamespaces(prefix)) ip("netns", "del", name);
 }
 
-/** `setpriv` changes the group (the proxy's GID) for the proxy stand-ins, keeping root's UID for file access. */
-function wrap(ns: string, command: string, args: readonly string[], gid: number | undefined): [string, string[]] {
-  const inner = gid === undefined ? [command, ...args] : ["setpriv", `--regid=${gid}`, "--clear-groups", command, ...args];
+/**
+ * `setpriv` runs a process as another user and/or group: the proxy's UID (its
+ * files must then be readable by that user), or only the proxy's GID with
+ * root's UID (the stand-ins, which read the checkout as root).
+ */
+function wrap(ns: string, command: string, args: readonly string[], ids: { gid?: number; uid?: number }): [string, string[]] {
+  const change = [...(ids.uid === undefined ? [] : [`--reuid=${ids.uid}`]), ...(ids.gid === undefined ? [] : [`--regid=${ids.gid}`])];
+  const inner = change.length === 0 ? [command, ...args] : ["setpriv", ...change, "--clear-groups", command, ...args];
   return ["ip", ["netns", "exec", ns, ...inner]];
 }
 
@@ -84,11 +89,11 @@ export function createPods(prefix: string, specs: readonly PodSpec[]): Pods {
         ...spec,
         ns,
         exec(command, args, options = {}) {
-          const [file, argv] = wrap(ns, command, args, options.gid);
-          return execFileSync(file, argv, { encoding: "utf8", input: options.input ?? "", timeout: options.timeoutMs ?? 30_000 });
+          const [file, argv] = wrap(ns, command, args, options);
+          return execFileSync(file, argv, { encoding: "utf8", input: options.input ?? "", stdio: "pipe", timeout: options.timeoutMs ?? 30_000 });
         },
         spawn(command, args, options = {}) {
-          const [file, argv] = wrap(ns, command, args, options.gid);
+          const [file, argv] = wrap(ns, command, args, options);
           const child = spawn(file, argv, { stdio: ["ignore", "pipe", "pipe"] });
           children.push(child);
           return child;
