@@ -1,6 +1,6 @@
-import { watch, type FSWatcher } from "node:fs";
-import { open } from "node:fs/promises";
 import path from "node:path";
+import { createFollowedFile, FileRefused } from "@meshtls/runtime";
+import type { FileRefusal, FollowedFileResult } from "@meshtls/runtime";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
 import type { EndpointRegistry, RegistrySnapshot } from "./registry.js";
@@ -17,161 +17,126 @@ export interface FileRegistry extends EndpointRegistry {
   reload(): Promise<RegistryReload>;
   /** The error of the last reload, or undefined when it succeeded. */
   lastError(): DestinationError | undefined;
-  /** Stops watching the file. */
+  /** Stops following the file. */
   close(): void;
 }
 
 export interface FileRegistryOptions {
   /** Path of the registry file (YAML or JSON, see `parseRegistry`). */
   file: string;
-  /** Quiet time after a file event before re-reading, in ms. Default 25. */
-  debounceMs?: number;
-  /** Interval of a backup check of the file, in ms, for filesystems without events. Default 2000; 0 disables. */
+  /** Quiet time after a file event before re-reading, in ms. Default `FOLLOW_DEFAULTS.settleMs` (100). */
+  settleMs?: number;
+  /** Interval of the content check that catches what file events miss, in ms; 0 turns it off. Default `FOLLOW_DEFAULTS.pollIntervalMs` (5000). */
   pollIntervalMs?: number;
-  /** Called after every reload attempt (e.g. to count reloads). */
+  /** Called when the served registry or the file's verdict changes: a load, a refused edit, a file back to the served content. */
   onReload?: (result: RegistryReload) => void;
   /** Default: no-op. */
   logger?: Logger;
 }
 
+type Rejection = "unreadable" | "too_large" | "invalid";
+
 function countEndpoints(snapshot: RegistrySnapshot): number {
   return snapshot.services.reduce((n, s) => n + s.endpoints.length, 0);
 }
 
-async function readRegistryFile(file: string): Promise<{ text: string } | { error: DestinationError }> {
-  try {
-    const handle = await open(file, "r");
-    try {
-      // Check the size before reading, so that a huge file is never loaded.
-      const { size } = await handle.stat();
-      if (size > MAX_REGISTRY_FILE_BYTES) {
-        return { error: new DestinationError("ERR_REGISTRY_INVALID", `file is larger than ${MAX_REGISTRY_FILE_BYTES} bytes`, { file }) };
-      }
-      return { text: await handle.readFile("utf8") };
-    } finally {
-      await handle.close();
-    }
-  } catch (cause) {
-    const reason = (cause as NodeJS.ErrnoException).code === "ENOENT" ? "file not found" : `cannot read the file: ${String(cause)}`;
-    return { error: new DestinationError("ERR_REGISTRY_READ", reason, { file, cause }) };
+/** The coded error of a refused registry file. */
+function registryError(file: string, refusal: Pick<FileRefusal<RegistrySnapshot, Rejection>, "rejection" | "error">): DestinationError {
+  const { rejection, error } = refusal;
+  if (error instanceof DestinationError) return error;
+  if (rejection === "too_large") return new DestinationError("ERR_REGISTRY_INVALID", `file is larger than ${MAX_REGISTRY_FILE_BYTES} bytes`, { file });
+  if (rejection === "unreadable") {
+    const cause = error instanceof FileRefused ? (error.cause as NodeJS.ErrnoException | undefined) : undefined;
+    const reason = cause?.code === "ENOENT" ? "file not found" : `cannot read the file: ${String(cause ?? error)}`;
+    return new DestinationError("ERR_REGISTRY_READ", reason, { file, cause });
   }
+  return new DestinationError("ERR_REGISTRY_INVALID", String(error), { file, cause: error });
 }
 
 /**
- * Loads a registry file and watches it (its directory, so that editors that
- * replace the file are seen). A malformed or invalid edit is reported through
- * `logger.error` and `onReload` with file, line and reason, and the last good
- * snapshot keeps being served.
+ * Loads a registry file and follows it with the followed-file core of
+ * `@meshtls/runtime` (file events in its folder, so that editors replacing the
+ * file and Kubernetes `..data` swaps are seen, and a periodic content check).
+ * A malformed or invalid edit is reported through `logger.error` and
+ * `onReload` with file, line and reason, and the last good snapshot keeps
+ * being served.
  * @throws DestinationError `ERR_REGISTRY_INVALID` / `ERR_REGISTRY_READ` when the first load fails
  */
 export async function createFileRegistry(options: FileRegistryOptions): Promise<FileRegistry> {
   const file = path.resolve(options.file);
   const logger = options.logger ?? noopLogger;
-  const debounceMs = options.debounceMs ?? 25;
-  const pollIntervalMs = options.pollIntervalMs ?? 2000;
-
-  const first = await readRegistryFile(file);
-  if ("error" in first) throw first.error;
-  let snapshot = parseRegistry({ text: first.text, file });
-  let lastText = first.text;
   let lastError: DestinationError | undefined;
-  const listeners = new Set<(snapshot: RegistrySnapshot) => void>();
+  let started = false;
   let closed = false;
-  let running: Promise<RegistryReload> | undefined;
-  let again = false;
+  const listeners = new Set<(snapshot: RegistrySnapshot) => void>();
+  const empty: RegistrySnapshot = { services: [] };
 
-  async function reloadOnce(): Promise<RegistryReload> {
-    const read = await readRegistryFile(file);
-    let result: RegistryReload;
-    if ("error" in read) {
-      result = { ok: false, error: read.error };
-    } else if (read.text === lastText && lastError === undefined) {
-      result = { ok: true, changed: false, services: snapshot.services.length, endpoints: countEndpoints(snapshot) };
-    } else {
-      try {
-        const next = parseRegistry({ text: read.text, file });
-        lastText = read.text;
-        snapshot = next;
-        result = { ok: true, changed: true, services: next.services.length, endpoints: countEndpoints(next) };
-      } catch (error) {
-        if (!(error instanceof DestinationError)) throw error;
-        lastText = read.text;
-        result = { ok: false, error };
-      }
-    }
-    if (closed) return result;
-    if (result.ok) {
-      if (result.changed || lastError !== undefined) {
-        logger.info({ file, services: result.services, endpoints: result.endpoints }, "registry loaded");
-      }
-      lastError = undefined;
-      if (result.changed) for (const listener of [...listeners]) listener(snapshot);
-    } else {
-      if (lastError?.message !== result.error.message) {
-        const { code, reason, line, column } = result.error;
-        logger.error({ file, line, column, code, reason }, `registry not reloaded, still serving the last good one: ${result.error.message}`);
-      }
-      lastError = result.error;
-    }
-    options.onReload?.(result);
-    return result;
-  }
-
-  // One reload at a time; events during a reload cause one more.
-  function reload(): Promise<RegistryReload> {
-    if (running) {
-      again = true;
-      return running;
-    }
-    running = (async () => {
-      try {
-        let result = await reloadOnce();
-        while (again && !closed) {
-          again = false;
-          result = await reloadOnce();
-        }
-        return result;
-      } finally {
-        running = undefined;
-      }
-    })();
-    return running;
-  }
-
-  let timer: NodeJS.Timeout | undefined;
-  const schedule = (): void => {
-    if (closed) return;
-    clearTimeout(timer);
-    timer = setTimeout(() => void reload().catch((error: unknown) => logger.error({ err: error }, "registry reload failed")), debounceMs);
+  const summary = (snapshot: RegistrySnapshot) => ({ services: snapshot.services.length, endpoints: countEndpoints(snapshot) });
+  const report = (result: RegistryReload): void => {
+    if (started && !closed) options.onReload?.(result);
   };
 
-  let watcher: FSWatcher | undefined;
-  try {
-    watcher = watch(path.dirname(file), { persistent: false }, (_event, name) => {
-      // "..data" entries: Kubernetes ConfigMap/Secret volumes swap a symlinked folder.
-      if (name === null || name === path.basename(file) || name.startsWith("..")) schedule();
-    });
-    watcher.on("error", (error) => logger.warn({ err: error, file }, "registry watch failed; relying on polling"));
-  } catch (error) {
-    logger.warn({ err: error, file }, "cannot watch the registry directory; relying on polling");
-  }
-  const poll = pollIntervalMs > 0 ? setInterval(schedule, pollIntervalMs) : undefined;
-  poll?.unref();
+  const followed = createFollowedFile<RegistrySnapshot, Rejection>({
+    file,
+    what: "registry",
+    noun: "registry",
+    maxBytes: MAX_REGISTRY_FILE_BYTES,
+    pollIntervalMs: options.pollIntervalMs,
+    settleMs: options.settleMs,
+    parse: (bytes) => parseRegistry({ text: bytes.toString("utf8"), file }),
+    otherRejection: "invalid",
+    describe: summary,
+    size: (snapshot) => snapshot.services.length,
+    logger,
+    logRefusal(refusal) {
+      lastError = registryError(file, refusal);
+      // Before the first load the error is thrown to the caller instead.
+      if (!started || closed) return;
+      const { code, reason, line, column } = lastError;
+      logger.error({ file, line, column, code, reason }, `registry not reloaded, still serving the last good one: ${lastError.message}`);
+      report({ ok: false, error: lastError });
+    },
+    onCheck(result: FollowedFileResult<RegistrySnapshot, Rejection>) {
+      if (result.result === "rejected") return;
+      const current = followed.current() ?? empty;
+      if (result.result === "unchanged") {
+        if (lastError === undefined) return;
+        // The file is back to the content being served.
+        logger.info({ file, ...summary(current) }, "registry file back to the served content");
+      }
+      lastError = undefined;
+      report({ ok: true, changed: result.result === "loaded", ...summary(current) });
+    },
+  });
+  followed.subscribe((snapshot) => {
+    if (closed) return;
+    for (const listener of [...listeners]) listener(snapshot);
+  });
 
-  logger.info({ file, services: snapshot.services.length, endpoints: countEndpoints(snapshot) }, "registry loaded");
+  const first = await followed.start();
+  if (first.result !== "loaded") {
+    followed.close();
+    throw lastError ?? new DestinationError("ERR_REGISTRY_READ", "the registry file could not be loaded", { file });
+  }
+  started = true;
+
+  const resultOf = (result: FollowedFileResult<RegistrySnapshot, Rejection>): RegistryReload => {
+    const current = followed.current() ?? empty;
+    if (result.result === "rejected") return { ok: false, error: lastError ?? registryError(file, { rejection: result.rejection, error: new Error(result.reason) }) };
+    return { ok: true, changed: result.result === "loaded", ...summary(current) };
+  };
+
   return {
-    list: () => snapshot,
+    list: () => followed.current() ?? empty,
     watch(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    reload,
+    reload: async () => resultOf(await followed.reload()),
     lastError: () => lastError,
     close() {
       closed = true;
-      clearTimeout(timer);
-      clearInterval(poll);
-      watcher?.close();
+      followed.close();
       listeners.clear();
     },
   };
