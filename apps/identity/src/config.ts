@@ -1,9 +1,12 @@
 import { availableParallelism } from "node:os";
 import { Command, Option } from "commander";
-import { ConfigError, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
+import { ConfigError, FOLLOW_DEFAULTS, isLoopback, parseAddress, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
 import { LOCAL_TOKEN_ISSUER, type CertifyLimits } from "@meshtls/identity";
 
 export { ConfigError, parseAddress, parseBooleanEnv, parseDurationMs };
+
+/** The content check of every followed file, as the flags show it (FOLLOW_DEFAULTS: one default for all). */
+const FOLLOW_POLL_INTERVAL = `${FOLLOW_DEFAULTS.pollIntervalMs / 1000}s`;
 
 /** The validated configuration of meshtls-identity. */
 export interface Config {
@@ -106,9 +109,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--token-audience <aud>", "expected token audience").env("MESHTLS_TOKEN_AUDIENCE").default("identity.l5d.io"))
     .addOption(new Option("--issuance-lifetime <duration>", "lifetime of issued leaves").env("MESHTLS_ISSUANCE_LIFETIME").default("24h"))
     .addOption(new Option("--clock-skew <duration>", "clock-skew allowance before notBefore and after notAfter").env("MESHTLS_CLOCK_SKEW").default("20s"))
-    .addOption(new Option("--issuer-poll-interval <duration>", "how often the issuer folder's content is checked").env("MESHTLS_ISSUER_POLL_INTERVAL").default("5s"))
-    .addOption(new Option("--trust-anchors-poll-interval <duration>", "how often the trust anchors file's content is checked").env("MESHTLS_TRUST_ANCHORS_POLL_INTERVAL").default("5s"))
-    .addOption(new Option("--token-jwks-poll-interval <duration>", "how often the --token-jwks file's content is checked").env("MESHTLS_TOKEN_JWKS_POLL_INTERVAL").default("5s"))
+    .addOption(new Option("--issuer-poll-interval <duration>", "how often the issuer folder's content is checked").env("MESHTLS_ISSUER_POLL_INTERVAL").default(FOLLOW_POLL_INTERVAL))
+    .addOption(new Option("--trust-anchors-poll-interval <duration>", "how often the trust anchors file's content is checked").env("MESHTLS_TRUST_ANCHORS_POLL_INTERVAL").default(FOLLOW_POLL_INTERVAL))
+    .addOption(new Option("--token-jwks-poll-interval <duration>", "how often the --token-jwks file's content is checked").env("MESHTLS_TOKEN_JWKS_POLL_INTERVAL").default(FOLLOW_POLL_INTERVAL))
     .addOption(new Option("--listen <addr>", "gRPC listen address").env("MESHTLS_LISTEN").default("0.0.0.0:8080"))
     .addOption(new Option("--admin <addr>", "admin listen address (/metrics, /live, /ready); loopback unless set, e.g. :9990 for probes and scraping").env("MESHTLS_ADMIN").default("127.0.0.1:9990"))
     // Not `.env()`: commander treats any value of a boolean flag's variable, even "false", as set.
