@@ -57,6 +57,12 @@ describe("meshtls demo (real processes on loopback)", () => {
     expect(calls, result.stdout).not.toBeNull();
     expect(Number(calls![1])).toBeGreaterThan(10);
     expect(calls![2], result.stdout).toBe("0");
+    // Per-request figures from the proxies' response_total and response_latency_ms: every call web made succeeded.
+    const outbound = /Summary\n[^]*?requests web +outbound +(\d+) responses, success ([\d.]+)%, latency p50 [\d.]+ ms, p99 [\d.]+ ms/.exec(result.stdout);
+    expect(outbound, result.stdout).not.toBeNull();
+    expect(Number(outbound![1])).toBeGreaterThanOrEqual(Number(calls![1]));
+    expect(outbound![2]).toBe("100.0");
+    expect(result.stdout).toMatch(/requests api +inbound +\d+ responses, success [\d.]+%, latency p50 [\d.]+ ms/);
     // identity, destination, two proxies, two apps: nothing restarted.
     expect(pids.length).toBe(6);
     expect(pids.filter(alive)).toEqual([]);

@@ -2,7 +2,7 @@ import http from "node:http";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { connectionsOf, certExpiry, certificatesObtained, denials, type ConnectionView, type WorkloadView } from "../demo/state.ts";
+import { connectionsOf, certExpiry, certificatesObtained, denials, requestsOf, type ConnectionView, type RequestView, type WorkloadView } from "../demo/state.ts";
 import { LocalMesh, type MeshBinaries, type Workload } from "../demo/mesh.ts";
 import { describeExpiry, formatDurationMs } from "../duration.ts";
 import { CliError, describeError } from "../errors.ts";
@@ -140,6 +140,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     const expirySeen = new Map<string, number>();
     const views = new Map<string, WorkloadView>();
     let connections: ConnectionView[] = [];
+    let requests: RequestView[] = [];
     let denied = 0;
     let lastPlainSnapshot = 0;
     if (options.tty) {
@@ -182,6 +183,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
         );
       }
       connections = [...connections.filter((c) => c.workload !== w.name), ...connectionsOf(w.name, samples)];
+      requests = [...requests.filter((r) => r.workload !== w.name), ...requestsOf(w.name, samples)];
       if (w.name === "api") denied = denials(samples);
     };
 
@@ -223,10 +225,10 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
         continue;
       }
       if (options.tty) {
-        output.out(`\x1b[H${render({ startedAt, dir, endAt, views, connections, webCalls, unmeshed, denied, events }).map((l) => `${l}\x1b[K`).join("\n")}\x1b[J`);
+        output.out(`\x1b[H${render({ startedAt, dir, endAt, views, connections, requests, webCalls, unmeshed, denied, events }).map((l) => `${l}\x1b[K`).join("\n")}\x1b[J`);
       } else if (Date.now() - lastPlainSnapshot >= 5_000) {
         lastPlainSnapshot = Date.now();
-        for (const line of snapshot(views, connections, webCalls, unmeshed, denied)) output.out(`${stamp()} ${line}`);
+        for (const line of snapshot(views, connections, requests, webCalls, unmeshed, denied)) output.out(`${stamp()} ${line}`);
       }
       await sleep(refreshMs);
     }
@@ -239,7 +241,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     if (switched && refusedAfterSwitch && denied === 0) problems.push("api's proxy counted no policy denial (inbound_tcp_authz_deny_total) for the refused unmeshed client");
     if (options.tty) output.out("\x1b[2J\x1b[H");
     output.out("Summary");
-    for (const line of snapshot(views, connections, webCalls, unmeshed, denied)) output.out(`  ${line}`);
+    for (const line of snapshot(views, connections, requests, webCalls, unmeshed, denied)) output.out(`  ${line}`);
     output.out(problems.length === 0 ? `Result: the mesh worked${aborted() ? " (stopped early)" : ""}` : `Result: FAILED: ${problems.join("; ")}`);
     return { ok: problems.length === 0, problems, aborted: aborted() };
   } catch (error) {
@@ -310,9 +312,15 @@ function connectionLine(c: ConnectionView): string {
   return `${c.workload.padEnd(4)} ${arrow} ${c.direction.padEnd(8)} ${c.tls} ${c.peer}  opened ${c.opened}`;
 }
 
+function requestLine(r: RequestView): string {
+  const ms = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(1)} ms` : "n/a");
+  return `${r.workload.padEnd(4)} ${r.direction.padEnd(8)} ${r.responses} responses, success ${(100 * r.successRate).toFixed(1)}%, latency p50 ${ms(r.p50Ms)}, p99 ${ms(r.p99Ms)}`;
+}
+
 function snapshot(
   views: Map<string, WorkloadView>,
   connections: ConnectionView[],
+  requests: RequestView[],
   webCalls: Tally,
   unmeshed: { allowed: number; refused: number; last: string },
   denied: number,
@@ -320,6 +328,7 @@ function snapshot(
   return [
     ...[...views.values()].map((v) => `workload ${workloadLine(v)}`),
     ...connections.map((c) => `connection ${connectionLine(c)}`),
+    ...requests.map((r) => `requests ${requestLine(r)}`),
     `traffic web -> api: ${webCalls.ok} ok, ${webCalls.failed} failed${webCalls.last === "" ? "" : ` (last: ${webCalls.last})`}`,
     `traffic unmeshed ${UNMESHED_IP} -> api: ${unmeshed.allowed} allowed, ${unmeshed.refused} refused, api policy denials ${denied}${unmeshed.last === "" ? "" : ` (last: ${unmeshed.last})`}`,
   ];
@@ -331,6 +340,7 @@ function render(s: {
   endAt: number;
   views: Map<string, WorkloadView>;
   connections: ConnectionView[];
+  requests: RequestView[];
   webCalls: Tally;
   unmeshed: { allowed: number; refused: number; last: string };
   denied: number;
@@ -349,6 +359,9 @@ function render(s: {
     "",
     bold("Connections (tcp_open_total by TLS state, from the proxies; counted since each proxy started)"),
     ...s.connections.map((c) => `  ${c.tls === "tls=true" ? green(connectionLine(c)) : connectionLine(c)}`),
+    "",
+    bold("Requests (response_total and response_latency_ms, from the proxies)"),
+    ...s.requests.map((r) => `  ${r.successRate < 1 ? red(requestLine(r)) : requestLine(r)}`),
     "",
     bold("Traffic"),
     `  web -> api: ${s.webCalls.ok} ok, ${s.webCalls.failed} failed  ${s.webCalls.last}`,

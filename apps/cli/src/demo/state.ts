@@ -70,3 +70,52 @@ export function certExpiry(samples: Sample[]): Date | undefined {
 export function certificatesObtained(samples: Sample[]): number {
   return sumSamples(samples, "identity_cert_refreshes_total", { result: "ok" });
 }
+
+/** Per-request figures of one proxy and direction, from response_total and response_latency_ms. */
+export interface RequestView {
+  workload: string;
+  direction: "inbound" | "outbound";
+  responses: number;
+  /** Share of responses classified success, 0..1; NaN without responses. */
+  successRate: number;
+  /** Latency percentiles in ms, interpolated within the histogram's buckets as Prometheus' histogram_quantile does. */
+  p50Ms: number;
+  p99Ms: number;
+}
+
+/** The quantile `q` of a cumulative histogram given as `[upper bound, count]` sorted by bound. */
+export function histogramQuantile(q: number, buckets: [number, number][]): number {
+  const total = buckets.at(-1)?.[1] ?? 0;
+  if (total === 0) return Number.NaN;
+  const rank = q * total;
+  let lowerBound = 0;
+  let lowerCount = 0;
+  for (const [bound, count] of buckets) {
+    if (count >= rank) {
+      if (!Number.isFinite(bound)) return lowerBound;
+      return lowerBound + ((bound - lowerBound) * (rank - lowerCount)) / Math.max(count - lowerCount, 1);
+    }
+    lowerBound = bound;
+    lowerCount = count;
+  }
+  return lowerBound;
+}
+
+/** A proxy's HTTP requests per direction: success rate (Linkerd's classification) and latency percentiles. */
+export function requestsOf(workload: string, samples: Sample[]): RequestView[] {
+  const out: RequestView[] = [];
+  for (const direction of ["outbound", "inbound"] as const) {
+    const responses = sumSamples(samples, "response_total", { direction });
+    if (responses === 0) continue;
+    const success = sumSamples(samples, "response_total", { direction, classification: "success" });
+    const byBound = new Map<number, number>();
+    for (const s of findSamples(samples, "response_latency_ms_bucket")) {
+      if (s.labels.direction !== direction) continue;
+      const bound = s.labels.le === "+Inf" ? Number.POSITIVE_INFINITY : Number(s.labels.le);
+      byBound.set(bound, (byBound.get(bound) ?? 0) + s.value);
+    }
+    const buckets = [...byBound.entries()].sort((a, b) => a[0] - b[0]);
+    out.push({ workload, direction, responses, successRate: success / responses, p50Ms: histogramQuantile(0.5, buckets), p99Ms: histogramQuantile(0.99, buckets) });
+  }
+  return out;
+}
