@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 /* global process, console, setTimeout, fetch */
 /* eslint-disable no-console -- a benchmark prints its table */
-// The two-hop benchmark: client → (proxy A) → (proxy B) → app, three ways in
-// one run on this machine: direct (no proxies), meshtls-proxy, and an nginx
-// stream pair doing the same mTLS with certificates from the same issuer.
+// The two-hop benchmark: client → (proxy A) → (proxy B) → app, several ways in
+// one run on this machine: direct (no proxies), meshtls-proxy (HTTP-aware:
+// pooled mesh connections), a naive node:tls pair, an nginx stream pair doing
+// the same mTLS per connection, and an nginx HTTP pair (upstream keep-alive,
+// mTLS between the two nginx), all with certificates from the same issuer.
 // The app is an nginx HTTP server (1 KiB body, a 256 MiB file), so that the
 // proxies are the only difference. Needs: built apps (pnpm build), nginx with
 // the stream module, wrk, curl, openssl. Usage: pnpm --filter meshtls-proxy bench
@@ -15,6 +17,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { exportPrivateKey, generateKeyPair, importPrivateKey, issueLeaf, pemEncode, toDer } from "@meshtls/pki";
+import { inNamespace, removeTransparentPair, startTransparentPair, transparentUnavailable } from "./transparent-pair.mjs";
 
 const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -30,8 +33,8 @@ const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
 /** Comma-separated subset of keepalive,bulk,fresh (new connections) to measure. */
 const PHASES = (process.env.BENCH_PHASES ?? "keepalive,bulk,fresh").split(",");
 /** BENCH_CPU_PROF=DIR writes each meshtls proxy's V8 CPU profile there on exit. */
-/** Comma-separated subset of direct,meshtls,naive,nginx to run (ratios need meshtls and nginx; naive = bench/naive-pair.mjs). */
-const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,naive,nginx").split(",");
+/** Comma-separated subset of direct,meshtls,naive,nginx,nginxhttp,transparent to run (ratios need meshtls, nginx and nginxhttp; naive = bench/naive-pair.mjs; transparent = bench/transparent-pair.mjs, root only, skipped otherwise). */
+const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,naive,nginx,nginxhttp,transparent").split(",");
 /** BENCH_PROXY_NODE_ARGS: node flags for the meshtls proxies and the naive pair (experiments, e.g. --trace-gc). */
 const nodeArgs = () => (process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : []);
 const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
@@ -166,8 +169,8 @@ function nginxConf(dir, name, body, { stream = false } = {}) {
   return file;
 }
 
-async function wrk(url, extra = []) {
-  const { stdout } = await run("wrk", ["-t2", "-c16", `-d${DURATION_S}s`, "--latency", ...extra, url], { timeout: (DURATION_S + 30) * 1000 });
+async function wrk(url, extra = [], ns = undefined) {
+  const { stdout } = await run(...inNamespace(ns, "wrk", ["-t2", "-c16", `-d${DURATION_S}s`, "--latency", ...extra, url]), { timeout: (DURATION_S + 30) * 1000 });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]);
   const toMs = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
   const p = (q) => {
@@ -178,10 +181,10 @@ async function wrk(url, extra = []) {
   return { rps, p50: p(50), p99: p(99), errors };
 }
 
-async function bulk(url) {
+async function bulk(url, ns = undefined) {
   const speeds = [];
   for (let i = 0; i < 3; i++) {
-    const { stdout } = await run("curl", ["-sS", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url], { timeout: 120_000 });
+    const { stdout } = await run(...inNamespace(ns, "curl", ["-sS", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url]), { timeout: 120_000 });
     const [speed, size] = stdout.trim().split(" ").map(Number);
     if (size !== BULK_MIB * 1024 * 1024) throw new Error(`bulk download through ${url} got ${size} bytes`);
     speeds.push(speed / 1e6);
@@ -210,11 +213,13 @@ async function openMany(host, port, n) {
 }
 
 async function main() {
+  const install = { wrk: "apt-get install wrk", curl: "apt-get install curl", nginx: "apt-get install nginx-light libnginx-mod-stream", openssl: "apt-get install openssl" };
   for (const tool of ["wrk", "curl", "nginx", "openssl"]) {
     await run("sh", ["-c", `command -v ${tool}`]).catch(() => {
-      throw new Error(`${tool} is required`);
+      throw new Error(`${tool} is required (Debian/Ubuntu: ${install[tool]})`);
     });
   }
+  if (STREAM_MODULE === undefined && PATHS.includes("nginx")) throw new Error("nginx's stream module is required for the nginx stream pair (Debian/Ubuntu: apt-get install libnginx-mod-stream), or leave nginx out of BENCH_PATHS");
   const dir = mkdtempSync(path.join(os.tmpdir(), "meshtls-bench-"));
   chmodSync(dir, 0o755); // nginx workers run unprivileged and read the bulk file
   const node = process.execPath;
@@ -279,6 +284,17 @@ async function main() {
   start("nginx-a", "nginx", ["-c", confA, "-p", dir]);
   await waitFor("nginx pair", async () => (await fetch(`http://127.0.1.1:${nginxA}/1k`)).status === 200);
 
+  // The nginx HTTP pair: A keeps a pool of mTLS connections to B (upstream keepalive, TLS 1.3, client
+  // certificate, B's identity verified), B keeps a pool to the app: what an HTTP-aware mesh saves.
+  const nginxHttpB = await freePort("127.0.1.2");
+  const nginxHttpA = await freePort("127.0.1.1");
+  const keepUpstream = "proxy_http_version 1.1; proxy_set_header Connection \"\";";
+  const confHttpB = nginxConf(dir, "nginx-http-b", `http { access_log off; keepalive_requests 1000000; upstream app { server 127.0.1.2:${appPort}; keepalive 64; } server { listen 127.0.1.2:${nginxHttpB} ssl; ssl_protocols TLSv1.3; ssl_certificate ${dir}/b.crt; ssl_certificate_key ${dir}/b.key; ssl_client_certificate ${ca}; ssl_verify_client on; location / { proxy_pass http://app; ${keepUpstream} } } }`);
+  const confHttpA = nginxConf(dir, "nginx-http-a", `http { access_log off; keepalive_requests 1000000; upstream b { server 127.0.1.2:${nginxHttpB}; keepalive 64; } server { listen 127.0.1.1:${nginxHttpA}; location / { proxy_pass https://b; ${keepUpstream} proxy_bind 127.0.1.1; proxy_ssl_protocols TLSv1.3; proxy_ssl_certificate ${dir}/a.crt; proxy_ssl_certificate_key ${dir}/a.key; proxy_ssl_trusted_certificate ${ca}; proxy_ssl_verify on; proxy_ssl_verify_depth 3; proxy_ssl_name ${identityOf("b")}; proxy_ssl_server_name on; proxy_ssl_session_reuse on; } } }`);
+  start("nginx-http-b", "nginx", ["-c", confHttpB, "-p", dir]);
+  start("nginx-http-a", "nginx", ["-c", confHttpA, "-p", dir]);
+  await waitFor("nginx HTTP pair", async () => (await fetch(`http://127.0.1.1:${nginxHttpA}/1k`)).status === 200);
+
   // The naive Node pair: node:tls piped both ways, the same certificates, nothing else (bench/naive-pair.mjs).
   const naivePair = path.join(path.dirname(fileURLToPath(import.meta.url)), "naive-pair.mjs");
   const naiveB = await freePort("127.0.1.2");
@@ -293,23 +309,39 @@ async function main() {
     meshtls: { host: "127.0.1.1", port: routePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
     naive: { host: "127.0.1.1", port: naiveA, pids: async () => [naiveProcA.child.pid, naiveProcB.child.pid] },
     nginx: { host: "127.0.1.1", port: nginxA, pids: async () => [...(await nginxPids(path.join(dir, "nginx-a.pid"))), ...(await nginxPids(path.join(dir, "nginx-b.pid")))] },
+    nginxhttp: { host: "127.0.1.1", port: nginxHttpA, pids: async () => [...(await nginxPids(path.join(dir, "nginx-http-a.pid"))), ...(await nginxPids(path.join(dir, "nginx-http-b.pid")))] },
   };
+  // Mesh connections proxy A opened (its outbound dst legs), from its /metrics.
+  const meshOpened = async () => {
+    const text = await (await fetch(`http://127.0.0.1:${proxyA.admin}/metrics`)).text();
+    let sum = 0;
+    for (const line of text.split("\n")) if (line.startsWith("tcp_open_total{") && line.includes('direction="outbound"') && line.includes('peer="dst"')) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+    return sum;
+  };
+  // The transparent path (bench/transparent-pair.mjs): the client in a network namespace dials the app's address unmodified.
+  const noTransparent = PATHS.includes("transparent") ? transparentUnavailable() : "not in BENCH_PATHS";
+  if (noTransparent === undefined) {
+    paths.transparent = (await startTransparentPair({ dir, node, bins, oneKiB, big, nginxConf, start, nodeArgs })).target;
+  } else if (PATHS.includes("transparent")) console.error(`# transparent: skipped, ${noTransparent}`);
   const results = {};
   // In BENCH_PATHS order, so that order effects can be checked by swapping it.
   for (const name of PATHS) {
     const target = paths[name];
-    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, naive, nginx)`);
+    if (name === "transparent" && noTransparent !== undefined) continue;
+    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, naive, nginx, nginxhttp, transparent)`);
     const base = `http://${target.host}:${target.port}`;
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
-    await run("wrk", ["-t2", "-c16", "-d2s", `${base}/1k`]);
+    await run(...inNamespace(target.ns, "wrk", ["-t2", "-c16", "-d2s", `${base}/1k`]));
     const pids = await target.pids();
     perfPath = name;
     // CPU used by the proxy processes per unit of work: steadier than wall-clock rates on a shared machine.
     const skipped = { rps: NaN, p50: NaN, p99: NaN, errors: "" };
     const phase = (name, fn, none) => (PHASES.includes(name) ? withCpu(pids, () => withPerf(name, pids, fn)) : Promise.resolve({ result: none, cpu: NaN }));
-    const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`), skipped);
-    const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(`${base}/big`), NaN);
-    const { result: fresh, cpu: freshCpuS } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"]), skipped);
+    const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`, [], target.ns), skipped);
+    const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(`${base}/big`, target.ns), NaN);
+    const meshBefore = name === "meshtls" ? await meshOpened() : NaN;
+    const { result: fresh, cpu: freshCpuS } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"], target.ns), skipped);
+    const meshConnections = name === "meshtls" ? (await meshOpened()) - meshBefore : NaN;
     const cpu = {
       usPerRequest: (keepAliveCpuS * 1e6) / (keepAlive.rps * DURATION_S),
       msPerBulkMiB: (bulkCpuS * 1000) / (3 * BULK_MIB),
@@ -318,7 +350,8 @@ async function main() {
     await sleep(1000);
     const idle = pids.map(rssKiB);
     const heapIdle = await heapFigures(target.admins);
-    const sockets = await openMany(target.host, target.port, OPEN_CONNECTIONS);
+    // The transparent path's client is in a namespace this process is not in: no open-connection figure.
+    const sockets = target.ns === undefined ? await openMany(target.host, target.port, OPEN_CONNECTIONS) : [];
     await sleep(1000);
     const loaded = pids.map(rssKiB);
     const heapLoaded = await heapFigures(target.admins);
@@ -328,13 +361,13 @@ async function main() {
       console.error(`# ${name} per open connection: ${heapIdle.map((_, i) => `${"AB"[i]} heap used ${per("heapUsed", i)} KiB, external ${per("external", i)} KiB`).join("; ")}`);
     }
     for (const s of sockets) s.destroy();
-    results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, connErrors: fresh.errors, cpu, pids, idle, loaded };
+    results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, freshP99: fresh.p99, meshConnections, freshRequests: fresh.rps * DURATION_S, connErrors: fresh.errors, cpu, pids, idle, loaded };
   }
 
   // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
   const proxyRss = (r, name) => {
     if (name === "meshtls" || name === "naive") return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
-    if (name === "nginx") {
+    if (name === "nginx" || name === "nginxhttp") {
       const half = r.pids.length / 2;
       const sum = (xs, from, to) => xs.slice(from, to).reduce((a, b) => a + b, 0);
       return [
@@ -362,6 +395,30 @@ async function main() {
   }
   const m = results.meshtls;
   const n = results.nginx;
+  const h = results.nginxhttp;
+  if (m !== undefined && h !== undefined) {
+    // The HTTP issue's aims: against the nginx HTTP pair, and the new-connection workload against the stream pair.
+    console.log("\nmeshtls ÷ nginx HTTP pair (upstream keep-alive)     meshtls   (aim)");
+    console.log(`  keep-alive req/s                                   ${fmt(m.keepAlive.rps / h.keepAlive.rps, 2).padStart(7)}   [≥ 0.8]`);
+    console.log(`  new-connection req/s                               ${fmt(m.connsPerS / h.connsPerS, 2).padStart(7)}   [≥ 1.0]`);
+    console.log(`  p99 latency, keep-alive                            ${fmt(m.keepAlive.p99 / h.keepAlive.p99, 2).padStart(7)}   [≤ 2]`);
+    console.log(`  p99 latency, new connections                       ${fmt(m.freshP99 / h.freshP99, 2).padStart(7)}   [≤ 2]`);
+    console.log(`  CPU/request, keep-alive                            ${fmt(m.cpu.usPerRequest / h.cpu.usPerRequest, 2).padStart(7)}`);
+    console.log(`  CPU/request, new connections                       ${fmt(m.cpu.usPerNewConn / h.cpu.usPerNewConn, 2).padStart(7)}`);
+    if (n !== undefined) console.log(`meshtls ÷ nginx stream pair, new-connection req/s    ${fmt(m.connsPerS / n.connsPerS, 2).padStart(7)}   [≥ 3]`);
+    console.log(`mesh connections A opened for ${fmt(m.freshRequests)} new-connection requests: ${fmt(m.meshConnections)}`);
+  }
+  const t = results.transparent;
+  if (m !== undefined && t !== undefined) {
+    // Transparent mode beside the same proxy reached as a route (the client dials a local port per service).
+    console.log("\ntransparent ÷ meshtls (same proxies, entered by a route)   ratio");
+    console.log(`  keep-alive req/s                                    ${fmt(t.keepAlive.rps / m.keepAlive.rps, 2).padStart(7)}`);
+    console.log(`  bulk MB/s                                           ${fmt(t.bulkMBps / m.bulkMBps, 2).padStart(7)}`);
+    console.log(`  new-connection req/s                                ${fmt(t.connsPerS / m.connsPerS, 2).padStart(7)}`);
+    console.log(`  p99 latency, keep-alive                             ${fmt(t.keepAlive.p99 / m.keepAlive.p99, 2).padStart(7)}`);
+    console.log(`  CPU/request, keep-alive                             ${fmt(t.cpu.usPerRequest / m.cpu.usPerRequest, 2).padStart(7)}`);
+    console.log(`  CPU/request, new connections                        ${fmt(t.cpu.usPerNewConn / m.cpu.usPerNewConn, 2).padStart(7)}`);
+  }
   if (m === undefined || n === undefined) return;
   const perConn = (r, name) => Math.max(...proxyRss(r, name).map((p) => (p.loaded - p.idle) / OPEN_CONNECTIONS));
   // The naive Node pair beside meshtls: what node:tls alone reaches on this machine in the same run.
@@ -396,5 +453,6 @@ main()
     for (const child of children) child.kill("SIGTERM");
     await Promise.race([Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once("exit", r))))), sleep(10_000)]);
     for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    if (transparentUnavailable() === undefined) removeTransparentPair();
     process.exit(process.exitCode ?? 0);
   });
