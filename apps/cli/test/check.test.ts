@@ -257,5 +257,11 @@ describe("meshtls check --issuer-dir: the identity service's layouts", () => {
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(/\[error\] the identity service would refuse this issuer: issuer CN=lower\.meshtls\.cluster\.local does not chain to the trust anchors: intermediate "CN=identity\.meshtls\.cluster\.local" allows 0 intermediate\(s\) below it/);
     expect(result.stdout).toMatch(/Status: FAILED \(1 error, 0 warnings\)/);
+
+    // Under --candidate-anchors the issuer is judged by the identity service's own checks too, not by a chain check of the issuer alone.
+    const candidate = await runCli(["check", "--anchors", path.join(certs, "ca.crt"), "--issuer-dir", folder, "--candidate-anchors", path.join(certs, "ca.crt")]);
+    expect(candidate.code).toBe(1);
+    expect(candidate.stdout).not.toMatch(/\[ok\] +issuer .*candidate/);
+    expect(candidate.stdout).toMatch(/\[error\] issuer CN=lower\.meshtls\.cluster\.local .*does NOT chain to the candidate .*: issuer CN=lower\.meshtls\.cluster\.local does not chain to the trust anchors: intermediate "CN=identity\.meshtls\.cluster\.local" allows 0 intermediate\(s\) below it/);
   });
 });

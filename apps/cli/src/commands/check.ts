@@ -1,6 +1,6 @@
 import path from "node:path";
 import { findIssuerFiles, loadIssuerFolder, type IssuerFolderFiles } from "@meshtls/identity";
-import { verifyChain, type CertificateSummary } from "@meshtls/pki";
+import type { CertificateSummary } from "@meshtls/pki";
 import { CliError } from "../errors.ts";
 import { describeExpiry, formatDurationMs } from "../duration.ts";
 import { readCertificates, summarizeCertificate } from "../inputs.ts";
@@ -170,7 +170,8 @@ async function runChecks(options: CheckCertificatesOptions): Promise<CheckReport
   }
 
   if (options.candidateAnchorsFile !== undefined) {
-    await checkCandidate(options.candidateAnchorsFile, running, issuerChain, now, add);
+    const issuerToCheck = options.issuerDir !== undefined && issuer !== undefined ? { dir: options.issuerDir, certificate: issuer } : undefined;
+    await checkCandidate(options.candidateAnchorsFile, running, issuerToCheck, now, add);
   }
 
   const errors = findings.filter((f) => f.status === "error").length;
@@ -181,9 +182,17 @@ async function runChecks(options: CheckCertificatesOptions): Promise<CheckReport
 /**
  * The guard before a bundle rollout: every running certificate and the issuer
  * must verify under the candidate bundle. A part whose certificate could not
- * be read counts as not verified (fail closed).
+ * be read counts as not verified (fail closed). The issuer is judged by the
+ * identity package's own loadIssuerFolder against the candidate, as the
+ * service would judge it once the bundle is rolled out.
  */
-async function checkCandidate(file: string, running: (RunningCertificate | undefined)[], issuerChain: CertificateSummary[], now: Date, add: Add): Promise<void> {
+async function checkCandidate(
+  file: string,
+  running: (RunningCertificate | undefined)[],
+  issuer: { dir: string; certificate: CertificateSummary } | undefined,
+  now: Date,
+  add: Add,
+): Promise<void> {
   const candidate = await readAll(file, "candidate trust anchors", add, "candidate-read");
   if (candidate.length === 0) return;
   const anchors = candidate.map((c) => c.der);
@@ -199,13 +208,12 @@ async function checkCandidate(file: string, running: (RunningCertificate | undef
       add("candidate", "error", `${certificate.source}'s certificate for ${verified.identity} does NOT verify under the candidate ${file}: ${verified.reason} (${verified.code}); rolling it out now would break its connections`);
     }
   }
-  const issuer = issuerChain[0];
   if (issuer !== undefined) {
-    const result = await verifyChain({ leaf: issuer.der, intermediates: issuerChain.slice(1).map((c) => c.der), anchors, now, profile: "rfc5280" });
-    if (result.ok) {
-      add("candidate", "ok", `issuer ${nameCa(issuer)} chains to trust anchor ${nameCa(result.chain[result.chain.length - 1]!)} of the candidate ${file}`);
-    } else {
-      add("candidate", "error", `issuer ${nameCa(issuer)} does NOT chain to the candidate ${file}: ${result.reason} (${result.code}); the identity service would stop issuing under it`);
+    try {
+      await loadIssuerFolder({ dir: issuer.dir, trustAnchors: anchors, now });
+      add("candidate", "ok", `issuer ${nameCa(issuer.certificate)} would be loaded by the identity service under the candidate ${file}: a leaf it signs chains to its trust anchors`);
+    } catch (error) {
+      add("candidate", "error", `issuer ${nameCa(issuer.certificate)} does NOT chain to the candidate ${file}: ${messageOf(error)}; the identity service would stop issuing under it`);
     }
   }
 }
