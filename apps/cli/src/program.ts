@@ -7,7 +7,9 @@ import { createIssuerFiles } from "./commands/certs-issuer.ts";
 import { createTestLeaf } from "./commands/certs-leaf.ts";
 import { renewProxies } from "./commands/renew.ts";
 import { checkCertificates } from "./commands/check.ts";
+import { runDashboard } from "./commands/dashboard.ts";
 import { runDemo } from "./commands/demo.ts";
+import { showEdges, type EdgeSourceOptions } from "./commands/edges.ts";
 import { injectManifests } from "./commands/inject.ts";
 import { installManifests } from "./commands/install.ts";
 import { inspectFile } from "./commands/inspect.ts";
@@ -85,6 +87,28 @@ function hostPort(value: string): string {
 function isRemoteTarget(target: string, opts: { sni?: string; cert?: string; key?: string }): boolean {
   if (opts.sni !== undefined || opts.cert !== undefined || opts.key !== undefined) return true;
   return /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(target) && !existsSync(target);
+}
+
+/** The flags `edges` and `dashboard` share: which proxies to read. */
+function edgeSourceOptions(command: Command): Command {
+  return command
+    .option("--proxy-admin <host:port>", "a proxy's admin address to read (repeatable)", collect)
+    .option("--registry <file>", "a destination registry file: names its endpoints; each meshed endpoint's proxy is read at <address>:<--admin-port> unless a --proxy-admin is on that address")
+    .option("--admin-port <port>", "proxy admin port of registry endpoints", "4191")
+    .option("--control-namespace <ns>", "control plane namespace in identities", DEFAULT_CONTROL_NAMESPACE)
+    .option("--trust-domain <domain>", "trust domain in identities", DEFAULT_TRUST_DOMAIN);
+}
+
+function edgeSources(opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string }): EdgeSourceOptions {
+  const adminPort = Number(opts.adminPort);
+  if (!Number.isInteger(adminPort) || adminPort < 1 || adminPort > 65535) throw new CliError("ERR_USAGE", `--admin-port ${opts.adminPort} is not a port`);
+  return {
+    proxyAdmins: (opts.proxyAdmin ?? []).map(hostPort),
+    ...(opts.registry === undefined ? {} : { registryFile: opts.registry }),
+    adminPort,
+    controlNamespace: opts.controlNamespace,
+    trustDomain: opts.trustDomain,
+  };
 }
 
 /** The `meshtls` command line; actions write to `output`. */
@@ -254,6 +278,40 @@ export function createProgram(output: Output): Command {
     .action(async (opts: { proxyAdmin: string[]; timeout: number }) => {
       if (opts.timeout < 1_000) throw new CliError("ERR_USAGE", "--timeout must be at least 1s");
       await renewProxies({ proxyAdmins: opts.proxyAdmin.map(hostPort), timeoutMs: opts.timeout }, output);
+    });
+
+  edgeSourceOptions(
+    program
+      .command("edges")
+      .description("one row per edge between workloads, from the proxies' metrics: identities, secured or why not, connections, bytes, HTTP rates"),
+  )
+    .addOption(new Option("-o, --output <format>", "table, wide or json").choices(["table", "wide", "json"]).default("table"))
+    .addOption(durationOption("--window <duration>", "time between the two scrapes rates and active edges come from (0s: one scrape)", "1s"))
+    .option("--require-secured", "exit 1 when an active edge is plaintext or a proxy cannot be read", false)
+    .action(async (opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string; output: "table" | "wide" | "json"; window: number; requireSecured: boolean }) => {
+      if (opts.window > 60_000) throw new CliError("ERR_USAGE", "--window must be at most 1m");
+      await showEdges({ ...edgeSources(opts), output: opts.output, windowMs: opts.window, requireSecured: opts.requireSecured }, output);
+    });
+
+  edgeSourceOptions(
+    program
+      .command("dashboard")
+      .description("serve a live view of the edges on loopback (a page, /api/edges JSON and /api/events SSE)"),
+  )
+    .option("--listen <host:port>", "loopback address to serve on", "127.0.0.1:0")
+    .addOption(durationOption("--interval <duration>", "time between scrapes", "2s"))
+    .action(async (opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string; listen: string; interval: number }) => {
+      if (opts.interval < 200) throw new CliError("ERR_USAGE", "--interval must be at least 200ms");
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      try {
+        await runDashboard({ ...edgeSources(opts), listen: opts.listen, intervalMs: opts.interval, signal: stop.signal }, output);
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+      }
     });
 
   program

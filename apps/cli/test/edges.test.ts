@@ -1,0 +1,216 @@
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { chromium, type BrowserContext } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
+import { scrapeMetrics } from "../src/mesh/admin-client.ts";
+import type { Edge, EdgeReport } from "../src/mesh/edges.ts";
+import { findSamples, sumSamples } from "../src/mesh/prometheus.ts";
+import { startProcess, type ManagedProcess } from "../src/mesh/supervisor.ts";
+import { cliBin, makeTempDir, runCli } from "./helpers.ts";
+import { eventually, testBinaries } from "./mesh-helpers.ts";
+
+const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
+const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
+
+/** A plaintext HTTP client outside the mesh: GETs `target` every 150 ms on a new connection. */
+function startUnmeshedClient(ip: string, target: string): ManagedProcess {
+  const script = `
+    const http = require("node:http");
+    const [host, port] = process.argv[1].split(":");
+    console.log(JSON.stringify({ msg: "started" }));
+    setInterval(() => {
+      http.get({ host, port: Number(port), path: "/", agent: false, localAddress: process.argv[2] }, (res) => res.resume()).on("error", () => {});
+    }, 150);`;
+  return startProcess({ name: "unmeshed client", file: process.execPath, args: ["-e", script, target, ip] });
+}
+
+function edgeBetween(report: EdgeReport, source: string | null, destination: string, tls: string): Edge | undefined {
+  return report.edges.find((e) => e.source.workload === source && e.destination.workload === destination && e.tls === tls);
+}
+
+describe("meshtls edges and dashboard against a running local mesh", () => {
+  let dir: string;
+  let cleanup: () => Promise<void>;
+  let mesh: LocalMesh;
+  let api: Workload;
+  let web: Workload;
+  let unmeshed: ManagedProcess | undefined;
+  let admins: string[];
+
+  beforeAll(async () => {
+    ({ dir, cleanup } = await makeTempDir());
+    mesh = await LocalMesh.create({ dir: path.join(dir, "mesh"), leafLifetimeMs: 120_000, binaries: testBinaries() });
+    await mesh.startIdentity();
+    await mesh.startDestination();
+    api = await mesh.startWorkload({ name: "api", ip: "127.0.1.22" });
+    web = await mesh.startWorkload({ name: "web", ip: "127.0.1.21", calls: "api", callIntervalMs: 200 });
+    unmeshed = startUnmeshedClient("127.0.1.23", api.inbound);
+    await unmeshed.waitFor((l) => l.msg === "started", { timeoutMs: 20_000, what: "started" });
+    admins = ["--proxy-admin", api.admin, "--proxy-admin", web.admin];
+  }, 180_000);
+
+  afterAll(async () => {
+    await unmeshed?.stop();
+    await mesh?.stop();
+    await cleanup();
+  });
+
+  it("-o json: web -> api over mTLS with both identities and HTTP stats, the unmeshed client -> api as no_tls_from_remote; counts match the proxies' own metrics", async () => {
+    const report = await eventually("both edges with HTTP rates", async () => {
+      const result = await runCli(["edges", ...admins, "-o", "json", "--window", "1s"]);
+      expect(result.code).toBe(0);
+      const r = JSON.parse(result.stdout) as EdgeReport;
+      const secured = edgeBetween(r, "default/web", "default/api", "true");
+      const plain = edgeBetween(r, null, "default/api", "no_identity");
+      return secured?.http?.requestsPerSecond !== undefined && secured.http.requestsPerSecond > 0 && plain?.active === true ? r : undefined;
+    }, 60_000);
+    expect(report.windowMs).toBeGreaterThanOrEqual(900);
+    expect(report.proxies.map((p) => [p.admin, p.identity, p.workload])).toEqual([[api.admin, API, "default/api"], [web.admin, WEB, "default/web"]]);
+
+    const secured = edgeBetween(report, "default/web", "default/api", "true")!;
+    expect(secured).toMatchObject({
+      source: { workload: "default/web", identity: WEB, meshed: true },
+      destination: { workload: "default/api", identity: API, meshed: true, address: api.inbound },
+      secured: true,
+      observedBy: { admin: web.admin, direction: "outbound" },
+    });
+    expect(secured.connections.opened).toBeGreaterThanOrEqual(1);
+    expect(secured.bytes.sent).toBeGreaterThan(0);
+    expect(secured.bytes.received).toBeGreaterThan(0);
+    expect(secured.http!.requests).toBeGreaterThan(0);
+    expect(secured.http!.successRate).toBe(1);
+    expect(secured.http!.latencyMs.p50).toBeGreaterThan(0);
+
+    const plain = edgeBetween(report, null, "default/api", "no_identity")!;
+    expect(plain).toMatchObject({
+      source: { workload: null, identity: null, meshed: false },
+      destination: { workload: "default/api", identity: API, meshed: true },
+      secured: false,
+      noTlsReason: "no_tls_from_remote",
+      observedBy: { admin: api.admin, direction: "inbound" },
+      active: true,
+    });
+    // web's inbound leg at api is not a second edge (web's proxy was read), nor are proxy <-> own workload legs.
+    expect(report.edges.filter((e) => e.destination.workload === "default/api" && e.source.workload === "default/web")).toHaveLength(1);
+    expect(report.edges.some((e) => e.noTlsReason === "loopback")).toBe(false);
+
+    // Checked against the proxies' own metrics, read after the report: counters only grow.
+    const webSamples = await scrapeMetrics({ address: web.admin });
+    const apiSamples = await scrapeMetrics({ address: api.admin });
+    const webLegs = { direction: "outbound", peer: "dst", tls: "true", server_id: API, target_addr: api.inbound };
+    expect(sumSamples(webSamples, "tcp_open_total", webLegs)).toBeGreaterThanOrEqual(secured.connections.opened);
+    expect(sumSamples(webSamples, "tcp_write_bytes_total", webLegs)).toBeGreaterThanOrEqual(secured.bytes.sent);
+    expect(sumSamples(webSamples, "request_total", { direction: "outbound", server_id: API })).toBeGreaterThanOrEqual(secured.http!.requests);
+    const plainLegs = { direction: "inbound", peer: "src", tls: "no_identity", no_tls_reason: "no_tls_from_remote" };
+    const plainOpened = sumSamples(apiSamples, "tcp_open_total", plainLegs);
+    expect(plainOpened).toBeGreaterThanOrEqual(plain.connections.opened);
+    expect(plain.connections.opened).toBeGreaterThan(plainOpened - 40); // read within a few seconds, at ~7 connections a second
+    expect(findSamples(apiSamples, "tcp_open_total", { direction: "inbound", peer: "src", tls: "true", client_id: WEB }).length).toBeGreaterThan(0);
+  });
+
+  it("table and -o wide: one row per edge, SECURED ✓ or the reason, the unmeshed peer shown as such", async () => {
+    const table = await runCli(["edges", ...admins, "--window", "0s"]);
+    expect(table.code).toBe(0);
+    expect(table.stdout).toMatch(/^SRC +DST +SRC_IDENTITY +DST_IDENTITY +SECURED +CONNS +BYTES +RPS +SUCCESS +P95/);
+    expect(table.stdout).toMatch(new RegExp(`default/web +default/api +${WEB.replaceAll(".", "\\.")} +${API.replaceAll(".", "\\.")} +SECURED ✓ +\\d+ +[\\d.]+K?i?B +- +100\\.0% +[\\d.]+ms`));
+    expect(table.stdout).toMatch(new RegExp(`\\(unmeshed\\) +default/api +- +${API.replaceAll(".", "\\.")} +no_tls_from_remote +\\d+`));
+    const wide = await runCli(["edges", ...admins, "-o", "wide", "--window", "1s"]);
+    expect(wide.code).toBe(0);
+    expect(wide.stdout).toMatch(/SEEN_BY$/m);
+    expect(wide.stdout).toContain(`outbound ${web.admin}`);
+    expect(wide.stdout).toContain(`inbound ${api.admin}`);
+    expect(wide.stdout).toContain(api.inbound);
+  });
+
+  it("--registry names workloads from the registry file; a meshed endpoint without --proxy-admin is read at <address>:--admin-port", async () => {
+    const named = await runCli(["edges", "--registry", mesh.registryFile, ...admins, "-o", "json", "--window", "0s"]);
+    expect(named.code).toBe(0);
+    const report = JSON.parse(named.stdout) as EdgeReport;
+    expect(report.proxies.map((p) => p.admin)).toEqual([api.admin, web.admin]);
+    expect(edgeBetween(report, "default/web", "default/api", "true")?.destination.identity).toBe(API);
+    // Only api's admin given: web's proxy is looked for at 127.0.1.21:<admin-port> (here a closed port), named on stderr.
+    const missing = await runCli(["edges", "--registry", mesh.registryFile, "--proxy-admin", api.admin, "--admin-port", "1", "--window", "0s"]);
+    expect(missing.code).toBe(0);
+    expect(missing.stderr).toMatch(/proxy 127\.0\.1\.21:1 not read: cannot reach 127\.0\.1\.21:1: ECONNREFUSED/);
+    // With web unread, its edge to api is seen from api's side (client_id).
+    expect(missing.stdout).toMatch(new RegExp(`default/web +default/api +${WEB.replaceAll(".", "\\.")} +${API.replaceAll(".", "\\.")} +SECURED ✓`));
+    const strict = await runCli(["edges", "--registry", mesh.registryFile, "--proxy-admin", api.admin, "--admin-port", "1", "--window", "0s", "--require-secured"]);
+    expect(strict.code).toBe(1);
+    expect((await runCli(["edges"])).code).toBe(2);
+  });
+
+  it("dashboard: a real chromium shows the edges live, the plaintext edge marked; nothing leaves loopback; a screenshot is kept", async () => {
+    const proc = startProcess({ name: "dashboard", file: process.execPath, args: [cliBin, "dashboard", ...admins, "--listen", "127.0.0.1:0", "--interval", "500ms"] });
+    const userDataDir = await mkdtemp(path.join(os.tmpdir(), "meshtls-chromium-"));
+    let browser: BrowserContext | undefined;
+    try {
+      const listening = await proc.waitFor((l) => l.msg === "listening", { timeoutMs: 20_000, what: "listening" });
+      const url = String(listening.url);
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/$/);
+      const refused = await runCli(["dashboard", ...admins, "--listen", "0.0.0.0:0"]);
+      expect(refused.code).toBe(2);
+      expect(refused.stderr).toMatch(/loopback only/);
+
+      // A new empty profile (playwright passes it as --user-data-dir).
+      browser = await chromium.launchPersistentContext(userDataDir, {
+        executablePath: "/usr/bin/chromium",
+        args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+      });
+      const page = await browser.newPage();
+      const consoleErrors: string[] = [];
+      const requests: string[] = [];
+      page.on("console", (m) => {
+        if (m.type() === "error") consoleErrors.push(m.text());
+      });
+      page.on("pageerror", (e) => consoleErrors.push(e.message));
+      page.on("request", (r) => requests.push(r.url()));
+      await page.goto(url);
+      const securedRow = page.locator('tr[data-source="default/web"][data-destination="default/api"][data-secured="true"]');
+      await securedRow.waitFor({ timeout: 30_000 });
+      expect(await securedRow.locator("td.state").textContent()).toBe("SECURED ✓");
+      const plainRow = page.locator('tr.plaintext[data-source="(unmeshed)"][data-destination="default/api"]');
+      await plainRow.waitFor({ timeout: 30_000 });
+      expect(await plainRow.locator("td.state").textContent()).toBe("plaintext: no_tls_from_remote");
+      expect(await page.evaluate('getComputedStyle(document.querySelector("tr.plaintext")).backgroundColor')).toBe("rgb(255, 241, 240)");
+
+      // Live: the page redraws without a reload (a newer collectedAt, growing counts).
+      // (Page code as strings, polled from here: this file is typed without the DOM library, and the page's CSP forbids eval.)
+      const first = await page.evaluate("document.body.dataset.updated");
+      await eventually("the page redraws", async () => ((await page.evaluate("document.body.dataset.updated")) !== first ? true : undefined), 20_000, 200);
+      // New plaintext connections show up as the unmeshed client keeps connecting.
+      const plainCount = 'Number(document.querySelector("tr.plaintext td:nth-child(6)").textContent)';
+      const opened = (await page.evaluate(plainCount)) as number;
+      await eventually("more plaintext connections on the page", async () => (((await page.evaluate(plainCount)) as number) > opened ? true : undefined), 20_000, 200);
+      await page.screenshot({ path: path.join(dir, "dashboard.png"), fullPage: true });
+      const json = (await (await fetch(new URL("/api/edges", url))).json()) as EdgeReport;
+      expect(edgeBetween(json, "default/web", "default/api", "true")?.secured).toBe(true);
+
+      expect(consoleErrors).toEqual([]);
+      expect(requests.every((r) => r.startsWith(url) || r.startsWith("data:"))).toBe(true);
+      const { size } = await stat(path.join(dir, "dashboard.png"));
+      expect(size).toBeGreaterThan(5_000);
+      console.log(`dashboard screenshot: ${path.join(dir, "dashboard.png")}`);
+    } finally {
+      await browser?.close();
+      await proc.stop();
+      await rm(userDataDir, { recursive: true, force: true });
+    }
+  });
+
+  it("--require-secured: exit 1 while the unmeshed client talks to api, 0 once it stops", async () => {
+    const during = await runCli(["edges", ...admins, "--require-secured", "--window", "1s"]);
+    expect(during.code).toBe(1);
+    expect(during.stderr).toMatch(/plaintext edge \(unmeshed\) -> default\/api \(no_tls_from_remote\)/);
+    expect(during.stderr).toMatch(/--require-secured: 1 active plaintext edge/);
+    await unmeshed!.stop();
+    unmeshed = undefined;
+    const after = await eventually("--require-secured passes", async () => {
+      const result = await runCli(["edges", ...admins, "--require-secured", "--window", "1s"]);
+      return result.code === 0 ? result : undefined;
+    }, 30_000);
+    // The edge is still listed (history), no longer active.
+    expect(after.stdout).toMatch(/\(unmeshed\) +default\/api .*no_tls_from_remote/);
+  });
+});
