@@ -362,7 +362,9 @@ export function deriveEdges(options: { current: ProxyScrape[]; previous?: ProxyS
     }
     edges.push(result);
   }
-  edges.sort((a, b) => `${a.source.workload ?? "~"} ${a.destination.workload ?? "~"} ${a.tls}`.localeCompare(`${b.source.workload ?? "~"} ${b.destination.workload ?? "~"} ${b.tls}`));
+  // By source, destination and TLS state; unnamed peers after named ones.
+  const order = (e: Edge): string => [e.source.workload ?? "\uffff", e.destination.workload ?? "\uffff", e.destination.address ?? "", e.tls].join("\u0000");
+  edges.sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0));
   const proxies: ProxyStatus[] = options.current.map((s) => ({
     admin: s.admin,
     workload: s.error === undefined ? (names.byAddress.get(splitHostPort(s.admin).host)?.workload ?? null) : null,
