@@ -29,6 +29,10 @@ export interface ProxiedResponse {
   body: Readable;
   /** The trailers, once `body` has ended (gRPC's `grpc-status`). */
   trailers(): Headers | undefined;
+  /** The head ended the stream (a gRPC trailers-only response): sent on as such, with no body and no trailers. */
+  endAfterHeaders?: boolean;
+  /** Trailers may follow the body (HTTP/2 without a `grpc-status` in the head; HTTP/1 announcing `Trailer`). */
+  mayHaveTrailers?: boolean;
 }
 
 /** Where a response goes: the client's HTTP/1 or HTTP/2 stream. */
@@ -129,12 +133,22 @@ export function http2Sink(stream: http2.ServerHttp2Stream, extra: Headers = {}):
           reject(new Error("the client went away"));
           return;
         }
-        stream.respond({ ":status": response.status, ...response.headers, ...extra }, { waitForTrailers: true });
-        stream.once("wantTrailers", () => {
-          const trailers = response.trailers();
-          if (trailers !== undefined && Object.keys(trailers).length > 0) stream.sendTrailers(trailers);
-          else stream.sendTrailers({});
-        });
+        if (response.endAfterHeaders === true) {
+          stream.respond({ ":status": response.status, ...response.headers, ...extra }, { endStream: true });
+          response.body.resume();
+          stream.once("close", () => (stream.rstCode === 0 ? resolve() : reject(new Error(`stream reset (${stream.rstCode})`))));
+          return;
+        }
+        // Trailers only where they may come: an empty trailers frame would hide a status sent in the head.
+        const waitForTrailers = response.mayHaveTrailers === true;
+        stream.respond({ ":status": response.status, ...response.headers, ...extra }, { waitForTrailers });
+        if (waitForTrailers) {
+          stream.once("wantTrailers", () => {
+            const trailers = response.trailers();
+            // No trailers came after all: an empty trailers frame ends the stream (node's close() would reset it).
+            stream.sendTrailers(trailers ?? {});
+          });
+        }
         response.body.on("error", (error) => {
           stream.close(0x2);
           reject(error);
@@ -183,7 +197,13 @@ export function sendHttp1(request: ProxiedRequest, options: { agent: http.Agent;
     upstream.once("response", (res) => {
       upstream.off("error", reject);
       upstream.on("error", (error) => res.destroy(error));
-      resolve({ status: res.statusCode ?? 502, headers: endToEndHeaders(res.headers), body: res, trailers: () => (Object.keys(res.trailers).length > 0 ? (res.trailers as Headers) : undefined) });
+      resolve({
+        status: res.statusCode ?? 502,
+        headers: endToEndHeaders(res.headers),
+        body: res,
+        trailers: () => (Object.keys(res.trailers).length > 0 ? (res.trailers as Headers) : undefined),
+        mayHaveTrailers: res.headers.trailer !== undefined,
+      });
     });
   });
 }
@@ -207,7 +227,15 @@ export function sendHttp2(request: ProxiedRequest, options: { session: http2.Cli
     stream.once("response", (headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader) => {
       stream.off("error", reject);
       stream.on("error", () => undefined);
-      resolve({ status: Number(headers[":status"] ?? 502), headers: endToEndHeaders(headers), body: stream, trailers: () => trailers });
+      resolve({
+        status: Number(headers[":status"] ?? 502),
+        headers: endToEndHeaders(headers),
+        body: stream,
+        trailers: () => trailers,
+        // A head with grpc-status is gRPC's trailers-only response: it ends the stream (node may report its END_STREAM late).
+        endAfterHeaders: stream.endAfterHeaders || headers["grpc-status"] !== undefined,
+        mayHaveTrailers: !stream.endAfterHeaders && headers["grpc-status"] === undefined,
+      });
     });
     request.body.pipe(stream);
   });

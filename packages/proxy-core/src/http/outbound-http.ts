@@ -116,6 +116,8 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
       }
       const connection = await connectEndpoint({ endpoint, credentials: options.credentials, authority: endpoint.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
       track(connection.socket, connection.remote, connection.tls);
+      // The transport header may still be on its way: node's HTTP/2 must not take the handle over a write in flight.
+      await new Promise((resolve) => connection.socket.write(Buffer.alloc(0), resolve));
       return http2.connect(`http://${connection.remote}`, { createConnection: () => h2Transport(connection.socket) as net.Socket });
     },
     ...(options.maxIdlePerEndpoint === undefined ? {} : { maxIdlePerDestination: options.maxIdlePerEndpoint }),
