@@ -233,8 +233,11 @@ describe("session resumption is bounded by identity (real TLS 1.3 on 127.0.0.1)"
     it("gives tickets a 300-second lifetime, not OpenSSL's 7200", async () => {
       const server = await startInbound(await issue(mesh, API), [mesh]);
       const full = await plainClient(server.port, contextFor(await issue(mesh, WEB), mesh));
-      // node's session is OpenSSL's DER SSL_SESSION, with the lifetime the server announced in its ticket.
-      const text = execFileSync("openssl", ["sess_id", "-inform", "DER", "-noout", "-text"], { input: full.session }).toString();
+      // node's session holds OpenSSL's DER SSL_SESSION, with the lifetime the server announced in its ticket.
+      // Node 24 prefixes it with "\0nodejs:tls:session:1\0" and the server name: read from the DER SEQUENCE on.
+      const session = full.session ?? Buffer.alloc(0);
+      const der = session.subarray(Math.max(0, session.indexOf(Buffer.from([0x30, 0x82]))));
+      const text = execFileSync("openssl", ["sess_id", "-inform", "DER", "-noout", "-text"], { input: der }).toString();
       expect(text).toMatch(/ticket lifetime hint: 300 \(seconds\)/);
     });
   });
