@@ -1,6 +1,6 @@
 import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
-import { createCertifier, createCredentialStore } from "@meshtls/identity";
+import { createCertifier, createCredentialStore, createTrustAnchorsStore } from "@meshtls/identity";
 import { createOriginalDestinationReader } from "@meshtls/orig-dst";
 import { createProxy, createProxyMetrics, createStaticPolicySource, flagPolicies, formatHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { OriginalDestinationLookup } from "@meshtls/proxy-core";
@@ -10,7 +10,6 @@ import { collectDefaultMetrics, Registry } from "prom-client";
 import { parseConfig } from "./config.js";
 import { createDestinationChannelCredentials } from "./destination-credentials.js";
 import { createPolicyClient } from "./policy-client.js";
-import { createFileTrustBundle } from "./trust-bundle.js";
 
 async function main(): Promise<void> {
   const config = parseConfigOrExit("meshtls-proxy", () => parseConfig(process.argv, process.env));
@@ -21,11 +20,11 @@ async function main(): Promise<void> {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
-  let trustBundle;
-  try {
-    trustBundle = await createFileTrustBundle({ file: config.trustAnchorsFile, pollMs: config.trustAnchorsPollMs, logger });
-  } catch (error) {
-    logger.error({ file: config.trustAnchorsFile, err: (error as Error).message }, "cannot load the trust anchors");
+  // Identity's trust-anchors store: size bound, expiry check, identity_trust_anchors* metrics; a bad edit keeps the bundle in use.
+  const trustBundle = createTrustAnchorsStore({ file: config.trustAnchorsFile, pollIntervalMs: config.trustAnchorsPollMs, logger, metricsRegistry: registry });
+  const firstBundle = await trustBundle.start();
+  if (firstBundle.result !== "loaded") {
+    logger.error({ file: config.trustAnchorsFile, ...firstBundle }, "cannot load the trust anchors");
     process.exit(1);
   }
 

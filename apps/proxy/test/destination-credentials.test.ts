@@ -5,13 +5,19 @@ import { Server, ServerCredentials } from "@grpc/grpc-js";
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { createDestinationClient, createDestinationServer, createStaticRegistry } from "@meshtls/destination";
 import type { DestinationClient, EndpointSet, Resolution } from "@meshtls/destination";
+import { createTrustAnchorsStore, type TrustAnchorsStore } from "@meshtls/identity";
 import { createIssuer, createTrustAnchor, exportPrivateKey, generateKeyPair, issueLeaf, pemEncode } from "@meshtls/pki";
 import { noopLogger, peerIdentity } from "@meshtls/proxy-core";
 import type { Credentials, CredentialSource } from "@meshtls/proxy-core";
 import { afterEach, describe, expect, it } from "vitest";
 import { createDestinationChannelCredentials } from "../src/destination-credentials.ts";
-import { createFileTrustBundle } from "../src/trust-bundle.ts";
-import type { FileTrustBundle } from "../src/trust-bundle.ts";
+
+/** The trust anchors file as meshtls-proxy follows it: identity's trust-anchors store. */
+async function followedAnchors(file: string): Promise<TrustAnchorsStore> {
+  const store = createTrustAnchorsStore({ file, pollIntervalMs: 100, logger: noopLogger });
+  expect((await store.start()).result).toBe("loaded");
+  return store;
+}
 
 const identityOf = (sa: string, ns = "default"): string => `${sa}.${ns}.serviceaccount.identity.meshtls.cluster.local`;
 const PROXY = identityOf("web");
@@ -100,7 +106,7 @@ describe("destination channel credentials", () => {
     const second = await createPki();
     const anchorsFile = path.join(dir, "ca.crt");
     writeFileSync(anchorsFile, first.anchorPem);
-    const bundle: FileTrustBundle = await createFileTrustBundle({ file: anchorsFile, pollMs: 100, logger: noopLogger });
+    const bundle = await followedAnchors(anchorsFile);
     cleanups.push(() => bundle.close());
     const store = createCredentialStore();
 
@@ -144,7 +150,7 @@ describe("destination channel credentials", () => {
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const anchorsFile = path.join(dir, "ca.crt");
     writeFileSync(anchorsFile, trusted.anchorPem);
-    const bundle = await createFileTrustBundle({ file: anchorsFile, pollMs: 100, logger: noopLogger });
+    const bundle = await followedAnchors(anchorsFile);
     cleanups.push(() => bundle.close());
     const store = createCredentialStore();
     store.set(await trusted.leaf(PROXY));

@@ -347,7 +347,7 @@ describe("meshtls-proxy end to end (real processes on loopback)", () => {
     expect(await attempt()).not.toContain("b says second-anchor");
     const original = readFileSync(material.caFile, "utf8");
     writeFileSync(material.caFile, original + readFileSync(path.join(foreignDir, "ca.crt"), "utf8"));
-    await strict.proxy.waitFor((l) => l.msg === "trust anchors reloaded" && l["anchors"] === 2, 15_000);
+    await strict.proxy.waitFor((l) => l.msg === "trust anchors loaded" && l["anchors"] === 2, 15_000);
     expect(await attempt()).toContain("b says second-anchor");
     expect(strict.proxy.child.exitCode).toBeNull();
   });
