@@ -170,7 +170,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
         return reject(new ProxyError("ERR_CONNECT_FAILED", `connect to ${remote} failed: ${cause.message}`, { cause }));
       }
       if (socket.authorizationError !== undefined && socket.authorizationError !== null) {
-        return reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${remote} (expected ${identity}): ${String(socket.authorizationError)}`, { cause }));
+        return reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${remote} (expected ${identity}): ${verifyErrorText(socket.authorizationError)}`, { cause }));
       }
       if (/certificate|verify|issuer/i.test(cause.message) || /CERT|ISSUER|SELF_SIGNED/.test(cause.code ?? "")) {
         return reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${remote} (expected ${identity}): ${cause.code ?? cause.message}`, { cause }));
@@ -219,4 +219,15 @@ function transportHeader(endpoint: MeshEndpoint, sessionProtocol: "http1" | "htt
     return encodeHeader({ port, name: host, ...protocol });
   }
   return endpoint.opaqueTransportPort === undefined ? undefined : encodeHeader({ port: endpoint.port, ...protocol });
+}
+
+/**
+ * OpenSSL's verification error as its code (`UNABLE_TO_GET_ISSUER_CERT`), not node's message: on Node 24 the
+ * message ends with advice to try the system CA store, which never applies to mesh anchors.
+ */
+export function verifyErrorText(error: Error | string | undefined | null): string {
+  if (error === undefined || error === null) return "unverified";
+  if (typeof error === "string") return error;
+  const { code } = error as Error & { code?: unknown };
+  return typeof code === "string" && code !== "" ? code : error.message;
 }

@@ -1,5 +1,6 @@
 import type net from "node:net";
 import tls from "node:tls";
+import { verifyErrorText } from "../connect-endpoint.js";
 import type { TlsCredentials } from "../credentials.js";
 import { certificateNotAfter, peerIdentity, SESSION_TICKET_LIFETIME_S } from "../credentials.js";
 import { ProxyError } from "../errors.js";
@@ -90,7 +91,7 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
     }
     if (peer !== undefined && !secure.authorized) {
       secure.destroy();
-      return refuse("ERR_TLS_UNAUTHORIZED", `client certificate refused: ${String(secure.authorizationError)}`, "tls_client_cert_unverified");
+      return refuse("ERR_TLS_UNAUTHORIZED", `client certificate refused: ${verifyErrorText(secure.authorizationError)}`, "tls_client_cert_unverified");
     }
     const clientId = peer === undefined ? undefined : peerIdentity(peer.raw);
     const terminated: InboundTarget = clientId === undefined ? { ...target, tls: { tls: "true" } } : { ...target, tls: { tls: "true", peerId: clientId }, clientId };
