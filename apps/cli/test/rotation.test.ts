@@ -107,7 +107,7 @@ describe("trust anchor rotation with zero failed requests (live identity, destin
     // 2. Roll the bundle out: the proxies and the identity service reload the trust-anchors file without a restart.
     steps.push("roll out bundle A+B");
     const pidsBefore = [api.proxy.pid, web.proxy.pid, mesh.identity!.proc.pid];
-    const reloaded = [api, web].map((w) => next(w.proxy, (l) => l.msg === "trust anchors reloaded" && l.anchors === 2, "reload of a 2-anchor bundle"));
+    const reloaded = [api, web].map((w) => next(w.proxy, (l) => l.msg === "trust anchors loaded" && l.anchors === 2, "reload of a 2-anchor bundle"));
     const identityReloaded = next(mesh.identity!.proc, (l) => l.msg === "trust anchors loaded" && l.anchors === 2, "identity service reload of the 2-anchor bundle");
     await rollOut(bundleAB, mesh.bundleFile);
     await Promise.all([...reloaded, identityReloaded]);
@@ -138,7 +138,7 @@ describe("trust anchor rotation with zero failed requests (live identity, destin
     // Every running certificate is under B now: the guard lets the B-only bundle through.
     const guarded = await runCli(["certs", "bundle", "--out", bundleB, path.join(certsB, "ca.crt"), "--proxy-admin", api.admin, "--proxy-admin", web.admin, "--identity-addr", mesh.identity!.grpcAddress]);
     expect(guarded.code, guarded.stderr).toBe(0);
-    const reloadedB = [api, web].map((w) => next(w.proxy, (l) => l.msg === "trust anchors reloaded" && l.anchors === 1, "reload of the 1-anchor bundle"));
+    const reloadedB = [api, web].map((w) => next(w.proxy, (l) => l.msg === "trust anchors loaded" && l.anchors === 1, "reload of the 1-anchor bundle"));
     const identityReloadedB = next(mesh.identity!.proc, (l) => l.msg === "trust anchors loaded" && l.anchors === 1, "identity service reload of the 1-anchor bundle");
     // The issuer under B stays in use under B alone (revalidated, not dropped).
     const revalidated = next(mesh.identity!.proc, (l) => l.msg === "issuer revalidated against the new trust anchors", "issuer revalidation under B alone");
