@@ -173,8 +173,12 @@ describe("trust anchor rotation with zero failed requests (live identity, destin
     const outboundAll = sumSamples(webMetrics, "tcp_open_total", { direction: "outbound", peer: "dst" });
     expect(inboundMtls).toBe(inboundAll);
     expect(outboundMtls).toBe(outboundAll);
-    expect(outboundMtls).toBeGreaterThanOrEqual(calls.ok);
-    console.log(`rotation: ${calls.ok} requests, 0 failed; ${outboundMtls} mTLS connections web -> api; refreshes api ${refreshesAfter[0]}, web ${refreshesAfter[1]}`);
+    // Requests share pooled mesh connections (each closed when either leaf expires, so the rotation still makes
+    // new handshakes under each bundle): count the requests, every one answered over mTLS.
+    expect(outboundMtls).toBeGreaterThanOrEqual(1);
+    const answered = sumSamples(webMetrics, "response_total", { direction: "outbound", tls: "true", server_id: api.identity, classification: "success" });
+    expect(answered).toBeGreaterThanOrEqual(calls.ok);
+    console.log(`rotation: ${calls.ok} requests, 0 failed; ${answered} answered over ${outboundMtls} mTLS connections web -> api; refreshes api ${refreshesAfter[0]}, web ${refreshesAfter[1]}`);
 
     // The end state passes meshtls check: files, identity service and both proxies.
     const check = await runCli(["check", "--anchors", mesh.bundleFile, "--issuer-dir", mesh.issuerDir, "--identity-addr", mesh.identity!.grpcAddress, "--proxy-admin", api.admin, "--proxy-admin", web.admin]);
