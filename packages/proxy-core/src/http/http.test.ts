@@ -100,10 +100,11 @@ describe("HTTP-aware proxying between two proxies (real TLS, real curl)", () => 
   let app1: Awaited<ReturnType<typeof startApp>>;
   let app2: Awaited<ReturnType<typeof startApp>>;
   const table = new Map<string, EndpointSet>();
+  let bundle: ReturnType<typeof createBundle>;
 
   beforeAll(async () => {
     mesh = await createTestMesh();
-    const bundle = createBundle([mesh.anchor.certificate]);
+    bundle = createBundle([mesh.anchor.certificate]);
     app1 = await startApp("b1");
     app2 = await startApp("b2");
     const credsB = createStore(await mesh.issue(B));
@@ -170,6 +171,29 @@ describe("HTTP-aware proxying between two proxies (real TLS, real curl)", () => 
     expect(sample(bText, "inbound_http_authz_allow_total", {})).toBe(8);
     expect(sample(aText, "response_latency_ms_count", { direction: "outbound" })).toBe(8);
     expect(aText).toMatch(/response_latency_ms_bucket\{[^}]*le="50000"/);
+  }, 30_000);
+
+  it("a trust bundle change retires the pooled mesh connection: the next request makes a full handshake, refused once the anchor is gone", async () => {
+    const target = { direction: "outbound", peer: "dst", target_addr: `127.0.0.1:${b1Addr.inbound.port}`, tls: "true" };
+    const get = async (): Promise<string> =>
+      (await run("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "-x", `http://127.0.0.1:${aAddr.outbound.port}`, "http://web.default.svc.cluster.local/status/200"])).stdout;
+    expect(await get()).toBe("200");
+    const opened = sample(await a.metrics.registry.metrics(), "tcp_open_total", target);
+    expect(await get()).toBe("200");
+    expect(sample(await a.metrics.registry.metrics(), "tcp_open_total", target)).toBe(opened);
+    // The same anchors again: still a change of inputs, so the pooled connection goes and a new one is made.
+    bundle.set([mesh.anchor.certificate]);
+    expect(await get()).toBe("200");
+    expect(sample(await a.metrics.registry.metrics(), "tcp_open_total", target)).toBe(opened + 1);
+    // Without the anchor, no request rides the connection made under it.
+    const other = await createTestMesh();
+    bundle.set([other.anchor.certificate]);
+    try {
+      expect(await get()).toBe("502");
+    } finally {
+      bundle.set([mesh.anchor.certificate]);
+    }
+    expect(await get()).toBe("200");
   }, 30_000);
 
   it("a capture between the proxies: one mTLS connection offering only ALPN h2 carries many application connections, no HTTP in clear", async () => {

@@ -124,6 +124,11 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
     ...(options.poolIdleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.poolIdleTimeoutMs }),
   });
 
+  // A change of our credentials or of the trust bundle retires every pooled mesh connection: requests
+  // after it open new connections (a full handshake against the current anchors, as resumption is
+  // bounded), while those in flight finish on the old ones.
+  const offCredentials = options.credentials.subscribe(() => pools.retire());
+
   /** Sends on the endpoint's client: the mesh HTTP/2 session (upgrading HTTP/1 with `l5d-orig-proto`), or a keep-alive HTTP/1 pool. */
   const send = (endpoint: Endpoint, request: ProxiedRequest, authority: string): Promise<ProxiedResponse> => {
     const base = `${endpointKey(endpoint)}|${endpoint.identity ?? ""}|${endpoint.opaqueTransportPort ?? ""}`;
@@ -286,6 +291,9 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
     forward,
     upgrade,
     sessions: () => pools.sessions(),
-    close: () => pools.close(),
+    close: () => {
+      offCredentials();
+      pools.close();
+    },
   };
 }

@@ -25,6 +25,11 @@ export interface ConnectionPools {
   http2(key: string): Promise<http2.ClientHttp2Session>;
   /** HTTP/2 sessions open now. */
   sessions(): number;
+  /**
+   * Stops handing out every connection open now: later requests open new ones, while
+   * requests in flight finish on the old (HTTP/2 sessions get GOAWAY; HTTP/1 connections close once free).
+   */
+  retire(): void;
   close(): void;
 }
 
@@ -82,6 +87,16 @@ export function createConnectionPools(options: CreateConnectionPoolsOptions): Co
       return opening;
     },
     sessions: () => sessions.size,
+    retire() {
+      for (const agent of agents.values()) {
+        // A keep-alive socket freed beyond maxFreeSockets is closed rather than pooled.
+        agent.maxFreeSockets = 0;
+        for (const free of Object.values(agent.freeSockets)) for (const socket of free ?? []) socket.destroy();
+      }
+      agents.clear();
+      for (const opening of sessions.values()) opening.then((s) => s.close(), () => undefined);
+      sessions.clear();
+    },
     close() {
       for (const agent of agents.values()) agent.destroy();
       agents.clear();
