@@ -4,6 +4,7 @@ import type { Registry } from "prom-client";
 import { ProxyError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
+import type { TapHub } from "./tap.js";
 
 /** The proxy's identity material as `GET /identity` shows it; all of it is public. */
 export interface AdminIdentity {
@@ -31,6 +32,11 @@ export interface CreateAdminServerOptions {
    * use. Without it `/renew` answers 404.
    */
   onRenew?: () => Promise<{ notAfter: Date }>;
+  /**
+   * What `GET /tap` streams (one JSON line per event), to local clients only.
+   * Without it `/tap` answers 404.
+   */
+  tap?: TapHub;
   /** What `GET /identity` shows. Without it `/identity` answers 404. */
   identity?: () => AdminIdentity;
   /**
@@ -47,7 +53,7 @@ export interface CreateAdminServerOptions {
   logger?: Logger;
 }
 
-/** The admin HTTP server: `/metrics`, `/live`, `/ready`, `/identity`, `/shutdown`, `/renew`. */
+/** The admin HTTP server: `/metrics`, `/live`, `/ready`, `/identity`, `/tap`, `/shutdown`, `/renew`. */
 export interface AdminServer {
   /** @throws ProxyError `ERR_LISTEN_FAILED` */
   listen(options: { host: string; port: number }): Promise<AddressInfo>;
@@ -130,6 +136,34 @@ export function createAdminServer(options: CreateAdminServerOptions): AdminServe
           return;
         }
         sendJson(res, 200, { identity: current.identity, notAfter: current.notAfter.toISOString(), certificateChainPem: current.certificateChainPem, trustAnchorsPem: current.trustAnchorsPem });
+        return;
+      }
+      case "/tap": {
+        const tap = options.tap;
+        if (tap === undefined) {
+          send(res, 404, "not found\n");
+          return;
+        }
+        // Metadata of every connection and request: for the workload's own host only, like the POST endpoints.
+        if (!local(req)) {
+          logger.warn({ remote: req.socket.remoteAddress, remotePort: req.socket.remotePort, path: "/tap" }, "admin request refused: not from the local host");
+          send(res, 403, "/tap is only served to the local host\n");
+          return;
+        }
+        if (req.method !== "GET") {
+          res.setHeader("allow", "GET");
+          send(res, 405, "use GET\n");
+          return;
+        }
+        const subscription = tap.subscribe(res);
+        if (subscription === null) {
+          send(res, 429, "too many tap subscribers\n");
+          return;
+        }
+        res.once("close", () => subscription.close());
+        res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+        res.flushHeaders();
+        logger.info({ remote: req.socket.remoteAddress }, "tap subscriber connected");
         return;
       }
       case "/shutdown":

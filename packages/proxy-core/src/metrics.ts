@@ -2,6 +2,8 @@ import type { Duplex } from "node:stream";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { AuthorizeDecision } from "./policy.js";
 import { policyLabel } from "./policy.js";
+import { createTapHub, tapTls } from "./tap.js";
+import type { TapAuthzEvent, TapHub, TapRequestEvent } from "./tap.js";
 import type { TlsState } from "./tls-state.js";
 
 /** One side of a proxied connection, as the metrics label it. */
@@ -33,6 +35,8 @@ export interface CreateProxyMetricsOptions {
    * `overflow`. Default 100.
    */
   maxPeerLabelValues?: number;
+  /** Bounds of the admin `/tap` stream. Default 8 subscribers, 1000 queued events each. */
+  tap?: { maxSubscribers?: number; maxBufferedEvents?: number };
 }
 
 /** Which listener refused a connection, and why (`tcp_connections_refused_total`). */
@@ -41,6 +45,8 @@ export type RefusedListener = "inbound" | "outbound" | "route" | "transparent" |
 /** The proxy's Prometheus metrics, with the exact names and labels of ARCHITECTURE.md. */
 export interface ProxyMetrics {
   readonly registry: Registry;
+  /** The live events the admin `/tap` streams; published only while someone taps. */
+  readonly tap: TapHub;
   /** Counts a leg open now and closed (with its bytes) when the socket closes. */
   trackConnection(socket: CountedSocket, leg: ConnectionLeg): void;
   /** Counts a policy decision. */
@@ -57,6 +63,8 @@ export interface ProxyMetrics {
   recordRefused(listener: RefusedListener, reason: "max_connections"): void;
   /** Currently open legs (src and dst). */
   openConnections(): number;
+  /** Counts a completed mesh TLS handshake by its key exchange group (`tls_handshakes_total`). */
+  recordTlsHandshake(direction: "inbound" | "outbound", group: string): void;
   /** Counts a request whose stream began (`request_total`); the result records its response once it completed or failed. */
   recordHttpRequest(request: HttpRequestLabels): (outcome: HttpOutcome) => void;
   /** Counts an HTTP request allowed or denied by the connection's authorization (`inbound_http_authz_allow_total` / `_deny_total`). */
@@ -72,6 +80,10 @@ export interface HttpRequestLabels {
   targetAddr: string;
   /** Absent when no endpoint was reached (discovery failed): `tls=""`. */
   tls?: TlsState;
+  /** For `/tap` only, never a label. */
+  method?: string;
+  /** For `/tap` only (without its query), never a label. */
+  path?: string;
 }
 
 /** How a request ended: its status and gRPC status, or the failure that ended it. */
@@ -140,6 +152,7 @@ interface OpenLeg {
   labels: LegLabels;
   reportedRead: number;
   reportedWritten: number;
+  openedAt: number;
 }
 
 /**
@@ -152,6 +165,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   const open = new Set<OpenLeg>();
   const maxPeerLabelValues = options.maxPeerLabelValues ?? 100;
   const capped = { sni: createCappedValues(maxPeerLabelValues), inboundTarget: createCappedValues(maxPeerLabelValues) };
+  const tap = createTapHub({ registry, ...options.tap });
 
   const flushBytes = (leg: OpenLeg): void => {
     const read = leg.socket.bytesRead;
@@ -203,6 +217,8 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     labelNames: ["listener", "reason"],
     registers: [registry],
   });
+  // The group is one of credentials.ts's fixed names (else "other"): bounded.
+  const tlsHandshakes = new Counter({ name: "tls_handshakes_total", help: "Mesh TLS handshakes completed, by key exchange group", labelNames: ["direction", "group"], registers: [registry] });
   const identityRegisters = options.identityMetrics === false ? [] : [registry];
   const expiry = new Gauge({ name: "identity_cert_expiration_timestamp_seconds", help: "notAfter of the current certificate, in seconds since the epoch", registers: identityRegisters });
   const refreshes = new Counter({ name: "identity_cert_refreshes_total", help: "Certificate refresh attempts", labelNames: ["result"], registers: identityRegisters });
@@ -236,6 +252,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
 
   return {
     registry,
+    tap,
     recordHttpRequest(request) {
       const labels = httpLabels(request);
       const started = performance.now();
@@ -245,7 +262,8 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
         if (done) return;
         done = true;
         const status = outcome.status === undefined ? "" : String(outcome.status);
-        responseLatency.observe({ ...labels, status_code: status }, performance.now() - started);
+        const latencyMs = performance.now() - started;
+        responseLatency.observe({ ...labels, status_code: status }, latencyMs);
         responseTotal.inc({
           ...labels,
           status_code: status,
@@ -253,21 +271,40 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
           grpc_status: outcome.grpcStatus === undefined ? "" : String(outcome.grpcStatus),
           error: outcome.error ?? "",
         });
+        if (tap.hasSubscribers()) tap.publish(requestEvent(request, outcome, latencyMs));
       };
     },
     recordHttpAuthz(decision, targetAddr) {
       const labels = authzLabelsOf(decision, targetAddr);
       if (decision.allow) httpAuthzAllow.inc(labels);
       else httpAuthzDeny.inc(labels);
+      if (tap.hasSubscribers()) tap.publish(authzEvent(decision, targetAddr, "http"));
     },
     trackConnection(socket, connection) {
       const labels = legLabels(connection, capped);
-      const leg: OpenLeg = { socket, labels, reportedRead: 0, reportedWritten: 0 };
+      const leg: OpenLeg = { socket, labels, reportedRead: 0, reportedWritten: 0, openedAt: performance.now() };
+      // The peer's address is read only while someone taps (a closed socket no longer knows it).
+      let peerAddr = tap.hasSubscribers() ? socketPeer(socket) : undefined;
       open.add(leg);
       tcpOpen.inc(labels);
       tcpOpenNow.inc(labels);
       socket.once("close", () => {
         flushBytes(leg);
+        if (tap.hasSubscribers()) {
+          peerAddr ??= socketPeer(socket);
+          tap.publish({
+            type: "connection",
+            timeMs: Date.now(),
+            direction: connection.direction,
+            peer: connection.peer,
+            ...(peerAddr === undefined ? {} : { peerAddr }),
+            targetAddr: connection.targetAddr,
+            ...tapTls(connection.tls),
+            bytesRead: socket.bytesRead,
+            bytesWritten: socket.bytesWritten,
+            durationMs: Math.round(performance.now() - leg.openedAt),
+          });
+        }
         open.delete(leg);
         tcpClose.inc(labels);
         tcpOpenNow.dec(labels);
@@ -277,6 +314,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
       const labels = authzLabelsOf(decision, targetAddr);
       if (decision.allow) authzAllow.inc(labels);
       else authzDeny.inc(labels);
+      if (tap.hasSubscribers()) tap.publish(authzEvent(decision, targetAddr, "tcp"));
     },
     recordAuthzTerminate(decision, targetAddr) {
       authzTerminate.inc(authzLabelsOf(decision, targetAddr));
@@ -290,9 +328,51 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     recordRefresh(result) {
       refreshes.inc({ result });
     },
+    recordTlsHandshake(direction, group) {
+      tlsHandshakes.inc({ direction, group });
+    },
     recordRefused(listener, reason) {
       refused.inc({ listener, reason });
     },
     openConnections: () => open.size,
+  };
+}
+
+/** `host:port` of a socket's remote end, when it is a network socket that knows it. */
+function socketPeer(socket: CountedSocket): string | undefined {
+  const { remoteAddress, remotePort } = socket as CountedSocket & { remoteAddress?: string; remotePort?: number };
+  if (remoteAddress === undefined || remotePort === undefined) return undefined;
+  return remoteAddress.includes(":") ? `[${remoteAddress}]:${remotePort}` : `${remoteAddress}:${remotePort}`;
+}
+
+function authzEvent(decision: AuthorizeDecision, targetAddr: string, proto: "tcp" | "http"): TapAuthzEvent {
+  return {
+    type: "authz",
+    timeMs: Date.now(),
+    direction: "inbound",
+    proto,
+    targetAddr,
+    allow: decision.allow,
+    reason: decision.reason,
+    server: decision.server,
+    ...(decision.allow ? { authz: decision.authz } : {}),
+  };
+}
+
+function requestEvent(request: HttpRequestLabels, outcome: HttpOutcome, latencyMs: number): TapRequestEvent {
+  return {
+    type: "request",
+    timeMs: Date.now(),
+    direction: request.direction,
+    ...(request.method === undefined ? {} : { method: request.method }),
+    authority: request.authority,
+    ...(request.path === undefined ? {} : { path: request.path.split("?")[0] ?? "" }),
+    targetAddr: request.targetAddr,
+    ...tapTls(request.tls),
+    ...(outcome.status === undefined ? {} : { status: outcome.status }),
+    ...(outcome.grpcStatus === undefined ? {} : { grpcStatus: outcome.grpcStatus }),
+    ...(outcome.error === undefined ? {} : { error: outcome.error }),
+    classification: classifyResponse(outcome),
+    latencyMs: Math.round(latencyMs * 10) / 10,
   };
 }

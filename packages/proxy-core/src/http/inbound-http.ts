@@ -72,7 +72,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
   const forward = (request: ProxiedRequest, sink: ResponseSink, target: InboundTarget, authorize: Authorize): void => {
     const targetAddr = formatHostPort(target.workload.host, target.workload.port);
     targets.set(targetAddr, target);
-    const record = metrics.recordHttpRequest({ direction: "inbound", authority: request.authority, targetAddr, tls: target.tls });
+    const record = metrics.recordHttpRequest({ direction: "inbound", authority: request.authority, targetAddr, tls: target.tls, method: request.method, path: request.path });
     const decision = authorize();
     if (decision !== undefined) {
       metrics.recordHttpAuthz(decision, targetAddr);
@@ -130,7 +130,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     socket.on("error", () => undefined);
     const { target } = connection;
     const targetAddr = formatHostPort(target.workload.host, target.workload.port);
-    const record = metrics.recordHttpRequest({ direction: "inbound", authority: req.headers.host ?? "", targetAddr, tls: target.tls });
+    const record = metrics.recordHttpRequest({ direction: "inbound", authority: req.headers.host ?? "", targetAddr, tls: target.tls, method: req.method ?? "GET", path: req.url ?? "/" });
     const decision = connection.authorize();
     if (decision !== undefined) {
       metrics.recordHttpAuthz(decision, targetAddr);

@@ -155,7 +155,7 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
     const failEarly = (error: unknown, tls?: TlsState, targetAddr = authority): void => {
       const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
       const status = errorStatus(code);
-      const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr, ...(tls === undefined ? {} : { tls }) });
+      const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr, ...(tls === undefined ? {} : { tls }), method: request.method, path: request.path });
       record({ status, error: errorLabel(error) });
       request.body.resume();
       sink.fail(status, code, (error as Error).message);
@@ -197,7 +197,7 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
           break;
         }
         const legTls: TlsState = endpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: endpoint.identity };
-        const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr: formatHostPort(endpoint.address, endpoint.port), tls: legTls });
+        const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr: formatHostPort(endpoint.address, endpoint.port), tls: legTls, method: request.method, path: request.path });
         // The peer proxy's own error (it could not reach its workload): the endpoint failed, not the application.
         if (response.headers[L5D_PROXY_ERROR] !== undefined) {
           balancer.fail(endpoint);
@@ -228,7 +228,7 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
 
   const upgrade = (req: http.IncomingMessage, socket: net.Socket, head: Buffer, authority: string, path: string): void => {
     socket.on("error", () => undefined);
-    const record = metrics.recordHttpRequest({ direction: "outbound", authority: req.headers.host ?? authority, targetAddr: authority });
+    const record = metrics.recordHttpRequest({ direction: "outbound", authority: req.headers.host ?? authority, targetAddr: authority, method: req.method ?? "GET", path });
     options.connect({ authority, listener: "proxy", client: { address: socket.remoteAddress ?? "", port: socket.remotePort ?? 0 } }).then(
       (upstream) => {
         if (socket.destroyed) {
