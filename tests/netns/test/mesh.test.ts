@@ -4,7 +4,8 @@
 // exclude); one control plane in a namespace of its own on the bridge
 // (meshtls-identity and meshtls-destination, both over TLS: no plaintext
 // control plane). An unmodified curl in A reaches B's HTTP server: mTLS
-// between the pods with the right identities. Pods C and D have no proxy: B's
+// between the pods with the right identities, HTTP per request (detected on
+// A's transparent listener). Pods C and D have no proxy: B's
 // policy (from the destination's registry file) admits C and refuses D.
 import { execFileSync, spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -236,6 +237,9 @@ describe("meshtls-proxy --transparent between pods", () => {
     const bMetrics = b!.exec("curl", ["-s", "http://127.0.0.1:4191/metrics"]);
     expect(aMetrics).toMatch(new RegExp(`tcp_open_total\\{direction="outbound",peer="dst",target_addr="10\\.77\\.0\\.22:4143",tls="true",server_id="${identityOf("b").replaceAll(".", "\\.")}"\\} [1-9]`));
     expect(bMetrics).toMatch(new RegExp(`tcp_open_total\\{direction="inbound",peer="src",[^}]*tls="true",client_id="${identityOf("a").replaceAll(".", "\\.")}"\\} [1-9]`));
+    // HTTP detected on the transparent listener: the request went per request over the mesh, its authority curl's.
+    expect(aMetrics).toMatch(new RegExp(`response_total\\{direction="outbound",authority="10\\.77\\.0\\.22:8080",[^}]*tls="true",server_id="${identityOf("b").replaceAll(".", "\\.")}",status_code="200",classification="success"[^}]*\\} 1`));
+    expect(bMetrics).toMatch(new RegExp(`response_total\\{direction="inbound",[^}]*tls="true",client_id="${identityOf("a").replaceAll(".", "\\.")}",status_code="200",classification="success"[^}]*\\} 1`));
   });
 
   it("reaches an address outside the mesh from A in plaintext, counted as such", () => {
