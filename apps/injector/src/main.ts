@@ -78,6 +78,10 @@ function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   return config;
 }
 
+// Under the webhook configuration's 10 s timeout: when the lookup is slow the API server still gets our answer (a warning,
+// or a refusal with --deny-on-error) rather than failurePolicy Ignore admitting the pod silently.
+const NAMESPACE_LOOKUP_TIMEOUT_MS = 5_000;
+
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -114,7 +118,7 @@ async function main(): Promise<void> {
     try {
       const api = createKubeApiFromConfig(config.kubeconfig === undefined ? {} : { kubeconfig: config.kubeconfig });
       namespaceAnnotations = async (ns) => {
-        const namespace = await api.request<{ metadata?: { annotations?: Record<string, string> } }>({ method: "GET", path: `/api/v1/namespaces/${encodeURIComponent(ns)}` });
+        const namespace = await api.request<{ metadata?: { annotations?: Record<string, string> } }>({ method: "GET", path: `/api/v1/namespaces/${encodeURIComponent(ns)}`, timeoutMs: NAMESPACE_LOOKUP_TIMEOUT_MS });
         return namespace.metadata?.annotations ?? {};
       };
     } catch (error) {

@@ -1,80 +1,21 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import https from "node:https";
-import os from "node:os";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { readFileSync } from "node:fs";
 import { injectObject } from "@meshtls/kubernetes";
 import fastJsonPatch, { type Operation } from "fast-json-patch";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { anchorsFile, podFromVector, reviewOf, servingCertDir, startInjector, vector, type Injector, type Json } from "./harness.ts";
 
-const appRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const vectors = path.resolve(appRoot, "../../../shared/vectors/k8s-api");
-const anchorsFile = path.resolve(appRoot, "../cli/test/fixtures/inject/ca.crt");
-type Json = Record<string, unknown>;
-const vector = (name: string): Json => JSON.parse(readFileSync(path.join(vectors, `${name}.json`), "utf8")) as Json;
-
-/** The Pod vector made injectable: no host network, no proxy yet, one TCP port, inject enabled. */
-function podFromVector(): Json {
-  const pod = vector("core.v1.Pod");
-  const spec = pod.spec as Json;
-  spec.hostNetwork = false;
-  const containers = spec.containers as Json[];
-  containers[0]!.ports = [{ name: "http", containerPort: 8080, protocol: "TCP" }];
-  (pod.metadata as Json).annotations = { "linkerd.io/inject": "enabled" };
-  (pod.metadata as Json).namespace = "shop";
-  return pod;
-}
-
-function reviewOf(pod: Json, uid: string): Json {
-  const review = vector("admission.k8s.io.v1.AdmissionReview");
-  delete review.response;
-  const request = review.request as Json;
-  Object.assign(request, { uid, kind: { group: "", version: "v1", kind: "Pod" }, resource: { group: "", version: "v1", resource: "pods" }, operation: "CREATE", namespace: "shop", object: pod, oldObject: null });
-  return review;
-}
-
-let dir: string;
-let child: ChildProcess;
-let port: number;
-let ca: string;
-
-function post(body: string | Buffer, pathname = "/"): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = https.request({ host: "127.0.0.1", port, path: pathname, method: "POST", ca, servername: "localhost", headers: { "content-type": "application/json" } }, (res) => {
-      let text = "";
-      res.setEncoding("utf8").on("data", (c: string) => (text += c));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body: text }));
-    });
-    req.on("error", reject);
-    req.end(body);
-  });
-}
+let cert: ReturnType<typeof servingCertDir>;
+let injector: Injector;
+const post = (body: string | Buffer): Promise<{ status: number; body: string }> => injector.post(body);
 
 beforeAll(async () => {
-  dir = mkdtempSync(path.join(os.tmpdir(), "meshtls-injector-"));
-  const made = spawnSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=meshtls-injector.meshtls.svc", "-addext", "subjectAltName=DNS:localhost,DNS:meshtls-injector.meshtls.svc", "-keyout", path.join(dir, "tls.key"), "-out", path.join(dir, "tls.crt")]);
-  expect(made.status, made.stderr.toString()).toBe(0);
-  ca = readFileSync(path.join(dir, "tls.crt"), "utf8");
-  child = spawn(process.execPath, [path.join(appRoot, "dist", "main.js"), "--listen", "127.0.0.1:0", "--tls-cert", path.join(dir, "tls.crt"), "--tls-key", path.join(dir, "tls.key"), "--trust-anchors", anchorsFile, "--no-namespace-lookup", "--max-body-bytes", "200000"], { stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listening line: ${out}`)), 30_000);
-    child.stdout!.setEncoding("utf8").on("data", (c: string) => {
-      out += c;
-      const m = /"address":"127\.0\.0\.1:(\d+)"/.exec(out);
-      if (m !== null) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`exited ${code}: ${out}`)));
-  });
+  cert = servingCertDir();
+  injector = await startInjector(cert, ["--no-namespace-lookup", "--max-body-bytes", "200000"]);
 }, 60_000);
 
 afterAll(() => {
-  child?.kill("SIGTERM");
-  rmSync(dir, { recursive: true, force: true });
+  injector?.stop();
+  cert?.remove();
 });
 
 describe("meshtls-injector over HTTPS", () => {
@@ -122,6 +63,6 @@ describe("meshtls-injector over HTTPS", () => {
     expect((await post(Buffer.alloc(300_000, 32))).status).toBe(413);
     const res = await post(JSON.stringify(reviewOf(podFromVector(), "after")));
     expect(res.status).toBe(200);
-    expect(child.exitCode).toBeNull();
+    expect(injector.child.exitCode).toBeNull();
   });
 });
