@@ -195,6 +195,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       accepted = notAfter;
       if (early !== undefined && notAfter !== undefined) keep(early, notAfter);
       if (header !== undefined) socket.write(header);
+      options.credentials.handshaken("outbound", socket);
       resolve({ socket, tls: { tls: "true", peerId: identity }, remote });
     });
   });

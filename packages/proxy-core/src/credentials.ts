@@ -16,7 +16,18 @@ export interface CreateTlsCredentialsOptions {
   logger?: Logger;
   /** The clock certificates' expiry is checked against. Default `() => new Date()`. */
   now?: () => Date;
+  /**
+   * Key exchange groups, most preferred first, as OpenSSL names them
+   * (`X25519MLKEM768`, `X25519`, `P-256`, …). Default {@link DEFAULT_TLS_GROUPS}.
+   * See {@link groupsForOpenssl} for the key shares a ClientHello carries.
+   */
+  groups?: readonly string[];
+  /** Called once per completed mesh TLS handshake, resumed or not, with its key exchange group ({@link groupLabel}). */
+  onHandshake?: (direction: "inbound" | "outbound", group: string) => void;
 }
+
+/** The mesh key exchange groups: the post-quantum hybrid first, X25519 and P-256 for peers without it. */
+export const DEFAULT_TLS_GROUPS: readonly string[] = ["X25519MLKEM768", "X25519", "P-256"];
 
 /** A client TLS session kept for resumption, with what resumption would otherwise skip checking. */
 export interface ResumableSession {
@@ -60,6 +71,13 @@ export interface TlsCredentials {
    * Returns a function that stops following.
    */
   bindServer(server: tls.Server): () => void;
+  /**
+   * Reports a completed mesh TLS handshake to `onHandshake` with the group it
+   * negotiated, read from `socket` ({@link negotiatedGroup}).
+   */
+  handshaken(direction: "inbound" | "outbound", socket: tls.TLSSocket): void;
+  /** The OpenSSL group list every mesh context and the terminating server use ({@link groupsForOpenssl}). */
+  readonly ecdhCurve: string;
   /** Stops following the sources. */
   close(): void;
 }
@@ -86,10 +104,17 @@ export const SESSION_TICKET_LIFETIME_S = 300;
  * drops the client sessions and changes the ticket keys of every bound
  * server, and {@link TlsCredentials.checkExpiry} refuses a session once
  * either certificate has expired.
+ * @throws ProxyError `ERR_CONFIG_INVALID` for groups this node's OpenSSL does not know
  */
 export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsCredentials {
   const logger = options.logger ?? noopLogger;
   const now = options.now ?? (() => new Date());
+  const ecdhCurve = groupsForOpenssl(options.groups ?? DEFAULT_TLS_GROUPS);
+  try {
+    tls.createSecureContext({ ecdhCurve });
+  } catch (cause) {
+    throw new ProxyError("ERR_CONFIG_INVALID", `this node's OpenSSL (${process.versions.openssl}) does not support the TLS groups ${ecdhCurve}`, { cause });
+  }
   let context: tls.SecureContext | undefined;
   let built: Credentials | undefined;
   let anchorsPem = "";
@@ -121,6 +146,7 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
         key: credentials.privateKeyPem,
         cert: credentials.certificateChainPem,
         ca: anchorsPem,
+        ecdhCurve,
         minVersion: "TLSv1.3",
         maxVersion: "TLSv1.3",
       });
@@ -185,6 +211,10 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
       sessions.set(key, session);
     },
     checkExpiry,
+    handshaken(direction, socket) {
+      options.onHandshake?.(direction, negotiatedGroup(socket));
+    },
+    ecdhCurve,
     bindServer(server) {
       server.setTicketKeys(ticketKeys);
       servers.add(server);
@@ -198,6 +228,113 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
       listeners.clear();
     },
   };
+}
+
+/**
+ * The OpenSSL 3.5 group list for `groups`: the same order, with a key share
+ * (`*`) for the first group and, when that one is a post-quantum hybrid or
+ * ML-KEM group, for the first classical group after it. So the default
+ * ClientHello carries X25519MLKEM768 and X25519 shares: a peer without
+ * ML-KEM (OpenSSL 3.0-3.4, rustls before 0.23.18) picks X25519 with no
+ * HelloRetryRequest, and one with it picks the hybrid. A server choosing
+ * P-256 only costs one HelloRetryRequest. As a server, OpenSSL picks the
+ * first group of this list among the client's key shares, else asks (HRR)
+ * for the first it supports.
+ * @throws ProxyError `ERR_CONFIG_INVALID` for an empty list or a name that is not a group name
+ */
+export function groupsForOpenssl(groups: readonly string[]): string {
+  if (groups.length === 0) throw new ProxyError("ERR_CONFIG_INVALID", "no TLS key exchange group given");
+  const bad = groups.find((group) => !/^[A-Za-z0-9_-]{1,40}$/.test(group));
+  if (bad !== undefined) throw new ProxyError("ERR_CONFIG_INVALID", `${JSON.stringify(bad.slice(0, 60))} is not a TLS group name`);
+  const postQuantum = (group: string): boolean => /MLKEM/i.test(group);
+  const first = groups[0] ?? "";
+  const classical = postQuantum(first) ? groups.findIndex((group) => !postQuantum(group)) : -1;
+  return groups.map((group, i) => (i === 0 || i === classical ? `*${group}` : group)).join(":");
+}
+
+/** IANA TLS group ids to the names `tls_handshakes_total` reports: OpenSSL's fixed list, so a bounded label. */
+const GROUP_NAMES = new Map<number, string>([
+  [0x17, "P-256"],
+  [0x18, "P-384"],
+  [0x19, "P-521"],
+  [0x1d, "X25519"],
+  [0x1e, "X448"],
+  [0x100, "ffdhe2048"],
+  [0x101, "ffdhe3072"],
+  [0x102, "ffdhe4096"],
+  [0x103, "ffdhe6144"],
+  [0x104, "ffdhe8192"],
+  [0x200, "MLKEM512"],
+  [0x201, "MLKEM768"],
+  [0x202, "MLKEM1024"],
+  [0x11eb, "SecP256r1MLKEM768"],
+  [0x11ec, "X25519MLKEM768"],
+  [0x11ed, "SecP384r1MLKEM1024"],
+]);
+/** OpenSSL's curve names that differ from its group names. */
+const CURVE_ALIASES = new Map([
+  ["prime256v1", "P-256"],
+  ["secp256r1", "P-256"],
+  ["secp384r1", "P-384"],
+  ["secp521r1", "P-521"],
+]);
+const KNOWN_GROUPS = new Set(GROUP_NAMES.values());
+
+/** A group name as `tls_handshakes_total` reports it: one of a fixed list, else `other`. */
+export function groupLabel(name: string | undefined): string {
+  if (name === undefined) return "unknown";
+  const group = CURVE_ALIASES.get(name) ?? name;
+  return KNOWN_GROUPS.has(group) ? group : "other";
+}
+
+/**
+ * The key exchange group a finished TLS 1.3 handshake used, as
+ * {@link groupLabel} names it. A client reads it with
+ * `getEphemeralKeyInfo()` (Node 24: `{ type: "TLSGroup", name }`); node gives
+ * a server nothing, so a server reads the group OpenSSL keeps in the session
+ * (`kex_group`, field [19] of its SSL_SESSION encoding). `unknown` when
+ * neither says.
+ */
+export function negotiatedGroup(socket: tls.TLSSocket): string {
+  const info = socket.getEphemeralKeyInfo() as { name?: string } | null | undefined;
+  if (info !== null && info !== undefined && typeof info.name === "string") return groupLabel(info.name);
+  const session = socket.getSession();
+  const id = session === undefined ? undefined : sessionKexGroup(session);
+  return id === undefined ? "unknown" : (GROUP_NAMES.get(id) ?? "other");
+}
+
+/** The `kex_group` of an OpenSSL SSL_SESSION (DER: SEQUENCE { …, [19] EXPLICIT INTEGER }), if present and well formed. */
+export function sessionKexGroup(der: Uint8Array): number | undefined {
+  // One DER header: tag, then the content's start and end; undefined when it does not fit.
+  const header = (at: number, end: number): { tag: number; start: number; end: number } | undefined => {
+    if (at + 2 > end) return undefined;
+    const tag = der[at] ?? 0;
+    let length = der[at + 1] ?? 0;
+    let start = at + 2;
+    if (length & 0x80) {
+      const bytes = length & 0x7f;
+      if (bytes === 0 || bytes > 3 || start + bytes > end) return undefined;
+      length = 0;
+      for (let i = 0; i < bytes; i++) length = length * 256 + (der[start + i] ?? 0);
+      start += bytes;
+    }
+    return start + length > end ? undefined : { tag, start, end: start + length };
+  };
+  const outer = header(0, der.length);
+  if (outer === undefined || outer.tag !== 0x30) return undefined;
+  for (let at = outer.start; at < outer.end; ) {
+    const field = header(at, outer.end);
+    if (field === undefined) return undefined;
+    if (field.tag === 0xb3) {
+      const integer = header(field.start, field.end);
+      if (integer === undefined || integer.tag !== 0x02 || integer.end - integer.start > 3) return undefined;
+      let value = 0;
+      for (let i = integer.start; i < integer.end; i++) value = value * 256 + (der[i] ?? 0);
+      return value;
+    }
+    at = field.end;
+  }
+  return undefined;
 }
 
 /**

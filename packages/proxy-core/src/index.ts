@@ -41,7 +41,19 @@ export type { CreateTransparentServerOptions } from "./outbound/transparent.js";
 export type { CreateRouteServerOptions } from "./outbound/route.js";
 export { detectTls, parseClientHello } from "./detect-tls.js";
 export type { ClientHelloParse, Detection, DetectTlsOptions } from "./detect-tls.js";
-export { certificateNotAfter, createTlsCredentials, namesIdentity, peerIdentity, SESSION_TICKET_LIFETIME_S, subjectAltNames } from "./credentials.js";
+export {
+  certificateNotAfter,
+  createTlsCredentials,
+  DEFAULT_TLS_GROUPS,
+  groupLabel,
+  groupsForOpenssl,
+  namesIdentity,
+  negotiatedGroup,
+  peerIdentity,
+  SESSION_TICKET_LIFETIME_S,
+  sessionKexGroup,
+  subjectAltNames,
+} from "./credentials.js";
 export type { CreateTlsCredentialsOptions, ResumableSession, TlsCredentials } from "./credentials.js";
 export { encodeHeader, readTransportHeader, TRANSPORT_ALPN } from "./transport-header.js";
 export type { ReadTransportHeaderOptions } from "./transport-header.js";

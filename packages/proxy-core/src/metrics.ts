@@ -63,6 +63,8 @@ export interface ProxyMetrics {
   recordRefused(listener: RefusedListener, reason: "max_connections"): void;
   /** Currently open legs (src and dst). */
   openConnections(): number;
+  /** Counts a completed mesh TLS handshake by its key exchange group (`tls_handshakes_total`). */
+  recordTlsHandshake(direction: "inbound" | "outbound", group: string): void;
   /** Counts a request whose stream began (`request_total`); the result records its response once it completed or failed. */
   recordHttpRequest(request: HttpRequestLabels): (outcome: HttpOutcome) => void;
   /** Counts an HTTP request allowed or denied by the connection's authorization (`inbound_http_authz_allow_total` / `_deny_total`). */
@@ -215,6 +217,8 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     labelNames: ["listener", "reason"],
     registers: [registry],
   });
+  // The group is one of credentials.ts's fixed names (else "other"): bounded.
+  const tlsHandshakes = new Counter({ name: "tls_handshakes_total", help: "Mesh TLS handshakes completed, by key exchange group", labelNames: ["direction", "group"], registers: [registry] });
   const identityRegisters = options.identityMetrics === false ? [] : [registry];
   const expiry = new Gauge({ name: "identity_cert_expiration_timestamp_seconds", help: "notAfter of the current certificate, in seconds since the epoch", registers: identityRegisters });
   const refreshes = new Counter({ name: "identity_cert_refreshes_total", help: "Certificate refresh attempts", labelNames: ["result"], registers: identityRegisters });
@@ -323,6 +327,9 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     },
     recordRefresh(result) {
       refreshes.inc({ result });
+    },
+    recordTlsHandshake(direction, group) {
+      tlsHandshakes.inc({ direction, group });
     },
     recordRefused(listener, reason) {
       refused.inc({ listener, reason });

@@ -87,6 +87,8 @@ export interface CreateProxyOptions {
   /** How long `/renew` waits for the renewed certificate to be in use, in ms. Default 5000. */
   renewInUseTimeoutMs?: number;
   metrics?: ProxyMetrics;
+  /** Mesh TLS key exchange groups, most preferred first. Default `X25519MLKEM768`, `X25519`, `P-256` (`DEFAULT_TLS_GROUPS`). */
+  tlsGroups?: readonly string[];
   logger?: Logger;
   /** The clock `/ready` compares the certificate's notAfter with. Default `() => new Date()`. */
   now?: () => Date;
@@ -120,7 +122,13 @@ export interface Proxy {
 export function createProxy(options: CreateProxyOptions): Proxy {
   const logger = options.logger ?? noopLogger;
   const metrics = options.metrics ?? createProxyMetrics();
-  const tls = createTlsCredentials({ credentials: options.credentials, trustBundle: options.trustBundle, logger });
+  const tls = createTlsCredentials({
+    credentials: options.credentials,
+    trustBundle: options.trustBundle,
+    logger,
+    ...(options.tlsGroups === undefined ? {} : { groups: options.tlsGroups }),
+    onHandshake: (direction, group) => metrics.recordTlsHandshake(direction, group),
+  });
   // Shared by the parts: every listener, and every connection the proxy opens.
   const own = createOwnSockets();
   const common = {

@@ -78,6 +78,7 @@ export function connectMeshH2(options: ConnectMeshH2Options): Promise<{ session:
         return;
       }
       socket.removeAllListeners("error");
+      credentials.handshaken("outbound", socket);
       const session = http2.connect(`http://${remote}`, { createConnection: () => socket, ...(options.settings === undefined ? {} : { settings: options.settings }) });
       resolve({ session, socket });
     });

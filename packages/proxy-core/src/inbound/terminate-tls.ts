@@ -40,6 +40,8 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
     rejectUnauthorized: false,
     minVersion: "TLSv1.3",
     maxVersion: "TLSv1.3",
+    // OpenSSL picks the group before SNICallback swaps in the context: the server's own list is the one that counts.
+    ecdhCurve: credentials.ecdhCurve,
     // h2: the one multiplexed HTTP/2 connection a peer proxy keeps to this endpoint.
     ALPNProtocols: [TRANSPORT_ALPN, "h2"],
     handshakeTimeout: options.handshakeTimeoutMs,
@@ -93,6 +95,7 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
       secure.destroy();
       return refuse("ERR_TLS_UNAUTHORIZED", `client certificate refused: ${verifyErrorText(secure.authorizationError)}`, "tls_client_cert_unverified");
     }
+    credentials.handshaken("inbound", secure);
     const clientId = peer === undefined ? undefined : peerIdentity(peer.raw);
     const terminated: InboundTarget = clientId === undefined ? { ...target, tls: { tls: "true" } } : { ...target, tls: { tls: "true", peerId: clientId }, clientId };
     return { target: terminated, socket: secure };
