@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { ConfigError, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
-import { flagPolicies, formatHostPort, parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
+import tls from "node:tls";
+import { DEFAULT_TLS_GROUPS, flagPolicies, formatHostPort, groupsForOpenssl, parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { DefaultPolicy, HostPort, PortOverrides, Route, StaticPolicyOptions } from "@meshtls/proxy-core";
 
 export { ConfigError, parseDurationMs };
@@ -48,6 +49,8 @@ export interface Config {
   maxOutboundConnections: number;
   maxAdminConnections: number;
   logLevel: string;
+  /** Mesh TLS key exchange groups, most preferred first (`--tls-groups`). */
+  tlsGroups: string[];
 }
 
 function address(text: string, what: string): HostPort {
@@ -72,6 +75,24 @@ function ports(text: string | undefined, what: string): number[] {
     if (!Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`${what}: "${part}" is not a port`);
     return port;
   });
+}
+
+/** `--tls-groups`: colon-separated group names this node's OpenSSL knows. @throws ConfigError */
+function tlsGroups(text: string): string[] {
+  const groups = text.split(":").map((s) => s.trim()).filter((s) => s !== "");
+  let ecdhCurve: string;
+  try {
+    ecdhCurve = groupsForOpenssl(groups);
+  } catch (error) {
+    if (error instanceof ProxyError) throw new ConfigError(`--tls-groups: ${error.message}`);
+    throw error;
+  }
+  try {
+    tls.createSecureContext({ ecdhCurve });
+  } catch {
+    throw new ConfigError(`--tls-groups: this node's OpenSSL (${process.versions.openssl}) does not know every group of ${text}`);
+  }
+  return groups;
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
@@ -138,6 +159,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--max-inbound-connections <n>", "connections open at once on the inbound listener; more are closed at once").env("MESHTLS_PROXY_MAX_INBOUND_CONNECTIONS").default("10000"))
     .addOption(new Option("--max-outbound-connections <n>", "connections open at once on the outbound HTTP proxy, and on each route").env("MESHTLS_PROXY_MAX_OUTBOUND_CONNECTIONS").default("10000"))
     .addOption(new Option("--max-admin-connections <n>", "connections open at once on the admin listener").env("MESHTLS_PROXY_MAX_ADMIN_CONNECTIONS").default("100"))
+    .addOption(new Option("--tls-groups <groups>", "mesh TLS key exchange groups, most preferred first, colon-separated (OpenSSL names); the ClientHello carries key shares for the first and, after a post-quantum first, the first classical one").env("MESHTLS_PROXY_TLS_GROUPS").default(DEFAULT_TLS_GROUPS.join(":")))
     .addOption(new Option("--log-level <level>", "pino log level").env("MESHTLS_PROXY_LOG_LEVEL").default("info"));
   parseCommandLine(program, argv, env);
   const o = program.opts<Record<string, string | boolean | string[] | undefined>>();
@@ -237,6 +259,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     maxOutboundConnections: parseCount(String(o["maxOutboundConnections"]), "--max-outbound-connections", { min: 1, max: 1_000_000 }),
     maxAdminConnections: parseCount(String(o["maxAdminConnections"]), "--max-admin-connections", { min: 1, max: 100_000 }),
     logLevel: String(o["logLevel"]),
+    tlsGroups: tlsGroups(String(o["tlsGroups"])),
   };
   if (identityServerName !== undefined) config.identityServerName = identityServerName;
   if (destinationServerName !== undefined) config.destinationServerName = destinationServerName;

@@ -113,6 +113,7 @@ async function main(): Promise<void> {
     identity: config.identity,
     credentials: store,
     trustBundle,
+    tlsGroups: config.tlsGroups,
     resolver: destination,
     policy,
     inbound: {

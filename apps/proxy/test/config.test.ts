@@ -82,6 +82,15 @@ describe("meshtls-proxy configuration", () => {
     for (const bad of ["0", "-1", "many", "1.5"]) expect(() => parseConfig(argv(...base, "--max-inbound-connections", bad), {})).toThrow(/--max-inbound-connections/);
   });
 
+  it("takes mesh TLS key exchange groups (--tls-groups or MESHTLS_PROXY_TLS_GROUPS), X25519MLKEM768:X25519:P-256 by default, refusing names OpenSSL does not know", () => {
+    expect(parseConfig(argv(...base), {}).tlsGroups).toEqual(["X25519MLKEM768", "X25519", "P-256"]);
+    expect(parseConfig(argv(...base), { MESHTLS_PROXY_TLS_GROUPS: "X25519:P-256" }).tlsGroups).toEqual(["X25519", "P-256"]);
+    expect(parseConfig(argv(...base, "--tls-groups", "P-256"), { MESHTLS_PROXY_TLS_GROUPS: "X25519" }).tlsGroups).toEqual(["P-256"]);
+    expect(() => parseConfig(argv(...base, "--tls-groups", "X25519:NoSuchGroup"), {})).toThrow(/--tls-groups/);
+    expect(() => parseConfig(argv(...base, "--tls-groups", "*X25519"), {})).toThrow(/--tls-groups/);
+    expect(() => parseConfig(argv(...base, "--tls-groups", ":"), {})).toThrow(/--tls-groups/);
+  });
+
   it("refuses a workload address on one of the proxy's own listeners (every connection would loop)", () => {
     const withWorkload = (workload: string, ...extra: string[]): string[] => argv(...base.slice(0, -1), workload, ...extra);
     expect(() => parseConfig(withWorkload("127.0.0.1:4191"), {})).toThrow(/--workload 127.0.0.1:4191 is the proxy's own --admin listener/);
