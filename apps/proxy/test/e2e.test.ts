@@ -208,6 +208,9 @@ describe("meshtls-proxy end to end (real processes on loopback)", () => {
     expect(sample(aMetrics, "tcp_open_total", 'direction="outbound"', 'peer="dst"', 'tls="true"', `server_id="${B}"`)).toBeGreaterThanOrEqual(1);
     const bMetrics = await scrape(b.admin);
     expect(sample(bMetrics, "tcp_open_total", 'direction="inbound"', 'peer="src"', 'tls="true"', `client_id="${A}"`)).toBeGreaterThanOrEqual(1);
+    // Two Node 24 proxies agree on the post-quantum hybrid, and each says so per handshake.
+    expect(sample(aMetrics, "tls_handshakes_total", 'direction="outbound"', 'group="X25519MLKEM768"')).toBeGreaterThanOrEqual(1);
+    expect(sample(bMetrics, "tls_handshakes_total", 'direction="inbound"', 'group="X25519MLKEM768"')).toBeGreaterThanOrEqual(1);
 
     if (tcpdump !== undefined && TCPDUMP !== undefined) {
       await new Promise((r) => setTimeout(r, 500));
