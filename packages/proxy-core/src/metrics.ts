@@ -3,7 +3,7 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { AuthorizeDecision } from "./policy.js";
 import { policyLabel } from "./policy.js";
 import { createTapHub, tapTls } from "./tap.js";
-import type { TapAuthzEvent, TapHub, TapRequestEvent } from "./tap.js";
+import type { TapAuthzEvent, TapConnectionEvent, TapHub, TapRequestEvent } from "./tap.js";
 import type { TlsState } from "./tls-state.js";
 
 /** One side of a proxied connection, as the metrics label it. */
@@ -285,6 +285,20 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
       const leg: OpenLeg = { socket, labels, reportedRead: 0, reportedWritten: 0, openedAt: performance.now() };
       // The peer's address is read only while someone taps (a closed socket no longer knows it).
       let peerAddr = tap.hasSubscribers() ? socketPeer(socket) : undefined;
+      const connectionEvent = (phase: "open" | "close"): TapConnectionEvent => ({
+        type: "connection",
+        phase,
+        timeMs: Date.now(),
+        direction: connection.direction,
+        peer: connection.peer,
+        ...(peerAddr === undefined ? {} : { peerAddr }),
+        targetAddr: connection.targetAddr,
+        ...tapTls(connection.tls),
+        bytesRead: socket.bytesRead,
+        bytesWritten: socket.bytesWritten,
+        durationMs: Math.round(performance.now() - leg.openedAt),
+      });
+      if (tap.hasSubscribers()) tap.publish(connectionEvent("open"));
       open.add(leg);
       tcpOpen.inc(labels);
       tcpOpenNow.inc(labels);
@@ -292,18 +306,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
         flushBytes(leg);
         if (tap.hasSubscribers()) {
           peerAddr ??= socketPeer(socket);
-          tap.publish({
-            type: "connection",
-            timeMs: Date.now(),
-            direction: connection.direction,
-            peer: connection.peer,
-            ...(peerAddr === undefined ? {} : { peerAddr }),
-            targetAddr: connection.targetAddr,
-            ...tapTls(connection.tls),
-            bytesRead: socket.bytesRead,
-            bytesWritten: socket.bytesWritten,
-            durationMs: Math.round(performance.now() - leg.openedAt),
-          });
+          tap.publish(connectionEvent("close"));
         }
         open.delete(leg);
         tcpClose.inc(labels);

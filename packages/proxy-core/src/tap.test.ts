@@ -85,8 +85,9 @@ describe("tap: live events on the admin /tap", () => {
     const record = metrics.recordHttpRequest({ direction: "outbound", authority: "api.default:80", targetAddr: "127.0.1.2:80", tls: { tls: "true", peerId: "api.default.serviceaccount.identity.meshtls.cluster.local" }, method: "GET", path: "/items?token=secret" });
     record({ status: 200 });
 
-    await until("three events", () => tap.events.length >= 3);
-    const connection = tap.events.find((e) => e.type === "connection");
+    await until("four events", () => tap.events.length >= 4);
+    expect(tap.events.find((e) => e.type === "connection" && e.phase === "open")).toMatchObject({ peerAddr: `127.0.0.1:${pair.client.localPort}`, tls: "true", bytesRead: 0 });
+    const connection = tap.events.find((e) => e.type === "connection" && e.phase === "close");
     expect(connection).toMatchObject({ direction: "inbound", peer: "src", peerAddr: `127.0.0.1:${pair.client.localPort}`, targetAddr: "127.0.0.1:8080", tls: "true", peerId: "web.default.serviceaccount.identity.meshtls.cluster.local", bytesRead: 5, bytesWritten: 7 });
     expect(tap.events.find((e) => e.type === "authz")).toMatchObject({ proto: "tcp", allow: true, reason: "authenticated", server: { name: "all-unauthenticated" }, authz: { name: "all-unauthenticated" } });
     const request = tap.events.find((e) => e.type === "request");

@@ -15,9 +15,10 @@ export interface TapTls {
   sni?: string;
 }
 
-/** A connection leg closed: who, how secured, how many bytes, for how long. */
+/** A connection leg opened or closed: who, how secured, how many bytes, for how long (so far). */
 export interface TapConnectionEvent extends TapTls {
   type: "connection";
+  phase: "open" | "close";
   /** When the event happened (ms since the epoch). */
   timeMs: number;
   direction: "inbound" | "outbound";
