@@ -3,7 +3,8 @@
 /* eslint-disable no-console -- a benchmark prints its table */
 // The two-hop benchmark: client → (proxy A) → (proxy B) → app, several ways in
 // one run on this machine: direct (no proxies), meshtls-proxy (HTTP-aware:
-// pooled mesh connections), a naive node:tls pair, an nginx stream pair doing
+// pooled mesh connections) entered by a route and as the HTTP proxy
+// (HTTP_PROXY: absolute-URI requests), a naive node:tls pair, an nginx stream pair doing
 // the same mTLS per connection, and an nginx HTTP pair (upstream keep-alive,
 // mTLS between the two nginx), all with certificates from the same issuer.
 // The app is an nginx HTTP server (1 KiB body, a 256 MiB file), so that the
@@ -33,8 +34,9 @@ const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
 /** Comma-separated subset of keepalive,bulk,fresh (new connections) to measure. */
 const PHASES = (process.env.BENCH_PHASES ?? "keepalive,bulk,fresh").split(",");
 /** BENCH_CPU_PROF=DIR writes each meshtls proxy's V8 CPU profile there on exit. */
-/** Comma-separated subset of direct,meshtls,naive,nginx,nginxhttp,transparent to run (ratios need meshtls, nginx and nginxhttp; naive = bench/naive-pair.mjs; transparent = bench/transparent-pair.mjs, root only, skipped otherwise). */
-const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,naive,nginx,nginxhttp,transparent").split(",");
+/** Comma-separated subset of direct,meshtls,httpproxy,naive,nginx,nginxhttp,transparent to run (ratios need meshtls, nginx and nginxhttp; httpproxy = the same proxies through A's HTTP proxy listener, wrk with bench/http-proxy.lua; naive = bench/naive-pair.mjs; transparent = bench/transparent-pair.mjs, root only, skipped otherwise, its ratios against httpproxy and meshtls). */
+const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,httpproxy,naive,nginx,nginxhttp,transparent").split(",");
+const HTTP_PROXY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), "http-proxy.lua");
 /** BENCH_PROXY_NODE_ARGS: node flags for the meshtls proxies and the naive pair (experiments, e.g. --trace-gc). */
 const nodeArgs = () => (process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : []);
 const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
@@ -169,8 +171,19 @@ function nginxConf(dir, name, body, { stream = false } = {}) {
   return file;
 }
 
-async function wrk(url, extra = [], ns = undefined) {
-  const { stdout } = await run(...inNamespace(ns, "wrk", ["-t2", "-c16", `-d${DURATION_S}s`, "--latency", ...extra, url]), { timeout: (DURATION_S + 30) * 1000 });
+/** How a path's clients reach it: as is, or through an HTTP proxy (absolute-URI requests for `proxyAuthority`). */
+const viaProxy = (target) =>
+  target.proxyAuthority === undefined
+    ? { wrkArgs: [], curlArgs: (urlPath) => [`http://${target.host}:${target.port}${urlPath}`], env: process.env, requestTarget: (urlPath) => urlPath }
+    : {
+        wrkArgs: ["-s", HTTP_PROXY_SCRIPT],
+        curlArgs: (urlPath) => ["-x", `http://${target.host}:${target.port}`, `http://${target.proxyAuthority}${urlPath}`],
+        env: { ...process.env, BENCH_PROXY_AUTHORITY: target.proxyAuthority },
+        requestTarget: (urlPath) => `http://${target.proxyAuthority}${urlPath}`,
+      };
+
+async function wrk(url, extra = [], ns = undefined, via = viaProxy({})) {
+  const { stdout } = await run(...inNamespace(ns, "wrk", ["-t2", "-c16", `-d${DURATION_S}s`, "--latency", ...via.wrkArgs, ...extra, url]), { timeout: (DURATION_S + 30) * 1000, env: via.env });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]);
   const toMs = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN);
   const p = (q) => {
@@ -181,12 +194,12 @@ async function wrk(url, extra = [], ns = undefined) {
   return { rps, p50: p(50), p99: p(99), errors };
 }
 
-async function bulk(url, ns = undefined) {
+async function bulk(curlArgs, ns = undefined) {
   const speeds = [];
   for (let i = 0; i < 3; i++) {
-    const { stdout } = await run(...inNamespace(ns, "curl", ["-sS", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", url]), { timeout: 120_000 });
+    const { stdout } = await run(...inNamespace(ns, "curl", ["-sS", "-o", "/dev/null", "-w", "%{speed_download} %{size_download}", ...curlArgs]), { timeout: 120_000 });
     const [speed, size] = stdout.trim().split(" ").map(Number);
-    if (size !== BULK_MIB * 1024 * 1024) throw new Error(`bulk download through ${url} got ${size} bytes`);
+    if (size !== BULK_MIB * 1024 * 1024) throw new Error(`bulk download through ${curlArgs.join(" ")} got ${size} bytes`);
     speeds.push(speed / 1e6);
   }
   speeds.sort((x, y) => x - y);
@@ -194,9 +207,9 @@ async function bulk(url, ns = undefined) {
 }
 
 /** Opens `n` keep-alive connections, each with one answered request, and holds them. */
-async function openMany(host, port, n) {
+async function openMany(host, port, n, requestTarget = "/1k") {
   const sockets = [];
-  const request = `GET /1k HTTP/1.1\r\nhost: bench\r\n\r\n`;
+  const request = `GET ${requestTarget} HTTP/1.1\r\nhost: bench\r\n\r\n`;
   for (let i = 0; i < n; i += 50) {
     await Promise.all(
       Array.from({ length: Math.min(50, n - i) }, () =>
@@ -254,16 +267,17 @@ async function main() {
   const routePort = await freePort("127.0.1.1");
   const proxy = async (sa, ip, inbound, extra) => {
     const admin = await freePort("127.0.0.1");
+    const outbound = await freePort(ip);
     const p = start(`proxy-${sa}`, node, [
       ...nodeArgs(),
       ...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF, "--cpu-prof-name", `proxy-${sa}.cpuprofile`] : []),
       bins.proxy, "--identity", identityOf(sa), "--token-file", path.join(dir, `${sa}.token`), "--trust-anchors", path.join(dir, "ca.crt"),
       "--identity-addr", idLine.grpc, "--identity-name", idLine.serverName, "--destination-addr", destLine.grpcAddress, "--destination-insecure-plaintext",
-      "--context-token", '{"ns":"default"}', "--inbound", `${ip}:${inbound}`, "--outbound", `${ip}:${await freePort(ip)}`, "--admin", `127.0.0.1:${admin}`,
+      "--context-token", '{"ns":"default"}', "--inbound", `${ip}:${inbound}`, "--outbound", `${ip}:${outbound}`, "--admin", `127.0.0.1:${admin}`,
       "--outbound-bind", ip, "--log-level", "warn", ...extra,
     ]);
     await waitFor(`proxy ${sa} ready`, async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200);
-    return { ...p, admin };
+    return { ...p, admin, outbound };
   };
   const proxyB = await proxy("b", "127.0.1.2", bInbound, ["--workload", `127.0.1.2:${appPort}`]);
   const proxyA = await proxy("a", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${routePort}=web.default.svc.cluster.local:80`]);
@@ -303,10 +317,14 @@ async function main() {
   const naiveProcA = start("naive-a", node, [...nodeArgs(), naivePair, "client", "127.0.1.1", String(naiveA), "127.0.1.2", String(naiveB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]);
   await waitFor("naive node pair", async () => (await fetch(`http://127.0.1.1:${naiveA}/1k`)).status === 200);
   await waitFor("meshtls pair", async () => (await fetch(`http://127.0.1.1:${routePort}/1k`)).status === 200);
+  const webAuthority = "web.default.svc.cluster.local:80";
+  await waitFor("meshtls HTTP proxy", async () => (await run("curl", viaProxy({ host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority }).curlArgs("/1k"))).stdout === oneKiB);
 
   const paths = {
     direct: { host: "127.0.1.2", port: appPort, pids: async () => [] },
     meshtls: { host: "127.0.1.1", port: routePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
+    // The same proxies, A reached as the application's HTTP_PROXY: absolute-URI requests to the same service.
+    httpproxy: { host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
     naive: { host: "127.0.1.1", port: naiveA, pids: async () => [naiveProcA.child.pid, naiveProcB.child.pid] },
     nginx: { host: "127.0.1.1", port: nginxA, pids: async () => [...(await nginxPids(path.join(dir, "nginx-a.pid"))), ...(await nginxPids(path.join(dir, "nginx-b.pid")))] },
     nginxhttp: { host: "127.0.1.1", port: nginxHttpA, pids: async () => [...(await nginxPids(path.join(dir, "nginx-http-a.pid"))), ...(await nginxPids(path.join(dir, "nginx-http-b.pid")))] },
@@ -328,19 +346,20 @@ async function main() {
   for (const name of PATHS) {
     const target = paths[name];
     if (name === "transparent" && noTransparent !== undefined) continue;
-    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, naive, nginx, nginxhttp, transparent)`);
+    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, httpproxy, naive, nginx, nginxhttp, transparent)`);
     const base = `http://${target.host}:${target.port}`;
+    const via = viaProxy(target);
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
-    await run(...inNamespace(target.ns, "wrk", ["-t2", "-c16", "-d2s", `${base}/1k`]));
+    await run(...inNamespace(target.ns, "wrk", ["-t2", "-c16", "-d2s", ...via.wrkArgs, `${base}/1k`]), { env: via.env });
     const pids = await target.pids();
     perfPath = name;
     // CPU used by the proxy processes per unit of work: steadier than wall-clock rates on a shared machine.
     const skipped = { rps: NaN, p50: NaN, p99: NaN, errors: "" };
     const phase = (name, fn, none) => (PHASES.includes(name) ? withCpu(pids, () => withPerf(name, pids, fn)) : Promise.resolve({ result: none, cpu: NaN }));
-    const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`, [], target.ns), skipped);
-    const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(`${base}/big`, target.ns), NaN);
+    const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`, [], target.ns, via), skipped);
+    const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(via.curlArgs("/big"), target.ns), NaN);
     const meshBefore = name === "meshtls" ? await meshOpened() : NaN;
-    const { result: fresh, cpu: freshCpuS } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"], target.ns), skipped);
+    const { result: fresh, cpu: freshCpuS } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"], target.ns, via), skipped);
     const meshConnections = name === "meshtls" ? (await meshOpened()) - meshBefore : NaN;
     const cpu = {
       usPerRequest: (keepAliveCpuS * 1e6) / (keepAlive.rps * DURATION_S),
@@ -351,7 +370,7 @@ async function main() {
     const idle = pids.map(rssKiB);
     const heapIdle = await heapFigures(target.admins);
     // The transparent path's client is in a namespace this process is not in: no open-connection figure.
-    const sockets = target.ns === undefined ? await openMany(target.host, target.port, OPEN_CONNECTIONS) : [];
+    const sockets = target.ns === undefined ? await openMany(target.host, target.port, OPEN_CONNECTIONS, via.requestTarget("/1k")) : [];
     await sleep(1000);
     const loaded = pids.map(rssKiB);
     const heapLoaded = await heapFigures(target.admins);
@@ -366,7 +385,7 @@ async function main() {
 
   // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
   const proxyRss = (r, name) => {
-    if (name === "meshtls" || name === "naive") return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
+    if (name === "meshtls" || name === "httpproxy" || name === "naive") return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
     if (name === "nginx" || name === "nginxhttp") {
       const half = r.pids.length / 2;
       const sum = (xs, from, to) => xs.slice(from, to).reduce((a, b) => a + b, 0);
@@ -379,19 +398,19 @@ async function main() {
   };
   const fmt = (v, d = 0) => (Number.isFinite(v) ? v.toFixed(d) : "n/a");
   console.log(`\nmeshtls bench: ${os.cpus().length} CPUs, node ${process.versions.node}, ${DURATION_S}s wrk runs (2 threads, 16 connections), 1 KiB responses, ${BULK_MIB} MiB bulk, ${OPEN_CONNECTIONS} open connections\n`);
-  console.log("path     | req/s    | p50 ms | p99 ms | bulk MB/s | new conns/s | RSS idle → loaded per proxy (KiB), per open conn");
+  console.log("path        | req/s    | p50 ms | p99 ms | bulk MB/s | new conns/s | RSS idle → loaded per proxy (KiB), per open conn");
   for (const [name, r] of Object.entries(results)) {
     const rss = proxyRss(r, name)
       .map((p) => `${p.proxy} ${p.idle} → ${p.loaded} (${fmt(((p.loaded - p.idle) * 1024) / OPEN_CONNECTIONS / 1024, 1)} KiB/conn)`)
       .join("; ");
-    console.log(`${name.padEnd(8)} | ${fmt(r.keepAlive.rps).padStart(8)} | ${fmt(r.keepAlive.p50, 2).padStart(6)} | ${fmt(r.keepAlive.p99, 2).padStart(6)} | ${fmt(r.bulkMBps).padStart(9)} | ${fmt(r.connsPerS).padStart(11)} | ${rss || "-"}${r.keepAlive.errors || r.connErrors ? `  [${r.keepAlive.errors} ${r.connErrors}]` : ""}`);
+    console.log(`${name.padEnd(11)} | ${fmt(r.keepAlive.rps).padStart(8)} | ${fmt(r.keepAlive.p50, 2).padStart(6)} | ${fmt(r.keepAlive.p99, 2).padStart(6)} | ${fmt(r.bulkMBps).padStart(9)} | ${fmt(r.connsPerS).padStart(11)} | ${rss || "-"}${r.keepAlive.errors || r.connErrors ? `  [${r.keepAlive.errors} ${r.connErrors}]` : ""}`);
   }
   console.log(`\nmeshtls proxies' RSS after start, before traffic: A ${startRss.A} KiB, B ${startRss.B} KiB`);
   console.log("\nproxy CPU (all proxy processes, user + system) per unit of work:");
-  console.log("path     | µs/request | ms/bulk MiB | µs/new conn");
+  console.log("path        | µs/request | ms/bulk MiB | µs/new conn");
   for (const [name, r] of Object.entries(results)) {
     if (name === "direct") continue;
-    console.log(`${name.padEnd(8)} | ${fmt(r.cpu.usPerRequest, 1).padStart(10)} | ${fmt(r.cpu.msPerBulkMiB, 2).padStart(11)} | ${fmt(r.cpu.usPerNewConn, 0).padStart(11)}`);
+    console.log(`${name.padEnd(11)} | ${fmt(r.cpu.usPerRequest, 1).padStart(10)} | ${fmt(r.cpu.msPerBulkMiB, 2).padStart(11)} | ${fmt(r.cpu.usPerNewConn, 0).padStart(11)}`);
   }
   const m = results.meshtls;
   const n = results.nginx;
@@ -409,15 +428,18 @@ async function main() {
     console.log(`mesh connections A opened for ${fmt(m.freshRequests)} new-connection requests: ${fmt(m.meshConnections)}`);
   }
   const t = results.transparent;
-  if (m !== undefined && t !== undefined) {
-    // Transparent mode beside the same proxy reached as a route (the client dials a local port per service).
-    console.log("\ntransparent ÷ meshtls (same proxies, entered by a route)   ratio");
-    console.log(`  keep-alive req/s                                    ${fmt(t.keepAlive.rps / m.keepAlive.rps, 2).padStart(7)}`);
-    console.log(`  bulk MB/s                                           ${fmt(t.bulkMBps / m.bulkMBps, 2).padStart(7)}`);
-    console.log(`  new-connection req/s                                ${fmt(t.connsPerS / m.connsPerS, 2).padStart(7)}`);
-    console.log(`  p99 latency, keep-alive                             ${fmt(t.keepAlive.p99 / m.keepAlive.p99, 2).padStart(7)}`);
-    console.log(`  CPU/request, keep-alive                             ${fmt(t.cpu.usPerRequest / m.cpu.usPerRequest, 2).padStart(7)}`);
-    console.log(`  CPU/request, new connections                        ${fmt(t.cpu.usPerNewConn / m.cpu.usPerNewConn, 2).padStart(7)}`);
+  const hp = results.httpproxy;
+  if (t !== undefined && (hp !== undefined || m !== undefined)) {
+    // Transparent mode beside the same proxy software entered as the HTTP_PROXY and as a route (a local port per service).
+    const ratio = (base, f) => (base === undefined ? "    n/a" : fmt(f(t) / f(base), 2).padStart(7));
+    const row = (label, f) => console.log(`  ${label.padEnd(30)} ${ratio(hp, f)}   ${ratio(m, f)}`);
+    console.log("\ntransparent ÷                    httpproxy   meshtls (route)");
+    row("keep-alive req/s", (r) => r.keepAlive.rps);
+    row("bulk MB/s", (r) => r.bulkMBps);
+    row("new-connection req/s", (r) => r.connsPerS);
+    row("p99 latency, keep-alive", (r) => r.keepAlive.p99);
+    row("CPU/request, keep-alive", (r) => r.cpu.usPerRequest);
+    row("CPU/request, new connections", (r) => r.cpu.usPerNewConn);
   }
   if (m === undefined || n === undefined) return;
   const perConn = (r, name) => Math.max(...proxyRss(r, name).map((p) => (p.loaded - p.idle) / OPEN_CONNECTIONS));
