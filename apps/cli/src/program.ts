@@ -10,6 +10,7 @@ import { checkCertificates } from "./commands/check.ts";
 import { runDashboard } from "./commands/dashboard.ts";
 import { runDemo } from "./commands/demo.ts";
 import { showEdges, type EdgeSourceOptions } from "./commands/edges.ts";
+import { runTap, TAP_TLS_STATES } from "./commands/tap.ts";
 import { injectManifests } from "./commands/inject.ts";
 import { installManifests } from "./commands/install.ts";
 import { inspectFile } from "./commands/inspect.ts";
@@ -308,6 +309,42 @@ export function createProgram(output: Output): Command {
       process.on("SIGTERM", onSignal);
       try {
         await runDashboard({ ...edgeSources(opts), listen: opts.listen, intervalMs: opts.interval, signal: stop.signal }, output);
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+      }
+    });
+
+  edgeSourceOptions(
+    program
+      .command("tap")
+      .description("stream live connection, policy and request events from proxies (GET /tap on their admin port): identities, TLS state, bytes, status, latency; metadata only"),
+  )
+    .option("--workload <ns/name>", "only events of this workload's proxy or with a peer of it")
+    .option("--identity <identity>", "only events of the proxy with this identity or with a peer of it")
+    .addOption(new Option("--tls <state>", "only events with this TLS state").choices([...TAP_TLS_STATES]))
+    .addOption(new Option("-o, --output <format>", "text or json (one object per line)").choices(["text", "json"]).default("text"))
+    .option("--max-events <n>", "stop after this many events (default: until Ctrl-C)")
+    .action(async (opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string; workload?: string; identity?: string; tls?: (typeof TAP_TLS_STATES)[number]; output: "text" | "json"; maxEvents?: string }) => {
+      const maxEvents = opts.maxEvents === undefined ? undefined : Number(opts.maxEvents);
+      if (maxEvents !== undefined && (!Number.isInteger(maxEvents) || maxEvents < 1)) throw new CliError("ERR_USAGE", `--max-events ${opts.maxEvents} is not a positive integer`);
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      try {
+        await runTap(
+          {
+            ...edgeSources(opts),
+            output: opts.output,
+            ...(opts.workload === undefined ? {} : { workload: opts.workload }),
+            ...(opts.identity === undefined ? {} : { identity: opts.identity }),
+            ...(opts.tls === undefined ? {} : { tls: opts.tls }),
+            ...(maxEvents === undefined ? {} : { maxEvents }),
+            signal: stop.signal,
+          },
+          output,
+        );
       } finally {
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);

@@ -1,0 +1,176 @@
+import http from "node:http";
+import { CliError } from "../errors.ts";
+import { getAdmin, splitHostPort } from "../mesh/admin-client.ts";
+import { workloadOfIdentity } from "../mesh/edges.ts";
+import type { Output } from "../output.ts";
+import { resolveEdgeSources, type EdgeSourceOptions } from "./edges.ts";
+
+/** TLS states `--tls` accepts (the `tls` field of an event). */
+export const TAP_TLS_STATES = ["true", "no_identity", "opaque", "disabled"] as const;
+
+export interface TapOptions extends EdgeSourceOptions {
+  output: "text" | "json";
+  /** Events of a proxy of this workload (`ns/name`) or with a peer of it. */
+  workload?: string;
+  /** Events of the proxy with this identity or with a peer of it. */
+  identity?: string;
+  tls?: (typeof TAP_TLS_STATES)[number];
+  /** Stop after this many printed events. Default: until `signal` aborts. */
+  maxEvents?: number;
+  /** Bound of connecting to each proxy, in ms. Default 5000. */
+  connectTimeoutMs?: number;
+  /** Aborting stops the stream (the CLI aborts on SIGINT and SIGTERM). */
+  signal: AbortSignal;
+}
+
+/** The proxy an event came from. */
+export interface TapProxy {
+  admin: string;
+  identity: string | null;
+  workload: string | null;
+}
+
+/** One event of a proxy's `/tap` (see docs/reference/observability.md), with the proxy it came from. */
+export interface TapLine {
+  proxy: TapProxy;
+  type: "connection" | "authz" | "request";
+  timeMs: number;
+  direction: "inbound" | "outbound";
+  tls?: string;
+  peerId?: string;
+  [field: string]: unknown;
+}
+
+/** Whether an event passes `--workload`, `--identity` and `--tls`. */
+export function tapMatches(line: TapLine, filter: { workload?: string; identity?: string; tls?: string }): boolean {
+  if (filter.tls !== undefined && line.tls !== filter.tls) return false;
+  if (filter.identity !== undefined && line.proxy.identity !== filter.identity && line.peerId !== filter.identity) return false;
+  if (filter.workload !== undefined) {
+    const peerWorkload = line.peerId === undefined ? null : workloadOfIdentity(line.peerId);
+    if (line.proxy.workload !== filter.workload && peerWorkload !== filter.workload) return false;
+  }
+  return true;
+}
+
+const text = (value: unknown): string => (typeof value === "string" || typeof value === "number" || typeof value === "boolean" ? String(value) : "-");
+
+/** One line per event for a terminal. */
+export function formatTapLine(line: TapLine): string {
+  const time = new Date(line.timeMs).toISOString().slice(11, 23);
+  const who = line.proxy.workload ?? line.proxy.admin;
+  const secured = line.tls === undefined ? "" : ` tls=${line.tls === "" ? "-" : line.tls}${line.peerId === undefined ? "" : ` id=${line.peerId}`}${line["noTlsReason"] === undefined ? "" : ` reason=${text(line["noTlsReason"])}`}`;
+  switch (line.type) {
+    case "connection":
+      return `${time} ${who} ${line.direction} conn ${text(line["peer"])} peer=${text(line["peerAddr"])} target=${text(line["targetAddr"])}${secured} read=${text(line["bytesRead"])}B written=${text(line["bytesWritten"])}B duration=${text(line["durationMs"])}ms`;
+    case "request": {
+      const status = line["status"] === undefined ? `error=${text(line["error"])}` : `status=${text(line["status"])}${line["error"] === undefined ? "" : ` error=${text(line["error"])}`}`;
+      return `${time} ${who} ${line.direction} req ${text(line["method"])} ${text(line["authority"])}${text(line["path"]) === "-" ? "" : text(line["path"])} target=${text(line["targetAddr"])}${secured} ${status} ${text(line["classification"])} latency=${text(line["latencyMs"])}ms`;
+    }
+    case "authz": {
+      const server = line["server"] as { kind?: string; name?: string } | undefined;
+      const authz = line["authz"] as { kind?: string; name?: string } | undefined;
+      return `${time} ${who} ${line.direction} authz ${text(line["proto"])} ${line["allow"] === true ? "allow" : "deny"} target=${text(line["targetAddr"])} server=${text(server?.kind)}/${text(server?.name)}${authz === undefined ? "" : ` authz=${text(authz.kind)}/${text(authz.name)}`} reason=${text(line["reason"])}`;
+    }
+  }
+}
+
+async function proxyOf(admin: string, timeoutMs: number): Promise<TapProxy> {
+  try {
+    const res = await getAdmin({ address: admin, path: "/identity", timeoutMs });
+    const identity = (JSON.parse(res.body) as { identity?: unknown }).identity;
+    if (typeof identity === "string") return { admin, identity, workload: workloadOfIdentity(identity) };
+  } catch {
+    // Named by its address only; the stream itself says whether it is reachable.
+  }
+  return { admin, identity: null, workload: null };
+}
+
+/** Opens one proxy's `/tap` and calls `onEvent` per line until `signal` aborts or the proxy closes. Throws `CliError` ERR_CONNECT when it cannot subscribe. */
+function streamTap(proxy: TapProxy, options: { connectTimeoutMs: number; signal: AbortSignal; onOpen: () => void; onEvent: (line: TapLine) => void }): Promise<void> {
+  const { host, port } = splitHostPort(proxy.admin);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new CliError("ERR_CONNECT", `${proxy.admin}/tap: no answer within ${options.connectTimeoutMs} ms`));
+    }, options.connectTimeoutMs);
+    const req = http.get({ host, port, path: "/tap", agent: false, headers: { accept: "application/x-ndjson" } }, (res) => {
+      clearTimeout(timer);
+      if (res.statusCode !== 200) {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => (body = (body + chunk).slice(0, 200)));
+        res.on("end", () => reject(new CliError("ERR_CONNECT", `${proxy.admin}/tap: HTTP ${res.statusCode}: ${body.trim()}`)));
+        return;
+      }
+      options.onOpen();
+      let partial = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => {
+        partial += chunk;
+        const lines = partial.split("\n");
+        partial = lines.pop() ?? "";
+        for (const raw of lines) {
+          if (raw === "") continue;
+          try {
+            options.onEvent({ ...(JSON.parse(raw) as TapLine), proxy });
+          } catch {
+            // A line the proxy did not write whole: skipped, the stream goes on.
+          }
+        }
+      });
+      res.on("close", () => resolve());
+    });
+    req.on("error", (cause) => {
+      clearTimeout(timer);
+      if (options.signal.aborted) resolve();
+      else reject(new CliError("ERR_CONNECT", `${proxy.admin}/tap: ${cause.message}`, { cause }));
+    });
+    options.signal.addEventListener("abort", () => req.destroy(), { once: true });
+  });
+}
+
+/**
+ * `meshtls tap`: the live events of every proxy named, one line each (or
+ * JSON with `-o json`), filtered. Ends when `signal` aborts, after
+ * `maxEvents`, or when every stream has ended; `CliError` ERR_CONNECT when
+ * no proxy could be tapped.
+ */
+export async function runTap(options: TapOptions, output: Output): Promise<{ events: number }> {
+  const { admins } = await resolveEdgeSources(options);
+  const connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort();
+  options.signal.addEventListener("abort", onAbort, { once: true });
+  let events = 0;
+  const filter = { ...(options.workload === undefined ? {} : { workload: options.workload }), ...(options.identity === undefined ? {} : { identity: options.identity }), ...(options.tls === undefined ? {} : { tls: options.tls }) };
+  const onEvent = (line: TapLine): void => {
+    if (stop.signal.aborted || !tapMatches(line, filter)) return;
+    events++;
+    output.out(options.output === "json" ? JSON.stringify(line) : formatTapLine(line));
+    if (options.maxEvents !== undefined && events >= options.maxEvents) stop.abort();
+  };
+  try {
+    const proxies = await Promise.all(admins.map((admin) => proxyOf(admin, connectTimeoutMs)));
+    const results = await Promise.all(
+      proxies.map((proxy) =>
+        streamTap(proxy, {
+          connectTimeoutMs,
+          signal: stop.signal,
+          // For scripts that wait for the stream before making traffic.
+          onOpen: () => output.err(JSON.stringify({ msg: "tapping", admin: proxy.admin, workload: proxy.workload })),
+          onEvent,
+        }).then(
+          () => true,
+          (reason: unknown) => {
+            output.err(`meshtls: ${reason instanceof Error ? reason.message : String(reason)}`);
+            return false;
+          },
+        ),
+      ),
+    );
+    if (!results.includes(true)) throw new CliError("ERR_CONNECT", "no proxy could be tapped");
+  } finally {
+    options.signal.removeEventListener("abort", onAbort);
+  }
+  return { events };
+}
