@@ -15,7 +15,7 @@ import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
 import { buildProfile, type ProfileSubject } from "./profile.js";
 import { createStreamLimits } from "./stream-limits.js";
-import { DEFAULT_WEIGHT, type EndpointRegistry, type RegistryEndpoint, type RegistryService, type RegistrySnapshot } from "./registry.js";
+import { DEFAULT_WEIGHT, type EndpointRegistry, type RegistryChange, type RegistryEndpoint, type RegistryService, type RegistrySnapshot } from "./registry.js";
 
 export interface DestinationServerOptions {
   /** Where services and endpoints come from. */
@@ -61,10 +61,16 @@ export interface DestinationServerHandle {
   close(): void;
 }
 
+/**
+ * Lookups over the registry's services, kept up to date service by service
+ * when the registry says what changed (a full rebuild otherwise). An IP in
+ * several services answers with the first service indexed holding it (in
+ * snapshot order after a rebuild); a ClusterIP, with the last.
+ */
 interface Index {
   services: Map<string, RegistryService>;
-  byIp: Map<string, { service: RegistryService; endpoint: RegistryEndpoint }>;
-  byClusterIp: Map<string, RegistryService>;
+  byIp: Map<string, { service: RegistryService; endpoint: RegistryEndpoint }[]>;
+  byClusterIp: Map<string, RegistryService[]>;
 }
 
 interface TargetState {
@@ -105,16 +111,61 @@ const definition: ServiceDefinition = {
   },
 };
 
+const serviceKey = (service: RegistryService): string => `${service.name}.${service.namespace}`;
+
+function indexService(index: Index, service: RegistryService): void {
+  index.services.set(serviceKey(service), service);
+  if (service.clusterIP !== undefined) {
+    const owners = index.byClusterIp.get(service.clusterIP);
+    if (owners === undefined) index.byClusterIp.set(service.clusterIP, [service]);
+    else owners.push(service);
+  }
+  for (const endpoint of service.endpoints) {
+    const owners = index.byIp.get(endpoint.address);
+    if (owners === undefined) index.byIp.set(endpoint.address, [{ service, endpoint }]);
+    // A service's first endpoint with the IP is its own.
+    else if (owners.at(-1)!.service !== service) owners.push({ service, endpoint });
+  }
+}
+
+function unindexService(index: Index, service: RegistryService): void {
+  index.services.delete(serviceKey(service));
+  if (service.clusterIP !== undefined) {
+    const owners = index.byClusterIp.get(service.clusterIP)?.filter((s) => s !== service) ?? [];
+    if (owners.length === 0) index.byClusterIp.delete(service.clusterIP);
+    else index.byClusterIp.set(service.clusterIP, owners);
+  }
+  for (const endpoint of service.endpoints) {
+    const owners = index.byIp.get(endpoint.address);
+    if (owners === undefined) continue;
+    const kept = owners.filter((o) => o.service !== service);
+    if (kept.length === 0) index.byIp.delete(endpoint.address);
+    else if (kept.length !== owners.length) index.byIp.set(endpoint.address, kept);
+  }
+}
+
 function buildIndex(snapshot: RegistrySnapshot): Index {
   const index: Index = { services: new Map(), byIp: new Map(), byClusterIp: new Map() };
-  for (const service of snapshot.services) {
-    index.services.set(`${service.name}.${service.namespace}`, service);
-    if (service.clusterIP !== undefined) index.byClusterIp.set(service.clusterIP, service);
-    for (const endpoint of service.endpoints) {
-      if (!index.byIp.has(endpoint.address)) index.byIp.set(endpoint.address, { service, endpoint });
-    }
-  }
+  for (const service of snapshot.services) indexService(index, service);
   return index;
+}
+
+/**
+ * Brings `index` to `snapshot` by re-indexing only the services `change`
+ * names (the registry keeps the others' objects): with thousands of services
+ * a change costs its own services, not a walk of every endpoint. Returns
+ * false, leaving a rebuild to the caller, when the result does not account
+ * for every service of the snapshot.
+ */
+function updateIndex(index: Index, snapshot: RegistrySnapshot, change: RegistryChange): boolean {
+  for (const key of change.services) {
+    const previous = index.services.get(key);
+    if (previous !== undefined) unindexService(index, previous);
+  }
+  for (const service of snapshot.services) {
+    if (change.services.has(serviceKey(service))) indexService(index, service);
+  }
+  return index.services.size === snapshot.services.length;
 }
 
 function targetKey(target: Target): string {
@@ -255,10 +306,10 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       const service = index.services.get(`${target.name}.${target.namespace}`);
       return service ? serviceState(service, target.port) : { exists: false, addrs: new Map(), labels: {} };
     }
-    const service = index.byClusterIp.get(target.ip);
+    const service = index.byClusterIp.get(target.ip)?.at(-1);
     if (service) return serviceState(service, target.port);
     const state: TargetState = { exists: true, addrs: new Map(), labels: {} };
-    const found = index.byIp.get(target.ip);
+    const found = index.byIp.get(target.ip)?.[0];
     if (found) {
       state.labels = { namespace: found.service.namespace, service: found.service.name };
       const addr = weightedAddr(found.service, found.endpoint, target.ip, target.port);
@@ -283,11 +334,11 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       const service = index.services.get(`${target.name}.${target.namespace}`);
       return { kind: "service", name: target.name, namespace: target.namespace, opaque: service !== undefined && serviceOpaque(service, target.port) };
     }
-    const service = index.byClusterIp.get(target.ip);
+    const service = index.byClusterIp.get(target.ip)?.at(-1);
     if (service) return { kind: "service", name: service.name, namespace: service.namespace, opaque: serviceOpaque(service, target.port) };
     // The same WeightedAddr as Get's: an unknown IP gets its address without identity.
     const endpoint = [...computeState(target).addrs.values()][0]?.addr;
-    const opaque = index.byIp.get(target.ip)?.endpoint.protocolHints?.opaquePorts.includes(target.port) ?? false;
+    const opaque = index.byIp.get(target.ip)?.[0]?.endpoint.protocolHints?.opaquePorts.includes(target.port) ?? false;
     // Only a meshed endpoint without a valid identity name has none: never hand it out as unmeshed.
     return endpoint === undefined ? { kind: "none", opaque } : { kind: "endpoint", endpoint, opaque };
   }
@@ -365,7 +416,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
   const unwatch = options.registry.watch((snapshot, change) => {
     const started = performance.now();
     try {
-      index = buildIndex(snapshot);
+      if (change === undefined || !updateIndex(index, snapshot, change)) index = buildIndex(snapshot);
       for (const watch of watches.values()) {
         // A registry that says what changed spares the streams of every other service.
         const target = watch.target;
