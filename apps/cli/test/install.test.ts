@@ -1,6 +1,9 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { parseConfig as parseDestinationConfig } from "meshtls-destination/config";
+import { parseConfig as parseIdentityConfig } from "meshtls-identity/config";
+import { parseConfig as parseInjectorConfig } from "meshtls-injector/config";
 import { parseAllDocuments } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCerts } from "../src/commands/certs-create.ts";
@@ -180,5 +183,121 @@ describe("meshtls install", () => {
     const missing = await runCli(["install", "--issuer-from", "cert-manager"]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain("--trust-anchors (or --certs-dir) is required");
+  });
+});
+
+/** What the kubelet makes of a container's env: values as given, `valueFrom.fieldRef` from the pod, `$(VAR)` of earlier variables expanded. */
+function kubeletEnv(env: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[] | undefined, pod: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of env ?? []) {
+    const raw = e.value ?? (e.valueFrom?.fieldRef === undefined ? undefined : pod[e.valueFrom.fieldRef.fieldPath]);
+    if (raw === undefined) throw new Error(`env ${e.name}: no value this test knows how to resolve`);
+    out[e.name] = raw.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (all, name: string) => out[name] ?? all);
+  }
+  return out;
+}
+
+describe("meshtls install: each Deployment's arguments and env parse with its app's own parser (no drift between install and the apps)", () => {
+  const CUSTOM = { namespace: "mesh-system", trustDomain: "example.org", clusterDomain: "corp.local", registry: "registry.example/mesh", tag: "9.9.9", defaultInboundPolicy: "cluster-authenticated" };
+  const parsers = {
+    identity: parseIdentityConfig,
+    destination: parseDestinationConfig,
+    injector: parseInjectorConfig,
+  } as const;
+
+  it.each([
+    ["defaults, files", {}],
+    ["every naming option changed, cert-manager, --ha", { ...CUSTOM, issuerFrom: "cert-manager" as const, ha: true }],
+  ])("%s", async (_, args) => {
+    const opts = { namespace: "meshtls", trustDomain: "cluster.local", clusterDomain: "cluster.local", registry: "ghcr.io/meshtls", tag: "0.1.0", defaultInboundPolicy: "all-unauthenticated", ...args };
+    const manifests = await install("issuerFrom" in args ? { ...args, trustAnchorsFile: path.join(dir, "certs", "ca.crt") } : args);
+    const of = (kind: string, name: string): Json | undefined => manifests.find((o) => o.kind === kind && (o.metadata as Json).name === name);
+    const deployments = manifests.filter((o) => o.kind === "Deployment");
+    expect(deployments.map((d) => (d.metadata as Json).name)).toEqual(["meshtls-identity", "meshtls-destination", "meshtls-injector"]);
+
+    for (const deployment of deployments) {
+      const podSpec = ((deployment.spec as Json).template as Json).spec as Json;
+      const [container, ...others] = podSpec.containers as Json[];
+      expect(others).toEqual([]);
+      const image = /^(.+)\/([a-z]+):(.+)$/.exec(String(container!.image))!;
+      expect([image[1], image[3]]).toEqual([opts.registry, opts.tag]);
+      const app = image[2] as keyof typeof parsers;
+      expect(Object.keys(parsers)).toContain(app);
+      const pod = { "metadata.name": `${app}-5d4f-abcde`, "metadata.namespace": opts.namespace, "spec.nodeName": "node-1", "spec.serviceAccountName": String(podSpec.serviceAccountName) };
+      // Only the container's env: the test runner's own MESHTLS_* variables must not fill a gap.
+      const env = kubeletEnv(container!.env as never, pod);
+      const argv = ["node", `meshtls-${app}`, ...(container!.args as string[])];
+      const ports = (container!.ports as { name: string; containerPort: number }[]).map((p) => p.containerPort);
+      const probePort = Number(((container!.readinessProbe as Json).httpGet as Json).port);
+      expect(((container!.livenessProbe as Json).httpGet as Json).port).toBe(probePort);
+
+      /** The object a file path in the container comes from, and that the object has that key. */
+      const mounted = (file: string, asDirectory = false): void => {
+        const mount = (container!.volumeMounts as { name: string; mountPath: string }[]).find((m) => (asDirectory ? file === m.mountPath : file.startsWith(`${m.mountPath}/`)));
+        expect(mount, `${app}: ${file} is under a volume mount`).toBeDefined();
+        const volume = (podSpec.volumes as Json[]).find((v) => v.name === mount!.name)!;
+        const keys = asDirectory ? ["tls.crt", "tls.key"] : [file.slice(mount!.mountPath.length + 1)];
+        if (volume.configMap !== undefined) {
+          const data = of("ConfigMap", String((volume.configMap as Json).name))?.data as Json | undefined;
+          for (const key of keys) expect(data?.[key], `${app}: ${file} from ConfigMap ${String((volume.configMap as Json).name)}`).toBeDefined();
+          return;
+        }
+        const secretName = String((volume.secret as Json).secretName);
+        const secret = of("Secret", secretName);
+        if (secret !== undefined) for (const key of keys) expect((secret.data as Json)[key], `${app}: ${file} from Secret ${secretName}`).toBeDefined();
+        // cert-manager writes tls.crt, tls.key and ca.crt into a Certificate's secretName.
+        else expect(manifests.some((o) => o.kind === "Certificate" && (o.spec as Json).secretName === secretName) && keys.every((k) => ["tls.crt", "tls.key", "ca.crt"].includes(k)), `${app}: Secret ${secretName}`).toBe(true);
+      };
+
+      if (app === "identity") {
+        const config = parseIdentityConfig(argv, env);
+        expect(config).toMatchObject({ source: "kubernetes", trustDomain: opts.trustDomain, controlNamespace: opts.namespace, serviceAccount: podSpec.serviceAccountName, insecurePlaintext: false });
+        expect(ports).toEqual(expect.arrayContaining([config.listen.port, config.admin.port]));
+        expect(config.admin.port).toBe(probePort);
+        expect([config.listen.host, config.admin.host]).toEqual(["0.0.0.0", "0.0.0.0"]);
+        mounted(config.trustAnchorsFile);
+        mounted(config.issuerDir, true);
+      } else if (app === "destination") {
+        const config = parseDestinationConfig(argv, env);
+        expect(config).toMatchObject({ source: "kubernetes", trustDomain: opts.trustDomain, controlNamespace: opts.namespace, clusterDomain: opts.clusterDomain, defaultInboundPolicy: opts.defaultInboundPolicy, insecurePlaintext: false });
+        expect(ports).toEqual(expect.arrayContaining([config.listen.port, config.policyListen.port, config.admin.port]));
+        expect(config.admin.port).toBe(probePort);
+        const service = of("Service", "meshtls-destination")!;
+        expect(((service.spec as Json).ports as Json[]).map((p) => p.targetPort)).toEqual([config.listen.port, config.policyListen.port]);
+        mounted(config.tls!.certFile);
+        mounted(config.tls!.keyFile);
+      } else {
+        const config = parseInjectorConfig(argv, env);
+        expect(config).toMatchObject({
+          trustDomain: opts.trustDomain,
+          controlNamespace: opts.namespace,
+          clusterDomain: opts.clusterDomain,
+          defaultInboundPolicy: opts.defaultInboundPolicy,
+          proxyImage: `${opts.registry}/proxy:${opts.tag}`,
+          initImage: `${opts.registry}/cli:${opts.tag}`,
+          // Namespace lookups are on, and the injector's ClusterRole grants exactly them.
+          namespaceLookup: true,
+          denyOnError: false,
+          nativeSidecar: true,
+        });
+        expect(ports).toEqual([config.listen.port]);
+        expect(config.listen.port).toBe(probePort);
+        const service = of("Service", "meshtls-injector")!;
+        expect(((service.spec as Json).ports as Json[])[0]!.targetPort).toBe(config.listen.port);
+        const webhook = (of("MutatingWebhookConfiguration", "meshtls-proxy-injector-webhook-config")!.webhooks as Json[])[0]!;
+        expect(((webhook.clientConfig as Json).service as Json).namespace).toBe(opts.namespace);
+        mounted(config.tlsCert);
+        mounted(config.tlsKey);
+        mounted(config.trustAnchors);
+      }
+    }
+  });
+
+  it("the parsers refuse what they do not know, so a flag install writes that an app dropped fails here", () => {
+    const argv = (...args: string[]): string[] => ["node", "app", ...args];
+    expect(() => parseIdentityConfig(argv("--source", "kubernetes", "--trust-anchors", "a", "--issuer-dir", "d", "--no-such-flag", "1"), {})).toThrow(/unknown option/);
+    expect(() => parseDestinationConfig(argv("--source", "kubernetes", "--tls-cert", "c", "--tls-key", "k", "--no-such-flag", "1"), {})).toThrow(/unknown option/);
+    expect(() => parseInjectorConfig(argv("--tls-cert", "c", "--tls-key", "k", "--trust-anchors", "a", "--no-such-flag", "1"), {})).toThrow(/unknown option/);
+    expect(() => parseInjectorConfig(argv("--tls-cert", "c", "--tls-key", "k", "--trust-anchors", "a", "--default-inbound-policy", "everyone"), {})).toThrow(/--default-inbound-policy: "everyone" is not one of/);
   });
 });
