@@ -76,12 +76,15 @@ describe("meshtls inspect HOST:PORT --cert --key against openssl s_server -Verif
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(new RegExp(`Client cert: +presented CN=${OPS.replaceAll(".", "\\.")}, identity ${OPS.replaceAll(".", "\\.")}`));
     expect(result.stdout).toMatch(/Then: +the server kept the connection open/);
+    // OpenSSL 3.0 knows no ML-KEM: it takes the X25519 share the inspector also sends.
+    expect(result.stdout).toMatch(/TLS: +TLSv1\.3, TLS_\w+, X25519, no ALPN/);
     await eventually("s_server printed the client certificate", async () => (serverOutput.includes(`subject=CN = ${OPS}`) ? true : undefined), 5_000, 100);
     expect(serverOutput).toMatch(/depth=0 CN = ops\.default\.serviceaccount\.identity\.meshtls\.cluster\.local\nverify return:1/);
 
     const json = JSON.parse((await runCli(["inspect", address, "--cert", ops.cert, "--key", ops.key, "--json"])).stdout) as InspectRemoteResult;
     expect(json.clientCertificate).toEqual({ subject: `CN=${OPS}`, identity: OPS, spiffeId: "spiffe://cluster.local/ns/default/sa/ops" });
     expect(json.afterHandshake).toEqual({ open: true, observedMs: 500 });
+    expect(json.group).toBe("X25519");
   });
 
   it("a certificate the server does not trust: its refusal after the TLS 1.3 handshake is reported; without one, the hint", async () => {
@@ -133,6 +136,8 @@ describe("meshtls inspect HOST:PORT --cert --key against a real proxy under all-
     expect(without.code).toBe(0);
     expect(without.stdout).toMatch(/Trust: +chains to trust anchor CN=root\.meshtls\.cluster\.local/);
     expect(without.stdout).toMatch(/Client cert: +none presented .*give --cert and --key/);
+    // Node 24 on both ends: the post-quantum hybrid.
+    expect(without.stdout).toMatch(/TLS: +TLSv1\.3, TLS_\w+, X25519MLKEM768, /);
     const allowedBefore = sumSamples(await scrapeMetrics({ address: api.admin }), "inbound_tcp_authz_allow_total");
 
     const withCert = await runCli(["inspect", api.inbound, "--sni", API, "--anchors", mesh.bundleFile, "--cert", ops.cert, "--key", ops.key]);
@@ -146,6 +151,11 @@ describe("meshtls inspect HOST:PORT --cert --key against a real proxy under all-
       return sumSamples(samples, "tcp_open_total", { direction: "inbound", tls: "true", client_id: OPS }) >= 1 ? true : undefined;
     }, 10_000);
     expect(sumSamples(await scrapeMetrics({ address: api.admin }), "inbound_tcp_authz_allow_total")).toBeGreaterThan(allowedBefore);
+    // The proxy counts the group of each mesh handshake it completes (this one stayed open: --cert observes 500 ms).
+    await eventually("the proxy counted an X25519MLKEM768 handshake", async () => {
+      const samples = await scrapeMetrics({ address: api.admin });
+      return sumSamples(samples, "tls_handshakes_total", { direction: "inbound", group: "X25519MLKEM768" }) >= 1 ? true : undefined;
+    }, 10_000);
 
     // A certificate from another mesh is refused by the proxy's TLS layer.
     const untrusted = await runCli(["inspect", api.inbound, "--sni", API, "--cert", foreign.cert, "--key", foreign.key]);

@@ -67,6 +67,8 @@ export interface InspectRemoteResult {
   sni: string | null;
   protocol: string | null;
   cipher: string | null;
+  /** The key exchange group (`X25519MLKEM768`, `X25519`, `prime256v1`, …), as `getEphemeralKeyInfo()` names it. */
+  group: string | null;
   alpn: string | null;
   /** The certificates the server presented, leaf first. */
   chain: PresentedCertificate[];
@@ -124,6 +126,7 @@ export async function inspectRemote(options: InspectRemoteOptions, output: Outpu
     sni: options.sni ?? null,
     protocol: handshake.protocol,
     cipher: handshake.cipher,
+    group: handshake.group,
     alpn: handshake.alpn,
     chain,
     clientCertificate: client === undefined ? null : client.presented,
@@ -163,6 +166,8 @@ export interface Handshake {
   chain: Uint8Array[];
   protocol: string | null;
   cipher: string | null;
+  /** The key exchange group (`X25519MLKEM768`, `X25519`, `prime256v1`, …), as `getEphemeralKeyInfo()` names it. */
+  group: string | null;
   alpn: string | null;
   /** With `observeMs`: what the server did after the handshake. */
   afterHandshake?: AfterHandshake;
@@ -242,13 +247,16 @@ export function tlsHandshake(options: {
       const chain = peerChain(socket);
       const cipher = socket.getCipher()?.name ?? null;
       const protocol = socket.getProtocol();
+      // Node 24 offers OpenSSL 3.5's defaults (X25519MLKEM768 and X25519 key shares), as a meshtls proxy does.
+      const keyInfo = socket.getEphemeralKeyInfo() as { name?: unknown } | null;
+      const group = typeof keyInfo?.name === "string" ? keyInfo.name : null;
       const alpn = socket.alpnProtocol === false || socket.alpnProtocol === undefined ? null : socket.alpnProtocol;
       if (chain.length === 0) {
         socket.destroy();
         reject(new CliError("ERR_CONNECT", `${options.address} completed a handshake without presenting a certificate`));
         return;
       }
-      const handshake: Handshake = { chain, protocol, cipher, alpn };
+      const handshake: Handshake = { chain, protocol, cipher, group, alpn };
       const observeMs = options.observeMs ?? 0;
       if (observeMs <= 0) {
         socket.destroy();
@@ -336,7 +344,7 @@ function describe(result: InspectRemoteResult, anchorsFile: string | undefined):
   const expiry = (c: PresentedCertificate): string => `${c.notAfter} (${describeExpiry(new Date(c.notAfter), new Date(now.getTime()))})`;
   const lines = [
     `${result.address}${result.sni === null ? " (no SNI)" : ` (SNI ${result.sni})`}`,
-    field("TLS", [result.protocol ?? "?", result.cipher ?? "?", result.alpn === null ? "no ALPN" : `ALPN ${result.alpn}`].join(", ")),
+    field("TLS", [result.protocol ?? "?", result.cipher ?? "?", result.group ?? "no key exchange group", result.alpn === null ? "no ALPN" : `ALPN ${result.alpn}`].join(", ")),
     field("Identity", leaf.identity ?? "(no DNS SAN: not a mesh identity)"),
     field("SPIFFE ID", leaf.spiffeId ?? "(none)"),
   ];
