@@ -118,6 +118,32 @@ describe("inbound: a meshed client may reach only the workload's own ports", () 
     expect((await fetch(`http://127.0.0.1:${addresses.admin.port}/live`)).status).toBe(200);
   });
 
+  it("an opaque workload port: a meshed client's opaque transport on the inbound listener is still mTLS, and a server-first plaintext client is served", async () => {
+    // Found with the Kubernetes source: config.linkerd.io/opaque-ports on the workload port made the mesh ClientHello go to the app.
+    const greeter = net.createServer((s) => {
+      s.on("error", () => undefined);
+      s.end("220 greeter ready\r\n");
+    });
+    servers.push(greeter);
+    const greeterPort = await listenOn(greeter);
+    const { proxy, addresses } = await start({
+      policy: createStaticPolicySource({ ports: { [echoPort]: { opaque: true }, [greeterPort]: { opaque: true } } }),
+    });
+    expect(await direct(addresses.inbound.port, echoPort, "over-opaque-transport")).toBe("open:over-opaque-transport");
+    const text = await proxy.metrics.registry.metrics();
+    expect(text).toMatch(new RegExp(`tcp_open_total\\{direction="inbound",peer="src",[^}]*tls="true",client_id="${A.replace(/\./g, "\\.")}"\\}`));
+    // A server-speaks-first client on an opaque default port: silent, so the workload answers first.
+    const { proxy: p2, addresses: a2 } = await start({
+      inbound: { listen: lo, workload: { host: "127.0.0.1", port: greeterPort } },
+      policy: createStaticPolicySource({ ports: { [greeterPort]: { opaque: true } } }),
+    });
+    const started = Date.now();
+    const plain = net.connect({ host: "127.0.0.1", port: a2.inbound.port });
+    expect(await readAll(plain, 3000)).toBe("220 greeter ready\r\n");
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(await p2.metrics.registry.metrics()).toMatch(/tcp_open_total\{direction="inbound",peer="src",[^}]*no_tls_reason="no_tls_from_remote"\}/);
+  });
+
   it("with --inbound-ports, only those and the workload port may be named", async () => {
     const { proxy, addresses } = await start({ inbound: { listen: lo, workload: { host: "127.0.0.1", port: echoPort }, inboundPorts: [declaredPort] } });
     expect(await direct(addresses.inbound.port, declaredPort, "declared")).toBe("open:declared");

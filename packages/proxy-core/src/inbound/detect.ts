@@ -8,15 +8,26 @@ import { refuse } from "./target.js";
 export type Detected = InboundTarget;
 
 /**
- * Reads the client's first bytes (unless the port's protocol is opaque:
- * server-speaks-first) and names the TLS state: `no_tls_from_remote`, an
+ * How long a client on an opaque port, connected to the inbound listener itself, may stay silent
+ * before it is taken for a server-speaks-first protocol, in ms.
+ */
+export const OPAQUE_CLIENT_FIRST_MS = 50;
+
+/**
+ * Reads the client's first bytes and names the TLS state: `no_tls_from_remote`, an
  * `opaque` SNI that is not ours, or mesh TLS for `identity`. A timeout or an
  * oversized hello is a refusal, never a fallback to plaintext.
+ *
+ * An opaque port (server-speaks-first) is not read when the connection was
+ * redirected to it. A connection to the inbound listener itself may be a meshed
+ * client's opaque transport (Linkerd's direct port always expects TLS), so it is
+ * detected as soon as the client speaks; a client silent for
+ * {@link OPAQUE_CLIENT_FIRST_MS} waits for the server: plaintext.
  */
 export async function detectLayer(target: InboundTarget, raw: net.Socket, options: { identity: string; detectTimeoutMs: number }): Promise<Detected | Refusal> {
   const plaintext: Detected = { ...target, tls: { tls: "no_identity", reason: "no_tls_from_remote" } };
   const { protocol } = target.policy;
-  if (protocol.kind === "opaque") return plaintext;
+  if (protocol.kind === "opaque" && (target.origDst !== undefined || !(await speaksWithin(raw, OPAQUE_CLIENT_FIRST_MS)))) return plaintext;
   const timeoutMs = protocol.kind === "detect" ? (protocol.timeoutMs ?? options.detectTimeoutMs) : options.detectTimeoutMs;
   try {
     const detection = await detectTls({ socket: raw, timeoutMs });
@@ -28,4 +39,28 @@ export async function detectLayer(target: InboundTarget, raw: net.Socket, option
     const label = code === "ERR_DETECT_TIMEOUT" ? "tls_detect_timeout" : code === "ERR_DETECT_TOO_LARGE" ? "tls_detect_too_large" : "tls_detect_closed";
     return refuse(code, (error as Error).message, label, error);
   }
+}
+
+/** Whether the client sends a byte within `ms`; the byte is put back and the socket left paused. */
+function speaksWithin(socket: net.Socket, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (spoke: boolean): void => {
+      clearTimeout(timer);
+      socket.off("data", onData);
+      socket.off("end", onEnd);
+      socket.pause();
+      resolve(spoke);
+    };
+    const onData = (chunk: Buffer): void => {
+      socket.pause();
+      socket.unshift(chunk);
+      done(true);
+    };
+    // A client that ends at once is detected as any other: detection reports it.
+    const onEnd = (): void => done(true);
+    const timer = setTimeout(() => done(false), ms);
+    socket.on("data", onData);
+    socket.once("end", onEnd);
+    socket.resume();
+  });
 }
