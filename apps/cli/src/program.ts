@@ -324,7 +324,7 @@ export function createProgram(output: Output): Command {
     .option("--identity <identity>", "only events of the proxy with this identity or with a peer of it")
     .addOption(new Option("--tls <state>", "only events with this TLS state").choices([...TAP_TLS_STATES]))
     .addOption(new Option("-o, --output <format>", "text or json (one object per line)").choices(["text", "json"]).default("text"))
-    .option("--max-events <n>", "stop after this many events (default: until Ctrl-C)")
+    .option("--max-events <n>", "stop after this many events; without it, until Ctrl-C")
     .action(async (opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string; workload?: string; identity?: string; tls?: (typeof TAP_TLS_STATES)[number]; output: "text" | "json"; maxEvents?: string }) => {
       const maxEvents = opts.maxEvents === undefined ? undefined : Number(opts.maxEvents);
       if (maxEvents !== undefined && (!Number.isInteger(maxEvents) || maxEvents < 1)) throw new CliError("ERR_USAGE", `--max-events ${opts.maxEvents} is not a positive integer`);

@@ -112,7 +112,7 @@ describe("check and inspect against running services and proxies", () => {
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
     expect(result.stdout).toContain(`${api.inbound} (SNI ${API})`);
-    expect(result.stdout).toMatch(/TLS: +TLSv1\.3, TLS_\w+, no ALPN/);
+    expect(result.stdout).toMatch(/TLS: +TLSv1\.3, TLS_\w+, X25519MLKEM768, no ALPN/);
     expect(result.stdout).toMatch(new RegExp(`Identity: +${API.replaceAll(".", "\\.")}`));
     expect(result.stdout).toMatch(/SPIFFE ID: +spiffe:\/\/cluster\.local\/ns\/default\/sa\/api/);
     expect(result.stdout).toMatch(/Matches SNI: +yes/);
