@@ -24,13 +24,24 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
-/** A port free right now on `host` (bound and released). */
+const handedOut = new Set<number>();
+
+/**
+ * A port free right now on `host` (bound and released), never one this process
+ * handed out before: two ports asked for before either is bound (a proxy's
+ * inbound and outbound) would otherwise be the same port now and then.
+ */
 export async function freePort(host: string): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, host, resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+  for (;;) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    const { port } = server.address() as net.AddressInfo;
+    await new Promise((resolve) => server.close(resolve));
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 export type LogLine = Record<string, unknown> & { msg?: string };
