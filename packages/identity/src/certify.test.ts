@@ -3,8 +3,10 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { createCsr, generateKeyPair, parseCertificate, pemEncode, toDer } from "@meshtls/pki";
+import { createCsr, generateKeyPair, parseCertificate, parseCsr, pemEncode, toDer } from "@meshtls/pki";
+import * as asn1js from "asn1js";
 import fc from "fast-check";
+import * as pkijs from "pkijs";
 import { Registry } from "prom-client";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createCertifyHandler } from "./certify.ts";
@@ -69,6 +71,27 @@ describe("createCertifyHandler", () => {
   it("accepts a CSR whose URI SAN is the identity's SPIFFE ID and whose CN is empty", async () => {
     const withUri = await createCsr({ keyPair: await generateKeyPair(), identity, spiffeId: spiffe, commonName: "" });
     await expect(certify({ identity, token, certificateSigningRequest: withUri })).resolves.toMatchObject({ identity });
+  });
+
+  it("accepts a Linkerd proxy's CSR shape: CN = the identity even past X.509's 64-character bound, plus one DNS SAN", async () => {
+    // linkerd2-proxy's identity client writes the identity as the subject CN as well as the DNS SAN, whatever its length.
+    const sa = "payments-reconciliation-worker";
+    const longIdentity = `${sa}.finance-prod.serviceaccount.identity.meshtls.cluster.local`;
+    expect(longIdentity.length).toBeGreaterThan(64);
+    // Our createCsr and openssl req both refuse such a CN, so the request is built field by field with pkijs.
+    const keyPair = await generateKeyPair();
+    const request = new pkijs.CertificationRequest();
+    request.subject.typesAndValues.push(new pkijs.AttributeTypeAndValue({ type: "2.5.4.3", value: new asn1js.Utf8String({ value: longIdentity }) }));
+    await request.subjectPublicKeyInfo.importKey(keyPair.publicKey);
+    const san = new pkijs.GeneralNames({ names: [new pkijs.GeneralName({ type: 2, value: longIdentity })] });
+    const extensions = new pkijs.Extensions({ extensions: [new pkijs.Extension({ extnID: "2.5.29.17", critical: false, extnValue: san.toSchema().toBER(false) })] });
+    request.attributes = [new pkijs.Attribute({ type: "1.2.840.113549.1.9.14", values: [extensions.toSchema()] })];
+    await request.sign(keyPair.privateKey, "SHA-256");
+    const linkerdShaped = new Uint8Array(request.toSchema().toBER(false));
+    expect((await parseCsr(linkerdShaped)).subject.commonName).toBe(longIdentity);
+    const longToken = new TextEncoder().encode(await signer.mint("finance-prod", sa));
+    const out = await certify({ identity: longIdentity, token: longToken, certificateSigningRequest: linkerdShaped });
+    expect(parseCertificate(out.leaf).san.dns).toEqual([longIdentity]);
   });
 
   it.each([
