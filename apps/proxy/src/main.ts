@@ -139,7 +139,7 @@ async function main(): Promise<void> {
     admin: { listen: config.admin, maxConnections: config.maxAdminConnections },
     connectTimeoutMs: config.connectTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
-    metrics: createProxyMetrics({ registry, identityMetrics: false }),
+    metrics: createProxyMetrics({ registry }),
     onShutdown: () => shutdown("admin /shutdown"),
     // POST /renew: a new key and certificate now, published like a scheduled refresh.
     onRenew: () => certifier.renewNow(),

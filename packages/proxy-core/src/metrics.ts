@@ -24,12 +24,6 @@ export interface CreateProxyMetricsOptions {
   /** Where the metrics are registered. Default a new Registry. */
   registry?: Registry;
   /**
-   * Register `identity_cert_expiration_timestamp_seconds` and
-   * `identity_cert_refreshes_total` here. Default true; pass false when the
-   * certifier registers them in the same registry.
-   */
-  identityMetrics?: boolean;
-  /**
    * Most distinct values of a label a remote peer can choose: `sni`, and the
    * inbound `target_addr` (the transport header's port); beyond, the value is
    * `overflow`. Default 100.
@@ -55,10 +49,6 @@ export interface ProxyMetrics {
   recordAuthzTerminate(decision: AuthorizeDecision & { allow: false }, targetAddr: string): void;
   /** Counts a connection-level failure (`error` is a snake_case code such as `tls_detect_timeout`). */
   recordError(direction: "inbound" | "outbound", error: string, targetAddr?: string): void;
-  /** Records the current certificate's expiry. */
-  recordCertificate(notAfter: Date): void;
-  /** Counts a certificate refresh attempt. */
-  recordRefresh(result: "ok" | "failure"): void;
   /** Counts a connection a listener closed at once, before reading from it. */
   recordRefused(listener: RefusedListener, reason: "max_connections"): void;
   /** Currently open legs (src and dst). */
@@ -156,9 +146,10 @@ interface OpenLeg {
 }
 
 /**
- * Creates the connection, policy and identity metrics. Byte counters read the
+ * Creates the connection, policy and HTTP metrics. Byte counters read the
  * sockets' own counts at scrape time and at close, so forwarding adds no
- * per-chunk work.
+ * per-chunk work. The certificate's metrics (`identity_cert_*`) are not here:
+ * the certifier in @meshtls/identity, which sees failures too, owns them.
  */
 export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): ProxyMetrics {
   const registry = options.registry ?? new Registry();
@@ -219,9 +210,6 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   });
   // The group is one of credentials.ts's fixed names (else "other"): bounded.
   const tlsHandshakes = new Counter({ name: "tls_handshakes_total", help: "Mesh TLS handshakes completed, by key exchange group", labelNames: ["direction", "group"], registers: [registry] });
-  const identityRegisters = options.identityMetrics === false ? [] : [registry];
-  const expiry = new Gauge({ name: "identity_cert_expiration_timestamp_seconds", help: "notAfter of the current certificate, in seconds since the epoch", registers: identityRegisters });
-  const refreshes = new Counter({ name: "identity_cert_refreshes_total", help: "Certificate refresh attempts", labelNames: ["result"], registers: identityRegisters });
 
   const HTTP_LABELS = ["direction", "authority", "target_addr", "tls", "client_id", "server_id", "no_tls_reason"] as const;
   const requestTotal = new Counter({ name: "request_total", help: "Total count of HTTP requests.", labelNames: HTTP_LABELS, registers: [registry] });
@@ -324,12 +312,6 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     },
     recordError(direction, error, targetAddr) {
       errors[direction].inc(targetAddr === undefined ? { error } : { error, target_addr: targetAddr });
-    },
-    recordCertificate(notAfter) {
-      expiry.set(notAfter.getTime() / 1000);
-    },
-    recordRefresh(result) {
-      refreshes.inc({ result });
     },
     recordTlsHandshake(direction, group) {
       tlsHandshakes.inc({ direction, group });

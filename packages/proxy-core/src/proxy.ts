@@ -161,13 +161,6 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     ...(options.outbound?.detectTimeoutMs === undefined ? {} : { detectTimeoutMs: options.outbound.detectTimeoutMs }),
   });
 
-  const current = options.credentials.current();
-  if (current !== undefined) metrics.recordCertificate(current.notAfter);
-  const offCredentials = options.credentials.subscribe((credentials) => {
-    metrics.recordCertificate(credentials.notAfter);
-    metrics.recordRefresh("ok");
-  });
-
   /** `onRenew`, then until the TLS layers serve with the certificate it returned. */
   function renew(onRenew: () => Promise<{ notAfter: Date }>): () => Promise<{ notAfter: Date }> {
     const inUse = (notAfter: Date): boolean => tls.current()?.notAfter.getTime() === notAfter.getTime();
@@ -207,7 +200,6 @@ export function createProxy(options: CreateProxyOptions): Proxy {
       inbound.close();
       outbound.destroyAll();
       outbound.close();
-      offCredentials();
       tls.close();
       await admin.close();
     })();
@@ -270,7 +262,6 @@ export function createProxy(options: CreateProxyOptions): Proxy {
           await Promise.all([inbound.stopAccepting(), outbound.stopAccepting()]);
           inbound.close();
           outbound.close();
-          offCredentials();
           tls.close();
           await admin.close();
         })();
