@@ -52,6 +52,15 @@ describe("registry file format", () => {
     });
   });
 
+  it("reads an endpoint's protocol hints (h2 but on opaque and skipped ports) and refuses a bad port in them", () => {
+    const text = `services:\n  - name: web\n    endpoints:\n      - { address: 127.0.1.2, protocolHints: { opaquePorts: [5432] } }\n      - { address: 127.0.1.3, protocolHints: {} }\n`;
+    const [first, second] = parseRegistry({ text, file: "reg.yaml" }).services[0]?.endpoints ?? [];
+    expect(first?.protocolHints).toEqual({ opaquePorts: [5432], skippedPorts: [] });
+    expect(second?.protocolHints).toEqual({ opaquePorts: [], skippedPorts: [] });
+    expect(errorOf(text.replace("[5432]", "[0]")).message).toMatch(/protocolHints\.opaquePorts\[0\] must be a port in 1\.\.65535/);
+    expect(errorOf(text.replace("opaquePorts", "opaque")).message).toMatch(/unknown field "opaque"/);
+  });
+
   it("reports file, line and reason", () => {
     const cases: [string, number, RegExp][] = [
       [issueExample.replace("127.0.1.2", "127.0.1.300"), 7, /endpoints\[1\]\.address "127\.0\.1\.300" is not an IP address/],

@@ -28,7 +28,7 @@ function readPort(r: Reader, node: Node, what: string): RegistryServicePort {
 }
 
 function readEndpoint(r: Reader, node: Node, what: string): RegistryEndpoint {
-  const map = r.map(node, what, ["address", "meshed", "serviceAccount", "inboundPort", "pod", "weight"]);
+  const map = r.map(node, what, ["address", "meshed", "serviceAccount", "inboundPort", "pod", "weight", "protocolHints"]);
   const address = r.ip(map, "address", what);
   if (address === undefined) r.fail(map, `${what}.address is required`);
   const meshed = r.bool(map, "meshed", what) ?? true;
@@ -42,7 +42,23 @@ function readEndpoint(r: Reader, node: Node, what: string): RegistryEndpoint {
   };
   const pod = r.string(map, "pod", what);
   if (pod !== undefined) endpoint.pod = pod;
+  const hintsNode = r.field(map, "protocolHints");
+  if (hintsNode !== undefined) endpoint.protocolHints = readProtocolHints(r, hintsNode, `${what}.protocolHints`);
   return endpoint;
+}
+
+/** Linkerd's protocol hints of a pod with a control-plane label: `h2` on every port but the opaque and skipped ones. */
+function readProtocolHints(r: Reader, node: Node, what: string): { opaquePorts: number[]; skippedPorts: number[] } {
+  const map = r.map(node, what, ["opaquePorts", "skippedPorts"]);
+  const ports = (key: string): number[] => {
+    const list = r.field(map, key);
+    if (list === undefined) return [];
+    return r.seq(list, `${what}.${key}`).map((item, i) => {
+      if (!isScalar(item) || typeof item.value !== "number" || !Number.isInteger(item.value) || item.value < 1 || item.value > 65535) r.fail(item, `${what}.${key}[${i}] must be a port in 1..65535`);
+      return item.value;
+    });
+  };
+  return { opaquePorts: ports("opaquePorts"), skippedPorts: ports("skippedPorts") };
 }
 
 function readService(r: Reader, node: Node, index: number): RegistryService {
