@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
 import { ConfigError, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
 import tls from "node:tls";
-import { DEFAULT_TLS_GROUPS, flagPolicies, formatHostPort, groupsForOpenssl, parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
+import { DEFAULT_TLS_GROUPS, flagPolicies, formatHostPort, groupsForOpenssl, meshTlsAuthentication, parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { DefaultPolicy, HostPort, PortOverrides, Route, StaticPolicyOptions } from "@meshtls/proxy-core";
 
 export { ConfigError, parseDurationMs };
@@ -28,6 +28,10 @@ export interface Config {
   inbound: HostPort;
   outbound: HostPort;
   admin: HostPort;
+  /** `--tap-addr`: the tap stream over mutual TLS for `tapAllow`'s identities; absent (the default): tap is served on the admin port to the local host only. */
+  tapAddress?: HostPort;
+  /** `--tap-allow`: client identities allowed on `tapAddress` (exact, `*.suffix`, `*`); empty refuses every client. */
+  tapAllow: string[];
   /** Transparent mode: --outbound serves redirected connections (original destinations), --inbound reads redirected ports. */
   transparent: boolean;
   workload: HostPort;
@@ -96,6 +100,18 @@ function tlsGroups(text: string): string[] {
 }
 
 const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+/** `--tap-allow` (repeatable, comma-separated; env comma-separated): each entry checked like a policy's allowed identities. @throws ConfigError */
+function tapAllow(flag: string[] | undefined, env: string | undefined): string[] {
+  const entries = (flag ?? (env === undefined ? [] : [env])).flatMap((item) => item.split(",")).map((s) => s.trim()).filter((s) => s !== "");
+  try {
+    meshTlsAuthentication(entries);
+  } catch (error) {
+    if (error instanceof ProxyError) throw new ConfigError(`--tap-allow: ${error.message}`);
+    throw error;
+  }
+  return entries;
+}
 /** Repeatable flags also read from one env variable holding `;`-separated items. */
 const list = (flag: string[] | undefined, env: string | undefined): string[] =>
   flag ?? (env === undefined || env.trim() === "" ? [] : env.split(";").map((s) => s.trim()).filter((s) => s !== ""));
@@ -138,6 +154,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--inbound <addr>", "inbound listen address").env("MESHTLS_PROXY_INBOUND").default("0.0.0.0:4143"))
     .addOption(new Option("--outbound <addr>", "outbound HTTP proxy listen address").env("MESHTLS_PROXY_OUTBOUND").default("127.0.0.1:4140"))
     .addOption(new Option("--admin <addr>", "admin listen address").env("MESHTLS_PROXY_ADMIN").default("127.0.0.1:4191"))
+    .addOption(new Option("--tap-addr <addr>", "serve the tap stream (GET /tap) on this address over mutual TLS to the --tap-allow identities; off by default (the admin port serves /tap to the local host only)").env("MESHTLS_PROXY_TAP_ADDR"))
+    .addOption(new Option("--tap-allow <identities>", "comma-separated client identities allowed on --tap-addr, exact, *.suffix or * (repeatable; default none: every client is refused)").env("MESHTLS_PROXY_TAP_ALLOW").argParser(collect))
     .addOption(new Option("--transparent", "transparent mode, behind meshtls init's nat rules: --outbound takes the connections redirected to it, each to its original destination (instead of the HTTP proxy), and --inbound serves a redirected connection's original port (Linux; needs the SO_ORIGINAL_DST addon); env MESHTLS_PROXY_TRANSPARENT=true|1|false|0"))
     .addOption(new Option("--workload <addr>", "the local workload's address for inbound connections without a transport header").env("MESHTLS_PROXY_WORKLOAD"))
     .addOption(new Option("--workload-host <host>", "host the transport header's port is reached on (default: --workload's host)").env("MESHTLS_PROXY_WORKLOAD_HOST"))
@@ -239,6 +257,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     inbound: address(String(o["inbound"]), "--inbound"),
     outbound: address(String(o["outbound"]), "--outbound"),
     admin: address(String(o["admin"]), "--admin"),
+    tapAllow: tapAllow(o["tapAllow"] as string[] | undefined, env["MESHTLS_PROXY_TAP_ALLOW"]),
     transparent: flagOrEnv("transparent", "MESHTLS_PROXY_TRANSPARENT"),
     workload,
     workloadHost: str("workloadHost") ?? workload.host,
@@ -276,6 +295,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     if (error instanceof ProxyError) throw new ConfigError(error.message);
     throw error;
   }
+  const tapAddr = str("tapAddr");
+  if (tapAddr !== undefined) config.tapAddress = address(tapAddr, "--tap-addr");
+  else if (config.tapAllow.length > 0) throw new ConfigError("--tap-allow needs --tap-addr");
   if (policyAddress !== undefined) config.policyAddress = policyAddress;
   if (policyServerName !== undefined && policyAddress !== undefined) config.policyServerName = policyServerName;
   if (workloadName !== undefined) config.workloadName = workloadName;

@@ -72,6 +72,8 @@ export type { InboundTarget, Refusal } from "./inbound/target.js";
 export { createProxyMetrics, OVERFLOW_LABEL_VALUE } from "./metrics.js";
 export type { ConnectionLeg, CountedSocket, CreateProxyMetricsOptions, ProxyMetrics, RefusedListener } from "./metrics.js";
 export { createTapHub } from "./tap.js";
+export { createTapServer } from "./tap-server.js";
+export type { CreateTapServerOptions, TapServer } from "./tap-server.js";
 export type { CreateTapHubOptions, TapAuthzEvent, TapConnectionEvent, TapEvent, TapHub, TapRequestEvent, TapSink, TapSubscription, TapTls } from "./tap.js";
 export { createAdminServer, isLoopback } from "./admin.js";
 export type { AdminIdentity, AdminServer, CreateAdminServerOptions } from "./admin.js";
