@@ -1,15 +1,3 @@
-/** The structural logger every part accepts; pino satisfies it. */
-export interface Logger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-}
-
-/** A logger that drops everything: the default wherever a logger is optional. */
-export const noopLogger: Logger = Object.freeze({
-  info() {},
-  warn() {},
-  error() {},
-  debug() {},
-});
+// One Logger for every meshtls library: @meshtls/runtime's.
+export { noopLogger } from "@meshtls/runtime";
+export type { Logger } from "@meshtls/runtime";

@@ -1,5 +1,6 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
+import { isLoopback } from "@meshtls/runtime";
 import type { Registry } from "prom-client";
 import { ProxyError } from "./errors.js";
 import type { Logger } from "./logger.js";
@@ -58,12 +59,6 @@ export interface AdminServer {
   /** @throws ProxyError `ERR_LISTEN_FAILED` */
   listen(options: { host: string; port: number }): Promise<AddressInfo>;
   close(): Promise<void>;
-}
-
-/** Whether a socket's remote address is loopback (127/8, ::1, IPv4-mapped 127/8). */
-export function isLoopback(address: string | undefined): boolean {
-  if (address === undefined) return false;
-  return address === "::1" || /^(::ffff:)?127\.\d+\.\d+\.\d+$/i.test(address);
 }
 
 /** Creates the admin server; it never touches the data path. */

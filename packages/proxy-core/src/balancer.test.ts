@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isLoopback } from "./admin.js";
+import { isLoopback } from "@meshtls/runtime";
 import { createBalancer, endpointKey } from "./balancer.js";
 import type { Endpoint } from "./sources.js";
 

@@ -75,7 +75,7 @@ export { createTapHub } from "./tap.js";
 export { createTapServer } from "./tap-server.js";
 export type { CreateTapServerOptions, TapServer } from "./tap-server.js";
 export type { CreateTapHubOptions, TapAuthzEvent, TapConnectionEvent, TapEvent, TapHub, TapRequestEvent, TapSink, TapSubscription, TapTls } from "./tap.js";
-export { createAdminServer, isLoopback } from "./admin.js";
+export { createAdminServer } from "./admin.js";
 export type { AdminIdentity, AdminServer, CreateAdminServerOptions } from "./admin.js";
 export { createOwnSockets } from "./own-sockets.js";
 export type { CreateOwnSocketsOptions, ListenerKind, OwnSockets } from "./own-sockets.js";

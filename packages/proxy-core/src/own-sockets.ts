@@ -1,5 +1,6 @@
 import type net from "node:net";
 import os from "node:os";
+import { isLoopback } from "@meshtls/runtime";
 import type { HostPort } from "./address.js";
 
 /**
@@ -48,10 +49,6 @@ function normalizeHost(host: string): string {
   return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower)?.[1] ?? lower;
 }
 
-function isLoopbackHost(host: string): boolean {
-  return host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host);
-}
-
 /** Every address of this host's interfaces, normalized. */
 function localAddresses(): Set<string> {
   const out = new Set<string>();
@@ -87,9 +84,9 @@ export function createOwnSockets(options: CreateOwnSocketsOptions = {}): OwnSock
   /** Whether a listener bound to `listenerHost` is reached by connecting to `host`. */
   const reaches = (listenerHost: string, host: string): boolean => {
     if (listenerHost === host) return true;
-    if (WILDCARDS.has(host)) return isLoopbackHost(listenerHost) || WILDCARDS.has(listenerHost);
+    if (WILDCARDS.has(host)) return isLoopback(listenerHost) || WILDCARDS.has(listenerHost);
     if (!WILDCARDS.has(listenerHost)) return false;
-    return isLoopbackHost(host) || localAddresses().has(host);
+    return isLoopback(host) || localAddresses().has(host);
   };
 
   return {
@@ -107,7 +104,7 @@ export function createOwnSockets(options: CreateOwnSocketsOptions = {}): OwnSock
     trackOpened(socket) {
       const { localAddress, localPort } = socket;
       // Only a loopback source can pass the admin's loopback check; others need no record.
-      if (localAddress === undefined || localPort === undefined || !isLoopbackHost(normalizeHost(localAddress))) return;
+      if (localAddress === undefined || localPort === undefined || !isLoopback(normalizeHost(localAddress))) return;
       const key = keyOf(localAddress, localPort);
       open.set(key, (open.get(key) ?? 0) + 1);
       socket.once("close", () => {

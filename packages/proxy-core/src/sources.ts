@@ -1,65 +1,30 @@
+import type { Credentials as IdentityCredentials, TrustAnchorsStore } from "@meshtls/identity";
+import type { Resolution as DestinationResolution } from "@meshtls/destination";
 import type { ServerPolicy } from "./policy.js";
 
-// The structural interfaces proxy-core reads from. @meshtls/identity's
-// credential store and @meshtls/destination's client satisfy them; tests pass
-// in-process implementations of the same shapes.
+// What proxy-core reads from, as the owning libraries define it:
+// @meshtls/identity's credential and trust-anchors stores and
+// @meshtls/destination's client satisfy these; tests pass in-process
+// implementations of the same shapes.
 
-/** The workload's current key and certificate chain (as @meshtls/identity's `Credentials`). */
-export interface Credentials {
-  identity: string;
-  /** PKCS#8 PEM of the private key, memory only. */
-  privateKeyPem: string;
-  /** PEM of the leaf followed by its intermediates. */
-  certificateChainPem: string;
-  notAfter: Date;
-}
+export type { Endpoint, EndpointSet } from "@meshtls/destination";
 
-/** Where the current credentials come from; the certifier writes, the proxy reads. */
+/** The workload's current key and certificate chain: the part of @meshtls/identity's `Credentials` the TLS layers use. */
+export type Credentials = Pick<IdentityCredentials, "identity" | "privateKeyPem" | "certificateChainPem" | "notAfter">;
+
+/** Where the current credentials come from (@meshtls/identity's `CredentialStore`); the certifier writes, the proxy reads. */
 export interface CredentialSource {
   current(): Credentials | undefined;
   subscribe(listener: (credentials: Credentials) => void): () => void;
 }
 
-/** The trust anchors (DER), possibly several, that may change at run time. */
-export interface TrustBundleSource {
-  current(): Uint8Array[];
-  subscribe(listener: (anchors: Uint8Array[]) => void): () => void;
-}
+/** The trust anchors (DER), possibly several, that may change at run time (@meshtls/identity's `TrustAnchorsStore`). */
+export type TrustBundleSource = Pick<TrustAnchorsStore, "current" | "subscribe">;
 
-/** One endpoint as service discovery describes it. */
-export interface Endpoint {
-  /** IP literal. */
-  address: string;
-  port: number;
-  weight: number;
-  /** DNS-like TLS identity of the endpoint's proxy; absent = unmeshed. */
-  identity?: string;
-  /** `protocol_hint.opaque_transport.inbound_port`: connect there with the transport header. */
-  opaqueTransportPort?: number;
-  /**
-   * `protocol_hint.protocol`: `h2` — the endpoint's proxy takes HTTP/2 (HTTP/1
-   * requests are upgraded with `l5d-orig-proto` and share one multiplexed mesh
-   * connection); `opaque` — the port is opaque, never HTTP-detected.
-   */
-  protocolHint?: "h2" | "opaque";
-  labels: Record<string, string>;
-}
+/** A live discovery of one authority: @meshtls/destination's `Resolution`, without its async iteration. */
+export type Resolution = Omit<DestinationResolution, typeof Symbol.asyncIterator>;
 
-/** The endpoints of one authority at one moment. */
-export interface EndpointSet {
-  exists: boolean;
-  endpoints: Endpoint[];
-}
-
-/** A live discovery of one authority. */
-export interface Resolution {
-  current(): EndpointSet | undefined;
-  ready(options?: { timeoutMs?: number }): Promise<EndpointSet>;
-  subscribe(listener: (set: EndpointSet) => void): () => void;
-  close(): void;
-}
-
-/** Resolves an authority (`svc.ns.svc.cluster.local:80` or `ip:port`) to endpoints. */
+/** Resolves an authority (`svc.ns.svc.cluster.local:80` or `ip:port`) to endpoints (@meshtls/destination's client). */
 export interface EndpointResolver {
   resolve(authority: string, options?: { signal?: AbortSignal }): Resolution;
 }

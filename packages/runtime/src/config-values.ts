@@ -63,9 +63,15 @@ export function parseCount(text: string, what: string, range: { min: number; max
   return Number(value);
 }
 
-/** Whether a listen or dial host is on loopback (`localhost`, `127.0.0.0/8`, `::1`). */
-export function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+/**
+ * Whether a host or a socket's address is on loopback: `localhost`,
+ * `127.0.0.0/8` (also IPv4-mapped, `::ffff:127.0.0.1`), `::1`. Undefined (a
+ * socket already closed) is not.
+ */
+export function isLoopback(host: string | undefined): boolean {
+  if (host === undefined) return false;
+  const lower = host.toLowerCase();
+  return lower === "localhost" || lower === "::1" || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(lower);
 }
 
 /**

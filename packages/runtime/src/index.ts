@@ -4,6 +4,7 @@ export { ADMIN_SERVER_LIMITS, createAdminServer, requestPath } from "./admin.ts"
 export type { AdminServerLimits, AdminServerOptions } from "./admin.ts";
 export { GRPC_HANDSHAKE_TIMEOUT_MS, setGrpcHandshakeTimeout } from "./grpc-handshake-timeout.ts";
 export type { GrpcHandshakeTimeoutOptions } from "./grpc-handshake-timeout.ts";
+export { noopLogger } from "./logger.ts";
 export type { Logger } from "./logger.ts";
 // Followed files and folders: one core, one set of defaults (FOLLOW_DEFAULTS) for every file meshtls follows.
 export { FOLLOW_DEFAULTS, createFolderReloader } from "./folder-reloader.ts";

@@ -34,8 +34,8 @@ describe("config values", () => {
   });
 
   it("knows loopback hosts", () => {
-    expect(["localhost", "127.0.0.1", "127.0.1.2", "::1"].every(isLoopback)).toBe(true);
-    expect(["0.0.0.0", "10.0.0.1", "::", "128.0.0.1"].some(isLoopback)).toBe(false);
+    expect(["localhost", "127.0.0.1", "127.0.1.2", "::1", "::ffff:127.0.0.1", "::FFFF:127.0.0.1"].every((host) => isLoopback(host))).toBe(true);
+    expect([undefined, "0.0.0.0", "10.0.0.1", "::", "128.0.0.1", "::ffff:10.0.0.1"].some((host) => isLoopback(host))).toBe(false);
   });
 
   it("reads boolean variables strictly", () => {
