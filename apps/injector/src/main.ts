@@ -14,6 +14,8 @@ import { parseConfig } from "./config.ts";
 // Under the webhook configuration's 10 s timeout: when the lookup is slow the API server still gets our answer (a warning,
 // or a refusal with --deny-on-error) rather than failurePolicy Ignore admitting the pod silently.
 const NAMESPACE_LOOKUP_TIMEOUT_MS = 5_000;
+// A connection that has not finished its TLS handshake by then is closed (node's default, 120 s, lets idle sockets pile up).
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
@@ -78,12 +80,18 @@ async function main(): Promise<void> {
   const fail = (res: ServerResponse, status: number, message: string): void => {
     res.writeHead(status, { "content-type": "text/plain; charset=utf-8" }).end(`${message}\n`);
   };
-  const server = https.createServer({ cert: read(config.tlsCert, "--tls-cert"), key: read(config.tlsKey, "--tls-key"), minVersion: "TLSv1.2" }, (req, res) => {
+  const server = https.createServer({ cert: read(config.tlsCert, "--tls-cert"), key: read(config.tlsKey, "--tls-key"), minVersion: "TLSv1.2", handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, (req, res) => {
     void (async () => {
       const path = (req.url ?? "/").split("?")[0];
       if (req.method === "GET" && (path === "/live" || path === "/ready")) return void res.writeHead(200).end("ok\n");
       if (req.method !== "POST" || path !== "/") return fail(res, req.method === "POST" ? 404 : 405, "POST an AdmissionReview to /");
-      const body = await readBody(req, config.maxBodyBytes);
+      let body: Buffer | undefined;
+      try {
+        body = await readBody(req, config.maxBodyBytes);
+      } catch {
+        // The client went away mid-body, or sent a malformed one (node's parser answered 400): nothing to review.
+        return void res.destroy();
+      }
       if (body === undefined) return fail(res, 413, `AdmissionReview over ${config.maxBodyBytes} bytes`);
       let review: unknown;
       try {
@@ -103,7 +111,12 @@ async function main(): Promise<void> {
         logger.error({ err: error }, "admission review failed");
         fail(res, 500, "internal error");
       }
-    })();
+    })().catch((error: unknown) => {
+      // Never an unhandled rejection: one bad request must not take the webhook down.
+      logger.error({ err: error }, "admission request failed");
+      if (res.headersSent) res.destroy();
+      else fail(res, 500, "internal error");
+    });
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
