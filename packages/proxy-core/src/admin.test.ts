@@ -38,7 +38,7 @@ describe("admin server", () => {
 
   async function start(extra: Partial<CreateAdminServerOptions> = {}): Promise<{ admin: AdminServer; port: number; shutdowns: number[] }> {
     const shutdowns: number[] = [];
-    const admin = createAdminServer({ registry: new Registry(), ready: () => true, onShutdown: () => shutdowns.push(Date.now()), ...extra });
+    const admin = createAdminServer({ registry: new Registry(), ready: () => ({ ok: true }), onShutdown: () => shutdowns.push(Date.now()), ...extra });
     const { port } = await admin.listen({ host: "127.0.0.1", port: 0 });
     cleanups.push(() => admin.close());
     return { admin, port, shutdowns };
@@ -121,9 +121,10 @@ describe("admin server", () => {
     expect(shutdowns.length).toBe(1);
   });
 
-  it("closes connections beyond maxConnections at once and counts them", async () => {
-    let refused = 0;
-    const { port } = await start({ maxConnections: 2, onRefused: () => (refused += 1) });
+  it("closes connections beyond maxConnections at once and counts them in the proxy's tcp_connections_refused_total", async () => {
+    // The proxy's metrics registered the counter first: the admin core counts in that one.
+    const { registry } = createProxyMetrics();
+    const { port } = await start({ maxConnections: 2, registry });
     const held = [net.connect(port, "127.0.0.1"), net.connect(port, "127.0.0.1")];
     await Promise.all(held.map((s) => new Promise((r) => s.once("connect", r))));
     await new Promise((r) => setTimeout(r, 100));
@@ -131,7 +132,7 @@ describe("admin server", () => {
     const extra = await exchange(port, "GET /live HTTP/1.1\r\nhost: x\r\n\r\n");
     expect(extra).toBe("");
     expect(Date.now() - started).toBeLessThan(2000);
-    expect(refused).toBe(1);
+    expect(await registry.metrics()).toContain('tcp_connections_refused_total{listener="admin",reason="max_connections"} 1\n');
     for (const s of held) s.destroy();
     await new Promise((r) => setTimeout(r, 100));
     expect((await fetch(`http://127.0.0.1:${port}/live`)).status).toBe(200);
@@ -152,7 +153,7 @@ describe("admin behind the proxy's own inbound leg (the confused deputy, without
     // only the admin's record of proxy-opened connections stands in the way.
     const own = createOwnSockets();
     const shutdowns: number[] = [];
-    admin = createAdminServer({ registry: new Registry(), ready: () => true, onShutdown: () => shutdowns.push(1), openedByProxy: own.openedByProxy });
+    admin = createAdminServer({ registry: new Registry(), ready: () => ({ ok: true }), onShutdown: () => shutdowns.push(1), openedByProxy: own.openedByProxy });
     const adminAddress = await admin.listen({ host: "127.0.0.1", port: 0 });
     const metrics = createProxyMetrics();
     inbound = createInbound({

@@ -1,6 +1,7 @@
-import http from "node:http";
+import type http from "node:http";
 import type { AddressInfo } from "node:net";
-import { isLoopback } from "@meshtls/runtime";
+import { createAdminServer as createAdminCore, isLoopback } from "@meshtls/runtime";
+import type { AdminReadiness, AdminRoute } from "@meshtls/runtime";
 import type { Registry } from "prom-client";
 import { ProxyError } from "./errors.js";
 import type { Logger } from "./logger.js";
@@ -20,12 +21,14 @@ export interface AdminIdentity {
 
 /** Options of {@link createAdminServer}. */
 export interface CreateAdminServerOptions {
+  /** Served on `/metrics`; the admin's refused connections count in its `tcp_connections_refused_total{listener="admin"}`. */
   registry: Registry;
   /**
-   * `true` when the proxy can serve mesh TLS, otherwise why not (the body of
-   * the 503 `/ready` answers, e.g. no certificate yet or the certificate expired).
+   * Whether the proxy can serve mesh TLS, and if not why (the body of the 503
+   * `/ready` answers, e.g. no certificate yet or the certificate expired): the
+   * runtime admin core's contract, as for every meshtls binary.
    */
-  ready: () => true | string;
+  ready: () => AdminReadiness;
   /** Called on a local `POST /shutdown`. */
   onShutdown: () => void;
   /**
@@ -47,21 +50,23 @@ export interface CreateAdminServerOptions {
    * Default: none is.
    */
   openedByProxy?: (address: string | undefined, port: number | undefined) => boolean;
-  /** Connections open at once; more are closed at once and counted by `onRefused`. Default 100. */
+  /** Connections open at once; more are closed at once and counted in `registry`. Default 100. */
   maxConnections?: number;
-  /** Called for each connection refused at the cap. */
-  onRefused?: () => void;
   logger?: Logger;
 }
 
-/** The admin HTTP server: `/metrics`, `/live`, `/ready`, `/identity`, `/tap`, `/shutdown`, `/renew`. */
+/** The admin HTTP server: the runtime core's `/metrics`, `/live`, `/ready`, and the proxy's `/identity`, `/tap`, `/shutdown`, `/renew`. */
 export interface AdminServer {
   /** @throws ProxyError `ERR_LISTEN_FAILED` */
   listen(options: { host: string; port: number }): Promise<AddressInfo>;
   close(): Promise<void>;
 }
 
-/** Creates the admin server; it never touches the data path. */
+/**
+ * Creates the proxy's admin server: @meshtls/runtime's admin core (its
+ * limits, `/metrics`, `/live`, `/ready`) with the proxy's routes added. It
+ * never touches the data path.
+ */
 export function createAdminServer(options: CreateAdminServerOptions): AdminServer {
   const logger = options.logger ?? noopLogger;
   const openedByProxy = options.openedByProxy ?? (() => false);
@@ -97,122 +102,79 @@ export function createAdminServer(options: CreateAdminServerOptions): AdminServe
     return true;
   };
 
-  const handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
-    const path = (req.url ?? "/").split("?")[0];
-    switch (path) {
-      case "/metrics":
-        options.registry.metrics().then(
-          (text) => send(res, 200, text, options.registry.contentType),
-          (cause: unknown) => send(res, 500, `metrics failed: ${String(cause)}\n`),
-        );
-        return;
-      case "/live":
-        send(res, 200, "live\n");
-        return;
-      case "/ready": {
-        const readiness = options.ready();
-        if (readiness === true) send(res, 200, "ready\n");
-        else send(res, 503, `not ready: ${readiness}\n`);
+  // A route whose option is absent is not added: the core answers 404.
+  const routes: Record<string, AdminRoute> = {};
+  const { identity, tap, onRenew } = options;
+  if (identity !== undefined) {
+    routes["/identity"] = (req, res) => {
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        res.setHeader("allow", "GET, HEAD");
+        send(res, 405, "use GET\n");
         return;
       }
-      case "/identity": {
-        if (options.identity === undefined) {
-          send(res, 404, "not found\n");
-          return;
-        }
-        if (req.method !== "GET" && req.method !== "HEAD") {
-          res.setHeader("allow", "GET, HEAD");
-          send(res, 405, "use GET\n");
-          return;
-        }
-        const current = options.identity();
-        if (current.certificateChainPem === null || current.notAfter === null) {
-          sendJson(res, 503, { identity: current.identity, error: "no certificate yet", trustAnchorsPem: current.trustAnchorsPem });
-          return;
-        }
-        sendJson(res, 200, { identity: current.identity, notAfter: current.notAfter.toISOString(), certificateChainPem: current.certificateChainPem, trustAnchorsPem: current.trustAnchorsPem });
+      const current = identity();
+      if (current.certificateChainPem === null || current.notAfter === null) {
+        sendJson(res, 503, { identity: current.identity, error: "no certificate yet", trustAnchorsPem: current.trustAnchorsPem });
         return;
       }
-      case "/tap": {
-        const tap = options.tap;
-        if (tap === undefined) {
-          send(res, 404, "not found\n");
-          return;
-        }
-        // Metadata of every connection and request: for the workload's own host only, like the POST endpoints.
-        if (!local(req)) {
-          logger.warn({ remote: req.socket.remoteAddress, remotePort: req.socket.remotePort, path: "/tap" }, "admin request refused: not from the local host");
-          send(res, 403, "/tap is only served to the local host\n");
-          return;
-        }
-        if (req.method !== "GET") {
-          res.setHeader("allow", "GET");
-          send(res, 405, "use GET\n");
-          return;
-        }
-        const subscription = tap.subscribe(res);
-        if (subscription === null) {
-          send(res, 429, "too many tap subscribers\n");
-          return;
-        }
-        res.once("close", () => subscription.close());
-        res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
-        res.flushHeaders();
-        logger.info({ remote: req.socket.remoteAddress }, "tap subscriber connected");
+      sendJson(res, 200, { identity: current.identity, notAfter: current.notAfter.toISOString(), certificateChainPem: current.certificateChainPem, trustAnchorsPem: current.trustAnchorsPem });
+    };
+  }
+  if (tap !== undefined) {
+    routes["/tap"] = (req, res) => {
+      // Metadata of every connection and request: for the workload's own host only, like the POST endpoints.
+      if (!local(req)) {
+        logger.warn({ remote: req.socket.remoteAddress, remotePort: req.socket.remotePort, path: "/tap" }, "admin request refused: not from the local host");
+        send(res, 403, "/tap is only served to the local host\n");
         return;
       }
-      case "/shutdown":
-        if (!localPost(req, res, "/shutdown")) return;
-        logger.info({ remote: req.socket.remoteAddress }, "shutdown requested on the admin server");
-        send(res, 202, "shutting down\n");
-        options.onShutdown();
-        return;
-      case "/renew": {
-        const onRenew = options.onRenew;
-        if (onRenew === undefined) {
-          send(res, 404, "not found\n");
-          return;
-        }
-        if (!localPost(req, res, "/renew")) return;
-        logger.info({ remote: req.socket.remoteAddress }, "certificate renewal requested on the admin server");
-        // Called in a promise chain so that a synchronous throw is a 503 too.
-        Promise.resolve()
-          .then(onRenew)
-          .then(
-            ({ notAfter }) => sendJson(res, 200, { notAfter: notAfter.toISOString() }),
-            (cause: unknown) => {
-              const reason = cause instanceof Error ? cause.message : String(cause);
-              logger.warn({ err: reason }, "certificate renewal failed");
-              send(res, 503, `renewal failed: ${reason}\n`);
-            },
-          );
+      if (req.method !== "GET") {
+        res.setHeader("allow", "GET");
+        send(res, 405, "use GET\n");
         return;
       }
-      default:
-        send(res, 404, "not found\n");
-    }
+      const subscription = tap.subscribe(res);
+      if (subscription === null) {
+        send(res, 429, "too many tap subscribers\n");
+        return;
+      }
+      res.once("close", () => subscription.close());
+      res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
+      res.flushHeaders();
+      logger.info({ remote: req.socket.remoteAddress }, "tap subscriber connected");
+    };
+  }
+  routes["/shutdown"] = (req, res) => {
+    if (!localPost(req, res, "/shutdown")) return;
+    logger.info({ remote: req.socket.remoteAddress }, "shutdown requested on the admin server");
+    send(res, 202, "shutting down\n");
+    options.onShutdown();
   };
+  if (onRenew !== undefined) {
+    routes["/renew"] = (req, res) => {
+      if (!localPost(req, res, "/renew")) return;
+      logger.info({ remote: req.socket.remoteAddress }, "certificate renewal requested on the admin server");
+      // Called in a promise chain so that a synchronous throw is a 503 too.
+      Promise.resolve()
+        .then(onRenew)
+        .then(
+          ({ notAfter }) => sendJson(res, 200, { notAfter: notAfter.toISOString() }),
+          (cause: unknown) => {
+            const reason = cause instanceof Error ? cause.message : String(cause);
+            logger.warn({ err: reason }, "certificate renewal failed");
+            send(res, 503, `renewal failed: ${reason}\n`);
+          },
+        );
+    };
+  }
 
-  const server = http.createServer((req, res) => {
-    try {
-      handle(req, res);
-    } catch (error) {
-      // Nothing a request carries may take the process down.
-      logger.error({ err: (error as Error).message, path: req.url }, "admin request failed");
-      if (!res.headersSent) send(res, 500, "internal error\n");
-      else res.destroy();
-    }
+  const server = createAdminCore({
+    registry: options.registry,
+    ready: options.ready,
+    routes,
+    limits: { maxConnections: options.maxConnections ?? 100 },
+    logger,
   });
-  server.maxConnections = options.maxConnections ?? 100;
-  server.on("drop", () => options.onRefused?.());
-  // A malformed request line or oversized headers: 400 (431) and close, nothing more.
-  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
-    const status = error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
-    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
-    else socket.destroy();
-  });
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 10_000;
   return {
     listen: ({ host, port }) =>
       new Promise((resolve, reject) => {

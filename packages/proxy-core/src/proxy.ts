@@ -212,10 +212,10 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     // one fails every peer's verification, so the workload must drop out of rotation.
     ready: () => {
       const held = tls.current();
-      if (held === undefined) return "no certificate yet";
+      if (held === undefined) return { ok: false, reason: "no certificate yet" };
       const now = (options.now ?? (() => new Date()))();
-      if (now.getTime() > held.notAfter.getTime()) return `the certificate expired at ${held.notAfter.toISOString()}`;
-      return true;
+      if (now.getTime() > held.notAfter.getTime()) return { ok: false, reason: `the certificate expired at ${held.notAfter.toISOString()}` };
+      return { ok: true };
     },
     onShutdown: options.onShutdown ?? (() => void stop()),
     ...(options.onRenew === undefined ? {} : { onRenew: renew(options.onRenew) }),
@@ -230,7 +230,6 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     },
     openedByProxy: (address, port) => own.openedByProxy(address, port),
     ...(options.admin?.maxConnections === undefined ? {} : { maxConnections: options.admin.maxConnections }),
-    onRefused: () => metrics.recordRefused("admin", "max_connections"),
     logger,
   });
 

@@ -59,7 +59,7 @@ describe("tap: live events on the admin /tap", () => {
 
   async function start(options: { maxSubscribers?: number; maxBufferedEvents?: number; openedByProxy?: () => boolean } = {}): Promise<{ metrics: ProxyMetrics; port: number }> {
     const metrics = createProxyMetrics({ tap: { ...(options.maxSubscribers === undefined ? {} : { maxSubscribers: options.maxSubscribers }), ...(options.maxBufferedEvents === undefined ? {} : { maxBufferedEvents: options.maxBufferedEvents }) } });
-    const admin = createAdminServer({ registry: metrics.registry, ready: () => true, onShutdown: () => undefined, tap: metrics.tap, ...(options.openedByProxy === undefined ? {} : { openedByProxy: options.openedByProxy }) });
+    const admin = createAdminServer({ registry: metrics.registry, ready: () => ({ ok: true }), onShutdown: () => undefined, tap: metrics.tap, ...(options.openedByProxy === undefined ? {} : { openedByProxy: options.openedByProxy }) });
     const { port } = await admin.listen({ host: "127.0.0.1", port: 0 });
     cleanups.push(() => admin.close());
     return { metrics, port };

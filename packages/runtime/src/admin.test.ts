@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { createAdminServer, requestPath } from "./index.ts";
-import type { AdminServerLimits } from "./index.ts";
+import type { AdminRoute, AdminServerLimits } from "./index.ts";
 
 /** Writes `bytes` on a new connection and resolves with everything the server sent until it closed (or `waitMs`). */
 function raw(port: number, bytes: string | Buffer, waitMs = 5000): Promise<{ text: string; closed: boolean }> {
@@ -31,8 +31,13 @@ describe("admin server under malformed and hostile clients", () => {
       await new Promise((resolve) => server.close(resolve));
     }
   });
-  async function start(options: { ready?: () => { ok: boolean; reason?: string }; limits?: AdminServerLimits; registry?: Registry } = {}) {
-    const server = createAdminServer({ registry: options.registry ?? new Registry(), ready: options.ready ?? (() => ({ ok: true })), ...(options.limits ? { limits: options.limits } : {}) });
+  async function start(options: { ready?: () => { ok: boolean; reason?: string }; limits?: AdminServerLimits; registry?: Registry; routes?: Record<string, AdminRoute> } = {}) {
+    const server = createAdminServer({
+      registry: options.registry ?? new Registry(),
+      ready: options.ready ?? (() => ({ ok: true })),
+      ...(options.limits ? { limits: options.limits } : {}),
+      ...(options.routes ? { routes: options.routes } : {}),
+    });
     servers.push(server);
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     return (server.address() as AddressInfo).port;
@@ -120,6 +125,30 @@ describe("admin server under malformed and hostile clients", () => {
     await start({ registry });
     await start({ registry });
     expect(registry.getMetricsAsArray().filter((m) => m.name === "tcp_connections_refused_total")).toHaveLength(1);
+  });
+
+  it("serves a binary's own routes beside the built-in ones, which they cannot replace", async () => {
+    const port = await start({
+      ready: () => ({ ok: false, reason: "no certificate yet" }),
+      routes: {
+        "/shutdown": (req, res) => void res.writeHead(req.method === "POST" ? 202 : 405).end(),
+        "/boom": () => {
+          throw new Error("route failed");
+        },
+        "/ready": (_req, res) => void res.writeHead(200).end("replaced"),
+      },
+    });
+    expect((await fetch(`http://127.0.0.1:${port}/shutdown`, { method: "POST" })).status).toBe(202);
+    expect((await fetch(`http://127.0.0.1:${port}/shutdown`)).status).toBe(405);
+    const boom = await fetch(`http://127.0.0.1:${port}/boom`);
+    expect([boom.status, await boom.text()]).toEqual([500, "admin request failed: Error: route failed\n"]);
+    // The readiness contract stays the core's: 503 with the reason.
+    const ready = await fetch(`http://127.0.0.1:${port}/ready`);
+    expect([ready.status, await ready.text()]).toEqual([503, "not ready: no certificate yet\n"]);
+    // An unknown path is 404 whatever the method, naming every path served.
+    const missing = await fetch(`http://127.0.0.1:${port}/nothing`, { method: "POST" });
+    expect([missing.status, await missing.text()]).toEqual([404, "not found; try /metrics, /live, /ready, /shutdown or /boom\n"]);
+    expect((await fetch(`http://127.0.0.1:${port}/toString`)).status).toBe(404);
   });
 
   it("reads the path of origin-form targets only", () => {

@@ -2,6 +2,7 @@ import { createServer } from "node:http";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { Counter } from "prom-client";
 import type { Registry } from "prom-client";
+import type { Logger } from "./logger.ts";
 
 /** Bounds on the admin HTTP server's connections; every field is optional. */
 export interface AdminServerLimits {
@@ -26,25 +27,46 @@ export const ADMIN_SERVER_LIMITS: Readonly<Required<AdminServerLimits>> = Object
   maxConnections: 256,
 });
 
+/**
+ * What `/ready` answers: 200 `ready` while `ok`, else 503 `not ready: <reason>`
+ * (`starting` when no reason is given). The one readiness contract of every
+ * meshtls admin server (docs/reference/admin.md).
+ */
+export interface AdminReadiness {
+  ok: boolean;
+  reason?: string;
+}
+
+/**
+ * A route of a server's own (the proxy's `/identity`, `/tap`, `/shutdown`):
+ * it answers every method itself. A throw answers 500.
+ */
+export type AdminRoute = (req: IncomingMessage, res: ServerResponse) => void;
+
 export interface AdminServerOptions {
   /**
    * Served on `/metrics`. The server registers `tcp_connections_refused_total{listener="admin",reason="max_connections"}`
    * in it (the proxy's metric): connections closed at once because `limits.maxConnections` were open.
    */
   registry: Registry;
-  ready: () => { ok: boolean; reason?: string };
+  /** Called on each `/ready`. */
+  ready: () => AdminReadiness;
   limits?: AdminServerLimits;
+  /** More paths, each answered by its route (`/metrics`, `/live` and `/ready` cannot be replaced). Default none. */
+  routes?: Readonly<Record<string, AdminRoute>>;
+  /** Where a failing request is logged. Default: not logged. */
+  logger?: Logger;
 }
 
 /**
- * The admin HTTP server of the identity and destination services: `/metrics`
- * (Prometheus text of `registry`), `/live`, and `/ready` (200 only while
- * `ready()` says so, else 503 with its reason). Not listening yet: call
- * `listen()`. (The proxy's admin, with `/shutdown`, is part of proxy-core.)
+ * The admin HTTP server of every meshtls binary: `/metrics` (Prometheus text
+ * of `registry`), `/live`, and `/ready` (see {@link AdminReadiness}), plus the
+ * binary's own `routes` (the proxy adds `/identity`, `/tap`, `/shutdown` and
+ * `/renew` this way). Not listening yet: call `listen()`.
  *
  * Nothing a client sends can throw out of its handler: a request target that
- * is not a path answers 400, a failing `ready()` or registry 500. Slow or idle
- * clients are cut off by the timeouts in `limits`.
+ * is not a path answers 400, a failing `ready()`, registry or route 500. Slow
+ * or idle clients are cut off by the timeouts in `limits`.
  */
 export function createAdminServer(options: AdminServerOptions): Server {
   const limits = { ...ADMIN_SERVER_LIMITS, ...options.limits };
@@ -61,7 +83,9 @@ export function createAdminServer(options: AdminServerOptions): Server {
       try {
         handle(req, res, options);
       } catch (error) {
-        answer(res, 500, `admin request failed: ${String(error)}\n`);
+        options.logger?.error({ err: String(error), path: req.url }, "admin request failed");
+        if (res.headersSent) res.destroy();
+        else answer(res, 500, `admin request failed: ${String(error)}\n`);
       }
     },
   );
@@ -88,7 +112,14 @@ function refusedCounter(registry: Registry): Counter<"listener" | "reason"> {
 function handle(req: IncomingMessage, res: ServerResponse, options: AdminServerOptions): void {
   const path = requestPath(req.url);
   if (path === undefined) {
-    answer(res, 400, "bad request target; try /metrics, /live or /ready\n");
+    answer(res, 400, `bad request target; try ${paths(options)}\n`);
+    return;
+  }
+  if (!BUILT_IN.has(path)) {
+    const routes = options.routes ?? {};
+    const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
+    if (route === undefined) answer(res, 404, `not found; try ${paths(options)}\n`);
+    else route(req, res);
     return;
   }
   if (req.method !== "GET" && req.method !== "HEAD") {
@@ -112,10 +143,14 @@ function handle(req: IncomingMessage, res: ServerResponse, options: AdminServerO
           (text) => answer(res, 200, text, options.registry.contentType),
           (error: unknown) => answer(res, 500, `metrics failed: ${String(error)}\n`),
         );
-      return;
-    default:
-      answer(res, 404, "not found; try /metrics, /live or /ready\n");
   }
+}
+
+const BUILT_IN = new Set(["/metrics", "/live", "/ready"]);
+
+function paths(options: AdminServerOptions): string {
+  const all = [...BUILT_IN, ...Object.keys(options.routes ?? {}).filter((path) => !BUILT_IN.has(path))];
+  return `${all.slice(0, -1).join(", ")} or ${all.at(-1) ?? ""}`;
 }
 
 /**
