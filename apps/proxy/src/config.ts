@@ -1,5 +1,5 @@
 import { Command, Option } from "commander";
-import { ConfigError, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
+import { ConfigError, FOLLOW_DEFAULTS, parseBooleanEnv, parseCommandLine, parseCount, parseDurationMs } from "@meshtls/runtime";
 import tls from "node:tls";
 import { DEFAULT_TLS_GROUPS, flagPolicies, formatHostPort, groupsForOpenssl, meshTlsAuthentication, parseDefaultPolicy, parseHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { DefaultPolicy, HostPort, PortOverrides, Route, StaticPolicyOptions } from "@meshtls/proxy-core";
@@ -173,7 +173,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--idle-timeout <duration>", "close connections idle this long").env("MESHTLS_PROXY_IDLE_TIMEOUT").default("1h"))
     .addOption(new Option("--detect-timeout <duration>", "TLS detection and handshake bound").env("MESHTLS_PROXY_DETECT_TIMEOUT").default("10s"))
     .addOption(new Option("--drain-timeout <duration>", "how long SIGTERM waits for open connections").env("MESHTLS_PROXY_DRAIN_TIMEOUT").default("10s"))
-    .addOption(new Option("--trust-anchors-poll <duration>", "backup poll of the trust anchors file").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL").default("2s"))
+    .addOption(new Option("--trust-anchors-poll <duration>", "backup poll of the trust anchors file").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL").default(`${FOLLOW_DEFAULTS.pollIntervalMs / 1000}s`))
     .addOption(new Option("--max-inbound-connections <n>", "connections open at once on the inbound listener; more are closed at once").env("MESHTLS_PROXY_MAX_INBOUND_CONNECTIONS").default("10000"))
     .addOption(new Option("--max-outbound-connections <n>", "connections open at once on the outbound HTTP proxy, and on each route").env("MESHTLS_PROXY_MAX_OUTBOUND_CONNECTIONS").default("10000"))
     .addOption(new Option("--max-admin-connections <n>", "connections open at once on the admin listener").env("MESHTLS_PROXY_MAX_ADMIN_CONNECTIONS").default("100"))
