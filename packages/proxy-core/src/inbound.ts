@@ -7,7 +7,7 @@ import { ProxyError } from "./errors.js";
 import { forwardStreams } from "./forward.js";
 import { acceptTarget, createInboundServer } from "./inbound/accept.js";
 import type { OriginalDestinationLookup } from "./inbound/accept.js";
-import { authorizeTarget } from "./inbound/authorize.js";
+import { authorizeTarget, authzPeer } from "./inbound/authorize.js";
 import { createConnectWorkload, loopRefusal } from "./inbound/connect-workload.js";
 import type { ConnectWorkload } from "./inbound/connect-workload.js";
 import { detectLayer } from "./inbound/detect.js";
@@ -150,9 +150,9 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     // The SNI of a pass-through connection is the client's own choice: it
     // becomes a label only once policy let the connection in.
     const legTls: TlsState = target.tls.tls === "opaque" && decision?.allow === false ? { tls: "opaque", sni: "" } : target.tls;
-    metrics.trackConnection(client, { direction: "inbound", peer: "src", targetAddr, tls: legTls });
+    metrics.trackConnection(client, { direction: "inbound", peer: "src", targetAddr, tls: legTls, ...(decision === undefined ? {} : { decision }) });
     if (decision !== undefined) {
-      metrics.recordAuthz(decision, targetAddr);
+      metrics.recordAuthz(decision, targetAddr, authzPeer(target));
       if (!decision.allow) {
         logger.info({ client: target.client.address, clientId: target.clientId, port: target.port, policy: policyLabel(decision.server), server: decision.server.name, reason: decision.reason }, "inbound connection denied by policy");
         client.destroy();

@@ -2,7 +2,7 @@ import type { Duplex } from "node:stream";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { AuthorizeDecision } from "./policy.js";
 import { policyLabel } from "./policy.js";
-import { createTapHub, tapTls } from "./tap.js";
+import { createTapHub, tapPolicy, tapTls } from "./tap.js";
 import type { TapAuthzEvent, TapConnectionEvent, TapHub, TapRequestEvent } from "./tap.js";
 import type { TlsState } from "./tls-state.js";
 
@@ -14,6 +14,8 @@ export interface ConnectionLeg {
   /** The address the connection is for (`host:port`). */
   targetAddr: string;
   tls: TlsState;
+  /** An inbound client leg: the policy decision on it, shown by its tap events (never a label). */
+  decision?: AuthorizeDecision;
 }
 
 /** A socket that reports its byte counts (net.Socket and tls.TLSSocket do). */
@@ -43,8 +45,8 @@ export interface ProxyMetrics {
   readonly tap: TapHub;
   /** Counts a leg open now and closed (with its bytes) when the socket closes. */
   trackConnection(socket: CountedSocket, leg: ConnectionLeg): void;
-  /** Counts a policy decision. */
-  recordAuthz(decision: AuthorizeDecision, targetAddr: string): void;
+  /** Counts a policy decision; `peer` (the client's address and identity) ties its tap event to the connection's. */
+  recordAuthz(decision: AuthorizeDecision, targetAddr: string, peer?: { address?: string; id?: string }): void;
   /** Counts an open connection closed because its port's new policy denies it. */
   recordAuthzTerminate(decision: AuthorizeDecision & { allow: false }, targetAddr: string): void;
   /** Counts a connection-level failure (`error` is a snake_case code such as `tls_detect_timeout`). */
@@ -285,6 +287,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
         bytesRead: socket.bytesRead,
         bytesWritten: socket.bytesWritten,
         durationMs: Math.round(performance.now() - leg.openedAt),
+        ...(connection.decision === undefined ? {} : { policy: tapPolicy(connection.decision) }),
       });
       if (tap.hasSubscribers()) tap.publish(connectionEvent("open"));
       open.add(leg);
@@ -301,11 +304,11 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
         tcpOpenNow.dec(labels);
       });
     },
-    recordAuthz(decision, targetAddr) {
+    recordAuthz(decision, targetAddr, peer) {
       const labels = authzLabelsOf(decision, targetAddr);
       if (decision.allow) authzAllow.inc(labels);
       else authzDeny.inc(labels);
-      if (tap.hasSubscribers()) tap.publish(authzEvent(decision, targetAddr, "tcp"));
+      if (tap.hasSubscribers()) tap.publish({ ...authzEvent(decision, targetAddr, "tcp"), ...(peer?.address === undefined ? {} : { peerAddr: peer.address }), ...(peer?.id === undefined ? {} : { peerId: peer.id }) });
     },
     recordAuthzTerminate(decision, targetAddr) {
       authzTerminate.inc(authzLabelsOf(decision, targetAddr));

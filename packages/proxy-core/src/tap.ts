@@ -1,6 +1,6 @@
 import type { Registry } from "prom-client";
 import { Counter } from "prom-client";
-import type { PolicyMeta } from "./policy.js";
+import type { AuthorizeDecision, PolicyMeta } from "./policy.js";
 
 /**
  * What a tap event says about a peer's TLS: the state, and the verified
@@ -30,6 +30,18 @@ export interface TapConnectionEvent extends TapTls {
   bytesRead: number;
   bytesWritten: number;
   durationMs: number;
+  /** An inbound connection from a client (`peer: "src"`): the policy decision that let it in or refused it. */
+  policy?: TapPolicy;
+}
+
+/** A policy decision as tap shows it: allowed or denied, why, by which server and authorization. */
+export interface TapPolicy {
+  allow: boolean;
+  /** `authenticated`, `unauthenticated`, `audit`, or the deny reason. */
+  reason: string;
+  server: PolicyMeta;
+  /** The authorization that allowed it. */
+  authz?: PolicyMeta;
 }
 
 /** An inbound policy decision, for a connection (`proto: "tcp"`) or a request (`"http"`). */
@@ -45,6 +57,10 @@ export interface TapAuthzEvent {
   server: PolicyMeta;
   /** The authorization that allowed it. */
   authz?: PolicyMeta;
+  /** `proto: "tcp"`: the client's `host:port`, as the connection's own events show it. */
+  peerAddr?: string;
+  /** `proto: "tcp"`: the client's verified mesh identity. */
+  peerId?: string;
 }
 
 /** An HTTP request answered (or failed). */
@@ -168,4 +184,9 @@ export function tapTls(tls: { tls: "true"; peerId?: string } | { tls: "opaque"; 
     case "disabled":
       return { tls: "disabled" };
   }
+}
+
+/** The `TapPolicy` of a decision. */
+export function tapPolicy(decision: AuthorizeDecision): TapPolicy {
+  return { allow: decision.allow, reason: decision.reason, server: decision.server, ...(decision.allow ? { authz: decision.authz } : {}) };
 }

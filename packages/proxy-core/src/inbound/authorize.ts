@@ -10,3 +10,9 @@ export function authorizeTarget(target: InboundTarget, policy = target.policy): 
     ...(target.clientId === undefined ? {} : { clientId: target.clientId }),
   });
 }
+
+/** The client as a connection's policy event names it: `host:port` (as its tap connection events show it) and verified identity. */
+export function authzPeer(target: InboundTarget): { address: string; id?: string } {
+  const { address, port } = target.client;
+  return { address: address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`, ...(target.clientId === undefined ? {} : { id: target.clientId }) };
+}
