@@ -325,7 +325,12 @@ export function createProgram(output: Output): Command {
     .addOption(new Option("--tls <state>", "only events with this TLS state").choices([...TAP_TLS_STATES]))
     .addOption(new Option("-o, --output <format>", "text or json (one object per line)").choices(["text", "json"]).default("text"))
     .option("--max-events <n>", "stop after this many events; without it, until Ctrl-C")
-    .action(async (opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string; workload?: string; identity?: string; tls?: (typeof TAP_TLS_STATES)[number]; output: "text" | "json"; maxEvents?: string }) => {
+    .option("--proxy-tap <host:port>", "a proxy's --tap-addr listener, tapped over mutual TLS with --cert/--key/--ca (repeatable)", collect)
+    .option("--cert <file>", "--proxy-tap: mesh client certificate chain (PEM) whose identity the proxy's --tap-allow names")
+    .option("--key <file>", "--proxy-tap: private key of --cert")
+    .option("--ca <file>", "--proxy-tap: trust anchors the proxy's certificate must chain to")
+    .option("--proxy-identity <identity>", "--proxy-tap: the identity the proxy must present; without it, any identity chained to --ca")
+    .action(async (opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string; workload?: string; identity?: string; tls?: (typeof TAP_TLS_STATES)[number]; output: "text" | "json"; maxEvents?: string; proxyTap?: string[]; cert?: string; key?: string; ca?: string; proxyIdentity?: string }) => {
       const maxEvents = opts.maxEvents === undefined ? undefined : Number(opts.maxEvents);
       if (maxEvents !== undefined && (!Number.isInteger(maxEvents) || maxEvents < 1)) throw new CliError("ERR_USAGE", `--max-events ${opts.maxEvents} is not a positive integer`);
       const stop = new AbortController();
@@ -341,6 +346,10 @@ export function createProgram(output: Output): Command {
             ...(opts.identity === undefined ? {} : { identity: opts.identity }),
             ...(opts.tls === undefined ? {} : { tls: opts.tls }),
             ...(maxEvents === undefined ? {} : { maxEvents }),
+            ...(opts.proxyTap === undefined ? {} : { proxyTaps: opts.proxyTap.map(hostPort) }),
+            ...(opts.cert === undefined || opts.key === undefined || opts.ca === undefined
+              ? {}
+              : { client: { certFile: opts.cert, keyFile: opts.key, caFile: opts.ca, ...(opts.proxyIdentity === undefined ? {} : { proxyIdentity: opts.proxyIdentity }) } }),
             signal: stop.signal,
           },
           output,

@@ -1,5 +1,8 @@
+import { readFile } from "node:fs/promises";
 import http from "node:http";
-import { CliError } from "../errors.ts";
+import https from "node:https";
+import type tls from "node:tls";
+import { CliError, describeError } from "../errors.ts";
 import { getAdmin, splitHostPort } from "../mesh/admin-client.ts";
 import { workloadOfIdentity } from "../mesh/edges.ts";
 import type { Output } from "../output.ts";
@@ -21,10 +24,24 @@ export interface TapOptions extends EdgeSourceOptions {
   connectTimeoutMs?: number;
   /** Aborting stops the stream (the CLI aborts on SIGINT and SIGTERM). */
   signal: AbortSignal;
+  /** Proxies' `--tap-addr` listeners, tapped over mutual TLS with `client`. */
+  proxyTaps?: string[];
+  /** The mesh client certificate for `proxyTaps`. */
+  client?: TapClientFiles;
+}
+
+/** `--cert`, `--key`, `--ca` (and optionally the identity the proxy must present) for a proxy's mutual-TLS tap listener. */
+export interface TapClientFiles {
+  certFile: string;
+  keyFile: string;
+  caFile: string;
+  /** The identity the proxy's certificate must name; default any identity chained to `caFile`. */
+  proxyIdentity?: string;
 }
 
 /** The proxy an event came from. */
 export interface TapProxy {
+  /** Its admin address, or its `--tap-addr` listener. */
   admin: string;
   identity: string | null;
   workload: string | null;
@@ -61,7 +78,11 @@ export function formatTapLine(line: TapLine): string {
   const secured = line.tls === undefined ? "" : ` tls=${line.tls === "" ? "-" : line.tls}${line.peerId === undefined ? "" : ` id=${line.peerId}`}${line["noTlsReason"] === undefined ? "" : ` reason=${text(line["noTlsReason"])}`}`;
   switch (line.type) {
     case "connection":
-      return `${time} ${who} ${line.direction} conn ${text(line["peer"])} peer=${text(line["peerAddr"])} target=${text(line["targetAddr"])}${secured} read=${text(line["bytesRead"])}B written=${text(line["bytesWritten"])}B duration=${text(line["durationMs"])}ms`;
+    {
+      const policy = line["policy"] as { allow?: boolean; reason?: string; server?: { kind?: string; name?: string } } | undefined;
+      const decided = policy === undefined ? "" : ` policy=${policy.allow === true ? "allow" : "deny"}:${text(policy.reason)} server=${text(policy.server?.kind)}/${text(policy.server?.name)}`;
+      return `${time} ${who} ${line.direction} conn ${text(line["phase"])} ${text(line["peer"])} peer=${text(line["peerAddr"])} target=${text(line["targetAddr"])}${secured}${decided} read=${text(line["bytesRead"])}B written=${text(line["bytesWritten"])}B duration=${text(line["durationMs"])}ms`;
+    }
     case "request": {
       const status = line["status"] === undefined ? `error=${text(line["error"])}` : `status=${text(line["status"])}${line["error"] === undefined ? "" : ` error=${text(line["error"])}`}`;
       return `${time} ${who} ${line.direction} req ${text(line["method"])} ${text(line["authority"])}${text(line["path"]) === "-" ? "" : text(line["path"])} target=${text(line["targetAddr"])}${secured} ${status} ${text(line["classification"])} latency=${text(line["latencyMs"])}ms`;
@@ -85,15 +106,39 @@ async function proxyOf(admin: string, timeoutMs: number): Promise<TapProxy> {
   return { admin, identity: null, workload: null };
 }
 
+/** The client TLS options for a mutual-TLS tap listener, read from the files. */
+async function tapTlsOptions(files: TapClientFiles): Promise<https.RequestOptions> {
+  const read = async (file: string, what: string): Promise<string> => {
+    try {
+      return await readFile(file, "utf8");
+    } catch (error) {
+      throw new CliError("ERR_IO", `cannot read ${what} ${file}: ${describeError(error)}`, { cause: error });
+    }
+  };
+  const [cert, key, ca] = await Promise.all([read(files.certFile, "--cert"), read(files.keyFile, "--key"), read(files.caFile, "--ca")]);
+  return {
+    cert,
+    key,
+    ca,
+    minVersion: "TLSv1.3",
+    // A proxy presents its mesh identity (a DNS name), not the address dialled: the chain is checked against --ca, the name against --proxy-identity.
+    checkServerIdentity: (_host: string, certificate: tls.PeerCertificate) => {
+      const names = (certificate.subjectaltname ?? "").split(", ").filter((n) => n.startsWith("DNS:")).map((n) => n.slice(4));
+      if (files.proxyIdentity !== undefined && !names.includes(files.proxyIdentity)) return new Error(`the proxy presents ${names.join(", ") || "no identity"}, not ${files.proxyIdentity}`);
+      return undefined;
+    },
+  };
+}
+
 /** Opens one proxy's `/tap` and calls `onEvent` per line until `signal` aborts or the proxy closes. Throws `CliError` ERR_CONNECT when it cannot subscribe. */
-function streamTap(proxy: TapProxy, options: { connectTimeoutMs: number; signal: AbortSignal; onOpen: () => void; onEvent: (line: TapLine) => void }): Promise<void> {
+function streamTap(proxy: TapProxy, options: { connectTimeoutMs: number; signal: AbortSignal; onOpen: () => void; onEvent: (line: TapLine) => void; tls?: https.RequestOptions }): Promise<void> {
   const { host, port } = splitHostPort(proxy.admin);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       req.destroy();
       reject(new CliError("ERR_CONNECT", `${proxy.admin}/tap: no answer within ${options.connectTimeoutMs} ms`));
     }, options.connectTimeoutMs);
-    const req = http.get({ host, port, path: "/tap", agent: false, headers: { accept: "application/x-ndjson" } }, (res) => {
+    const onResponse = (res: http.IncomingMessage): void => {
       clearTimeout(timer);
       if (res.statusCode !== 200) {
         let body = "";
@@ -119,7 +164,16 @@ function streamTap(proxy: TapProxy, options: { connectTimeoutMs: number; signal:
         }
       });
       res.on("close", () => resolve());
-    });
+    };
+    const request = { host, port, path: "/tap", agent: false, headers: { accept: "application/x-ndjson" } } as const;
+    const req = options.tls === undefined
+      ? http.get(request, onResponse)
+      : https.get({ ...request, ...options.tls }, (res) => {
+          // Named by the identity its certificate proved.
+          const presented = (res.socket as tls.TLSSocket).getPeerCertificate().subjectaltname?.split(", ").find((n) => n.startsWith("DNS:"))?.slice(4);
+          if (presented !== undefined) Object.assign(proxy, { identity: presented, workload: workloadOfIdentity(presented) });
+          onResponse(res);
+        });
     req.on("error", (cause) => {
       clearTimeout(timer);
       if (options.signal.aborted) resolve();
@@ -136,7 +190,11 @@ function streamTap(proxy: TapProxy, options: { connectTimeoutMs: number; signal:
  * no proxy could be tapped.
  */
 export async function runTap(options: TapOptions, output: Output): Promise<{ events: number }> {
-  const { admins } = await resolveEdgeSources(options);
+  const proxyTaps = options.proxyTaps ?? [];
+  if (proxyTaps.length > 0 && options.client === undefined) throw new CliError("ERR_USAGE", "--proxy-tap needs --cert, --key and --ca (a mesh client certificate the proxy's --tap-allow names)");
+  const tlsOptions = options.client === undefined ? undefined : await tapTlsOptions(options.client);
+  const local = options.proxyAdmins.length > 0 || options.registryFile !== undefined || proxyTaps.length === 0;
+  const { admins } = local ? await resolveEdgeSources(options) : { admins: [] };
   const connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
   const stop = new AbortController();
   const onAbort = (): void => stop.abort();
@@ -150,11 +208,15 @@ export async function runTap(options: TapOptions, output: Output): Promise<{ eve
     if (options.maxEvents !== undefined && events >= options.maxEvents) stop.abort();
   };
   try {
-    const proxies = await Promise.all(admins.map((admin) => proxyOf(admin, connectTimeoutMs)));
+    const proxies: Array<{ proxy: TapProxy; tls?: https.RequestOptions }> = [
+      ...(await Promise.all(admins.map(async (admin) => ({ proxy: await proxyOf(admin, connectTimeoutMs) })))),
+      ...proxyTaps.map((address) => ({ proxy: { admin: address, identity: null, workload: null }, ...(tlsOptions === undefined ? {} : { tls: tlsOptions }) })),
+    ];
     const results = await Promise.all(
-      proxies.map((proxy) =>
+      proxies.map(({ proxy, tls: clientTls }) =>
         streamTap(proxy, {
           connectTimeoutMs,
+          ...(clientTls === undefined ? {} : { tls: clientTls }),
           signal: stop.signal,
           // For scripts that wait for the stream before making traffic.
           onOpen: () => output.err(JSON.stringify({ msg: "tapping", admin: proxy.admin, workload: proxy.workload })),

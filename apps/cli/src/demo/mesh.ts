@@ -67,6 +67,8 @@ export interface Workload {
   inbound: string;
   outbound: string;
   admin: string;
+  /** Its proxy's `--tap-addr` listener, when it has one. */
+  tap?: string;
   policy: string;
 }
 
@@ -79,6 +81,8 @@ export interface StartWorkloadOptions {
   /** Another service this workload calls through its proxy, e.g. `api` (port 80). */
   calls?: string;
   callIntervalMs?: number;
+  /** More flags for its proxy (e.g. `--tap-addr`, `--tap-allow`). */
+  proxyArgs?: string[];
 }
 
 /**
@@ -199,7 +203,7 @@ export class LocalMesh {
     this.policies.set(options.name, policy);
     await this.writeRegistry();
     // The proxy picks its own inbound and outbound ports (no window for another process to take them); the app learns the outbound one below.
-    const proxy = this.startProxy({ name: options.name, ip: options.ip, appPort, tokenFile, policy, inbound: `${options.ip}:0`, outbound: `${options.ip}:0` });
+    const proxy = this.startProxy({ name: options.name, ip: options.ip, appPort, tokenFile, policy, inbound: `${options.ip}:0`, outbound: `${options.ip}:0`, extra: options.proxyArgs ?? [] });
     const listening = await this.waitMsg(proxy, "listening", "that it is listening");
     await this.waitMsg(proxy, "first certificate obtained: ready", "its first certificate");
     const appArgs = ["--name", options.name, "--listen", `${options.ip}:${appPort}`];
@@ -219,6 +223,7 @@ export class LocalMesh {
       inbound: String(listening.inbound),
       outbound: String(listening.outbound),
       admin: String(listening.admin),
+      ...(listening.tap === undefined ? {} : { tap: String(listening.tap) }),
       policy,
     };
     this.workloads.set(options.name, workload);
@@ -240,7 +245,7 @@ export class LocalMesh {
     return workload;
   }
 
-  private startProxy(o: { name: string; ip: string; appPort: number; tokenFile: string; policy: string; inbound: string; outbound: string }): ManagedProcess {
+  private startProxy(o: { name: string; ip: string; appPort: number; tokenFile: string; policy: string; inbound: string; outbound: string; extra?: string[] }): ManagedProcess {
     return this.start(`${o.name} proxy`, this.binaries.proxy, [
       "--identity", this.identityName(o.name),
       "--token-file", o.tokenFile,
@@ -260,6 +265,7 @@ export class LocalMesh {
       "--outbound-bind", o.ip,
       "--default-policy", o.policy,
       "--drain-timeout", "1s",
+      ...(o.extra ?? []),
     ]);
   }
 
