@@ -24,8 +24,13 @@ describe("authority", () => {
     expect(parseAuthority({ authority: "[fd00::1]" })).toEqual({ kind: "ip", ip: "fd00::1", port: 80 });
   });
 
+  it("reads <hostname>.<svc>.<ns>.svc.<domain> as one endpoint of a service (Linkerd's instance ID), fully qualified only", () => {
+    expect(parseAuthority({ authority: "db-0.db.data.svc.cluster.local:5432" })).toEqual({ kind: "service", name: "db", namespace: "data", port: 5432, instance: "db-0" });
+    expect(parseAuthority({ authority: "db-0.db.data.svc.example.internal.", clusterDomain: "example.internal" })).toEqual({ kind: "service", name: "db", namespace: "data", port: 80, instance: "db-0" });
+  });
+
   it("refuses malformed authorities with ERR_AUTHORITY_INVALID", () => {
-    for (const authority of ["", "api:", ":80", "fd00::1", "[fd00::1", "api:0", "api:65536", "api:+80", "fd00::1:80", "a.b.c:80", "api.default.svc.other.domain:80", "a b:80", "1.2.3:80", "[::1:80"]) {
+    for (const authority of ["", "api:", ":80", "fd00::1", "[fd00::1", "api:0", "api:65536", "api:+80", "fd00::1:80", "a.b.c:80", "api.default.svc.other.domain:80", "a b:80", "1.2.3:80", "[::1:80", "db-0.db.data.svc:80", "db-0.db.data.svc.other.domain:80"]) {
       expect(() => parseAuthority({ authority }), authority).toThrow(expect.objectContaining({ code: "ERR_AUTHORITY_INVALID" }));
     }
   });

@@ -2,9 +2,12 @@ import { ApiError, ipAddressToString, ipToIpAddress } from "@meshtls/api";
 import { isDnsLabel, isDnsSubdomain } from "@meshtls/pki";
 import { DestinationError } from "./errors.js";
 
-/** What a `Get` path names: a service port, or an IP address and port. */
+/**
+ * What a `Get` path names: a service port (with `instance`, only the
+ * endpoint of that hostname: a StatefulSet pod), or an IP address and port.
+ */
 export type Target =
-  | { kind: "service"; name: string; namespace: string; port: number }
+  | { kind: "service"; name: string; namespace: string; port: number; instance?: string }
   | { kind: "ip"; ip: string; port: number };
 
 /** The parts of a proxy's context token that the server uses. */
@@ -55,7 +58,9 @@ export function parseContextToken(token: string): ContextToken {
  * Parses a `Get` path `<host>[:<port>]` into a target; without a port it is 80. Names resolve as
  * Kubernetes DNS would from a pod in `contextNamespace`: `api`,
  * `api.default`, `api.default.svc` and `api.default.svc.<clusterDomain>`
- * (trailing dot allowed) all name service `api` in `default`. IPv6 hosts are
+ * (trailing dot allowed) all name service `api` in `default`;
+ * `<hostname>.api.default.svc.<clusterDomain>` names the endpoint of `api`
+ * whose hostname is `<hostname>` (Linkerd's instance ID). IPv6 hosts are
  * bracketed: `[fd00::1]:80`.
  *
  * @param options.clusterDomain Default "cluster.local".
@@ -99,5 +104,10 @@ export function parseAuthority(options: { authority: string; clusterDomain?: str
   if (namespace !== undefined && (labels.length === 2 || (svc === "svc" && (labels.length === 3 || suffix === clusterDomain)))) {
     return { kind: "service", name: service, namespace, port };
   }
-  return invalid(authority, `not a service name (<svc>[.<ns>[.svc[.${clusterDomain}]]])`);
+  // <instance>.<svc>.<ns>.svc.<clusterDomain>: only fully qualified, as Linkerd's parseK8sServiceName.
+  const [, instanceService, instanceNamespace, instanceSvc] = labels;
+  if (instanceService !== undefined && instanceNamespace !== undefined && instanceSvc === "svc" && labels.slice(4).join(".") === clusterDomain) {
+    return { kind: "service", name: instanceService, namespace: instanceNamespace, port, instance: service };
+  }
+  return invalid(authority, `not a service name (<svc>[.<ns>[.svc[.${clusterDomain}]]] or <hostname>.<svc>.<ns>.svc.${clusterDomain})`);
 }

@@ -15,6 +15,7 @@ export type {
   RegistryService,
   RegistryServicePort,
   RegistrySnapshot,
+  RegistryWorkload,
   StaticRegistry,
 } from "./registry.js";
 export { createFileRegistry } from "./file-registry.js";
@@ -49,6 +50,7 @@ export type {
   PolicySource,
   PolicyWorkload,
   ProxyProtocolName,
+  ServerAuthorization,
 } from "./policy/model.js";
 
 // Errors and logging.

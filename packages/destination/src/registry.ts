@@ -51,6 +51,10 @@ export interface RegistryEndpoint {
    * registry's behaviour).
    */
   protocolHints?: { opaquePorts: readonly number[]; skippedPorts: readonly number[] };
+  /** The endpoint's hostname in its service (a StatefulSet pod's), for `<hostname>.<svc>.<ns>.svc.<domain>` lookups. */
+  hostname?: string;
+  /** The node the workload runs on, for services whose traffic stays on the client's node. */
+  nodeName?: string;
 }
 
 /** A service: a name in a namespace, its ports and its endpoints. */
@@ -62,6 +66,19 @@ export interface RegistryService {
   /** Service ports. Empty: every port maps to itself. */
   ports: readonly RegistryServicePort[];
   endpoints: readonly RegistryEndpoint[];
+  /**
+   * `"Local"`: a client gets only the endpoints on its own node (the
+   * `nodeName` of its context token), as Kubernetes' `internalTrafficPolicy:
+   * Local`. Absent: every endpoint.
+   */
+  internalTrafficPolicy?: "Local";
+}
+
+/** A workload found by IP outside the services' endpoints (a Kubernetes pod). */
+export interface RegistryWorkload {
+  namespace: string;
+  /** The workload as an endpoint at the address asked for. */
+  endpoint: RegistryEndpoint;
 }
 
 /** An immutable view of every service at one moment. */
@@ -78,6 +95,8 @@ export interface RegistrySnapshot {
  */
 export interface RegistryChange {
   services: ReadonlySet<string>;
+  /** IP addresses whose `findWorkload` answer may have changed (a pod's IPs, its node's IPs). */
+  addresses?: ReadonlySet<string>;
 }
 
 /**
@@ -91,6 +110,13 @@ export interface EndpointRegistry {
   list(): RegistrySnapshot;
   /** Calls `listener` with every new snapshot; returns the unsubscribe function. */
   watch(listener: (snapshot: RegistrySnapshot, change?: RegistryChange) => void): () => void;
+  /**
+   * The workload at `ip:port` when no ClusterIP has the IP: a pod by its IP
+   * (not a host-network pod), else a pod exposing `port` as a host port on
+   * its node's IP (Linkerd's order). Undefined: nobody, or several workloads
+   * claim it. Absent: IPs resolve through the services' endpoints only.
+   */
+  findWorkload?(ip: string, port: number): RegistryWorkload | undefined;
 }
 
 /** An in-memory registry for tests and for platforms that push snapshots themselves. */

@@ -17,6 +17,9 @@ import { buildProfile, type ProfileSubject } from "./profile.js";
 import { createStreamLimits } from "./stream-limits.js";
 import { DEFAULT_WEIGHT, type EndpointRegistry, type RegistryChange, type RegistryEndpoint, type RegistryService, type RegistrySnapshot } from "./registry.js";
 
+/** Who an endpoint belongs to, for its identity (the namespace) and logs. */
+type Owner = { namespace: string; name?: string };
+
 export interface DestinationServerOptions {
   /** Where services and endpoints come from. */
   registry: EndpointRegistry;
@@ -78,15 +81,20 @@ interface TargetState {
   /** Endpoint key ("ip:port") → encoded WeightedAddr (its bytes are also its fingerprint). */
   addrs: Map<string, { addr: WeightedAddr; bytes: string }>;
   labels: Record<string, string>;
+  /** An IP target's service, when it resolved through one (its ClusterIP, or an endpoint of it): a change to it recomputes the target. */
+  via?: string;
 }
 
 type Stream = ServerWritableStream<GetDestination, Update>;
 type ProfileStream = ServerWritableStream<GetDestination, DestinationProfile>;
 
+/** The `GetProfile` streams of one target: recomputed once per change that concerns it, written only when it changed. */
 interface ProfileWatch {
   target: Target;
   /** The encoded profile last sent: a registry change that leaves it alone sends nothing. */
   bytes: string;
+  via?: string;
+  streams: Set<ProfileStream>;
 }
 
 interface StreamState {
@@ -97,6 +105,8 @@ interface StreamState {
 
 interface Watch {
   target: Target;
+  /** The client's node (its context token), for services whose traffic stays on the node. */
+  nodeName: string | undefined;
   state: TargetState;
   streams: Map<Stream, StreamState>;
 }
@@ -168,8 +178,10 @@ function updateIndex(index: Index, snapshot: RegistrySnapshot, change: RegistryC
   return index.services.size === snapshot.services.length;
 }
 
-function targetKey(target: Target): string {
-  return target.kind === "ip" ? `ip ${target.ip} ${target.port}` : `svc ${target.name}.${target.namespace} ${target.port}`;
+function targetKey(target: Target, nodeName?: string): string {
+  const node = nodeName === undefined ? "" : ` node ${nodeName}`;
+  if (target.kind === "ip") return `ip ${target.ip} ${target.port}${node}`;
+  return `svc ${target.instance === undefined ? "" : `${target.instance}.`}${target.name}.${target.namespace} ${target.port}${node}`;
 }
 
 /**
@@ -183,15 +195,21 @@ function targetKey(target: Target): string {
  * and `server_name` = the identity name of their ServiceAccount) and
  * `protocol_hint.opaque_transport.inbound_port`; unmeshed ones carry no
  * identity. An `<ip>:<port>` lookup answers a service's clusterIP with the
- * service, an endpoint's IP with that endpoint alone, and an IP nobody knows
- * with that address without identity (as upstream). Malformed paths end the
- * stream with INVALID_ARGUMENT.
+ * service, then the registry's workload at that address (`findWorkload`:
+ * pod IPs, then hostIP:hostPort) or, for a registry without one, a service
+ * endpoint's IP, with that endpoint alone, and an IP nobody knows with that
+ * address without identity (as upstream). `<hostname>.<svc>.<ns>.svc.<domain>`
+ * streams only the endpoint of that hostname; a service with
+ * `internalTrafficPolicy: "Local"` streams only the endpoints on the node of
+ * the client's context token. Malformed paths end the stream with
+ * INVALID_ARGUMENT.
  *
  * `GetProfile` answers as Linkerd's destination (see `buildProfile`): a name
  * or ClusterIP gets the service's `fully_qualified_name`, a pod IP (or an
  * unknown IP) its `endpoint` (the `WeightedAddr` that `Get` would send);
- * then a new profile whenever a registry change alters it. Its streams count
- * against the same stream limits as `Get`'s.
+ * then a new profile whenever a registry change alters it: streams of one
+ * target share one computation, and only targets the change concerns are
+ * recomputed. Its streams count against the same stream limits as `Get`'s.
  */
 export function createDestinationServer(options: DestinationServerOptions): DestinationServerHandle {
   const logger = options.logger ?? noopLogger;
@@ -210,7 +228,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
 
   let index = buildIndex(options.registry.list());
   const watches = new Map<string, Watch>();
-  const profileStreams = new Map<ProfileStream, ProfileWatch>();
+  const profileWatches = new Map<string, ProfileWatch>();
   let closed = false;
 
   const metrics = options.metrics;
@@ -243,7 +261,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     new Gauge({ name: "destination_registry_endpoints", help: "Endpoints in the registry.", registers: [metrics], collect() { this.set(index.byIp.size); } });
   }
 
-  function weightedAddr(service: RegistryService, endpoint: RegistryEndpoint, ip: string, port: number): WeightedAddr | undefined {
+  function weightedAddr(owner: Owner, endpoint: RegistryEndpoint, ip: string, port: number): WeightedAddr | undefined {
     const metricLabels: Record<string, string> = { ...endpoint.metricLabels, serviceaccount: endpoint.serviceAccount };
     if (endpoint.pod !== undefined) metricLabels.pod = endpoint.pod;
     if (endpoint.zone !== undefined) metricLabels.zone = endpoint.zone;
@@ -263,10 +281,10 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     if (endpoint.meshed && !skipped) {
       let name: string;
       try {
-        name = identityName({ serviceAccount: endpoint.serviceAccount, namespace: service.namespace, controlNamespace, trustDomain });
+        name = identityName({ serviceAccount: endpoint.serviceAccount, namespace: owner.namespace, controlNamespace, trustDomain });
       } catch (error) {
         // Never hand out a meshed endpoint without its identity: leave it out.
-        logger.error({ err: error, service: service.name, namespace: service.namespace, address: endpoint.address }, "endpoint has no valid identity name; left out");
+        logger.error({ err: error, service: owner.name, namespace: owner.namespace, address: endpoint.address }, "endpoint has no valid identity name; left out");
         return undefined;
       }
       addr.tlsIdentity = { strategy: { $case: "dnsLikeIdentity", value: { name } }, serverName: { name } };
@@ -282,7 +300,13 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     return addr;
   }
 
-  function serviceState(service: RegistryService, port: number): TargetState {
+  /**
+   * A service port's endpoints; with `instance`, only the endpoint of that
+   * hostname; for an `internalTrafficPolicy: Local` service, only those on
+   * the client's node (none when the client names no node), as Linkerd's
+   * filtered listeners.
+   */
+  function serviceState(service: RegistryService, port: number, filter: { nodeName?: string | undefined; instance?: string | undefined } = {}): TargetState {
     const state: TargetState = { exists: true, addrs: new Map(), labels: { namespace: service.namespace, service: service.name } };
     let targetPort = port;
     let match: RegistryService["ports"][number] | undefined;
@@ -291,7 +315,10 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       if (match === undefined) return state; // The service exists but has nothing on that port.
       targetPort = match.targetPort;
     }
+    const local = service.internalTrafficPolicy === "Local";
     for (const endpoint of service.endpoints) {
+      if (filter.instance !== undefined && endpoint.hostname !== filter.instance) continue;
+      if (local && (endpoint.nodeName === undefined || endpoint.nodeName !== filter.nodeName)) continue;
       // An EndpointSlice's own port for the service port's name (Linkerd's resolveESTargetPort).
       const endpointPort = endpoint.targetPorts === undefined ? targetPort : endpoint.targetPorts[match?.name ?? ""];
       if (endpointPort === undefined) continue;
@@ -301,18 +328,37 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     return state;
   }
 
-  function computeState(target: Target): TargetState {
+  /**
+   * The endpoint an IP that is no ClusterIP names: the registry's workload
+   * lookup when it has one (Linkerd's pod IPs, then hostIP:hostPort), else an
+   * endpoint of a service.
+   */
+  function findByIp(ip: string, port: number): { owner: Owner; endpoint: RegistryEndpoint; service?: RegistryService } | undefined {
+    if (options.registry.findWorkload !== undefined) {
+      const workload = options.registry.findWorkload(ip, port);
+      return workload === undefined ? undefined : { owner: { namespace: workload.namespace }, endpoint: workload.endpoint };
+    }
+    const found = index.byIp.get(ip)?.[0];
+    return found === undefined ? undefined : { owner: found.service, endpoint: found.endpoint, service: found.service };
+  }
+
+  function computeState(target: Target, nodeName?: string): TargetState {
     if (target.kind === "service") {
       const service = index.services.get(`${target.name}.${target.namespace}`);
-      return service ? serviceState(service, target.port) : { exists: false, addrs: new Map(), labels: {} };
+      return service ? serviceState(service, target.port, { nodeName, instance: target.instance }) : { exists: false, addrs: new Map(), labels: {} };
     }
     const service = index.byClusterIp.get(target.ip)?.at(-1);
-    if (service) return serviceState(service, target.port);
+    if (service) return { ...serviceState(service, target.port, { nodeName }), via: serviceKey(service) };
+    return endpointState(target, findByIp(target.ip, target.port));
+  }
+
+  /** An IP target that is no ClusterIP: the endpoint found at it, else the address without identity. */
+  function endpointState(target: Target & { kind: "ip" }, found: ReturnType<typeof findByIp>): TargetState {
     const state: TargetState = { exists: true, addrs: new Map(), labels: {} };
-    const found = index.byIp.get(target.ip)?.[0];
     if (found) {
-      state.labels = { namespace: found.service.namespace, service: found.service.name };
-      const addr = weightedAddr(found.service, found.endpoint, target.ip, target.port);
+      state.labels = found.service === undefined ? { namespace: found.owner.namespace } : { namespace: found.service.namespace, service: found.service.name };
+      if (found.service !== undefined) state.via = serviceKey(found.service);
+      const addr = weightedAddr(found.owner, found.endpoint, target.ip, target.port);
       if (addr) state.addrs.set(`${target.ip} ${target.port}`, { addr, bytes: fingerprint(addr) });
     } else {
       const addr: WeightedAddr = {
@@ -328,19 +374,33 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     return state;
   }
 
-  /** What a `GetProfile` target resolves to (Linkerd's getProfileByName / getProfileByIP, server.go). */
-  function profileSubject(target: Target): ProfileSubject {
+  /**
+   * What a `GetProfile` target resolves to (Linkerd's getProfileByName /
+   * getProfileByIP, server.go), and the service it went through (see
+   * `TargetState.via`). A `<hostname>.<svc>…` name is the endpoint of that
+   * hostname at the port asked.
+   */
+  function profileSubject(target: Target): { subject: ProfileSubject; via?: string } {
     if (target.kind === "service") {
       const service = index.services.get(`${target.name}.${target.namespace}`);
-      return { kind: "service", name: target.name, namespace: target.namespace, opaque: service !== undefined && serviceOpaque(service, target.port) };
+      if (target.instance !== undefined) {
+        const endpoint = service?.endpoints.find((e) => e.hostname === target.instance);
+        const opaque = endpoint?.protocolHints?.opaquePorts.includes(target.port) ?? false;
+        const addr = service === undefined || endpoint === undefined ? undefined : weightedAddr(service, endpoint, endpoint.address, target.port);
+        return { subject: addr === undefined ? { kind: "none", opaque } : { kind: "endpoint", endpoint: addr, opaque } };
+      }
+      return { subject: { kind: "service", name: target.name, namespace: target.namespace, opaque: service !== undefined && serviceOpaque(service, target.port) } };
     }
     const service = index.byClusterIp.get(target.ip)?.at(-1);
-    if (service) return { kind: "service", name: service.name, namespace: service.namespace, opaque: serviceOpaque(service, target.port) };
+    if (service) return { subject: { kind: "service", name: service.name, namespace: service.namespace, opaque: serviceOpaque(service, target.port) }, via: serviceKey(service) };
     // The same WeightedAddr as Get's: an unknown IP gets its address without identity.
-    const endpoint = [...computeState(target).addrs.values()][0]?.addr;
-    const opaque = index.byIp.get(target.ip)?.[0]?.endpoint.protocolHints?.opaquePorts.includes(target.port) ?? false;
+    const found = findByIp(target.ip, target.port);
+    const state = endpointState(target, found);
+    const endpoint = [...state.addrs.values()][0]?.addr;
+    const opaque = found?.endpoint.protocolHints?.opaquePorts.includes(target.port) ?? false;
     // Only a meshed endpoint without a valid identity name has none: never hand it out as unmeshed.
-    return endpoint === undefined ? { kind: "none", opaque } : { kind: "endpoint", endpoint, opaque };
+    const subject: ProfileSubject = endpoint === undefined ? { kind: "none", opaque } : { kind: "endpoint", endpoint, opaque };
+    return state.via === undefined ? { subject } : { subject, via: state.via };
   }
 
   /** A service port is opaque when its endpoints' hints say so for the port they serve it on. */
@@ -354,18 +414,40 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     });
   }
 
-  function profileBytes(target: Target): Uint8Array {
-    return DestinationProfile.encode(buildProfile(profileSubject(target), { clusterDomain })).finish();
+  function profileOf(target: Target): { bytes: Uint8Array; via?: string } {
+    const { subject, via } = profileSubject(target);
+    const bytes = DestinationProfile.encode(buildProfile(subject, { clusterDomain })).finish();
+    return via === undefined ? { bytes } : { bytes, via };
   }
 
-  function refreshProfiles(): void {
-    for (const [stream, watch] of profileStreams) {
-      const bytes = profileBytes(watch.target);
-      const key = Buffer.from(bytes).toString("base64");
+  /**
+   * Whether a registry change may alter what `target` resolves to: a service
+   * target, when its service changed; an IP target, when the service it went
+   * through changed, a changed service now holds the IP (as ClusterIP or
+   * endpoint), or the registry names the IP as changed.
+   */
+  function concerns(change: RegistryChange | undefined, target: Target, via: string | undefined): boolean {
+    if (change === undefined) return true;
+    if (target.kind === "service") return change.services.has(`${target.name}.${target.namespace}`);
+    if (via !== undefined && change.services.has(via)) return true;
+    if (change.addresses?.has(target.ip) === true) return true;
+    if (index.byClusterIp.get(target.ip)?.some((s) => change.services.has(serviceKey(s))) === true) return true;
+    // Without a workload lookup, IPs also resolve through services' endpoints.
+    return options.registry.findWorkload === undefined && index.byIp.get(target.ip)?.some((o) => change.services.has(serviceKey(o.service))) === true;
+  }
+
+  function refreshProfiles(change: RegistryChange | undefined): void {
+    for (const watch of profileWatches.values()) {
+      if (!concerns(change, watch.target, watch.via)) continue;
+      const next = profileOf(watch.target);
+      if (next.via === undefined) delete watch.via;
+      else watch.via = next.via;
+      const key = Buffer.from(next.bytes).toString("base64");
       if (key === watch.bytes) continue;
       watch.bytes = key;
-      stream.write(DestinationProfile.decode(bytes));
-      updates?.inc({ kind: "profile" });
+      const message = DestinationProfile.decode(next.bytes);
+      for (const stream of watch.streams) stream.write(message);
+      updates?.inc({ kind: "profile" }, watch.streams.size);
     }
   }
 
@@ -402,7 +484,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
 
   function refresh(watch: Watch): void {
     const previous = watch.state;
-    const next = computeState(watch.target);
+    const next = computeState(watch.target, watch.nodeName);
     watch.state = next;
     const removed = [...previous.addrs.entries()].filter(([key]) => !next.addrs.has(key)).map(([, a]) => a.addr.addr!);
     const added = [...next.addrs.entries()].filter(([key, a]) => previous.addrs.get(key)?.bytes !== a.bytes).map(([, a]) => a.addr);
@@ -418,12 +500,10 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     try {
       if (change === undefined || !updateIndex(index, snapshot, change)) index = buildIndex(snapshot);
       for (const watch of watches.values()) {
-        // A registry that says what changed spares the streams of every other service.
-        const target = watch.target;
-        if (change !== undefined && target.kind === "service" && !change.services.has(`${target.name}.${target.namespace}`)) continue;
-        refresh(watch);
+        // A registry that says what changed spares the streams of every other service and address.
+        if (concerns(change, watch.target, watch.state.via)) refresh(watch);
       }
-      refreshProfiles();
+      refreshProfiles(change);
     } catch (error) {
       // The registry's own event loop must not stop on a snapshot this server cannot use.
       logger.error({ err: error }, "registry change not applied");
@@ -502,23 +582,30 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     if (parsed === undefined) return;
     const slot = acquireSlot(call);
     if (slot === undefined) return;
-    const bytes = profileBytes(parsed.target);
-    const watch: ProfileWatch = { target: parsed.target, bytes: Buffer.from(bytes).toString("base64") };
-    profileStreams.set(call, watch);
+    const key = targetKey(parsed.target);
+    let watch = profileWatches.get(key);
+    if (watch === undefined) {
+      const first = profileOf(parsed.target);
+      watch = { target: parsed.target, bytes: Buffer.from(first.bytes).toString("base64"), streams: new Set(), ...(first.via === undefined ? {} : { via: first.via }) };
+      profileWatches.set(key, watch);
+    }
+    const own = watch;
+    own.streams.add(call);
     let done = false;
     const finish = (): void => {
       if (done) return;
       done = true;
       slot.release();
-      profileStreams.delete(call);
+      own.streams.delete(call);
+      if (own.streams.size === 0 && profileWatches.get(key) === own) profileWatches.delete(key);
     };
     call.on("cancelled", finish);
     call.on("close", finish);
     call.on("finish", finish);
     call.on("error", finish);
-    call.write(DestinationProfile.decode(bytes));
+    call.write(DestinationProfile.decode(Buffer.from(own.bytes, "base64")));
     updates?.inc({ kind: "profile" });
-    logger.debug({ target: targetKey(parsed.target), pod: parsed.context.pod, peer: slot.peer }, "GetProfile stream opened");
+    logger.debug({ target: key, pod: parsed.context.pod, peer: slot.peer }, "GetProfile stream opened");
   }
 
   function get(call: Stream): void {
@@ -533,10 +620,10 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       const slot = acquireSlot(call);
       if (slot === undefined) return;
       const peer = slot.peer;
-      const key = targetKey(target);
+      const key = targetKey(target, context.nodeName);
       let watch = watches.get(key);
       if (watch === undefined) {
-        watch = { target, state: computeState(target), streams: new Map() };
+        watch = { target, nodeName: context.nodeName, state: computeState(target, context.nodeName), streams: new Map() };
         watches.set(key, watch);
       }
       const own = watch;
@@ -573,7 +660,7 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       closed = true;
       unwatch();
       for (const watch of [...watches.values()]) for (const stream of [...watch.streams.keys()]) stream.end();
-      for (const stream of [...profileStreams.keys()]) stream.end();
+      for (const watch of [...profileWatches.values()]) for (const stream of [...watch.streams]) stream.end();
     },
   };
 }

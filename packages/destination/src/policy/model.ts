@@ -61,6 +61,8 @@ export interface PolicyServer {
   proxyProtocol: ProxyProtocolName;
   /** What is allowed besides the authorization policies. Linkerd's default: `deny`. */
   accessPolicy: DefaultPolicy;
+  /** The Server resource's own labels, which a ServerAuthorization's `server.selector` matches. */
+  labels?: Readonly<Record<string, string>>;
 }
 
 /** A reference from an AuthorizationPolicy to what a client must present. */
@@ -98,6 +100,28 @@ export interface NetworkAuthentication {
   networks: readonly { cidr: Cidr; except: readonly Cidr[] }[];
 }
 
+/**
+ * Linkerd's older ServerAuthorization (`policy.linkerd.io/v1beta1`): the
+ * clients allowed on the Servers of its namespace that it selects, by name
+ * or by the Servers' labels.
+ */
+export interface ServerAuthorization {
+  name: string;
+  namespace: string;
+  server: { name: string } | { selector: LabelSelector };
+  /** Client networks; empty: the cluster's networks. */
+  networks: readonly { cidr: Cidr; except: readonly Cidr[] }[];
+  /**
+   * `unauthenticated`: any client; `tls-unauthenticated`: any TLS client,
+   * with or without identity; `identities`: meshed clients whose identity is
+   * listed (exact, `*`, `*.suffix`) or is one of the service accounts.
+   */
+  client:
+    | { kind: "unauthenticated" }
+    | { kind: "tls-unauthenticated" }
+    | { kind: "identities"; identities: readonly string[]; serviceAccounts: readonly { name: string; namespace?: string }[] };
+}
+
 /** Everything the policy controller serves from, at one moment; immutable. */
 export interface PolicyModel {
   workloads: readonly PolicyWorkload[];
@@ -105,6 +129,8 @@ export interface PolicyModel {
   authorizationPolicies: readonly AuthorizationPolicy[];
   meshTLSAuthentications: readonly MeshTLSAuthentication[];
   networkAuthentications: readonly NetworkAuthentication[];
+  /** Absent: none (the registry file has none). */
+  serverAuthorizations?: readonly ServerAuthorization[];
 }
 
 export const EMPTY_POLICY_MODEL: PolicyModel = Object.freeze({

@@ -21,6 +21,7 @@ import {
   type PolicyModel,
   type PolicyServer,
   type PolicyWorkload,
+  type ServerAuthorization,
 } from "./model.js";
 
 /** How a model is turned into `Server` messages. */
@@ -194,6 +195,32 @@ function policyAuthz(policy: AuthorizationPolicy, model: PolicyModel, options: R
   };
 }
 
+/** Whether a ServerAuthorization applies to `server` (same namespace; by name, else by the Server's labels). */
+function authorizesServer(authorization: ServerAuthorization, server: PolicyServer): boolean {
+  if (authorization.namespace !== server.namespace) return false;
+  return "name" in authorization.server ? authorization.server.name === server.name : selectorMatches(authorization.server.selector, server.labels ?? {});
+}
+
+/** A ServerAuthorization as an `Authz`, as Linkerd's controller sends it (`policy-controller/grpc/src/inbound.rs` `to_authz`). */
+function serverAuthorizationAuthz(authorization: ServerAuthorization, options: ResolveOptions): Authz {
+  let authentication: Authn;
+  const client = authorization.client;
+  if (client.kind === "unauthenticated") authentication = UNAUTHENTICATED;
+  else if (client.kind === "tls-unauthenticated") authentication = { permit: { $case: "meshTLS", value: { clients: { $case: "unauthenticated", value: {} } } } };
+  else {
+    const { identities, suffixes } = identitiesOf({ name: authorization.name, namespace: authorization.namespace, identities: client.identities, identityRefs: [] }, options);
+    for (const sa of client.serviceAccounts) identities.push(serviceAccountIdentity(sa.name, sa.namespace ?? authorization.namespace, options));
+    authentication = meshTLS(identities, suffixes);
+  }
+  const name = { group: POLICY_GROUP, kind: "serverauthorization", name: authorization.name };
+  return {
+    networks: authorization.networks.length === 0 ? options.clusterNetworks.map((n) => network(n)) : authorization.networks.map((n) => network(n.cidr, n.except)),
+    authentication,
+    labels: { ...name },
+    metadata: { kind: { $case: "resource", value: { ...name, namespace: "", section: "", port: 0 } } },
+  };
+}
+
 /**
  * The inbound policy of `port` of the workload `namespace`/`name`, as the
  * `Server` message Linkerd's controller sends; undefined when the model has no
@@ -201,7 +228,8 @@ function policyAuthz(policy: AuthorizationPolicy, model: PolicyModel, options: R
  * (`defaultPolicy`, else `options.defaultPolicy`): `opaque` on the workload's
  * opaque ports, else protocol detection, with the default policy's
  * authorization. A selected port gets the Server's protocol and the
- * authorizations of the policies that target it (or its namespace), plus its
+ * authorizations of the ServerAuthorizations that select it and of the
+ * policies that target it (or its namespace), plus its
  * `accessPolicy` unless that is `deny`.
  */
 export function resolveInboundServer(
@@ -223,6 +251,9 @@ export function resolveInboundServer(
     };
   }
   const authorizations: Authz[] = [];
+  for (const authorization of model.serverAuthorizations ?? []) {
+    if (authorizesServer(authorization, server)) authorizations.push(serverAuthorizationAuthz(authorization, options));
+  }
   for (const policy of model.authorizationPolicies) {
     if (policy.namespace !== server.namespace) continue;
     if (policy.targetRef.kind === "Server" && policy.targetRef.name !== server.name) continue;
