@@ -46,6 +46,7 @@ describe("meshtls install", () => {
     expect(objects.map((o) => `${String(o.kind)}/${String((o.metadata as Json).name)}`)).toEqual([
       "Namespace/meshtls",
       "CustomResourceDefinition/servers.policy.linkerd.io",
+      "CustomResourceDefinition/serverauthorizations.policy.linkerd.io",
       "CustomResourceDefinition/authorizationpolicies.policy.linkerd.io",
       "CustomResourceDefinition/meshtlsauthentications.policy.linkerd.io",
       "CustomResourceDefinition/networkauthentications.policy.linkerd.io",
@@ -97,7 +98,7 @@ describe("meshtls install", () => {
     expect(rulesOf("ClusterRole", "meshtls-meshtls-destination")).toEqual([
       { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
       { apiGroups: [""], resources: ["pods", "services", "namespaces"], verbs: ["list", "watch"] },
-      { apiGroups: ["policy.linkerd.io"], resources: ["servers", "authorizationpolicies", "meshtlsauthentications", "networkauthentications"], verbs: ["list", "watch"] },
+      { apiGroups: ["policy.linkerd.io"], resources: ["servers", "serverauthorizations", "authorizationpolicies", "meshtlsauthentications", "networkauthentications"], verbs: ["list", "watch"] },
     ]);
     expect(rulesOf("ClusterRole", "meshtls-meshtls-proxy-injector")).toEqual([{ apiGroups: [""], resources: ["namespaces"], verbs: ["get"] }]);
   });

@@ -18,7 +18,7 @@ export type { Logger } from "./logger.ts";
 // The destination service's sources: endpoints and inbound policy from the API server.
 export { createKubernetesSource, SERVICE_NAME_LABEL } from "./kubernetes-source.ts";
 export type { KubernetesSource, KubernetesSourceOptions } from "./kubernetes-source.ts";
-export { toAuthorizationPolicy, toMeshTLSAuthentication, toNetworkAuthentication, toServer } from "./policy-crds.ts";
+export { toAuthorizationPolicy, toMeshTLSAuthentication, toNetworkAuthentication, toServer, toServerAuthorization } from "./policy-crds.ts";
 export type { Converted } from "./policy-crds.ts";
 export {
   CONTROL_PLANE_NS_LABEL,

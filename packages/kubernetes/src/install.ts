@@ -176,7 +176,7 @@ export function buildInstallManifests(options: InstallOptions): Json[] {
     ...clusterRole("destination", [
       { apiGroups: ["discovery.k8s.io"], resources: ["endpointslices"], verbs: ["list", "watch"] },
       { apiGroups: [""], resources: ["pods", "services", "namespaces"], verbs: ["list", "watch"] },
-      { apiGroups: ["policy.linkerd.io"], resources: ["servers", "authorizationpolicies", "meshtlsauthentications", "networkauthentications"], verbs: ["list", "watch"] },
+      { apiGroups: ["policy.linkerd.io"], resources: ["servers", "serverauthorizations", "authorizationpolicies", "meshtlsauthentications", "networkauthentications"], verbs: ["list", "watch"] },
     ]),
   );
   objects.push(...clusterRole("proxy-injector", [{ apiGroups: [""], resources: ["namespaces"], verbs: ["get"] }]));
@@ -350,6 +350,7 @@ export function policyCrds(namespace = "meshtls"): Json[] {
   });
   return [
     crd("Server", "servers", "v1beta3", ["srv"]),
+    crd("ServerAuthorization", "serverauthorizations", "v1beta1", ["saz", "serverauthz", "srvauthz"]),
     crd("AuthorizationPolicy", "authorizationpolicies", "v1alpha1", ["authzpolicy"]),
     crd("MeshTLSAuthentication", "meshtlsauthentications", "v1alpha1", ["meshtlsauthn"]),
     crd("NetworkAuthentication", "networkauthentications", "v1alpha1", ["netauthn"]),

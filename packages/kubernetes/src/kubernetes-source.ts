@@ -7,7 +7,9 @@
  * an endpoint is dropped only when `conditions.ready` is explicitly false;
  * only Running pods; identity only for pods labelled with our control-plane
  * namespace. A watch event rebuilds only the services it touches, and the
- * registry says which (`RegistryChange`).
+ * registry says which (`RegistryChange`, with the IPs of changed pods). Pods
+ * are also indexed by IP (not host-network ones) and by hostIP:hostPort, for
+ * lookups of workloads outside any service.
  */
 
 import {
@@ -22,6 +24,7 @@ import {
   type RegistryEndpoint,
   type RegistryService,
   type RegistrySnapshot,
+  type RegistryWorkload,
 } from "@meshtls/destination";
 import type { Registry } from "prom-client";
 import type { KubeApi } from "./api-client.ts";
@@ -31,12 +34,14 @@ import {
   DEFAULT_INBOUND_POLICY_ANNOTATION,
   inboundPortOf,
   isRunning,
+  isTerminated,
   opaquePortsOf,
+  podAddressesOf,
   podMetricLabels,
   serviceAccountOf,
   skippedInboundPortsOf,
 } from "./pod-facts.ts";
-import { toAuthorizationPolicy, toMeshTLSAuthentication, toNetworkAuthentication, toServer, type Converted } from "./policy-crds.ts";
+import { toAuthorizationPolicy, toMeshTLSAuthentication, toNetworkAuthentication, toServer, toServerAuthorization, type Converted } from "./policy-crds.ts";
 import { startReflector, type Reflector, type ReflectorDelta } from "./reflector.ts";
 import type { EndpointSlice, KubeObject, Namespace, Pod, Service } from "./types.ts";
 
@@ -85,6 +90,13 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
   const servicesOfPod = new Map<string, Set<string>>();
   const built = new Map<string, RegistryService>();
   const dirty = new Set<string>();
+  /** Pod key → its IPs on the pod network (none for host-network pods), and its `<hostIP>:<hostPort>` addresses. */
+  const podAddresses = new Map<string, { ips: string[]; hostPorts: string[] }>();
+  /** IP → pods on the pod network with it (more than one: a conflict, answered as nobody). */
+  const podsByIp = new Map<string, Set<string>>();
+  /** `<hostIP> <hostPort>` → pods exposing that host port. */
+  const podsByHostPort = new Map<string, Set<string>>();
+  const dirtyAddresses = new Set<string>();
   let policyDirty = false;
   let scheduled = false;
   let synced = false;
@@ -127,10 +139,61 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
 
   function onPods(deltas: readonly ReflectorDelta<Pod>[]): void {
     for (const delta of deltas) {
-      for (const service of servicesOfPod.get(key(delta.object.metadata.namespace, delta.object.metadata.name)) ?? []) dirty.add(service);
+      const podKey = key(delta.object.metadata.namespace, delta.object.metadata.name);
+      for (const service of servicesOfPod.get(podKey) ?? []) dirty.add(service);
+      reindexPod(podKey, delta.type === "upsert" ? delta.object : undefined);
     }
     policyDirty = true;
     schedule();
+  }
+
+  /** Re-indexes one pod's addresses (`pod` undefined: deleted) and marks every IP it had or has as changed. */
+  function reindexPod(podKey: string, pod: Pod | undefined): void {
+    const before = podAddresses.get(podKey);
+    const unlink = (map: Map<string, Set<string>>, address: string): void => {
+      const set = map.get(address);
+      set?.delete(podKey);
+      if (set?.size === 0) map.delete(address);
+    };
+    for (const ip of before?.ips ?? []) unlink(podsByIp, ip);
+    for (const hostPort of before?.hostPorts ?? []) unlink(podsByHostPort, hostPort);
+    for (const address of [...(before?.ips ?? []), ...(before?.hostPorts ?? [])]) dirtyAddresses.add(address.split(" ")[0]!);
+    if (pod === undefined) {
+      podAddresses.delete(podKey);
+      return;
+    }
+    const after = podAddressesOf(pod);
+    podAddresses.set(podKey, after);
+    const link = (map: Map<string, Set<string>>, address: string): void => {
+      const set = map.get(address);
+      if (set === undefined) map.set(address, new Set([podKey]));
+      else set.add(podKey);
+    };
+    for (const ip of after.ips) link(podsByIp, ip);
+    for (const hostPort of after.hostPorts) link(podsByHostPort, hostPort);
+    for (const address of [...after.ips, ...after.hostPorts]) dirtyAddresses.add(address.split(" ")[0]!);
+  }
+
+  /** The pod at `ip:port`: by pod IP, else by host port (Linkerd's `getPodByPodIP`, `getPodByHostIP`); terminated pods never count. */
+  function findWorkload(ip: string, port: number): RegistryWorkload | undefined {
+    const live = (keys: Set<string> | undefined): Pod[] => [...(keys ?? [])].map((k) => podByKey(k)).filter((p): p is Pod => p !== undefined && !isTerminated(p));
+    let found = live(podsByIp.get(ip));
+    if (found.length === 0) found = live(podsByHostPort.get(`${ip} ${port}`));
+    if (found.length > 1) {
+      // Linkerd refuses such a lookup (FailedPrecondition); meshtls answers it as an unknown address, with no identity.
+      logger.warn({ ip, port, pods: found.map((p) => `${p.metadata.namespace ?? ""}/${p.metadata.name}`) }, "several pods claim one address; answered as nobody's");
+      return undefined;
+    }
+    const pod = found[0];
+    // A pod that is not Running is found but not described (Linkerd: no pod metadata, so no identity).
+    if (pod === undefined || !isRunning(pod)) return undefined;
+    const namespace = pod.metadata.namespace ?? "default";
+    return { namespace, endpoint: toEndpoint(ip, pod, undefined, undefined) };
+  }
+
+  function podByKey(podKey: string): Pod | undefined {
+    const dot = podKey.lastIndexOf(".");
+    return pods.get(podKey.slice(dot + 1), podKey.slice(0, dot));
   }
 
   function onPolicyObjects(): void {
@@ -148,6 +211,7 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
     };
     follow("/api/v1/namespaces", "namespaces");
     follow("/apis/policy.linkerd.io/v1beta3/servers", "servers");
+    follow("/apis/policy.linkerd.io/v1beta1/serverauthorizations", "serverauthorizations");
     follow("/apis/policy.linkerd.io/v1alpha1/authorizationpolicies", "authorizationpolicies");
     follow("/apis/policy.linkerd.io/v1alpha1/meshtlsauthentications", "meshtlsauthentications");
     follow("/apis/policy.linkerd.io/v1alpha1/networkauthentications", "networkauthentications");
@@ -191,7 +255,9 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
         for (const address of endpoint.addresses ?? []) {
           if (seen.has(address)) continue;
           seen.add(address);
-          endpoints.push(toEndpoint(address, pod, targetPorts, endpoint.zone));
+          const built = toEndpoint(address, pod, targetPorts, endpoint.zone);
+          if (typeof endpoint.hostname === "string" && endpoint.hostname !== "") built.hostname = endpoint.hostname;
+          endpoints.push(built);
         }
       }
     }
@@ -206,10 +272,11 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
       ...(clusterIP === undefined || clusterIP === "" || clusterIP === "None" ? {} : { clusterIP }),
       ports,
       endpoints,
+      ...(service.spec?.internalTrafficPolicy === "Local" ? { internalTrafficPolicy: "Local" as const } : {}),
     };
   }
 
-  function toEndpoint(address: string, pod: Pod | undefined, targetPorts: Record<string, number>, zone: string | undefined): RegistryEndpoint {
+  function toEndpoint(address: string, pod: Pod | undefined, targetPorts: Record<string, number> | undefined, zone: string | undefined): RegistryEndpoint {
     const controlPlane = pod?.metadata.labels?.[CONTROL_PLANE_NS_LABEL];
     const endpoint: RegistryEndpoint = {
       address,
@@ -217,10 +284,11 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
       serviceAccount: pod === undefined ? "" : serviceAccountOf(pod),
       inboundPort: pod === undefined ? 4143 : inboundPortOf(pod),
       weight: 10_000,
-      targetPorts,
+      ...(targetPorts === undefined ? {} : { targetPorts }),
     };
     if (pod !== undefined) {
       endpoint.pod = pod.metadata.name;
+      if (pod.spec?.nodeName !== undefined && pod.spec.nodeName !== "") endpoint.nodeName = pod.spec.nodeName;
       endpoint.metricLabels = podMetricLabels(pod);
       if (controlPlane !== undefined && controlPlane !== "") endpoint.protocolHints = { opaquePorts: opaquePortsOf(pod), skippedPorts: skippedInboundPortsOf(pod) };
     }
@@ -258,6 +326,7 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
       authorizationPolicies: convert("authorizationpolicies", toAuthorizationPolicy),
       meshTLSAuthentications: convert("meshtlsauthentications", toMeshTLSAuthentication),
       networkAuthentications: convert("networkauthentications", toNetworkAuthentication),
+      serverAuthorizations: convert("serverauthorizations", toServerAuthorization),
     };
   }
 
@@ -270,13 +339,15 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
       if (service === undefined) built.delete(serviceKey);
       else built.set(serviceKey, service);
     }
+    const addresses = new Set(dirtyAddresses);
+    dirtyAddresses.clear();
     let policy = snapshot.policy;
     const policyChanged = policyDirty && followPolicy;
     if (policyChanged) policy = buildPolicy();
     policyDirty = false;
-    if (changed.size === 0 && !policyChanged) return;
+    if (changed.size === 0 && addresses.size === 0 && !policyChanged) return;
     snapshot = { services: [...built.values()], ...(policy === undefined ? {} : { policy }) };
-    const change: RegistryChange = { services: changed };
+    const change: RegistryChange = { services: changed, addresses };
     for (const listener of [...listeners]) {
       try {
         listener(snapshot, change);
@@ -304,6 +375,7 @@ export function createKubernetesSource(options: KubernetesSourceOptions): Kubern
         listeners.add(listener);
         return () => listeners.delete(listener);
       },
+      findWorkload,
     },
     policy: {
       current: () => snapshot.policy ?? EMPTY_POLICY_MODEL,

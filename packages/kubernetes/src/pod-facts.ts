@@ -82,3 +82,30 @@ export function podMetricLabels(pod: Pod): Record<string, string> {
 export function isRunning(pod: Pod): boolean {
   return pod.status?.phase === "Running";
 }
+
+/** Succeeded, Failed, or being deleted: its addresses belong to nobody (Linkerd's `podNotTerminating`). */
+export function isTerminated(pod: Pod): boolean {
+  const phase = pod.status?.phase;
+  return phase === "Succeeded" || phase === "Failed" || pod.metadata.deletionTimestamp !== undefined;
+}
+
+/**
+ * Where a pod can be reached by IP, as Linkerd's indexers (`watcher/k8s.go`):
+ * its pod IPs (`status.podIPs`, else `podIP`) unless it runs in the host
+ * network, and `<hostIP> <hostPort>` for every container port (init ones
+ * too) with a `hostPort`, on each of `status.hostIPs` (else `hostIP`).
+ */
+export function podAddressesOf(pod: Pod): { ips: string[]; hostPorts: string[] } {
+  const podIps = (pod.status?.podIPs ?? []).map((p) => p.ip).filter((ip) => typeof ip === "string" && ip !== "");
+  if (podIps.length === 0 && pod.status?.podIP) podIps.push(pod.status.podIP);
+  const hostIps = (pod.status?.hostIPs ?? []).map((p) => p.ip).filter((ip) => typeof ip === "string" && ip !== "");
+  if (hostIps.length === 0 && pod.status?.hostIP) hostIps.push(pod.status.hostIP);
+  const hostPorts: string[] = [];
+  for (const container of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
+    for (const port of container.ports ?? []) {
+      if (typeof port.hostPort !== "number" || port.hostPort === 0) continue;
+      for (const ip of hostIps) hostPorts.push(`${ip} ${port.hostPort}`);
+    }
+  }
+  return { ips: pod.spec?.hostNetwork === true ? [] : podIps, hostPorts };
+}

@@ -19,6 +19,7 @@ import {
   type NetworkAuthentication,
   type PolicyServer,
   type ProxyProtocolName,
+  type ServerAuthorization,
 } from "@meshtls/destination";
 import type { KubeObject } from "./types.ts";
 
@@ -30,8 +31,8 @@ const specOf = (object: KubeObject): Spec => ((object as { spec?: unknown }).spe
 const isRecord = (value: unknown): value is Record<string, unknown> => typeof value === "object" && value !== null && !Array.isArray(value);
 const strings = (value: unknown): string[] => (Array.isArray(value) ? value.filter((v): v is string => typeof v === "string") : []);
 
-function labelSelector(value: unknown): LabelSelector | string {
-  if (!isRecord(value)) return "podSelector is not an object";
+function labelSelector(value: unknown, field = "podSelector"): LabelSelector | string {
+  if (!isRecord(value)) return `${field} is not an object`;
   const matchLabels: Record<string, string> = {};
   if (isRecord(value.matchLabels)) for (const [k, v] of Object.entries(value.matchLabels)) if (typeof v === "string") matchLabels[k] = v;
   const matchExpressions: LabelSelector["matchExpressions"][number][] = [];
@@ -57,7 +58,8 @@ export function toServer(object: KubeObject): Converted<PolicyServer> {
   if (!PROXY_PROTOCOLS.includes(proxyProtocol)) return { ok: false, reason: `proxyProtocol ${JSON.stringify(spec.proxyProtocol)} is not one of ${PROXY_PROTOCOLS.join(", ")}` };
   const accessPolicy = (spec.accessPolicy ?? "deny") as DefaultPolicy;
   if (!DEFAULT_POLICIES.includes(accessPolicy)) return { ok: false, reason: `accessPolicy ${JSON.stringify(spec.accessPolicy)} is not one of ${DEFAULT_POLICIES.join(", ")}` };
-  return { ok: true, value: { name: object.metadata.name, namespace: object.metadata.namespace ?? "default", podSelector: selector, port, proxyProtocol, accessPolicy } };
+  const labels = object.metadata.labels ?? {};
+  return { ok: true, value: { name: object.metadata.name, namespace: object.metadata.namespace ?? "default", podSelector: selector, port, proxyProtocol, accessPolicy, labels } };
 }
 
 export function toAuthorizationPolicy(object: KubeObject): Converted<AuthorizationPolicy> {
@@ -96,17 +98,65 @@ export function toMeshTLSAuthentication(object: KubeObject): Converted<MeshTLSAu
   return { ok: true, value: { name: object.metadata.name, namespace: object.metadata.namespace ?? "default", identities, identityRefs } };
 }
 
-export function toNetworkAuthentication(object: KubeObject): Converted<NetworkAuthentication> {
-  const spec = specOf(object);
+function networksOf(value: unknown): NetworkAuthentication["networks"][number][] | string {
   const networks: NetworkAuthentication["networks"][number][] = [];
   try {
-    for (const network of Array.isArray(spec.networks) ? spec.networks : []) {
-      if (!isRecord(network) || typeof network.cidr !== "string") return { ok: false, reason: "a networks entry has no cidr" };
+    for (const network of Array.isArray(value) ? value : []) {
+      if (!isRecord(network) || typeof network.cidr !== "string") return "a networks entry has no cidr";
       networks.push({ cidr: parseCidr(network.cidr), except: strings(network.except).map((c) => parseCidr(c)) });
     }
   } catch (error) {
-    return { ok: false, reason: (error as Error).message };
+    return (error as Error).message;
   }
+  return networks;
+}
+
+/**
+ * The older ServerAuthorization (v1beta1), as Linkerd's policy controller
+ * indexes it (`policy-controller/k8s/index/src/inbound/server_authorization.rs`):
+ * `server.name` wins over `server.selector` (absent: every Server of the
+ * namespace); `client.unauthenticated`, else `client.meshTLS` with
+ * `unauthenticatedTLS`, else its `identities` and `serviceAccounts` (at least
+ * one); neither is refused. No `networks`: the cluster's networks.
+ */
+export function toServerAuthorization(object: KubeObject): Converted<ServerAuthorization> {
+  const spec = specOf(object);
+  const server = isRecord(spec.server) ? spec.server : {};
+  let target: ServerAuthorization["server"];
+  if (typeof server.name === "string") target = { name: server.name };
+  else {
+    const selector = server.selector === undefined ? { matchLabels: {}, matchExpressions: [] } : labelSelector(server.selector, "server.selector");
+    if (typeof selector === "string") return { ok: false, reason: selector };
+    target = { selector };
+  }
+  const client = isRecord(spec.client) ? spec.client : {};
+  const networks = networksOf(client.networks);
+  if (typeof networks === "string") return { ok: false, reason: networks };
+  let authorized: ServerAuthorization["client"];
+  if (client.unauthenticated === true) authorized = { kind: "unauthenticated" };
+  else if (isRecord(client.meshTLS)) {
+    const mtls = client.meshTLS;
+    if (mtls.unauthenticatedTLS === true) authorized = { kind: "tls-unauthenticated" };
+    else {
+      const serviceAccounts: { name: string; namespace?: string }[] = [];
+      for (const sa of Array.isArray(mtls.serviceAccounts) ? mtls.serviceAccounts : []) {
+        if (!isRecord(sa) || typeof sa.name !== "string") return { ok: false, reason: "a meshTLS.serviceAccounts entry has no name" };
+        serviceAccounts.push({ name: sa.name, ...(typeof sa.namespace === "string" ? { namespace: sa.namespace } : {}) });
+      }
+      const identities = strings(mtls.identities);
+      if (identities.length === 0 && serviceAccounts.length === 0) return { ok: false, reason: "authorization authorizes no clients" };
+      authorized = { kind: "identities", identities, serviceAccounts };
+    }
+  } else {
+    return { ok: false, reason: "no client authentication configured (client.unauthenticated or client.meshTLS)" };
+  }
+  return { ok: true, value: { name: object.metadata.name, namespace: object.metadata.namespace ?? "default", server: target, networks, client: authorized } };
+}
+
+export function toNetworkAuthentication(object: KubeObject): Converted<NetworkAuthentication> {
+  const spec = specOf(object);
+  const networks = networksOf(spec.networks);
+  if (typeof networks === "string") return { ok: false, reason: networks };
   if (networks.length === 0) return { ok: false, reason: "networks is empty" };
   return { ok: true, value: { name: object.metadata.name, namespace: object.metadata.namespace ?? "default", networks } };
 }
