@@ -359,6 +359,8 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
       state.labels = found.service === undefined ? { namespace: found.owner.namespace } : { namespace: found.service.namespace, service: found.service.name };
       if (found.service !== undefined) state.via = serviceKey(found.service);
       const addr = weightedAddr(found.owner, found.endpoint, target.ip, target.port);
+      // A workload outside a service is labelled with its namespace, as Linkerd's endpoint profiles are.
+      if (addr && found.service === undefined) addr.metricLabels.namespace = found.owner.namespace;
       if (addr) state.addrs.set(`${target.ip} ${target.port}`, { addr, bytes: fingerprint(addr) });
     } else {
       const addr: WeightedAddr = {
