@@ -244,6 +244,8 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     stopAccepting: async () => {
       // close() stops the listener now; its callback would wait for every connection.
       server.close();
+      // Keep-alive and HTTP/2 peers are told to go elsewhere, so the drain ends without cutting a request.
+      httpLayer.drain();
     },
     destroyAll() {
       for (const socket of sockets) socket.destroy();

@@ -39,6 +39,12 @@ export interface InboundHttp {
    * authorized, a skipped port); a denied request gets 403 with `l5d-proxy-error`.
    */
   serve(socket: net.Socket, target: InboundTarget, kind: "http1" | "h2", authorize: Authorize): void;
+  /**
+   * Asks the peers to go elsewhere before a shutdown, without cutting a request: idle HTTP/1 connections
+   * close now, every later HTTP/1 response says `connection: close`, and HTTP/2 sessions get GOAWAY
+   * (their open streams finish).
+   */
+  drain(): void;
   close(): void;
 }
 
@@ -114,9 +120,19 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
   };
 
   const connections = new WeakMap<net.Socket, { target: InboundTarget; authorize: Authorize }>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  /** HTTP/1 connections between two requests (the server is never listening, so node does not track them). */
+  const idle = new Set<net.Socket>();
+  let draining = false;
   const http1Server = http.createServer({ keepAlive: true, noDelay: true, maxHeaderSize: 16 * 1024 });
   http1Server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
     const connection = connections.get(req.socket);
+    // While draining, the peer learns from this response not to reuse the connection (no race with its next request).
+    if (draining) res.shouldKeepAlive = false;
+    idle.delete(req.socket);
+    res.once("finish", () => {
+      if (!req.socket.destroyed) idle.add(req.socket);
+    });
     if (connection === undefined) res.destroy();
     else forward(fromHttp1(req), http1Sink(res), connection.target, connection.authorize);
   });
@@ -169,12 +185,16 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     serve(socket, target, kind, authorize) {
       if (kind === "http1") {
         connections.set(socket, { target, authorize });
+        socket.once("close", () => idle.delete(socket));
         http1Server.emit("connection", socket);
         socket.resume();
         return;
       }
       const session = http2.performServerHandshake(h2Transport(socket));
       session.on("error", () => socket.destroy());
+      if (draining) session.close();
+      sessions.add(session);
+      session.once("close", () => sessions.delete(session));
       session.on("stream", (stream, headers) => {
         const origProto = headerValue(headers as Headers, L5D_ORIG_PROTO);
         // The response of a downgraded request says which HTTP/1 version it had, for the peer to restore.
@@ -182,6 +202,12 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
         forward(fromHttp2(stream, headers), http2Sink(stream, extra), target, authorize);
       });
       socket.once("close", () => session.destroy());
+    },
+    drain() {
+      draining = true;
+      for (const socket of idle) socket.destroy();
+      // close() sends GOAWAY and ends the session once its open streams are done.
+      for (const session of sessions) session.close();
     },
     close: () => pools.close(),
   };
