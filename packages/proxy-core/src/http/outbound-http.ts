@@ -196,6 +196,9 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
           if (retryable(error)) continue;
           break;
         }
+        // The endpoint's latency is its time to the response head (Linkerd's peak-EWMA measures to the
+        // response too): a long body (a stream, a download) says nothing about how fast the endpoint answers.
+        const latencyMs = performance.now() - started;
         const legTls: TlsState = endpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: endpoint.identity };
         const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr: formatHostPort(endpoint.address, endpoint.port), tls: legTls, method: request.method, path: request.path });
         // The peer proxy's own error (it could not reach its workload): the endpoint failed, not the application.
@@ -208,7 +211,7 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
         sink.send(response).then(
           () => {
             release();
-            balancer.observe(endpoint, performance.now() - started);
+            balancer.observe(endpoint, latencyMs);
             const grpcStatus = grpcStatusOf(response);
             const outcome: HttpOutcome = { status: response.status, ...(grpcStatus === undefined ? {} : { grpcStatus }) };
             record(outcome);
