@@ -6,7 +6,8 @@ import type net from "node:net";
 import path from "node:path";
 import { createMaterial, identityOf, startProxy } from "@meshtls/hostile-suite/test/support/mesh.ts";
 import type { Material, ProxyProcess, Service } from "@meshtls/hostile-suite/test/support/mesh.ts";
-import { bins, freePort, startNode, tempDir } from "@meshtls/hostile-suite/test/support/processes.ts";
+import { bins, freePort, poll, startNode, stopAll as stopAllProcesses, tempDir } from "@meshtls/hostile-suite/test/support/processes.ts";
+import { requestVia } from "./traffic.ts";
 import type { Proc } from "@meshtls/hostile-suite/test/support/processes.ts";
 
 export { identityOf, startProxy };
@@ -121,7 +122,7 @@ export async function createDestination(files: MeshFiles): Promise<ControlPlaneP
  * A workload's app: `GET /` answers `<name> ok`; `GET /slow?ms=N` sends its head and a first chunk at
  * once and ends with `ok` N ms later (a request still in flight when something is killed).
  */
-export async function startApp(host: string, name: string): Promise<{ server: http.Server; port: number; close: () => Promise<void> }> {
+export async function startApp(host: string, name: string, port = 0): Promise<{ server: http.Server; port: number; close: () => Promise<void> }> {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://app");
     if (url.pathname === "/slow") {
@@ -133,14 +134,14 @@ export async function startApp(host: string, name: string): Promise<{ server: ht
     res.end(`${name} ok\n`);
   });
   server.keepAliveTimeout = 60_000;
-  await new Promise<void>((resolve) => server.listen(0, host, resolve));
-  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve, reject) => server.once("error", reject).listen(port, host, resolve));
+  const bound = (server.address() as net.AddressInfo).port;
   const close = (): Promise<void> =>
     new Promise((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
     });
-  return { server, port, close };
+  return { server, port: bound, close };
 }
 
 export interface RegistryEndpoint {
@@ -203,3 +204,66 @@ export const rssOf = (procs: readonly Proc[]): number => procs.reduce((sum, p) =
 
 export const SERVICE_B = "b.default.svc.cluster.local";
 export const authorityB = `${SERVICE_B}:80`;
+
+/** One endpoint of service b: its app and its proxy. */
+export interface Endpoint {
+  ip: string;
+  app: Awaited<ReturnType<typeof startApp>>;
+  proxy: ProxyProcess;
+}
+
+export interface Mesh {
+  files: MeshFiles;
+  identity: ControlPlaneProcess;
+  destination: ControlPlaneProcess & { policy: string };
+  /** The client's proxy (ServiceAccount a): traffic enters at its outbound. */
+  a: ProxyProcess;
+  /** Service b's endpoints (ServiceAccount b), on 127.0.<net>.1, .2, … */
+  b: Endpoint[];
+  /** Service b as the registry says now, with the given endpoints (default all) and policy lines. */
+  registry(options?: { endpoints?: Endpoint[]; policy?: string }): string;
+  /** Every proxy's process. */
+  proxies(): Proc[];
+  close(): Promise<void>;
+}
+
+/**
+ * Identity, destination (file registry), proxy A on 127.0.`net`.100 and `endpoints` endpoints of service b,
+ * ready once A reaches b. `proxyArgs` are added to B's proxies (e.g. the policy controller's flags).
+ */
+export async function startMesh(options: { name: string; net: number; endpoints: number; lifetime?: string; proxyArgs?: (ip: string) => string[]; clientArgs?: string[]; policy?: string }): Promise<Mesh> {
+  const files = await createMeshFiles(options.name);
+  const identity = await createIdentity(files, { lifetime: options.lifetime ?? "24h" });
+  const destination = await createDestination(files);
+  // Every endpoint's app on the same port (the registry has one targetPort per service), each on its own address.
+  const appPort = await freePort(`127.0.${options.net}.1`);
+  const b = await Promise.all(
+    Array.from({ length: options.endpoints }, async (_, i): Promise<Endpoint> => {
+      const ip = `127.0.${options.net}.${i + 1}`;
+      const app = await startApp(ip, `b${i + 1}`, appPort);
+      const proxy = await startProxy(files.material, { name: `proxy-b${i + 1}`, sa: "b", ip, workloadPort: app.port, identity, destination, extra: options.proxyArgs?.(ip) ?? [] });
+      return { ip, app, proxy };
+    }),
+  );
+  const a = await startProxy(files.material, { name: "proxy-a", sa: "a", ip: `127.0.${options.net}.100`, workloadPort: 1, identity, destination, extra: options.clientArgs ?? [] });
+  const targetPort = appPort;
+  const registry = (r: { endpoints?: Endpoint[]; policy?: string } = {}): string =>
+    registryText([{ name: "b", targetPort, endpoints: (r.endpoints ?? b).map((e) => ({ address: e.ip, sa: "b", inboundPort: portOf(e.proxy.inbound) })) }], r.policy ?? options.policy);
+  replaceFile(files.registryFile, registry());
+  const mesh: Mesh = {
+    files,
+    identity,
+    destination,
+    a,
+    b,
+    registry,
+    proxies: () => [a.proc, ...b.map((e) => e.proxy.proc)],
+    async close() {
+      await Promise.all(b.map((e) => e.app.close()));
+      await stopAllProcesses();
+    },
+  };
+  const up = await poll(async () => ((await requestVia(a.outbound, authorityB)).ok ? true : undefined), 30_000, 300);
+  if (up !== true) throw new Error("A never reached b: the mesh did not come up");
+  return mesh;
+}

@@ -36,7 +36,10 @@ export function requestVia(proxy: string, authority: string, path = "/", timeout
       res.on("data", (chunk: string) => (body += chunk));
       res.on("end", () => {
         const error = res.headers["l5d-proxy-error"];
-        settle(res.statusCode === 200 && body.endsWith("ok\n"), res.statusCode === 200 && !body.endsWith("ok\n") ? "200 with a cut body" : `${res.statusCode ?? "?"}${error === undefined ? "" : ` ${String(error)}`}`);
+        const ok = res.statusCode === 200 && body.endsWith("ok\n");
+        // A success names the endpoint that answered (`200 b2`); a failure says how it failed.
+        const answered = ok ? ` ${body.split(" ")[0] ?? ""}` : res.statusCode === 200 ? " with a cut body" : "";
+        settle(ok, `${res.statusCode ?? "?"}${answered}${error === undefined ? "" : ` ${String(error)}`}`);
       });
       res.on("error", (error: NodeJS.ErrnoException) => settle(false, `body: ${error.code ?? error.message}`));
       res.on("aborted", () => settle(false, "body aborted"));
