@@ -1,6 +1,6 @@
 import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
-import { createCertifier, createCredentialStore, createTrustAnchorsStore } from "@meshtls/identity";
+import { createCertifier, createControlPlaneCredentials, createCredentialStore, createTrustAnchorsStore } from "@meshtls/identity";
 import { createOriginalDestinationReader } from "@meshtls/orig-dst";
 import { createProxy, createProxyMetrics, createStaticPolicySource, createTapServer, flagPolicies, formatHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { TapServer } from "@meshtls/proxy-core";
@@ -9,7 +9,6 @@ import { parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
 import { parseConfig } from "./config.js";
-import { createDestinationChannelCredentials } from "./destination-credentials.js";
 import { createPolicyClient } from "./policy-client.js";
 
 async function main(): Promise<void> {
@@ -45,7 +44,7 @@ async function main(): Promise<void> {
   // TLS to the destination service follows the anchors file and presents our mesh certificate.
   const destinationTls = config.destinationInsecurePlaintext
     ? undefined
-    : createDestinationChannelCredentials({ serverName: config.destinationServerName ?? "", trustBundle, credentials: store });
+    : createControlPlaneCredentials({ serverName: config.destinationServerName ?? "", trustBundle, credentials: store });
   const destination = createDestinationClient({
     address: config.destinationAddress,
     credentials: destinationTls?.credentials ?? grpcCredentials.createInsecure(),
@@ -59,7 +58,7 @@ async function main(): Promise<void> {
   const policyTls =
     config.policyAddress === undefined || config.destinationInsecurePlaintext
       ? undefined
-      : createDestinationChannelCredentials({ serverName: config.policyServerName ?? "", trustBundle, credentials: store });
+      : createControlPlaneCredentials({ serverName: config.policyServerName ?? "", trustBundle, credentials: store });
   const policy =
     config.policyAddress === undefined || config.workloadName === undefined
       ? createStaticPolicySource(config.policy)

@@ -10,7 +10,7 @@ import { createIssuer, createTrustAnchor, exportPrivateKey, generateKeyPair, iss
 import { noopLogger, peerIdentity } from "@meshtls/proxy-core";
 import type { Credentials, CredentialSource } from "@meshtls/proxy-core";
 import { afterEach, describe, expect, it } from "vitest";
-import { createDestinationChannelCredentials } from "../src/destination-credentials.ts";
+import { createControlPlaneCredentials as createDestinationChannelCredentials } from "@meshtls/identity";
 
 /** The trust anchors file as meshtls-proxy follows it: identity's trust-anchors store. */
 async function followedAnchors(file: string): Promise<TrustAnchorsStore> {

@@ -1,12 +1,13 @@
 import { readFile } from "node:fs/promises";
 import { credentials as grpcCredentials, Metadata } from "@grpc/grpc-js";
-import type { ChannelCredentials, ServiceError } from "@grpc/grpc-js";
+import type { ServiceError } from "@grpc/grpc-js";
 import { IdentityClient, timestampToDate } from "@meshtls/api";
 import type { CertifyResponse , CertifyRequest} from "@meshtls/api";
 import { certificateMatchesKey, createCsr, exportPrivateKey, generateKeyPair, pemEncode, verifyChain } from "@meshtls/pki";
 import type { CryptoKeyPair } from "@meshtls/pki";
 import { Counter, Gauge } from "prom-client";
 import type { Registry } from "prom-client";
+import { createControlPlaneCredentials } from "./control-plane-credentials.ts";
 import type { Credentials, WritableCredentialStore } from "./credential-store.ts";
 import { IdentityError } from "./errors.ts";
 import { noopLogger } from "./logger.ts";
@@ -131,13 +132,13 @@ export function createCertifier(options: CertifierOptions): Certifier {
     const anchorsPem = anchorDer.map((d) => pemEncode("CERTIFICATE", d)).join("");
     if (client && client.anchorsPem === anchorsPem) return client.instance;
     client?.instance.close();
-    let creds: ChannelCredentials;
     const channelOptions: Record<string, string | number> = {};
-    if (options.insecurePlaintext) {
-      creds = grpcCredentials.createInsecure();
-    } else {
-      creds = grpcCredentials.createSsl(Buffer.from(anchorsPem), null, null);
-      // The service is authenticated by its identity name, never by the host it was reached at.
+    // The control plane's one client TLS: verified against these anchors and by the service's identity.
+    const creds = options.insecurePlaintext
+      ? grpcCredentials.createInsecure()
+      : createControlPlaneCredentials({ serverName: options.serverName as string, trustBundle: { current: () => anchorDer, subscribe: () => () => undefined } }).credentials;
+    if (!options.insecurePlaintext) {
+      // SNI and :authority name the identity too.
       channelOptions["grpc.ssl_target_name_override"] = options.serverName as string;
       channelOptions["grpc.default_authority"] = options.serverName as string;
     }

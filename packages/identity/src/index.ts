@@ -29,6 +29,10 @@ export { refreshDelayMs, backoffDelayMs, MIN_REFRESH_MS, MAX_REFRESH_MS, REFRESH
 export type { Certifier, CertifierOptions } from "./certifier.ts";
 export { createCredentialStore } from "./credential-store.ts";
 export type { CredentialStore, Credentials, WritableCredentialStore } from "./credential-store.ts";
+// The TLS of every client of the control plane (Certify, destination, policy), and the peer names it checks.
+export { createControlPlaneCredentials } from "./control-plane-credentials.ts";
+export type { ControlPlaneCredentials, ControlPlaneCredentialsOptions } from "./control-plane-credentials.ts";
+export { namesIdentity, subjectAltNames } from "./peer-names.ts";
 
 // Shared.
 export { IdentityError } from "./errors.ts";

@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import type { X509Certificate } from "node:crypto";
 import tls from "node:tls";
-import { parseCertificate, pemEncode, PkiError } from "@meshtls/pki";
+import { namesIdentity, subjectAltNames } from "@meshtls/identity";
+import { pemEncode } from "@meshtls/pki";
 import { ProxyError } from "./errors.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
@@ -349,22 +350,8 @@ export function certificateNotAfter(certificate: X509Certificate | undefined): D
   return new Date(Number.isNaN(time) ? 0 : time);
 }
 
-/**
- * The DNS and URI SANs of a DER certificate, read from the certificate itself.
- * Never from node's `subjectaltname` text: its quoting of values that hold
- * ", " can be confused for more entries (the shape of CVE-2021-44532). A
- * certificate that cannot be parsed names nothing, so it matches no identity.
- */
-export function subjectAltNames(certificate: Uint8Array | undefined): { dns: string[]; uri: string[] } {
-  if (certificate === undefined) return { dns: [], uri: [] };
-  try {
-    const { san } = parseCertificate(certificate);
-    return { dns: san.dns, uri: san.uri };
-  } catch (error) {
-    if (error instanceof PkiError) return { dns: [], uri: [] };
-    throw error;
-  }
-}
+// The peer names are read as @meshtls/identity reads them (the control plane's clients check servers with the same function).
+export { namesIdentity, subjectAltNames };
 
 /** The client identity of a DER peer certificate: its first DNS SAN, else its first URI SAN. */
 export function peerIdentity(certificate: Uint8Array | undefined): string | undefined {
@@ -372,8 +359,3 @@ export function peerIdentity(certificate: Uint8Array | undefined): string | unde
   return names.dns[0] ?? names.uri[0];
 }
 
-/** Whether a DNS or URI SAN of a DER certificate equals `identity` exactly. */
-export function namesIdentity(certificate: Uint8Array | undefined, identity: string): boolean {
-  const names = subjectAltNames(certificate);
-  return names.dns.includes(identity) || names.uri.includes(identity);
-}
