@@ -1,63 +1,89 @@
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { buildInstallManifests } from "@meshtls/kubernetes";
 import { describe, expect, it } from "vitest";
 
-// Images cannot be built here (no container runtime); what can be checked is checked: every file a stage
-// copies exists, each image builds and runs the package it is for, the final stage runs as a non-root user
-// without build tools, and the entrypoint starts.
+// Images cannot be built here (no container runtime); what can be checked is checked on apps/Dockerfile, the one
+// Dockerfile of every image: every file the build stage copies exists, it builds and deploys the package of the folder
+// APP names, each app's final stage runs as a non-root user without build tools, the entrypoint starts, and the image
+// names `meshtls install` uses are exactly the apps it can build.
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const APPS = ["cli", "identity", "destination", "proxy", "injector"];
+const APPS = readdirSync(path.join(repoRoot, "apps")).filter((app) => existsSync(path.join(repoRoot, "apps", app, "package.json")));
 
 interface Stage {
   from: string;
+  name?: string;
   lines: string[];
 }
 
-function stagesOf(text: string): Stage[] {
+function stagesOf(text: string): { globalArgs: string[]; stages: Stage[] } {
   const joined = text.replace(/\\\n/g, " ");
+  const globalArgs: string[] = [];
   const stages: Stage[] = [];
   for (const line of joined.split("\n").map((l) => l.trim())) {
     if (line === "" || line.startsWith("#")) continue;
-    if (line.startsWith("FROM ")) stages.push({ from: line.slice(5).trim(), lines: [] });
+    const from = /^FROM (\S+)(?: AS (\S+))?$/.exec(line);
+    if (from) stages.push({ from: from[1]!, ...(from[2] === undefined ? {} : { name: from[2] }), lines: [] });
+    else if (stages.length === 0) globalArgs.push(line);
     else stages.at(-1)!.lines.push(line);
   }
-  return stages;
+  return { globalArgs, stages };
 }
 
-describe.each(APPS)("apps/%s/Dockerfile", (app) => {
-  const text = readFileSync(path.join(repoRoot, "apps", app, "Dockerfile"), "utf8");
-  const stages = stagesOf(text);
-  const name = (JSON.parse(readFileSync(path.join(repoRoot, "apps", app, "package.json"), "utf8")) as { name: string }).name;
+const { globalArgs, stages } = stagesOf(readFileSync(path.join(repoRoot, "apps", "Dockerfile"), "utf8"));
+const stageNamed = (name: string): Stage | undefined => stages.find((s) => s.name === name);
 
-  it("is multi-stage; the build stage copies files that exist and builds and deploys this app's package", () => {
-    expect(stages.length).toBe(2);
-    const [build] = stages as [Stage, Stage];
-    expect(build.from).toMatch(/ AS build$/);
+/** The final image of APP=app: its stages from the base image up (inherited first), as docker resolves `FROM <stage>`. */
+function imageOf(app: string): { base: string; lines: string[] } {
+  const chain: Stage[] = [];
+  let stage: Stage | undefined = { ...stages.at(-1)!, from: stages.at(-1)!.from.replace("${APP}", app) };
+  while (stage !== undefined) {
+    chain.unshift(stage);
+    stage = stageNamed(stage.from);
+  }
+  return { base: chain[0]!.from, lines: chain.flatMap((s) => s.lines) };
+}
+
+describe("apps/Dockerfile", () => {
+  it("takes the app as ARG APP and builds and deploys that folder's package from a build stage whose copies exist", () => {
+    expect(globalArgs).toContain("ARG APP");
+    const build = stageNamed("build")!;
+    expect(build.lines).toContain("ARG APP");
     const copies = build.lines.filter((l) => l.startsWith("COPY ") && !l.includes("--from="));
     expect(copies.length).toBeGreaterThan(0);
     for (const copy of copies) {
-      const sources = copy.split(/\s+/).slice(1, -1);
-      for (const source of sources) expect(existsSync(path.join(repoRoot, source)), `${copy}: ${source}`).toBe(true);
+      for (const source of copy.split(/\s+/).slice(1, -1)) expect(existsSync(path.join(repoRoot, source)), `${copy}: ${source}`).toBe(true);
     }
-    const run = build.lines.find((l) => l.startsWith("RUN pnpm install"))!;
+    const run = build.lines.find((l) => l.startsWith("RUN ") && l.includes("pnpm install"))!;
+    expect(run).toContain('test -f "apps/${APP}/package.json"');
     expect(run).toContain("--frozen-lockfile");
-    expect(run).toContain(`--filter=${name}...`);
-    expect(run).toContain(`--filter ${name} deploy --prod /out`);
+    expect(run).toContain('--filter "{./apps/${APP}}..." run build');
+    expect(run).toContain('--filter "./apps/${APP}" deploy --prod /out');
+    expect(stages.at(-1)!.from).toBe("runtime-${APP}");
   });
 
+  it("`meshtls install` names exactly the images it can build: <registry>/<app>:<tag>, one per app with a runtime stage", () => {
+    const manifests = JSON.stringify(buildInstallManifests({ registry: "registry.test", tag: "t1", trustAnchorsPem: "-", issuer: { from: "cert-manager" } }));
+    const images = new Set([...manifests.matchAll(/registry\.test\/([a-z0-9-]+):t1/g)].map((m) => m[1]!));
+    expect([...images].sort()).toEqual([...APPS].sort());
+    for (const image of images) expect(stageNamed(`runtime-${image}`), `stage runtime-${image}`).toBeDefined();
+  });
+});
+
+describe.each(APPS)("the %s image", (app) => {
   it("the final stage: only the deployed package, a non-root user, no compiler or package manager, an entrypoint that starts", () => {
-    const final = stages[1]!;
-    expect(final.from).not.toMatch(/ AS /);
-    expect(final.from).not.toBe(stages[0]!.from.replace(/ AS build$/, ""));
-    expect(final.lines).toContain("COPY --from=build /out ./");
-    const user = final.lines.find((l) => l.startsWith("USER "))!.slice(5);
+    const image = imageOf(app);
+    expect(image.base).not.toBe(stageNamed("build")!.from);
+    expect(image.lines).toContain("COPY --from=build /out ./");
+    const user = image.lines.filter((l) => l.startsWith("USER ")).at(-1)!.slice(5);
     expect(user).toMatch(/^[1-9]\d*:[1-9]\d*$/);
-    expect(final.lines.join("\n")).not.toMatch(/build-essential|gcc|g\+\+|make|python/);
-    if (app === "cli") expect(final.lines.join("\n")).toMatch(/rm -rf .*npm/);
-    else expect(final.from).toMatch(/distroless/);
-    const entrypoint = JSON.parse(final.lines.find((l) => l.startsWith("ENTRYPOINT "))!.slice(11)) as string[];
+    if (app === "proxy") expect(user).toBe("2102:2102");
+    expect(image.lines.join("\n")).not.toMatch(/build-essential|gcc|g\+\+|make|python/);
+    if (app === "cli") expect(image.lines.join("\n")).toMatch(/iptables[\s\S]*rm -rf .*npm/);
+    else expect(image.base).toMatch(/distroless/);
+    const entrypoint = JSON.parse(image.lines.find((l) => l.startsWith("ENTRYPOINT "))!.slice(11)) as string[];
     expect(entrypoint.at(-1)).toBe("/app/dist/main.js");
     // /app is the deployed package: its dist/main.js is this app's built entry, and it starts.
     const main = path.join(repoRoot, "apps", app, "dist", "main.js");
