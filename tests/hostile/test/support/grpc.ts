@@ -1,12 +1,15 @@
 // gRPC over node:http2 without a gRPC library: legitimate calls (is it still serving?) and malformed ones.
 import http2 from "node:http2";
 import type { SecureClientSessionOptions } from "node:http2";
-import { CertifyRequest, CertifyResponse, GetDestination } from "@meshtls/api";
+import { CertifyRequest, CertifyResponse, GetDestination, PortSpec } from "@meshtls/api";
 import { grpcMessage } from "./http2-frames.ts";
 import type { Material, Service } from "./mesh.ts";
 
 export const CERTIFY = "/io.linkerd.proxy.identity.Identity/Certify";
 export const GET = "/io.linkerd.proxy.destination.Destination/Get";
+export const GET_PROFILE = "/io.linkerd.proxy.destination.Destination/GetProfile";
+export const GET_PORT = "/io.linkerd.proxy.inbound.InboundServerPolicies/GetPort";
+export const WATCH_PORT = "/io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort";
 
 export interface CallResult {
   /** The HTTP :status, if a response started. */
@@ -128,5 +131,21 @@ export async function certifyWorks(service: Service, material: Material, sa = "w
 export async function getWorks(service: Service, material: Material, clientLeaf: { keyPem: string; chainPem: string }, path = "b.default.svc.cluster.local:80"): Promise<boolean> {
   const request = GetDestination.encode({ scheme: "k8s", path, contextToken: '{"ns":"default"}' }).finish();
   const result = await call(service, GET, grpcMessage(Buffer.from(request)), { tls: tlsOptions(service, material, clientLeaf), firstMessageOnly: true });
+  return result.data.length >= 5 && result.grpcStatus === undefined;
+}
+
+/** A real GetProfile: true when the first profile arrives. */
+export async function profileWorks(service: Service, material: Material, clientLeaf: { keyPem: string; chainPem: string }, path = "b.default.svc.cluster.local:80"): Promise<boolean> {
+  const request = GetDestination.encode({ scheme: "k8s", path, contextToken: '{"ns":"default"}' }).finish();
+  const result = await call(service, GET_PROFILE, grpcMessage(Buffer.from(request)), { tls: tlsOptions(service, material, clientLeaf), firstMessageOnly: true });
+  return result.data.length >= 5 && result.grpcStatus === undefined;
+}
+
+/** A real WatchPort on the policy API (`service.policy`): true when the port's first `Server` arrives. */
+export async function watchPortWorks(service: Service, material: Material, clientLeaf: { keyPem: string; chainPem: string }, spec: PortSpec): Promise<boolean> {
+  if (service.policy === undefined) return false;
+  const request = PortSpec.encode(spec).finish();
+  const policy = { ...service, grpc: service.policy };
+  const result = await call(policy, WATCH_PORT, grpcMessage(Buffer.from(request)), { tls: tlsOptions(policy, material, clientLeaf), firstMessageOnly: true });
   return result.data.length >= 5 && result.grpcStatus === undefined;
 }

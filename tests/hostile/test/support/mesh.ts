@@ -81,6 +81,8 @@ export interface Service {
   tls: boolean;
   /** The name the TLS server presents. */
   serverName: string;
+  /** meshtls-destination's policy API (`InboundServerPolicies`), `127.0.0.1:port`. */
+  policy?: string;
 }
 
 /** `meshtls-identity` on 127.0.0.1 with OS-chosen ports; TLS unless `plaintext`. */
@@ -100,15 +102,22 @@ export async function startIdentity(material: Material, options: { name: string;
 }
 
 /** `meshtls-destination` on 127.0.0.1; with `tls`, mTLS (a client certificate from the mesh issuer is required). */
-export async function startDestination(material: Material, options: { name: string; registryFile: string; tls?: boolean }): Promise<Service> {
+export async function startDestination(material: Material, options: { name: string; registryFile: string; tls?: boolean; extra?: string[] }): Promise<Service> {
   let tlsArgs = ["--insecure-plaintext"];
   if (options.tls === true) {
     const leaf = await material.leaf(DESTINATION_NAME);
     tlsArgs = ["--tls-cert", leaf.chainFile, "--tls-key", leaf.keyFile, "--tls-client-ca", material.caFile];
   }
-  const proc = startNode(options.name, bins.destination, ["--registry", options.registryFile, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...tlsArgs]);
+  const proc = startNode(options.name, bins.destination, ["--registry", options.registryFile, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", ...tlsArgs, ...(options.extra ?? [])]);
   const listening = await proc.waitForMsg("listening");
-  return { proc, grpc: String(listening["grpcAddress"]), admin: String(listening["adminAddress"]), tls: options.tls === true, serverName: DESTINATION_NAME };
+  return {
+    proc,
+    grpc: String(listening["grpcAddress"]),
+    admin: String(listening["adminAddress"]),
+    tls: options.tls === true,
+    serverName: DESTINATION_NAME,
+    policy: String(listening["policyAddress"]),
+  };
 }
 
 export interface ProxyProcess {

@@ -13,6 +13,7 @@ export const bins = {
   identity: path.join(repoRoot, "apps/identity/dist/main.js"),
   destination: path.join(repoRoot, "apps/destination/dist/main.js"),
   proxy: path.join(repoRoot, "apps/proxy/dist/main.js"),
+  injector: path.join(repoRoot, "apps/injector/dist/main.js"),
 };
 
 /** Temporary folders of this test file (keys and tokens in them): removed by {@link stopAll}. */
