@@ -98,7 +98,7 @@ export function createKubeApi(options: KubeApiOptions): KubeApi {
     const requestOptions: https.RequestOptions = { method, headers: { accept: "application/json", "user-agent": "meshtls" } };
     if (body !== undefined) Object.assign(requestOptions.headers!, { "content-type": "application/json", "content-length": String(Buffer.byteLength(body)) });
     if (options.prepare) await options.prepare(requestOptions);
-    // client-node makes a new agent per call: keep the first, so connections are reused.
+    // Keep the first agent `prepare` gives, so that connections are pooled per client.
     if (requestOptions.agent instanceof http.Agent) agent ??= requestOptions.agent;
     if (agent !== undefined) requestOptions.agent = agent;
     const transport = url.protocol === "https:" ? https : http;
@@ -235,6 +235,13 @@ export function createKubeApi(options: KubeApiOptions): KubeApi {
   };
 }
 
+/** The fields of `object` that are set. */
+function pick<T extends object, K extends keyof T>(object: T, keys: readonly K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const key of keys) if (object[key] !== undefined) out[key] = object[key];
+  return out;
+}
+
 /** Where the API server's address and credentials come from. */
 export interface KubeConfigSource {
   /** A kubeconfig file. Default: client-node's `loadFromDefault` (`KUBECONFIG`, `~/.kube/config`, then in-cluster). */
@@ -261,6 +268,7 @@ export function createKubeApiFromConfig(source: KubeConfigSource = {}): KubeApi 
   if (source.context !== undefined && kc.getContextObject(source.context) === null) {
     throw new KubernetesError("ERR_KUBE_CONFIG", `the kubeconfig has no context ${JSON.stringify(source.context)}`);
   }
+  let keepAlive: http.Agent | undefined;
   return createKubeApi({
     server: cluster.server,
     prepare: async (options) => {
@@ -268,6 +276,17 @@ export function createKubeApiFromConfig(source: KubeConfigSource = {}): KubeApi 
         await kc.applyToHTTPSOptions(options);
       } catch (error) {
         throw new KubernetesError("ERR_KUBE_CONFIG", `cannot apply the kubeconfig's credentials: ${(error as Error).message}`, { cause: error });
+      }
+      // client-node's agent closes each connection after one request; without a proxy, one keep-alive agent
+      // with the same TLS settings (CA, client certificate, verification, server name) reuses them.
+      if (cluster.proxyUrl === undefined) {
+        keepAlive ??= cluster.server.startsWith("https:")
+          ? new https.Agent({
+              keepAlive: true,
+              ...pick(options, ["ca", "cert", "key", "pfx", "passphrase", "rejectUnauthorized", "servername"]),
+            })
+          : new http.Agent({ keepAlive: true });
+        options.agent = keepAlive;
       }
     },
   });
