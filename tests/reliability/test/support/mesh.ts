@@ -231,7 +231,7 @@ export interface Mesh {
  * Identity, destination (file registry), proxy A on 127.0.`net`.100 and `endpoints` endpoints of service b,
  * ready once A reaches b. `proxyArgs` are added to B's proxies (e.g. the policy controller's flags).
  */
-export async function startMesh(options: { name: string; net: number; endpoints: number; lifetime?: string; proxyArgs?: (ip: string) => string[]; clientArgs?: string[]; policy?: string }): Promise<Mesh> {
+export async function startMesh(options: { name: string; net: number; endpoints: number; lifetime?: string; proxyArgs?: (ip: string, policyAddr: string) => string[]; clientArgs?: string[]; policy?: (appPort: number) => string }): Promise<Mesh> {
   const files = await createMeshFiles(options.name);
   const identity = await createIdentity(files, { lifetime: options.lifetime ?? "24h" });
   const destination = await createDestination(files);
@@ -241,14 +241,14 @@ export async function startMesh(options: { name: string; net: number; endpoints:
     Array.from({ length: options.endpoints }, async (_, i): Promise<Endpoint> => {
       const ip = `127.0.${options.net}.${i + 1}`;
       const app = await startApp(ip, `b${i + 1}`, appPort);
-      const proxy = await startProxy(files.material, { name: `proxy-b${i + 1}`, sa: "b", ip, workloadPort: app.port, identity, destination, extra: options.proxyArgs?.(ip) ?? [] });
+      const proxy = await startProxy(files.material, { name: `proxy-b${i + 1}`, sa: "b", ip, workloadPort: app.port, identity, destination, extra: options.proxyArgs?.(ip, destination.policy) ?? [] });
       return { ip, app, proxy };
     }),
   );
   const a = await startProxy(files.material, { name: "proxy-a", sa: "a", ip: `127.0.${options.net}.100`, workloadPort: 1, identity, destination, extra: options.clientArgs ?? [] });
   const targetPort = appPort;
   const registry = (r: { endpoints?: Endpoint[]; policy?: string } = {}): string =>
-    registryText([{ name: "b", targetPort, endpoints: (r.endpoints ?? b).map((e) => ({ address: e.ip, sa: "b", inboundPort: portOf(e.proxy.inbound) })) }], r.policy ?? options.policy);
+    registryText([{ name: "b", targetPort, endpoints: (r.endpoints ?? b).map((e) => ({ address: e.ip, sa: "b", inboundPort: portOf(e.proxy.inbound) })) }], r.policy ?? options.policy?.(appPort));
   replaceFile(files.registryFile, registry());
   const mesh: Mesh = {
     files,

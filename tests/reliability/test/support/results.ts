@@ -27,7 +27,7 @@ export interface Row {
 /** Writes the row (so failing rows reach the table too), then asserts that it holds. */
 export function record(row: Omit<Row, "note"> & { note?: string }, summary?: TrafficSummary): void {
   const failures = summary === undefined ? "" : Object.entries(summary.failures).map(([result, n]) => `${n}× ${result}`).join(", ");
-  const full: Row = { ...row, note: [row.note, failures].filter((s) => s !== undefined && s !== "").join("; ") };
+  const full: Row = { ...row, note: [failures, row.note].filter((s) => s !== undefined && s !== "").join("; ") };
   appendFileSync(inject("reliabilityResultsFile"), `${JSON.stringify(full)}\n`);
   expect(full.holds, `${full.case}: expected ${full.expected}; got ${full.failed}/${full.sent} failed, longest failure window ${full.longestFailureMs} ms; ${full.note}`).toBe(true);
 }

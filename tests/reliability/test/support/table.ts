@@ -24,7 +24,7 @@ export function formatTable(title: string, rows: readonly TableRow[]): string {
     `${mib(r.rssBeforeKiB)} → ${mib(r.rssAfterKiB)}`,
     r.expected,
     r.holds ? "yes" : "NO",
-    r.note.replace(/\s+/g, " ").slice(0, 160),
+    r.note.replace(/\s+/g, " ").slice(0, 240),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((cells) => (cells[i] ?? "").length)));
   const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(" | ")} |`;
