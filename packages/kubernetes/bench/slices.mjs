@@ -8,8 +8,12 @@
 // the destination's RSS. The same run then does the same with the file
 // registry (the same services in a registry file, each change a rewrite of
 // the file: its watcher debounces 25 ms) and prints both side by side.
+// With --profiles P, the Kubernetes run is repeated with P GetProfile
+// streams open besides the Get streams, each on its own target (half on
+// other services' names, half on their pods' IPs), which no change concerns:
+// what they add to each change is the cost of recomputing profiles.
 //
-//   node bench/slices.mjs [--services 5000] [--endpoints 10] [--streams 1000] [--changes 20] [--per-connection 500]
+//   node bench/slices.mjs [--services 5000] [--endpoints 10] [--streams 1000] [--changes 20] [--per-connection 500] [--profiles 0]
 //
 // Needs the built packages and app (pnpm turbo run build --filter meshtls-destination...).
 // Loopback only; the whole run aborts after 15 minutes.
@@ -29,6 +33,7 @@ const { values } = parseArgs({
     streams: { type: "string", default: "1000" },
     changes: { type: "string", default: "20" },
     "per-connection": { type: "string", default: "500" },
+    profiles: { type: "string", default: "0" },
     only: { type: "string" },
   },
 });
@@ -37,7 +42,9 @@ const E = Number(values.endpoints);
 const N = Number(values.streams);
 const changes = Number(values.changes);
 const perConnection = Number(values["per-connection"]);
+const P = Number(values.profiles);
 if (!(S >= 1 && S <= 65_000 && E >= 2 && E <= 250 && N >= 1 && changes >= 1)) throw new Error("--services 1..65000, --endpoints 2..250, --streams and --changes at least 1");
+if (!(P >= 0 && P <= 2 * (S - 1))) throw new Error("--profiles 0..2 × (services - 1)");
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const mainJs = path.resolve(here, "../../../apps/destination/dist/main.js");
@@ -67,12 +74,12 @@ const ipOf = (s, e) => `10.${(s >> 8) & 255}.${s & 255}.${e + 1}`;
 const svcName = (s) => `svc-${s}`;
 
 /** protobuf GetDestination { scheme = 1; path = 2; context_token = 3 }, framed for gRPC. */
-function getFrame(authority) {
+function getFrame(authority, scheme = "k8s") {
   const field = (no, text) => {
     const bytes = Buffer.from(text);
     return Buffer.concat([Buffer.from([(no << 3) | 2, bytes.length]), bytes]);
   };
-  const body = Buffer.concat([field(1, "k8s"), field(2, authority), field(3, JSON.stringify({ ns: NS }))]);
+  const body = Buffer.concat([field(1, scheme), field(2, authority), field(3, JSON.stringify({ ns: NS }))]);
   const frame = Buffer.alloc(5 + body.length);
   frame.writeUInt32BE(body.length, 1);
   body.copy(frame, 5);
@@ -116,6 +123,37 @@ async function openStreams(port, authority) {
   };
 }
 
+/** P GetProfile streams, each on its own target: services 1.. by name, then their first pods by IP. Resolves when each has its profile. */
+async function openProfiles(port) {
+  const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
+  session.on("error", () => undefined);
+  const counts = new Uint32Array(P);
+  const streams = [];
+  for (let i = 0; i < P; i++) {
+    const s = 1 + (i >> 1);
+    const authority = i % 2 === 0 ? `${svcName(s)}.${NS}.svc.cluster.local:80` : `${ipOf(s, 0)}:8080`;
+    const stream = session.request({ ":method": "POST", ":path": "/io.linkerd.proxy.destination.Destination/GetProfile", "content-type": "application/grpc", te: "trailers" });
+    stream.on("data", () => counts[i]++);
+    stream.on("error", () => undefined);
+    stream.end(getFrame(authority, ""));
+    streams.push(stream);
+    if (i % 200 === 199) await sleep(1);
+  }
+  const until = performance.now() + 60_000;
+  while (counts.some((c) => c === 0)) {
+    if (performance.now() > until) throw new Error(`${counts.filter((c) => c === 0).length} of ${P} GetProfile streams got no profile within 60 s`);
+    await sleep(20);
+  }
+  return {
+    /** Profiles received after the first ones (none expected: no change concerns them). */
+    extra: () => counts.reduce((a, c) => a + c - 1, 0),
+    close() {
+      for (const s of streams) s.close(http2.constants.NGHTTP2_CANCEL);
+      session.close();
+    },
+  };
+}
+
 async function startDestination(args) {
   const child = spawn(process.execPath, [mainJs, ...args, "--listen", "127.0.0.1:0", "--policy-addr", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--insecure-plaintext"], {
     stdio: ["ignore", "pipe", "inherit"],
@@ -154,9 +192,10 @@ async function fanoutMs(adminPort) {
   return Number(/^destination_registry_change_fanout_seconds_sum (\S+)$/m.exec(text)?.[1]) * 1000;
 }
 
-/** Opens the streams, makes `changes` changes with `change(c)` and measures each one's latency to the last stream. */
-async function measure(name, server, startedAt, change) {
+/** Opens the streams (and `profiles` GetProfile streams), makes `changes` changes with `change(c)` and measures each one's latency to the last stream. */
+async function measure(name, server, startedAt, change, profiles = 0) {
   const readyMs = performance.now() - startedAt;
+  const profileStreams = profiles > 0 ? await openProfiles(server.grpcPort) : undefined;
   const streams = await openStreams(server.grpcPort, `${svcName(0)}.${NS}.svc.cluster.local:80`);
   await sleep(1000);
   const rss = rssMiB(server.child.pid);
@@ -179,6 +218,9 @@ async function measure(name, server, startedAt, change) {
     serverSide.push((await fanoutMs(server.adminPort)) - before);
   }
   const rssAfter = rssMiB(server.child.pid);
+  const extraProfiles = profileStreams?.extra() ?? 0;
+  profileStreams?.close();
+  if (extraProfiles > 0) console.log(`${name}: ${extraProfiles} profiles were re-sent though no change concerned them`);
   streams.close();
   server.child.kill("SIGTERM");
   await new Promise((r) => (server.child.exitCode !== null ? r() : server.child.once("exit", r)));
@@ -201,7 +243,7 @@ const sliceOf = (s, notReady = -1) => ({
   endpoints: Array.from({ length: E }, (_, e) => ({ addresses: [ipOf(s, e)], conditions: { ready: e !== notReady }, targetRef: { kind: "Pod", namespace: NS, name: `${svcName(s)}-${e}` } })),
 });
 
-async function kubernetesRun(dir) {
+async function kubernetesRun(dir, profiles = 0) {
   const api = await startFakeApiServer({ bearerToken: "bench-token", historyLimit: 100_000 });
   try {
     api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: NS } });
@@ -219,7 +261,8 @@ async function kubernetesRun(dir) {
     const server = await startDestination(["--source", "kubernetes", "--kubeconfig", kubeconfig]);
     await server.waitLog("Kubernetes resources listed", 300_000);
     // Change c: endpoint (c % E) of service 0 not ready, then ready again, alternately.
-    return await measure("kubernetes", server, startedAt, (c) => api.apply(sliceOf(0, c % 2 === 0 ? c % E : -1)));
+    const name = profiles > 0 ? `kube+${profiles}prof` : "kubernetes";
+    return await measure(name, server, startedAt, (c) => api.apply(sliceOf(0, c % 2 === 0 ? c % E : -1)), profiles);
   } finally {
     await api.close();
   }
@@ -249,13 +292,14 @@ async function fileRun(dir) {
 
 const dir = mkdtempSync(path.join(tmpdir(), "meshtls-kube-bench-"));
 try {
-  console.log(`meshtls-destination: ${S} services × ${E} endpoints, ${N} Get streams on one service, ${changes} changes (node ${process.version})`);
+  console.log(`meshtls-destination: ${S} services × ${E} endpoints, ${N} Get streams on one service, ${changes} changes${P > 0 ? `, ${P} GetProfile streams on other targets` : ""} (node ${process.version})`);
   const results = [];
   if (values.only !== "file") results.push(await kubernetesRun(dir));
+  if (values.only !== "file" && P > 0) results.push(await kubernetesRun(dir, P));
   if (values.only !== "kubernetes") results.push(await fileRun(dir));
   const f = (v) => v.toFixed(1).padStart(8);
-  console.log(`${"source".padEnd(12)}${"ready s".padStart(9)}${"p50 ms".padStart(9)}${"p99 ms".padStart(9)}${"max ms".padStart(9)}${"srv p50".padStart(9)}${"srv p99".padStart(9)}${"RSS MiB".padStart(9)}${"RSS end".padStart(9)}`);
-  for (const r of results) console.log(`${r.name.padEnd(12)} ${f(r.readyMs / 1000)} ${f(r.p50)} ${f(r.p99)} ${f(r.max)} ${f(r.serverP50)} ${f(r.serverP99)} ${f(r.rss)} ${f(r.rssAfter)}`);
+  console.log(`${"source".padEnd(16)}${"ready s".padStart(9)}${"p50 ms".padStart(9)}${"p99 ms".padStart(9)}${"max ms".padStart(9)}${"srv p50".padStart(9)}${"srv p99".padStart(9)}${"RSS MiB".padStart(9)}${"RSS end".padStart(9)}`);
+  for (const r of results) console.log(`${r.name.padEnd(16)} ${f(r.readyMs / 1000)} ${f(r.p50)} ${f(r.p99)} ${f(r.max)} ${f(r.serverP50)} ${f(r.serverP99)} ${f(r.rss)} ${f(r.rssAfter)}`);
   console.log("p50/p99/max: change → last stream's update; srv: the destination's own compute + write (destination_registry_change_fanout_seconds); RSS with the streams open, and after the changes");
 } finally {
   rmSync(dir, { recursive: true, force: true });
