@@ -7,10 +7,10 @@ import { createIssuerFiles } from "./commands/certs-issuer.ts";
 import { createTestLeaf } from "./commands/certs-leaf.ts";
 import { renewProxies } from "./commands/renew.ts";
 import { checkCertificates } from "./commands/check.ts";
-import { runDashboard } from "./commands/dashboard.ts";
 import { runDemo } from "./commands/demo.ts";
 import { showEdges, type EdgeSourceOptions } from "./commands/edges.ts";
 import { runTap, TAP_TLS_STATES } from "./commands/tap.ts";
+import { runViz } from "./commands/viz.ts";
 import { injectManifests } from "./commands/inject.ts";
 import { installManifests } from "./commands/install.ts";
 import { inspectFile } from "./commands/inspect.ts";
@@ -90,7 +90,7 @@ function isRemoteTarget(target: string, opts: { sni?: string; cert?: string; key
   return /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(target) && !existsSync(target);
 }
 
-/** The flags `edges` and `dashboard` share: which proxies to read. */
+/** The flags `edges`, `viz` and `tap` share: which proxies to read. */
 function edgeSourceOptions(command: Command): Command {
   return command
     .option("--proxy-admin <host:port>", "a proxy's admin address to read (repeatable)", collect)
@@ -296,8 +296,9 @@ export function createProgram(output: Output): Command {
 
   edgeSourceOptions(
     program
-      .command("dashboard")
-      .description("serve a live view of the edges on loopback (a page, /api/edges JSON and /api/events SSE)"),
+      .command("viz")
+      .alias("dashboard")
+      .description("serve a live view of the mesh on loopback: a graph of workloads and edges (secured, plaintext, denied), a live tap pane and the edges table"),
   )
     .option("--listen <host:port>", "loopback address to serve on", "127.0.0.1:0")
     .addOption(durationOption("--interval <duration>", "time between scrapes", "2s"))
@@ -308,7 +309,7 @@ export function createProgram(output: Output): Command {
       process.on("SIGINT", onSignal);
       process.on("SIGTERM", onSignal);
       try {
-        await runDashboard({ ...edgeSources(opts), listen: opts.listen, intervalMs: opts.interval, signal: stop.signal }, output);
+        await runViz({ ...edgeSources(opts), listen: opts.listen, intervalMs: opts.interval, signal: stop.signal }, output);
       } finally {
         process.off("SIGINT", onSignal);
         process.off("SIGTERM", onSignal);

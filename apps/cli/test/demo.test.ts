@@ -63,6 +63,11 @@ describe("meshtls demo (real processes on loopback)", () => {
     expect(Number(outbound![1])).toBeGreaterThanOrEqual(Number(calls![1]));
     expect(outbound![2]).toBe("100.0");
     expect(result.stdout).toMatch(/requests api +inbound +\d+ responses, success [\d.]+%, latency p50 [\d.]+ ms/);
+    // The viz URL while it runs and in the summary, and the edge table as `meshtls edges` prints it.
+    expect(result.stdout).toMatch(/\] viz: open http:\/\/127\.0\.0\.1:\d+\/ to watch the mesh as a graph/);
+    expect(result.stdout).toMatch(/Summary\n[^]*?  viz: http:\/\/127\.0\.0\.1:\d+\/ \(meshtls viz; served while the demo ran\)/);
+    expect(result.stdout).toMatch(new RegExp(`Summary\\n[^]*?edges \\(meshtls edges\\):\\n +SRC +DST[^]*?default/web +default/api +${WEB.replaceAll(".", "\\.")} +${API.replaceAll(".", "\\.")} +SECURED ✓`));
+    expect(result.stdout).toMatch(/\(unmeshed\) +default\/api +- +\S+ +no_tls_from_remote/);
     // identity, destination, two proxies, two apps: nothing restarted.
     expect(pids.length).toBe(6);
     expect(pids.filter(alive)).toEqual([]);

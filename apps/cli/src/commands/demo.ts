@@ -7,8 +7,11 @@ import { LocalMesh, type MeshBinaries, type Workload } from "../demo/mesh.ts";
 import { describeExpiry, formatDurationMs } from "../duration.ts";
 import { CliError, describeError } from "../errors.ts";
 import { scrapeMetrics } from "../mesh/admin-client.ts";
+import { collectEdges } from "../mesh/edges.ts";
+import { startViz, type Viz } from "../mesh/viz-server.ts";
 import type { ManagedProcess } from "../mesh/supervisor.ts";
 import type { Output } from "../output.ts";
+import { formatEdges } from "./edges.ts";
 
 /**
  * Default leaf lifetime of the demo: 7 s, so that every workload refreshes
@@ -87,6 +90,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     if (!options.tty || !live) output.out(line);
   };
   let mesh: LocalMesh | undefined;
+  let viz: Viz | undefined;
   let live = false;
   let fatal: string | undefined;
   let stopping = false;
@@ -127,6 +131,8 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     event(`api: app on ${api.ip}:${api.appPort}, proxy inbound ${api.inbound}, identity ${api.identity}`);
     const web = await step(mesh.startWorkload({ name: "web", ip: "127.0.1.1", calls: "api" }), options.signal);
     event(`web: app on ${web.ip}:${web.appPort}, proxy outbound ${web.outbound}, identity ${web.identity}; web calls http://api.default.svc.cluster.local/ through it`);
+    viz = await step(startViz({ listen: "127.0.0.1:0", admins: [api.admin, web.admin], registry: [], intervalMs: 1_000 }), options.signal);
+    event(`viz: open ${viz.url} to watch the mesh as a graph, with live tap (meshtls viz, served while the demo runs)`);
 
     const readyAt = Date.now();
     const endAt = options.durationMs === undefined ? Infinity : readyAt + options.durationMs;
@@ -242,6 +248,13 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     if (options.tty) output.out("\x1b[2J\x1b[H");
     output.out("Summary");
     for (const line of snapshot(views, connections, requests, webCalls, unmeshed, denied)) output.out(`  ${line}`);
+    if (viz !== undefined) output.out(`  viz: ${viz.url} (meshtls viz; served while the demo ran)`);
+    if (!aborted()) {
+      // The edges as `meshtls edges` prints them, from the same proxies.
+      const report = await collectEdges({ admins: [...mesh.workloads.values()].map((w) => w.admin), windowMs: 0, timeoutMs: 2_000 });
+      output.out("  edges (meshtls edges):");
+      for (const line of formatEdges(report, false).split("\n")) output.out(`    ${line}`);
+    }
     output.out(problems.length === 0 ? `Result: the mesh worked${aborted() ? " (stopped early)" : ""}` : `Result: FAILED: ${problems.join("; ")}`);
     return { ok: problems.length === 0, problems, aborted: aborted() };
   } catch (error) {
@@ -255,6 +268,7 @@ export async function runDemo(options: RunDemoOptions, output: Output): Promise<
     options.signal?.removeEventListener("abort", onAbort);
     if (timer !== undefined) clearTimeout(timer);
     if (options.tty) output.out("\x1b[?25h");
+    await viz?.close();
     await mesh?.stop();
     if (options.keep === true) {
       output.out(`mesh folder kept: ${dir}`);

@@ -382,7 +382,7 @@ export function plaintextEdges(report: EdgeReport): Edge[] {
 /**
  * Collects edges: scrapes every proxy, and again after `windowMs` when it is
  * above 0 (rates, and which edges are active now). One rule for `meshtls
- * edges` and `meshtls dashboard`.
+ * edges` and `meshtls viz`.
  */
 export async function collectEdges(options: { admins: string[]; registry?: RegistryEndpoint[]; windowMs: number; timeoutMs?: number; signal?: AbortSignal }): Promise<EdgeReport> {
   const scrape = (): Promise<ProxyScrape[]> => scrapeProxies({ admins: options.admins, ...(options.timeoutMs === undefined ? {} : { timeoutMs: options.timeoutMs }) });
