@@ -7,11 +7,11 @@ import path from "node:path";
 import tls from "node:tls";
 import { GetDestination } from "@meshtls/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { closedAfter, idleConnections, MALFORMED_REQUEST_LINES, rawAdmin, rssKiB, trickle } from "../../../test-support/attacks.ts";
 import { adminGet, startDestination, waitFor, type DestinationProcess } from "./support.js";
 
 const SERVER_NAME = "destination.meshtls.serviceaccount.identity.meshtls.cluster.local";
 const GET_PATH = "/io.linkerd.proxy.destination.Destination/Get";
-const MALFORMED_REQUEST_LINES = ["GET //[ HTTP/1.1", "GET http://[ HTTP/1.1", "GET http://admin/ready HTTP/1.1", "GET * HTTP/1.1", "\u0000\u0001junk"];
 
 /** A CA, a server leaf for SERVER_NAME and two client leaves (two mesh identities), made by openssl. */
 function makePki(dir: string): void {
@@ -31,57 +31,7 @@ function makePki(dir: string): void {
   }
 }
 
-function rawAdmin(port: number, bytes: string): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1", () => socket.end(bytes));
-    let text = "";
-    const timer = setTimeout(() => socket.destroy(), 3000);
-    socket.on("data", (d: Buffer) => (text += d.toString("latin1")));
-    socket.on("error", () => undefined);
-    socket.on("close", () => {
-      clearTimeout(timer);
-      resolve(text.split("\r\n")[0] ?? "");
-    });
-  });
-}
-
-/** Resolves with the milliseconds until the server closed `socket`. */
-function closedAfter(socket: net.Socket): Promise<number> {
-  const started = Date.now();
-  socket.on("data", () => undefined);
-  socket.on("error", () => undefined);
-  return new Promise((resolve) => socket.once("close", () => resolve(Date.now() - started)));
-}
-
-/** Writes `bytes` one at a time, every 300 ms, once `socket` is connected (TLS: after its handshake). */
-function trickle(socket: net.Socket, bytes: Buffer, event: "connect" | "secureConnect"): void {
-  let sent = 0;
-  socket.once(event, () => {
-    const timer = setInterval(() => (socket.destroyed ? clearInterval(timer) : socket.write(bytes.subarray(sent % bytes.length, (sent++ % bytes.length) + 1))), 300);
-  });
-}
-
-/** Opens `count` idle connections to `port`; resolves once each is connected or closed, with a count of those the server closed meanwhile. */
-async function idleConnections(port: number, count: number): Promise<{ sockets: net.Socket[]; closed: () => number }> {
-  let closed = 0;
-  const sockets = await Promise.all(
-    Array.from({ length: count }, () =>
-      new Promise<net.Socket>((resolve) => {
-        const socket = net.connect(port, "127.0.0.1", () => resolve(socket));
-        socket.on("error", () => resolve(socket));
-        socket.once("close", () => closed++);
-      }),
-    ),
-  );
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  return { sockets, closed: () => closed };
-}
-
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
-
-function rssKiB(pid: number): number {
-  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
-}
 
 const getFrame = (() => {
   const body = GetDestination.encode({ scheme: "k8s", path: "api.default.svc.cluster.local:80", contextToken: "" }).finish();

@@ -1,8 +1,7 @@
-import { credentials, type ServiceError } from "@grpc/grpc-js";
-import { DestinationClient as GrpcDestinationClient, tcpAddressToString, type DestinationProfile } from "@meshtls/api";
+import { tcpAddressToString, type DestinationProfile } from "@meshtls/api";
 import { afterEach, describe, expect, it } from "vitest";
 import { createStaticRegistry, type RegistrySnapshot } from "./registry.js";
-import { eventually, startServer } from "./test-support.js";
+import { eventually, openGetProfile, startServer } from "./test-support.js";
 
 const snapshot: RegistrySnapshot = {
   services: [
@@ -24,24 +23,6 @@ const snapshot: RegistrySnapshot = {
   ],
 };
 
-/** Opens a raw GetProfile stream and collects its profiles. */
-function openProfile(address: string, path: string, contextToken = "") {
-  const client = new GrpcDestinationClient(address, credentials.createInsecure());
-  const profiles: DestinationProfile[] = [];
-  let error: ServiceError | undefined;
-  const call = client.getProfile({ scheme: "", path, contextToken });
-  call.on("data", (p: DestinationProfile) => profiles.push(p));
-  call.on("error", (e: ServiceError) => (error = e));
-  return {
-    profiles,
-    error: () => error,
-    close: () => {
-      call.cancel();
-      client.close();
-    },
-  };
-}
-
 describe("Destination.GetProfile", () => {
   const cleanups: (() => unknown)[] = [];
   afterEach(async () => {
@@ -56,7 +37,7 @@ describe("Destination.GetProfile", () => {
   }
 
   async function first(address: string, path: string, contextToken = ""): Promise<DestinationProfile> {
-    const s = openProfile(address, path, contextToken);
+    const s = openGetProfile(address, path, contextToken);
     cleanups.push(s.close);
     await eventually(() => s.profiles.length > 0 || s.error() !== undefined, 5000, `a profile for ${path}`);
     if (s.error()) throw s.error();
@@ -94,7 +75,7 @@ describe("Destination.GetProfile", () => {
 
   it("sends a new profile when a registry change alters it, and nothing when it does not", async () => {
     const { server, registry } = await setup();
-    const s = openProfile(server.address, "127.0.1.1:8080");
+    const s = openGetProfile(server.address, "127.0.1.1:8080");
     cleanups.push(s.close);
     await eventually(() => s.profiles.length === 1);
     registry.set({ services: [...snapshot.services] });

@@ -4,7 +4,7 @@ import { DestinationClient as GrpcDestinationClient, tcpAddressToString, type Up
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { createStaticRegistry, type RegistrySnapshot } from "./registry.js";
-import { eventually, startServer } from "./test-support.js";
+import { eventually, openGet, startServer } from "./test-support.js";
 
 const snapshot: RegistrySnapshot = {
   services: [
@@ -22,24 +22,6 @@ const snapshot: RegistrySnapshot = {
   ],
 };
 
-/** Opens a raw Get stream and collects its updates. */
-function openStream(address: string, path: string, contextToken = "") {
-  const client = new GrpcDestinationClient(address, credentials.createInsecure());
-  const updates: Update[] = [];
-  let error: ServiceError | undefined;
-  const call = client.get({ scheme: "k8s", path, contextToken });
-  call.on("data", (u: Update) => updates.push(u));
-  call.on("error", (e: ServiceError) => (error = e));
-  return {
-    updates,
-    error: () => error,
-    close: () => {
-      call.cancel();
-      client.close();
-    },
-  };
-}
-
 describe("Destination.Get server", () => {
   const cleanups: (() => unknown)[] = [];
   afterEach(async () => {
@@ -56,7 +38,7 @@ describe("Destination.Get server", () => {
 
   it("first sends every endpoint with identity, server name and inbound port; unmeshed without identity", async () => {
     const { server } = await setup();
-    const s = openStream(server.address, "api.default.svc.cluster.local:80");
+    const s = openGet(server.address, "api.default.svc.cluster.local:80");
     cleanups.push(s.close);
     await eventually(() => s.updates.length > 0);
     const first = s.updates[0]?.update;
@@ -78,14 +60,14 @@ describe("Destination.Get server", () => {
     const { server } = await setup();
     const paths = ["api:80", "api.default:80", "api.default.svc:80", "API.default.svc.cluster.local.:80", "10.96.0.10:80"];
     for (const path of paths) {
-      const s = openStream(server.address, path, '{"ns":"default","nodeName":"n1","pod":"web-0"}');
+      const s = openGet(server.address, path, '{"ns":"default","nodeName":"n1","pod":"web-0"}');
       cleanups.push(s.close);
       await eventually(() => s.updates.length > 0);
       expect(s.updates[0]?.update?.$case, path).toBe("add");
     }
-    const other = openStream(server.address, "api:80", '{"ns":"other"}');
-    const unknown = openStream(server.address, "nope.default.svc.cluster.local:80");
-    const wrongPort = openStream(server.address, "api.default.svc.cluster.local:81");
+    const other = openGet(server.address, "api:80", '{"ns":"other"}');
+    const unknown = openGet(server.address, "nope.default.svc.cluster.local:80");
+    const wrongPort = openGet(server.address, "api.default.svc.cluster.local:81");
     cleanups.push(other.close, unknown.close, wrongPort.close);
     await eventually(() => other.updates.length > 0 && unknown.updates.length > 0 && wrongPort.updates.length > 0);
     expect(other.updates[0]?.update).toEqual({ $case: "noEndpoints", value: { exists: false } });
@@ -95,9 +77,9 @@ describe("Destination.Get server", () => {
 
   it("answers <ip>:<port> with that endpoint and its identity, and unknown IPs without identity", async () => {
     const { server } = await setup();
-    const s = openStream(server.address, "127.0.1.1:8080");
-    const v6 = openStream(server.address, "[fd00::2]:8080");
-    const stranger = openStream(server.address, "192.0.2.7:443");
+    const s = openGet(server.address, "127.0.1.1:8080");
+    const v6 = openGet(server.address, "[fd00::2]:8080");
+    const stranger = openGet(server.address, "192.0.2.7:443");
     cleanups.push(s.close, v6.close, stranger.close);
     await eventually(() => s.updates.length > 0 && v6.updates.length > 0 && stranger.updates.length > 0);
     const add = s.updates[0]?.update;
@@ -115,7 +97,7 @@ describe("Destination.Get server", () => {
   it("refuses malformed paths with INVALID_ARGUMENT", async () => {
     const { server, metrics } = await setup();
     for (const path of ["", "api:", "api:0", "api:http", "a.b.c.d.e:80", "fd00::1:80", "x".repeat(5000) + ":80", "[zz]:80", "a_b:80"]) {
-      const s = openStream(server.address, path);
+      const s = openGet(server.address, path);
       cleanups.push(s.close);
       await eventually(() => s.error() !== undefined);
       expect(s.error()?.code, path).toBe(3);
@@ -125,7 +107,7 @@ describe("Destination.Get server", () => {
 
   it("sends remove and add on registry changes to every open stream, and no_endpoints when a service goes", async () => {
     const { server, registry } = await setup();
-    const streams = [0, 1, 2].map(() => openStream(server.address, "api.default.svc.cluster.local:80"));
+    const streams = [0, 1, 2].map(() => openGet(server.address, "api.default.svc.cluster.local:80"));
     cleanups.push(...streams.map((s) => s.close));
     await eventually(() => streams.every((s) => s.updates.length === 1));
     expect(server.handle.watchedTargets()).toBe(1);

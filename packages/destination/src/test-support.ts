@@ -1,4 +1,7 @@
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { credentials, Server, ServerCredentials } from "@grpc/grpc-js";
+import type { ClientReadableStream, ServiceError } from "@grpc/grpc-js";
+import { DestinationClient as GrpcDestinationClient } from "@meshtls/api";
+import type { DestinationProfile, Update } from "@meshtls/api";
 import { createDestinationServer, type DestinationServerOptions, type DestinationServerHandle } from "./server.js";
 
 /** Starts a real grpc-js server with the destination service on 127.0.0.1 (port 0 unless given). */
@@ -30,4 +33,34 @@ export async function eventually(check: () => boolean, timeoutMs = 5000, what = 
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/** A raw stream on a plaintext channel: what it received so far, its error, and a close. */
+function openRaw<T>(address: string, open: (client: GrpcDestinationClient) => ClientReadableStream<T>): { received: T[]; error(): ServiceError | undefined; close(): void } {
+  const client = new GrpcDestinationClient(address, credentials.createInsecure());
+  const received: T[] = [];
+  let error: ServiceError | undefined;
+  const call = open(client);
+  call.on("data", (message: T) => received.push(message));
+  call.on("error", (e: ServiceError) => (error = e));
+  return {
+    received,
+    error: () => error,
+    close: () => {
+      call.cancel();
+      client.close();
+    },
+  };
+}
+
+/** Opens a raw Get stream and collects its updates. */
+export function openGet(address: string, path: string, contextToken = ""): { updates: Update[]; error(): ServiceError | undefined; close(): void } {
+  const stream = openRaw(address, (client) => client.get({ scheme: "k8s", path, contextToken }));
+  return { updates: stream.received, error: stream.error, close: stream.close };
+}
+
+/** Opens a raw GetProfile stream and collects its profiles. */
+export function openGetProfile(address: string, path: string, contextToken = ""): { profiles: DestinationProfile[]; error(): ServiceError | undefined; close(): void } {
+  const stream = openRaw(address, (client) => client.getProfile({ scheme: "", path, contextToken }));
+  return { profiles: stream.received, error: stream.error, close: stream.close };
 }
