@@ -21,7 +21,7 @@ export default function setup(project: TestProject): () => void {
   return () => {
     const rows = existsSync(rowsFile) && statSync(rowsFile).size > 0 ? readFileSync(rowsFile, "utf8").trim().split("\n").map((line) => JSON.parse(line) as Row) : [];
     rmSync(rowsFile, { force: true });
-    const table = formatTable("Reliability suite (faults)", rows);
+    const table = formatTable("Reliability suite", rows);
     writeFileSync(reportFile, table);
     // Printed from the main process so it shows in CI output beside vitest's summary.
     process.stdout.write(`\n${table}\n(table written to ${reportFile})\n`);

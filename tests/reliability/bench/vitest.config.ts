@@ -1,0 +1,19 @@
+// `pnpm reliability`: the fault cases, then the load cases alone on the machine, in one table.
+import { fileURLToPath } from "node:url";
+import { defineProject, mergeConfig } from "vitest/config";
+import base from "../vitest.config.ts";
+
+export default mergeConfig(
+  base,
+  defineProject({
+    root: fileURLToPath(new URL("..", import.meta.url)),
+    test: {
+      include: ["test/**/*.test.ts", "bench/load.bench.ts"],
+      // One file at a time: the load figures must not share the machine with a fault case.
+      maxWorkers: 1,
+      fileParallelism: false,
+      testTimeout: 600_000,
+      hookTimeout: 300_000,
+    },
+  }),
+);
