@@ -68,12 +68,19 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
     const key = endpointKey(endpoint);
     const at = now();
     const previous = estimates.get(key);
-    if (previous === undefined || sampleMs > previous.rttMs) {
+    if (previous === undefined) {
       estimates.set(key, { rttMs: sampleMs, at });
       return;
     }
+    if (sampleMs > previous.rttMs) {
+      previous.rttMs = sampleMs;
+      previous.at = at;
+      return;
+    }
     const weight = Math.exp(-(at - previous.at) / decayMs);
-    estimates.set(key, { rttMs: previous.rttMs * weight + sampleMs * (1 - weight), at });
+    // In place: one estimate object per endpoint, not one per request.
+    previous.rttMs = previous.rttMs * weight + sampleMs * (1 - weight);
+    previous.at = at;
   };
   return {
     pick(endpoints, exclude) {

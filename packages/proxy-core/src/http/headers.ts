@@ -19,14 +19,19 @@ export type Headers = Record<string, string | string[]>;
  * `trailers` (gRPC needs it).
  */
 export function endToEndHeaders(input: IncomingHttpHeaders | Record<string, string | string[] | undefined>): Headers {
-  const named = new Set<string>();
   const connection = input.connection;
+  // The fields a `connection` header names are hop-by-hop too; most name only hop-by-hop ones already (keep-alive).
+  let named: Set<string> | undefined;
   for (const value of Array.isArray(connection) ? connection : connection === undefined ? [] : [connection]) {
-    for (const name of String(value).split(",")) named.add(name.trim().toLowerCase());
+    for (const name of String(value).split(",")) {
+      const field = name.trim().toLowerCase();
+      if (!HOP_BY_HOP.has(field)) (named ??= new Set()).add(field);
+    }
   }
   const out: Headers = {};
-  for (const [name, value] of Object.entries(input)) {
-    if (value === undefined || name.startsWith(":") || HOP_BY_HOP.has(name) || named.has(name)) continue;
+  for (const name in input) {
+    const value = input[name];
+    if (value === undefined || name.charCodeAt(0) === 58 /* ":" */ || HOP_BY_HOP.has(name) || named?.has(name) === true) continue;
     if (name === "te") {
       if (String(value).toLowerCase().includes("trailers")) out.te = "trailers";
       continue;

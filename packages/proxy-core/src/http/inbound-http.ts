@@ -59,6 +59,18 @@ function setClientId(headers: Headers, target: InboundTarget): void {
   else headers[L5D_CLIENT_ID] = target.clientId;
 }
 
+// The response headers a downgraded request adds (read only, shared by every response).
+const NO_HEADERS: Headers = {};
+const DOWNGRADED_1_0: Headers = { [L5D_ORIG_PROTO]: "HTTP/1.0" };
+const DOWNGRADED_1_1: Headers = { [L5D_ORIG_PROTO]: "HTTP/1.1" };
+
+/** One served connection: its target, its per-request authorization, and the workload address it goes to. */
+interface Connection {
+  target: InboundTarget;
+  authorize: Authorize;
+  targetAddr: string;
+}
+
 /** Creates the inbound HTTP layer. */
 export function createInboundHttp(options: CreateInboundHttpOptions): InboundHttp {
   const { metrics, logger } = options;
@@ -75,9 +87,9 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     ...(options.maxIdle === undefined ? {} : { maxIdlePerDestination: options.maxIdle }),
   });
 
-  const forward = (request: ProxiedRequest, sink: ResponseSink, target: InboundTarget, authorize: Authorize): void => {
-    const targetAddr = formatHostPort(target.workload.host, target.workload.port);
-    targets.set(targetAddr, target);
+  const forward = (request: ProxiedRequest, sink: ResponseSink, connection: Connection): void => {
+    const { target, authorize, targetAddr } = connection;
+    if (targets.get(targetAddr) !== target) targets.set(targetAddr, target);
     const record = metrics.recordHttpRequest({ direction: "inbound", authority: request.authority, targetAddr, tls: target.tls, method: request.method, path: request.path });
     const decision = authorize();
     if (decision !== undefined) {
@@ -119,7 +131,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     );
   };
 
-  const connections = new WeakMap<net.Socket, { target: InboundTarget; authorize: Authorize }>();
+  const connections = new WeakMap<net.Socket, Connection>();
   const sessions = new Set<http2.ServerHttp2Session>();
   /** HTTP/1 connections between two requests (the server is never listening, so node does not track them). */
   const idle = new Set<net.Socket>();
@@ -134,7 +146,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
       if (!req.socket.destroyed) idle.add(req.socket);
     });
     if (connection === undefined) res.destroy();
-    else forward(fromHttp1(req), http1Sink(res), connection.target, connection.authorize);
+    else forward(fromHttp1(req), http1Sink(res), connection);
   });
   // Upgrade (WebSocket): the head goes to the workload as HTTP/1, then the bytes.
   http1Server.on("upgrade", (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
@@ -144,8 +156,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
       return;
     }
     socket.on("error", () => undefined);
-    const { target } = connection;
-    const targetAddr = formatHostPort(target.workload.host, target.workload.port);
+    const { target, targetAddr } = connection;
     const record = metrics.recordHttpRequest({ direction: "inbound", authority: req.headers.host ?? "", targetAddr, tls: target.tls, method: req.method ?? "GET", path: req.url ?? "/" });
     const decision = connection.authorize();
     if (decision !== undefined) {
@@ -183,8 +194,9 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
 
   return {
     serve(socket, target, kind, authorize) {
+      const connection: Connection = { target, authorize, targetAddr: formatHostPort(target.workload.host, target.workload.port) };
       if (kind === "http1") {
-        connections.set(socket, { target, authorize });
+        connections.set(socket, connection);
         socket.once("close", () => idle.delete(socket));
         http1Server.emit("connection", socket);
         socket.resume();
@@ -198,8 +210,8 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
       session.on("stream", (stream, headers) => {
         const origProto = headerValue(headers as Headers, L5D_ORIG_PROTO);
         // The response of a downgraded request says which HTTP/1 version it had, for the peer to restore.
-        const extra: Headers = origProto === undefined ? {} : { [L5D_ORIG_PROTO]: origProto.startsWith("HTTP/1.0") ? "HTTP/1.0" : "HTTP/1.1" };
-        forward(fromHttp2(stream, headers), http2Sink(stream, extra), target, authorize);
+        const extra = origProto === undefined ? NO_HEADERS : origProto.startsWith("HTTP/1.0") ? DOWNGRADED_1_0 : DOWNGRADED_1_1;
+        forward(fromHttp2(stream, headers), http2Sink(stream, extra), connection);
       });
       socket.once("close", () => session.destroy());
     },

@@ -19,6 +19,8 @@ export interface ProxiedRequest {
   version: HttpVersion;
   /** The HTTP/1 request line had an absolute URI (`GET http://host/ HTTP/1.1`). */
   absoluteForm: boolean;
+  /** The head ends the request (HTTP/1: no length and no transfer coding; HTTP/2: END_STREAM on the headers): sent on with no body. */
+  bodyless: boolean;
   body: Readable;
 }
 
@@ -59,7 +61,10 @@ export function fromHttp1(req: http.IncomingMessage): ProxiedRequest {
     path = `${parsed.pathname}${parsed.search}`;
     authority = parsed.host;
   }
-  return { method: req.method ?? "GET", path, authority, headers: endToEndHeaders(req.headers), version: req.httpVersion === "1.0" ? "1.0" : "1.1", absoluteForm, body: req };
+  // RFC 9112 §6.3: a request without Content-Length and Transfer-Encoding has no body.
+  const { "content-length": length, "transfer-encoding": coding } = req.headers;
+  const bodyless = coding === undefined && (length === undefined || length === "0");
+  return { method: req.method ?? "GET", path, authority, headers: endToEndHeaders(req.headers), version: req.httpVersion === "1.0" ? "1.0" : "1.1", absoluteForm, bodyless, body: req };
 }
 
 /** The request an HTTP/2 server stream received. */
@@ -71,6 +76,7 @@ export function fromHttp2(stream: http2.ServerHttp2Stream, headers: http2.Incomi
     headers: endToEndHeaders(headers),
     version: "2",
     absoluteForm: false,
+    bodyless: stream.endAfterHeaders,
     body: stream,
   };
 }
@@ -192,8 +198,13 @@ export function sendHttp1(request: ProxiedRequest, options: { agent: http.Agent;
       headers: { host: options.authority, ...request.headers, ...options.headers },
     });
     upstream.once("error", reject);
-    // The body is read only once a connection holds it: a failed connect leaves it for another endpoint.
-    upstream.once("socket", () => request.body.pipe(upstream));
+    if (request.bodyless) {
+      request.body.resume();
+      upstream.end();
+    } else {
+      // The body is read only once a connection holds it: a failed connect leaves it for another endpoint.
+      upstream.once("socket", () => request.body.pipe(upstream));
+    }
     upstream.once("response", (res) => {
       upstream.off("error", reject);
       upstream.on("error", (error) => res.destroy(error));
@@ -213,7 +224,8 @@ export function sendHttp2(request: ProxiedRequest, options: { session: http2.Cli
   return new Promise((resolve, reject) => {
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = options.session.request({ ":method": request.method, ":path": request.path, ":authority": options.authority, ":scheme": "http", ...request.headers, ...options.headers });
+      // A bodyless request ends with its HEADERS frame (END_STREAM), rather than an empty DATA frame after it.
+      stream = options.session.request({ ":method": request.method, ":path": request.path, ":authority": options.authority, ":scheme": "http", ...request.headers, ...options.headers }, { endStream: request.bodyless });
     } catch (error) {
       reject(error as Error);
       return;
@@ -237,6 +249,7 @@ export function sendHttp2(request: ProxiedRequest, options: { session: http2.Cli
         mayHaveTrailers: !stream.endAfterHeaders && headers["grpc-status"] === undefined,
       });
     });
-    request.body.pipe(stream);
+    if (request.bodyless) request.body.resume();
+    else request.body.pipe(stream);
   });
 }

@@ -59,6 +59,19 @@ export interface OutboundHttp {
   close(): void;
 }
 
+/** How requests reach one endpoint: its pool keys, addresses and TLS label, derived once. */
+interface EndpointLeg {
+  meshH2: boolean;
+  /** The HTTP/2 session's key: the mesh session (`h2|`) or HTTP/2 with prior knowledge behind the transport header (`pk|`). */
+  h2Key: string;
+  h1Key: string;
+  /** Where connections go (the opaque-transport port of a meshed endpoint). */
+  dialAddr: string;
+  /** The endpoint as metrics name it. */
+  targetAddr: string;
+  tls: TlsState;
+}
+
 const retryable = (error: unknown): boolean =>
   error instanceof ProxyError && ["ERR_CONNECT_FAILED", "ERR_CONNECT_TIMEOUT", "ERR_TLS_HANDSHAKE", "ERR_TLS_UNAUTHORIZED", "ERR_TLS_IDENTITY_MISMATCH", "ERR_TARGET_FORBIDDEN"].includes(error.code);
 
@@ -80,7 +93,8 @@ const grpcStatusOf = (response: ProxiedResponse): number | undefined => {
 /** Creates the outbound HTTP layer. */
 export function createOutboundHttp(options: CreateOutboundHttpOptions): OutboundHttp {
   const { metrics, logger, balancer, own } = options;
-  const endpoints = new Map<string, Endpoint & { authority: string }>();
+  // Pool key → the endpoint it dials and the authority its transport header names (the last one a request used).
+  const endpoints = new Map<string, { endpoint: Endpoint; authority: string }>();
   const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
   const track = (socket: net.Socket, remote: string, state: TlsState): void => {
     own.trackOpened(socket);
@@ -100,21 +114,22 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
   };
   const pools: ConnectionPools = createConnectionPools({
     async openSocket(key) {
-      const endpoint = endpoints.get(key);
-      if (endpoint === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
-      const connection = await connectEndpoint({ endpoint, credentials: options.credentials, authority: endpoint.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+      const entry = endpoints.get(key);
+      if (entry === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
+      const connection = await connectEndpoint({ endpoint: entry.endpoint, credentials: options.credentials, authority: entry.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
       track(connection.socket, connection.remote, connection.tls);
       return connection.socket;
     },
     async openSession(key) {
-      const endpoint = endpoints.get(key);
-      if (endpoint === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
+      const entry = endpoints.get(key);
+      if (entry === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
+      const { endpoint, authority } = entry;
       if (key.startsWith("h2|") && endpoint.identity !== undefined) {
         const { session, socket } = await connectMeshH2({ address: endpoint.address, port: endpoint.port, identity: endpoint.identity, credentials: options.credentials, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
         track(socket, formatHostPort(endpoint.address, endpoint.port), { tls: "true", peerId: endpoint.identity });
         return session;
       }
-      const connection = await connectEndpoint({ endpoint, credentials: options.credentials, authority: endpoint.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+      const connection = await connectEndpoint({ endpoint, credentials: options.credentials, authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
       track(connection.socket, connection.remote, connection.tls);
       // The transport header may still be on its way: node's HTTP/2 must not take the handle over a write in flight.
       await new Promise((resolve) => connection.socket.write(Buffer.alloc(0), resolve));
@@ -129,23 +144,54 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
   // bounded), while those in flight finish on the old ones.
   const offCredentials = options.credentials.subscribe(() => pools.retire());
 
-  /** Sends on the endpoint's client: the mesh HTTP/2 session (upgrading HTTP/1 with `l5d-orig-proto`), or a keep-alive HTTP/1 pool. */
-  const send = (endpoint: Endpoint, request: ProxiedRequest, authority: string): Promise<ProxiedResponse> => {
-    const base = `${endpointKey(endpoint)}|${endpoint.identity ?? ""}|${endpoint.opaqueTransportPort ?? ""}`;
-    const meshH2 = endpoint.identity !== undefined && endpoint.protocolHint === "h2";
-    const extra: Headers = {};
-    const { host } = parseHostPort(authority);
-    if (!net.isIP(host)) extra[L5D_DST_CANONICAL] = authority;
-    const requestAuthority = request.authority === "" ? authority : request.authority;
-    if (request.version === "2" || meshH2) {
-      const key = `${meshH2 ? "h2" : "pk"}|${base}`;
-      endpoints.set(key, { ...endpoint, authority });
-      if (request.version !== "2") extra[L5D_ORIG_PROTO] = `HTTP/${request.version}${request.absoluteForm ? "; absolute-form" : ""}`;
-      return pools.http2(key).then((session) => sendHttp2(request, { session, authority: requestAuthority, headers: extra }));
+  // What a request to an endpoint needs, worked out once per endpoint object: discovery hands out the
+  // same objects until the endpoint set changes, so a request builds no keys or labels of its own.
+  const legs = new WeakMap<Endpoint, EndpointLeg>();
+  const legOf = (endpoint: Endpoint): EndpointLeg => {
+    let leg = legs.get(endpoint);
+    if (leg === undefined) {
+      const base = `${endpointKey(endpoint)}|${endpoint.identity ?? ""}|${endpoint.opaqueTransportPort ?? ""}`;
+      const meshH2 = endpoint.identity !== undefined && endpoint.protocolHint === "h2";
+      leg = {
+        meshH2,
+        h2Key: `${meshH2 ? "h2" : "pk"}|${base}`,
+        h1Key: `h1|${base}`,
+        dialAddr: formatHostPort(endpoint.address, endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port)),
+        targetAddr: formatHostPort(endpoint.address, endpoint.port),
+        tls: endpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: endpoint.identity },
+      };
+      legs.set(endpoint, leg);
     }
-    const key = `h1|${base}`;
-    endpoints.set(key, { ...endpoint, authority });
-    return sendHttp1(request, { agent: pools.http1(key), authority: requestAuthority, headers: extra });
+    return leg;
+  };
+  // Whether an authority is a name (it gets `l5d-dst-canonical`), per authority; bounded, as the HTTP proxy's clients choose them.
+  const named = new Map<string, boolean>();
+  const isName = (authority: string): boolean => {
+    let name = named.get(authority);
+    if (name === undefined) {
+      if (named.size >= 10_000) named.clear();
+      name = !net.isIP(parseHostPort(authority).host);
+      named.set(authority, name);
+    }
+    return name;
+  };
+  const remember = (key: string, endpoint: Endpoint, authority: string): void => {
+    const entry = endpoints.get(key);
+    if (entry === undefined || entry.endpoint !== endpoint || entry.authority !== authority) endpoints.set(key, { endpoint, authority });
+  };
+
+  /** Sends on the endpoint's client: the mesh HTTP/2 session (upgrading HTTP/1 with `l5d-orig-proto`), or a keep-alive HTTP/1 pool. */
+  const send = (endpoint: Endpoint, leg: EndpointLeg, request: ProxiedRequest, authority: string): Promise<ProxiedResponse> => {
+    const extra: Headers = {};
+    if (isName(authority)) extra[L5D_DST_CANONICAL] = authority;
+    const requestAuthority = request.authority === "" ? authority : request.authority;
+    if (request.version === "2" || leg.meshH2) {
+      remember(leg.h2Key, endpoint, authority);
+      if (request.version !== "2") extra[L5D_ORIG_PROTO] = `HTTP/${request.version}${request.absoluteForm ? "; absolute-form" : ""}`;
+      return pools.http2(leg.h2Key).then((session) => sendHttp2(request, { session, authority: requestAuthority, headers: extra }));
+    }
+    remember(leg.h1Key, endpoint, authority);
+    return sendHttp1(request, { agent: pools.http1(leg.h1Key), authority: requestAuthority, headers: extra });
   };
 
   const forward = (request: ProxiedRequest, sink: ResponseSink, authority: string): void => {
@@ -182,16 +228,17 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
           metrics.recordError("outbound", "target_forbidden", endpointKey(endpoint));
           continue;
         }
+        const leg = legOf(endpoint);
         const release = balancer.acquire(endpoint);
         const started = performance.now();
         let response: ProxiedResponse;
         try {
-          response = await send(endpoint, request, authority);
+          response = await send(endpoint, leg, request, authority);
         } catch (error) {
           release();
           balancer.fail(endpoint);
           lastError = error;
-          if (error instanceof ProxyError) metrics.recordError("outbound", errorLabel(error), formatHostPort(endpoint.address, endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port)));
+          if (error instanceof ProxyError) metrics.recordError("outbound", errorLabel(error), leg.dialAddr);
           logger.warn({ authority, endpoint: endpointKey(endpoint), code: (error as ProxyError).code, err: (error as Error).message }, "outbound HTTP request failed");
           if (retryable(error)) continue;
           break;
@@ -199,8 +246,7 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
         // The endpoint's latency is its time to the response head (Linkerd's peak-EWMA measures to the
         // response too): a long body (a stream, a download) says nothing about how fast the endpoint answers.
         const latencyMs = performance.now() - started;
-        const legTls: TlsState = endpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: endpoint.identity };
-        const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr: formatHostPort(endpoint.address, endpoint.port), tls: legTls, method: request.method, path: request.path });
+        const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr: leg.targetAddr, tls: leg.tls, method: request.method, path: request.path });
         // The peer proxy's own error (it could not reach its workload): the endpoint failed, not the application.
         if (response.headers[L5D_PROXY_ERROR] !== undefined) {
           balancer.fail(endpoint);
@@ -223,8 +269,8 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
         );
         return;
       }
-      const legTls: TlsState | undefined = lastEndpoint === undefined ? undefined : lastEndpoint.identity === undefined ? { tls: "no_identity", reason: "not_provided_by_service_discovery" } : { tls: "true", peerId: lastEndpoint.identity };
-      failEarly(lastError ?? new ProxyError("ERR_NO_ENDPOINTS", `no endpoint of ${authority} to try`), legTls, lastEndpoint === undefined ? authority : formatHostPort(lastEndpoint.address, lastEndpoint.port));
+      const lastLeg = lastEndpoint === undefined ? undefined : legOf(lastEndpoint);
+      failEarly(lastError ?? new ProxyError("ERR_NO_ENDPOINTS", `no endpoint of ${authority} to try`), lastLeg?.tls, lastLeg?.targetAddr ?? authority);
     };
     run().catch((error: unknown) => failEarly(error));
   };

@@ -1,7 +1,6 @@
 import http from "node:http";
 import http2 from "node:http2";
 import type net from "node:net";
-import { Duplex } from "node:stream";
 
 /** Options of {@link createConnectionPools}. */
 export interface CreateConnectionPoolsOptions {
@@ -33,9 +32,14 @@ export interface ConnectionPools {
   close(): void;
 }
 
-/** HTTP/2 with prior knowledge over a socket that may have bytes buffered in JS (node's http2 reads the handle directly). */
-export function h2Transport(socket: net.Socket): Duplex {
-  return socket.readableLength > 0 ? Duplex.from({ readable: socket, writable: socket }) : socket;
+/**
+ * HTTP/2 with prior knowledge over a socket that may have bytes buffered in JS
+ * (the detected preface, unshifted). node's http2 reads the handle directly, and
+ * feeds what is buffered to the session first (nodejs/node#35475), so the socket
+ * itself serves: a JS stream wrapper would copy every frame through JS.
+ */
+export function h2Transport(socket: net.Socket): net.Socket {
+  return socket;
 }
 
 /** Creates the pools. */
