@@ -26,7 +26,8 @@ const bins = {
   cli: path.join(repoRoot, "apps/cli/dist/main.js"),
   identity: path.join(repoRoot, "apps/identity/dist/main.js"),
   destination: path.join(repoRoot, "apps/destination/dist/main.js"),
-  proxy: path.join(repoRoot, "apps/proxy/dist/main.js"),
+  // BENCH_PROXY_BIN: another build of meshtls-proxy (before/after comparisons in interleaved runs).
+  proxy: process.env.BENCH_PROXY_BIN ?? path.join(repoRoot, "apps/proxy/dist/main.js"),
 };
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
 const OPEN_CONNECTIONS = Number(process.env.BENCH_OPEN_CONNECTIONS ?? 1000);
@@ -34,8 +35,8 @@ const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
 /** Comma-separated subset of keepalive,bulk,fresh (new connections) to measure. */
 const PHASES = (process.env.BENCH_PHASES ?? "keepalive,bulk,fresh").split(",");
 /** BENCH_CPU_PROF=DIR writes each meshtls proxy's V8 CPU profile there on exit. */
-/** Comma-separated subset of direct,meshtls,httpproxy,naive,nginx,nginxhttp,transparent to run (ratios need meshtls, nginx and nginxhttp; httpproxy = the same proxies through A's HTTP proxy listener, wrk with bench/http-proxy.lua; naive = bench/naive-pair.mjs; transparent = bench/transparent-pair.mjs, root only, skipped otherwise, its ratios against httpproxy and meshtls). */
-const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,httpproxy,naive,nginx,nginxhttp,transparent").split(",");
+/** Comma-separated subset of direct,meshtls,meshtlsh2,httpproxy,naive,nodehttp,nginx,nginxhttp,transparent to run (meshtlsh2 = the same proxies to a service with the h2 hint: one multiplexed mTLS HTTP/2 connection; nodehttp = bench/node-http-pair.mjs, the bare Node floor) (ratios need meshtls, nginx and nginxhttp; httpproxy = the same proxies through A's HTTP proxy listener, wrk with bench/http-proxy.lua; naive = bench/naive-pair.mjs; transparent = bench/transparent-pair.mjs, root only, skipped otherwise, its ratios against httpproxy and meshtls). */
+const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,meshtlsh2,httpproxy,naive,nodehttp,nginx,nginxhttp,transparent").split(",");
 const HTTP_PROXY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), "http-proxy.lua");
 /** BENCH_PROXY_NODE_ARGS: node flags for the meshtls proxies and the naive pair (experiments, e.g. --trace-gc). */
 const nodeArgs = () => (process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : []);
@@ -260,7 +261,10 @@ async function main() {
   const idLine = JSON.parse(identity.output().split("\n").find((l) => l.includes('"msg":"listening"')));
   const bInbound = await freePort("127.0.1.2");
   const registry = path.join(dir, "registry.yaml");
-  writeFileSync(registry, `services:\n  - name: web\n    ports: [{ port: 80, targetPort: ${appPort} }]\n    endpoints: [{ address: 127.0.1.2, serviceAccount: b, inboundPort: ${bInbound} }]\n`);
+  // web-h2: the same endpoint with Linkerd's protocol hints (h2: one multiplexed mTLS HTTP/2 connection, the real mesh path); its
+  // address is B's inbound, which forwards to its workload (no redirect here). `web` has no hint: HTTP/1 keep-alive pools.
+  writeFileSync(registry, `services:\n  - name: web\n    ports: [{ port: 80, targetPort: ${appPort} }]\n    endpoints: [{ address: 127.0.1.2, serviceAccount: b, inboundPort: ${bInbound} }]\n  - name: web-h2\n    ports: [{ port: 80, targetPort: ${bInbound} }]\n    endpoints: [{ address: 127.0.1.2, serviceAccount: b, inboundPort: ${bInbound}, protocolHints: {} }]\n`);
+  const routeH2Port = await freePort("127.0.1.1");
   const destination = start("destination", node, [bins.destination, "--registry", registry, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--insecure-plaintext"]);
   await waitFor("destination", () => destination.output().includes('"msg":"listening"'));
   const destLine = JSON.parse(destination.output().split("\n").find((l) => l.includes('"msg":"listening"')));
@@ -280,7 +284,7 @@ async function main() {
     return { ...p, admin, outbound };
   };
   const proxyB = await proxy("b", "127.0.1.2", bInbound, ["--workload", `127.0.1.2:${appPort}`]);
-  const proxyA = await proxy("a", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${routePort}=web.default.svc.cluster.local:80`]);
+  const proxyA = await proxy("a", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${routePort}=web.default.svc.cluster.local:80`, "--route", `127.0.1.1:${routeH2Port}=web-h2.default.svc.cluster.local:80`]);
 
   await sleep(500);
   const startRss = { A: rssKiB(proxyA.child.pid), B: rssKiB(proxyB.child.pid) };
@@ -320,9 +324,18 @@ async function main() {
   const webAuthority = "web.default.svc.cluster.local:80";
   await waitFor("meshtls HTTP proxy", async () => (await run("curl", viaProxy({ host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority }).curlArgs("/1k"))).stdout === oneKiB);
 
+  // The bare Node floor (bench/node-http-pair.mjs): node:http → one mTLS http2 session → http2 server → keep-alive agent to the app.
+  const nodeHttpPair = path.join(path.dirname(fileURLToPath(import.meta.url)), "node-http-pair.mjs");
+  const [nodeHttpB, nodeHttpA] = [await freePort("127.0.1.2"), await freePort("127.0.1.1")];
+  const nodeHttpProcs = [start("nodehttp-b", node, [...nodeArgs(), nodeHttpPair, "server", "127.0.1.2", String(nodeHttpB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]), start("nodehttp-a", node, [...nodeArgs(), nodeHttpPair, "client", "127.0.1.1", String(nodeHttpA), "127.0.1.2", String(nodeHttpB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca])];
+  await waitFor("bare Node HTTP pair", async () => (await fetch(`http://127.0.1.1:${nodeHttpA}/1k`)).status === 200);
+  await waitFor("meshtls h2 route", async () => (await fetch(`http://127.0.1.1:${routeH2Port}/1k`)).status === 200);
   const paths = {
     direct: { host: "127.0.1.2", port: appPort, pids: async () => [] },
     meshtls: { host: "127.0.1.1", port: routePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
+    // The same proxies, the route to web-h2: HTTP/1 upgraded to HTTP/2 on one mesh connection, downgraded by B.
+    meshtlsh2: { host: "127.0.1.1", port: routeH2Port, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
+    nodehttp: { host: "127.0.1.1", port: nodeHttpA, pids: async () => nodeHttpProcs.map((p) => p.child.pid) },
     // The same proxies, A reached as the application's HTTP_PROXY: absolute-URI requests to the same service.
     httpproxy: { host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
     naive: { host: "127.0.1.1", port: naiveA, pids: async () => [naiveProcA.child.pid, naiveProcB.child.pid] },
@@ -346,7 +359,7 @@ async function main() {
   for (const name of PATHS) {
     const target = paths[name];
     if (name === "transparent" && noTransparent !== undefined) continue;
-    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, httpproxy, naive, nginx, nginxhttp, transparent)`);
+    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, meshtlsh2, httpproxy, naive, nodehttp, nginx, nginxhttp, transparent)`);
     const base = `http://${target.host}:${target.port}`;
     const via = viaProxy(target);
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
@@ -358,9 +371,9 @@ async function main() {
     const phase = (name, fn, none) => (PHASES.includes(name) ? withCpu(pids, () => withPerf(name, pids, fn)) : Promise.resolve({ result: none, cpu: NaN }));
     const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`, [], target.ns, via), skipped);
     const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(via.curlArgs("/big"), target.ns), NaN);
-    const meshBefore = name === "meshtls" ? await meshOpened() : NaN;
+    const meshBefore = name === "meshtls" || name === "meshtlsh2" ? await meshOpened() : NaN;
     const { result: fresh, cpu: freshCpuS } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"], target.ns, via), skipped);
-    const meshConnections = name === "meshtls" ? (await meshOpened()) - meshBefore : NaN;
+    const meshConnections = name === "meshtls" || name === "meshtlsh2" ? (await meshOpened()) - meshBefore : NaN;
     const cpu = {
       usPerRequest: (keepAliveCpuS * 1e6) / (keepAlive.rps * DURATION_S),
       msPerBulkMiB: (bulkCpuS * 1000) / (3 * BULK_MIB),
@@ -385,7 +398,7 @@ async function main() {
 
   // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
   const proxyRss = (r, name) => {
-    if (name === "meshtls" || name === "httpproxy" || name === "naive") return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
+    if (["meshtls", "meshtlsh2", "httpproxy", "naive", "nodehttp"].includes(name)) return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
     if (name === "nginx" || name === "nginxhttp") {
       const half = r.pids.length / 2;
       const sum = (xs, from, to) => xs.slice(from, to).reduce((a, b) => a + b, 0);
@@ -440,6 +453,20 @@ async function main() {
     row("p99 latency, keep-alive", (r) => r.keepAlive.p99);
     row("CPU/request, keep-alive", (r) => r.cpu.usPerRequest);
     row("CPU/request, new connections", (r) => r.cpu.usPerNewConn);
+  }
+  // The HTTP aims against the real mesh path and the bare Node floor: how far meshtls is from what Node itself costs, and the floor from nginx.
+  const [h2, nodeFloor] = [results.meshtlsh2, results.nodehttp];
+  if (h !== undefined && (h2 !== undefined || nodeFloor !== undefined)) {
+    const col = (r, f) => (r === undefined ? "    n/a" : fmt(f(r), 2).padStart(7));
+    const line = (label, f, base) => console.log(`  ${label.padEnd(26)} ${col(m, (r) => f(r) / f(h))}  ${col(h2, (r) => f(r) / f(h))}   ${col(nodeFloor, (r) => f(r) / f(h))}   ${col(h2 === undefined ? undefined : nodeFloor, (r) => f(h2) / f(r))}   ${base}`);
+    console.log("\n÷ nginx HTTP pair             meshtls  meshtlsh2  node floor   meshtlsh2 ÷ floor   (aim ÷ nginx HTTP)");
+    line("keep-alive req/s", (r) => r.keepAlive.rps, "[≥ 0.8]");
+    line("new-connection req/s", (r) => r.connsPerS, "[≥ 1.0]");
+    line("p99 latency, keep-alive", (r) => r.keepAlive.p99, "[≤ 2]");
+    line("CPU/request, keep-alive", (r) => r.cpu.usPerRequest, "");
+    line("CPU/request, new conns", (r) => r.cpu.usPerNewConn, "");
+    if (h2 !== undefined) console.log(`  mesh connections A opened for ${fmt(h2.freshRequests)} new-connection requests on meshtlsh2: ${fmt(h2.meshConnections)}`);
+    if (n !== undefined && m !== undefined) console.log(`  new-connection req/s ÷ nginx stream pair: meshtls ${fmt(m.connsPerS / n.connsPerS, 2)}, meshtlsh2 ${h2 === undefined ? "n/a" : fmt(h2.connsPerS / n.connsPerS, 2)}, node floor ${nodeFloor === undefined ? "n/a" : fmt(nodeFloor.connsPerS / n.connsPerS, 2)}   [≥ 3]`);
   }
   if (m === undefined || n === undefined) return;
   const perConn = (r, name) => Math.max(...proxyRss(r, name).map((p) => (p.loaded - p.idle) / OPEN_CONNECTIONS));
