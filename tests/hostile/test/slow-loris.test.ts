@@ -1,6 +1,7 @@
 // Slow-loris on every listener that parses what it reads: one byte a second of a request that never completes.
 // Each connection must be closed by a server-side timeout within SLOW_LORIS_BOUND_MS, not hold its slot forever.
-// (A route listener is left out: it is a plain TCP pipe, and trickled bytes are the application's data.)
+// (A route listener is left out: it is a plain TCP pipe, and trickled bytes are the application's data; the transparent
+// outbound, which closes a connection nothing redirected at once, is in transparent.test.ts.)
 import { writeFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
@@ -9,9 +10,11 @@ import tls from "node:tls";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { clientHello } from "./support/client-hello.ts";
 import { frame, FrameType, PREFACE } from "./support/http2-frames.ts";
+import { reviewWorks, startInjector } from "./support/injector.ts";
+import type { Webhook } from "./support/injector.ts";
 import { createMaterial, hostOf, identityOf, portOf, startDestination, startIdentity, startProxy } from "./support/mesh.ts";
 import type { Leaf, Material, ProxyProcess, Service } from "./support/mesh.ts";
-import { stopAll, tempDir } from "./support/processes.ts";
+import { bins, poll, startNode, stopAll, tempDir } from "./support/processes.ts";
 import type { Proc } from "./support/processes.ts";
 import { attack, expectHolds } from "./support/results.ts";
 import type { Outcome } from "./support/results.ts";
@@ -70,6 +73,8 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
   let destinationPlain: Service;
   let proxy: ProxyProcess;
   let evil: Leaf;
+  let injector: Webhook;
+  let viz: { proc: Proc; address: string };
 
   beforeAll(async () => {
     const dir = tempDir("slow-loris");
@@ -86,6 +91,12 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
       startDestination(material, { name: "destination-tls", registryFile, tls: true }),
       startDestination(material, { name: "destination-plaintext", registryFile }),
     ]);
+    injector = await startInjector(dir, "injector");
+    // meshtls viz reads one proxy admin; none answers there, which it shows as an error (it still serves).
+    const vizProc = startNode("viz", bins.cli, ["viz", "--proxy-admin", "127.0.2.9:9", "--listen", "127.0.2.3:0", "--interval", "1s"]);
+    const vizAddress = await poll(() => /"msg":"listening".*?"address":"([^"]+)"/.exec(vizProc.stderr())?.[1], 30_000, 100);
+    if (vizAddress === undefined) throw new Error(`meshtls viz did not start: ${vizProc.stderr()}`);
+    viz = { proc: vizProc, address: vizAddress };
     proxy = await startProxy(material, {
       name: "proxy",
       sa: "b",
@@ -100,7 +111,8 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
     await stopAll();
   });
 
-  const live = (admin: () => string) => async (): Promise<boolean> => (await httpGet(admin(), "/live"))?.status === 200;
+  const live = (admin: () => string, path = "/live") => async (): Promise<boolean> => (await httpGet(admin(), path))?.status === 200;
+  const webhookServes = (): Promise<boolean> => reviewWorks(injector);
   const cases: [string, string, () => Proc, () => Promise<boolean>, () => Promise<Outcome>][] = [
     ["identity admin", "request head trickled", () => identityTls.proc, live(() => identityTls.admin), () => trickle(identityTls.admin, endlessHead("GET /metrics HTTP/1.1\r\nHost: x\r\n"))],
     ["identity gRPC TLS", "ClientHello trickled", () => identityTls.proc, live(() => identityTls.admin), () => trickle(identityTls.grpc, clientHello(identityTls.serverName, ["h2"]))],
@@ -117,6 +129,15 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
       trickle(proxy.inbound, transportHeader(Buffer.alloc(3000, 0x08)), { ca: material.caPem, servername: proxy.identity, ALPNProtocols: [TRANSPORT_ALPN], key: evil.keyPem, cert: evil.chainPem })],
     ["proxy outbound", "CONNECT head trickled", () => proxy.proc, live(() => proxy.admin), () => trickle(proxy.outbound, endlessHead("CONNECT c.default.svc.cluster.local:80 HTTP/1.1\r\n"))],
     ["proxy admin", "request head trickled", () => proxy.proc, live(() => proxy.admin), () => trickle(proxy.admin, endlessHead("GET /metrics HTTP/1.1\r\nHost: x\r\n"))],
+    ["destination policy API mTLS", "ClientHello trickled", () => destinationTls.proc, live(() => destinationTls.admin), () => trickle(destinationTls.policy ?? "", clientHello(destinationTls.serverName, ["h2"]))],
+    ["destination policy API mTLS", "HTTP/2 preface trickled after the handshake", () => destinationTls.proc, live(() => destinationTls.admin), () =>
+      trickle(destinationTls.policy ?? "", endlessH2(), { ca: material.caPem, servername: destinationTls.serverName, ALPNProtocols: ["h2"], key: evil.keyPem, cert: evil.chainPem })],
+    ["injector webhook HTTPS", "ClientHello trickled", () => injector.proc, webhookServes, () => trickle(injector.address, clientHello("localhost", ["http/1.1"]))],
+    ["injector webhook HTTPS", "request head trickled after the handshake", () => injector.proc, webhookServes, () =>
+      trickle(injector.address, endlessHead("POST / HTTP/1.1\r\nHost: localhost\r\n"), { ca: injector.caPem, servername: "localhost" })],
+    ["injector webhook HTTPS", "review body trickled (head complete, Content-Length 1 MiB)", () => injector.proc, webhookServes, () =>
+      trickle(injector.address, Buffer.from(`POST / HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{"a":"${"x".repeat(200)}`, "latin1"), { ca: injector.caPem, servername: "localhost" })],
+    ["meshtls viz", "request head trickled", () => viz.proc, live(() => viz.address, "/api/edges"), () => trickle(viz.address, endlessHead("GET /api/events HTTP/1.1\r\nHost: x\r\n"))],
   ];
   for (const [listener, name, proc, serving, run] of cases) {
     it.concurrent(`${listener}: ${name}`, async () => {
