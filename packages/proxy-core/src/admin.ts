@@ -3,7 +3,7 @@ import type { AddressInfo } from "node:net";
 import { createAdminServer as createAdminCore, isLoopback } from "@meshtls/runtime";
 import type { AdminReadiness, AdminRoute } from "@meshtls/runtime";
 import type { Registry } from "prom-client";
-import { ProxyError } from "./errors.js";
+import { listenOn } from "./listen.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
 import type { TapHub } from "./tap.js";
@@ -176,17 +176,7 @@ export function createAdminServer(options: CreateAdminServerOptions): AdminServe
     logger,
   });
   return {
-    listen: ({ host, port }) =>
-      new Promise((resolve, reject) => {
-        const onError = (cause: NodeJS.ErrnoException): void =>
-          reject(new ProxyError("ERR_LISTEN_FAILED", `the admin server cannot listen on ${host}:${port}: ${cause.message}`, { cause }));
-        server.once("error", onError);
-        server.listen(port, host, () => {
-          server.off("error", onError);
-          server.on("error", (cause) => logger.error({ code: "ERR_LISTEN_FAILED", err: cause.message }, "admin: accept failed"));
-          resolve(server.address() as AddressInfo);
-        });
-      }),
+    listen: (address) => listenOn(server, address, "the admin server", logger),
     close: () =>
       new Promise((resolve) => {
         server.close(() => resolve());

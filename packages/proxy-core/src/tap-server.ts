@@ -6,7 +6,7 @@ import { pemEncode } from "@meshtls/pki";
 import type { HostPort } from "./address.js";
 import type { TlsCredentials } from "./credentials.js";
 import { certificateNotAfter, peerIdentity } from "./credentials.js";
-import { ProxyError } from "./errors.js";
+import { listenOn } from "./listen.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
 import { identityAllowed } from "./policy.js";
@@ -140,16 +140,7 @@ export function createTapServer(options: CreateTapServerOptions): TapServer {
   const off = credentials.subscribe(load);
 
   return {
-    listen: ({ host, port }) =>
-      new Promise((resolve, reject) => {
-        const onError = (cause: NodeJS.ErrnoException): void => reject(new ProxyError("ERR_LISTEN_FAILED", `the tap server cannot listen on ${host}:${port}: ${cause.message}`, { cause }));
-        server.once("error", onError);
-        server.listen(port, host, () => {
-          server.off("error", onError);
-          server.on("error", (cause) => logger.error({ code: "ERR_LISTEN_FAILED", err: cause.message }, "tap: accept failed"));
-          resolve(server.address() as AddressInfo);
-        });
-      }),
+    listen: (address) => listenOn(server, address, "the tap server", logger),
     close: () =>
       new Promise((resolve) => {
         off();
