@@ -1,7 +1,7 @@
 import { tcpAddressToString, type DestinationProfile } from "@meshtls/api";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createStaticRegistry, type RegistrySnapshot } from "./registry.js";
-import { eventually, openGetProfile, startServer } from "./test-support.js";
+import { cleanupsAfterEach, eventually, openGetProfile, startServer } from "./test-support.js";
 
 const snapshot: RegistrySnapshot = {
   services: [
@@ -24,10 +24,7 @@ const snapshot: RegistrySnapshot = {
 };
 
 describe("Destination.GetProfile", () => {
-  const cleanups: (() => unknown)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const cleanups = cleanupsAfterEach();
 
   async function setup() {
     const registry = createStaticRegistry(snapshot);

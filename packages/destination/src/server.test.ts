@@ -2,9 +2,9 @@ import { credentials, type ServiceError } from "@grpc/grpc-js";
 import fc from "fast-check";
 import { DestinationClient as GrpcDestinationClient, tcpAddressToString, type Update } from "@meshtls/api";
 import { Registry } from "prom-client";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createStaticRegistry, type RegistrySnapshot } from "./registry.js";
-import { eventually, openGet, startServer } from "./test-support.js";
+import { cleanupsAfterEach, eventually, openGet, startServer } from "./test-support.js";
 
 const snapshot: RegistrySnapshot = {
   services: [
@@ -23,10 +23,7 @@ const snapshot: RegistrySnapshot = {
 };
 
 describe("Destination.Get server", () => {
-  const cleanups: (() => unknown)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const cleanups = cleanupsAfterEach();
 
   async function setup() {
     const registry = createStaticRegistry(snapshot);

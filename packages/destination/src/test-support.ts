@@ -1,6 +1,7 @@
 import { credentials, Server, ServerCredentials } from "@grpc/grpc-js";
 import type { ClientReadableStream, ServiceError } from "@grpc/grpc-js";
 import { DestinationClient as GrpcDestinationClient } from "@meshtls/api";
+import { afterEach } from "vitest";
 import type { DestinationProfile, Update } from "@meshtls/api";
 import { createDestinationServer, type DestinationServerOptions, type DestinationServerHandle } from "./server.js";
 
@@ -63,4 +64,13 @@ export function openGet(address: string, path: string, contextToken = ""): { upd
 export function openGetProfile(address: string, path: string, contextToken = ""): { profiles: DestinationProfile[]; error(): ServiceError | undefined; close(): void } {
   const stream = openRaw(address, (client) => client.getProfile({ scheme: "", path, contextToken }));
   return { profiles: stream.received, error: stream.error, close: stream.close };
+}
+
+/** What a test opened, closed after it in reverse order (a stream before its server); call in a `describe`. */
+export function cleanupsAfterEach(): { push(...cleanup: (() => unknown)[]): void } {
+  const cleanups: (() => unknown)[] = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+  return { push: (...cleanup) => void cleanups.push(...cleanup) };
 }
