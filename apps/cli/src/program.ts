@@ -97,13 +97,18 @@ function edgeSourceOptions(command: Command): Command {
     .option("--registry <file>", "a destination registry file: names its endpoints; each meshed endpoint's proxy is read at <address>:<--admin-port> unless a --proxy-admin is on that address")
     .option("--admin-port <port>", "proxy admin port of registry endpoints", "4191")
     .option("--control-namespace <ns>", "control plane namespace in identities", DEFAULT_CONTROL_NAMESPACE)
-    .option("--trust-domain <domain>", "trust domain in identities", DEFAULT_TRUST_DOMAIN);
+    .option("--trust-domain <domain>", "trust domain in identities", DEFAULT_TRUST_DOMAIN)
+    .option("--kubernetes", "read every meshed pod's proxy at <pod IP>:<its admin port from the pod spec> (pods listed through the Kubernetes API)", false)
+    .option("--kubeconfig <file>", "with --kubernetes: kubeconfig file; without it KUBECONFIG, ~/.kube/config, then in-cluster")
+    .option("-n, --namespace <ns>", "with --kubernetes: only this namespace's pods; without it, every namespace");
 }
 
-function edgeSources(opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string }): EdgeSourceOptions {
+function edgeSources(opts: { proxyAdmin?: string[]; registry?: string; adminPort: string; controlNamespace: string; trustDomain: string; kubernetes?: boolean; kubeconfig?: string; namespace?: string }): EdgeSourceOptions {
   const adminPort = Number(opts.adminPort);
   if (!Number.isInteger(adminPort) || adminPort < 1 || adminPort > 65535) throw new CliError("ERR_USAGE", `--admin-port ${opts.adminPort} is not a port`);
+  if (opts.kubernetes !== true && (opts.kubeconfig !== undefined || opts.namespace !== undefined)) throw new CliError("ERR_USAGE", "--kubeconfig and --namespace need --kubernetes");
   return {
+    ...(opts.kubernetes === true ? { kubernetes: { ...(opts.kubeconfig === undefined ? {} : { kubeconfig: opts.kubeconfig }), ...(opts.namespace === undefined ? {} : { namespace: opts.namespace }) } } : {}),
     proxyAdmins: (opts.proxyAdmin ?? []).map(hostPort),
     ...(opts.registry === undefined ? {} : { registryFile: opts.registry }),
     adminPort,

@@ -1,5 +1,5 @@
 import { CliError } from "../errors.ts";
-import { collectEdges, plaintextEdges, proxyAdminTargets, readRegistryEndpoints, type Edge, type EdgeEnd, type EdgeReport, type RegistryEndpoint } from "../mesh/edges.ts";
+import { collectEdges, kubernetesEndpoints, plaintextEdges, proxyAdminTargets, readKubernetesPods, readRegistryEndpoints, type Edge, type EdgeEnd, type EdgeReport, type RegistryEndpoint } from "../mesh/edges.ts";
 import type { Output } from "../output.ts";
 
 export interface EdgeSourceOptions {
@@ -10,6 +10,8 @@ export interface EdgeSourceOptions {
   adminPort: number;
   controlNamespace: string;
   trustDomain: string;
+  /** `--kubernetes`: the meshed pods' proxies, read at `<pod IP>:<admin port from the pod spec>`; every running pod names its IP. */
+  kubernetes?: { kubeconfig?: string; namespace?: string };
 }
 
 export interface EdgesOptions extends EdgeSourceOptions {
@@ -20,11 +22,19 @@ export interface EdgesOptions extends EdgeSourceOptions {
   timeoutMs?: number;
 }
 
-/** The proxies to scrape and the registry's names, from the flags. Throws `CliError` ERR_USAGE when there is no proxy. */
+/** The proxies to scrape and the names of workloads, from the flags. Throws `CliError` ERR_USAGE when there is no proxy, ERR_CONNECT when the pods cannot be listed. */
 export async function resolveEdgeSources(options: EdgeSourceOptions): Promise<{ admins: string[]; registry: RegistryEndpoint[] }> {
   const registry = options.registryFile === undefined ? [] : await readRegistryEndpoints({ file: options.registryFile, controlNamespace: options.controlNamespace, trustDomain: options.trustDomain });
-  const admins = proxyAdminTargets({ proxyAdmins: options.proxyAdmins, registry, adminPort: options.adminPort });
-  if (admins.length === 0) throw new CliError("ERR_USAGE", "no proxy to read: give --proxy-admin <host:port> or --registry <file> with meshed endpoints");
+  const proxyAdmins = [...options.proxyAdmins];
+  if (options.kubernetes !== undefined) {
+    const pods = await readKubernetesPods(options.kubernetes);
+    const found = kubernetesEndpoints(pods, { controlNamespace: options.controlNamespace, trustDomain: options.trustDomain, adminPort: options.adminPort });
+    registry.push(...found.registry);
+    proxyAdmins.push(...found.admins);
+    if (found.admins.length === 0) throw new CliError("ERR_USAGE", `no meshed pod (a running pod with a linkerd-proxy container) in ${options.kubernetes.namespace === undefined ? "the cluster" : `namespace ${options.kubernetes.namespace}`}`);
+  }
+  const admins = proxyAdminTargets({ proxyAdmins, registry, adminPort: options.adminPort });
+  if (admins.length === 0) throw new CliError("ERR_USAGE", "no proxy to read: give --proxy-admin <host:port>, --registry <file> with meshed endpoints, or --kubernetes");
   return { admins, registry };
 }
 

@@ -76,7 +76,7 @@ export async function runTap(options: TapOptions, output: Output): Promise<{ eve
   const proxyTaps = options.proxyTaps ?? [];
   if (proxyTaps.length > 0 && options.client === undefined) throw new CliError("ERR_USAGE", "--proxy-tap needs --cert, --key and --ca (a mesh client certificate the proxy's --tap-allow names)");
   const tlsOptions = options.client === undefined ? undefined : await tapTlsOptions(options.client);
-  const local = options.proxyAdmins.length > 0 || options.registryFile !== undefined || proxyTaps.length === 0;
+  const local = options.proxyAdmins.length > 0 || options.registryFile !== undefined || options.kubernetes !== undefined || proxyTaps.length === 0;
   const { admins } = local ? await resolveEdgeSources(options) : { admins: [] };
   const connectTimeoutMs = options.connectTimeoutMs ?? 5_000;
   const stop = new AbortController();

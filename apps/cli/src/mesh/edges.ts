@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { CONTROL_PLANE_NS_LABEL, createKubeApiFromConfig, type Pod } from "@meshtls/kubernetes";
 import { parse as parseYaml } from "yaml";
 import { CliError, describeError } from "../errors.ts";
 import { scrapeMetrics, splitHostPort } from "./admin-client.ts";
@@ -120,6 +121,60 @@ export async function readRegistryEndpoints(options: { file: string; controlName
     }
   }
   return out;
+}
+
+/** The proxy container `meshtls inject` (and Linkerd's injector) adds. */
+export const PROXY_CONTAINER = "linkerd-proxy";
+/** The proxy container's admin port name in the pod spec. */
+export const PROXY_ADMIN_PORT_NAME = "linkerd-admin";
+
+/** A pod's proxy admin port from its spec: the `linkerd-admin` container port, else the port of the admin listen address in its env, else `fallback`. */
+export function podAdminPort(pod: Pod, fallback: number): number | undefined {
+  const proxy = [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])].find((c) => c.name === PROXY_CONTAINER);
+  if (proxy === undefined) return undefined;
+  const named = proxy.ports?.find((p) => p.name === PROXY_ADMIN_PORT_NAME)?.containerPort;
+  if (named !== undefined) return named;
+  const listen = proxy.env?.find((e) => e.name === "MESHTLS_PROXY_ADMIN" || e.name === "LINKERD2_PROXY_ADMIN_LISTEN_ADDR")?.value;
+  const port = Number(/:(\d{1,5})$/.exec(listen ?? "")?.[1]);
+  return Number.isInteger(port) && port > 0 && port <= 65535 ? port : fallback;
+}
+
+/**
+ * The pods as edge sources: every running pod with an IP names its address
+ * (`namespace/serviceaccount`, as identities name workloads), and a meshed
+ * one (a `linkerd-proxy` container) is read at `<pod IP>:<its admin port>`.
+ */
+export function kubernetesEndpoints(pods: readonly Pod[], options: { controlNamespace: string; trustDomain: string; adminPort: number }): { registry: RegistryEndpoint[]; admins: string[] } {
+  const registry: RegistryEndpoint[] = [];
+  const admins: string[] = [];
+  for (const pod of pods) {
+    const ip = pod.status?.podIP;
+    if (pod.status?.phase !== "Running" || ip === undefined || ip === "" || pod.spec?.hostNetwork === true) continue;
+    const namespace = pod.metadata.namespace ?? "default";
+    const account = pod.spec?.serviceAccountName ?? "default";
+    const adminPort = podAdminPort(pod, options.adminPort);
+    const meshed = adminPort !== undefined;
+    const controlNamespace = pod.metadata.labels?.[CONTROL_PLANE_NS_LABEL] ?? options.controlNamespace;
+    registry.push({ address: ip, workload: `${namespace}/${account}`, identity: meshed ? `${account}.${namespace}.serviceaccount.identity.${controlNamespace}.${options.trustDomain}` : null, meshed });
+    if (meshed) admins.push(ip.includes(":") ? `[${ip}]:${adminPort}` : `${ip}:${adminPort}`);
+  }
+  return { registry, admins };
+}
+
+/**
+ * Lists the pods (of `namespace`, or all) through the API server the
+ * kubeconfig names (`kubeconfig`, else KUBECONFIG, ~/.kube/config, then
+ * in-cluster). Throws `CliError` ERR_CONNECT.
+ */
+export async function readKubernetesPods(options: { kubeconfig?: string; namespace?: string; timeoutMs?: number }): Promise<Pod[]> {
+  try {
+    const api = createKubeApiFromConfig(options.kubeconfig === undefined ? {} : { kubeconfig: options.kubeconfig });
+    const path = options.namespace === undefined ? "/api/v1/pods" : `/api/v1/namespaces/${encodeURIComponent(options.namespace)}/pods`;
+    const list = await api.request<{ items?: Pod[] }>({ method: "GET", path, timeoutMs: options.timeoutMs ?? 10_000 });
+    return list.items ?? [];
+  } catch (error) {
+    throw new CliError("ERR_CONNECT", `cannot list pods from the Kubernetes API: ${describeError(error)}`, { cause: error });
+  }
 }
 
 /**
