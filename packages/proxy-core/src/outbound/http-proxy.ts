@@ -127,6 +127,8 @@ export function createHttpProxyServer(options: CreateHttpProxyServerOptions): ht
   });
   proxyServer.headersTimeout = 30_000;
   proxyServer.requestTimeout = 0;
+  // An application's idle keep-alive connection lasts the idle timeout, as on the inbound and the routes (node's default is 5 s).
+  proxyServer.keepAliveTimeout = idleTimeoutMs;
 
   return proxyServer;
 }
