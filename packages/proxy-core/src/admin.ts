@@ -7,6 +7,7 @@ import { listenOn } from "./listen.js";
 import type { Logger } from "./logger.js";
 import { noopLogger } from "./logger.js";
 import type { TapHub } from "./tap.js";
+import { serveTapStream } from "./tap-stream.js";
 
 /** The proxy's identity material as `GET /identity` shows it; all of it is public. */
 export interface AdminIdentity {
@@ -128,20 +129,7 @@ export function createAdminServer(options: CreateAdminServerOptions): AdminServe
         send(res, 403, "/tap is only served to the local host\n");
         return;
       }
-      if (req.method !== "GET") {
-        res.setHeader("allow", "GET");
-        send(res, 405, "use GET\n");
-        return;
-      }
-      const subscription = tap.subscribe(res);
-      if (subscription === null) {
-        send(res, 429, "too many tap subscribers\n");
-        return;
-      }
-      res.once("close", () => subscription.close());
-      res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
-      res.flushHeaders();
-      logger.info({ remote: req.socket.remoteAddress }, "tap subscriber connected");
+      if (serveTapStream(tap, req, res)) logger.info({ remote: req.socket.remoteAddress }, "tap subscriber connected");
     };
   }
   routes["/shutdown"] = (req, res) => {

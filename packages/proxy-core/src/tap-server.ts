@@ -12,6 +12,7 @@ import { noopLogger } from "./logger.js";
 import { identityAllowed } from "./policy.js";
 import type { TrustBundleSource } from "./sources.js";
 import type { TapHub } from "./tap.js";
+import { serveTapStream } from "./tap-stream.js";
 
 /** Options of {@link createTapServer}. */
 export interface CreateTapServerOptions {
@@ -77,20 +78,7 @@ export function createTapServer(options: CreateTapServerOptions): TapServer {
       send(res, 404, "not found\n");
       return;
     }
-    if (req.method !== "GET") {
-      res.setHeader("allow", "GET");
-      send(res, 405, "use GET\n");
-      return;
-    }
-    const subscription = options.tap.subscribe(res);
-    if (subscription === null) {
-      send(res, 429, "too many tap subscribers\n");
-      return;
-    }
-    res.once("close", () => subscription.close());
-    res.writeHead(200, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
-    res.flushHeaders();
-    logger.info({ remote: socket.remoteAddress, clientId }, "remote tap subscriber connected");
+    if (serveTapStream(options.tap, req, res)) logger.info({ remote: socket.remoteAddress, clientId }, "remote tap subscriber connected");
   };
 
   const server = https.createServer(
