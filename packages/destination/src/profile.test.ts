@@ -1,17 +1,11 @@
 import { tcpAddressToString, type DestinationProfile } from "@meshtls/api";
 import { describe, expect, it } from "vitest";
 import { createStaticRegistry, type RegistrySnapshot } from "./registry.js";
-import { cleanupsAfterEach, eventually, openGetProfile, startServer } from "./test-support.js";
+import { API_SERVICE, cleanupsAfterEach, eventually, openGetProfile, startServer } from "./test-support.js";
 
 const snapshot: RegistrySnapshot = {
   services: [
-    {
-      name: "api",
-      namespace: "default",
-      clusterIP: "10.96.0.10",
-      ports: [{ port: 80, targetPort: 8080 }],
-      endpoints: [{ address: "127.0.1.1", meshed: true, serviceAccount: "api", inboundPort: 4143, pod: "api-0", weight: 10000 }],
-    },
+    API_SERVICE,
     {
       name: "db",
       namespace: "data",

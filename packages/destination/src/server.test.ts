@@ -4,17 +4,14 @@ import { DestinationClient as GrpcDestinationClient, tcpAddressToString, type Up
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import { createStaticRegistry, type RegistrySnapshot } from "./registry.js";
-import { cleanupsAfterEach, eventually, openGet, startServer } from "./test-support.js";
+import { API_SERVICE, cleanupsAfterEach, eventually, openGet, startServer } from "./test-support.js";
 
 const snapshot: RegistrySnapshot = {
   services: [
     {
-      name: "api",
-      namespace: "default",
-      clusterIP: "10.96.0.10",
-      ports: [{ port: 80, targetPort: 8080 }],
+      ...API_SERVICE,
       endpoints: [
-        { address: "127.0.1.1", meshed: true, serviceAccount: "api", inboundPort: 4143, pod: "api-0", weight: 10000 },
+        ...API_SERVICE.endpoints,
         { address: "fd00::2", meshed: true, serviceAccount: "api", inboundPort: 4243, weight: 10000 },
         { address: "127.0.2.1", meshed: false, serviceAccount: "default", inboundPort: 4143, weight: 10000 },
       ],

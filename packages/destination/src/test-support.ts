@@ -3,7 +3,17 @@ import type { ClientReadableStream, ServiceError } from "@grpc/grpc-js";
 import { DestinationClient as GrpcDestinationClient } from "@meshtls/api";
 import { afterEach } from "vitest";
 import type { DestinationProfile, Update } from "@meshtls/api";
+import type { RegistryService } from "./registry.js";
 import { createDestinationServer, type DestinationServerOptions, type DestinationServerHandle } from "./server.js";
+
+/** The fixture service of the Get and GetProfile tests: `api.default`, port 80 → 8080, one meshed endpoint (pod api-0). */
+export const API_SERVICE: RegistryService = {
+  name: "api",
+  namespace: "default",
+  clusterIP: "10.96.0.10",
+  ports: [{ port: 80, targetPort: 8080 }],
+  endpoints: [{ address: "127.0.1.1", meshed: true, serviceAccount: "api", inboundPort: 4143, pod: "api-0", weight: 10000 }],
+};
 
 /** Starts a real grpc-js server with the destination service on 127.0.0.1 (port 0 unless given). */
 export async function startServer(
