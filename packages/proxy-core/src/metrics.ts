@@ -214,12 +214,28 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   const tlsHandshakes = new Counter({ name: "tls_handshakes_total", help: "Mesh TLS handshakes completed, by key exchange group", labelNames: ["direction", "group"], registers: [registry] });
 
   const HTTP_LABELS = ["direction", "authority", "target_addr", "tls", "client_id", "server_id", "no_tls_reason"] as const;
-  const requestTotal = new Counter({ name: "request_total", help: "Total count of HTTP requests.", labelNames: HTTP_LABELS, registers: [registry] });
+  // prom-client hashes and checks a label object on every call: per request, that was most of the
+  // metrics' cost. Each label set's series is found once here, counted in place, and the counters
+  // take the counts when read (scrape). Bounded: authority and inbound target are capped, and
+  // the table starts over (after handing its counts on) past HTTP_SERIES_MAX.
+  const httpSeries = new Map<string, HttpSeries>();
+  const flushHttp = (): void => {
+    for (const series of httpSeries.values()) {
+      if (series.requests > 0) requestTotal.inc(series.labels, series.requests);
+      series.requests = 0;
+      for (const response of series.responses.values()) {
+        if (response.count > 0) responseTotal.inc(response.labels, response.count);
+        response.count = 0;
+      }
+    }
+  };
+  const requestTotal = new Counter({ name: "request_total", help: "Total count of HTTP requests.", labelNames: HTTP_LABELS, registers: [registry], collect: flushHttp });
   const responseTotal = new Counter({
     name: "response_total",
     help: "Total count of HTTP responses.",
     labelNames: [...HTTP_LABELS, "status_code", "classification", "grpc_status", "error"],
     registers: [registry],
+    collect: flushHttp,
   });
   const responseLatency = new Histogram({
     name: "response_latency_ms",
@@ -244,23 +260,43 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     registry,
     tap,
     recordHttpRequest(request) {
-      const labels = httpLabels(request);
+      const tls = request.tls;
+      const targetAddr = request.direction === "inbound" ? capped.inboundTarget(request.targetAddr) : request.targetAddr;
+      const peer = tls === undefined ? "" : tls.tls === "true" ? (tls.peerId ?? "") : tls.tls === "no_identity" ? tls.reason : "";
+      const key = `${request.direction}\n${cappedAuthority(request.authority)}\n${targetAddr}\n${tls?.tls ?? "-"}\n${peer}`;
+      let series = httpSeries.get(key);
+      if (series === undefined) {
+        if (httpSeries.size >= HTTP_SERIES_MAX) {
+          flushHttp();
+          httpSeries.clear();
+        }
+        series = { labels: httpLabels(request), requests: 0, latency: new Map(), responses: new Map() };
+        httpSeries.set(key, series);
+      }
       const started = performance.now();
-      requestTotal.inc(labels);
+      series.requests++;
       let done = false;
       return (outcome) => {
         if (done) return;
         done = true;
         const status = outcome.status === undefined ? "" : String(outcome.status);
         const latencyMs = performance.now() - started;
-        responseLatency.observe({ ...labels, status_code: status }, latencyMs);
-        responseTotal.inc({
-          ...labels,
-          status_code: status,
-          classification: classifyResponse(outcome),
-          grpc_status: outcome.grpcStatus === undefined ? "" : String(outcome.grpcStatus),
-          error: outcome.error ?? "",
-        });
+        let latencyLabels = series.latency.get(status);
+        if (latencyLabels === undefined) {
+          latencyLabels = { ...series.labels, status_code: status };
+          series.latency.set(status, latencyLabels);
+        }
+        responseLatency.observe(latencyLabels, latencyMs);
+        const classification = classifyResponse(outcome);
+        const grpcStatus = outcome.grpcStatus === undefined ? "" : String(outcome.grpcStatus);
+        const error = outcome.error ?? "";
+        const responseKey = `${status}\n${classification}\n${grpcStatus}\n${error}`;
+        let response = series.responses.get(responseKey);
+        if (response === undefined) {
+          response = { labels: { ...series.labels, status_code: status, classification, grpc_status: grpcStatus, error }, count: 0 };
+          series.responses.set(responseKey, response);
+        }
+        response.count++;
         if (tap.hasSubscribers()) tap.publish(requestEvent(request, outcome, latencyMs));
       };
     },
@@ -324,6 +360,19 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     },
     openConnections: () => open.size,
   };
+}
+
+/** Most HTTP label sets counted in place between scrapes (see `recordHttpRequest`). */
+const HTTP_SERIES_MAX = 10_000;
+
+/** One HTTP label set: its counts since the last scrape, and the label objects of its responses (built once). */
+interface HttpSeries {
+  labels: Partial<Record<string, string>>;
+  requests: number;
+  /** status_code → the latency histogram's labels. */
+  latency: Map<string, Partial<Record<string, string>>>;
+  /** status, classification, grpc status and error → response_total's labels and count. */
+  responses: Map<string, { labels: Partial<Record<string, string>>; count: number }>;
 }
 
 /** `host:port` of a socket's remote end, when it is a network socket that knows it. */

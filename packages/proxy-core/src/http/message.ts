@@ -235,9 +235,12 @@ export function sendHttp2(request: ProxiedRequest, options: { session: http2.Cli
       trailers = endToEndHeaders(received);
     });
     stream.once("error", reject);
-    stream.once("close", () => reject(new Error(`stream closed before its response (${stream.rstCode})`)));
+    // Removed once the response came: every stream closes, and an Error (its stack) per request is not free.
+    const closedEarly = (): void => reject(new Error(`stream closed before its response (${stream.rstCode})`));
+    stream.once("close", closedEarly);
     stream.once("response", (headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader) => {
       stream.off("error", reject);
+      stream.off("close", closedEarly);
       stream.on("error", () => undefined);
       resolve({
         status: Number(headers[":status"] ?? 502),
