@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import net from "node:net";
+import tls from "node:tls";
 
 // The hostile-client helpers of the services' process tests (apps/identity and apps/destination
 // test/hostile-input.test.ts): raw connections, trickled bytes, idle connections, the process's RSS.
@@ -57,4 +58,30 @@ export async function idleConnections(port: number, count: number): Promise<{ so
 /** The resident set size of a process on this (Linux) host, in KiB. */
 export function rssKiB(pid: number): number {
   return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1]);
+}
+
+/** The HTTP/2 client connection preface. */
+export const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/** The start of a TLS handshake record (its header and 512 bytes of a ClientHello), to send a byte at a time. */
+const TLS_RECORD = Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, ...Buffer.alloc(512, 1)]);
+
+/**
+ * Connections to a gRPC port that never get as far as a request: one silent;
+ * one trickling (a byte every 300 ms) the HTTP/2 preface, or with `tls` a TLS
+ * record; and with `tls`, one that completes the handshake (those options)
+ * and then trickles the preface. Resolves with the milliseconds until the
+ * server closed each.
+ */
+export function stalledHandshakes(host: string, port: number, options: { tls?: tls.ConnectionOptions } = {}): Promise<number[]> {
+  const silent = net.connect(port, host);
+  const trickled = net.connect(port, host);
+  trickle(trickled, options.tls === undefined ? H2_PREFACE : TLS_RECORD, "connect");
+  const sockets = [silent, trickled];
+  if (options.tls !== undefined) {
+    const afterHandshake = tls.connect({ ...options.tls, host, port, ALPNProtocols: ["h2"] });
+    trickle(afterHandshake, H2_PREFACE, "secureConnect");
+    sockets.push(afterHandshake);
+  }
+  return Promise.all(sockets.map(closedAfter));
 }

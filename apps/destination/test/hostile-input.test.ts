@@ -7,7 +7,7 @@ import path from "node:path";
 import tls from "node:tls";
 import { GetDestination } from "@meshtls/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { closedAfter, idleConnections, MALFORMED_REQUEST_LINES, rawAdmin, rssKiB, trickle } from "../../../test-support/attacks.ts";
+import { idleConnections, MALFORMED_REQUEST_LINES, rawAdmin, rssKiB, stalledHandshakes } from "../../../test-support/attacks.ts";
 import { adminGet, startDestination, waitFor, type DestinationProcess } from "./support.js";
 
 const SERVER_NAME = "destination.meshtls.serviceaccount.identity.meshtls.cluster.local";
@@ -30,8 +30,6 @@ function makePki(dir: string): void {
     openssl("x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", `${name}.ext`, "-out", `${name}.pem`);
   }
 }
-
-const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
 const getFrame = (() => {
   const body = GetDestination.encode({ scheme: "k8s", path: "api.default.svc.cluster.local:80", contextToken: "" }).finish();
@@ -105,20 +103,9 @@ describe.each([
   });
 
   it("closes connections short of a TLS handshake or an HTTP/2 preface at --handshake-timeout, on the Get and policy ports", async () => {
-    const sockets: net.Socket[] = [];
-    for (const port of [server.grpcPort, server.policyPort]) {
-      sockets.push(net.connect(port, "127.0.0.1"));
-      const trickled = net.connect(port, "127.0.0.1");
-      // Plaintext: the preface a byte at a time. mTLS: a ClientHello record a byte at a time, and the preface after a handshake.
-      trickle(trickled, mtls ? Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, ...Buffer.alloc(512, 1)]) : PREFACE, "connect");
-      sockets.push(trickled);
-      if (mtls) {
-        const afterHandshake = tls.connect({ host: "127.0.0.1", port, servername: SERVER_NAME, ca: readFileSync(p("ca.pem")), cert: readFileSync(p("web.pem")), key: readFileSync(p("web.key")), ALPNProtocols: ["h2"] });
-        trickle(afterHandshake, PREFACE, "secureConnect");
-        sockets.push(afterHandshake);
-      }
-    }
-    const closed = await Promise.all(sockets.map(closedAfter));
+    // Plaintext: the preface a byte at a time. mTLS: a ClientHello record a byte at a time, and the preface after a handshake.
+    const clientTls = mtls ? { tls: { servername: SERVER_NAME, ca: readFileSync(p("ca.pem")), cert: readFileSync(p("web.pem")), key: readFileSync(p("web.key")) } } : {};
+    const closed = (await Promise.all([server.grpcPort, server.policyPort].map((port) => stalledHandshakes("127.0.0.1", port, clientTls)))).flat();
     console.log(`destination (${name}): connections short of the handshake closed after ${closed.join(", ")} ms (--handshake-timeout 2s)`);
     // Generous: the machine running the tests is loaded.
     for (const ms of closed) {

@@ -5,7 +5,7 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { closedAfter, idleConnections, MALFORMED_REQUEST_LINES, rawAdmin, rssKiB, trickle } from "../../../test-support/attacks.ts";
+import { idleConnections, MALFORMED_REQUEST_LINES, rawAdmin, rssKiB, stalledHandshakes } from "../../../test-support/attacks.ts";
 import { certify, createMaterial, identityBin, identityClient, identityFor, mintToken, opensslCsr, SERVER_NAME, startIdentity, tempDir, TOKEN_ISSUER } from "./harness.ts";
 import type { IdentityProcess } from "./harness.ts";
 
@@ -91,17 +91,8 @@ describe.each([
 
   it("closes connections short of a TLS handshake or an HTTP/2 preface at --handshake-timeout", async () => {
     const [host, port] = [identity.grpcAddress.slice(0, identity.grpcAddress.lastIndexOf(":")), Number(identity.grpcAddress.slice(identity.grpcAddress.lastIndexOf(":") + 1))];
-    const silent = net.connect(port, host);
     // Plaintext: the preface a byte at a time. TLS: a ClientHello record a byte at a time, and the preface after a handshake.
-    const trickled = net.connect(port, host);
-    trickle(trickled, plaintext ? Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n") : Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, ...Buffer.alloc(512, 1)]), "connect");
-    const sockets = [silent, trickled];
-    if (!plaintext) {
-      const afterHandshake = tls.connect({ host, port, servername: SERVER_NAME, ca: readFileSync(path.join(dir, "ca.crt")), ALPNProtocols: ["h2"] });
-      trickle(afterHandshake, Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), "secureConnect");
-      sockets.push(afterHandshake);
-    }
-    const closed = await Promise.all(sockets.map(closedAfter));
+    const closed = await stalledHandshakes(host, port, plaintext ? {} : { tls: { servername: SERVER_NAME, ca: readFileSync(path.join(dir, "ca.crt")) } });
     console.log(`identity (${_name}): connections short of the handshake closed after ${closed.join(", ")} ms (--handshake-timeout 2s)`);
     // Generous: the machine running the tests is loaded.
     for (const ms of closed) {
