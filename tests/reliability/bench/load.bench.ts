@@ -17,7 +17,7 @@ import { record } from "../test/support/results.ts";
 const CONNECTIONS = Number(process.env["RELIABILITY_CONNECTIONS"] ?? 10_000);
 const CERTIFY_CALLS = Number(process.env["RELIABILITY_CERTIFY_CALLS"] ?? 1000);
 /** Connections being opened at once (a listen backlog is finite). */
-const OPENING = 500;
+const OPENING = 100;
 
 interface HeldConnections {
   ok: number;
