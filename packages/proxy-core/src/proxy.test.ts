@@ -412,6 +412,24 @@ describe("meshtls proxy (in process, real TLS)", () => {
     bundle.set([mesh.anchor.certificate, second.anchor.certificate]);
     expect(await attempt()).toBe("timeout"); // forwarded to the echo app: the connection stays open
   });
+
+  it("a drain lets mesh peers' kept-alive connections go at once and cuts no request in flight", async () => {
+    const slow = http.createServer((_req, res) => setTimeout(() => res.end("slow ok"), 300));
+    await new Promise<void>((r) => slow.listen(0, "127.0.0.1", r));
+    const d = await start({ identity: B, workloadPort: (slow.address() as net.AddressInfo).port, credentials: createStore(await mesh.issue(B)) });
+    table.set("drain.default.svc.cluster.local:80", { exists: true, endpoints: [{ address: "127.0.0.1", port: d.addresses.inbound.port, weight: 1, identity: B, labels: {} }] });
+    // Two requests at once: A keeps two mesh connections to D, one of them idle once its answer came back.
+    const warm = await Promise.all([fetchVia(a.addresses.outbound.port, "http://drain.default.svc.cluster.local/"), fetchVia(a.addresses.outbound.port, "http://drain.default.svc.cluster.local/")]);
+    expect(warm.map((r) => r.status)).toEqual([200, 200]);
+    const inFlight = fetchVia(a.addresses.outbound.port, "http://drain.default.svc.cluster.local/");
+    await new Promise((r) => setTimeout(r, 100));
+    const started = performance.now();
+    await d.proxy.stop({ drainMs: 5000 });
+    // Without being told, A would keep both connections open and the drain would last its whole 5 s.
+    expect(performance.now() - started).toBeLessThan(2500);
+    expect(await inFlight).toMatchObject({ status: 200, text: "slow ok" });
+    slow.close();
+  });
 });
 
 function sampleOf(text: string, series: string): number {

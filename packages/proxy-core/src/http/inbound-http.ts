@@ -135,6 +135,8 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
   const sessions = new Set<http2.ServerHttp2Session>();
   /** HTTP/1 connections between two requests (the server is never listening, so node does not track them). */
   const idle = new Set<net.Socket>();
+  /** HTTP/1 responses in progress, by connection. */
+  const busy = new Map<net.Socket, http.ServerResponse>();
   let draining = false;
   const http1Server = http.createServer({ keepAlive: true, noDelay: true, maxHeaderSize: 16 * 1024 });
   http1Server.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -142,8 +144,13 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     // While draining, the peer learns from this response not to reuse the connection (no race with its next request).
     if (draining) res.shouldKeepAlive = false;
     idle.delete(req.socket);
-    res.once("finish", () => {
-      if (!req.socket.destroyed) idle.add(req.socket);
+    busy.set(req.socket, res);
+    res.once("close", () => {
+      if (busy.get(req.socket) === res) busy.delete(req.socket);
+      if (req.socket.destroyed) return;
+      // A response whose head went out before the drain began did not say `connection: close`: the connection goes now.
+      if (draining) req.socket.destroy();
+      else idle.add(req.socket);
     });
     if (connection === undefined) res.destroy();
     else forward(fromHttp1(req), http1Sink(res), connection);
@@ -218,6 +225,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     drain() {
       draining = true;
       for (const socket of idle) socket.destroy();
+      for (const res of busy.values()) if (!res.headersSent) res.shouldKeepAlive = false;
       // close() sends GOAWAY and ends the session once its open streams are done.
       for (const session of sessions) session.close();
     },
