@@ -16,7 +16,7 @@ const TOOLS = [
   ["iptables", "iptables", "transparent mode: meshtls init's nat rules in network namespaces"],
   ["ip", "iproute2", "transparent mode: pods as network namespaces"],
   ["setpriv", "util-linux", "transparent mode: proxies under their own UID"],
-  ["/usr/bin/chromium", "chromium", "the dashboard's browser test (playwright-core)"],
+  ["/usr/bin/chromium", "chromium", "meshtls viz's browser test (playwright-core)"],
 ];
 
 const found = (command) => {
