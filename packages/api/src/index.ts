@@ -77,6 +77,8 @@ export {
 } from "./transport-header.js";
 export type { DecodedTransportHeader, TransportHeaderFields, TransportSessionProtocolKind } from "./transport-header.js";
 export { dateToTimestamp, timestampToDate } from "./timestamp.js";
+export { refuseMalformedRequests } from "./malformed-requests.js";
+export type { RefuseMalformedRequestsOptions } from "./malformed-requests.js";
 
 // Errors.
 export { ApiError } from "./errors.js";

@@ -1,4 +1,4 @@
-import { credentials, type ServiceError } from "@grpc/grpc-js";
+import { Client, credentials, type ServiceError } from "@grpc/grpc-js";
 import fc from "fast-check";
 import { DestinationClient as GrpcDestinationClient, tcpAddressToString, type Update } from "@meshtls/api";
 import { Registry } from "prom-client";
@@ -97,6 +97,20 @@ describe("Destination.Get server", () => {
       expect(s.error()?.code, path).toBe(3);
     }
     expect(await metrics.getSingleMetricAsString("destination_get_requests_total")).toContain('result="invalid_argument"} 9');
+  });
+
+  it("refuses bytes that are not a GetDestination with INVALID_ARGUMENT on Get and GetProfile (grpc-js alone: INTERNAL), counted", async () => {
+    const { server, metrics } = await setup();
+    const client = new Client(server.address, credentials.createInsecure());
+    cleanups.push(() => client.close());
+    const raw = (bytes: Buffer): Buffer => bytes;
+    for (const path of ["/io.linkerd.proxy.destination.Destination/Get", "/io.linkerd.proxy.destination.Destination/GetProfile"]) {
+      // Field 1 with wire type 7: no decoder accepts it.
+      const call = client.makeServerStreamRequest(path, raw, raw, Buffer.from([0x0f, 0x01]));
+      const error = await new Promise<ServiceError>((resolve) => call.on("error", resolve));
+      expect([error.code, error.details], path).toEqual([3, expect.stringMatching(/request is not a valid protobuf message/)]);
+    }
+    expect(await metrics.getSingleMetricAsString("destination_get_requests_total")).toContain('result="invalid_argument"} 2');
   });
 
   it("sends remove and add on registry changes to every open stream, and no_endpoints when a service goes", async () => {

@@ -3,6 +3,7 @@ import {
   DestinationProfile,
   DestinationService,
   ipToTcpAddress,
+  refuseMalformedRequests,
   Update,
   WeightedAddr,
   type DestinationServer,
@@ -651,9 +652,16 @@ export function createDestinationServer(options: DestinationServerOptions): Dest
     }
   }
 
+  // Bytes that are not a GetDestination are the client's error: INVALID_ARGUMENT, not grpc-js's INTERNAL.
+  const served = refuseMalformedRequests(definition, implementation, {
+    onMalformed: (path, details) => {
+      requests?.inc({ result: "invalid_argument" });
+      logger.debug({ path, reason: details }, "malformed request refused");
+    },
+  });
   return {
-    definition,
-    implementation,
+    definition: served.definition,
+    implementation: served.implementation,
     openStreams: () => limits.open(),
     peerStreams: (peer) => limits.peerStreams(peer),
     watchedTargets: () => watches.size,

@@ -49,6 +49,16 @@ describe("createIdentityServer over gRPC on loopback", () => {
     expect(response.validUntil && timestampToDate(response.validUntil).getTime()).toBe(leaf.notAfter.getTime());
   });
 
+  it("answers a request that is not a CertifyRequest INVALID_ARGUMENT (grpc-js alone: INTERNAL)", async () => {
+    const raw = (bytes: Buffer): Buffer => bytes;
+    // Field 1 with wire type 7: no decoder accepts it.
+    const error = await new Promise<ServiceError>((resolve) =>
+      client.makeUnaryRequest("/io.linkerd.proxy.identity.Identity/Certify", raw, raw, Buffer.from([0x0f, 0x01]), new Metadata(), (e) => resolve(e as ServiceError)),
+    );
+    expect(error.code).toBe(status.INVALID_ARGUMENT);
+    expect(error.details).toMatch(/^the Certify request is not a valid protobuf message/);
+  });
+
   it("maps refusals to status codes and sends the code in metadata", async () => {
     const error = (await call(client, { identity: "", token: Buffer.alloc(0), certificateSigningRequest: Buffer.alloc(0) }).catch((e: unknown) => e)) as ServiceError;
     expect(error.code).toBe(status.INVALID_ARGUMENT);

@@ -1,6 +1,6 @@
 import { Metadata } from "@grpc/grpc-js";
 import type { ServerOptions, ServerUnaryCall, sendUnaryData, ServiceError } from "@grpc/grpc-js";
-import { dateToTimestamp, IdentityService } from "@meshtls/api";
+import { dateToTimestamp, IdentityService, refuseMalformedRequests } from "@meshtls/api";
 import type { CertifyResponse, IdentityServer , CertifyRequest} from "@meshtls/api";
 import { createCertifyHandler, MAX_CERTIFY_REQUEST_BYTES } from "./certify.ts";
 import type { CertifyHandler, CertifyOptions } from "./certify.ts";
@@ -70,9 +70,11 @@ export function createIdentityServer(options: IdentityServerOptions): IdentitySe
         .catch(() => undefined);
     },
   };
+  // A request that is not a CertifyRequest is the client's error: INVALID_ARGUMENT, not grpc-js's INTERNAL.
+  const served = refuseMalformedRequests(IdentityService, implementation);
   return {
-    service: IdentityService,
-    implementation,
+    service: served.definition,
+    implementation: served.implementation,
     serverOptions: {
       // A little headroom for protobuf framing: the handler enforces the exact limit with its own message.
       "grpc.max_receive_message_length": maxRequestBytes + 64,

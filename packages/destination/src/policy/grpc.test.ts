@@ -1,4 +1,4 @@
-import { credentials, Server, ServerCredentials, status, type ServiceError } from "@grpc/grpc-js";
+import { credentials, Metadata, Server, ServerCredentials, status, type ServiceError } from "@grpc/grpc-js";
 import { InboundServerPoliciesClient, type InboundServer } from "@meshtls/api";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createStaticRegistry } from "../registry.js";
@@ -41,6 +41,19 @@ describe("InboundServerPolicies over grpc-js on loopback", () => {
     expect((await getPort("shop:web-0", 65536)).error?.code).toBe(status.INVALID_ARGUMENT);
     const unknown = (await getPort("shop:nope", 80)).error;
     expect([unknown?.code, unknown?.details]).toEqual([status.NOT_FOUND, "unknown server"]);
+  });
+
+  it("GetPort and WatchPort: bytes that are not a PortSpec get INVALID_ARGUMENT (grpc-js alone: INTERNAL)", async () => {
+    const raw = (bytes: Buffer): Buffer => bytes;
+    // Field 1 with wire type 7: no decoder accepts it.
+    const malformed = Buffer.from([0x0f, 0x01]);
+    const unary = await new Promise<ServiceError>((resolve) =>
+      client.makeUnaryRequest("/io.linkerd.proxy.inbound.InboundServerPolicies/GetPort", raw, raw, malformed, new Metadata(), (e) => resolve(e as ServiceError)),
+    );
+    expect([unary.code, unary.details]).toEqual([status.INVALID_ARGUMENT, expect.stringMatching(/^the GetPort request is not a valid protobuf message/)]);
+    const watch = client.makeServerStreamRequest("/io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", raw, raw, malformed);
+    const streamed = await new Promise<ServiceError>((resolve) => watch.on("error", resolve));
+    expect([streamed.code, streamed.details]).toEqual([status.INVALID_ARGUMENT, expect.stringMatching(/^the WatchPort request is not a valid protobuf message/)]);
   });
 
   it("WatchPort: first the policy, then each change; the peer's share is enforced", async () => {

@@ -1,5 +1,5 @@
 import { status, type sendUnaryData, type ServerUnaryCall, type ServerWritableStream, type ServiceDefinition } from "@grpc/grpc-js";
-import { InboundServerPoliciesService, type InboundServer, type InboundServerPoliciesServer, type PortSpec } from "@meshtls/api";
+import { InboundServerPoliciesService, refuseMalformedRequests, type InboundServer, type InboundServerPoliciesServer, type PortSpec } from "@meshtls/api";
 import { Counter, Gauge, type Registry } from "prom-client";
 import { DestinationError } from "../errors.js";
 import { noopLogger, type Logger } from "../logger.js";
@@ -184,9 +184,16 @@ export function createInboundPolicyServer(options: InboundPolicyServerOptions): 
     },
   };
 
+  // Bytes that are not a PortSpec are the client's error: INVALID_ARGUMENT, not grpc-js's INTERNAL.
+  const served = refuseMalformedRequests(InboundServerPoliciesService, implementation, {
+    onMalformed: (path, details) => {
+      requests?.inc({ method: path.endsWith("/WatchPort") ? "watch_port" : "get_port", result: "invalid_argument" });
+      logger.debug({ path, reason: details }, "malformed request refused");
+    },
+  });
   return {
-    definition: InboundServerPoliciesService,
-    implementation,
+    definition: served.definition,
+    implementation: served.implementation,
     openStreams: () => limits.open(),
     close() {
       if (closed) return;
