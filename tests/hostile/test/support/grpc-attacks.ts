@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import type tls from "node:tls";
 import fc from "fast-check";
 import { it } from "vitest";
-import { call, describeCall, refusedCall } from "./grpc.ts";
+import { call, decodesAsRequest, describeCall, refusedCall } from "./grpc.ts";
 import { connectRawH2, Flag, frame, FrameType, grpcMessage, grpcRequestHeaders, headerBlock } from "./http2-frames.ts";
 import type { RawH2 } from "./http2-frames.ts";
 import type { Service } from "./mesh.ts";
@@ -91,6 +91,10 @@ export function defineGrpcAttacks(listener: string, get: () => GrpcTarget, flood
       const r = await call(get().service, get().path, grpcMessage(Buffer.alloc(10 * 1024 * 1024, 0x0a)), { tls: http2Tls(), timeoutMs: 20_000 });
       return { result: describeCall(r), ok: refusedCall(r) };
     }],
+    ["a message that is not protobuf (wire type 7)", "INVALID_ARGUMENT (the client's error; never INTERNAL)", async () => {
+      const r = await call(get().service, get().path, grpcMessage(Buffer.from([0x0f, 0x01, 0x02])), { tls: http2Tls() });
+      return { result: describeCall(r), ok: r.grpcStatus === 3 };
+    }],
     ["wrong content-type (text/plain)", REFUSED, async () => {
       const r = await call(get().service, get().path, grpcMessage(Buffer.alloc(0)), { tls: http2Tls(), contentType: "text/plain" });
       return { result: describeCall(r), ok: refusedCall(r) };
@@ -122,15 +126,19 @@ export function defineGrpcAttacks(listener: string, get: () => GrpcTarget, flood
 
   it(`${listener}: bad protobuf bodies (fast-check, 25 runs)`, async () => {
     const statuses = new Map<string, number>();
-    const row = await attack(get().target, listener, "bad protobuf bodies (fast-check)", REFUSED + " for every body", async () => {
+    const expected = "INVALID_ARGUMENT for every body that does not decode; an error status or a reset for the rest; never OK, INTERNAL, UNKNOWN or silence";
+    const row = await attack(get().target, listener, "bad protobuf bodies (fast-check)", expected, async () => {
       let failure: string | undefined;
       await fc.assert(
         fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 300 }), async (body) => {
           const r = await call(get().service, get().path, grpcMessage(Buffer.from(body)), { tls: http2Tls(), timeoutMs: 5000 });
-          const key = describeCall(r).split(" (")[0] ?? "";
+          const malformed = !decodesAsRequest(get().path, body);
+          const key = `${malformed ? "malformed" : "decodable"}: ${describeCall(r).split(" (")[0] ?? ""}`;
           statuses.set(key, (statuses.get(key) ?? 0) + 1);
-          if (!refusedCall(r)) failure ??= `${describeCall(r)} for ${Buffer.from(body).toString("hex").slice(0, 32)}`;
-          return refusedCall(r);
+          // A client's error gets a client-error status: INTERNAL (13) and UNKNOWN (2) say the server failed.
+          const ok = malformed ? r.grpcStatus === 3 : refusedCall(r) && r.grpcStatus !== 13 && r.grpcStatus !== 2;
+          if (!ok) failure ??= `${describeCall(r)} for ${malformed ? "malformed " : ""}${Buffer.from(body).toString("hex").slice(0, 32)}`;
+          return ok;
         }),
         { numRuns: 25, endOnFailure: true, interruptAfterTimeLimit: 30_000 },
       ).catch(() => undefined);

@@ -99,6 +99,25 @@ export function call(
   });
 }
 
+/** Whether `body` decodes as the request message of the method at `path` (a body that does not must get INVALID_ARGUMENT). */
+export function decodesAsRequest(path: string, body: Uint8Array): boolean {
+  const decoders: Record<string, (bytes: Uint8Array) => unknown> = {
+    [CERTIFY]: (b) => CertifyRequest.decode(b),
+    [GET]: (b) => GetDestination.decode(b),
+    [GET_PROFILE]: (b) => GetDestination.decode(b),
+    [GET_PORT]: (b) => PortSpec.decode(b),
+    [WATCH_PORT]: (b) => PortSpec.decode(b),
+  };
+  const decode = decoders[path];
+  if (decode === undefined) throw new Error(`no request decoder for ${path}`);
+  try {
+    decode(body);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A gRPC refusal as the table shows it. */
 export function describeCall(result: CallResult): string {
   if (result.grpcStatus !== undefined) return `grpc-status ${result.grpcStatus}${result.grpcMessage === undefined ? "" : ` (${result.grpcMessage.slice(0, 50)})`}`;
