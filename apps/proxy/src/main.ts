@@ -2,8 +2,7 @@ import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
 import { createCertifier, createControlPlaneCredentials, createCredentialStore, createTrustAnchorsStore } from "@meshtls/identity";
 import { createOriginalDestinationReader } from "@meshtls/orig-dst";
-import { createProxy, createProxyMetrics, createStaticPolicySource, createTapServer, flagPolicies, formatHostPort, ProxyError } from "@meshtls/proxy-core";
-import type { TapServer } from "@meshtls/proxy-core";
+import { createProxy, createProxyMetrics, createStaticPolicySource, flagPolicies, formatHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { OriginalDestinationLookup } from "@meshtls/proxy-core";
 import { parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
@@ -73,13 +72,11 @@ async function main(): Promise<void> {
         });
 
   let shuttingDown = false;
-  let tapServer: TapServer | undefined;
   const shutdown = (signal: string): void => {
     if (shuttingDown) return;
     shuttingDown = true;
     logger.info({ signal, drainMs: config.drainTimeoutMs }, "shutting down");
     void (async () => {
-      await tapServer?.close();
       await proxy.stop({ drainMs: config.drainTimeoutMs });
       await certifier.stop();
       destination.close();
@@ -139,6 +136,8 @@ async function main(): Promise<void> {
       ...(config.outboundBind === undefined ? {} : { localAddress: config.outboundBind }),
     },
     admin: { listen: config.admin, maxConnections: config.maxAdminConnections },
+    // Remote tap: off unless --tap-addr; mutual TLS with this proxy's credentials, --tap-allow's identities only.
+    ...(config.tapAddress === undefined ? {} : { tap: { listen: config.tapAddress, allow: config.tapAllow } }),
     connectTimeoutMs: config.connectTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     metrics: createProxyMetrics({ registry }),
@@ -164,17 +163,7 @@ async function main(): Promise<void> {
     process.exit(code === "ERR_CONFIG_INVALID" ? 2 : 1);
   }
   const fmt = (a: { address: string; port: number }): string => formatHostPort(a.address, a.port);
-  // Remote tap: off unless --tap-addr; mutual TLS with this proxy's credentials, --tap-allow's identities only.
-  let tapAddress: string | undefined;
-  if (config.tapAddress !== undefined) {
-    tapServer = createTapServer({ tap: proxy.metrics.tap, credentials: proxy.tls, trustBundle, allow: config.tapAllow, logger });
-    try {
-      tapAddress = fmt(await tapServer.listen(config.tapAddress));
-    } catch (error) {
-      logger.error({ code: (error as { code?: string }).code, err: (error as Error).message }, "cannot listen");
-      process.exit(1);
-    }
-  }
+  const tapAddress = addresses.tap === undefined ? undefined : fmt(addresses.tap);
   logger.info(
     { inbound: fmt(addresses.inbound), outbound: fmt(addresses.outbound), admin: fmt(addresses.admin), routes: addresses.routes.map(fmt), ...(tapAddress === undefined ? {} : { tap: tapAddress, tapAllow: config.tapAllow }) },
     "listening",

@@ -101,6 +101,14 @@ describe("meshtls-proxy configuration", () => {
     expect(parseConfig(withWorkload("127.0.1.1:4191"), {}).workload).toEqual({ host: "127.0.1.1", port: 4191 });
   });
 
+  it("refuses --tap-allow (or MESHTLS_PROXY_TAP_ALLOW) without --tap-addr: identities allowed on no listener", () => {
+    expect(() => parseConfig(argv(...base, "--tap-allow", "*"), {})).toThrow(ConfigError);
+    expect(() => parseConfig(argv(...base, "--tap-allow", "*"), {})).toThrow(/--tap-allow needs --tap-addr/);
+    expect(() => parseConfig(argv(...base), { MESHTLS_PROXY_TAP_ALLOW: "web.default.serviceaccount.identity.meshtls.cluster.local" })).toThrow(/--tap-allow needs --tap-addr/);
+    const config = parseConfig(argv(...base, "--tap-addr", "127.0.0.1:4190", "--tap-allow", "*"), {});
+    expect([config.tapAddress, config.tapAllow]).toEqual([{ host: "127.0.0.1", port: 4190 }, ["*"]]);
+  });
+
   it("parses boolean variables strictly: true/1 on, false/0/empty off, anything else refused by name", () => {
     const withoutFlag = base.filter((a) => a !== "--destination-insecure-plaintext");
     const named = ["--destination-name", "destination.meshtls.serviceaccount.identity.meshtls.cluster.local"];

@@ -118,6 +118,34 @@ describe("inbound: a meshed client may reach only the workload's own ports", () 
     expect((await fetch(`http://127.0.0.1:${addresses.admin.port}/live`)).status).toBe(200);
   });
 
+  it("a header naming the remote tap server's port (--tap-addr) is refused and counted like the admin's", async () => {
+    const { proxy, addresses } = await start({ tap: { listen: lo, allow: ["*"] } });
+    const tapPort = addresses.tap?.port ?? 0;
+    expect(tapPort).toBeGreaterThan(0);
+    expect(await direct(addresses.inbound.port, tapPort, "GET /tap HTTP/1.1\r\nhost: x\r\n\r\n")).toBe("");
+    const text = await proxy.metrics.registry.metrics();
+    expect(sampleOf(text, 'inbound_tcp_errors_total{error="transport_header_proxy_port"}')).toBe(1);
+    // The tap server itself is up: mutual TLS refuses a client without a certificate.
+    const anonymous = tls.connect({ host: "127.0.0.1", port: tapPort, ca: pemEncode("CERTIFICATE", mesh.anchor.certificate), checkServerIdentity: () => undefined });
+    const refused = await new Promise<string>((resolve) => {
+      anonymous.on("error", (error: Error) => resolve(error.message));
+      anonymous.on("data", () => resolve("data"));
+      anonymous.on("close", () => resolve("closed"));
+      anonymous.on("secureConnect", () => anonymous.write("GET /tap HTTP/1.1\r\nhost: x\r\n\r\n"));
+    });
+    anonymous.destroy();
+    expect(refused).not.toBe("data");
+  });
+
+  it("a workload address that is the proxy's own tap listener is refused at start", async () => {
+    const taken = net.createServer();
+    const tapPort = await listenOn(taken);
+    await new Promise<void>((resolve) => taken.close(() => resolve()));
+    const error = await start({ tap: { listen: { host: "127.0.0.1", port: tapPort } }, inbound: { listen: lo, workload: { host: "127.0.0.1", port: tapPort } } }).catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toBe("ERR_CONFIG_INVALID");
+    expect(String((error as Error).message)).toContain("the proxy's own tap listener");
+  });
+
   it("an opaque workload port: a meshed client's opaque transport on the inbound listener is still mTLS, and a server-first plaintext client is served", async () => {
     // Found with the Kubernetes source: config.linkerd.io/opaque-ports on the workload port made the mesh ClientHello go to the app.
     const greeter = net.createServer((s) => {

@@ -29,8 +29,8 @@ export interface OwnSockets {
   openedByProxy(address: string | undefined, port: number | undefined): boolean;
 }
 
-/** The proxy's listeners. */
-export type ListenerKind = "inbound" | "outbound" | "route" | "admin";
+/** The proxy's listeners (`tap`: the remote tap server, `--tap-addr`). */
+export type ListenerKind = "inbound" | "outbound" | "route" | "admin" | "tap";
 
 /** Options of {@link createOwnSockets}. */
 export interface CreateOwnSocketsOptions {

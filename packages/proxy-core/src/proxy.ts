@@ -17,6 +17,7 @@ import { createOutbound } from "./outbound.js";
 import { createOwnSockets } from "./own-sockets.js";
 import type { CredentialSource, EndpointResolver, PolicySource, TrustBundleSource } from "./sources.js";
 import { createStaticPolicySource } from "./static-policy.js";
+import { createTapServer } from "./tap-server.js";
 
 /** Options of {@link createProxy}. */
 export interface CreateProxyOptions {
@@ -72,6 +73,12 @@ export interface CreateProxyOptions {
   };
   /** `listen` default 127.0.0.1:4191; `maxConnections` default 100. */
   admin?: { listen?: HostPort; maxConnections?: number };
+  /**
+   * The remote tap server (`createTapServer`: `GET /tap` over mutual TLS to
+   * the `allow`ed identities). Default: none. Its port is one of the proxy's
+   * own listeners, which a transport header may not name.
+   */
+  tap?: { listen: HostPort; allow?: readonly string[]; maxConnections?: number; handshakeTimeoutMs?: number };
   /** Per endpoint and to the workload. Default 3000. */
   connectTimeoutMs?: number;
   /** Default 3600000. */
@@ -100,6 +107,8 @@ export interface ProxyAddresses {
   outbound: AddressInfo;
   routes: AddressInfo[];
   admin: AddressInfo;
+  /** With the `tap` option. */
+  tap?: AddressInfo;
 }
 
 /** A running proxy. */
@@ -201,7 +210,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
       outbound.destroyAll();
       outbound.close();
       tls.close();
-      await admin.close();
+      await Promise.all([admin.close(), tap?.close()]);
     })();
     return stopping;
   };
@@ -232,6 +241,19 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     ...(options.admin?.maxConnections === undefined ? {} : { maxConnections: options.admin.maxConnections }),
     logger,
   });
+  const tapOptions = options.tap;
+  const tap =
+    tapOptions === undefined
+      ? undefined
+      : createTapServer({
+          tap: metrics.tap,
+          credentials: tls,
+          trustBundle: options.trustBundle,
+          ...(tapOptions.allow === undefined ? {} : { allow: tapOptions.allow }),
+          ...(tapOptions.maxConnections === undefined ? {} : { maxConnections: tapOptions.maxConnections }),
+          ...(tapOptions.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: tapOptions.handshakeTimeoutMs }),
+          logger,
+        });
 
   return {
     metrics,
@@ -248,13 +270,15 @@ export function createProxy(options: CreateProxyOptions): Proxy {
           transparent === undefined ? await outbound.listenProxy(outboundListen) : await outbound.listenTransparent(outboundListen, transparent.originalDestination);
         const routes: AddressInfo[] = [];
         for (const route of options.outbound?.routes ?? []) routes.push(await outbound.listenRoute(route));
+        const tapAddress = tap === undefined || tapOptions === undefined ? undefined : await tap.listen(tapOptions.listen);
+        if (tapAddress !== undefined) own.addListener(tapAddress, "tap");
         // Checked on the bound addresses, so that a port 0 anywhere is covered too.
         const { workload } = options.inbound;
         const loop = own.listenerAt(workload);
         if (loop !== undefined) {
           throw new ProxyError("ERR_CONFIG_INVALID", `the workload address ${formatHostPort(workload.host, workload.port)} is the proxy's own ${loop} listener: every inbound connection would loop`);
         }
-        return { inbound: inboundAddress, outbound: outboundAddress, routes, admin: adminAddress };
+        return { inbound: inboundAddress, outbound: outboundAddress, routes, admin: adminAddress, ...(tapAddress === undefined ? {} : { tap: tapAddress }) };
       } catch (error) {
         // Nothing was served yet: close what is bound, without a drain to log.
         stopping ??= (async () => {
@@ -262,7 +286,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
           inbound.close();
           outbound.close();
           tls.close();
-          await admin.close();
+          await Promise.all([admin.close(), tap?.close()]);
         })();
         await stopping;
         throw error;
