@@ -2,7 +2,6 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,25 +24,7 @@ export function tempDir(prefix: string): string {
   return dir;
 }
 
-const handedOut = new Set<number>();
-
-/**
- * A port free right now on `host` (bound and released), never one this process
- * handed out before: two ports asked for before either is bound (a proxy's
- * inbound and outbound) would otherwise be the same port now and then.
- */
-export async function freePort(host: string): Promise<number> {
-  for (;;) {
-    const server = net.createServer();
-    await new Promise<void>((resolve) => server.listen(0, host, resolve));
-    const { port } = server.address() as net.AddressInfo;
-    await new Promise((resolve) => server.close(resolve));
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-}
+export { freePort } from "../../../../test-support/ports.ts";
 
 export type LogLine = Record<string, unknown> & { msg?: string };
 
