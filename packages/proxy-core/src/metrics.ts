@@ -36,7 +36,7 @@ export interface CreateProxyMetricsOptions {
 }
 
 /** Which listener refused a connection, and why (`tcp_connections_refused_total`). */
-export type RefusedListener = "inbound" | "outbound" | "route" | "transparent" | "admin";
+export type RefusedListener = "inbound" | "outbound" | "route" | "transparent" | "admin" | "tap";
 
 /** The proxy's Prometheus metrics, with the exact names and labels of ARCHITECTURE.md. */
 export interface ProxyMetrics {

@@ -252,6 +252,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
           ...(tapOptions.allow === undefined ? {} : { allow: tapOptions.allow }),
           ...(tapOptions.maxConnections === undefined ? {} : { maxConnections: tapOptions.maxConnections }),
           ...(tapOptions.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: tapOptions.handshakeTimeoutMs }),
+          onRefused: () => metrics.recordRefused("tap", "max_connections"),
           logger,
         });
 

@@ -1,3 +1,4 @@
+import net from "node:net";
 import type { AddressInfo } from "node:net";
 import tls from "node:tls";
 import { pemEncode } from "@meshtls/pki";
@@ -132,6 +133,33 @@ describe("createTapServer: tap over mutual TLS for allowed mesh identities only"
       expect(await tapClient(at, anchorsPem, ops).result).toMatchObject({ status: 403 });
     } finally {
       await closed.close();
+    }
+  });
+
+  it("connections beyond maxConnections are closed at once and reported by onRefused", async () => {
+    let refused = 0;
+    const capped = createTapServer({ tap: hub, credentials, trustBundle: bundle, maxConnections: 2, onRefused: () => refused++ });
+    const at = await capped.listen({ host: "127.0.0.1", port: 0 });
+    const sockets: net.Socket[] = [];
+    try {
+      const closedAtOnce = await Promise.all(
+        Array.from({ length: 5 }, async (_, i) => {
+          // One at a time: the first two are held (idle, before any handshake), the rest are beyond the cap.
+          await new Promise((resolve) => setTimeout(resolve, i * 50));
+          const socket = net.connect({ host: "127.0.0.1", port: at.port });
+          sockets.push(socket);
+          socket.on("error", () => undefined);
+          return new Promise<boolean>((resolve) => {
+            socket.once("close", () => resolve(true));
+            setTimeout(() => resolve(false), 1500);
+          });
+        }),
+      );
+      expect(closedAtOnce.filter(Boolean).length).toBe(3);
+      expect(refused).toBe(3);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await capped.close();
     }
   });
 });

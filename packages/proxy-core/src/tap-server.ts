@@ -31,6 +31,8 @@ export interface CreateTapServerOptions {
   handshakeTimeoutMs?: number;
   /** Connections open at once; more are closed at once. Default 16. */
   maxConnections?: number;
+  /** Called for each connection closed at once beyond `maxConnections` (the proxy counts it in `tcp_connections_refused_total{listener="tap"}`). */
+  onRefused?: () => void;
   logger?: Logger;
 }
 
@@ -103,6 +105,7 @@ export function createTapServer(options: CreateTapServerOptions): TapServer {
   server.headersTimeout = handshakeTimeoutMs;
   server.requestTimeout = handshakeTimeoutMs;
   server.maxConnections = options.maxConnections ?? 16;
+  server.on("drop", () => options.onRefused?.());
   // Fail closed: no certificate (or no anchors) is no connection, not a handshake with the server's empty default.
   server.prependListener("connection", (raw: Socket) => {
     if (credentials.context() === undefined) raw.destroy();
