@@ -12,7 +12,7 @@ import {
   type PolicySource,
 } from "@meshtls/destination";
 import { createKubeApiFromConfig, createKubernetesSource, KubernetesError } from "@meshtls/kubernetes";
-import { createAdminServer, parseConfigOrExit, setGrpcHandshakeTimeout } from "@meshtls/runtime";
+import { createAdminServer, limitGrpcConnections, parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Counter, Gauge, Registry } from "prom-client";
 import { parseConfig, type Config } from "./config.js";
@@ -104,9 +104,8 @@ async function main(): Promise<void> {
     maxStreamsPerPeer: config.limits.maxStreamsPerPeer,
   });
   // Both APIs get the same connection limits: each is its own grpc-js server (own port, as Linkerd's 8086 and 8090).
+  // Keepalive PINGs (30 s, answered within 10 s) come from limitGrpcConnections below, which counts what they close.
   const grpcOptions = {
-    "grpc.keepalive_time_ms": 30_000,
-    "grpc.keepalive_timeout_ms": 10_000,
     // Get requests are a few hundred bytes: refuse anything much larger before decoding it.
     "grpc.max_receive_message_length": 64 * 1024,
     "grpc.max_concurrent_streams": config.limits.maxConcurrentStreams,
@@ -121,7 +120,8 @@ async function main(): Promise<void> {
   grpcServer.addService(destination.definition, destination.implementation);
   const policyServer = new Server(grpcOptions);
   policyServer.addService(policy.definition, policy.implementation);
-  for (const server of [grpcServer, policyServer]) setGrpcHandshakeTimeout(server, { handshakeTimeoutMs: config.limits.handshakeTimeoutMs });
+  limitGrpcConnections(grpcServer, { handshakeTimeoutMs: config.limits.handshakeTimeoutMs, metricsRegistry: metrics, listener: "destination" });
+  limitGrpcConnections(policyServer, { handshakeTimeoutMs: config.limits.handshakeTimeoutMs, metricsRegistry: metrics, listener: "policy" });
   const bind = (server: Server, address: { host: string; port: number }): Promise<number> =>
     new Promise<number>((resolve, reject) =>
       server.bindAsync(hostPort(address.host, address.port), serverCredentials(config), (error, port) => (error ? reject(error) : resolve(port))),

@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { experimental, Server, ServerCredentials } from "@grpc/grpc-js";
 import { createIdentityServer, createIssuerStore, createJwksFileStore, createJwksTokenValidator, createTrustAnchorsStore } from "@meshtls/identity";
 import { checkAccess, createKubeApiFromConfig, createTokenReviewValidator, KubernetesError } from "@meshtls/kubernetes";
-import { createAdminServer, setGrpcHandshakeTimeout } from "@meshtls/runtime";
+import { createAdminServer, limitGrpcConnections } from "@meshtls/runtime";
 import { pino } from "pino";
 import type { Logger } from "pino";
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from "prom-client";
@@ -140,7 +140,8 @@ async function run(config: Config, logger: Logger): Promise<void> {
   }
 
   const server = new Server(identity.serverOptions);
-  setGrpcHandshakeTimeout(server, { handshakeTimeoutMs: config.handshakeTimeoutMs });
+  // Handshake bound, then a PING every 30 s answered within 10 s: a client trickling a HEADERS frame is cut within 40 s.
+  limitGrpcConnections(server, { handshakeTimeoutMs: config.handshakeTimeoutMs, metricsRegistry: registry, listener: "identity" });
   server.addService(identity.service, identity.implementation);
   const grpcPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync(hostPort(config.listen), credentials, (error, port) => (error ? reject(error) : resolve(port))),

@@ -7,10 +7,14 @@ import path from "node:path";
 import tls from "node:tls";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import type { ServiceDefinition } from "@grpc/grpc-js";
+import { Registry } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ConfigError, setGrpcHandshakeTimeout } from "./index.ts";
+import { ConfigError, limitGrpcConnections } from "./index.ts";
+import type { GrpcConnectionCloseReason } from "./index.ts";
 
 const TIMEOUT_MS = 500;
+const PING_INTERVAL_MS = 500;
+const PING_TIMEOUT_MS = 500;
 /** Generous: the machine running the tests is loaded. */
 const CLOSED_BY_MS = 5000;
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
@@ -40,8 +44,11 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Opens a connection (TLS when `tlsOptions` is given), writes `first`, then one byte of `trickled` every 200 ms; resolves with the ms until the server closed it, or undefined after `waitMs`. */
-function holdOpen(port: number, first: Buffer, trickled: Buffer, tlsOptions?: tls.ConnectionOptions, waitMs = CLOSED_BY_MS): Promise<number | undefined> {
+/**
+ * Opens a connection (TLS when `tlsOptions` is given), writes `first`, then `bytesPerTick` bytes of `trickled` every
+ * 200 ms; resolves with the ms until the server closed it, or undefined after `waitMs`.
+ */
+function holdOpen(port: number, first: Buffer, trickled: Buffer, tlsOptions?: tls.ConnectionOptions, bytesPerTick = 1, waitMs = CLOSED_BY_MS): Promise<number | undefined> {
   return new Promise((resolve) => {
     const started = Date.now();
     const socket = tlsOptions ? tls.connect({ host: "127.0.0.1", port, ...tlsOptions }) : net.connect(port, "127.0.0.1");
@@ -56,7 +63,11 @@ function holdOpen(port: number, first: Buffer, trickled: Buffer, tlsOptions?: tl
     const wait = setTimeout(() => done(undefined), waitMs);
     socket.once(tlsOptions ? "secureConnect" : "connect", () => {
       socket.write(first);
-      trickle = setInterval(() => socket.write(trickled.subarray(sent % trickled.length, (sent++ % trickled.length) + 1)), 200);
+      trickle = setInterval(() => {
+        const from = (sent * bytesPerTick) % trickled.length;
+        sent++;
+        socket.write(trickled.subarray(from, from + bytesPerTick));
+      }, 200);
     });
     socket.on("data", () => undefined);
     socket.on("error", () => undefined);
@@ -82,14 +93,22 @@ async function callAfterTimeout(authority: string, options: http2.SecureClientSe
   return { closedEarly, answer: Buffer.concat(chunks).subarray(5).toString() };
 }
 
-describe("setGrpcHandshakeTimeout", () => {
+/** `grpc_connections_closed_total{listener="test",reason}` in `registry`. */
+async function closedCount(registry: Registry, reason: GrpcConnectionCloseReason): Promise<number | undefined> {
+  const metric = await registry.getSingleMetric("grpc_connections_closed_total")?.get();
+  return metric?.values.find((v) => v.labels.listener === "test" && v.labels.reason === reason)?.value;
+}
+
+describe("limitGrpcConnections: the handshake timeout", () => {
   const servers: Server[] = [];
+  let registry: Registry;
   afterEach(() => {
     for (const server of servers.splice(0)) server.forceShutdown();
   });
   async function start(credentials: ServerCredentials): Promise<number> {
     const server = new Server();
-    setGrpcHandshakeTimeout(server, { handshakeTimeoutMs: TIMEOUT_MS });
+    registry = new Registry();
+    limitGrpcConnections(server, { handshakeTimeoutMs: TIMEOUT_MS, pingIntervalMs: PING_INTERVAL_MS, pingTimeoutMs: PING_TIMEOUT_MS, metricsRegistry: registry, listener: "test" });
     server.addService(echo, { echo: (call: { request: Buffer }, callback: (error: null, value: Buffer) => void) => callback(null, call.request) });
     servers.push(server);
     return new Promise((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (error, port) => (error ? reject(error) : resolve(port))));
@@ -106,7 +125,11 @@ describe("setGrpcHandshakeTimeout", () => {
       expect(closedAfterMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
       expect(closedAfterMs).toBeLessThan(CLOSED_BY_MS);
     }
+    expect(await closedCount(registry, "handshake_timeout")).toBe(3);
+    // The real client stays past several PINGs (its HTTP/2 stack answers them) and is served.
     expect(await callAfterTimeout(`http://127.0.0.1:${port}`)).toEqual({ closedEarly: false, answer: "hello" });
+    expect(await closedCount(registry, "handshake_timeout")).toBe(3);
+    expect(await closedCount(registry, "ping_timeout")).toBe(0);
   });
 
   it("closes TLS connections short of the handshake, or of the preface after it, and keeps those that finished both", async () => {
@@ -122,12 +145,83 @@ describe("setGrpcHandshakeTimeout", () => {
       expect(closedAfterMs).toBeGreaterThanOrEqual(TIMEOUT_MS - 50);
       expect(closedAfterMs).toBeLessThan(CLOSED_BY_MS);
     }
+    expect(await closedCount(registry, "handshake_timeout")).toBe(3);
     expect(await callAfterTimeout(`https://127.0.0.1:${port}`, tlsOptions)).toEqual({ closedEarly: false, answer: "hello" });
+    expect(await closedCount(registry, "ping_timeout")).toBe(0);
   });
 
   it("refuses a timeout below 1 ms, and a grpc-js without the method it wraps", () => {
-    expect(() => setGrpcHandshakeTimeout(new Server(), { handshakeTimeoutMs: 0 })).toThrow(ConfigError);
-    expect(() => setGrpcHandshakeTimeout({} as Server)).toThrow(/createHttp2Server/);
+    expect(() => limitGrpcConnections(new Server(), { handshakeTimeoutMs: 0 })).toThrow(ConfigError);
+    expect(() => limitGrpcConnections(new Server(), { pingIntervalMs: 0.5 })).toThrow(ConfigError);
+    expect(() => limitGrpcConnections(new Server(), { pingTimeoutMs: -1 })).toThrow(ConfigError);
+    expect(() => limitGrpcConnections({} as Server)).toThrow(/createHttp2Server/);
+  });
+});
+
+/** An HTTP/2 frame: its 9-byte header, announcing `length` bytes (default: the payload's), then `payload`. */
+function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0), length = payload.length): Buffer {
+  const header = Buffer.alloc(9);
+  header.writeUIntBE(length, 0, 3);
+  header.writeUInt8(type, 3);
+  header.writeUInt8(flags, 4);
+  header.writeUInt32BE(streamId, 5);
+  return Buffer.concat([header, payload]);
+}
+const HEADERS = 0x1;
+const CONTINUATION = 0x9;
+const END_HEADERS = 0x4;
+/** The start of a valid HPACK header block: a literal field `x` whose value announces 16,000 bytes (few of which ever come). */
+const LONG_FIELD = Buffer.from([0x00, 0x01, 0x78, 0x7f, 0x81, 0x7c]);
+
+describe("limitGrpcConnections: the PING after the handshake (a trickled HEADERS)", () => {
+  const servers: Server[] = [];
+  afterEach(() => {
+    for (const server of servers.splice(0)) server.forceShutdown();
+  });
+  async function start(credentials: ServerCredentials, registry: Registry): Promise<number> {
+    const server = new Server();
+    limitGrpcConnections(server, { handshakeTimeoutMs: TIMEOUT_MS, pingIntervalMs: PING_INTERVAL_MS, pingTimeoutMs: PING_TIMEOUT_MS, metricsRegistry: registry, listener: "test" });
+    server.addService(echo, { echo: (call: { request: Buffer }, callback: (error: null, value: Buffer) => void) => callback(null, call.request) });
+    servers.push(server);
+    return new Promise((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (error, port) => (error ? reject(error) : resolve(port))));
+  }
+  const handshake = Buffer.concat([PREFACE, EMPTY_SETTINGS]);
+  /** Three clients past the handshake: one trickling a HEADERS frame a byte at a time, one sending whole CONTINUATION frames of a header block that never ends, one silent. */
+  const stalled = (port: number, tlsOptions?: tls.ConnectionOptions) => {
+    const headersFrame = frame(HEADERS, END_HEADERS, 1, Buffer.concat([LONG_FIELD, Buffer.alloc(16_384 - LONG_FIELD.length, 0x61)]), 16_384);
+    const continuations = Buffer.concat(Array.from({ length: 100 }, () => frame(CONTINUATION, 0, 1, Buffer.alloc(10, 0x61))));
+    return Promise.all([
+      holdOpen(port, Buffer.concat([handshake, headersFrame.subarray(0, 9)]), headersFrame.subarray(9), tlsOptions),
+      holdOpen(port, Buffer.concat([handshake, frame(HEADERS, 0, 1, LONG_FIELD)]), continuations, tlsOptions, 19),
+      holdOpen(port, handshake, Buffer.alloc(0), tlsOptions),
+    ]);
+  };
+
+  for (const transport of ["plaintext", "TLS"] as const) {
+    it(`closes ${transport} connections that stop answering PINGs mid-header-block, counted as ping_timeout, and keeps a real client`, async () => {
+      const registry = new Registry();
+      const tlsOptions = transport === "TLS" ? { ca: cert, servername: "grpc.test", ALPNProtocols: ["h2"] } : undefined;
+      const port = await start(transport === "TLS" ? ServerCredentials.createSsl(null, [{ cert_chain: cert, private_key: key }]) : ServerCredentials.createInsecure(), registry);
+      const closedAfter = await stalled(port, tlsOptions);
+      for (const closedAfterMs of closedAfter) {
+        expect(closedAfterMs).toBeGreaterThanOrEqual(PING_INTERVAL_MS + PING_TIMEOUT_MS - 50);
+        expect(closedAfterMs).toBeLessThan(CLOSED_BY_MS);
+      }
+      expect(await closedCount(registry, "ping_timeout")).toBe(3);
+      expect(await closedCount(registry, "handshake_timeout")).toBe(0);
+      expect(await callAfterTimeout(`${transport === "TLS" ? "https" : "http"}://127.0.0.1:${port}`, tlsOptions)).toEqual({ closedEarly: false, answer: "hello" });
+      expect(await closedCount(registry, "ping_timeout")).toBe(3);
+    });
+  }
+
+  it("shares one counter between the servers of a registry, each reason at 0 from the start", async () => {
+    const registry = new Registry();
+    limitGrpcConnections(new Server(), { metricsRegistry: registry, listener: "test" });
+    limitGrpcConnections(new Server(), { metricsRegistry: registry, listener: "other" });
+    const metric = await registry.getSingleMetric("grpc_connections_closed_total")?.get();
+    expect(metric?.values.map((v) => `${v.labels.listener} ${v.labels.reason} ${v.value}`).sort()).toEqual([
+      "other handshake_timeout 0", "other ping_timeout 0", "test handshake_timeout 0", "test ping_timeout 0",
+    ]);
   });
 });
 
@@ -162,7 +256,7 @@ describe("clients without ALPN (Linkerd's proxy on control-plane connections)", 
   });
   async function start(acceptWithoutAlpn: boolean | undefined): Promise<number> {
     const server = new Server();
-    setGrpcHandshakeTimeout(server, acceptWithoutAlpn === undefined ? {} : { acceptWithoutAlpn });
+    limitGrpcConnections(server, acceptWithoutAlpn === undefined ? {} : { acceptWithoutAlpn });
     server.addService(echo, { echo: (call: { request: Buffer }, callback: (error: null, value: Buffer) => void) => callback(null, call.request) });
     servers.push(server);
     const credentials = ServerCredentials.createSsl(null, [{ cert_chain: cert, private_key: key }]);
