@@ -2,11 +2,14 @@ import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { createRequire } from "node:module";
 import type net from "node:net";
+import { isLoopback } from "@meshtls/runtime";
 import { CliError, describeError } from "../errors.ts";
 import { streamTap, tapProxy, type TapLine } from "./admin-client.ts";
 import { deriveEdges, scrapeProxies, type EdgeReport, type ProxyScrape, type RegistryEndpoint } from "./edges.ts";
 import { VIZ_PAGE, VIZ_SCRIPT, VIZ_STYLE } from "./viz-page.ts";
 
+/** A connection must send its first request head within this (10 s), idle or trickled; node's own headersTimeout starts only at the first byte. */
+export const VIZ_FIRST_REQUEST_TIMEOUT_MS = 10_000;
 /** Most SSE clients at once (16): a view for people on loopback, not a fan-out service. */
 export const MAX_VIZ_CLIENTS = 16;
 /** Most tap events sent to the page per batch (every 250 ms); beyond, the batch says how many were left out. */
@@ -21,11 +24,6 @@ export interface Viz {
   /** The latest report (undefined before the first round). */
   latest(): EdgeReport | undefined;
   close(): Promise<void>;
-}
-
-/** Whether `host` is a loopback address: the view refuses anything else. */
-export function isLoopbackHost(host: string): boolean {
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || host === "::1" || host === "localhost";
 }
 
 /** `host:port` with port 0 allowed (any free port); `CliError` ERR_USAGE otherwise. */
@@ -62,7 +60,7 @@ const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-sr
  */
 export async function startViz(options: { listen: string; admins: string[]; registry: RegistryEndpoint[]; intervalMs: number; timeoutMs?: number }): Promise<Viz> {
   const { host, port } = splitListen(options.listen);
-  if (!isLoopbackHost(host)) throw new CliError("ERR_USAGE", `--listen ${options.listen}: the view listens on loopback only (127.0.0.0/8, ::1)`);
+  if (!isLoopback(host)) throw new CliError("ERR_USAGE", `--listen ${options.listen}: the view listens on loopback only (127.0.0.0/8, ::1)`);
   const cytoscape = await readCytoscape();
   let latest: EdgeReport | undefined;
   let previous: { scrapes: ProxyScrape[]; at: number } | undefined;
@@ -169,8 +167,16 @@ export async function startViz(options: { listen: string; admins: string[]; regi
     }
   });
   // A request head must arrive within 10 s (checked every 5 s): trickled or idle connections do not hold sockets.
-  server.headersTimeout = 10_000;
+  server.headersTimeout = VIZ_FIRST_REQUEST_TIMEOUT_MS;
   server.requestTimeout = 30_000;
+  // headersTimeout counts from a request's first byte: a connection that never sends one is closed here.
+  const firstRequest = new WeakMap<net.Socket, NodeJS.Timeout>();
+  server.on("connection", (socket: net.Socket) => {
+    const timer = setTimeout(() => socket.destroy(), VIZ_FIRST_REQUEST_TIMEOUT_MS);
+    firstRequest.set(socket, timer);
+    socket.once("close", () => clearTimeout(timer));
+  });
+  server.on("request", (req: http.IncomingMessage) => clearTimeout(firstRequest.get(req.socket)));
   await new Promise<void>((resolve, reject) => {
     server.once("error", (error) => reject(new CliError("ERR_IO", `cannot listen on ${options.listen}: ${error.message}`, { cause: error })));
     server.listen(port, host, resolve);
