@@ -34,12 +34,15 @@ const OPEN_CONNECTIONS = Number(process.env.BENCH_OPEN_CONNECTIONS ?? 1000);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
 /** Comma-separated subset of keepalive,bulk,fresh (new connections) to measure. */
 const PHASES = (process.env.BENCH_PHASES ?? "keepalive,bulk,fresh").split(",");
-/** BENCH_CPU_PROF=DIR writes each meshtls proxy's V8 CPU profile there on exit. */
-/** Comma-separated subset of direct,meshtls,meshtlsh2,httpproxy,naive,nodehttp,nginx,nginxhttp,transparent to run (meshtlsh2 = the same proxies to a service with the h2 hint: one multiplexed mTLS HTTP/2 connection; nodehttp = bench/node-http-pair.mjs, the bare Node floor) (ratios need meshtls, nginx and nginxhttp; httpproxy = the same proxies through A's HTTP proxy listener, wrk with bench/http-proxy.lua; naive = bench/naive-pair.mjs; transparent = bench/transparent-pair.mjs, root only, skipped otherwise, its ratios against httpproxy and meshtls). */
-const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,meshtlsh2,httpproxy,naive,nodehttp,nginx,nginxhttp,transparent").split(",");
+/** BENCH_CPU_PROF=DIR writes each meshtls proxy's and naive pair process's V8 CPU profile there on exit. */
+const cpuProfArgs = (name) => (process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF, "--cpu-prof-name", `${name}.cpuprofile`] : []);
+/** Comma-separated subset of direct,meshtls,meshtlsh2,httpproxy,opaque,opaquex25519,naive,nodehttp,nginx,nginxhttp,transparent to run (meshtlsh2 = the same proxies to a service with the h2 hint: one multiplexed mTLS HTTP/2 connection; nodehttp = bench/node-http-pair.mjs, the bare Node floor) (ratios need meshtls, nginx and nginxhttp; httpproxy = the same proxies through A's HTTP proxy listener, wrk with bench/http-proxy.lua; opaque = the same proxies to the app's opaque port through an `,opaque` route, opaquex25519 = the same through a second pair with --tls-groups X25519; naive = bench/naive-pair.mjs; transparent = bench/transparent-pair.mjs, root only, skipped otherwise, its ratios against httpproxy and meshtls). */
+const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,meshtlsh2,httpproxy,opaque,opaquex25519,naive,nodehttp,nginx,nginxhttp,transparent").split(",");
 const HTTP_PROXY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), "http-proxy.lua");
 /** BENCH_PROXY_NODE_ARGS: node flags for the meshtls proxies and the naive pair (experiments, e.g. --trace-gc). */
-const nodeArgs = () => (process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : []);
+const nodeArgs = () => ["--import", GC_COUNT, ...(process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : [])];
+/** Preloaded into the meshtls proxies and the naive pair alike: V8 collections by kind, written on SIGUSR2 (bench/gc-count.mjs). */
+const GC_COUNT = path.join(path.dirname(fileURLToPath(import.meta.url)), "gc-count.mjs");
 const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const children = [];
@@ -50,6 +53,26 @@ async function freePort(host) {
   const { port } = server.address();
   await new Promise((r) => server.close(r));
   return port;
+}
+
+/** The opaque path against the naive node:tls pair (like for like: bytes, no detection) and the nginx stream pair. */
+function opaqueRatios(results) {
+  const { opaque: o, opaquex25519: ox, naive: v, nginx: n } = results;
+  if (o === undefined || (v === undefined && n === undefined)) return;
+  const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
+  const ratio = (a, b, f) => (a === undefined || b === undefined ? "    n/a" : fmt(f(a) / f(b)).padStart(7));
+  console.log("\nopaque ÷ naive node pair             opaque   (aim)");
+  console.log(`  keep-alive req/s                 ${ratio(o, v, (r) => r.keepAlive.rps)}   [≥ 1.0]`);
+  console.log(`  CPU/request, keep-alive          ${ratio(o, v, (r) => r.cpu.usPerRequest)}   [≤ 1.05]`);
+  console.log(`  bulk MB/s                        ${ratio(o, v, (r) => r.bulkMBps)}   [≥ 0.9]`);
+  console.log(`  CPU/bulk MiB                     ${ratio(o, v, (r) => r.cpu.msPerBulkMiB)}   [≤ 1.05]`);
+  console.log(`  full GCs, keep-alive phase       opaque ${fmt(o.fullGcs.keepalive, 0)}, naive ${v === undefined ? "n/a" : fmt(v.fullGcs.keepalive, 0)}   [opaque ≤ naive]`);
+  console.log("opaque ÷ nginx stream pair (nginx: OpenSSL 3.0, X25519)");
+  console.log(`  new conns/s, X25519MLKEM768      ${ratio(o, n, (r) => r.connsPerS)}`);
+  console.log(`  new conns/s, X25519              ${ratio(ox, n, (r) => r.connsPerS)}   [≥ 1.0]  (opaquex25519: --tls-groups X25519 on both proxies)`);
+  console.log(`  CPU/new conn, X25519MLKEM768     ${ratio(o, n, (r) => r.cpu.usPerNewConn)}`);
+  console.log(`  CPU/new conn, X25519             ${ratio(ox, n, (r) => r.cpu.usPerNewConn)}`);
+  console.log(`  p99 latency, keep-alive          ${ratio(o, n, (r) => r.keepAlive.p99)}   [≤ 2]`);
 }
 
 function start(name, command, args) {
@@ -143,6 +166,28 @@ async function heapFigures(admins) {
       const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       const value = (name) => Number(new RegExp(`^${name} ([0-9.e+]+)`, "m").exec(text)?.[1]);
       return { heapUsed: value("nodejs_heap_size_used_bytes"), external: value("nodejs_external_memory_bytes") };
+    }),
+  );
+}
+
+/** Runs `fn` (a withCpu) and adds the full GCs the processes `procs` ran meanwhile (NaN without procs: nginx, the app). */
+async function withGc(procs, fn) {
+  if (procs === undefined) return { ...(await fn()), gcs: NaN };
+  const before = await majorGcs(procs);
+  const out = await fn();
+  const after = await majorGcs(procs);
+  return { ...out, gcs: after.reduce((sum, n, i) => sum + n - before[i], 0) };
+}
+
+/** Full mark-compacts so far in each of `procs` (started with gc-count.mjs preloaded): the count each writes on SIGUSR2. */
+async function majorGcs(procs) {
+  return Promise.all(
+    procs.map(async (p) => {
+      const seen = p.output().length;
+      p.child.kill("SIGUSR2");
+      let line;
+      await waitFor("a GC count", () => (line = /\{"benchGc":(\{[^}]*\})\}/.exec(p.output().slice(seen))) !== null, 5000);
+      return JSON.parse(line[1]).major;
     }),
   );
 }
@@ -252,7 +297,9 @@ async function main() {
   closeSync(fd);
   chmodSync(big, 0o644);
   const oneKiB = "x".repeat(1024);
-  const appConf = nginxConf(dir, "app", `http { access_log off; keepalive_requests 1000000; server { listen 127.0.1.2:${appPort} reuseport; location = /1k { default_type text/plain; return 200 "${oneKiB}"; } location = /big { alias ${big}; } } }`);
+  // appOpaquePort: the same server on a port B's policy marks opaque (the opaque path: no HTTP detection on either proxy).
+  const appOpaquePort = await freePort("127.0.1.2");
+  const appConf = nginxConf(dir, "app", `http { access_log off; keepalive_requests 1000000; server { listen 127.0.1.2:${appPort} reuseport; listen 127.0.1.2:${appOpaquePort} reuseport; location = /1k { default_type text/plain; return 200 "${oneKiB}"; } location = /big { alias ${big}; } } }`);
   start("app nginx", "nginx", ["-c", appConf, "-p", dir]);
 
   // Control plane and meshtls proxies.
@@ -265,30 +312,48 @@ async function main() {
   // address is B's inbound, which forwards to its workload (no redirect here). `web` has no hint: HTTP/1 keep-alive pools.
   writeFileSync(registry, `services:\n  - name: web\n    ports: [{ port: 80, targetPort: ${appPort} }]\n    endpoints: [{ address: 127.0.1.2, serviceAccount: b, inboundPort: ${bInbound} }]\n  - name: web-h2\n    ports: [{ port: 80, targetPort: ${bInbound} }]\n    endpoints: [{ address: 127.0.1.2, serviceAccount: b, inboundPort: ${bInbound}, protocolHints: {} }]\n`);
   const routeH2Port = await freePort("127.0.1.1");
+  // web-opaque: the same workload's opaque port; A reaches it through an `,opaque` route (bytes, the transport header to B's inbound).
+  const bInboundX25519 = await freePort("127.0.1.3");
+  const opaqueService = (name, address, inboundPort) => `  - name: ${name}\n    ports: [{ port: 80, targetPort: ${appOpaquePort} }]\n    endpoints: [{ address: ${address}, serviceAccount: b, inboundPort: ${inboundPort} }]\n`;
+  writeFileSync(registry, opaqueService("web-opaque", "127.0.1.2", bInbound) + opaqueService("web-opaque-x25519", "127.0.1.3", bInboundX25519), { flag: "a" });
   const destination = start("destination", node, [bins.destination, "--registry", registry, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--insecure-plaintext"]);
   await waitFor("destination", () => destination.output().includes('"msg":"listening"'));
   const destLine = JSON.parse(destination.output().split("\n").find((l) => l.includes('"msg":"listening"')));
   const routePort = await freePort("127.0.1.1");
-  const proxy = async (sa, ip, inbound, extra) => {
+  const proxy = async (name, ip, inbound, extra, sa = name) => {
     const admin = await freePort("127.0.0.1");
     const outbound = await freePort(ip);
-    const p = start(`proxy-${sa}`, node, [
+    const p = start(`proxy-${name}`, node, [
       ...nodeArgs(),
-      ...(process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF, "--cpu-prof-name", `proxy-${sa}.cpuprofile`] : []),
+      ...cpuProfArgs(`proxy-${name}`),
       bins.proxy, "--identity", identityOf(sa), "--token-file", path.join(dir, `${sa}.token`), "--trust-anchors", path.join(dir, "ca.crt"),
       "--identity-addr", idLine.grpc, "--identity-name", idLine.serverName, "--destination-addr", destLine.grpcAddress, "--destination-insecure-plaintext",
       "--context-token", '{"ns":"default"}', "--inbound", `${ip}:${inbound}`, "--outbound", `${ip}:${outbound}`, "--admin", `127.0.0.1:${admin}`,
       "--outbound-bind", ip, "--log-level", "warn", ...extra,
     ]);
-    await waitFor(`proxy ${sa} ready`, async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200);
+    await waitFor(`proxy ${name} ready`, async () => (await fetch(`http://127.0.0.1:${admin}/ready`)).status === 200);
     return { ...p, admin, outbound };
   };
-  const proxyB = await proxy("b", "127.0.1.2", bInbound, ["--workload", `127.0.1.2:${appPort}`]);
-  const proxyA = await proxy("a", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${routePort}=web.default.svc.cluster.local:80`, "--route", `127.0.1.1:${routeH2Port}=web-h2.default.svc.cluster.local:80`]);
+  const proxyB = await proxy("b", "127.0.1.2", bInbound, ["--workload", `127.0.1.2:${appPort}`, "--opaque-ports", String(appOpaquePort)]);
+  const opaqueRoutePort = await freePort("127.0.1.1");
+  const proxyA = await proxy("a", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${routePort}=web.default.svc.cluster.local:80`, "--route", `127.0.1.1:${routeH2Port}=web-h2.default.svc.cluster.local:80`, "--route", `127.0.1.1:${opaqueRoutePort}=web-opaque.default.svc.cluster.local:80,opaque`]);
 
+  // opaquex25519: the opaque path through a second pair offering X25519 alone (--tls-groups), for new connections against nginx's OpenSSL 3.0.
+  const x25519Route = await freePort("127.0.1.1");
+  const [proxyBx, proxyAx] = PATHS.includes("opaquex25519")
+    ? [
+        await proxy("bx", "127.0.1.3", bInboundX25519, ["--workload", `127.0.1.2:${appPort}`, "--opaque-ports", String(appOpaquePort), "--tls-groups", "X25519"], "b"),
+        await proxy("ax", "127.0.1.1", await freePort("127.0.1.1"), ["--workload", "127.0.1.1:1", "--route", `127.0.1.1:${x25519Route}=web-opaque-x25519.default.svc.cluster.local:80,opaque`, "--tls-groups", "X25519"], "a"),
+      ]
+    : [];
+
+  // Bare Node 24 listening on a port, nothing loaded: the floor under the proxies' idle RSS, measured as they are (ready, then 500 ms).
+  const bare = spawn(node, ["-e", "require('node:net').createServer().listen(0, '127.0.0.1', () => console.log('listening'))"], { stdio: ["ignore", "pipe", "ignore"] });
+  await new Promise((resolve) => bare.stdout.once("data", resolve));
   await sleep(500);
-  const startRss = { A: rssKiB(proxyA.child.pid), B: rssKiB(proxyB.child.pid) };
-  console.error(`# meshtls proxies' RSS after start, before any traffic: A ${startRss.A} KiB, B ${startRss.B} KiB`);
+  const startRss = { A: rssKiB(proxyA.child.pid), B: rssKiB(proxyB.child.pid), bare: rssKiB(bare.pid) };
+  bare.kill("SIGTERM");
+  console.error(`# meshtls proxies' RSS after start, before any traffic: A ${startRss.A} KiB, B ${startRss.B} KiB; bare node ${startRss.bare} KiB`);
 
   // The nginx stream pair, same mTLS: TLS 1.3, client certificate, chain to the anchor, server name = B's identity.
   await issue(dir, identityOf("a"), path.join(dir, "a"));
@@ -317,8 +382,8 @@ async function main() {
   const naivePair = path.join(path.dirname(fileURLToPath(import.meta.url)), "naive-pair.mjs");
   const naiveB = await freePort("127.0.1.2");
   const naiveA = await freePort("127.0.1.1");
-  const naiveProcB = start("naive-b", node, [...nodeArgs(), naivePair, "server", "127.0.1.2", String(naiveB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]);
-  const naiveProcA = start("naive-a", node, [...nodeArgs(), naivePair, "client", "127.0.1.1", String(naiveA), "127.0.1.2", String(naiveB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]);
+  const naiveProcB = start("naive-b", node, [...nodeArgs(), ...cpuProfArgs("naive-b"), naivePair, "server", "127.0.1.2", String(naiveB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]);
+  const naiveProcA = start("naive-a", node, [...nodeArgs(), ...cpuProfArgs("naive-a"), naivePair, "client", "127.0.1.1", String(naiveA), "127.0.1.2", String(naiveB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]);
   await waitFor("naive node pair", async () => (await fetch(`http://127.0.1.1:${naiveA}/1k`)).status === 200);
   await waitFor("meshtls pair", async () => (await fetch(`http://127.0.1.1:${routePort}/1k`)).status === 200);
   const webAuthority = "web.default.svc.cluster.local:80";
@@ -332,13 +397,16 @@ async function main() {
   await waitFor("meshtls h2 route", async () => (await fetch(`http://127.0.1.1:${routeH2Port}/1k`)).status === 200);
   const paths = {
     direct: { host: "127.0.1.2", port: appPort, pids: async () => [] },
-    meshtls: { host: "127.0.1.1", port: routePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
+    meshtls: { host: "127.0.1.1", port: routePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin], procs: [proxyA, proxyB] },
     // The same proxies, the route to web-h2: HTTP/1 upgraded to HTTP/2 on one mesh connection, downgraded by B.
-    meshtlsh2: { host: "127.0.1.1", port: routeH2Port, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
-    nodehttp: { host: "127.0.1.1", port: nodeHttpA, pids: async () => nodeHttpProcs.map((p) => p.child.pid) },
+    meshtlsh2: { host: "127.0.1.1", port: routeH2Port, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin], procs: [proxyA, proxyB] },
+    nodehttp: { host: "127.0.1.1", port: nodeHttpA, pids: async () => nodeHttpProcs.map((p) => p.child.pid), procs: nodeHttpProcs },
     // The same proxies, A reached as the application's HTTP_PROXY: absolute-URI requests to the same service.
-    httpproxy: { host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin] },
-    naive: { host: "127.0.1.1", port: naiveA, pids: async () => [naiveProcA.child.pid, naiveProcB.child.pid] },
+    httpproxy: { host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin], procs: [proxyA, proxyB] },
+    naive: { host: "127.0.1.1", port: naiveA, pids: async () => [naiveProcA.child.pid, naiveProcB.child.pid], procs: [naiveProcA, naiveProcB] },
+    // The same proxies to the app's opaque port: bytes both ways, no HTTP detection, one mesh connection per client connection.
+    opaque: { host: "127.0.1.1", port: opaqueRoutePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin], procs: [proxyA, proxyB] },
+    ...(proxyAx === undefined ? {} : { opaquex25519: { host: "127.0.1.1", port: x25519Route, pids: async () => [proxyAx.child.pid, proxyBx.child.pid], admins: [proxyAx.admin, proxyBx.admin], procs: [proxyAx, proxyBx] } }),
     nginx: { host: "127.0.1.1", port: nginxA, pids: async () => [...(await nginxPids(path.join(dir, "nginx-a.pid"))), ...(await nginxPids(path.join(dir, "nginx-b.pid")))] },
     nginxhttp: { host: "127.0.1.1", port: nginxHttpA, pids: async () => [...(await nginxPids(path.join(dir, "nginx-http-a.pid"))), ...(await nginxPids(path.join(dir, "nginx-http-b.pid")))] },
   };
@@ -359,7 +427,7 @@ async function main() {
   for (const name of PATHS) {
     const target = paths[name];
     if (name === "transparent" && noTransparent !== undefined) continue;
-    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, meshtlsh2, httpproxy, naive, nodehttp, nginx, nginxhttp, transparent)`);
+    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, meshtlsh2, httpproxy, opaque, opaquex25519, naive, nodehttp, nginx, nginxhttp, transparent)`);
     const base = `http://${target.host}:${target.port}`;
     const via = viaProxy(target);
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
@@ -368,7 +436,10 @@ async function main() {
     perfPath = name;
     // CPU used by the proxy processes per unit of work: steadier than wall-clock rates on a shared machine.
     const skipped = { rps: NaN, p50: NaN, p99: NaN, errors: "" };
-    const phase = (name, fn, none) => (PHASES.includes(name) ? withCpu(pids, () => withPerf(name, pids, fn)) : Promise.resolve({ result: none, cpu: NaN }));
+    // Full mark-compacts in the path's Node processes during each phase (gc-count.mjs): a per-chunk allocation shows here first.
+    const fullGcs = { keepalive: NaN, bulk: NaN, fresh: NaN };
+    const phase = (name, fn, none) =>
+      PHASES.includes(name) ? withGc(target.procs, () => withCpu(pids, () => withPerf(name, pids, fn))).then((r) => ((fullGcs[name] = r.gcs), r)) : Promise.resolve({ result: none, cpu: NaN });
     const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`, [], target.ns, via), skipped);
     const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(via.curlArgs("/big"), target.ns), NaN);
     const meshBefore = name === "meshtls" || name === "meshtlsh2" ? await meshOpened() : NaN;
@@ -393,11 +464,12 @@ async function main() {
       console.error(`# ${name} per open connection: ${heapIdle.map((_, i) => `${"AB"[i]} heap used ${per("heapUsed", i)} KiB, external ${per("external", i)} KiB`).join("; ")}`);
     }
     for (const s of sockets) s.destroy();
-    results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, freshP99: fresh.p99, meshConnections, freshRequests: fresh.rps * DURATION_S, connErrors: fresh.errors, cpu, pids, idle, loaded };
+    results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, freshP99: fresh.p99, meshConnections, freshRequests: fresh.rps * DURATION_S, connErrors: fresh.errors, cpu, fullGcs, pids, idle, loaded };
   }
 
   // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
   const proxyRss = (r, name) => {
+    if (name === "opaque" || name === "opaquex25519") return proxyRss(r, "meshtls");
     if (["meshtls", "meshtlsh2", "httpproxy", "naive", "nodehttp"].includes(name)) return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
     if (name === "nginx" || name === "nginxhttp") {
       const half = r.pids.length / 2;
@@ -418,13 +490,17 @@ async function main() {
       .join("; ");
     console.log(`${name.padEnd(11)} | ${fmt(r.keepAlive.rps).padStart(8)} | ${fmt(r.keepAlive.p50, 2).padStart(6)} | ${fmt(r.keepAlive.p99, 2).padStart(6)} | ${fmt(r.bulkMBps).padStart(9)} | ${fmt(r.connsPerS).padStart(11)} | ${rss || "-"}${r.keepAlive.errors || r.connErrors ? `  [${r.keepAlive.errors} ${r.connErrors}]` : ""}`);
   }
-  console.log(`\nmeshtls proxies' RSS after start, before traffic: A ${startRss.A} KiB, B ${startRss.B} KiB`);
+  const overBare = (kib) => fmt((kib - startRss.bare) / 1024, 1);
+  console.log(`\nmeshtls proxies' RSS after start, before traffic: A ${startRss.A} KiB, B ${startRss.B} KiB; bare node (listening, nothing loaded) ${startRss.bare} KiB`);
+  console.log(`proxy idle RSS − bare node RSS: A ${overBare(startRss.A)} MiB, B ${overBare(startRss.B)} MiB   [≤ 20]`);
   console.log("\nproxy CPU (all proxy processes, user + system) per unit of work:");
-  console.log("path        | µs/request | ms/bulk MiB | µs/new conn");
+  console.log("path        | µs/request | ms/bulk MiB | µs/new conn | full GCs keep-alive / bulk / new conns");
   for (const [name, r] of Object.entries(results)) {
     if (name === "direct") continue;
-    console.log(`${name.padEnd(11)} | ${fmt(r.cpu.usPerRequest, 1).padStart(10)} | ${fmt(r.cpu.msPerBulkMiB, 2).padStart(11)} | ${fmt(r.cpu.usPerNewConn, 0).padStart(11)}`);
+    const gcs = Object.values(r.fullGcs).every((x) => Number.isNaN(x)) ? "-" : `${fmt(r.fullGcs.keepalive)} / ${fmt(r.fullGcs.bulk)} / ${fmt(r.fullGcs.fresh)}`;
+    console.log(`${name.padEnd(11)} | ${fmt(r.cpu.usPerRequest, 1).padStart(10)} | ${fmt(r.cpu.msPerBulkMiB, 2).padStart(11)} | ${fmt(r.cpu.usPerNewConn, 0).padStart(11)} | ${gcs}`);
   }
+  opaqueRatios(results);
   const m = results.meshtls;
   const n = results.nginx;
   const h = results.nginxhttp;

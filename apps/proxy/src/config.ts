@@ -168,7 +168,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--skip-ports <ports>", "comma-separated ports forwarded without TLS or policy").env("MESHTLS_PROXY_SKIP_PORTS"))
     .addOption(new Option("--port-policy <port=policy>", "a port's own default policy (repeatable; env: ';'-separated)").argParser(collect))
     .addOption(new Option("--allow <port=identities>", "allowed client identities of a port, comma-separated, exact or *.suffix (repeatable; env: ';'-separated)").argParser(collect))
-    .addOption(new Option("--route <listen=authority>", "fixed route: a local listener for one authority (repeatable; env: ';'-separated)").argParser(collect))
+    .addOption(new Option("--route <listen=authority>", "fixed route: a local listener for one authority, `,opaque` to forward bytes without protocol detection (repeatable; env: ';'-separated)").argParser(collect))
     .addOption(new Option("--connect-timeout <duration>", "per-endpoint connect + handshake").env("MESHTLS_PROXY_CONNECT_TIMEOUT").default("3s"))
     .addOption(new Option("--idle-timeout <duration>", "close connections idle this long").env("MESHTLS_PROXY_IDLE_TIMEOUT").default("1h"))
     .addOption(new Option("--detect-timeout <duration>", "TLS detection and handshake bound").env("MESHTLS_PROXY_DETECT_TIMEOUT").default("10s"))
@@ -240,8 +240,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   }
   const routes: Route[] = list(o["route"] as string[] | undefined, env["MESHTLS_PROXY_ROUTES"]).map((item) => {
     const eq = item.indexOf("=");
-    if (eq < 0) throw new ConfigError(`--route: "${item}" is not listen=authority (e.g. 127.0.0.1:9000=api.default.svc.cluster.local:80)`);
-    return { listen: address(item.slice(0, eq), "--route"), authority: item.slice(eq + 1) };
+    if (eq < 0) throw new ConfigError(`--route: "${item}" is not listen=authority[,opaque] (e.g. 127.0.0.1:9000=api.default.svc.cluster.local:80)`);
+    // `,opaque`: a server-first or otherwise non-HTTP authority, forwarded as bytes without protocol detection.
+    const [authority = "", protocol] = item.slice(eq + 1).split(",");
+    if (protocol !== undefined && protocol !== "opaque") throw new ConfigError(`--route: "${item}": the only option after the authority is ",opaque"`);
+    return { listen: address(item.slice(0, eq), "--route"), authority, ...(protocol === "opaque" ? { protocol } : {}) };
   });
 
   const workload = address(required("workload", "--workload", "MESHTLS_PROXY_WORKLOAD"), "--workload");

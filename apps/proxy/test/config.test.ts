@@ -31,7 +31,7 @@ describe("meshtls-proxy configuration", () => {
       MESHTLS_PROXY_DESTINATION_NAME: "destination.meshtls.serviceaccount.identity.meshtls.cluster.local",
       MESHTLS_PROXY_WORKLOAD: "127.0.0.1:9",
       MESHTLS_PROXY_DEFAULT_POLICY: "deny",
-      MESHTLS_PROXY_ROUTES: "127.0.0.1:9000=api.default.svc.cluster.local:80; 127.0.0.1:9001=10.0.0.1:5432",
+      MESHTLS_PROXY_ROUTES: "127.0.0.1:9000=api.default.svc.cluster.local:80; 127.0.0.1:9001=10.0.0.1:5432,opaque",
       MESHTLS_PROXY_ALLOW: "8080=*.default.serviceaccount.identity.meshtls.cluster.local",
       MESHTLS_PROXY_SKIP_PORTS: "25",
     };
@@ -40,7 +40,7 @@ describe("meshtls-proxy configuration", () => {
     expect(config.policy.defaultPolicy).toBe("audit");
     expect(config.routes).toEqual([
       { listen: { host: "127.0.0.1", port: 9000 }, authority: "api.default.svc.cluster.local:80" },
-      { listen: { host: "127.0.0.1", port: 9001 }, authority: "10.0.0.1:5432" },
+      { listen: { host: "127.0.0.1", port: 9001 }, authority: "10.0.0.1:5432", protocol: "opaque" },
     ]);
     expect(config.policy.ports).toEqual({ 8080: { allowedIdentities: ["*.default.serviceaccount.identity.meshtls.cluster.local"] } });
     expect(config.skipPorts).toEqual([25]);
@@ -52,6 +52,7 @@ describe("meshtls-proxy configuration", () => {
     expect(() => parseConfig(argv(...base, "--default-policy", "allow-all"), {})).toThrow(/unknown policy/);
     expect(() => parseConfig(argv(...base, "--inbound", "nonsense"), {})).toThrow(/--inbound/);
     expect(() => parseConfig(argv(...base, "--route", "127.0.0.1:9000"), {})).toThrow(/--route/);
+    expect(() => parseConfig(argv(...base, "--route", "127.0.0.1:9000=db:5432,raw"), {})).toThrow(/--route/);
     expect(() => parseConfig(argv(...base, "--skip-ports", "70000"), {})).toThrow(/--skip-ports/);
     expect(() => parseConfig(argv(...base, "--idle-timeout", "soon"), {})).toThrow(/--idle-timeout/);
     expect(() => parseConfig(argv(...base, "--identity-insecure-plaintext", "--identity-addr", "10.0.0.1:8080"), {})).toThrow(/loopback/);
