@@ -101,6 +101,8 @@ describe("meshtls-proxy under attack", () => {
         workloadPort: appPort,
         routes: [`127.0.1.2:${routePort}=${C_SERVICE}:80`],
         extra: [
+          "--tap-addr", `127.0.1.2:${await freePort("127.0.1.2")}`,
+          "--tap-allow", identityOf("ops"),
           "--inbound-ports", String(appPort),
           "--max-inbound-connections", String(CAPS.inbound),
           "--max-outbound-connections", String(CAPS.outbound),
@@ -321,6 +323,52 @@ describe("meshtls-proxy under attack", () => {
   // ---- admin ---------------------------------------------------------------------------------------------------
   defineAdminAttacks("proxy admin", () => ({ admin: p.admin, target: pTarget }));
 
+  // ---- remote tap (--tap-addr: mutual TLS 1.3, --tap-allow ops only) ---------------------------------------------
+  describe("remote tap listener", () => {
+    const tapAddress = (): string => p.tap ?? "";
+    const tapRequest = text("GET /tap HTTP/1.1\r\nHost: tap\r\n\r\n");
+    const tapTls = (client?: Leaf): tls.ConnectionOptions => ({
+      ca: material.caPem,
+      servername: p.identity,
+      ALPNProtocols: ["http/1.1"],
+      minVersion: "TLSv1.3",
+      ...(client === undefined ? {} : { key: client.keyPem, cert: client.chainPem }),
+    });
+    /** Closed by the proxy with no HTTP answer: what every unauthenticated attempt must see. */
+    const refusedUnanswered = (answer: { bytes: Buffer; closedByServer: boolean; error?: string }): { result: string; ok: boolean } => {
+      const status = httpStatus(answer.bytes);
+      const saw = status !== undefined ? `answered HTTP ${status}` : answer.closedByServer ? `closed without an HTTP answer${answer.error === undefined ? "" : ` (${answer.error})`}` : "left open";
+      return { result: saw, ok: answer.closedByServer && status === undefined };
+    };
+    const cases: [string, () => Promise<{ bytes: Buffer; closedByServer: boolean; error?: string }>][] = [
+      ["4 KiB of binary junk (not TLS)", () => exchange(tapAddress(), Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919 + 13) & 0xff)), { timeoutMs: 12_000 })],
+      ["plaintext HTTP GET /tap", () => exchange(tapAddress(), tapRequest, { timeoutMs: 12_000 })],
+      ["TLS without a client certificate, then GET /tap", () => exchange(tapAddress(), tapRequest, { tls: tapTls(), timeoutMs: 12_000 })],
+    ];
+    for (const [name, run] of cases) {
+      it(`proxy tap (--tap-addr): ${name}`, async () => {
+        expectHolds(await attack(pTarget, "proxy tap (--tap-addr)", name, "closed by the proxy without an HTTP answer, within 12 s", async () => refusedUnanswered(await run())));
+      });
+    }
+
+    it("proxy tap (--tap-addr): a valid mesh certificate --tap-allow does not name gets 403", async () => {
+      const row = await attack(pTarget, "proxy tap (--tap-addr)", "valid mesh certificate not in --tap-allow", "403, no event streamed", async () => {
+        const answer = await exchange(tapAddress(), tapRequest, { tls: tapTls(evil), timeoutMs: 5000, enoughBytes: 12 });
+        const status = httpStatus(answer.bytes);
+        return { result: status === undefined ? refusedUnanswered(answer).result : `HTTP ${status}`, ok: status === 403 };
+      });
+      expectHolds(row);
+    });
+
+    it("proxy tap (--tap-addr): 66 idle connections against its cap of 16", async () => {
+      const label = 'listener="tap"';
+      const row = await attack(pTarget, "proxy tap (--tap-addr)", "66 idle connections (cap 16)", `beyond the cap closed at once and counted in tcp_connections_refused_total{${label}}`, () =>
+        capFlood(tapAddress(), () => p.admin, 66, 16, `tcp_connections_refused_total{${label}}`, (m) => metricSum(m, "tcp_connections_refused_total", label)),
+      );
+      expectHolds(row);
+    });
+  });
+
   // ---- floods --------------------------------------------------------------------------------------------------
   it("proxy inbound (--default-policy deny): 3,000 ClientHellos with unique SNIs", async () => {
     const maxMetricsGrowth = 64 * 1024;
@@ -394,6 +442,7 @@ describe("meshtls-proxy under attack", () => {
     deputy("the proxy's outbound port", () => portOf(p.outbound), () => absolute(C_SERVICE));
     deputy("the proxy's inbound port", () => portOf(p.inbound), () => request());
     deputy("the proxy's route port", () => portOf(route), () => request());
+    deputy("the proxy's remote tap port (--tap-addr)", () => portOf(p.tap ?? ""), () => text("GET /tap HTTP/1.1\r\nHost: tap\r\n\r\n"));
     deputy("a loopback-only service (not in --inbound-ports)", () => secretPort, () => request());
 
     it("proxy inbound (mesh mTLS): transport header naming the app port is served (control)", async () => {

@@ -14,7 +14,7 @@ import { reviewWorks, startInjector } from "./support/injector.ts";
 import type { Webhook } from "./support/injector.ts";
 import { createMaterial, hostOf, identityOf, portOf, startDestination, startIdentity, startProxy } from "./support/mesh.ts";
 import type { Leaf, Material, ProxyProcess, Service } from "./support/mesh.ts";
-import { bins, poll, startNode, stopAll, tempDir } from "./support/processes.ts";
+import { bins, freePort, poll, startNode, stopAll, tempDir } from "./support/processes.ts";
 import type { Proc } from "./support/processes.ts";
 import { attack, expectHolds } from "./support/results.ts";
 import type { Outcome } from "./support/results.ts";
@@ -104,6 +104,7 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
       workloadPort: (app.address() as net.AddressInfo).port,
       identity: identityTls,
       destination: destinationPlain,
+      extra: ["--tap-addr", `127.0.2.2:${await freePort("127.0.2.2")}`, "--tap-allow", identityOf("ops")],
     });
   });
   afterAll(async () => {
@@ -129,6 +130,9 @@ describe(`slow-loris: one byte a second, closed within ${SLOW_LORIS_BOUND_MS / 1
       trickle(proxy.inbound, transportHeader(Buffer.alloc(3000, 0x08)), { ca: material.caPem, servername: proxy.identity, ALPNProtocols: [TRANSPORT_ALPN], key: evil.keyPem, cert: evil.chainPem })],
     ["proxy outbound", "CONNECT head trickled", () => proxy.proc, live(() => proxy.admin), () => trickle(proxy.outbound, endlessHead("CONNECT c.default.svc.cluster.local:80 HTTP/1.1\r\n"))],
     ["proxy admin", "request head trickled", () => proxy.proc, live(() => proxy.admin), () => trickle(proxy.admin, endlessHead("GET /metrics HTTP/1.1\r\nHost: x\r\n"))],
+    ["proxy tap (--tap-addr)", "ClientHello trickled (before the handshake)", () => proxy.proc, live(() => proxy.admin), () => trickle(proxy.tap ?? "", clientHello(proxy.identity, ["http/1.1"]))],
+    ["proxy tap (--tap-addr)", "request head trickled after the mutual TLS handshake", () => proxy.proc, live(() => proxy.admin), () =>
+      trickle(proxy.tap ?? "", endlessHead("GET /tap HTTP/1.1\r\nHost: tap\r\n"), { ca: material.caPem, servername: proxy.identity, ALPNProtocols: ["http/1.1"], key: evil.keyPem, cert: evil.chainPem })],
     ["destination policy API mTLS", "ClientHello trickled", () => destinationTls.proc, live(() => destinationTls.admin), () => trickle(destinationTls.policy ?? "", clientHello(destinationTls.serverName, ["h2"]))],
     ["destination policy API mTLS", "HTTP/2 preface trickled after the handshake", () => destinationTls.proc, live(() => destinationTls.admin), () =>
       trickle(destinationTls.policy ?? "", endlessH2(), { ca: material.caPem, servername: destinationTls.serverName, ALPNProtocols: ["h2"], key: evil.keyPem, cert: evil.chainPem })],

@@ -127,6 +127,8 @@ export interface ProxyProcess {
   outbound: string;
   admin: string;
   routes: string[];
+  /** The remote tap listener, when started with `--tap-addr`. */
+  tap?: string;
 }
 
 /** `meshtls-proxy` for ServiceAccount `sa`, every listener on `ip`, ready once its first certificate is held. */
@@ -163,6 +165,7 @@ export async function startProxy(
     outbound: String(listening["outbound"]),
     admin: String(listening["admin"]),
     routes: (listening["routes"] as string[] | undefined) ?? [],
+    ...(listening["tap"] === undefined ? {} : { tap: String(listening["tap"]) }),
   };
 }
 
