@@ -45,10 +45,10 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /**
- * Opens a connection (TLS when `tlsOptions` is given), writes `first`, then `bytesPerTick` bytes of `trickled` every
- * 200 ms; resolves with the ms until the server closed it, or undefined after `waitMs`.
+ * Opens a connection (TLS when `tlsOptions` is given), writes `first`, then `pace.bytes` bytes of `trickled` every
+ * `pace.everyMs`; resolves with the ms until the server closed it, or undefined after `waitMs`.
  */
-function holdOpen(port: number, first: Buffer, trickled: Buffer, tlsOptions?: tls.ConnectionOptions, bytesPerTick = 1, waitMs = CLOSED_BY_MS): Promise<number | undefined> {
+function holdOpen(port: number, first: Buffer, trickled: Buffer, tlsOptions?: tls.ConnectionOptions, pace = { bytes: 1, everyMs: 200 }, waitMs = CLOSED_BY_MS): Promise<number | undefined> {
   return new Promise((resolve) => {
     const started = Date.now();
     const socket = tlsOptions ? tls.connect({ host: "127.0.0.1", port, ...tlsOptions }) : net.connect(port, "127.0.0.1");
@@ -64,10 +64,10 @@ function holdOpen(port: number, first: Buffer, trickled: Buffer, tlsOptions?: tl
     socket.once(tlsOptions ? "secureConnect" : "connect", () => {
       socket.write(first);
       trickle = setInterval(() => {
-        const from = (sent * bytesPerTick) % trickled.length;
+        const from = (sent * pace.bytes) % trickled.length;
         sent++;
-        socket.write(trickled.subarray(from, from + bytesPerTick));
-      }, 200);
+        socket.write(trickled.subarray(from, from + pace.bytes));
+      }, pace.everyMs);
     });
     socket.on("data", () => undefined);
     socket.on("error", () => undefined);
@@ -186,13 +186,16 @@ describe("limitGrpcConnections: the PING after the handshake (a trickled HEADERS
     return new Promise((resolve, reject) => server.bindAsync("127.0.0.1:0", credentials, (error, port) => (error ? reject(error) : resolve(port))));
   }
   const handshake = Buffer.concat([PREFACE, EMPTY_SETTINGS]);
-  /** Three clients past the handshake: one trickling a HEADERS frame a byte at a time, one sending whole CONTINUATION frames of a header block that never ends, one silent. */
+  /**
+   * Three clients past the handshake: one trickling a HEADERS frame a byte at a time, one sending whole CONTINUATION
+   * frames of a header block that never ends (one every 600 ms: nghttp2 closes a connection at a block's 9th), one silent.
+   */
   const stalled = (port: number, tlsOptions?: tls.ConnectionOptions) => {
     const headersFrame = frame(HEADERS, END_HEADERS, 1, Buffer.concat([LONG_FIELD, Buffer.alloc(16_384 - LONG_FIELD.length, 0x61)]), 16_384);
     const continuations = Buffer.concat(Array.from({ length: 100 }, () => frame(CONTINUATION, 0, 1, Buffer.alloc(10, 0x61))));
     return Promise.all([
       holdOpen(port, Buffer.concat([handshake, headersFrame.subarray(0, 9)]), headersFrame.subarray(9), tlsOptions),
-      holdOpen(port, Buffer.concat([handshake, frame(HEADERS, 0, 1, LONG_FIELD)]), continuations, tlsOptions, 19),
+      holdOpen(port, Buffer.concat([handshake, frame(HEADERS, 0, 1, LONG_FIELD)]), continuations, tlsOptions, { bytes: 19, everyMs: 600 }),
       holdOpen(port, handshake, Buffer.alloc(0), tlsOptions),
     ]);
   };
