@@ -4,6 +4,8 @@ import { credentials, Metadata, Server, ServerCredentials, status } from "@grpc/
 import type { ServiceError } from "@grpc/grpc-js";
 import { IdentityClient } from "@meshtls/api";
 import { createCsr, generateKeyPair } from "@meshtls/pki";
+import { limitGrpcConnections } from "@meshtls/runtime";
+import type { GrpcConnectionTimeouts } from "@meshtls/runtime";
 import { Registry } from "prom-client";
 import { afterEach, describe, expect, it } from "vitest";
 import { createJwksTokenValidator } from "./jwks-token-validator.ts";
@@ -41,12 +43,14 @@ describe("Certify server limits", () => {
     for (const c of cleanups.splice(0).reverse()) c();
   });
 
-  async function start(limits: CertifyLimits) {
+  /** A server built as meshtls-identity builds it: the parts' options, and with `timeouts` the runtime's connection bounds. */
+  async function start(limits: CertifyLimits, timeouts?: GrpcConnectionTimeouts) {
     const pki = await createPkiFixture();
     const signer = await createTokenSigner();
     const metricsRegistry = new Registry();
     const parts = createIdentityServer({ issuerStore: pki.source, tokenValidator: createJwksTokenValidator({ jwks: signer.jwks, issuer: TOKEN_ISSUER }), limits, metricsRegistry });
     const server = new Server(parts.serverOptions);
+    if (timeouts !== undefined) limitGrpcConnections(server, { ...timeouts, metricsRegistry, listener: "identity" });
     server.addService(parts.service, parts.implementation);
     const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
     cleanups.push(() => server.forceShutdown());
@@ -97,6 +101,31 @@ describe("Certify server limits", () => {
       client.certify({ identity, token, certificateSigningRequest: Buffer.from(csr) }, new Metadata(), { deadline: Date.now() + 10_000 }, (e) => resolve(e)),
     );
     expect(answer).toBeNull();
+  });
+
+  it("cuts a client trickling a Certify's HEADERS after the handshake at its first unanswered PING, counted; a real client is not", async () => {
+    const { port, session, metricsRegistry } = await start({ certifyDeadlineMs: 300 }, { pingIntervalMs: 300, pingTimeoutMs: 300 });
+    // A HEADERS frame announcing 200 bytes (a literal field whose value announces 100), sent a byte every 100 ms.
+    const payload = Buffer.concat([Buffer.from([0x00, 0x01, 0x78, 0x64]), Buffer.alloc(196, 0x61)]);
+    const head = Buffer.from([0, 0, payload.length, 0x1, 0x4, 0, 0, 0, 1]);
+    const started = Date.now();
+    const raw = net.connect(port, "127.0.0.1", () => raw.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1"), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]), head])));
+    let sent = 0;
+    const trickle = setInterval(() => raw.write(payload.subarray(sent, ++sent)), 100);
+    cleanups.push(() => {
+      clearInterval(trickle);
+      raw.destroy();
+    });
+    raw.on("data", () => undefined);
+    raw.on("error", () => undefined);
+    const closedAfterMs = await new Promise<number>((resolve) => raw.once("close", () => resolve(Date.now() - started)));
+    expect(closedAfterMs).toBeGreaterThanOrEqual(550);
+    expect(closedAfterMs).toBeLessThan(5000);
+    expect(sent).toBeLessThan(payload.length);
+    expect(await metricsRegistry.getSingleMetricAsString("grpc_connections_closed_total")).toMatch(/listener="identity",reason="ping_timeout"} 1$/m);
+    // The real client connected before it answered every PING meanwhile: its session is still up and serves a call.
+    expect(session.closed || session.destroyed).toBe(false);
+    expect((await idleCertify(session)).code).toBe(status.DEADLINE_EXCEEDED);
   });
 
   it("refuses limits that are not whole numbers ≥ 1, or a per-peer share above the total", () => {

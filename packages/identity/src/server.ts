@@ -22,7 +22,9 @@ export interface IdentityServerParts {
   /**
    * Pass to `new grpc.Server(...)`: caps received messages at the request limit, streams per
    * connection, connection idle time and age, and (by an interceptor) calls in progress, per peer
-   * and in time; turns channelz off.
+   * and in time; turns channelz off. The time bounds on connections themselves (TLS and HTTP/2 handshake, an
+   * unanswered PING, as from a client trickling its HEADERS) come from `limitGrpcConnections` of
+   * `@meshtls/runtime`, applied to that server.
    */
   serverOptions: ServerOptions;
   /** Certify calls in progress (counted from their headers). */
