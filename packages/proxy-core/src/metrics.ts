@@ -26,9 +26,11 @@ export interface CreateProxyMetricsOptions {
   /** Where the metrics are registered. Default a new Registry. */
   registry?: Registry;
   /**
-   * Most distinct values of a label a remote peer can choose: `sni`, and the
-   * inbound `target_addr` (the transport header's port); beyond, the value is
-   * `overflow`. Default 100.
+   * Most distinct values of a label a remote peer or the local application
+   * can choose: `sni`, the inbound `target_addr` (the transport header's
+   * port), the outbound `target_addr` (the destinations the application
+   * dials; each direction its own count); beyond, the value is `overflow`.
+   * Default 100.
    */
   maxPeerLabelValues?: number;
   /** Bounds of the admin `/tap` stream. Default 8 subscribers, 1000 queued events each. */
@@ -118,8 +120,8 @@ function createCappedValues(max: number): (value: string) => string {
   };
 }
 
-function legLabels(leg: ConnectionLeg, capped: { sni: (v: string) => string; inboundTarget: (v: string) => string }): LegLabels {
-  const targetAddr = leg.direction === "inbound" ? capped.inboundTarget(leg.targetAddr) : leg.targetAddr;
+function legLabels(leg: ConnectionLeg, capped: { sni: (v: string) => string; inboundTarget: (v: string) => string; outboundTarget: (v: string) => string }): LegLabels {
+  const targetAddr = leg.direction === "inbound" ? capped.inboundTarget(leg.targetAddr) : capped.outboundTarget(leg.targetAddr);
   const labels: LegLabels = { direction: leg.direction, peer: leg.peer, target_addr: targetAddr, tls: leg.tls.tls };
   switch (leg.tls.tls) {
     case "true":
@@ -157,7 +159,8 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   const registry = options.registry ?? new Registry();
   const open = new Set<OpenLeg>();
   const maxPeerLabelValues = options.maxPeerLabelValues ?? 100;
-  const capped = { sni: createCappedValues(maxPeerLabelValues), inboundTarget: createCappedValues(maxPeerLabelValues) };
+  // Outbound target_addr: the local application picks the destinations (1,000 of them once cost ~600 B of /metrics each).
+  const capped = { sni: createCappedValues(maxPeerLabelValues), inboundTarget: createCappedValues(maxPeerLabelValues), outboundTarget: createCappedValues(maxPeerLabelValues) };
   const tap = createTapHub({ registry, ...options.tap });
 
   const flushBytes = (leg: OpenLeg): void => {
@@ -216,7 +219,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   const HTTP_LABELS = ["direction", "authority", "target_addr", "tls", "client_id", "server_id", "no_tls_reason"] as const;
   // prom-client hashes and checks a label object on every call: per request, that was most of the
   // metrics' cost. Each label set's series is found once here, counted in place, and the counters
-  // take the counts when read (scrape). Bounded: authority and inbound target are capped, and
+  // take the counts when read (scrape). Bounded: authority and both directions' targets are capped, and
   // the table starts over (after handing its counts on) past HTTP_SERIES_MAX.
   const httpSeries = new Map<string, HttpSeries>();
   const flushHttp = (): void => {
@@ -261,7 +264,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     tap,
     recordHttpRequest(request) {
       const tls = request.tls;
-      const targetAddr = request.direction === "inbound" ? capped.inboundTarget(request.targetAddr) : request.targetAddr;
+      const targetAddr = request.direction === "inbound" ? capped.inboundTarget(request.targetAddr) : capped.outboundTarget(request.targetAddr);
       const peer = tls === undefined ? "" : tls.tls === "true" ? (tls.peerId ?? "") : tls.tls === "no_identity" ? tls.reason : "";
       const key = `${request.direction}\n${cappedAuthority(request.authority)}\n${targetAddr}\n${tls?.tls ?? "-"}\n${peer}`;
       let series = httpSeries.get(key);
@@ -350,7 +353,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
       authzTerminate.inc(authzLabelsOf(decision, targetAddr));
     },
     recordError(direction, error, targetAddr) {
-      errors[direction].inc(targetAddr === undefined ? { error } : { error, target_addr: targetAddr });
+      errors[direction].inc(targetAddr === undefined ? { error } : { error, target_addr: direction === "outbound" ? capped.outboundTarget(targetAddr) : targetAddr });
     },
     recordTlsHandshake(direction, group) {
       tlsHandshakes.inc({ direction, group });
