@@ -125,15 +125,26 @@ async function openStreams(port, authority) {
 
 /** P GetProfile streams, each on its own target: services 1.. by name, then their first pods by IP. Resolves when each has its profile. */
 async function openProfiles(port) {
-  const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
-  session.on("error", () => undefined);
+  const sessions = Array.from({ length: Math.ceil(P / perConnection) }, () => {
+    const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
+    session.on("error", () => undefined);
+    return session;
+  });
   const counts = new Uint32Array(P);
   const streams = [];
   for (let i = 0; i < P; i++) {
     const s = 1 + (i >> 1);
     const authority = i % 2 === 0 ? `${svcName(s)}.${NS}.svc.cluster.local:80` : `${ipOf(s, 0)}:8080`;
-    const stream = session.request({ ":method": "POST", ":path": "/io.linkerd.proxy.destination.Destination/GetProfile", "content-type": "application/grpc", te: "trailers" });
-    stream.on("data", () => counts[i]++);
+    const stream = sessions[i % sessions.length].request({ ":method": "POST", ":path": "/io.linkerd.proxy.destination.Destination/GetProfile", "content-type": "application/grpc", te: "trailers" });
+    // Count whole gRPC messages (a 5-byte header, then its length), not data chunks.
+    let pending = Buffer.alloc(0);
+    stream.on("data", (chunk) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+        pending = pending.subarray(5 + pending.readUInt32BE(1));
+        counts[i]++;
+      }
+    });
     stream.on("error", () => undefined);
     stream.end(getFrame(authority, ""));
     streams.push(stream);
@@ -149,7 +160,7 @@ async function openProfiles(port) {
     extra: () => counts.reduce((a, c) => a + c - 1, 0),
     close() {
       for (const s of streams) s.close(http2.constants.NGHTTP2_CANCEL);
-      session.close();
+      for (const s of sessions) s.close();
     },
   };
 }
