@@ -1,12 +1,13 @@
 import { credentials as grpcCredentials } from "@grpc/grpc-js";
 import { createDestinationClient } from "@meshtls/destination";
 import { createCertifier, createControlPlaneCredentials, createCredentialStore, createTrustAnchorsStore } from "@meshtls/identity";
-import { createOriginalDestinationReader } from "@meshtls/orig-dst";
 import { createProxy, createProxyMetrics, createStaticPolicySource, flagPolicies, formatHostPort, ProxyError } from "@meshtls/proxy-core";
 import type { OriginalDestinationLookup } from "@meshtls/proxy-core";
 import { parseConfigOrExit } from "@meshtls/runtime";
 import { pino } from "pino";
 import { collectDefaultMetrics, Registry } from "prom-client";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { parseConfig } from "./config.js";
 import { createPolicyClient } from "./policy-client.js";
 
@@ -93,6 +94,8 @@ async function main(): Promise<void> {
   let originalDestination: OriginalDestinationLookup | undefined;
   if (config.transparent) {
     try {
+      // Loaded only here: every other mode would carry the addon's loader for nothing.
+      const { createOriginalDestinationReader } = await import("@meshtls/orig-dst");
       const reader = createOriginalDestinationReader();
       originalDestination = (socket) => {
         try {
@@ -170,12 +173,31 @@ async function main(): Promise<void> {
   );
   certifier.start();
   certifier.ready().then(
-    (credentials) => logger.info({ notAfter: credentials.notAfter.toISOString() }, "first certificate obtained: ready"),
+    (credentials) => {
+      logger.info({ notAfter: credentials.notAfter.toISOString() }, "first certificate obtained: ready");
+      releaseStartupMemory();
+    },
     (error: unknown) => logger.error({ err: (error as Error).message }, "no certificate"),
   );
 
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+/**
+ * One memory-reducing collection once the proxy is ready. Starting (loading
+ * modules, the first certificate and discovery) grows V8's young generation to
+ * ~10 MiB of resident pages that an idle sidecar would keep; V8 shrinks it
+ * (and compacts the old generation) only in a "last resort" collection, about
+ * 12 MiB less RSS per pod (apps/proxy/bench: idle RSS beside bare node). V8
+ * offers that collection only through `gc`, taken from a fresh context while
+ * --expose-gc is set; the flag is cleared at once.
+ */
+function releaseStartupMemory(): void {
+  v8.setFlagsFromString("--expose-gc");
+  const gc = vm.runInNewContext("gc") as (options: { type: "major"; execution: "sync"; flavor: "last-resort" }) => void;
+  v8.setFlagsFromString("--no-expose-gc");
+  gc({ type: "major", execution: "sync", flavor: "last-resort" });
 }
 
 void main();
