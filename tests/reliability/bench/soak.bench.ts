@@ -4,7 +4,7 @@
 // descriptors and series must stay flat.
 import { readdirSync } from "node:fs";
 import { afterAll, beforeAll, describe, it } from "vitest";
-import { authorityB, identityOf, replaceFile, sleep, startMesh } from "../test/support/mesh.ts";
+import { authorityB, identityOf, outboundErrors, replaceFile, sleep, startMesh } from "../test/support/mesh.ts";
 import type { Mesh, Proc } from "../test/support/mesh.ts";
 import { figures, record } from "../test/support/results.ts";
 import { requestVia, startTraffic, summarize } from "../test/support/traffic.ts";
@@ -75,6 +75,7 @@ describe("soak", () => {
   it(`${MINUTES} minutes: 0 failed, descriptors and metric series flat`, async () => {
     const procs = (): Proc[] => [mesh.identity.proc, mesh.destination.proc, ...mesh.proxies()];
     const proxies = [mesh.a, ...mesh.b.map((e) => e.proxy)];
+    const logFrom = mesh.a.proc.lines.length;
     const traffic = startTraffic(() => requestVia(mesh.a.outbound, authorityB));
     const samples: Sample[] = [];
     const started = Date.now();
@@ -120,7 +121,7 @@ describe("soak", () => {
       rssAfterKiB: mesh.proxies().reduce((sum, p) => sum + p.rssKiB(), 0),
       expected: "0 failed; fds and metric series flat",
       holds: summary.failed === 0 && fdGrowth.length === 0 && seriesGrowth.length === 0,
-      note: `all processes' RSS minute ${first.minute} → ${last.minute}: ${(rssFirst / 1024).toFixed(0)} → ${(rssLast / 1024).toFixed(0)} MiB${fdGrowth.length > 0 ? `; fds grew: ${JSON.stringify(fdGrowth)}` : ""}${seriesGrowth.length > 0 ? `; series grew: ${JSON.stringify(seriesGrowth)}` : ""}`,
+      note: `${summary.failed > 0 ? `A logged: ${outboundErrors(mesh.a.proc, logFrom)}; ` : ""}all processes' RSS minute ${first.minute} → ${last.minute}: ${(rssFirst / 1024).toFixed(0)} → ${(rssLast / 1024).toFixed(0)} MiB${fdGrowth.length > 0 ? `; fds grew: ${JSON.stringify(fdGrowth)}` : ""}${seriesGrowth.length > 0 ? `; series grew: ${JSON.stringify(seriesGrowth)}` : ""}`,
     }, summary);
   });
 });

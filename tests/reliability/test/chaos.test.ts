@@ -3,7 +3,7 @@
 // controller B's inbound follows, starting from deny). Seeded: RELIABILITY_SEED=<n> reruns one schedule.
 import http from "node:http";
 import { afterAll, beforeAll, describe, it } from "vitest";
-import { authorityB, identityOf, sleep, startMesh } from "./support/mesh.ts";
+import { authorityB, identityOf, outboundErrors, sleep, startMesh } from "./support/mesh.ts";
 import type { ControlPlaneProcess, Mesh } from "./support/mesh.ts";
 import { figures, record } from "./support/results.ts";
 import { requestVia, startTraffic } from "./support/traffic.ts";
@@ -74,6 +74,7 @@ describe("kill -9 of the control plane at random moments", () => {
     const random = seeded(seed);
     const pids = mesh.proxies().map((p) => p.pid);
     const rssBefore = mesh.proxies().reduce((sum, p) => sum + p.rssKiB(), 0);
+    const logFrom = mesh.a.proc.lines.length;
     const traffic = startTraffic(() => requestVia(mesh.a.outbound, authorityB));
     const schedule: string[] = [];
     for (let i = 0; i < KILLS; i++) {
@@ -99,7 +100,7 @@ describe("kill -9 of the control plane at random moments", () => {
       rssAfterKiB: mesh.proxies().reduce((sum, p) => sum + p.rssKiB(), 0),
       expected: "0 failed; no proxy restarted; outsider refused",
       holds: summary.failed === 0 && crashed.length === 0 && outsiderRefused,
-      note: `${schedule.join(", ")}; outsider got ${refused}${crashed.length > 0 ? `; crashed: ${crashed.join(", ")}` : ""}`,
+      note: `${summary.failed > 0 ? `A logged: ${outboundErrors(mesh.a.proc, logFrom)}; ` : ""}${schedule.join(", ")}; outsider got ${refused}${crashed.length > 0 ? `; crashed: ${crashed.join(", ")}` : ""}`,
     }, summary);
   });
 });

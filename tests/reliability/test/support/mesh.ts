@@ -263,7 +263,25 @@ export async function startMesh(options: { name: string; net: number; endpoints:
       await stopAllProcesses();
     },
   };
-  const up = await poll(async () => ((await requestVia(a.outbound, authorityB)).ok ? true : undefined), 30_000, 300);
-  if (up !== true) throw new Error("A never reached b: the mesh did not come up");
+  // Up once every endpoint has answered (each proxy holds its certificate and, with a policy controller, its policy)
+  // and a whole batch of requests succeeded.
+  const seen = new Set<string>();
+  const up = await poll(async () => {
+    const batch = await Promise.all(Array.from({ length: 10 }, () => requestVia(a.outbound, authorityB)));
+    for (const o of batch) if (o.ok) seen.add(o.result);
+    return batch.every((o) => o.ok) && seen.size >= b.length ? true : undefined;
+  }, 60_000, 300);
+  if (up !== true) throw new Error(`A never reached every endpoint of b (answered: ${[...seen].join(", ")}): the mesh did not come up`);
   return mesh;
+}
+
+/** What a proxy logged about its failed outbound requests since line `since`: each distinct error and its count. */
+export function outboundErrors(proc: Proc, since: number): string {
+  const counts = new Map<string, number>();
+  for (const line of proc.lines.slice(since)) {
+    if (line.msg !== "outbound HTTP request failed") continue;
+    const key = `${String(line["code"])}: ${String(line["err"]).replace(/\d+\.\d+\.\d+\.\d+:\d+/g, "ADDR")}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return [...counts].map(([k, n]) => `${n}× ${k}`).join("; ");
 }
