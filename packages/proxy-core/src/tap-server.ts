@@ -92,6 +92,8 @@ export function createTapServer(options: CreateTapServerOptions): TapServer {
       ecdhCurve: credentials.ecdhCurve,
       ALPNProtocols: ["http/1.1"],
       handshakeTimeout: handshakeTimeoutMs,
+      // The head's timeout is checked this often (node's default, 30 s, would let a trickled head live 40 s).
+      connectionsCheckingInterval: Math.min(5_000, handshakeTimeoutMs),
     },
     (req, res) => {
       try {
