@@ -3,32 +3,15 @@
 // StatefulSet hostname, internalTrafficPolicy: Local, and ServerAuthorization,
 // each against the loopback fake API server and read back with buf curl (a
 // client built from the proto files only).
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addrsOf, bufCurl, bufCurlGet, ipv4Int, mainJs, waitFor, type BufStream, type JsonAddr } from "./support.ts";
+import { addrKey, addrsOf, bufCurl, bufCurlGet, fakeKubeconfig, ipv4Int, startDestination, waitFor, type BufStream, type DestinationProcess, type JsonAddr } from "./support.ts";
 
 const NS = "shop";
 const identityOf = (sa: string): string => `${sa}.${NS}.serviceaccount.identity.meshtls.cluster.local`;
-
-function kubeconfig(server: string): string {
-  return `apiVersion: v1
-kind: Config
-clusters:
-- name: fake
-  cluster: {server: "${server}", insecure-skip-tls-verify: true}
-users:
-- name: destination
-  user: {token: destination-sa-token}
-contexts:
-- name: fake
-  context: {cluster: fake, user: destination}
-current-context: fake
-`;
-}
 
 interface PodSpec {
   name: string;
@@ -80,15 +63,12 @@ function slice(serviceName: string, members: { pod: string; ip: string; hostname
   };
 }
 
-const ipString = (n: number): string => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join(".");
-const keyOf = (a: JsonAddr): string => `${ipString(a.addr.ip.ipv4 ?? 0)}:${a.addr.port}`;
-
 /** A Get stream's current endpoints ("ip:port" → identity, "" without one), from its adds and removes. */
 function endpointsOf(stream: BufStream): Map<string, string> {
   const out = new Map<string, string>();
   for (const message of stream.messages) {
-    for (const a of addrsOf(message, "remove")) out.delete(keyOf(a));
-    for (const a of addrsOf(message, "add")) out.set(keyOf(a), a.tlsIdentity?.dnsLikeIdentity?.name ?? "");
+    for (const a of addrsOf(message, "remove")) out.delete(addrKey(a));
+    for (const a of addrsOf(message, "add")) out.set(addrKey(a), a.tlsIdentity?.dnsLikeIdentity?.name ?? "");
   }
   return out;
 }
@@ -102,25 +82,21 @@ interface JsonProfile {
 describe("meshtls-destination --source kubernetes: IP, hostname and node-local lookups, ServerAuthorization", () => {
   let dir: string;
   let api: FakeApiServer;
-  let child: ChildProcess;
-  let stderr = "";
-  const logs: Record<string, unknown>[] = [];
-  let grpcPort = 0;
-  let policyPort = 0;
+  let server: DestinationProcess;
   const open: BufStream[] = [];
 
   const get = (authority: string, node?: string): BufStream => {
-    const s = bufCurlGet({ port: grpcPort, path: authority, contextToken: JSON.stringify({ ns: NS, pod: "client", ...(node === undefined ? {} : { nodeName: node }) }), timeoutMs: 120_000 });
+    const s = bufCurlGet({ port: server.grpcPort, path: authority, contextToken: JSON.stringify({ ns: NS, pod: "client", ...(node === undefined ? {} : { nodeName: node }) }), timeoutMs: 120_000 });
     open.push(s);
     return s;
   };
   const profile = (authority: string): BufStream => {
-    const s = bufCurl({ port: grpcPort, method: "io.linkerd.proxy.destination.Destination/GetProfile", body: { scheme: "", path: authority, contextToken: JSON.stringify({ ns: NS, pod: "client" }) }, timeoutMs: 120_000 });
+    const s = bufCurl({ port: server.grpcPort, method: "io.linkerd.proxy.destination.Destination/GetProfile", body: { scheme: "", path: authority, contextToken: JSON.stringify({ ns: NS, pod: "client" }) }, timeoutMs: 120_000 });
     open.push(s);
     return s;
   };
   const last = (s: BufStream): JsonProfile | undefined => s.messages.at(-1) as JsonProfile | undefined;
-  const failed = (): string | undefined => (child.exitCode !== null ? `exited: ${stderr}` : undefined);
+  const failed = (): string | undefined => server.failed();
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), "meshtls-kube-lookups-"));
@@ -143,26 +119,12 @@ describe("meshtls-destination --source kubernetes: IP, hostname and node-local l
     api.apply(pod({ name: "starting", ip: "10.1.0.51", phase: "Pending" }));
     api.apply(pod({ name: "agent", ip: "10.2.0.1", hostIP: "10.2.0.1", hostNetwork: true, ports: [{ containerPort: 9100, hostPort: 9100 }] }));
     api.apply(pod({ name: "edge", ip: "10.1.0.60", hostIP: "10.2.0.2", ports: [{ containerPort: 443, hostPort: 8443 }] }));
-    await writeFile(path.join(dir, "kubeconfig"), kubeconfig(api.url));
-    child = spawn(
-      process.execPath,
-      [mainJs, "--source", "kubernetes", "--kubeconfig", path.join(dir, "kubeconfig"), "--insecure-plaintext", "--listen", "127.0.0.1:0", "--policy-addr", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-      { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "", HOME: dir } },
-    );
-    child.stderr!.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    let pending = "";
-    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-      pending += chunk;
-      for (const line of pending.split("\n").slice(0, -1)) logs.push(JSON.parse(line) as Record<string, unknown>);
-      pending = pending.slice(pending.lastIndexOf("\n") + 1);
-    });
-    const listening = await waitFor(() => logs.find((l) => l.msg === "listening"), 20_000, "listening", failed);
-    grpcPort = Number(String(listening.grpcAddress).split(":").pop());
-    policyPort = Number(String(listening.policyAddress).split(":").pop());
+    await writeFile(path.join(dir, "kubeconfig"), fakeKubeconfig(api.url));
+    server = await startDestination({ kubeconfig: path.join(dir, "kubeconfig"), home: dir });
   });
   afterAll(async () => {
     for (const s of open) s.close();
-    child?.kill("SIGTERM");
+    await server?.stop();
     await api?.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -250,7 +212,7 @@ describe("meshtls-destination --source kubernetes: IP, hostname and node-local l
       metadata: { name: "web-http", namespace: NS, labels: { tier: "front" } },
       spec: { podSelector: { matchLabels: { "linkerd.io/control-plane-ns": "meshtls" } }, port: 8080, proxyProtocol: "HTTP/1" },
     });
-    const watch = bufCurl({ port: policyPort, method: "io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", body: { workload: JSON.stringify({ ns: NS, pod: "web-1" }), port: 8080 }, timeoutMs: 120_000 });
+    const watch = bufCurl({ port: server.policyPort, method: "io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", body: { workload: JSON.stringify({ ns: NS, pod: "web-1" }), port: 8080 }, timeoutMs: 120_000 });
     open.push(watch);
     await waitFor(() => ((watch.messages.at(-1)?.labels as { name?: string } | undefined)?.name === "web-http" ? true : undefined), 10_000, "the Server on WatchPort", failed);
     expect(watch.messages.at(-1)!.authorizations ?? []).toEqual([]);
@@ -277,6 +239,6 @@ describe("meshtls-destination --source kubernetes: IP, hostname and node-local l
     });
     // One the controller refuses (no client authentication) is left out with a warning naming it.
     api.apply({ apiVersion: "policy.linkerd.io/v1beta1", kind: "ServerAuthorization", metadata: { name: "broken", namespace: NS }, spec: { server: { name: "web-http" }, client: {} } });
-    await waitFor(() => logs.find((l) => l.name === "broken" && String(l.msg).includes("left out")), 10_000, "the warning", failed);
+    await waitFor(() => server.logs.find((l) => l.name === "broken" && String(l.msg).includes("left out")), 10_000, "the warning", failed);
   });
 });

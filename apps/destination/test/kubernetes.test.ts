@@ -1,30 +1,13 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addrsOf, bufCurl, bufCurlGet, mainJs, waitFor, type BufStream, type JsonAddr } from "./support.ts";
+import { addrKey, addrsOf, bufCurl, bufCurlGet, fakeKubeconfig, startDestination, waitFor, type BufStream, type DestinationProcess, type JsonAddr } from "./support.ts";
 
 const NS = "shop";
 const IDENTITY = "web.shop.serviceaccount.identity.meshtls.cluster.local";
 const AUTHORITY = "web.shop.svc.cluster.local:80";
-
-function kubeconfig(server: string): string {
-  return `apiVersion: v1
-kind: Config
-clusters:
-- name: fake
-  cluster: {server: "${server}", insecure-skip-tls-verify: true}
-users:
-- name: destination
-  user: {token: destination-sa-token}
-contexts:
-- name: fake
-  context: {cluster: fake, user: destination}
-current-context: fake
-`;
-}
 
 const ipOf = (i: number): string => `10.1.0.${i}`;
 
@@ -91,9 +74,6 @@ function expectedFrom(api: FakeApiServer): Map<string, string> {
   return out;
 }
 
-const ipString = (n: number): string => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join(".");
-const keyOf = (a: JsonAddr): string => `${ipString(a.addr.ip.ipv4 ?? 0)}:${a.addr.port}`;
-
 /** The client's view, rebuilt from the stream's add/remove messages; refuses a remove of an unknown endpoint and an add repeating one unchanged. */
 function follow(stream: BufStream): { state: () => Map<string, string>; problems: string[]; addrs: () => Map<string, JsonAddr> } {
   const addrs = new Map<string, JsonAddr>();
@@ -103,12 +83,12 @@ function follow(stream: BufStream): { state: () => Map<string, string>; problems
     for (; seen < stream.messages.length; seen++) {
       const message = stream.messages[seen];
       for (const a of addrsOf(message, "remove")) {
-        if (!addrs.delete(keyOf(a))) problems.push(`remove of unknown ${keyOf(a)}`);
+        if (!addrs.delete(addrKey(a))) problems.push(`remove of unknown ${addrKey(a)}`);
       }
       for (const a of addrsOf(message, "add")) {
-        const before = addrs.get(keyOf(a));
-        if (before !== undefined && JSON.stringify(before) === JSON.stringify(a)) problems.push(`duplicate add of ${keyOf(a)}`);
-        addrs.set(keyOf(a), a);
+        const before = addrs.get(addrKey(a));
+        if (before !== undefined && JSON.stringify(before) === JSON.stringify(a)) problems.push(`duplicate add of ${addrKey(a)}`);
+        addrs.set(addrKey(a), a);
       }
     }
     return new Map([...addrs].map(([k, a]) => [k, a.tlsIdentity?.dnsLikeIdentity?.name ?? ""]));
@@ -119,12 +99,7 @@ function follow(stream: BufStream): { state: () => Map<string, string>; problems
 describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pods from a loopback fake API server)", () => {
   let dir: string;
   let api: FakeApiServer;
-  let child: ChildProcess;
-  let stderr = "";
-  const logs: Record<string, unknown>[] = [];
-  let grpcPort = 0;
-  let adminPort = 0;
-  let policyPort = 0;
+  let destination: DestinationProcess;
   let stream: BufStream;
   let view: ReturnType<typeof follow>;
 
@@ -135,29 +110,14 @@ describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pod
     api.apply(service("http"));
     for (const i of [1, 2]) api.apply(pod(i));
     api.apply(slice("web-abc", [{ i: 1 }, { i: 2 }]));
-    await writeFile(path.join(dir, "kubeconfig"), kubeconfig(api.url));
-    child = spawn(
-      process.execPath,
-      [mainJs, "--source", "kubernetes", "--kubeconfig", path.join(dir, "kubeconfig"), "--insecure-plaintext", "--listen", "127.0.0.1:0", "--policy-addr", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-      { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "", HOME: dir } },
-    );
-    child.stderr!.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    let pending = "";
-    child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-      pending += chunk;
-      for (const line of pending.split("\n").slice(0, -1)) logs.push(JSON.parse(line) as Record<string, unknown>);
-      pending = pending.slice(pending.lastIndexOf("\n") + 1);
-    });
-    const listening = await waitFor(() => logs.find((l) => l.msg === "listening"), 20_000, "listening", () => (child.exitCode !== null ? `exited: ${stderr}` : undefined));
-    grpcPort = Number(String(listening.grpcAddress).split(":").pop());
-    adminPort = Number(String(listening.adminAddress).split(":").pop());
-    policyPort = Number(String(listening.policyAddress).split(":").pop());
-    stream = bufCurlGet({ port: grpcPort, path: AUTHORITY, contextToken: '{"ns":"shop","pod":"client"}', timeoutMs: 120_000 });
+    await writeFile(path.join(dir, "kubeconfig"), fakeKubeconfig(api.url));
+    destination = await startDestination({ kubeconfig: path.join(dir, "kubeconfig"), home: dir });
+    stream = bufCurlGet({ port: destination.grpcPort, path: AUTHORITY, contextToken: '{"ns":"shop","pod":"client"}', timeoutMs: 120_000 });
     view = follow(stream);
   });
   afterAll(async () => {
     stream?.close();
-    child?.kill("SIGTERM");
+    await destination?.stop();
     await api?.close();
     await rm(dir, { recursive: true, force: true });
   });
@@ -166,9 +126,7 @@ describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pod
   async function converges(step: string): Promise<void> {
     const expected = () => JSON.stringify([...expectedFrom(api)].sort());
     const actual = () => JSON.stringify([...view.state()].sort());
-    await waitFor(() => (actual() === expected() ? true : undefined), 10_000, `${step}: ${actual()} to become ${expected()}`, () =>
-      child.exitCode !== null ? `exited: ${stderr}` : undefined,
-    ).catch((error: Error) => {
+    await waitFor(() => (actual() === expected() ? true : undefined), 10_000, `${step}: ${actual()} to become ${expected()}`, destination.failed).catch((error: Error) => {
       throw new Error(`${error.message}; stream stderr: ${stream.messages.length} messages`);
     });
     expect(view.problems, step).toEqual([]);
@@ -233,7 +191,7 @@ describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pod
     api.compact();
     await converges("after an HTTP 410");
 
-    const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+    const metrics = await (await fetch(`http://127.0.0.1:${destination.adminPort}/metrics`)).text();
     expect(metrics).toMatch(/kubernetes_watch_ends_total\{resource="endpointslices",reason="gone"\} [2-9]/);
     expect(metrics).toMatch(/kubernetes_watch_ends_total\{resource="endpointslices",reason="dropped"\} [1-9]/);
     expect(metrics).toMatch(/kubernetes_lists_total\{resource="endpointslices",result="ok"\} [3-9]/);
@@ -270,8 +228,8 @@ describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pod
       spec: { identityRefs: [{ kind: "ServiceAccount", name: "api", namespace: "backend" }] },
     });
     const workload = JSON.stringify({ ns: NS, pod: "web-2" });
-    const watch = bufCurl({ port: policyPort, method: "io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", body: { workload, port: 8080 } });
-    const other = bufCurl({ port: policyPort, method: "io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", body: { workload, port: 7000 } });
+    const watch = bufCurl({ port: destination.policyPort, method: "io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", body: { workload, port: 8080 } });
+    const other = bufCurl({ port: destination.policyPort, method: "io.linkerd.proxy.inbound.InboundServerPolicies/WatchPort", body: { workload, port: 7000 } });
     try {
       const withAuthz = (m: Record<string, unknown> | undefined) => ((m?.authorizations as unknown[] | undefined)?.length ?? 0) > 0;
       await waitFor(() => (withAuthz(watch.messages.at(-1)) ? true : undefined), 10_000, "the Server with its AuthorizationPolicy");

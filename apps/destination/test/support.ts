@@ -22,6 +22,8 @@ export interface DestinationProcess {
   adminPort: number;
   logs: LogLine[];
   stderr: () => string;
+  /** Why a wait should give up: the process exited (with its stderr), or undefined while it runs. */
+  failed: () => string | undefined;
   waitForLog(match: (line: LogLine) => boolean, timeoutMs?: number): Promise<LogLine>;
   /** Sends `signal` and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
@@ -42,13 +44,36 @@ async function waitFor<T>(probe: () => T | undefined, timeoutMs: number, what: s
 
 export { waitFor };
 
-/** Starts the built meshtls-destination binary and waits for its "listening" log line. */
-export async function startDestination(options: { registryFile: string; port?: number; args?: string[] }): Promise<DestinationProcess> {
+/** A kubeconfig for the fake API server at `server` (its self-signed certificate not verified), as `token`. */
+export function fakeKubeconfig(server: string, token = "destination-sa-token"): string {
+  return `apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster: {server: "${server}", insecure-skip-tls-verify: true}
+users:
+- name: destination
+  user: {token: ${token}}
+contexts:
+- name: fake
+  context: {cluster: fake, user: destination}
+current-context: fake
+`;
+}
+
+/**
+ * Starts the built meshtls-destination binary and waits for its "listening" log line: with `registryFile`, on
+ * `--registry`; with `kubeconfig` (a file), on `--source kubernetes` (HOME then `home`, so no ~/.kube of the machine's is read).
+ */
+export async function startDestination(
+  options: ({ registryFile: string } | { kubeconfig: string; home: string }) & { port?: number; args?: string[] },
+): Promise<DestinationProcess> {
   if (!existsSync(mainJs)) throw new Error(`${mainJs} is missing: run \`pnpm --filter meshtls-destination build\` (turbo's test task does)`);
+  const source = "registryFile" in options ? ["--registry", options.registryFile] : ["--source", "kubernetes", "--kubeconfig", options.kubeconfig];
+  const env = { PATH: process.env.PATH ?? "", ...("home" in options ? { HOME: options.home } : {}) };
   const args = [
     mainJs,
-    "--registry",
-    options.registryFile,
+    ...source,
     "--listen",
     `127.0.0.1:${options.port ?? 0}`,
     "--admin",
@@ -57,7 +82,7 @@ export async function startDestination(options: { registryFile: string; port?: n
   ];
   // A fixed --listen port would put the policy API on 8090, which parallel runs on one machine share.
   if (!args.includes("--policy-addr")) args.push("--policy-addr", "127.0.0.1:0");
-  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env: { PATH: process.env.PATH ?? "" } });
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "pipe"], env });
   const logs: LogLine[] = [];
   let stderr = "";
   let pending = "";
@@ -77,9 +102,9 @@ export async function startDestination(options: { registryFile: string; port?: n
   child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
   let exitCode: number | null | undefined;
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve((exitCode = code))));
-  const waitForLog = (match: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> =>
-    waitFor(() => logs.find(match), timeoutMs, "a log line", () => (exitCode !== undefined ? `exited with ${exitCode}: ${stderr}` : undefined));
-  const listening = await waitForLog((l) => l.msg === "listening");
+  const failed = (): string | undefined => (exitCode !== undefined ? `exited with ${exitCode}: ${stderr}` : undefined);
+  const waitForLog = (match: (line: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => waitFor(() => logs.find(match), timeoutMs, "a log line", failed);
+  const listening = await waitForLog((l) => l.msg === "listening", 20_000);
   const portOf = (addr: unknown): number => Number(String(addr).split(":").pop());
   return {
     child,
@@ -88,6 +113,7 @@ export async function startDestination(options: { registryFile: string; port?: n
     adminPort: portOf(listening.adminAddress),
     logs,
     stderr: () => stderr,
+    failed,
     waitForLog,
     exited,
     async stop(signal = "SIGTERM") {
@@ -185,6 +211,9 @@ export function bufCurlGet(options: {
 /** IPv4 literal → the integer the net proto carries. */
 export const ipv4Int = (ip: string): number => ip.split(".").reduce((a, o) => a * 256 + Number(o), 0);
 
+/** The integer the net proto carries → IPv4 literal. */
+export const ipv4String = (n: number): string => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join(".");
+
 /** A `WeightedAddr` as buf curl prints it (protojson). */
 export interface JsonAddr {
   addr: { ip: { ipv4?: number; ipv6?: { first: string; last: string } }; port: number };
@@ -193,6 +222,9 @@ export interface JsonAddr {
   tlsIdentity?: { dnsLikeIdentity?: { name: string }; serverName?: { name: string } };
   protocolHint?: { opaqueTransport?: { inboundPort: number } };
 }
+
+/** An IPv4 address's "ip:port", as the tests key endpoints. */
+export const addrKey = (a: JsonAddr): string => `${ipv4String(a.addr.ip.ipv4 ?? 0)}:${a.addr.port}`;
 
 export function addrsOf(message: Record<string, unknown> | undefined, kind: "add" | "remove"): JsonAddr[] {
   const body = message?.[kind] as { addrs?: unknown[] } | undefined;
