@@ -1,7 +1,8 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
-import { defaultBinaries, type MeshBinaries } from "../src/demo/mesh.ts";
-import { appRoot } from "./helpers.ts";
+import type { TapLine } from "../src/commands/tap.ts";
+import { defaultBinaries, type MeshBinaries, type Workload } from "../src/demo/mesh.ts";
+import { appRoot, cliBin, run } from "./helpers.ts";
 
 /** The app binaries as the CLI finds them, and the built workload app (tests import src/, so not beside it). */
 export function testBinaries(): MeshBinaries {
@@ -33,4 +34,35 @@ export async function eventually<T>(what: string, probe: () => Promise<T | undef
     if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
+}
+
+/** A running `meshtls tap -o json`: its event lines as they arrive, its stderr (JSON logs) by line. */
+export interface TapProcess {
+  child: ChildProcess;
+  lines: TapLine[];
+  stderr: string[];
+  exited: Promise<number | null>;
+}
+
+/** Starts `meshtls tap … -o json` and waits until `streams` proxies' streams are open (a "tapping" log line each). */
+export async function startTap(args: string[], streams: number): Promise<TapProcess> {
+  const child = spawn(process.execPath, [cliBin, "tap", ...args, "-o", "json"], { stdio: ["ignore", "pipe", "pipe"] });
+  const tap: TapProcess = { child, lines: [], stderr: [], exited: new Promise((resolve) => child.once("exit", (code) => resolve(code))) };
+  let out = "";
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+    out += chunk;
+    const lines = out.split("\n");
+    out = lines.pop() ?? "";
+    for (const line of lines) if (line !== "") tap.lines.push(JSON.parse(line) as TapLine);
+  });
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => tap.stderr.push(...chunk.split("\n").filter((l) => l !== "")));
+  await eventually("tap streams open", async () => (tap.stderr.filter((l) => l.includes('"tapping"')).length >= streams ? true : undefined), 20_000, 50);
+  return tap;
+}
+
+/** One curl GET of `url` through `workload`'s outbound proxy, as an application would make it: the HTTP status and how long it took. */
+export async function curlThrough(workload: Workload, url: string): Promise<{ status: string; ms: number }> {
+  const started = performance.now();
+  const result = await run("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-x", `http://${workload.outbound}`, url], { timeoutMs: 15_000 });
+  return { status: result.stdout.trim(), ms: performance.now() - started };
 }

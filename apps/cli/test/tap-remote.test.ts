@@ -1,12 +1,11 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { decodeCertificates, exportPrivateKey, generateKeyPair, importPrivateKey, issueLeaf, pemEncode } from "@meshtls/pki";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TapLine } from "../src/commands/tap.ts";
 import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
-import { cliBin, makeTempDir, run, runCli, runOpenssl } from "./helpers.ts";
-import { eventually, testBinaries } from "./mesh-helpers.ts";
+import { makeTempDir, runCli, runOpenssl } from "./helpers.ts";
+import { curlThrough, eventually, startTap, testBinaries } from "./mesh-helpers.ts";
 
 const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
 const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
@@ -25,27 +24,6 @@ async function issueClientCertificate(issuerDir: string, outDir: string, identit
   await writeFile(cert, pemEncode("CERTIFICATE", leaf) + pemEncode("CERTIFICATE", issuerDer));
   await writeFile(key, await exportPrivateKey(pair.privateKey), { mode: 0o600 });
   return { cert, key };
-}
-
-interface TapProcess {
-  child: ChildProcess;
-  lines: TapLine[];
-  stderr: string[];
-  exited: Promise<number | null>;
-}
-
-function startTap(args: string[]): TapProcess {
-  const child = spawn(process.execPath, [cliBin, "tap", ...args, "-o", "json"], { stdio: ["ignore", "pipe", "pipe"] });
-  const tap: TapProcess = { child, lines: [], stderr: [], exited: new Promise((resolve) => child.once("exit", (code) => resolve(code))) };
-  let out = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-    out += chunk;
-    const lines = out.split("\n");
-    out = lines.pop() ?? "";
-    for (const line of lines) if (line !== "") tap.lines.push(JSON.parse(line) as TapLine);
-  });
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => tap.stderr.push(...chunk.split("\n").filter((l) => l !== "")));
-  return tap;
 }
 
 describe("meshtls tap --proxy-tap: a proxy's --tap-addr over mutual TLS, for --tap-allow identities only", () => {
@@ -108,13 +86,11 @@ describe("meshtls tap --proxy-tap: a proxy's --tap-addr over mutual TLS, for --t
   }, 60_000);
 
   it("an allowed identity streams a connection made during the test within a second: api's inbound mTLS connection from web, with its policy decision", async () => {
-    const tap = startTap([...tapFlags(ops), "--proxy-identity", API]);
+    const tap = await startTap([...tapFlags(ops), "--proxy-identity", API], 1);
     try {
-      await eventually("the tap stream opens", async () => (tap.stderr.some((l) => l.includes('"tapping"')) ? true : undefined), 20_000, 50);
       expect(tap.stderr.find((l) => l.includes('"tapping"'))).toContain('"workload":"default/api"');
       const sent = Date.now();
-      const curl = await run("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-x", `http://${web.outbound}`, "http://api.default.svc.cluster.local/"], { timeoutMs: 15_000 });
-      expect(curl.stdout.trim()).toBe("200");
+      expect((await curlThrough(web, "http://api.default.svc.cluster.local/")).status).toBe("200");
       const find = (probe: (l: TapLine) => boolean): Promise<TapLine> => eventually("event", async () => tap.lines.find(probe), 5_000, 20);
       const opened = await find((l) => l.type === "connection" && l.direction === "inbound" && l["peer"] === "src" && l.tls === "true" && l["phase"] === "open");
       expect(opened).toMatchObject({ proxy: { admin: api.tap, identity: API, workload: "default/api" }, peerId: WEB, policy: { allow: true, reason: "authenticated", server: { kind: "default" } } });

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
@@ -7,42 +6,15 @@ import type { TapLine } from "../src/commands/tap.ts";
 import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
 import { scrapeMetrics } from "../src/mesh/admin-client.ts";
 import { sumSamples } from "../src/mesh/prometheus.ts";
-import { cliBin, makeTempDir, run, runCli } from "./helpers.ts";
-import { eventually, testBinaries } from "./mesh-helpers.ts";
+import { makeTempDir, runCli } from "./helpers.ts";
+import { curlThrough, eventually, startTap, testBinaries } from "./mesh-helpers.ts";
 
 const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
 const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
 const API_URL = "http://api.default.svc.cluster.local/";
 
-interface TapProcess {
-  child: ChildProcess;
-  lines: TapLine[];
-  stderr: string[];
-  exited: Promise<number | null>;
-}
-
-/** Starts `meshtls tap … -o json` and waits until every proxy's stream is open. */
-async function startTap(args: string[], streams: number): Promise<TapProcess> {
-  const child = spawn(process.execPath, [cliBin, "tap", ...args, "-o", "json"], { stdio: ["ignore", "pipe", "pipe"] });
-  const tap: TapProcess = { child, lines: [], stderr: [], exited: new Promise((resolve) => child.once("exit", (code) => resolve(code))) };
-  let out = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-    out += chunk;
-    const lines = out.split("\n");
-    out = lines.pop() ?? "";
-    for (const line of lines) if (line !== "") tap.lines.push(JSON.parse(line) as TapLine);
-  });
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => tap.stderr.push(...chunk.split("\n").filter((l) => l !== "")));
-  await eventually("tap streams open", async () => (tap.stderr.filter((l) => l.includes('"tapping"')).length >= streams ? true : undefined), 20_000, 50);
-  return tap;
-}
-
-/** One request through web's outbound proxy to api, as an application would make it. */
-async function curlViaWeb(web: Workload): Promise<{ status: string; ms: number }> {
-  const started = performance.now();
-  const result = await run("curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-x", `http://${web.outbound}`, API_URL], { timeoutMs: 15_000 });
-  return { status: result.stdout.trim(), ms: performance.now() - started };
-}
+/** One request through web's outbound proxy to api. */
+const curlViaWeb = (web: Workload): Promise<{ status: string; ms: number }> => curlThrough(web, API_URL);
 
 /** `count` GETs of a `pathLength`-long path through web's outbound proxy on `concurrency` kept-alive connections. */
 async function requestsViaWeb(web: Workload, count: number, concurrency: number, pathLength: number): Promise<{ ms: number; statuses: number[] }> {
