@@ -8,7 +8,7 @@ import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
 import { kubernetesEndpoints, podAdminPort, type Edge, type EdgeReport } from "../src/mesh/edges.ts";
 import { startProcess, type ManagedProcess } from "../src/mesh/supervisor.ts";
 import { cliBin, makeTempDir, runCli } from "./helpers.ts";
-import { eventually, testBinaries } from "./mesh-helpers.ts";
+import { eventually, startUnmeshedClient, testBinaries } from "./mesh-helpers.ts";
 
 const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
 const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
@@ -65,12 +65,7 @@ describe("meshtls edges, tap and viz --kubernetes: the pods of a fake API server
     // Each proxy's admin on its "pod IP" at the port inject declares (4191), as in a cluster.
     api = await mesh.startWorkload({ name: "api", ip: "127.0.1.82", proxyArgs: ["--admin", "127.0.1.82:4191"] });
     web = await mesh.startWorkload({ name: "web", ip: "127.0.1.81", calls: "api", callIntervalMs: 200, proxyArgs: ["--admin", "127.0.1.81:4191"] });
-    const script = `
-      const http = require("node:http");
-      const [host, port] = process.argv[1].split(":");
-      console.log(JSON.stringify({ msg: "started" }));
-      setInterval(() => http.get({ host, port: Number(port), path: "/", agent: false, localAddress: process.argv[2] }, (res) => res.resume()).on("error", () => {}), 150);`;
-    unmeshed = startProcess({ name: "unmeshed client", file: process.execPath, args: ["-e", script, api.inbound, "127.0.1.83"] });
+    unmeshed = startUnmeshedClient("127.0.1.83", api.inbound);
     await unmeshed.waitFor((l) => l.msg === "started", { timeoutMs: 20_000, what: "started" });
 
     const anchorsPem = await readFile(mesh.bundleFile, "utf8");

@@ -4,24 +4,12 @@ import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
 import { scrapeMetrics } from "../src/mesh/admin-client.ts";
 import type { Edge, EdgeReport } from "../src/mesh/edges.ts";
 import { findSamples, sumSamples } from "../src/mesh/prometheus.ts";
-import { startProcess, type ManagedProcess } from "../src/mesh/supervisor.ts";
+import type { ManagedProcess } from "../src/mesh/supervisor.ts";
 import { makeTempDir, runCli } from "./helpers.ts";
-import { eventually, testBinaries } from "./mesh-helpers.ts";
+import { eventually, startUnmeshedClient, testBinaries } from "./mesh-helpers.ts";
 
 const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
 const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
-
-/** A plaintext HTTP client outside the mesh: GETs `target` every 150 ms on a new connection. */
-function startUnmeshedClient(ip: string, target: string): ManagedProcess {
-  const script = `
-    const http = require("node:http");
-    const [host, port] = process.argv[1].split(":");
-    console.log(JSON.stringify({ msg: "started" }));
-    setInterval(() => {
-      http.get({ host, port: Number(port), path: "/", agent: false, localAddress: process.argv[2] }, (res) => res.resume()).on("error", () => {});
-    }, 150);`;
-  return startProcess({ name: "unmeshed client", file: process.execPath, args: ["-e", script, target, ip] });
-}
 
 function edgeBetween(report: EdgeReport, source: string | null, destination: string, tls: string): Edge | undefined {
   return report.edges.find((e) => e.source.workload === source && e.destination.workload === destination && e.tls === tls);

@@ -2,11 +2,24 @@ import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import type { TapLine } from "../src/commands/tap.ts";
 import { defaultBinaries, type MeshBinaries, type Workload } from "../src/demo/mesh.ts";
+import { startProcess, type ManagedProcess } from "../src/mesh/supervisor.ts";
 import { appRoot, cliBin, run } from "./helpers.ts";
 
 /** The app binaries as the CLI finds them, and the built workload app (tests import src/, so not beside it). */
 export function testBinaries(): MeshBinaries {
   return { ...defaultBinaries(), workloadApp: path.join(appRoot, "dist", "workload-app.js") };
+}
+
+/** A plaintext HTTP client outside the mesh, from `ip`: GETs `target` ("host:port") every 150 ms on a new connection; logs "started". */
+export function startUnmeshedClient(ip: string, target: string): ManagedProcess {
+  const script = `
+    const http = require("node:http");
+    const [host, port] = process.argv[1].split(":");
+    console.log(JSON.stringify({ msg: "started" }));
+    setInterval(() => {
+      http.get({ host, port: Number(port), path: "/", agent: false, localAddress: process.argv[2] }, (res) => res.resume()).on("error", () => {});
+    }, 150);`;
+  return startProcess({ name: "unmeshed client", file: process.execPath, args: ["-e", script, target, ip] });
 }
 
 /** Whether a process with this pid exists (ps, not a signal, so zombies of others do not count as ours). */

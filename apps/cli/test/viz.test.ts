@@ -7,22 +7,10 @@ import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
 import type { EdgeReport } from "../src/mesh/edges.ts";
 import { startProcess, type ManagedProcess } from "../src/mesh/supervisor.ts";
 import { appRoot, cliBin, makeTempDir, runCli } from "./helpers.ts";
-import { eventually, testBinaries } from "./mesh-helpers.ts";
+import { eventually, startUnmeshedClient, testBinaries } from "./mesh-helpers.ts";
 
 /** Where the screenshot is kept after the run (git ignores `.tmp/`). */
 const ARTIFACTS = path.join(appRoot, ".tmp", "test-artifacts");
-
-/** A plaintext HTTP client outside the mesh: GETs `target` every 150 ms on a new connection. */
-function startUnmeshedClient(ip: string, target: string): ManagedProcess {
-  const script = `
-    const http = require("node:http");
-    const [host, port] = process.argv[1].split(":");
-    console.log(JSON.stringify({ msg: "started" }));
-    setInterval(() => {
-      http.get({ host, port: Number(port), path: "/", agent: false, localAddress: process.argv[2] }, (res) => res.resume()).on("error", () => {});
-    }, 150);`;
-  return startProcess({ name: "unmeshed client", file: process.execPath, args: ["-e", script, target, ip] });
-}
 
 interface GraphEdge {
   source: string;
