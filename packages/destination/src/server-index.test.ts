@@ -1,32 +1,8 @@
 import { credentials } from "@grpc/grpc-js";
 import { DestinationClient, type Update } from "@meshtls/api";
-import { afterEach, describe, expect, it } from "vitest";
-import type { EndpointRegistry, RegistryChange, RegistryService, RegistrySnapshot } from "./registry.js";
-import { startServer } from "./test-support.js";
-
-/** A registry that says which services each snapshot changed, keeping the others' objects (as the Kubernetes source does). */
-function createChangingRegistry(initial: RegistryService[]) {
-  let snapshot: RegistrySnapshot = { services: initial };
-  const listeners = new Set<(snapshot: RegistrySnapshot, change?: RegistryChange) => void>();
-  const registry: EndpointRegistry = {
-    list: () => snapshot,
-    watch(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
-  };
-  return {
-    registry,
-    /** Replaces (or, with `undefined`, deletes) the service `key`. */
-    set(key: string, service: RegistryService | undefined) {
-      const services = snapshot.services.filter((s) => `${s.name}.${s.namespace}` !== key);
-      if (service !== undefined) services.push(service);
-      snapshot = { services };
-      for (const listener of listeners) listener(snapshot, { services: new Set([key]) });
-    },
-    snapshot: () => snapshot,
-  };
-}
+import { describe, expect, it } from "vitest";
+import type { RegistryService } from "./registry.js";
+import { cleanupsAfterEach, createChangingRegistry, startServer } from "./test-support.js";
 
 const service = (name: string, ips: string[], clusterIP?: string): RegistryService => ({
   name,
@@ -51,10 +27,7 @@ async function firstUpdate(address: string, path: string): Promise<Update> {
 }
 
 describe("the server's index, updated service by service", () => {
-  const cleanups: (() => unknown)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const cleanups = cleanupsAfterEach();
 
   it("answers IP, ClusterIP and name lookups as a server built from the final snapshot does, after each change", async () => {
     const changing = createChangingRegistry([service("a", ["10.0.0.1", "10.0.0.2"], "10.96.0.1"), service("b", ["10.0.0.2", "10.0.0.3"])]);
@@ -70,8 +43,8 @@ describe("the server's index, updated service by service", () => {
       ["a.default", undefined],
     ];
     for (const [key, next] of steps) {
-      changing.set(key, next);
-      const fresh = await startServer({ registry: { list: changing.snapshot, watch: () => () => undefined } });
+      changing.change({ service: [key, next] });
+      const fresh = await startServer({ registry: changing.frozen() });
       try {
         for (const path of lookups) {
           expect(await firstUpdate(incremental.address, path), `${key} → ${path}`).toEqual(await firstUpdate(fresh.address, path));

@@ -1,117 +1,23 @@
-import { credentials, type ServiceError } from "@grpc/grpc-js";
-import { DestinationClient, DestinationProfile, tcpAddressToString, type Update } from "@meshtls/api";
-import { afterEach, describe, expect, it } from "vitest";
-import type { EndpointRegistry, RegistryChange, RegistryEndpoint, RegistryService, RegistrySnapshot, RegistryWorkload } from "./registry.js";
-import { eventually, startServer } from "./test-support.js";
+import { DestinationProfile, tcpAddressToString } from "@meshtls/api";
+import { describe, expect, it } from "vitest";
+import type { RegistryEndpoint, RegistryService, RegistryWorkload } from "./registry.js";
+import { cleanupsAfterEach, createChangingRegistry, currentEndpoints, eventually, openGet, openGetProfile, startServer } from "./test-support.js";
 
 const endpoint = (address: string, extra: Partial<RegistryEndpoint> = {}): RegistryEndpoint => ({ address, meshed: true, serviceAccount: "sa", inboundPort: 4143, weight: 10_000, ...extra });
-
-/**
- * A registry as the Kubernetes source is one: it says which services and
- * addresses each change concerns, keeps the other services' objects, and
- * finds workloads by IP (counting the lookups).
- */
-function createRegistry(initial: RegistryService[], initialWorkloads: Record<string, RegistryWorkload> = {}) {
-  let snapshot: RegistrySnapshot = { services: initial };
-  let workloads = { ...initialWorkloads };
-  let lookups = 0;
-  const listeners = new Set<(snapshot: RegistrySnapshot, change?: RegistryChange) => void>();
-  const registry: EndpointRegistry = {
-    list: () => snapshot,
-    watch(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
-    findWorkload(ip) {
-      lookups++;
-      return workloads[ip];
-    },
-  };
-  return {
-    registry,
-    /** Replaces (or deletes) the service `key`, or a workload (`ip`), and says so. */
-    change(edit: { service?: [string, RegistryService | undefined]; workload?: [string, RegistryWorkload | undefined] }) {
-      const services = new Set<string>();
-      const addresses = new Set<string>();
-      if (edit.service !== undefined) {
-        const [key, next] = edit.service;
-        snapshot = { services: [...snapshot.services.filter((s) => `${s.name}.${s.namespace}` !== key), ...(next === undefined ? [] : [next])] };
-        services.add(key);
-      }
-      if (edit.workload !== undefined) {
-        const [ip, next] = edit.workload;
-        workloads = { ...workloads };
-        if (next === undefined) delete workloads[ip];
-        else workloads[ip] = next;
-        addresses.add(ip);
-      }
-      for (const listener of listeners) listener(snapshot, { services, addresses });
-    },
-    /** A registry that never changes, holding the same now (for a fresh server). */
-    frozen(): EndpointRegistry {
-      const s = snapshot;
-      const w = workloads;
-      return { list: () => s, watch: () => () => undefined, findWorkload: (ip) => w[ip] };
-    },
-    lookups: () => lookups,
-  };
-}
-
-function openProfile(address: string, path: string) {
-  const client = new DestinationClient(address, credentials.createInsecure());
-  const profiles: DestinationProfile[] = [];
-  const call = client.getProfile({ scheme: "", path, contextToken: "" });
-  call.on("data", (p: DestinationProfile) => profiles.push(p));
-  call.on("error", (e: ServiceError) => (e.code === 1 ? undefined : profiles.push(DestinationProfile.fromPartial({ fullyQualifiedName: `error ${e.code}` }))));
-  return {
-    profiles,
-    close: () => {
-      call.cancel();
-      client.close();
-    },
-  };
-}
-
-function openGet(address: string, path: string, contextToken = "") {
-  const client = new DestinationClient(address, credentials.createInsecure());
-  const updates: Update[] = [];
-  const call = client.get({ scheme: "k8s", path, contextToken });
-  call.on("data", (u: Update) => updates.push(u));
-  call.on("error", () => undefined);
-  return {
-    updates,
-    /** The endpoints the stream's adds and removes leave, as "ip:port". */
-    current(): string[] {
-      const set = new Set<string>();
-      for (const u of updates) {
-        if (u.update?.$case === "add") for (const a of u.update.value.addrs) set.add(tcpAddressToString(a.addr!));
-        if (u.update?.$case === "remove") for (const a of u.update.value.addrs) set.delete(tcpAddressToString(a));
-      }
-      return [...set].sort();
-    },
-    close: () => {
-      call.cancel();
-      client.close();
-    },
-  };
-}
 
 const encoded = (p: DestinationProfile | undefined): string => (p === undefined ? "" : Buffer.from(DestinationProfile.encode(p).finish()).toString("base64"));
 
 describe("Destination lookups: workloads by IP, hostnames, node-local services, change-driven GetProfile", () => {
-  const cleanups: (() => unknown)[] = [];
-  afterEach(async () => {
-    for (const c of cleanups.splice(0).reverse()) await c();
-  });
+  const cleanups = cleanupsAfterEach();
 
   it("an IP that is no ClusterIP is the registry's workload (pod IP or hostIP:hostPort), for Get and GetProfile; unknown IPs stay identity-less", async () => {
-    const reg = createRegistry([{ name: "web", namespace: "shop", clusterIP: "10.96.0.1", ports: [{ port: 80, targetPort: 8080 }], endpoints: [endpoint("10.0.0.1")] }], {
+    const reg = createChangingRegistry([{ name: "web", namespace: "shop", clusterIP: "10.96.0.1", ports: [{ port: 80, targetPort: 8080 }], endpoints: [endpoint("10.0.0.1")] }], {
       "10.0.0.9": { namespace: "batch", endpoint: endpoint("10.0.0.9", { serviceAccount: "job", pod: "job-1", protocolHints: { opaquePorts: [5432], skippedPorts: [] } }) },
     });
     const server = await startServer({ registry: reg.registry });
     cleanups.push(server.stop);
     const pod = openGet(server.address, "10.0.0.9:5432");
-    const profile = openProfile(server.address, "10.0.0.9:5432");
+    const profile = openGetProfile(server.address, "10.0.0.9:5432");
     cleanups.push(pod.close, profile.close);
     await eventually(() => pod.updates.length > 0 && profile.profiles.length > 0);
     const add = pod.updates[0]!.update;
@@ -122,36 +28,36 @@ describe("Destination lookups: workloads by IP, hostnames, node-local services, 
     expect(profile.profiles[0]!.endpoint?.tlsIdentity).toEqual(addr?.tlsIdentity);
     expect(profile.profiles[0]!.opaqueProtocol).toBe(true);
     // With a workload lookup, a service endpoint's IP is found through the registry too (Linkerd indexes pods, not endpoints).
-    const viaService = openProfile(server.address, "10.0.0.1:8080");
+    const viaService = openGetProfile(server.address, "10.0.0.1:8080");
     cleanups.push(viaService.close);
     await eventually(() => viaService.profiles.length > 0);
     expect(viaService.profiles[0]!.endpoint?.tlsIdentity).toBeUndefined();
   });
 
   it("<hostname>.<svc>.<ns>.svc.<domain> streams only that endpoint; its GetProfile is that endpoint", async () => {
-    const reg = createRegistry([
+    const reg = createChangingRegistry([
       {
         name: "db",
         namespace: "data",
         ports: [{ port: 5432, targetPort: 5432 }],
         endpoints: [endpoint("10.0.1.1", { hostname: "db-0" }), endpoint("10.0.1.2", { hostname: "db-1" })],
       },
-    ]);
+    ], {});
     const server = await startServer({ registry: reg.registry });
     cleanups.push(server.stop);
     const one = openGet(server.address, "db-1.db.data.svc.cluster.local:5432");
     const all = openGet(server.address, "db.data.svc.cluster.local:5432");
-    const profile = openProfile(server.address, "db-1.db.data.svc.cluster.local:5432");
-    const missing = openProfile(server.address, "db-7.db.data.svc.cluster.local:5432");
+    const profile = openGetProfile(server.address, "db-1.db.data.svc.cluster.local:5432");
+    const missing = openGetProfile(server.address, "db-7.db.data.svc.cluster.local:5432");
     cleanups.push(one.close, all.close, profile.close, missing.close);
-    await eventually(() => one.current().length === 1 && all.current().length === 2 && profile.profiles.length > 0 && missing.profiles.length > 0);
-    expect(one.current()).toEqual(["10.0.1.2:5432"]);
+    await eventually(() => currentEndpoints(one.updates).length === 1 && currentEndpoints(all.updates).length === 2 && profile.profiles.length > 0 && missing.profiles.length > 0);
+    expect(currentEndpoints(one.updates)).toEqual(["10.0.1.2:5432"]);
     expect(tcpAddressToString(profile.profiles[0]!.endpoint!.addr!)).toBe("10.0.1.2:5432");
     expect(profile.profiles[0]!.fullyQualifiedName).toBe("");
     expect(missing.profiles[0]!.endpoint).toBeUndefined();
     // db-1 moves to another IP: the hostname stream follows it.
     reg.change({ service: ["db.data", { name: "db", namespace: "data", ports: [{ port: 5432, targetPort: 5432 }], endpoints: [endpoint("10.0.1.1", { hostname: "db-0" }), endpoint("10.0.1.3", { hostname: "db-1" })] }] });
-    await eventually(() => one.current()[0] === "10.0.1.3:5432" && profile.profiles.length === 2);
+    await eventually(() => currentEndpoints(one.updates)[0] === "10.0.1.3:5432" && profile.profiles.length === 2);
     expect(tcpAddressToString(profile.profiles[1]!.endpoint!.addr!)).toBe("10.0.1.3:5432");
   });
 
@@ -163,7 +69,7 @@ describe("Destination lookups: workloads by IP, hostnames, node-local services, 
       endpoints: [endpoint("10.0.2.1", { nodeName: "n1" }), endpoint("10.0.2.2", { nodeName: "n2" }), endpoint("10.0.2.3", { nodeName: "n1" })],
       ...(local ? { internalTrafficPolicy: "Local" as const } : {}),
     });
-    const reg = createRegistry([svc(true)]);
+    const reg = createChangingRegistry([svc(true)], {});
     const server = await startServer({ registry: reg.registry });
     cleanups.push(server.stop);
     const n1 = openGet(server.address, "cache.shop.svc.cluster.local:6379", '{"ns":"shop","nodeName":"n1","pod":"a"}');
@@ -171,14 +77,14 @@ describe("Destination lookups: workloads by IP, hostnames, node-local services, 
     const none = openGet(server.address, "cache.shop.svc.cluster.local:6379", '{"ns":"shop","pod":"c"}');
     cleanups.push(n1.close, n2.close, none.close);
     await eventually(() => n1.updates.length > 0 && n2.updates.length > 0 && none.updates.length > 0);
-    expect(n1.current()).toEqual(["10.0.2.1:6379", "10.0.2.3:6379"]);
-    expect(n2.current()).toEqual(["10.0.2.2:6379"]);
-    expect(none.current()).toEqual([]);
+    expect(currentEndpoints(n1.updates)).toEqual(["10.0.2.1:6379", "10.0.2.3:6379"]);
+    expect(currentEndpoints(n2.updates)).toEqual(["10.0.2.2:6379"]);
+    expect(currentEndpoints(none.updates)).toEqual([]);
     expect(none.updates[0]!.update).toEqual({ $case: "noEndpoints", value: { exists: true } });
     expect(server.handle.watchedTargets()).toBe(3);
     reg.change({ service: ["cache.shop", svc(false)] });
     const everyone = ["10.0.2.1:6379", "10.0.2.2:6379", "10.0.2.3:6379"];
-    await eventually(() => [n1, n2, none].every((s) => JSON.stringify(s.current()) === JSON.stringify(everyone)), 5000, "every endpoint for every client");
+    await eventually(() => [n1, n2, none].every((s) => JSON.stringify(currentEndpoints(s.updates)) === JSON.stringify(everyone)), 5000, "every endpoint for every client");
   });
 
   it("GetProfile streams are recomputed only for changes that concern them, and always equal a fresh server's answer", async () => {
@@ -190,11 +96,11 @@ describe("Destination lookups: workloads by IP, hostnames, node-local services, 
       endpoints: ips.map((ip) => endpoint(ip, { serviceAccount: name, protocolHints: { opaquePorts: opaque, skippedPorts: [] } })),
     });
     const pod = (sa: string): RegistryWorkload => ({ namespace: "default", endpoint: endpoint("", { serviceAccount: sa }) });
-    const reg = createRegistry([svc("a", ["10.0.0.1"], "10.96.0.1"), svc("b", ["10.0.0.2"], "10.96.0.2")], { "10.0.0.1": pod("a"), "10.0.0.2": pod("b") });
+    const reg = createChangingRegistry([svc("a", ["10.0.0.1"], "10.96.0.1"), svc("b", ["10.0.0.2"], "10.96.0.2")], { "10.0.0.1": pod("a"), "10.0.0.2": pod("b") });
     const server = await startServer({ registry: reg.registry });
     cleanups.push(server.stop);
     const paths = ["a.default.svc.cluster.local:80", "10.96.0.1:80", "10.96.0.2:80", "10.96.0.3:80", "10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"];
-    const streams = new Map(paths.map((p) => [p, openProfile(server.address, p)]));
+    const streams = new Map(paths.map((p) => [p, openGetProfile(server.address, p)]));
     for (const s of streams.values()) cleanups.push(s.close);
     await eventually(() => [...streams.values()].every((s) => s.profiles.length > 0));
 
@@ -218,7 +124,7 @@ describe("Destination lookups: workloads by IP, hostnames, node-local services, 
       const fresh = await startServer({ registry: reg.frozen() });
       try {
         for (const path of paths) {
-          const expected = openProfile(fresh.address, path);
+          const expected = openGetProfile(fresh.address, path);
           try {
             await eventually(() => expected.profiles.length > 0, 5000, `${step}: fresh ${path}`);
             await eventually(() => encoded(streams.get(path)!.profiles.at(-1)) === encoded(expected.profiles[0]), 5000, `${step}: ${path} to equal a fresh server's`);

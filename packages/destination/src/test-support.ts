@@ -1,9 +1,9 @@
 import { credentials, Server, ServerCredentials } from "@grpc/grpc-js";
 import type { ClientReadableStream, ServiceError } from "@grpc/grpc-js";
-import { DestinationClient as GrpcDestinationClient } from "@meshtls/api";
+import { DestinationClient as GrpcDestinationClient, tcpAddressToString } from "@meshtls/api";
 import { afterEach } from "vitest";
 import type { DestinationProfile, Update } from "@meshtls/api";
-import type { RegistryService } from "./registry.js";
+import type { EndpointRegistry, RegistryChange, RegistryService, RegistrySnapshot, RegistryWorkload } from "./registry.js";
 import { createDestinationServer, type DestinationServerOptions, type DestinationServerHandle } from "./server.js";
 
 /** The fixture service of the Get and GetProfile tests: `api.default`, port 80 → 8080, one meshed endpoint (pod api-0). */
@@ -83,4 +83,76 @@ export function cleanupsAfterEach(): { push(...cleanup: (() => unknown)[]): void
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
   return { push: (...cleanup) => void cleanups.push(...cleanup) };
+}
+
+/** A registry edit: replace (or, with `undefined`, delete) the service `"name.namespace"`, or the workload at an IP. */
+export interface RegistryEdit {
+  service?: [string, RegistryService | undefined];
+  workload?: [string, RegistryWorkload | undefined];
+}
+
+/**
+ * A registry as the Kubernetes source is one: each change says which services and addresses it concerns and keeps
+ * the other services' objects. With `workloads` it also finds workloads by IP (counting the lookups); without, it
+ * has no `findWorkload` and IPs are found among the services' endpoints.
+ */
+export function createChangingRegistry(initial: RegistryService[], workloads?: Record<string, RegistryWorkload>) {
+  let snapshot: RegistrySnapshot = { services: initial };
+  let byIp = { ...workloads };
+  let lookups = 0;
+  const listeners = new Set<(snapshot: RegistrySnapshot, change?: RegistryChange) => void>();
+  const registry: EndpointRegistry = {
+    list: () => snapshot,
+    watch(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    ...(workloads === undefined
+      ? {}
+      : {
+          findWorkload(ip: string) {
+            lookups++;
+            return byIp[ip];
+          },
+        }),
+  };
+  return {
+    registry,
+    /** Applies `edit` and tells the watchers what it concerned. */
+    change(edit: RegistryEdit) {
+      const services = new Set<string>();
+      const addresses = new Set<string>();
+      if (edit.service !== undefined) {
+        const [key, next] = edit.service;
+        snapshot = { services: [...snapshot.services.filter((s) => `${s.name}.${s.namespace}` !== key), ...(next === undefined ? [] : [next])] };
+        services.add(key);
+      }
+      if (edit.workload !== undefined) {
+        const [ip, next] = edit.workload;
+        byIp = { ...byIp };
+        if (next === undefined) delete byIp[ip];
+        else byIp[ip] = next;
+        addresses.add(ip);
+      }
+      for (const listener of listeners) listener(snapshot, { services, addresses });
+    },
+    /** A registry that never changes, holding the same as this one now (for a fresh server to compare with). */
+    frozen(): EndpointRegistry {
+      const s = snapshot;
+      const w = byIp;
+      return { list: () => s, watch: () => () => undefined, ...(workloads === undefined ? {} : { findWorkload: (ip: string) => w[ip] }) };
+    },
+    /** How many times `findWorkload` was called. */
+    lookups: () => lookups,
+  };
+}
+
+/** The endpoints a Get stream's adds and removes leave, as sorted "ip:port". */
+export function currentEndpoints(updates: Update[]): string[] {
+  const set = new Set<string>();
+  for (const u of updates) {
+    if (u.update?.$case === "add") for (const a of u.update.value.addrs) set.add(tcpAddressToString(a.addr!));
+    if (u.update?.$case === "remove") for (const a of u.update.value.addrs) set.delete(tcpAddressToString(a));
+  }
+  return [...set].sort();
 }
