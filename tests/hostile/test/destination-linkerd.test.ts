@@ -177,25 +177,33 @@ describe("meshtls-destination's policy API and GetProfile under attack", () => {
     expectHolds(row);
   });
 
+  /**
+   * `evil` opens FLOOD `method` streams on `capped` (a share of PER_PEER each): the rest must be refused
+   * RESOURCE_EXHAUSTED and counted in `refusedMetric`{reason="max_streams_per_peer"} while `otherServed` (another peer) succeeds.
+   */
+  async function onePeerFlood(address: string, method: string, request: Uint8Array, refusedMetric: string, otherServed: () => Promise<boolean>): Promise<Outcome> {
+    const counted = (text: string) => metricSum(text, refusedMetric, 'reason="max_streams_per_peer"');
+    const before = counted(await scrape(capped.admin));
+    const flood = await holdStreams(address, method, request, FLOOD, { tls: evilTls(capped) });
+    // Refusals may lag on a loaded machine: wait until every stream is held or refused (10 s at most).
+    await poll(() => (flood.held() + (flood.statuses.get(8) ?? 0) >= FLOOD ? true : undefined), 10_000, 100);
+    const served = await otherServed();
+    const held = flood.held();
+    const other = flood.other();
+    flood.close();
+    const after = counted(await scrape(capped.admin));
+    const refused = flood.statuses.get(8) ?? 0;
+    return {
+      result: `${held} held, ${describeStatuses(flood.statuses)}, ${other} other; refused_total +${after - before}; other peer ${served ? "served" : "NOT served"}`,
+      ok: held === PER_PEER && refused === FLOOD - PER_PEER && after - before === FLOOD - PER_PEER && served,
+    };
+  }
+
   it(`policy API: one peer opens ${FLOOD} WatchPort streams against a share of ${PER_PEER}; another peer is served meanwhile`, async () => {
     const expected = `${FLOOD - PER_PEER} refused RESOURCE_EXHAUSTED and counted in policy_watch_refused_total{reason="max_streams_per_peer"}; another peer's WatchPort served while ${PER_PEER} are held`;
-    const row = await attack(cappedTarget, "destination policy API mTLS", `${FLOOD} WatchPorts from one peer (share ${PER_PEER})`, expected, async () => {
-      const counted = (text: string) => metricSum(text, "policy_watch_refused_total", 'reason="max_streams_per_peer"');
-      const before = counted(await scrape(capped.admin));
-      const flood = await holdStreams(capped.policy ?? "", WATCH_PORT, PortSpec.encode(B_PORT).finish(), FLOOD, { tls: evilTls(capped) });
-      // Refusals may lag on a loaded machine: wait until every stream is held or refused (10 s at most).
-      await poll(() => (flood.held() + (flood.statuses.get(8) ?? 0) >= FLOOD ? true : undefined), 10_000, 100);
-      const otherServed = await watchPortWorks(capped, material, good, B_PORT);
-      const held = flood.held();
-      const other = flood.other();
-      flood.close();
-      const after = counted(await scrape(capped.admin));
-      const refused = flood.statuses.get(8) ?? 0;
-      return {
-        result: `${held} held, ${describeStatuses(flood.statuses)}, ${other} other; refused_total +${after - before}; other peer ${otherServed ? "served" : "NOT served"}`,
-        ok: held === PER_PEER && refused === FLOOD - PER_PEER && after - before === FLOOD - PER_PEER && otherServed,
-      };
-    });
+    const row = await attack(cappedTarget, "destination policy API mTLS", `${FLOOD} WatchPorts from one peer (share ${PER_PEER})`, expected, () =>
+      onePeerFlood(capped.policy ?? "", WATCH_PORT, PortSpec.encode(B_PORT).finish(), "policy_watch_refused_total", () => watchPortWorks(capped, material, good, B_PORT)),
+    );
     expectHolds(row);
   });
 
@@ -245,22 +253,9 @@ describe("meshtls-destination's policy API and GetProfile under attack", () => {
 
   it(`GetProfile: one peer opens ${FLOOD} streams against a share of ${PER_PEER}; another peer is served meanwhile`, async () => {
     const expected = `${FLOOD - PER_PEER} refused RESOURCE_EXHAUSTED and counted in destination_get_refused_total{reason="max_streams_per_peer"}; another peer's GetProfile served while ${PER_PEER} are held`;
-    const row = await attack(cappedTarget, "destination GetProfile mTLS", `${FLOOD} GetProfiles from one peer (share ${PER_PEER})`, expected, async () => {
-      const counted = (text: string) => metricSum(text, "destination_get_refused_total", 'reason="max_streams_per_peer"');
-      const before = counted(await scrape(capped.admin));
-      const flood = await holdStreams(capped.grpc, GET_PROFILE, destinationRequest("b.default.svc.cluster.local:80"), FLOOD, { tls: evilTls(capped) });
-      await poll(() => (flood.held() + (flood.statuses.get(8) ?? 0) >= FLOOD ? true : undefined), 10_000, 100);
-      const otherServed = await profileWorks(capped, material, good);
-      const held = flood.held();
-      const other = flood.other();
-      flood.close();
-      const after = counted(await scrape(capped.admin));
-      const refused = flood.statuses.get(8) ?? 0;
-      return {
-        result: `${held} held, ${describeStatuses(flood.statuses)}, ${other} other; refused_total +${after - before}; other peer ${otherServed ? "served" : "NOT served"}`,
-        ok: held === PER_PEER && refused === FLOOD - PER_PEER && after - before === FLOOD - PER_PEER && otherServed,
-      };
-    });
+    const row = await attack(cappedTarget, "destination GetProfile mTLS", `${FLOOD} GetProfiles from one peer (share ${PER_PEER})`, expected, () =>
+      onePeerFlood(capped.grpc, GET_PROFILE, destinationRequest("b.default.svc.cluster.local:80"), "destination_get_refused_total", () => profileWorks(capped, material, good)),
+    );
     expectHolds(row);
   });
 });

@@ -1,14 +1,13 @@
 // meshtls-injector under attack (issue #16): its HTTPS admission webhook gets malformed, oversized and random
 // AdmissionReviews, malformed HTTP over TLS, plaintext junk and a connection flood; after each, a well-formed Pod
 // CREATE review must still get its patch. (The slow-loris rows are in slow-loris.test.ts.)
-import net from "node:net";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { REFUSED_4XX, refusedHttp } from "./support/admin-attacks.ts";
+import { holdIdleConnections } from "./support/floods.ts";
 import { postReview, podReview, reviewWorks, startInjector } from "./support/injector.ts";
 import type { Webhook } from "./support/injector.ts";
-import { hostOf, portOf } from "./support/mesh.ts";
-import { poll, sleep, stopAll, tempDir } from "./support/processes.ts";
+import { poll, stopAll, tempDir } from "./support/processes.ts";
 import { attack, expectHolds } from "./support/results.ts";
 import type { Target } from "./support/results.ts";
 import { exchange } from "./support/wire.ts";
@@ -165,31 +164,15 @@ describe("meshtls-injector under attack", () => {
   it(`${LISTENER}: 2,000 idle connections (no ClientHello) while a review is made`, async () => {
     const count = 2000;
     const row = await attack(target, LISTENER, `${count} idle connections (no ClientHello)`, "a well-formed review meshed while they are held; every idle one closed by the server within 20 s (TLS handshake timeout)", async () => {
-      const sockets: net.Socket[] = [];
-      let closed = 0;
-      for (let batch = 0; batch < count; batch += 100) {
-        await Promise.all(
-          Array.from({ length: 100 }, () =>
-            new Promise<void>((resolve) => {
-              const socket = net.connect({ host: hostOf(webhook.address), port: portOf(webhook.address) }, resolve);
-              socket.on("error", () => resolve());
-              socket.once("close", () => {
-                closed++;
-                resolve();
-              });
-              sockets.push(socket);
-            }),
-          ),
-        );
-      }
+      const held = await holdIdleConnections(webhook.address, count);
       const openedAt = Date.now();
       const served = await reviewWorks(webhook);
-      const allClosed = await poll(() => (closed >= count ? true : undefined), 20_000, 250);
+      const allClosed = await poll(() => (held.closedByServer() >= count ? true : undefined), 20_000, 250);
       const closedAfterS = ((Date.now() - openedAt) / 1000).toFixed(1);
-      for (const socket of sockets) socket.destroy();
-      await sleep(200);
+      const stillOpen = count - held.closedByServer();
+      await held.release();
       return {
-        result: `review ${served ? "meshed" : "NOT meshed"} while held; ${allClosed === true ? `all ${count} closed by the server after ${closedAfterS} s` : `${count - closed} still open after 20 s`}`,
+        result: `review ${served ? "meshed" : "NOT meshed"} while held; ${allClosed === true ? `all ${count} closed by the server after ${closedAfterS} s` : `${stillOpen} still open after 20 s`}`,
         ok: served && allClosed === true,
       };
     });

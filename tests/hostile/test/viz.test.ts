@@ -7,6 +7,7 @@ import http from "node:http";
 import net from "node:net";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { defineAdminAttacks } from "./support/admin-attacks.ts";
+import { holdIdleConnections } from "./support/floods.ts";
 import { hostOf, portOf } from "./support/mesh.ts";
 import { bins, poll, sleep, startNode, stopAll } from "./support/processes.ts";
 import type { Proc } from "./support/processes.ts";
@@ -173,28 +174,11 @@ describe("meshtls viz under attack", () => {
     // Held for the few seconds serving takes: the row below checks that the server then closes them.
     const row = await attack(target, LISTENER, `${count} idle connections`, "the page, /api/edges and a new viewer served while they are held; RSS +64 MiB at most", async () => {
       const before = proc.rssKiB();
-      const sockets: net.Socket[] = [];
-      let closed = 0;
-      for (let batch = 0; batch < count; batch += 100) {
-        await Promise.all(
-          Array.from({ length: 100 }, () =>
-            new Promise<void>((resolve) => {
-              const socket = net.connect({ host: hostOf(address), port: portOf(address) }, resolve);
-              socket.on("error", () => resolve());
-              socket.once("close", () => {
-                closed++;
-                resolve();
-              });
-              sockets.push(socket);
-            }),
-          ),
-        );
-      }
+      const held = await holdIdleConnections(address, count);
       const served = await target.serving();
       const rss = proc.rssKiB() - before;
-      const closedByServer = closed;
-      for (const socket of sockets) socket.destroy();
-      await sleep(200);
+      const closedByServer = held.closedByServer();
+      await held.release();
       return {
         result: `${served ? "served" : "NOT served"} while held; ${closedByServer} closed by the server meanwhile; RSS +${(rss / 1024).toFixed(1)} MiB`,
         ok: served && rss <= 64 * 1024,

@@ -5,11 +5,16 @@ import { sleep } from "./processes.ts";
 import type { Outcome } from "./results.ts";
 import { scrape } from "./wire.ts";
 
-/**
- * Opens `count` connections that never send a byte, holds them for a second,
- * and counts those the server closed meanwhile (refused beyond its cap).
- */
-export async function idleConnections(address: string, count: number): Promise<{ opened: number; closedByServer: number }> {
+/** Idle connections held open: how many connected, how many the server has closed so far. */
+export interface HeldConnections {
+  opened: () => number;
+  closedByServer: () => number;
+  /** Destroys every connection (closes after this are not the server's) and waits 200 ms. */
+  release: () => Promise<void>;
+}
+
+/** Opens `count` connections that never send a byte, 50 at a time, and holds them until `release()`. */
+export async function holdIdleConnections(address: string, count: number): Promise<HeldConnections> {
   const sockets: net.Socket[] = [];
   const droppedByUs = new WeakSet<net.Socket>();
   let closedByServer = 0;
@@ -33,13 +38,29 @@ export async function idleConnections(address: string, count: number): Promise<{
       ),
     );
   }
+  return {
+    opened: () => opened,
+    closedByServer: () => closedByServer,
+    release: async () => {
+      for (const socket of sockets) {
+        droppedByUs.add(socket);
+        socket.destroy();
+      }
+      await sleep(200);
+    },
+  };
+}
+
+/**
+ * Opens `count` connections that never send a byte, holds them for a second,
+ * and counts those the server closed meanwhile (refused beyond its cap).
+ */
+export async function idleConnections(address: string, count: number): Promise<{ opened: number; closedByServer: number }> {
+  const held = await holdIdleConnections(address, count);
   await sleep(1000);
-  for (const socket of sockets) {
-    droppedByUs.add(socket);
-    socket.destroy();
-  }
-  await sleep(200);
-  return { opened, closedByServer };
+  const counts = { opened: held.opened(), closedByServer: held.closedByServer() };
+  await held.release();
+  return counts;
 }
 
 /**
