@@ -1,7 +1,7 @@
 import { readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { injectObject, type Pod } from "@meshtls/kubernetes";
-import { startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
+import { fakeApiKubeconfig, startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TapLine } from "../src/commands/tap.ts";
 import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
@@ -76,7 +76,7 @@ describe("meshtls edges, tap and viz --kubernetes: the pods of a fake API server
     // A meshed pod of another namespace whose proxy is not there.
     kube.apply(meshedPod("gone-0", "other", "gone", "127.0.1.89", anchorsPem) as never);
     kubeconfig = path.join(dir, "kubeconfig");
-    await writeFile(kubeconfig, `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {server: "${kube.url}", insecure-skip-tls-verify: true}\nusers:\n- name: viewer\n  user: {token: viewer-token}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: viewer}\ncurrent-context: fake\n`);
+    await writeFile(kubeconfig, fakeApiKubeconfig(kube.url, "viewer-token"));
   }, 180_000);
 
   afterAll(async () => {

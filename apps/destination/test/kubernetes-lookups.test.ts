@@ -6,9 +6,9 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
+import { fakeApiKubeconfig, startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addrKey, addrsOf, bufCurl, bufCurlGet, fakeKubeconfig, ipv4Int, startDestination, waitFor, type BufStream, type DestinationProcess, type JsonAddr } from "./support.ts";
+import { addrKey, addrsOf, bufCurl, bufCurlGet, ipv4Int, startDestination, waitFor, type BufStream, type DestinationProcess, type JsonAddr } from "./support.ts";
 
 const NS = "shop";
 const identityOf = (sa: string): string => `${sa}.${NS}.serviceaccount.identity.meshtls.cluster.local`;
@@ -119,7 +119,7 @@ describe("meshtls-destination --source kubernetes: IP, hostname and node-local l
     api.apply(pod({ name: "starting", ip: "10.1.0.51", phase: "Pending" }));
     api.apply(pod({ name: "agent", ip: "10.2.0.1", hostIP: "10.2.0.1", hostNetwork: true, ports: [{ containerPort: 9100, hostPort: 9100 }] }));
     api.apply(pod({ name: "edge", ip: "10.1.0.60", hostIP: "10.2.0.2", ports: [{ containerPort: 443, hostPort: 8443 }] }));
-    await writeFile(path.join(dir, "kubeconfig"), fakeKubeconfig(api.url));
+    await writeFile(path.join(dir, "kubeconfig"), fakeApiKubeconfig(api.url, "destination-sa-token"));
     server = await startDestination({ kubeconfig: path.join(dir, "kubeconfig"), home: dir });
   });
   afterAll(async () => {

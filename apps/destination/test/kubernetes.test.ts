@@ -1,9 +1,9 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
+import { fakeApiKubeconfig, startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { addrKey, addrsOf, bufCurl, bufCurlGet, fakeKubeconfig, startDestination, waitFor, type BufStream, type DestinationProcess, type JsonAddr } from "./support.ts";
+import { addrKey, addrsOf, bufCurl, bufCurlGet, startDestination, waitFor, type BufStream, type DestinationProcess, type JsonAddr } from "./support.ts";
 
 const NS = "shop";
 const IDENTITY = "web.shop.serviceaccount.identity.meshtls.cluster.local";
@@ -110,7 +110,7 @@ describe("meshtls-destination --source kubernetes (EndpointSlices, Services, Pod
     api.apply(service("http"));
     for (const i of [1, 2]) api.apply(pod(i));
     api.apply(slice("web-abc", [{ i: 1 }, { i: 2 }]));
-    await writeFile(path.join(dir, "kubeconfig"), fakeKubeconfig(api.url));
+    await writeFile(path.join(dir, "kubeconfig"), fakeApiKubeconfig(api.url, "destination-sa-token"));
     destination = await startDestination({ kubeconfig: path.join(dir, "kubeconfig"), home: dir });
     stream = bufCurlGet({ port: destination.grpcPort, path: AUTHORITY, contextToken: '{"ns":"shop","pod":"client"}', timeoutMs: 120_000 });
     view = follow(stream);

@@ -44,23 +44,6 @@ async function waitFor<T>(probe: () => T | undefined, timeoutMs: number, what: s
 
 export { waitFor };
 
-/** A kubeconfig for the fake API server at `server` (its self-signed certificate not verified), as `token`. */
-export function fakeKubeconfig(server: string, token = "destination-sa-token"): string {
-  return `apiVersion: v1
-kind: Config
-clusters:
-- name: fake
-  cluster: {server: "${server}", insecure-skip-tls-verify: true}
-users:
-- name: destination
-  user: {token: ${token}}
-contexts:
-- name: fake
-  context: {cluster: fake, user: destination}
-current-context: fake
-`;
-}
-
 /**
  * Starts the built meshtls-destination binary and waits for its "listening" log line: with `registryFile`, on
  * `--registry`; with `kubeconfig` (a file), on `--source kubernetes` (HOME then `home`, so no ~/.kube of the machine's is read).

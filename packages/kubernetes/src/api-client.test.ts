@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { afterEach, describe, expect, it } from "vitest";
 import { createKubeApiFromConfig } from "./api-client.ts";
 import { startFakeApiServer, type FakeApiServer } from "./testing/fake-api-server.ts";
+import { kubeconfigYaml } from "./testing/kubeconfig.ts";
 
 const run = promisify(execFile);
 
@@ -61,21 +62,10 @@ describe("createKubeApiFromConfig with @kubernetes/client-node 2.x (KubeConfig, 
     const file = path.join(dir, "kubeconfig");
     await writeFile(
       file,
-      [
-        "apiVersion: v1",
-        "kind: Config",
-        "clusters:",
-        "- name: tls",
-        `  cluster: {server: "https://127.0.0.1:${port}", certificate-authority: "${path.join(dir, "ca.crt")}"}`,
-        "users:",
-        "- name: destination",
-        `  user: {client-certificate: "${path.join(dir, "client.crt")}", client-key: "${path.join(dir, "client.key")}"}`,
-        "contexts:",
-        "- name: tls",
-        "  context: {cluster: tls, user: destination}",
-        "current-context: tls",
-        "",
-      ].join("\n"),
+      kubeconfigYaml({
+        cluster: `{server: "https://127.0.0.1:${port}", certificate-authority: "${path.join(dir, "ca.crt")}"}`,
+        user: `{client-certificate: "${path.join(dir, "client.crt")}", client-key: "${path.join(dir, "client.key")}"}`,
+      }),
     );
     const api = createKubeApiFromConfig({ kubeconfig: file });
     expect(api.server).toBe(`https://127.0.0.1:${port}`);
@@ -100,24 +90,7 @@ describe("createKubeApiFromConfig with @kubernetes/client-node 2.x (KubeConfig, 
     const tokenFile = path.join(dir, "token");
     await writeFile(tokenFile, "projected-token-1");
     const file = path.join(dir, "kubeconfig");
-    await writeFile(
-      file,
-      [
-        "apiVersion: v1",
-        "kind: Config",
-        "clusters:",
-        "- name: fake",
-        `  cluster: {server: "${api.url}", insecure-skip-tls-verify: true}`,
-        "users:",
-        "- name: in-cluster",
-        `  user: {auth-provider: {name: tokenFile, config: {tokenFile: "${tokenFile}"}}}`,
-        "contexts:",
-        "- name: fake",
-        "  context: {cluster: fake, user: in-cluster}",
-        "current-context: fake",
-        "",
-      ].join("\n"),
-    );
+    await writeFile(file, kubeconfigYaml({ cluster: `{server: "${api.url}", insecure-skip-tls-verify: true}`, user: `{auth-provider: {name: tokenFile, config: {tokenFile: "${tokenFile}"}}}` }));
     const client = createKubeApiFromConfig({ kubeconfig: file });
     await expect(client.request({ method: "GET", path: "/api/v1/namespaces" })).resolves.toMatchObject({ kind: "NamespaceList" });
     expect(api.requests().at(-1)!.headers["authorization"]).toBe("Bearer projected-token-1");
@@ -130,8 +103,7 @@ describe("createKubeApiFromConfig with @kubernetes/client-node 2.x (KubeConfig, 
   it("refuses a missing context and an http server without insecure-skip-tls-verify with ERR_KUBE_CONFIG", async () => {
     const dir = await tempDir();
     const file = path.join(dir, "kubeconfig");
-    const config = (skip: boolean) =>
-      ["apiVersion: v1", "kind: Config", "clusters:", "- name: c", `  cluster: {server: "http://127.0.0.1:1"${skip ? ", insecure-skip-tls-verify: true" : ""}}`, "users:", "- name: u", "  user: {token: t}", "contexts:", "- name: c", "  context: {cluster: c, user: u}", "current-context: c", ""].join("\n");
+    const config = (skip: boolean) => kubeconfigYaml({ cluster: `{server: "http://127.0.0.1:1"${skip ? ", insecure-skip-tls-verify: true" : ""}}`, user: "{token: t}" });
     await writeFile(file, config(true));
     expect(() => createKubeApiFromConfig({ kubeconfig: file, context: "nope" })).toThrow(expect.objectContaining({ code: "ERR_KUBE_CONFIG" }));
     await writeFile(file, config(false));
