@@ -24,7 +24,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { startFakeApiServer } from "../dist/testing.js";
+import { fakeApiKubeconfig, startFakeApiServer } from "../dist/testing.js";
 
 const { values } = parseArgs({
   options: {
@@ -86,31 +86,39 @@ function getFrame(authority, scheme = "k8s") {
   return frame;
 }
 
-/** N Get streams on bare node:http2 sessions, each noting when bytes arrive (decoding is left out of the figure). */
-async function openStreams(port, authority) {
-  const sessions = Array.from({ length: Math.ceil(N / perConnection) }, () => {
+/**
+ * `count` streams of the gRPC `method` on bare node:http2 sessions (at most --per-connection each), stream i sending
+ * `frameOf(i)`; each counts its whole gRPC messages (a 5-byte header, then its length: decoding is left out of the
+ * figure) and notes when the last one was complete. Resolves when every stream has its first message (60 s at most).
+ */
+async function openGrpcStreams(port, method, count, frameOf, what) {
+  const sessions = Array.from({ length: Math.ceil(count / perConnection) }, () => {
     const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
     session.on("error", () => undefined);
     return session;
   });
-  const counts = new Uint32Array(N);
-  const lastSeen = new Float64Array(N);
+  const counts = new Uint32Array(count);
+  const lastSeen = new Float64Array(count);
   const streams = [];
-  const frame = getFrame(authority);
-  for (let i = 0; i < N; i++) {
-    const stream = sessions[i % sessions.length].request({ ":method": "POST", ":path": "/io.linkerd.proxy.destination.Destination/Get", "content-type": "application/grpc", te: "trailers" });
-    stream.on("data", () => {
-      counts[i]++;
-      lastSeen[i] = performance.now();
+  for (let i = 0; i < count; i++) {
+    const stream = sessions[i % sessions.length].request({ ":method": "POST", ":path": method, "content-type": "application/grpc", te: "trailers" });
+    let pending = Buffer.alloc(0);
+    stream.on("data", (chunk) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+        pending = pending.subarray(5 + pending.readUInt32BE(1));
+        counts[i]++;
+        lastSeen[i] = performance.now();
+      }
     });
     stream.on("error", () => undefined);
-    stream.end(frame);
+    stream.end(frameOf(i));
     streams.push(stream);
     if (i % 200 === 199) await sleep(1);
   }
   const until = performance.now() + 60_000;
   while (counts.some((c) => c === 0)) {
-    if (performance.now() > until) throw new Error(`${counts.filter((c) => c === 0).length} of ${N} streams got no first update within 60 s`);
+    if (performance.now() > until) throw new Error(`${counts.filter((c) => c === 0).length} of ${count} ${what} within 60 s`);
     await sleep(20);
   }
   return {
@@ -123,45 +131,23 @@ async function openStreams(port, authority) {
   };
 }
 
+/** N Get streams on `authority`. */
+function openStreams(port, authority) {
+  const frame = getFrame(authority);
+  return openGrpcStreams(port, "/io.linkerd.proxy.destination.Destination/Get", N, () => frame, "streams got no first update");
+}
+
 /** P GetProfile streams, each on its own target: services 1.. by name, then their first pods by IP. Resolves when each has its profile. */
 async function openProfiles(port) {
-  const sessions = Array.from({ length: Math.ceil(P / perConnection) }, () => {
-    const session = http2.connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
-    session.on("error", () => undefined);
-    return session;
-  });
-  const counts = new Uint32Array(P);
-  const streams = [];
-  for (let i = 0; i < P; i++) {
+  const authorityOf = (i) => {
     const s = 1 + (i >> 1);
-    const authority = i % 2 === 0 ? `${svcName(s)}.${NS}.svc.cluster.local:80` : `${ipOf(s, 0)}:8080`;
-    const stream = sessions[i % sessions.length].request({ ":method": "POST", ":path": "/io.linkerd.proxy.destination.Destination/GetProfile", "content-type": "application/grpc", te: "trailers" });
-    // Count whole gRPC messages (a 5-byte header, then its length), not data chunks.
-    let pending = Buffer.alloc(0);
-    stream.on("data", (chunk) => {
-      pending = Buffer.concat([pending, chunk]);
-      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
-        pending = pending.subarray(5 + pending.readUInt32BE(1));
-        counts[i]++;
-      }
-    });
-    stream.on("error", () => undefined);
-    stream.end(getFrame(authority, ""));
-    streams.push(stream);
-    if (i % 200 === 199) await sleep(1);
-  }
-  const until = performance.now() + 60_000;
-  while (counts.some((c) => c === 0)) {
-    if (performance.now() > until) throw new Error(`${counts.filter((c) => c === 0).length} of ${P} GetProfile streams got no profile within 60 s`);
-    await sleep(20);
-  }
+    return i % 2 === 0 ? `${svcName(s)}.${NS}.svc.cluster.local:80` : `${ipOf(s, 0)}:8080`;
+  };
+  const streams = await openGrpcStreams(port, "/io.linkerd.proxy.destination.Destination/GetProfile", P, (i) => getFrame(authorityOf(i), ""), "GetProfile streams got no profile");
   return {
     /** Profiles received after the first ones (none expected: no change concerns them). */
-    extra: () => counts.reduce((a, c) => a + c - 1, 0),
-    close() {
-      for (const s of streams) s.close(http2.constants.NGHTTP2_CANCEL);
-      for (const s of sessions) s.close();
-    },
+    extra: () => streams.counts.reduce((a, c) => a + c - 1, 0),
+    close: streams.close,
   };
 }
 
@@ -266,7 +252,7 @@ async function kubernetesRun(dir, profiles = 0) {
     const kubeconfig = path.join(dir, "kubeconfig");
     writeFileSync(
       kubeconfig,
-      `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {server: "${api.url}", insecure-skip-tls-verify: true}\nusers:\n- name: b\n  user: {token: bench-token}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: b}\ncurrent-context: fake\n`,
+      fakeApiKubeconfig(api.url, "bench-token"),
     );
     const startedAt = performance.now();
     const server = await startDestination(["--source", "kubernetes", "--kubeconfig", kubeconfig]);
