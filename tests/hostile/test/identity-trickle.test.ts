@@ -4,18 +4,18 @@
 // @meshtls/runtime limitGrpcConnections) cuts them. Each close, and each handshake timeout, must be counted once in
 // grpc_connections_closed_total{listener,reason} on identity (--workers 2: summed over the workers) and destination.
 import { writeFileSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
-import tls from "node:tls";
+import type tls from "node:tls";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { clientHello } from "./support/client-hello.ts";
 import { CERTIFY, certifyWorks, GET, getWorks } from "./support/grpc.ts";
 import { Flag, frame, FrameType, grpcRequestHeaders, headerBlock, PREFACE } from "./support/http2-frames.ts";
-import { createMaterial, hostOf, identityOf, portOf, startDestination, startIdentity } from "./support/mesh.ts";
+import { createMaterial, identityOf, startDestination, startIdentity } from "./support/mesh.ts";
 import type { Leaf, Material, Service } from "./support/mesh.ts";
 import { stopAll, tempDir } from "./support/processes.ts";
 import { attack, expectHolds } from "./support/results.ts";
 import type { Outcome, Target } from "./support/results.ts";
+import { bytesOf, trickleUntilClosed } from "./support/trickle.ts";
 import { httpGet, metricSum, scrape } from "./support/wire.ts";
 
 /** The PING's 30 s + 10 s, and room for a loaded machine. */
@@ -43,39 +43,10 @@ function trickledContinuations(rpc: string): { first: Buffer; frames: Buffer[] }
   return { first, frames: Array.from({ length: 100 }, () => frame(FrameType.CONTINUATION, 0, 1, Buffer.alloc(10, 0x61))) };
 }
 
-/**
- * Connects (TLS first when `tlsOptions` is given), writes `first`, then one of `chunks` every `everyMs`;
- * resolves with the ms until the server hung up, or undefined if it still held the connection at the bound.
- */
-function holdOpen(address: string, first: Buffer, chunks: Buffer[], everyMs: number, tlsOptions?: tls.ConnectionOptions): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const started = Date.now();
-    let sent = 0;
-    let timer: NodeJS.Timeout | undefined;
-    const socket: net.Socket =
-      tlsOptions === undefined ? net.connect({ host: hostOf(address), port: portOf(address) }) : tls.connect({ host: hostOf(address), port: portOf(address), ...tlsOptions });
-    const done = (closedAfterMs: number | undefined): void => {
-      clearInterval(timer);
-      clearTimeout(bound);
-      socket.destroy();
-      resolve(closedAfterMs);
-    };
-    const bound = setTimeout(() => done(undefined), TRICKLE_BOUND_MS);
-    socket.once(tlsOptions === undefined ? "connect" : "secureConnect", () => {
-      socket.write(first);
-      timer = setInterval(() => {
-        const chunk = chunks[sent++ % chunks.length];
-        if (!socket.destroyed && chunk !== undefined) socket.write(chunk);
-      }, everyMs);
-    });
-    socket.on("data", () => undefined);
-    socket.on("error", () => undefined);
-    socket.once("close", () => done(Date.now() - started));
-  });
+/** Writes `first`, then trickles `chunks` one every `everyMs`: the ms until the server hung up, or undefined if it held on past the bound. */
+async function holdOpen(address: string, first: Buffer, chunks: Buffer[], everyMs: number, tlsOptions?: tls.ConnectionOptions): Promise<number | undefined> {
+  return (await trickleUntilClosed(address, { first, chunks, everyMs, boundMs: TRICKLE_BOUND_MS, tls: tlsOptions })).closedAfterMs;
 }
-
-/** Bytes one at a time. */
-const bytesOf = (buffer: Buffer): Buffer[] => Array.from(buffer, (byte) => Buffer.from([byte]));
 
 describe(`a request's HEADERS trickled after the HTTP/2 handshake: closed within ${TRICKLE_BOUND_MS / 1000} s and counted`, () => {
   let material: Material;
@@ -117,90 +88,74 @@ describe(`a request's HEADERS trickled after the HTTP/2 handshake: closed within
   const destinationTlsOptions = (): tls.ConnectionOptions => ({ ca: material.caPem, servername: destination.serverName, ALPNProtocols: ["h2"], key: evil.keyPem, cert: evil.chainPem });
 
   type Reason = "handshake_timeout" | "ping_timeout";
-  interface Row {
-    name: string;
+  /** A listener under attack: its counter's label, the table's description of it, and its process. */
+  interface Place {
     listener: "identity" | "destination" | "policy";
-    /** The attacked process's description in the table. */
     where: string;
     service: () => Service;
     target: Target;
+  }
+  interface Row extends Place {
+    name: string;
     reason: Reason;
     open: () => Promise<number | undefined>;
   }
+  const identityTlsPlace: Place = { listener: "identity", where: "identity gRPC TLS (--workers 2)", service: () => identityTls, target: identityTarget(() => identityTls) };
+  const identityPlainPlace: Place = { listener: "identity", where: "identity gRPC plaintext", service: () => identityPlain, target: identityTarget(() => identityPlain) };
+  const destinationPlace: Place = { listener: "destination", where: "destination gRPC mTLS", service: () => destination, target: destinationTarget };
+  const policyPlace: Place = { listener: "policy", where: "destination policy API mTLS", service: () => destination, target: destinationTarget };
   // One row per (process, listener, reason): each counter is moved by its row alone, so its delta must be exactly 1.
   const headers = trickledHeaders(CERTIFY);
   const continuations = trickledContinuations(CERTIFY);
   const getHeaders = trickledHeaders(GET);
+  const clientHelloTrickled = "ClientHello trickled a byte a second";
+  const endlessBlock = "a header block that never ends: a whole CONTINUATION frame every 6 s after the HTTP/2 handshake";
   const rows: Row[] = [
     {
+      ...identityTlsPlace,
       name: "a HEADERS frame trickled a byte a second after the HTTP/2 handshake",
-      listener: "identity",
-      where: "identity gRPC TLS (--workers 2)",
-      service: () => identityTls,
-      target: identityTarget(() => identityTls),
       reason: "ping_timeout",
       open: () => holdOpen(identityTls.grpc, Buffer.concat([H2_HANDSHAKE, headers.head]), bytesOf(headers.payload), BYTE_EVERY_MS, identityTlsOptions()),
     },
     {
-      name: "ClientHello trickled a byte a second",
-      listener: "identity",
-      where: "identity gRPC TLS (--workers 2)",
-      service: () => identityTls,
-      target: identityTarget(() => identityTls),
+      ...identityTlsPlace,
+      name: clientHelloTrickled,
       reason: "handshake_timeout",
       open: () => holdOpen(identityTls.grpc, Buffer.alloc(0), bytesOf(clientHello(identityTls.serverName, ["h2"])), BYTE_EVERY_MS),
     },
     {
-      name: "a header block that never ends: a whole CONTINUATION frame every 6 s after the HTTP/2 handshake",
-      listener: "identity",
-      where: "identity gRPC plaintext",
-      service: () => identityPlain,
-      target: identityTarget(() => identityPlain),
+      ...identityPlainPlace,
+      name: endlessBlock,
       reason: "ping_timeout",
       open: () => holdOpen(identityPlain.grpc, Buffer.concat([H2_HANDSHAKE, continuations.first]), continuations.frames, CONTINUATION_EVERY_MS),
     },
     {
+      ...identityPlainPlace,
       name: "HTTP/2 preface trickled a byte a second",
-      listener: "identity",
-      where: "identity gRPC plaintext",
-      service: () => identityPlain,
-      target: identityTarget(() => identityPlain),
       reason: "handshake_timeout",
       open: () => holdOpen(identityPlain.grpc, Buffer.alloc(0), bytesOf(H2_HANDSHAKE), BYTE_EVERY_MS),
     },
     {
+      ...destinationPlace,
       name: "a Get's HEADERS frame trickled a byte a second after the HTTP/2 handshake",
-      listener: "destination",
-      where: "destination gRPC mTLS",
-      service: () => destination,
-      target: destinationTarget,
       reason: "ping_timeout",
       open: () => holdOpen(destination.grpc, Buffer.concat([H2_HANDSHAKE, getHeaders.head]), bytesOf(getHeaders.payload), BYTE_EVERY_MS, destinationTlsOptions()),
     },
     {
-      name: "ClientHello trickled a byte a second",
-      listener: "destination",
-      where: "destination gRPC mTLS",
-      service: () => destination,
-      target: destinationTarget,
+      ...destinationPlace,
+      name: clientHelloTrickled,
       reason: "handshake_timeout",
       open: () => holdOpen(destination.grpc, Buffer.alloc(0), bytesOf(clientHello(destination.serverName, ["h2"])), BYTE_EVERY_MS),
     },
     {
-      name: "a header block that never ends: a whole CONTINUATION frame every 6 s after the HTTP/2 handshake",
-      listener: "policy",
-      where: "destination policy API mTLS",
-      service: () => destination,
-      target: destinationTarget,
+      ...policyPlace,
+      name: endlessBlock,
       reason: "ping_timeout",
       open: () => holdOpen(destination.policy ?? "", Buffer.concat([H2_HANDSHAKE, continuations.first]), continuations.frames, CONTINUATION_EVERY_MS, destinationTlsOptions()),
     },
     {
-      name: "ClientHello trickled a byte a second",
-      listener: "policy",
-      where: "destination policy API mTLS",
-      service: () => destination,
-      target: destinationTarget,
+      ...policyPlace,
+      name: clientHelloTrickled,
       reason: "handshake_timeout",
       open: () => holdOpen(destination.policy ?? "", Buffer.alloc(0), bytesOf(clientHello(destination.serverName, ["h2"])), BYTE_EVERY_MS),
     },

@@ -4,20 +4,21 @@
 // outbound, which closes a connection nothing redirected at once, is in transparent.test.ts.)
 import { writeFileSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
+import type net from "node:net";
 import path from "node:path";
-import tls from "node:tls";
+import type tls from "node:tls";
 import { afterAll, beforeAll, describe, it } from "vitest";
 import { clientHello } from "./support/client-hello.ts";
 import { frame, FrameType, PREFACE } from "./support/http2-frames.ts";
 import { reviewWorks, startInjector } from "./support/injector.ts";
 import type { Webhook } from "./support/injector.ts";
-import { createMaterial, hostOf, identityOf, portOf, startDestination, startIdentity, startProxy } from "./support/mesh.ts";
+import { createMaterial, identityOf, startDestination, startIdentity, startProxy } from "./support/mesh.ts";
 import type { Leaf, Material, ProxyProcess, Service } from "./support/mesh.ts";
 import { bins, freePort, poll, startNode, stopAll, tempDir } from "./support/processes.ts";
 import type { Proc } from "./support/processes.ts";
 import { attack, expectHolds } from "./support/results.ts";
 import type { Outcome } from "./support/results.ts";
+import { bytesOf, trickleUntilClosed } from "./support/trickle.ts";
 import { TRANSPORT_ALPN, transportHeader } from "./support/transport-header.ts";
 import { httpGet } from "./support/wire.ts";
 
@@ -28,35 +29,11 @@ import { httpGet } from "./support/wire.ts";
 const SLOW_LORIS_BOUND_MS = 75_000;
 const BYTE_EVERY_MS = 1000;
 
-/**
- * Connects (TLS first when `tlsOptions` is given) and writes `payload` one
- * byte every second, forever; resolves with when the server hung up, or
- * undefined if it still held the connection at the bound.
- */
-function trickle(address: string, payload: Buffer, tlsOptions?: tls.ConnectionOptions): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const started = Date.now();
-    let sent = 0;
-    let timer: NodeJS.Timeout | undefined;
-    const socket: net.Socket =
-      tlsOptions === undefined ? net.connect({ host: hostOf(address), port: portOf(address) }) : tls.connect({ host: hostOf(address), port: portOf(address), ...tlsOptions });
-    const done = (outcome: Outcome): void => {
-      clearInterval(timer);
-      clearTimeout(bound);
-      socket.destroy();
-      resolve(outcome);
-    };
-    const bound = setTimeout(() => done({ result: `still open after ${SLOW_LORIS_BOUND_MS / 1000} s (${sent} B trickled)`, ok: false }), SLOW_LORIS_BOUND_MS);
-    socket.once(tlsOptions === undefined ? "connect" : "secureConnect", () => {
-      timer = setInterval(() => {
-        if (!socket.destroyed) socket.write(payload.subarray(sent % payload.length, (sent % payload.length) + 1));
-        sent++;
-      }, BYTE_EVERY_MS);
-    });
-    socket.on("data", () => undefined);
-    socket.on("error", () => undefined);
-    socket.once("close", () => done({ result: `closed by the server after ${((Date.now() - started) / 1000).toFixed(1)} s`, ok: true }));
-  });
+/** Writes `payload` one byte a second, forever: closed by the server within the bound, or held. */
+async function trickle(address: string, payload: Buffer, tlsOptions?: tls.ConnectionOptions): Promise<Outcome> {
+  const { closedAfterMs, sent } = await trickleUntilClosed(address, { chunks: bytesOf(payload), everyMs: BYTE_EVERY_MS, boundMs: SLOW_LORIS_BOUND_MS, tls: tlsOptions });
+  if (closedAfterMs === undefined) return { result: `still open after ${SLOW_LORIS_BOUND_MS / 1000} s (${sent} B trickled)`, ok: false };
+  return { result: `closed by the server after ${(closedAfterMs / 1000).toFixed(1)} s`, ok: true };
 }
 
 /** An HTTP/1 head that never ends: a request line, then one header after another. */
