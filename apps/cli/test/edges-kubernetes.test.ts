@@ -4,11 +4,11 @@ import { injectObject, type Pod } from "@meshtls/kubernetes";
 import { fakeApiKubeconfig, startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TapLine } from "../src/commands/tap.ts";
-import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
+import type { LocalMesh, Workload } from "../src/demo/mesh.ts";
 import { kubernetesEndpoints, podAdminPort, type Edge, type EdgeReport } from "../src/mesh/edges.ts";
 import { startProcess, type ManagedProcess } from "../src/mesh/supervisor.ts";
-import { cliBin, makeTempDir, runCli } from "./helpers.ts";
-import { eventually, startUnmeshedClient, testBinaries } from "./mesh-helpers.ts";
+import { cliBin, runCli } from "./helpers.ts";
+import { eventually, startLocalMesh, startUnmeshedClient } from "./mesh-helpers.ts";
 
 const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
 const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
@@ -58,10 +58,7 @@ describe("meshtls edges, tap and viz --kubernetes: the pods of a fake API server
   let unmeshed: ManagedProcess | undefined;
 
   beforeAll(async () => {
-    ({ dir, cleanup } = await makeTempDir());
-    mesh = await LocalMesh.create({ dir: path.join(dir, "mesh"), leafLifetimeMs: 120_000, binaries: testBinaries() });
-    await mesh.startIdentity();
-    await mesh.startDestination();
+    ({ dir, mesh, cleanup } = await startLocalMesh());
     // Each proxy's admin on its "pod IP" at the port inject declares (4191), as in a cluster.
     api = await mesh.startWorkload({ name: "api", ip: "127.0.1.82", proxyArgs: ["--admin", "127.0.1.82:4191"] });
     web = await mesh.startWorkload({ name: "web", ip: "127.0.1.81", calls: "api", callIntervalMs: 200, proxyArgs: ["--admin", "127.0.1.81:4191"] });
@@ -83,7 +80,7 @@ describe("meshtls edges, tap and viz --kubernetes: the pods of a fake API server
     await unmeshed?.stop();
     await mesh?.stop();
     await kube?.close();
-    await cleanup();
+    await cleanup?.();
   });
 
   it("edges -n default -o json: both proxies found from the pod specs, workloads named by the pods, web -> api secured, the unmeshed pod's connections to api plaintext", async () => {

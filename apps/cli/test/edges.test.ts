@@ -1,12 +1,11 @@
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
+import type { LocalMesh, Workload } from "../src/demo/mesh.ts";
 import { scrapeMetrics } from "../src/mesh/admin-client.ts";
 import type { Edge, EdgeReport } from "../src/mesh/edges.ts";
 import { findSamples, sumSamples } from "../src/mesh/prometheus.ts";
 import type { ManagedProcess } from "../src/mesh/supervisor.ts";
-import { makeTempDir, runCli } from "./helpers.ts";
-import { eventually, startUnmeshedClient, testBinaries } from "./mesh-helpers.ts";
+import { runCli } from "./helpers.ts";
+import { eventually, startLocalMesh, startUnmeshedClient } from "./mesh-helpers.ts";
 
 const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
 const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
@@ -16,7 +15,6 @@ function edgeBetween(report: EdgeReport, source: string | null, destination: str
 }
 
 describe("meshtls edges against a running local mesh (meshtls viz: viz.test.ts)", () => {
-  let dir: string;
   let cleanup: () => Promise<void>;
   let mesh: LocalMesh;
   let api: Workload;
@@ -25,10 +23,7 @@ describe("meshtls edges against a running local mesh (meshtls viz: viz.test.ts)"
   let admins: string[];
 
   beforeAll(async () => {
-    ({ dir, cleanup } = await makeTempDir());
-    mesh = await LocalMesh.create({ dir: path.join(dir, "mesh"), leafLifetimeMs: 120_000, binaries: testBinaries() });
-    await mesh.startIdentity();
-    await mesh.startDestination();
+    ({ mesh, cleanup } = await startLocalMesh());
     api = await mesh.startWorkload({ name: "api", ip: "127.0.1.22" });
     web = await mesh.startWorkload({ name: "web", ip: "127.0.1.21", calls: "api", callIntervalMs: 200 });
     unmeshed = startUnmeshedClient("127.0.1.23", api.inbound);
@@ -39,7 +34,7 @@ describe("meshtls edges against a running local mesh (meshtls viz: viz.test.ts)"
   afterAll(async () => {
     await unmeshed?.stop();
     await mesh?.stop();
-    await cleanup();
+    await cleanup?.();
   });
 
   it("-o json: web -> api over mTLS with both identities and HTTP stats, the unmeshed client -> api as no_tls_from_remote; counts match the proxies' own metrics", async () => {

@@ -1,13 +1,31 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import type { TapLine } from "../src/commands/tap.ts";
-import { defaultBinaries, type MeshBinaries, type Workload } from "../src/demo/mesh.ts";
+import { defaultBinaries, LocalMesh, type MeshBinaries, type Workload } from "../src/demo/mesh.ts";
 import { startProcess, type ManagedProcess } from "../src/mesh/supervisor.ts";
-import { appRoot, cliBin, run } from "./helpers.ts";
+import { appRoot, cliBin, makeTempDir, run } from "./helpers.ts";
 
 /** The app binaries as the CLI finds them, and the built workload app (tests import src/, so not beside it). */
 export function testBinaries(): MeshBinaries {
   return { ...defaultBinaries(), workloadApp: path.join(appRoot, "dist", "workload-app.js") };
+}
+
+/**
+ * A temp folder with a local mesh in it (leaves of `leafLifetimeMs`, 120 s unless given) whose identity and destination
+ * services run. The caller stops `mesh`, then calls `cleanup` (the folder); if the services fail to start, both are done here.
+ */
+export async function startLocalMesh(options: { leafLifetimeMs?: number } = {}): Promise<{ dir: string; mesh: LocalMesh; cleanup: () => Promise<void> }> {
+  const { dir, cleanup } = await makeTempDir();
+  const mesh = await LocalMesh.create({ dir: path.join(dir, "mesh"), leafLifetimeMs: options.leafLifetimeMs ?? 120_000, binaries: testBinaries() });
+  try {
+    await mesh.startIdentity();
+    await mesh.startDestination();
+  } catch (error) {
+    await mesh.stop();
+    await cleanup();
+    throw error;
+  }
+  return { dir, mesh, cleanup };
 }
 
 /** A plaintext HTTP client outside the mesh, from `ip`: GETs `target` ("host:port") every 150 ms on a new connection; logs "started". */

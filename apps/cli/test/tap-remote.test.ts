@@ -3,9 +3,9 @@ import path from "node:path";
 import { decodeCertificates, exportPrivateKey, generateKeyPair, importPrivateKey, issueLeaf, pemEncode } from "@meshtls/pki";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TapLine } from "../src/commands/tap.ts";
-import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
-import { makeTempDir, runCli, runOpenssl } from "./helpers.ts";
-import { curlThrough, eventually, startTap, testBinaries } from "./mesh-helpers.ts";
+import type { LocalMesh, Workload } from "../src/demo/mesh.ts";
+import { runCli, runOpenssl } from "./helpers.ts";
+import { curlThrough, eventually, startLocalMesh, startTap } from "./mesh-helpers.ts";
 
 const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
 const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
@@ -37,10 +37,7 @@ describe("meshtls tap --proxy-tap: a proxy's --tap-addr over mutual TLS, for --t
   let foreign: { cert: string; key: string };
 
   beforeAll(async () => {
-    ({ dir, cleanup } = await makeTempDir());
-    mesh = await LocalMesh.create({ dir: path.join(dir, "mesh"), leafLifetimeMs: 120_000, binaries: testBinaries() });
-    await mesh.startIdentity();
-    await mesh.startDestination();
+    ({ dir, mesh, cleanup } = await startLocalMesh());
     // api's tap listener is on its own (non-admin) address, as a pod IP would be; only ops may tap it.
     api = await mesh.startWorkload({ name: "api", ip: "127.0.1.52", proxyArgs: ["--tap-addr", "127.0.1.52:0", "--tap-allow", OPS] });
     web = await mesh.startWorkload({ name: "web", ip: "127.0.1.51" });
@@ -53,7 +50,7 @@ describe("meshtls tap --proxy-tap: a proxy's --tap-addr over mutual TLS, for --t
 
   afterAll(async () => {
     await mesh?.stop();
-    await cleanup();
+    await cleanup?.();
   });
 
   const tapFlags = (client: { cert: string; key: string }): string[] => ["--proxy-tap", api.tap!, "--cert", client.cert, "--key", client.key, "--ca", mesh.bundleFile];

@@ -1,13 +1,12 @@
 import http from "node:http";
 import net from "node:net";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TapLine } from "../src/commands/tap.ts";
-import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
+import type { LocalMesh, Workload } from "../src/demo/mesh.ts";
 import { scrapeMetrics } from "../src/mesh/admin-client.ts";
 import { sumSamples } from "../src/mesh/prometheus.ts";
-import { makeTempDir, runCli } from "./helpers.ts";
-import { curlThrough, eventually, startTap, testBinaries } from "./mesh-helpers.ts";
+import { runCli } from "./helpers.ts";
+import { curlThrough, eventually, startLocalMesh, startTap } from "./mesh-helpers.ts";
 
 const API = "api.default.serviceaccount.identity.meshtls.cluster.local";
 const WEB = "web.default.serviceaccount.identity.meshtls.cluster.local";
@@ -44,17 +43,13 @@ async function requestsViaWeb(web: Workload, count: number, concurrency: number,
 }
 
 describe("meshtls tap against a running local mesh", () => {
-  let dir: string;
   let cleanup: () => Promise<void>;
   let mesh: LocalMesh;
   let api: Workload;
   let web: Workload;
 
   beforeAll(async () => {
-    ({ dir, cleanup } = await makeTempDir());
-    mesh = await LocalMesh.create({ dir: path.join(dir, "mesh"), leafLifetimeMs: 120_000, binaries: testBinaries() });
-    await mesh.startIdentity();
-    await mesh.startDestination();
+    ({ mesh, cleanup } = await startLocalMesh());
     api = await mesh.startWorkload({ name: "api", ip: "127.0.1.32" });
     // web makes no calls of its own: every request of the test is a curl.
     web = await mesh.startWorkload({ name: "web", ip: "127.0.1.31" });
@@ -62,7 +57,7 @@ describe("meshtls tap against a running local mesh", () => {
 
   afterAll(async () => {
     await mesh?.stop();
-    await cleanup();
+    await cleanup?.();
   });
 
   it("shows a curl request through the mesh within a second: the mesh connection opened with api's identity, both sides' requests over mTLS with the other's identity, api's policy decision", async () => {

@@ -3,11 +3,11 @@ import os from "node:os";
 import path from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LocalMesh, type Workload } from "../src/demo/mesh.ts";
+import type { LocalMesh, Workload } from "../src/demo/mesh.ts";
 import type { EdgeReport } from "../src/mesh/edges.ts";
 import { startProcess, type ManagedProcess } from "../src/mesh/supervisor.ts";
-import { appRoot, cliBin, makeTempDir, runCli } from "./helpers.ts";
-import { eventually, startUnmeshedClient, testBinaries } from "./mesh-helpers.ts";
+import { appRoot, cliBin, runCli } from "./helpers.ts";
+import { eventually, startLocalMesh, startUnmeshedClient } from "./mesh-helpers.ts";
 
 /** Where the screenshot is kept after the run (git ignores `.tmp/`). */
 const ARTIFACTS = path.join(appRoot, ".tmp", "test-artifacts");
@@ -28,7 +28,6 @@ async function graph(page: Page): Promise<{ nodes: string[]; edges: GraphEdge[] 
 }
 
 describe("meshtls viz in a real chromium: the mesh as a graph, live tap, the edges table", () => {
-  let dir: string;
   let cleanup: () => Promise<void>;
   let mesh: LocalMesh;
   let api: Workload;
@@ -42,10 +41,7 @@ describe("meshtls viz in a real chromium: the mesh as a graph, live tap, the edg
   const requests: string[] = [];
 
   beforeAll(async () => {
-    ({ dir, cleanup } = await makeTempDir());
-    mesh = await LocalMesh.create({ dir: path.join(dir, "mesh"), leafLifetimeMs: 120_000, binaries: testBinaries() });
-    await mesh.startIdentity();
-    await mesh.startDestination();
+    ({ mesh, cleanup } = await startLocalMesh());
     api = await mesh.startWorkload({ name: "api", ip: "127.0.1.72" });
     unmeshed = startUnmeshedClient("127.0.1.73", api.inbound);
     await unmeshed.waitFor((l) => l.msg === "started", { timeoutMs: 20_000, what: "started" });
@@ -72,7 +68,7 @@ describe("meshtls viz in a real chromium: the mesh as a graph, live tap, the edg
     await unmeshed?.stop();
     await mesh?.stop();
     if (userDataDir !== undefined) await rm(userDataDir, { recursive: true, force: true });
-    await cleanup();
+    await cleanup?.();
   });
 
   it("listens on loopback only (dashboard is the same command); serves cytoscape from node_modules with a self-only CSP", async () => {
