@@ -14,7 +14,7 @@ import { grpcMessage } from "./support/http2-frames.ts";
 import { createMaterial, identityOf, startDestination } from "./support/mesh.ts";
 import type { Leaf, Material, Service } from "./support/mesh.ts";
 import { poll, sleep, stopAll, tempDir } from "./support/processes.ts";
-import { attack, expectHolds } from "./support/results.ts";
+import { attack, createTally, expectHolds } from "./support/results.ts";
 import type { Outcome, Target } from "./support/results.ts";
 import { callsOnOneConnection, describeStatuses, holdStreams } from "./support/stream-flood.ts";
 import { httpGet, metricSum, scrape } from "./support/wire.ts";
@@ -107,18 +107,15 @@ describe("meshtls-destination's policy API and GetProfile under attack", () => {
 
   /** Each request answered with a client error (or, where `okAllowed`, a valid answer); counts by outcome. */
   async function malformed(service: Service, method: string, requests: [string, Buffer, boolean][]): Promise<Outcome> {
-    const seen = new Map<string, number>();
-    let failure: string | undefined;
+    const tally = createTally();
     for (const [name, body, okAllowed] of requests) {
       const r: CallResult = await call(service, method, grpcMessage(body), { tls: evilTls(service), timeoutMs: 5000, firstMessageOnly: true });
       const answered = r.data.length >= 5 && r.grpcStatus === undefined;
       const key = answered ? "answered" : describeCall(r).split(" (")[0] ?? "";
-      seen.set(key, (seen.get(key) ?? 0) + 1);
       const ok = answered ? okAllowed : refusedCall(r) && (r.grpcStatus === undefined || CLIENT_ERRORS.has(r.grpcStatus));
-      if (!ok) failure ??= `${name}: ${answered ? "answered" : describeCall(r)}`;
+      tally.note(key, ok, () => `${name}: ${answered ? "answered" : describeCall(r)}`);
     }
-    const counts = [...seen].map(([k, n]) => `${k}×${n}`).join(", ");
-    return { result: failure === undefined ? counts : `${failure}; ${counts}`, ok: failure === undefined };
+    return tally.outcome();
   }
 
   it("policy API: malformed PortSpecs (workload not JSON, huge, '..', ports 0/65536/2^32-1, invalid UTF-8)", async () => {

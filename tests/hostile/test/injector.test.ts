@@ -8,7 +8,7 @@ import { holdIdleConnections } from "./support/floods.ts";
 import { postReview, podReview, reviewWorks, startInjector } from "./support/injector.ts";
 import type { Webhook } from "./support/injector.ts";
 import { poll, stopAll, tempDir } from "./support/processes.ts";
-import { attack, expectHolds } from "./support/results.ts";
+import { attack, createTally, expectHolds } from "./support/results.ts";
 import type { Target } from "./support/results.ts";
 import { exchange } from "./support/wire.ts";
 
@@ -68,24 +68,20 @@ describe("meshtls-injector under attack", () => {
       ["30,000 ports", reviewWith((r) => (r.request.object.spec.containers = [{ name: "app", image: "i", ports: Array.from({ length: 30_000 }, (_, i) => ({ containerPort: 1 + i })) }])), true],
     ];
     const row = await attack(target, LISTENER, `malformed and hostile reviews (${bodies.length})`, `${REFUSED_4XX} (a review it need not mesh may be allowed: 200 with its uid), within 10 s`, async () => {
-      const seen = new Map<string, number>();
-      let failure: string | undefined;
+      const tally = createTally();
       for (const [name, body, okAllowed] of bodies) {
         const answer = await postReview(webhook, body);
         const key = answer === undefined ? "no answer" : String(answer.status);
-        seen.set(key, (seen.get(key) ?? 0) + 1);
-        if (!acceptable(answer, okAllowed)) failure ??= `${name}: ${key}${answer === undefined ? "" : ` ${answer.body.slice(0, 60).trim()}`}`;
+        tally.note(key, acceptable(answer, okAllowed), () => `${name}: ${key}${answer === undefined ? "" : ` ${answer.body.slice(0, 60).trim()}`}`);
       }
-      const counts = [...seen].map(([k, n]) => `${k}×${n}`).join(", ");
-      return { result: failure === undefined ? counts : `${failure}; ${counts}`, ok: failure === undefined };
+      return tally.outcome();
     });
     expectHolds(row);
   });
 
   it(`${LISTENER}: random JSON values and mutated reviews (fast-check, 40 runs)`, async () => {
     const row = await attack(target, LISTENER, "random JSON and mutated reviews (fast-check)", "a 4xx or a 200 answer for every body, never 5xx or silence", async () => {
-      const seen = new Map<string, number>();
-      let failure: string | undefined;
+      const tally = createTally();
       const valid = JSON.stringify(podReview());
       const mutated = fc.tuple(fc.nat({ max: valid.length - 1 }), fc.string({ minLength: 1, maxLength: 6 })).map(([at, junk]) => valid.slice(0, at) + junk + valid.slice(at + 1));
       const replaced = fc.tuple(fc.constantFrom("uid", "object", "metadata", "spec", "containers", "annotations", "kind", "operation", "namespace"), fc.jsonValue()).map(([key, value]) =>
@@ -95,15 +91,11 @@ describe("meshtls-injector under attack", () => {
         fc.asyncProperty(fc.oneof(fc.json(), mutated, replaced), async (body) => {
           const answer = await postReview(webhook, body);
           const key = answer === undefined ? "no answer" : String(answer.status);
-          seen.set(key, (seen.get(key) ?? 0) + 1);
-          const ok = answer !== undefined && answer.status < 500;
-          if (!ok) failure ??= `${key} for ${body.slice(0, 60)}`;
-          return ok && webhook.proc.alive();
+          return tally.note(key, answer !== undefined && answer.status < 500, () => `${key} for ${body.slice(0, 60)}`) && webhook.proc.alive();
         }),
         { numRuns: 40, endOnFailure: true, interruptAfterTimeLimit: 40_000 },
       ).catch(() => undefined);
-      const counts = [...seen].map(([k, n]) => `${k}×${n}`).join(", ");
-      return { result: failure === undefined ? counts : `${failure}; ${counts}`, ok: failure === undefined };
+      return tally.outcome();
     });
     expectHolds(row);
   });

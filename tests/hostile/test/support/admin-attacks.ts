@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { it } from "vitest";
 import { capFlood, sumMatching } from "./floods.ts";
-import { attack, expectHolds } from "./results.ts";
+import { attack, createTally, expectHolds } from "./results.ts";
 import type { Outcome, Target } from "./results.ts";
 import { exchange, httpStatus } from "./wire.ts";
 
@@ -57,7 +57,6 @@ export function defineAdminAttacks(listener: string, get: () => { admin: string;
 
   it(`${listener}: random and mutated request lines (fast-check, 40 runs)`, async () => {
     const { admin, target } = get();
-    const seen = new Map<string, number>();
     const row = await attack(target, listener, "random/mutated request lines (fast-check)", REFUSED_4XX + " for every line", async () => {
       const valid = "GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n";
       const mutated = fc
@@ -66,22 +65,19 @@ export function defineAdminAttacks(listener: string, get: () => { admin: string;
       const randomTarget = fc
         .tuple(fc.constantFrom("GET", "HEAD", "POST", "OPTIONS", "CONNECT", "X"), fc.string({ unit: "binary", maxLength: 60 }))
         .map(([method, target]) => line(`${method} ${target.replace(/[\r\n ]/g, "")} HTTP/1.1\r\nHost: admin\r\n\r\n`));
-      let failure: string | undefined;
+      const tally = createTally();
       await fc.assert(
         fc.asyncProperty(fc.oneof(mutated, randomTarget), async (bytes) => {
           const answer = await exchange(admin, bytes, { timeoutMs: 3000, enoughBytes: 12 });
           const status = httpStatus(answer.bytes);
           const key = status === undefined ? (answer.closedByServer ? "closed" : "silent") : String(status);
-          seen.set(key, (seen.get(key) ?? 0) + 1);
           // A mutation can leave a valid request: a 2xx is then fine; a 5xx, a hang or a crash never is.
           const ok = status === undefined ? answer.closedByServer : status < 500;
-          if (!ok) failure ??= `${key} for ${JSON.stringify(bytes.toString("latin1").slice(0, 40))}`;
-          return ok && target.proc.alive();
+          return tally.note(key, ok, () => `${key} for ${JSON.stringify(bytes.toString("latin1").slice(0, 40))}`) && target.proc.alive();
         }),
         { numRuns: 40, endOnFailure: true, interruptAfterTimeLimit: 40_000 },
       ).catch(() => undefined);
-      const counts = [...seen].map(([k, n]) => `${k}×${n}`).join(" ");
-      return { result: failure === undefined ? counts : `${failure}; ${counts}`, ok: failure === undefined };
+      return tally.outcome();
     });
     expectHolds(row);
   });

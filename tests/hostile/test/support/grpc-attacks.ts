@@ -8,7 +8,7 @@ import { connectRawH2, Flag, frame, FrameType, grpcMessage, grpcRequestHeaders, 
 import type { RawH2 } from "./http2-frames.ts";
 import type { Service } from "./mesh.ts";
 import { poll, sleep } from "./processes.ts";
-import { attack, expectHolds } from "./results.ts";
+import { attack, createTally, expectHolds } from "./results.ts";
 import type { Outcome, Target } from "./results.ts";
 
 export interface GrpcTarget {
@@ -125,25 +125,21 @@ export function defineGrpcAttacks(listener: string, get: () => GrpcTarget, flood
   }
 
   it(`${listener}: bad protobuf bodies (fast-check, 25 runs)`, async () => {
-    const statuses = new Map<string, number>();
     const expected = "INVALID_ARGUMENT for every body that does not decode; an error status or a reset for the rest; never OK, INTERNAL, UNKNOWN or silence";
     const row = await attack(get().target, listener, "bad protobuf bodies (fast-check)", expected, async () => {
-      let failure: string | undefined;
+      const tally = createTally();
       await fc.assert(
         fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 300 }), async (body) => {
           const r = await call(get().service, get().path, grpcMessage(Buffer.from(body)), { tls: http2Tls(), timeoutMs: 5000 });
           const malformed = !decodesAsRequest(get().path, body);
           const key = `${malformed ? "malformed" : "decodable"}: ${describeCall(r).split(" (")[0] ?? ""}`;
-          statuses.set(key, (statuses.get(key) ?? 0) + 1);
           // A client's error gets a client-error status: INTERNAL (13) and UNKNOWN (2) say the server failed.
           const ok = malformed ? r.grpcStatus === 3 : refusedCall(r) && r.grpcStatus !== 13 && r.grpcStatus !== 2;
-          if (!ok) failure ??= `${describeCall(r)} for ${malformed ? "malformed " : ""}${Buffer.from(body).toString("hex").slice(0, 32)}`;
-          return ok;
+          return tally.note(key, ok, () => `${describeCall(r)} for ${malformed ? "malformed " : ""}${Buffer.from(body).toString("hex").slice(0, 32)}`);
         }),
         { numRuns: 25, endOnFailure: true, interruptAfterTimeLimit: 30_000 },
       ).catch(() => undefined);
-      const counts = [...statuses].map(([k, n]) => `${k}×${n}`).join(" ");
-      return { result: failure === undefined ? counts : `${failure}; ${counts}`, ok: failure === undefined };
+      return tally.outcome();
     });
     expectHolds(row);
   });

@@ -37,6 +37,30 @@ export interface Outcome {
   ok: boolean;
 }
 
+/** What a row that tries many inputs saw: a count per kind of answer, and the first input that failed. */
+export interface Tally {
+  /** Counts `key`; when not `ok`, keeps `failure()` if nothing failed before. Returns `ok`. */
+  note(key: string, ok: boolean, failure: () => string): boolean;
+  /** "key×n, …", after the first failure if any; ok when nothing failed. */
+  outcome(): Outcome;
+}
+
+export function createTally(): Tally {
+  const seen = new Map<string, number>();
+  let failure: string | undefined;
+  return {
+    note(key, ok, describe) {
+      seen.set(key, (seen.get(key) ?? 0) + 1);
+      if (!ok) failure ??= describe();
+      return ok;
+    },
+    outcome() {
+      const counts = [...seen].map(([k, n]) => `${k}×${n}`).join(", ");
+      return { result: failure === undefined ? counts : `${failure}; ${counts}`, ok: failure === undefined };
+    },
+  };
+}
+
 /**
  * Runs one attack against `target`: RSS before and after, the attack's own
  * outcome, then liveness and a legitimate request. The row is written before
