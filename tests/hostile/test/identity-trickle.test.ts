@@ -108,7 +108,13 @@ describe(`a request's HEADERS trickled after the HTTP/2 handshake: closed within
   const headers = trickledHeaders(CERTIFY);
   const continuations = trickledContinuations(CERTIFY);
   const getHeaders = trickledHeaders(GET);
-  const clientHelloTrickled = "ClientHello trickled a byte a second";
+  /** A ClientHello trickled a byte a second to `place`'s TLS listener at `address`: cut by its handshake timeout. */
+  const clientHelloRow = (place: Place, address: (service: Service) => string): Row => ({
+    ...place,
+    name: "ClientHello trickled a byte a second",
+    reason: "handshake_timeout",
+    open: () => holdOpen(address(place.service()), Buffer.alloc(0), bytesOf(clientHello(place.service().serverName, ["h2"])), BYTE_EVERY_MS),
+  });
   const endlessBlock = "a header block that never ends: a whole CONTINUATION frame every 6 s after the HTTP/2 handshake";
   const rows: Row[] = [
     {
@@ -117,12 +123,7 @@ describe(`a request's HEADERS trickled after the HTTP/2 handshake: closed within
       reason: "ping_timeout",
       open: () => holdOpen(identityTls.grpc, Buffer.concat([H2_HANDSHAKE, headers.head]), bytesOf(headers.payload), BYTE_EVERY_MS, identityTlsOptions()),
     },
-    {
-      ...identityTlsPlace,
-      name: clientHelloTrickled,
-      reason: "handshake_timeout",
-      open: () => holdOpen(identityTls.grpc, Buffer.alloc(0), bytesOf(clientHello(identityTls.serverName, ["h2"])), BYTE_EVERY_MS),
-    },
+    clientHelloRow(identityTlsPlace, (service) => service.grpc),
     {
       ...identityPlainPlace,
       name: endlessBlock,
@@ -141,24 +142,14 @@ describe(`a request's HEADERS trickled after the HTTP/2 handshake: closed within
       reason: "ping_timeout",
       open: () => holdOpen(destination.grpc, Buffer.concat([H2_HANDSHAKE, getHeaders.head]), bytesOf(getHeaders.payload), BYTE_EVERY_MS, destinationTlsOptions()),
     },
-    {
-      ...destinationPlace,
-      name: clientHelloTrickled,
-      reason: "handshake_timeout",
-      open: () => holdOpen(destination.grpc, Buffer.alloc(0), bytesOf(clientHello(destination.serverName, ["h2"])), BYTE_EVERY_MS),
-    },
+    clientHelloRow(destinationPlace, (service) => service.grpc),
     {
       ...policyPlace,
       name: endlessBlock,
       reason: "ping_timeout",
       open: () => holdOpen(destination.policy ?? "", Buffer.concat([H2_HANDSHAKE, continuations.first]), continuations.frames, CONTINUATION_EVERY_MS, destinationTlsOptions()),
     },
-    {
-      ...policyPlace,
-      name: clientHelloTrickled,
-      reason: "handshake_timeout",
-      open: () => holdOpen(destination.policy ?? "", Buffer.alloc(0), bytesOf(clientHello(destination.serverName, ["h2"])), BYTE_EVERY_MS),
-    },
+    clientHelloRow(policyPlace, (service) => service.policy ?? ""),
   ];
 
   for (const row of rows) {
