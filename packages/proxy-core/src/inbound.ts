@@ -8,6 +8,8 @@ import { forwardStreams } from "./forward.js";
 import { acceptTarget, createInboundServer } from "./inbound/accept.js";
 import type { OriginalDestinationLookup } from "./inbound/accept.js";
 import { authorizeTarget, authzPeer } from "./inbound/authorize.js";
+import { createIdentityBounds } from "./inbound/bound-identity.js";
+import type { IdentityEnd } from "./inbound/bound-identity.js";
 import { createConnectWorkload, loopRefusal } from "./inbound/connect-workload.js";
 import type { ConnectWorkload } from "./inbound/connect-workload.js";
 import { detectLayer } from "./inbound/detect.js";
@@ -25,7 +27,7 @@ import { createOwnSockets } from "./own-sockets.js";
 import type { OwnSockets } from "./own-sockets.js";
 import { policyLabel } from "./policy.js";
 import type { AuthorizeDecision, ServerPolicy } from "./policy.js";
-import type { PolicySource } from "./sources.js";
+import type { PolicySource, TrustBundleSource } from "./sources.js";
 import type { TlsState } from "./tls-state.js";
 
 /** Options of {@link createInbound}. */
@@ -33,6 +35,12 @@ export interface CreateInboundOptions {
   /** The local identity: a ClientHello with this SNI is terminated. */
   identity: string;
   credentials: TlsCredentials;
+  /**
+   * The trust anchors `credentials` follows: at every change, open mesh
+   * connections whose client chain no longer verifies against them are
+   * closed. Without it only new handshakes see a change.
+   */
+  trustBundle?: TrustBundleSource;
   /** Each workload port's current policy; changes apply to new connections at once and close open ones no longer allowed. */
   policy: PolicySource;
   metrics: ProxyMetrics;
@@ -136,6 +144,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     if (isRefusal(terminated)) return fail(raw, terminated);
     const { socket } = terminated;
     track(socket);
+    bounds.track(socket, terminated.target.clientId);
     const retargeted = await opaqueTransportLayer(terminated.target, socket, headerOptions);
     if (isRefusal(retargeted)) return fail(socket, retargeted);
     return serve(socket, retargeted);
@@ -217,6 +226,18 @@ export function createInbound(options: CreateInboundOptions): Inbound {
   };
   const offPolicy = policy.subscribe(onPolicy);
 
+  // Open mesh connections end with the identities they were made with: the earlier leaf expiry, or an anchor dropped.
+  const endCodes = { open_peer_cert_expired: "ERR_TLS_PEER_CERT_EXPIRED", open_local_cert_expired: "ERR_TLS_LOCAL_CERT_EXPIRED", open_client_cert_untrusted: "ERR_TLS_UNAUTHORIZED" } as const satisfies Record<IdentityEnd, string>;
+  const bounds = createIdentityBounds({
+    credentials: options.credentials,
+    ...(options.trustBundle === undefined ? {} : { trustBundle: options.trustBundle }),
+    end(socket, why, detail, clientId) {
+      metrics.recordError("inbound", why);
+      logger.info({ code: endCodes[why], err: detail, client: socket.remoteAddress, clientId }, "open inbound connection closed: its TLS identity is no longer valid");
+      httpLayer.end(socket);
+    },
+  });
+
   const sockets = new Set<net.Socket | tls.TLSSocket>();
   const track = (socket: net.Socket | tls.TLSSocket): void => {
     sockets.add(socket);
@@ -253,6 +274,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     connections: () => sockets.size,
     close() {
       offPolicy();
+      bounds.close();
       httpLayer.close();
     },
   };

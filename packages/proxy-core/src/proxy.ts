@@ -151,6 +151,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
   const inbound = createInbound({
     ...common,
     identity: options.identity,
+    trustBundle: options.trustBundle,
     policy: options.policy ?? createStaticPolicySource(),
     workload: options.inbound.workload,
     ...(options.inbound.workloadHost === undefined ? {} : { workloadHost: options.inbound.workloadHost }),

@@ -45,6 +45,13 @@ export interface InboundHttp {
    * (their open streams finish).
    */
   drain(): void;
+  /**
+   * Ends one connection now, served here or not: an HTTP/2 session sends
+   * GOAWAY (NO_ERROR) and is destroyed, its streams in flight reset, before
+   * the socket closes; any other socket is destroyed. For an identity that
+   * stopped being valid, so nothing is waited for.
+   */
+  end(socket: net.Socket): void;
   close(): void;
 }
 
@@ -133,6 +140,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
 
   const connections = new WeakMap<net.Socket, Connection>();
   const sessions = new Set<http2.ServerHttp2Session>();
+  const h2Sessions = new WeakMap<net.Socket, http2.ServerHttp2Session>();
   /** HTTP/1 connections between two requests (the server is never listening, so node does not track them). */
   const idle = new Set<net.Socket>();
   /** HTTP/1 responses in progress, by connection. */
@@ -210,6 +218,7 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
         return;
       }
       const session = http2.performServerHandshake(h2Transport(socket));
+      h2Sessions.set(socket, session);
       session.on("error", () => socket.destroy());
       if (draining) session.close();
       sessions.add(session);
@@ -228,6 +237,20 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
       for (const res of busy.values()) if (!res.headersSent) res.shouldKeepAlive = false;
       // close() sends GOAWAY and ends the session once its open streams are done.
       for (const session of sessions) session.close();
+    },
+    end(socket) {
+      const session = h2Sessions.get(socket);
+      if (session !== undefined && !session.destroyed) {
+        session.goaway(http2.constants.NGHTTP2_NO_ERROR);
+        session.destroy();
+      }
+      if (session === undefined) {
+        socket.destroy();
+        return;
+      }
+      // The GOAWAY is written before the close; a peer that does not read it is cut a second later.
+      socket.end();
+      setTimeout(() => socket.destroy(), 1000).unref();
     },
     close: () => pools.close(),
   };
