@@ -9,7 +9,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
-import { parseCertificate, pemEncode } from "@meshtls/pki";
+import { createIssuer, exportPrivateKey, generateKeyPair, issueLeaf, parseCertificate, pemEncode } from "@meshtls/pki";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTlsCredentials } from "./credentials.js";
 import { createInbound } from "./inbound.js";
@@ -33,6 +33,20 @@ type Leaf = Credentials & { leaf: Uint8Array };
 async function issue(mesh: TestMesh, identity: string, lifetimeMs?: number): Promise<Leaf> {
   const credentials = await mesh.issue(identity, lifetimeMs === undefined ? {} : { lifetimeMs });
   return { ...credentials, notAfter: parseCertificate(credentials.leaf).notAfter };
+}
+
+/** A long-lived leaf from a second issuer under `mesh`'s anchor. */
+async function issueUnderSecondIssuer(mesh: TestMesh, identity: string): Promise<Leaf> {
+  const issuer = await createIssuer({ anchor: { certificate: mesh.anchor.certificate, privateKey: mesh.anchor.keyPair.privateKey } });
+  const keyPair = await generateKeyPair();
+  const leaf = await issueLeaf({ issuer: { certificate: issuer.certificate, privateKey: issuer.keyPair.privateKey }, publicKey: keyPair.publicKey, identity });
+  return {
+    identity,
+    leaf,
+    privateKeyPem: (await exportPrivateKey(keyPair.privateKey)) as string,
+    certificateChainPem: pemEncode("CERTIFICATE", leaf) + pemEncode("CERTIFICATE", issuer.certificate),
+    notAfter: parseCertificate(leaf).notAfter,
+  };
 }
 
 function contextFor(leaf: Leaf, ...anchors: TestMesh[]): tls.SecureContext {
@@ -80,7 +94,10 @@ async function openEcho(port: number, context: tls.SecureContext): Promise<{ soc
 async function served(port: number, context: tls.SecureContext): Promise<boolean> {
   const socket = connectMesh(port, context);
   let received = "";
-  socket.on("data", (chunk: Buffer) => (received += String(chunk)));
+  socket.on("data", (chunk: Buffer) => {
+    received += String(chunk);
+    if (received === "ping\n") socket.end();
+  });
   socket.once("secureConnect", () => socket.write("ping\n"));
   const timer = setTimeout(() => socket.destroy(), 3000);
   await once(socket, "close");
@@ -139,7 +156,7 @@ describe("open inbound mesh connections end with their identities (real TLS 1.3 
       inbound.close();
       credentials.close();
     });
-    return { port: address.port, metrics, bundle, inbound };
+    return { port: address.port, metrics, store, bundle, inbound };
   }
 
   it("an opaque connection ends at the client's notAfter, and its next connection is refused", async () => {
@@ -224,5 +241,28 @@ describe("open inbound mesh connections end with their identities (real TLS 1.3 
     expect(await served(server.port, dropped)).toBe(false);
     expect(await served(server.port, kept)).toBe(true);
     b.socket.destroy();
+  });
+
+  it("after its own issuer rotated, a client under the previous issuer stays up at a bundle change", async () => {
+    const server = await startInbound(await issue(mesh, API), [mesh], echo.port);
+    const client = await openEcho(server.port, contextFor(await issue(mesh, WEB), mesh));
+    server.store.set(await issueUnderSecondIssuer(mesh, API));
+
+    server.bundle.set([mesh.anchor.certificate, other.anchor.certificate]);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await client.echo("still here")).toBe(true);
+    expect(await errorCount(server.metrics, "open_client_cert_untrusted")).toBe(0);
+    client.socket.destroy();
+  });
+
+  it("a client under an issuer this proxy never had is closed at a bundle change (node shows a server the leaf alone) and reconnects", async () => {
+    const server = await startInbound(await issue(mesh, API), [mesh], echo.port);
+    const client = contextFor(await issueUnderSecondIssuer(mesh, WEB), mesh);
+    const open = await openEcho(server.port, client);
+
+    server.bundle.set([mesh.anchor.certificate, other.anchor.certificate]);
+    await open.closed;
+    expect(await errorCount(server.metrics, "open_client_cert_untrusted")).toBe(1);
+    expect(await served(server.port, client)).toBe(true);
   });
 });

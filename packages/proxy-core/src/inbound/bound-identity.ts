@@ -2,7 +2,7 @@ import type tls from "node:tls";
 import { pemDecode, verifyChain } from "@meshtls/pki";
 import { certificateNotAfter } from "../credentials.js";
 import type { TlsCredentials } from "../credentials.js";
-import type { TrustBundleSource } from "../sources.js";
+import type { Credentials, TrustBundleSource } from "../sources.js";
 
 /**
  * Why an open mesh connection was ended, as the `error` label of
@@ -26,12 +26,14 @@ export interface CreateIdentityBoundsOptions {
 export interface IdentityBounds {
   /** Bounds `socket`, whose client is `clientId` (if it sent a certificate), from now until it closes. */
   track(socket: tls.TLSSocket, clientId: string | undefined): void;
-  /** Stops following the trust bundle and clears every timer (connections stay open). */
+  /** Stops following the sources and clears every timer (connections stay open). */
   close(): void;
 }
 
 /** setTimeout's longest delay; a later expiry is waited for in steps. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Most issuer certificates of our own chains, current and past, remembered to verify clients' leaves with. */
+const MAX_KNOWN_ISSUERS = 16;
 
 interface Bounded {
   clientId: string | undefined;
@@ -73,15 +75,36 @@ export function createIdentityBounds(options: CreateIdentityBoundsOptions): Iden
     bounded.timer.unref();
   };
 
+  // node shows a server only the client's leaf, not the intermediates it sent: a leaf is
+  // verified with the issuers of our own chains, current and past (an issuer rotation
+  // leaves clients under the previous issuer for a while). A client under another issuer
+  // is closed at a bundle change and reconnects through a full handshake.
+  const knownIssuers: Uint8Array[] = [];
+  const learn = (credentials: Credentials | undefined): void => {
+    if (credentials === undefined) return;
+    let blocks: { der: Uint8Array }[];
+    try {
+      blocks = pemDecode(credentials.certificateChainPem);
+    } catch {
+      // node:tls refuses such a chain too: nothing to learn.
+      return;
+    }
+    for (const { der } of blocks.slice(1)) {
+      if (knownIssuers.some((known) => Buffer.from(known).equals(der))) continue;
+      knownIssuers.push(der);
+      if (knownIssuers.length > MAX_KNOWN_ISSUERS) knownIssuers.shift();
+    }
+  };
+  learn(options.credentials.current());
+  const offCredentials = options.credentials.subscribe(learn);
+
   const offBundle = options.trustBundle?.subscribe((anchors) => {
-    // node shows a server only the client's leaf, not the intermediates it sent: the issuers we know are our own chain's.
-    const ours = pemDecode(options.credentials.current()?.certificateChainPem ?? "").map((block) => block.der);
     for (const [socket, bounded] of open) {
       // Read again from the socket rather than kept: nothing per connection but a timer.
       const [leaf, ...sent] = peerChain(socket);
       if (leaf === undefined) continue;
       // Chained to an anchor, as the handshake did; name, purpose and expiry are not this check's business.
-      void verifyChain({ leaf, intermediates: [...sent, ...ours.slice(1)], anchors, profile: "rfc5280", now: new Date(Math.min(nowMs(), bounded.endsAtMs)) }).then((result) => {
+      void verifyChain({ leaf, intermediates: [...sent, ...knownIssuers], anchors, profile: "rfc5280", now: new Date(Math.min(nowMs(), bounded.endsAtMs)) }).then((result) => {
         if (!result.ok) end(socket, "open_client_cert_untrusted", `the trust bundle changed: ${result.reason}`);
       });
     }
@@ -103,6 +126,7 @@ export function createIdentityBounds(options: CreateIdentityBoundsOptions): Iden
     },
     close() {
       offBundle?.();
+      offCredentials();
       for (const bounded of open.values()) clearTimeout(bounded.timer);
       open.clear();
     },
