@@ -7,7 +7,8 @@ import { certificateMatchesKey, createIssuer, createTrustAnchor, issueLeaf, prep
 import { parseCertificate } from "./certificate.ts";
 import { createCsr, parseCsr } from "./csr.ts";
 import { PkiError } from "./errors.ts";
-import { exportPrivateKey, generateKeyPair, importPrivateKey } from "./keys.ts";
+import { importPrivateKey } from "./key-import.ts";
+import { exportPrivateKey, generateKeyPair } from "./keys.ts";
 import { identityName, spiffeIdForIdentity } from "./names.ts";
 import { decodeCertificates, pemEncode, toDer } from "./pem.ts";
 import { openssl, tempDir } from "./test-helpers.ts";

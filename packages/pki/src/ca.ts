@@ -1,11 +1,12 @@
-import { hash, KeyObject, randomBytes, randomUUID, sign as nodeSign, verify as nodeVerify } from "node:crypto";
-import { OID } from "./der.ts";
+import { hash, randomBytes, randomUUID, verify as nodeVerify } from "node:crypto";
+import { OID } from "./oids.ts";
 import { children, content, readTlv } from "./der-reader.ts";
 import * as w from "./der-writer.ts";
 import { PkiError } from "./errors.ts";
 import { checkP256Spki, exportPublicKey, generateKeyPair } from "./keys.ts";
 import { DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN, isDnsSubdomain, parseSpiffeId } from "./names.ts";
 import { MAX_COMMON_NAME, sanValue } from "./csr.ts";
+import { signDer, signerFor, type Signer } from "./signer.ts";
 import { parseCertificateDer, publicKeyObject, type ParsedCertificate } from "./x509.ts";
 import { crypto, isCryptoKey, type CryptoKey, type CryptoKeyPair } from "./webcrypto.ts";
 
@@ -92,22 +93,6 @@ function authorityKeyIdentifier(id: Uint8Array): w.Der {
   return w.extension(AKI_OID, false, w.seq(w.tlv(0x80, id)));
 }
 
-interface Signer {
-  key: KeyObject;
-  hash: "sha256" | "sha384" | "sha512";
-  algorithm: Uint8Array;
-}
-
-/** A node:crypto signer for a WebCrypto ECDSA private key: P-256 → SHA-256, P-384 → SHA-384, P-521 → SHA-512. */
-function signerFor(privateKey: CryptoKey): Signer {
-  if (!isCryptoKey(privateKey) || privateKey.type !== "private" || privateKey.algorithm.name !== "ECDSA" || !privateKey.usages.includes("sign")) {
-    throw new PkiError("ERR_KEY_INVALID", "signing key must be an ECDSA private CryptoKey with usage 'sign'");
-  }
-  const curve = (privateKey.algorithm as { namedCurve?: string }).namedCurve;
-  const [hash, oid] = curve === "P-384" ? (["sha384", OID.ecdsaSha384] as const) : curve === "P-521" ? (["sha512", OID.ecdsaSha512] as const) : (["sha256", OID.ecdsaSha256] as const);
-  return { key: KeyObject.from(privateKey as never), hash, algorithm: w.encode(w.seq(w.oid(oid))) };
-}
-
 /** The [0] EXPLICIT version field of every certificate signed here: v3 (encoded 2). */
 const VERSION_V3 = w.encode(w.tlv(0xa0, w.smallInteger(2)));
 
@@ -131,14 +116,7 @@ function signCertificate(options: {
     options.spki,
     w.tlv(0xa3, w.seq(...options.extensions)),
   ));
-  let signature: Buffer;
-  try {
-    // node:crypto over the same OpenSSL key as WebCrypto: synchronous, and emits the DER signature X.509 wants.
-    signature = nodeSign(options.signer.hash, tbs, options.signer.key);
-  } catch (err) {
-    throw new PkiError("ERR_KEY_INVALID", "the signing key could not sign", { cause: err });
-  }
-  return w.encode(w.seq(tbs, options.signer.algorithm, w.bitString(signature)));
+  return signDer(tbs, options.signer);
 }
 
 function checkLifetime(value: number | undefined, fallback: number, what: string): number {

@@ -1,7 +1,7 @@
 import { PkiError } from "./errors.ts";
 import { toDer } from "./pem.ts";
 import { ekuName, parseCertificateDer, type ParsedCertificate } from "./x509.ts";
-import { hex } from "./der.ts";
+import { hex } from "./bytes.ts";
 
 /** A plain-data view of an X.509 certificate. */
 export interface CertificateSummary {

@@ -84,6 +84,14 @@ describe("createCsr", () => {
     await expect(createCsr({ keyPair, identity: "UPPER.case" })).rejects.toMatchObject({ code: "ERR_NAME_INVALID" });
     await expect(createCsr({ keyPair, identity: "a.b", spiffeId: "https://x" })).rejects.toMatchObject({ code: "ERR_SPIFFE_ID_INVALID" });
   });
+  it("refuses keys other than an ECDSA P-256 pair", async () => {
+    const p256 = await generateKeyPair();
+    const p384 = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-384" }, true, ["sign", "verify"]);
+    const identity = "a.b";
+    await expect(createCsr({ keyPair: p384, identity })).rejects.toMatchObject({ code: "ERR_KEY_UNSUPPORTED" });
+    await expect(createCsr({ keyPair: { publicKey: p256.publicKey, privateKey: p384.privateKey }, identity })).rejects.toMatchObject({ code: "ERR_KEY_UNSUPPORTED" });
+    await expect(createCsr({ keyPair: { publicKey: p256.publicKey, privateKey: p256.publicKey }, identity })).rejects.toMatchObject({ code: "ERR_KEY_INVALID" });
+  });
   it("rejects garbage with coded errors", async () => {
     expect((await rejection(new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x00]))).code).toBe("ERR_CSR_INVALID");
     expect((await rejection("not a csr")).code).toBe("ERR_PEM_INVALID");

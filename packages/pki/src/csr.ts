@@ -1,14 +1,12 @@
-import * as asn1js from "asn1js";
-import * as pkijs from "pkijs";
-import { asBufferSource, OID, SIGNATURE_NAMES } from "./der.ts";
 import * as w from "./der-writer.ts";
 import { children, content, decodeOid, expectTag, readTlv, whole, type Tlv } from "./der-reader.ts";
-import { engine } from "./engine.ts";
 import { PkiError } from "./errors.ts";
 import { decodeGeneralNamesDer } from "./general-names.ts";
 import { checkP256Spki, exportPublicKey } from "./keys.ts";
 import { parseSpiffeId } from "./names.ts";
+import { OID, SIGNATURE_NAMES } from "./oids.ts";
 import { toDer } from "./pem.ts";
+import { signDer, signerFor } from "./signer.ts";
 import { describeNameDer, describeSpki, verifySignature, type RawExtension } from "./x509.ts";
 import type { CryptoKeyPair } from "./webcrypto.ts";
 
@@ -151,13 +149,18 @@ export function sanValue(dns: string, uri?: string): w.DerNode {
   return uri === undefined ? w.seq(w.ia5String(0x82, dns)) : w.seq(w.ia5String(0x82, dns), w.ia5String(0x86, uri));
 }
 
+const CSR_VERSION = w.encode(w.smallInteger(0));
+const EXTENSION_REQUEST_OID = w.oid(OID.extensionRequest);
+const SAN_OID = w.oid(OID.subjectAltName);
+
 /** Longest CommonName X.520 allows (ub-common-name). */
 export const MAX_COMMON_NAME = 64;
 
 /**
  * Creates a DER CSR for a mesh identity: DNS SAN = `identity`, optional URI SAN = `spiffeId`, subject CN =
  * `commonName` (default `identity`; omitted when longer than 64 characters; pass "" for an empty subject),
- * ecdsa-with-SHA256 signature. Throws ERR_NAME_INVALID, ERR_SPIFFE_ID_INVALID, ERR_KEY_UNSUPPORTED.
+ * ecdsa-with-SHA256 signature (the private key must be P-256). Throws ERR_NAME_INVALID, ERR_SPIFFE_ID_INVALID,
+ * ERR_KEY_INVALID, ERR_KEY_UNSUPPORTED.
  */
 export async function createCsr(options: {
   keyPair: CryptoKeyPair;
@@ -172,22 +175,19 @@ export async function createCsr(options: {
   if (options.spiffeId !== undefined) parseSpiffeId(options.spiffeId);
   const spki = await exportPublicKey(keyPair.publicKey, { format: "der" });
   checkP256Spki(spki);
-  const csr = new pkijs.CertificationRequest();
-  csr.version = 0;
   const cn = options.commonName ?? (identity.length <= MAX_COMMON_NAME ? identity : "");
   if (cn.length > MAX_COMMON_NAME) throw new PkiError("ERR_NAME_INVALID", `common name is longer than ${MAX_COMMON_NAME} characters`);
-  if (cn !== "") {
-    csr.subject.typesAndValues.push(new pkijs.AttributeTypeAndValue({ type: OID.commonName, value: new asn1js.Utf8String({ value: cn }) }));
+  const signer = signerFor(keyPair.privateKey);
+  if ((keyPair.privateKey.algorithm as { namedCurve?: string }).namedCurve !== "P-256") {
+    throw new PkiError("ERR_KEY_UNSUPPORTED", "CSRs are signed with ECDSA P-256 keys only");
   }
-  csr.subjectPublicKeyInfo = pkijs.PublicKeyInfo.fromBER(asBufferSource(spki));
-  const san = new pkijs.Extension({
-    extnID: OID.subjectAltName,
-    critical: cn === "",
-    extnValue: asBufferSource(w.encode(sanValue(identity, options.spiffeId))).buffer,
-  });
-  csr.attributes = [
-    new pkijs.Attribute({ type: OID.extensionRequest, values: [new pkijs.Extensions({ extensions: [san] }).toSchema()] }),
-  ];
-  await csr.sign(keyPair.privateKey as never, "SHA-256", engine());
-  return new Uint8Array(csr.toSchema().toBER(false));
+  // PKCS#10 CertificationRequestInfo: version 0, subject, SPKI, [0] attributes holding one extensionRequest with the
+  // SAN (critical when the subject is empty, RFC 5280 4.2.1.6).
+  const info = w.encode(w.seq(
+    CSR_VERSION,
+    w.commonNameName(cn),
+    spki,
+    w.tlv(0xa0, w.seq(EXTENSION_REQUEST_OID, w.set(w.seq(w.extension(SAN_OID, cn === "", sanValue(identity, options.spiffeId)))))),
+  ));
+  return signDer(info, signer);
 }

@@ -16,7 +16,8 @@ export {
   type IdentityNameParts,
 } from "./names.ts";
 export type { CryptoKey, CryptoKeyPair } from "./webcrypto.ts";
-export { generateKeyPair, exportPrivateKey, importPrivateKey, exportPublicKey, importPublicKey } from "./keys.ts";
+export { generateKeyPair, exportPrivateKey, exportPublicKey } from "./keys.ts";
+export { importPrivateKey, importPublicKey } from "./key-import.ts";
 export { createCsr, parseCsr, type CsrSummary } from "./csr.ts";
 export {
   createTrustAnchor,

@@ -3,7 +3,8 @@ import { readFile } from "node:fs/promises";
 import { createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PkiError } from "./errors.ts";
-import { exportPrivateKey, exportPublicKey, generateKeyPair, importPrivateKey, importPublicKey } from "./keys.ts";
+import { importPrivateKey, importPublicKey } from "./key-import.ts";
+import { exportPrivateKey, exportPublicKey, generateKeyPair } from "./keys.ts";
 import { pemEncode } from "./pem.ts";
 import { openssl, tempDir, vectorPath } from "./test-helpers.ts";
 

@@ -1,5 +1,5 @@
 // RFC 5280 4.2.1.10 name constraints over the names a certificate holds (SAN and subject).
-import * as asn1js from "asn1js";
+import { children, expectTag, readTlv, whole } from "./der-reader.ts";
 import type { GeneralNames } from "./general-names.ts";
 import type { NameConstraints, Subtree } from "./x509.ts";
 
@@ -92,10 +92,14 @@ function withinIp(ip: Uint8Array, c: Subtree): boolean {
   return true;
 }
 
+/** The DER of each RDN of a Name, or undefined when it is not one DER SEQUENCE (the caller fails closed). */
 function rdnItems(der: Uint8Array): Uint8Array[] | undefined {
-  const parsed = asn1js.fromBER(der);
-  if (parsed.offset === -1 || !(parsed.result instanceof asn1js.Sequence)) return undefined;
-  return parsed.result.valueBlock.value.map((v) => new Uint8Array(v.toBER(false)));
+  try {
+    const name = expectTag(readTlv(der, 0), 0x30, "Name");
+    return children(der, name).map((rdn) => whole(der, rdn));
+  } catch {
+    return undefined;
+  }
 }
 
 function withinDn(name: Uint8Array, c: Uint8Array): boolean {
@@ -120,6 +124,8 @@ function subtreeProblem(s: Subtree): string | undefined {
       return s.value.startsWith(".") ? (isValidDnsName(s.value.slice(1)) ? undefined : `URI constraint "${s.value}" is malformed`) : isValidDnsName(s.value) ? undefined : `URI constraint "${s.value}" is malformed`;
     case "ip":
       return s.mask && isContiguousMask(s.mask) ? undefined : "iPAddress constraint mask is not a CIDR prefix";
+    case "dn":
+      return s.der !== undefined && rdnItems(s.der) === undefined ? "directoryName constraint is not a DER Name" : undefined;
     default:
       return undefined;
   }
@@ -169,7 +175,8 @@ export function checkNameConstraints(nc: NameConstraints, names: ConstrainedName
       kind: "dn",
       values: dirNames.map((d) => Buffer.from(d).toString("hex")),
       contained: (v, s) => s.der !== undefined && withinDn(fromHex(v), s.der),
-      intersects: (v, s) => s.der !== undefined && withinDn(fromHex(v), s.der),
+      // A name that cannot be read is taken to be in every excluded subtree (fail closed).
+      intersects: (v, s) => s.der !== undefined && (rdnItems(fromHex(v)) === undefined || withinDn(fromHex(v), s.der)),
     },
   ];
   for (const check of checks) {

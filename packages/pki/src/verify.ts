@@ -1,6 +1,6 @@
 import type { KeyObject } from "node:crypto";
 import { summarize, type CertificateSummary } from "./certificate.ts";
-import { OID } from "./der.ts";
+import { OID } from "./oids.ts";
 import type { PkiErrorCode } from "./errors.ts";
 import { parseIp } from "./general-names.ts";
 import { checkNameConstraints, isValidDnsName } from "./name-constraints.ts";

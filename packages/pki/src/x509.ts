@@ -1,6 +1,6 @@
 // Internal model of a parsed certificate or CSR, shared by certificate.ts, csr.ts, ca.ts and verify.ts.
 import { createHash, createPublicKey, verify as nodeVerify, type KeyObject } from "node:crypto";
-import { CURVE_NAMES, OID, SIGNATURE_NAMES } from "./der.ts";
+import { CURVE_NAMES, OID, SIGNATURE_NAMES } from "./oids.ts";
 import { PkiError } from "./errors.ts";
 import { decodeGeneralNamesDer, type GeneralNames } from "./general-names.ts";
 import { MAX_DER_BYTES } from "./limits.ts";
