@@ -240,13 +240,13 @@ export function createInboundHttp(options: CreateInboundHttpOptions): InboundHtt
     },
     end(socket) {
       const session = h2Sessions.get(socket);
-      if (session !== undefined && !session.destroyed) {
-        session.goaway(http2.constants.NGHTTP2_NO_ERROR);
-        session.destroy();
-      }
       if (session === undefined) {
         socket.destroy();
         return;
+      }
+      if (!session.destroyed) {
+        session.goaway(http2.constants.NGHTTP2_NO_ERROR);
+        session.destroy();
       }
       // The GOAWAY is written before the close; a peer that does not read it is cut a second later.
       socket.end();
