@@ -1,5 +1,20 @@
-import { defineConfig } from "tsup";
+import { defineConfig, type Options } from "tsup";
 import { appOptions } from "../../tsup.shared.ts";
+
+type EsbuildPlugin = NonNullable<Options["esbuildPlugins"]>[number];
+
+/**
+ * node:http and node:https as `require` (the banner's): an ESM import of a builtin reads every export, and node:http's
+ * lazy WebSocket, CloseEvent and MessageEvent getters then load node's bundled undici, about 12 MiB of idle RSS
+ * (`node --input-type=module -e 'import "node:http"'` against a `require`). Named imports stay lazy property reads.
+ */
+const httpThroughRequire: EsbuildPlugin = {
+  name: "http-through-require",
+  setup(build) {
+    build.onResolve({ filter: /^(node:)?https?$/ }, (args) => (args.namespace === "http-through-require" ? undefined : { path: args.path.replace(/^(node:)?/, "node:"), namespace: "http-through-require" }));
+    build.onLoad({ filter: /.*/, namespace: "http-through-require" }, (args) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: "js" }));
+  },
+};
 
 // config.ts is a second entry so that other packages' tests parse with the proxy's own parser (the "./config" export).
 // Every dependency is bundled (tree-shaken where it is ESM): the sidecar loads only the code it reaches, about 7 MiB
@@ -13,5 +28,6 @@ export default defineConfig({
   noExternal: [/^(?!@meshtls\/orig-dst$).*/],
   minify: true,
   keepNames: true,
+  esbuildPlugins: [httpThroughRequire],
   banner: { js: '#!/usr/bin/env node\nimport { createRequire as __meshtlsCreateRequire } from "node:module";\nconst require = __meshtlsCreateRequire(import.meta.url);' },
 });
