@@ -34,6 +34,8 @@ export interface Config {
   tapAllow: string[];
   /** Transparent mode: --outbound serves redirected connections (original destinations), --inbound reads redirected ports. */
   transparent: boolean;
+  /** Close open inbound mesh connections when the identity they were made with ends (--inbound-close-at-identity-end). */
+  inboundCloseAtIdentityEnd: boolean;
   workload: HostPort;
   workloadHost: string;
   /** Ports a transport header may name besides the workload's; empty: any but the proxy's own. */
@@ -171,6 +173,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--route <listen=authority>", "fixed route: a local listener for one authority, `,opaque` to forward bytes without protocol detection (repeatable; env: ';'-separated)").argParser(collect))
     .addOption(new Option("--connect-timeout <duration>", "per-endpoint connect + handshake").env("MESHTLS_PROXY_CONNECT_TIMEOUT").default("3s"))
     .addOption(new Option("--idle-timeout <duration>", "close connections idle this long").env("MESHTLS_PROXY_IDLE_TIMEOUT").default("1h"))
+    .addOption(new Option("--inbound-close-at-identity-end", "close open inbound mesh connections when the identity they were made with ends: at the earlier of the client's and this proxy's leaf expiry, and at a trust-bundle change the client's leaf no longer chains to (off: long-lived streams survive certificate rotation, as in Linkerd); env MESHTLS_PROXY_INBOUND_CLOSE_AT_IDENTITY_END=true|1|false|0"))
     .addOption(new Option("--detect-timeout <duration>", "TLS detection and handshake bound").env("MESHTLS_PROXY_DETECT_TIMEOUT").default("10s"))
     .addOption(new Option("--drain-timeout <duration>", "how long SIGTERM waits for open connections").env("MESHTLS_PROXY_DRAIN_TIMEOUT").default("10s"))
     .addOption(new Option("--trust-anchors-poll <duration>", "backup poll of the trust anchors file").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL").default(`${FOLLOW_DEFAULTS.pollIntervalMs / 1000}s`))
@@ -262,6 +265,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     admin: address(String(o["admin"]), "--admin"),
     tapAllow: tapAllow(o["tapAllow"] as string[] | undefined, env["MESHTLS_PROXY_TAP_ALLOW"]),
     transparent: flagOrEnv("transparent", "MESHTLS_PROXY_TRANSPARENT"),
+    inboundCloseAtIdentityEnd: flagOrEnv("inboundCloseAtIdentityEnd", "MESHTLS_PROXY_INBOUND_CLOSE_AT_IDENTITY_END"),
     workload,
     workloadHost: str("workloadHost") ?? workload.host,
     inboundPorts: ports(str("inboundPorts"), "--inbound-ports"),

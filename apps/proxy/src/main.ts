@@ -126,6 +126,7 @@ async function main(): Promise<void> {
       skipPorts: config.skipPorts,
       detectTimeoutMs: config.detectTimeoutMs,
       handshakeTimeoutMs: config.detectTimeoutMs,
+      closeAtIdentityEnd: config.inboundCloseAtIdentityEnd,
       maxConnections: config.maxInboundConnections,
       ...(originalDestination === undefined ? {} : { originalDestination }),
     },

@@ -46,6 +46,12 @@ describe("meshtls-proxy configuration", () => {
     expect(config.skipPorts).toEqual([25]);
   });
 
+  it("keeps open inbound connections across rotations unless --inbound-close-at-identity-end (flag or env)", () => {
+    expect(parseConfig(argv(...base), {}).inboundCloseAtIdentityEnd).toBe(false);
+    expect(parseConfig(argv(...base, "--inbound-close-at-identity-end"), {}).inboundCloseAtIdentityEnd).toBe(true);
+    expect(parseConfig(argv(...base), { MESHTLS_PROXY_INBOUND_CLOSE_AT_IDENTITY_END: "true" }).inboundCloseAtIdentityEnd).toBe(true);
+  });
+
   it("refuses bad or missing settings with a message naming the flag", () => {
     expect(() => parseConfig(argv(), {})).toThrow(ConfigError);
     expect(() => parseConfig(argv(...base.filter((a) => a !== "--destination-insecure-plaintext")), {})).toThrow(/--destination-name/);

@@ -145,6 +145,7 @@ describe("open inbound mesh connections end with their identities (real TLS 1.3 
       identity: API,
       credentials,
       trustBundle: bundle,
+      closeAtIdentityEnd: true,
       metrics,
       policy: createStaticPolicySource({ defaultPolicy: "all-authenticated" }),
       workload: { host: "127.0.0.1", port: workloadPort },

@@ -41,6 +41,14 @@ export interface CreateInboundOptions {
    * closed. Without it only new handshakes see a change.
    */
   trustBundle?: TrustBundleSource;
+  /**
+   * Close open mesh connections when the identity they were made with ends:
+   * the earlier leaf expiry, or (with `trustBundle`) a bundle change after
+   * which the client's leaf no longer chains. Default false: a long-lived
+   * stream survives certificate rotation (as in Linkerd), and only new
+   * handshakes and resumptions are refused.
+   */
+  closeAtIdentityEnd?: boolean;
   /** Each workload port's current policy; changes apply to new connections at once and close open ones no longer allowed. */
   policy: PolicySource;
   metrics: ProxyMetrics;
@@ -144,7 +152,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     if (isRefusal(terminated)) return fail(raw, terminated);
     const { socket } = terminated;
     track(socket);
-    bounds.track(socket, terminated.target.clientId);
+    bounds?.track(socket, terminated.target.clientId);
     const retargeted = await opaqueTransportLayer(terminated.target, socket, headerOptions);
     if (isRefusal(retargeted)) return fail(socket, retargeted);
     return serve(socket, retargeted);
@@ -228,7 +236,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
 
   // Open mesh connections end with the identities they were made with: the earlier leaf expiry, or an anchor dropped.
   const endCodes = { open_peer_cert_expired: "ERR_TLS_PEER_CERT_EXPIRED", open_local_cert_expired: "ERR_TLS_LOCAL_CERT_EXPIRED", open_client_cert_untrusted: "ERR_TLS_UNAUTHORIZED" } as const satisfies Record<IdentityEnd, string>;
-  const bounds = createIdentityBounds({
+  const bounds = options.closeAtIdentityEnd !== true ? undefined : createIdentityBounds({
     credentials: options.credentials,
     ...(options.trustBundle === undefined ? {} : { trustBundle: options.trustBundle }),
     end(socket, why, detail, clientId) {
@@ -274,7 +282,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     connections: () => sockets.size,
     close() {
       offPolicy();
-      bounds.close();
+      bounds?.close();
       httpLayer.close();
     },
   };

@@ -52,6 +52,8 @@ export interface CreateProxyOptions {
     /** TLS detection bound when the port's policy names none. Default 10000. */
     detectTimeoutMs?: number;
     handshakeTimeoutMs?: number;
+    /** Close open mesh connections when their identity ends (either leaf expires, or the client no longer chains to the bundle). Default false. */
+    closeAtIdentityEnd?: boolean;
     /** Connections open at once; more are closed at once. Default 10000. */
     maxConnections?: number;
   };
@@ -158,6 +160,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
     ...(options.inbound.originalDestination === undefined ? {} : { originalDestination: options.inbound.originalDestination }),
     ...(options.inbound.detectTimeoutMs === undefined ? {} : { detectTimeoutMs: options.inbound.detectTimeoutMs }),
     ...(options.inbound.handshakeTimeoutMs === undefined ? {} : { handshakeTimeoutMs: options.inbound.handshakeTimeoutMs }),
+    ...(options.inbound.closeAtIdentityEnd === undefined ? {} : { closeAtIdentityEnd: options.inbound.closeAtIdentityEnd }),
     ...(options.inbound.inboundPorts === undefined ? {} : { inboundPorts: options.inbound.inboundPorts }),
     ...(options.inbound.skipPorts === undefined ? {} : { skipPorts: options.inbound.skipPorts }),
     ...(options.inbound.maxConnections === undefined ? {} : { maxConnections: options.inbound.maxConnections }),
