@@ -51,6 +51,8 @@ export interface EndpointConnection {
   tls: TlsState;
   /** The address actually dialled (the inbound port for opaque transport). */
   remote: string;
+  /** With an identity: the server certificate's notAfter (for a resumed session, the one first seen). */
+  peerNotAfter?: Date;
 }
 
 /**
@@ -196,7 +198,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       if (early !== undefined && notAfter !== undefined) keep(early, notAfter);
       if (header !== undefined) socket.write(header);
       options.credentials.handshaken("outbound", socket);
-      resolve({ socket, tls: { tls: "true", peerId: identity }, remote });
+      resolve({ socket, tls: { tls: "true", peerId: identity }, remote, ...(notAfter === undefined ? {} : { peerNotAfter: notAfter }) });
     });
   });
 }

@@ -24,7 +24,7 @@ export interface ConnectMeshH2Options {
  * @throws ProxyError `ERR_NO_CREDENTIALS`, `ERR_CONNECT_TIMEOUT`, `ERR_CONNECT_FAILED`,
  *   `ERR_TLS_IDENTITY_MISMATCH`, `ERR_TLS_UNAUTHORIZED`, `ERR_TLS_HANDSHAKE`, `ERR_TLS_*_CERT_EXPIRED`
  */
-export function connectMeshH2(options: ConnectMeshH2Options): Promise<{ session: http2.ClientHttp2Session; socket: tls.TLSSocket }> {
+export function connectMeshH2(options: ConnectMeshH2Options): Promise<{ session: http2.ClientHttp2Session; socket: tls.TLSSocket; peerNotAfter: Date | undefined }> {
   const { identity, credentials } = options;
   const remote = `${options.address}:${options.port}`;
   const context = credentials.context();
@@ -66,7 +66,8 @@ export function connectMeshH2(options: ConnectMeshH2Options): Promise<{ session:
     });
     socket.once("secureConnect", () => {
       clearTimeout(timer);
-      const expired = credentials.checkExpiry(certificateNotAfter(socket.getPeerX509Certificate()));
+      const peerNotAfter = certificateNotAfter(socket.getPeerX509Certificate());
+      const expired = credentials.checkExpiry(peerNotAfter);
       if (expired !== undefined) {
         socket.destroy();
         reject(expired);
@@ -80,7 +81,7 @@ export function connectMeshH2(options: ConnectMeshH2Options): Promise<{ session:
       socket.removeAllListeners("error");
       credentials.handshaken("outbound", socket);
       const session = http2.connect(`http://${remote}`, { createConnection: () => socket, ...(options.settings === undefined ? {} : { settings: options.settings }) });
-      resolve({ session, socket });
+      resolve({ session, socket, peerNotAfter });
     });
   });
 }

@@ -1,8 +1,6 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
-import tls from "node:tls";
-import { certificateNotAfter } from "../credentials.js";
 import { formatHostPort, parseHostPort } from "../address.js";
 import type { Balancer } from "../balancer.js";
 import { endpointKey } from "../balancer.js";
@@ -22,7 +20,7 @@ import { headerValue, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO, L5D_PROX
 import type { ProxiedRequest, ProxiedResponse, ResponseSink } from "./message.js";
 import { fromHttp1, fromHttp2, http1Sink, http2Sink, sendHttp1, sendHttp2 } from "./message.js";
 import type { ConnectionPools } from "./pools.js";
-import { createConnectionPools, h2Transport } from "./pools.js";
+import { createConnectionPools, h2Transport, retireHttp1Socket } from "./pools.js";
 import { pipeUpgrade, upgradeHead } from "./upgrade.js";
 
 /** Options of {@link createOutboundHttp}. */
@@ -72,6 +70,12 @@ interface EndpointLeg {
   tls: TlsState;
 }
 
+/** How long before the earlier leaf's expiry a pooled mesh connection leaves its pool (it closes at the expiry at the latest). */
+const RETIRE_BEFORE_EXPIRY_MS = 5000;
+
+/** A timer's delay: not negative, and within setTimeout's range. */
+const timerDelay = (ms: number): number => Math.max(0, Math.min(ms, 2 ** 31 - 1));
+
 const retryable = (error: unknown): boolean =>
   error instanceof ProxyError && ["ERR_CONNECT_FAILED", "ERR_CONNECT_TIMEOUT", "ERR_TLS_HANDSHAKE", "ERR_TLS_UNAUTHORIZED", "ERR_TLS_IDENTITY_MISMATCH", "ERR_TARGET_FORBIDDEN"].includes(error.code);
 
@@ -96,44 +100,54 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
   // Pool key → the endpoint it dials and the authority its transport header names (the last one a request used).
   const endpoints = new Map<string, { endpoint: Endpoint; authority: string }>();
   const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
-  const track = (socket: net.Socket, remote: string, state: TlsState): void => {
+  const track = (socket: net.Socket, remote: string, state: TlsState, peerNotAfter: Date | undefined, retire: () => void): void => {
     own.trackOpened(socket);
     metrics.trackConnection(socket, { direction: "outbound", peer: "dst", targetAddr: remote, tls: state });
-    if (state.tls === "true") closeAtExpiry(socket, remote, state.peerId);
+    if (state.tls === "true") closeAtExpiry(socket, peerNotAfter, retire);
   };
   // A pooled mesh connection outlives the request that opened it: it goes once
   // either certificate expires, so no request is sent on an expired identity.
-  const closeAtExpiry = (socket: net.Socket, remote: string, identity: string | undefined): void => {
-    const peer = socket instanceof tls.TLSSocket ? socket.getPeerX509Certificate() : undefined;
-    const peerNotAfter = peer === undefined ? options.credentials.session(`${remote}|${identity ?? ""}`)?.peerNotAfter : certificateNotAfter(peer);
+  // Shortly before, it leaves its pool (`retire`): requests in flight end on it
+  // and later ones open a new connection, as the peer renewed long before and a
+  // close at the expiry itself would cut a request sent a moment earlier.
+  const closeAtExpiry = (socket: net.Socket, peerNotAfter: Date | undefined, retire: () => void): void => {
     const times = [options.credentials.current()?.notAfter, peerNotAfter].filter((d): d is Date => d !== undefined).map((d) => d.getTime());
     if (times.length === 0) return;
-    const timer = setTimeout(() => socket.destroy(), Math.max(0, Math.min(Math.min(...times) - Date.now(), 2 ** 31 - 1)));
-    timer.unref();
-    socket.once("close", () => clearTimeout(timer));
+    const untilExpiryMs = Math.min(...times) - Date.now();
+    // A short-lived leaf keeps at least half its remaining life in the pool.
+    const retireInMs = untilExpiryMs - Math.min(RETIRE_BEFORE_EXPIRY_MS, untilExpiryMs / 2);
+    const timers = [setTimeout(retire, timerDelay(retireInMs)), setTimeout(() => socket.destroy(), timerDelay(untilExpiryMs))];
+    for (const timer of timers) timer.unref();
+    socket.once("close", () => {
+      for (const timer of timers) clearTimeout(timer);
+    });
   };
   const pools: ConnectionPools = createConnectionPools({
-    async openSocket(key) {
+    async openSocket(key, agent) {
       const entry = endpoints.get(key);
       if (entry === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
       const connection = await connectEndpoint({ endpoint: entry.endpoint, credentials: options.credentials, authority: entry.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
-      track(connection.socket, connection.remote, connection.tls);
-      return connection.socket;
+      const { socket } = connection;
+      track(socket, connection.remote, connection.tls, connection.peerNotAfter, () => (agent === undefined ? socket.destroy() : retireHttp1Socket(agent, socket)));
+      return socket;
     },
     async openSession(key) {
       const entry = endpoints.get(key);
       if (entry === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
       const { endpoint, authority } = entry;
       if (key.startsWith("h2|") && endpoint.identity !== undefined) {
-        const { session, socket } = await connectMeshH2({ address: endpoint.address, port: endpoint.port, identity: endpoint.identity, credentials: options.credentials, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
-        track(socket, formatHostPort(endpoint.address, endpoint.port), { tls: "true", peerId: endpoint.identity });
+        const { session, socket, peerNotAfter } = await connectMeshH2({ address: endpoint.address, port: endpoint.port, identity: endpoint.identity, credentials: options.credentials, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+        // close(): GOAWAY, no new streams; the connection ends with its last stream.
+        track(socket, formatHostPort(endpoint.address, endpoint.port), { tls: "true", peerId: endpoint.identity }, peerNotAfter, () => session.close());
         return session;
       }
       const connection = await connectEndpoint({ endpoint, credentials: options.credentials, authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
-      track(connection.socket, connection.remote, connection.tls);
+      const opened: { session?: http2.ClientHttp2Session } = {};
+      track(connection.socket, connection.remote, connection.tls, connection.peerNotAfter, () => (opened.session === undefined ? connection.socket.destroy() : opened.session.close()));
       // The transport header may still be on its way: node's HTTP/2 must not take the handle over a write in flight.
       await new Promise((resolve) => connection.socket.write(Buffer.alloc(0), resolve));
-      return http2.connect(`http://${connection.remote}`, { createConnection: () => h2Transport(connection.socket) as net.Socket });
+      opened.session = http2.connect(`http://${connection.remote}`, { createConnection: () => h2Transport(connection.socket) as net.Socket });
+      return opened.session;
     },
     ...(options.maxIdlePerEndpoint === undefined ? {} : { maxIdlePerDestination: options.maxIdlePerEndpoint }),
     ...(options.poolIdleTimeoutMs === undefined ? {} : { idleTimeoutMs: options.poolIdleTimeoutMs }),

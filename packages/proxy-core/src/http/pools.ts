@@ -4,8 +4,8 @@ import type net from "node:net";
 
 /** Options of {@link createConnectionPools}. */
 export interface CreateConnectionPoolsOptions {
-  /** Opens a new connection to the destination `key` names. */
-  openSocket(key: string): Promise<net.Socket>;
+  /** Opens a new connection to the destination `key` names; `agent` is the HTTP/1 pool it joins, when it joins one. */
+  openSocket(key: string, agent?: http.Agent): Promise<net.Socket>;
   /** Opens the multiplexed HTTP/2 session to `key`; default: HTTP/2 with prior knowledge over `openSocket`. */
   openSession?(key: string): Promise<http2.ClientHttp2Session>;
   /** Idle HTTP/1 connections kept per destination. Default 10000 (Linkerd's). */
@@ -33,6 +33,29 @@ export interface ConnectionPools {
 }
 
 /**
+ * Takes one HTTP/1 connection out of its pool: no request is given to it after,
+ * and it closes once free (at once if it is idle now). node's Agent hands a freed
+ * socket to a waiting request a tick before the request claims it, so only a socket
+ * in the agent's free list counts as idle; and its `agentRemove` leaves a writable
+ * socket in that list, so an idle one is taken out of it here first.
+ */
+export function retireHttp1Socket(agent: http.Agent, socket: net.Socket): void {
+  if (socket.destroyed) return;
+  let idle = false;
+  for (const [name, free] of Object.entries(agent.freeSockets)) {
+    const at = free?.indexOf(socket) ?? -1;
+    if (free === undefined || at === -1) continue;
+    free.splice(at, 1);
+    if (free.length === 0) Reflect.deleteProperty(agent.freeSockets, name);
+    idle = true;
+  }
+  // The agent's own listener: it forgets the socket and stops listening to it.
+  socket.emit("agentRemove");
+  if (idle) socket.destroy();
+  else socket.once("free", () => socket.destroy());
+}
+
+/**
  * HTTP/2 with prior knowledge over a socket that may have bytes buffered in JS
  * (the detected preface, unshifted). node's http2 reads the handle directly, and
  * feeds what is buffered to the session first (nodejs/node#35475), so the socket
@@ -46,6 +69,8 @@ export function h2Transport(socket: net.Socket): net.Socket {
 export function createConnectionPools(options: CreateConnectionPoolsOptions): ConnectionPools {
   const agents = new Map<string, http.Agent>();
   const sessions = new Map<string, Promise<http2.ClientHttp2Session>>();
+  // The sessions `sessions` resolved to: one closed here (retired before its certificates expire) is handed out no more.
+  const ready = new Map<string, http2.ClientHttp2Session>();
   const idleTimeoutMs = options.idleTimeoutMs ?? 3000;
   const sessionIdleTimeoutMs = options.sessionIdleTimeoutMs ?? 600_000;
   const openSession =
@@ -61,7 +86,7 @@ export function createConnectionPools(options: CreateConnectionPoolsOptions): Co
         agent = new http.Agent({ keepAlive: true, maxFreeSockets: options.maxIdlePerDestination ?? 10_000, timeout: idleTimeoutMs, scheduling: "lifo" });
         // node's Agent takes a connection from an asynchronous createConnection through its callback.
         (agent as unknown as { createConnection: (opts: unknown, callback: (error: Error | null, socket?: net.Socket) => void) => undefined }).createConnection = (_opts, callback) => {
-          options.openSocket(key).then(
+          options.openSocket(key, agent).then(
             (socket) => callback(null, socket),
             (error: unknown) => callback(error as Error),
           );
@@ -73,11 +98,18 @@ export function createConnectionPools(options: CreateConnectionPoolsOptions): Co
     },
     http2(key) {
       const existing = sessions.get(key);
-      if (existing !== undefined) return existing;
+      if (existing !== undefined) {
+        if (ready.get(key)?.closed !== true) return existing;
+        ready.delete(key);
+      }
       const opening = openSession(key).then((session) => {
         const forget = (): void => {
-          if (sessions.get(key) === opening) sessions.delete(key);
+          if (sessions.get(key) === opening) {
+            sessions.delete(key);
+            ready.delete(key);
+          }
         };
+        if (sessions.get(key) === opening) ready.set(key, session);
         session.once("close", forget);
         session.once("goaway", forget);
         session.on("error", forget);
@@ -100,12 +132,14 @@ export function createConnectionPools(options: CreateConnectionPoolsOptions): Co
       agents.clear();
       for (const opening of sessions.values()) opening.then((s) => s.close(), () => undefined);
       sessions.clear();
+      ready.clear();
     },
     close() {
       for (const agent of agents.values()) agent.destroy();
       agents.clear();
       for (const opening of sessions.values()) opening.then((s) => s.destroy(), () => undefined);
       sessions.clear();
+      ready.clear();
     },
   };
 }
