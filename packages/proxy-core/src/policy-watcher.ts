@@ -56,8 +56,6 @@ interface Watch {
   lastUsed: number;
   /** Open connections on the port: it is not idle while any is. */
   retained: number;
-  /** Whether the controller answered for the port once. */
-  answered: boolean;
 }
 
 /**
@@ -87,7 +85,6 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
     watch.stream = stream;
     stream.on("data", (server) => {
       watch.failures = 0;
-      watch.answered = true;
       let policy: ServerPolicy;
       try {
         policy = serverPolicyFromProto(server);
@@ -133,7 +130,7 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
   const watch = (port: number, declared: boolean): Watch => {
     let w = watches.get(port);
     if (w === undefined) {
-      w = { port, declared, stream: undefined, retry: undefined, failures: 0, lastUsed: Date.now(), retained: 0, answered: false };
+      w = { port, declared, stream: undefined, retry: undefined, failures: 0, lastUsed: Date.now(), retained: 0 };
       watches.set(port, w);
       open(w);
     }
@@ -172,7 +169,6 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
       };
     },
     watched: () => [...watches.keys()],
-    unanswered: () => [...watches.values()].filter((w) => w.declared && !w.answered).map((w) => w.port),
     close() {
       closed = true;
       clearInterval(sweep);
