@@ -1,6 +1,7 @@
 // One row per fault case: the steady traffic's figures while it happened, and whether the promise held.
 import { appendFileSync } from "node:fs";
 import { expect, inject } from "vitest";
+import type { TableRow } from "./table.ts";
 import type { TrafficSummary } from "./traffic.ts";
 
 declare module "vitest" {
@@ -10,19 +11,8 @@ declare module "vitest" {
   }
 }
 
-export interface Row {
-  case: string;
-  sent: number;
-  failed: number;
-  longestFailureMs: number;
-  rssBeforeKiB: number;
-  rssAfterKiB: number;
-  /** What had to hold, e.g. `0 failed` or `fails closed (502 ERR_TLS_LOCAL_CERT_EXPIRED), /ready 503`. */
-  expected: string;
-  holds: boolean;
-  /** Failure results seen and anything else worth a glance. */
-  note: string;
-}
+/** A fault case's row: the table's columns (what had to hold in `expected`, failure results in `note`). */
+export type Row = TableRow;
 
 /** Writes the row (so failing rows reach the table too), then asserts that it holds. */
 export function record(row: Omit<Row, "note"> & { note?: string }, summary?: TrafficSummary): void {
