@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/* global process, console, setTimeout, fetch */
+/* global process, console, fetch */
 /* eslint-disable no-console -- a benchmark prints its table */
 // The two-hop benchmark: client → (proxy A) → (proxy B) → app, several ways in
 // one run on this machine: direct (no proxies), meshtls-proxy (HTTP-aware:
@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { exportPrivateKey, generateKeyPair, importPrivateKey, issueLeaf, pemEncode, toDer } from "@meshtls/pki";
 import { inNamespace, removeTransparentPair, startTransparentPair, transparentUnavailable } from "./transparent-pair.mjs";
+import { sleep, waitFor } from "./wait.mjs";
 
 const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
@@ -44,7 +45,6 @@ const nodeArgs = () => ["--import", GC_COUNT, ...(process.env.BENCH_PROXY_NODE_A
 /** Preloaded into the meshtls proxies and the naive pair alike: V8 collections by kind, written on SIGUSR2 (bench/gc-count.mjs). */
 const GC_COUNT = path.join(path.dirname(fileURLToPath(import.meta.url)), "gc-count.mjs");
 const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const children = [];
 
 async function freePort(host) {
@@ -89,19 +89,6 @@ function start(name, command, args) {
   return { child, output: () => out };
 }
 let stopping = false;
-
-async function waitFor(what, check, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 async function issue(dir, identity, prefix) {
   const issuerCert = toDer(readFileSync(path.join(dir, "issuer.crt"), "utf8"), "CERTIFICATE");

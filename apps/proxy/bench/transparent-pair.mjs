@@ -1,4 +1,4 @@
-/* global process, setTimeout */
+/* global process */
 // The transparent-mode path of the benchmark: two "pods" as network namespaces
 // joined by a veth pair (A 10.78.0.1, B 10.78.0.2), each with `meshtls init`'s
 // nat rules and `meshtls-proxy --transparent` running as the proxy's UID
@@ -11,11 +11,11 @@
 import { execFileSync } from "node:child_process";
 import { chmodSync, chownSync, copyFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { waitFor } from "./wait.mjs";
 
 const PREFIX = "mtls-bench-";
 const PROXY_UID = 2102;
 const pods = { a: { ns: `${PREFIX}a`, ip: "10.78.0.1" }, b: { ns: `${PREFIX}b`, ip: "10.78.0.2" } };
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const ip = (...args) => execFileSync("ip", args, { encoding: "utf8", stdio: "pipe" });
 
 /** Why the transparent path cannot run here, or undefined. */
@@ -102,19 +102,6 @@ export async function startTransparentPair({ dir, node, bins, oneKiB, big, nginx
 
 async function waitForOutput(proc, text) {
   await waitFor(text, () => proc.output().includes(text));
-}
-
-async function waitFor(what, check, timeoutMs = 30_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
 }
 
 export { removeNamespaces as removeTransparentPair };
