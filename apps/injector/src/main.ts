@@ -21,17 +21,23 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefin
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let over: NodeJS.Timeout | undefined;
+    // Over the limit: nothing more is kept, but the rest is read (up to 4× the limit, for at most 2 s) before the 413,
+    // so that a client still sending gets the answer instead of a reset for its unread bytes.
+    const tooLarge = (): void => {
+      clearTimeout(over);
+      resolve(undefined);
+    };
     req.on("data", (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        req.removeAllListeners("data");
-        req.resume();
-        resolve(undefined);
-        return;
+      if (size <= limit) return void chunks.push(chunk);
+      if (over === undefined) {
+        chunks.length = 0;
+        over = setTimeout(tooLarge, 2000);
       }
-      chunks.push(chunk);
+      if (size > 4 * limit) tooLarge();
     });
-    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("end", () => (over === undefined ? resolve(Buffer.concat(chunks)) : tooLarge()));
     req.on("error", reject);
   });
 }
