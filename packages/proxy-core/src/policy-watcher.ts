@@ -56,6 +56,8 @@ interface Watch {
   lastUsed: number;
   /** Open connections on the port: it is not idle while any is. */
   retained: number;
+  /** Whether the controller answered for the port once. */
+  answered: boolean;
 }
 
 /**
@@ -85,6 +87,7 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
     watch.stream = stream;
     stream.on("data", (server) => {
       watch.failures = 0;
+      watch.answered = true;
       let policy: ServerPolicy;
       try {
         policy = serverPolicyFromProto(server);
@@ -130,7 +133,7 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
   const watch = (port: number, declared: boolean): Watch => {
     let w = watches.get(port);
     if (w === undefined) {
-      w = { port, declared, stream: undefined, retry: undefined, failures: 0, lastUsed: Date.now(), retained: 0 };
+      w = { port, declared, stream: undefined, retry: undefined, failures: 0, lastUsed: Date.now(), retained: 0, answered: false };
       watches.set(port, w);
       open(w);
     }
@@ -169,6 +172,7 @@ export function createPolicyWatcher(options: CreatePolicyWatcherOptions): Policy
       };
     },
     watched: () => [...watches.keys()],
+    unanswered: () => [...watches.values()].filter((w) => w.declared && !w.answered).map((w) => w.port),
     close() {
       closed = true;
       clearInterval(sweep);

@@ -228,6 +228,9 @@ export function createProxy(options: CreateProxyOptions): Proxy {
       if (held === undefined) return { ok: false, reason: "no certificate yet" };
       const now = (options.now ?? (() => new Date()))();
       if (now.getTime() > held.notAfter.getTime()) return { ok: false, reason: `the certificate expired at ${held.notAfter.toISOString()}` };
+      // As Linkerd: not ready before the policy controller's first answer for each declared port.
+      const waiting = options.policy?.unanswered?.() ?? [];
+      if (waiting.length > 0) return { ok: false, reason: `no policy from the controller yet for port ${waiting.join(", ")}` };
       return { ok: true };
     },
     onShutdown: options.onShutdown ?? (() => void stop()),

@@ -42,4 +42,6 @@ export interface PolicySource {
   retain?(port: number): () => void;
   /** Ends any watches. */
   close?(): void;
+  /** Declared ports without a first answer from the policy controller yet: the proxy is not ready while any is. */
+  unanswered?(): number[];
 }
