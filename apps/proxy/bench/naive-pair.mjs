@@ -6,6 +6,11 @@
 // mTLS; `node naive-pair.mjs server LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT -
 // CERT KEY CA` terminates mTLS (client certificate required) and pipes into
 // plaintext. No detection, policy, discovery, metrics or session resumption.
+// With role `client-resume` the client side offers the last TLS session it was
+// given (a TLS 1.3 ticket from the server), as nginx's stream proxy does by
+// default (proxy_ssl_session_reuse on) and meshtls does: the floor of node:tls
+// for new connections under a proxy that resumes (one secure context, made
+// once, where `client` makes one per connection as the simplest code does).
 import { readFileSync } from "node:fs";
 import net from "node:net";
 import tls from "node:tls";
@@ -18,9 +23,17 @@ const join = (a, b) => {
   a.pipe(b);
   b.pipe(a);
 };
+let session;
+const secureContext = role === "client-resume" ? tls.createSecureContext(context) : undefined;
+const dial = () => {
+  const options = secureContext === undefined ? context : { secureContext, session };
+  const secure = tls.connect({ ...options, host: targetHost, port: Number(targetPort), servername, noDelay: true });
+  if (role === "client-resume") secure.on("session", (s) => (session = s));
+  return secure;
+};
 const server =
-  role === "client"
-    ? net.createServer({ noDelay: true }, (plain) => join(plain, tls.connect({ ...context, host: targetHost, port: Number(targetPort), servername, noDelay: true })))
+  role === "client" || role === "client-resume"
+    ? net.createServer({ noDelay: true }, (plain) => join(plain, dial()))
     : tls.createServer({ ...context, requestCert: true, rejectUnauthorized: true }, (secure) => {
         secure.setNoDelay(true);
         join(secure, net.connect({ host: targetHost, port: Number(targetPort), noDelay: true }));

@@ -37,8 +37,8 @@ const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
 const PHASES = (process.env.BENCH_PHASES ?? "keepalive,bulk,fresh").split(",");
 /** BENCH_CPU_PROF=DIR writes each meshtls proxy's and naive pair process's V8 CPU profile there on exit. */
 const cpuProfArgs = (name) => (process.env.BENCH_CPU_PROF ? ["--cpu-prof", "--cpu-prof-dir", process.env.BENCH_CPU_PROF, "--cpu-prof-name", `${name}.cpuprofile`] : []);
-/** Comma-separated subset of direct,meshtls,meshtlsh2,httpproxy,opaque,opaquex25519,naive,nodehttp,nginx,nginxhttp,transparent to run (meshtlsh2 = the same proxies to a service with the h2 hint: one multiplexed mTLS HTTP/2 connection; nodehttp = bench/node-http-pair.mjs, the bare Node floor) (ratios need meshtls, nginx and nginxhttp; httpproxy = the same proxies through A's HTTP proxy listener, wrk with bench/http-proxy.lua; opaque = the same proxies to the app's opaque port through an `,opaque` route, opaquex25519 = the same through a second pair with --tls-groups X25519; naive = bench/naive-pair.mjs; transparent = bench/transparent-pair.mjs, root only, skipped otherwise, its ratios against httpproxy and meshtls). */
-const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,meshtlsh2,httpproxy,opaque,opaquex25519,naive,nodehttp,nginx,nginxhttp,transparent").split(",");
+/** Comma-separated subset of direct,meshtls,meshtlsh2,httpproxy,opaque,opaquex25519,naive,nodehttp,nginx,nginxhttp,transparent to run (meshtlsh2 = the same proxies to a service with the h2 hint: one multiplexed mTLS HTTP/2 connection; nodehttp = bench/node-http-pair.mjs, the bare Node floor) (ratios need meshtls, nginx and nginxhttp; httpproxy = the same proxies through A's HTTP proxy listener, wrk with bench/http-proxy.lua; opaque = the same proxies to the app's opaque port through an `,opaque` route, opaquex25519 = the same through a second pair with --tls-groups X25519; naive = bench/naive-pair.mjs; naiveresume = the same with client-side session resumption and one secure context, node:tls's floor for new connections; transparent = bench/transparent-pair.mjs, root only, skipped otherwise, its ratios against httpproxy and meshtls). */
+const PATHS = (process.env.BENCH_PATHS ?? "direct,meshtls,meshtlsh2,httpproxy,opaque,opaquex25519,naive,naiveresume,nodehttp,nginx,nginxhttp,transparent").split(",");
 const HTTP_PROXY_SCRIPT = path.join(path.dirname(fileURLToPath(import.meta.url)), "http-proxy.lua");
 /** BENCH_PROXY_NODE_ARGS: node flags for the meshtls proxies and the naive pair (experiments, e.g. --trace-gc). */
 const nodeArgs = () => ["--import", GC_COUNT, ...(process.env.BENCH_PROXY_NODE_ARGS ? process.env.BENCH_PROXY_NODE_ARGS.split(" ") : [])];
@@ -57,7 +57,7 @@ async function freePort(host) {
 
 /** The opaque path against the naive node:tls pair (like for like: bytes, no detection) and the nginx stream pair. */
 function opaqueRatios(results) {
-  const { opaque: o, opaquex25519: ox, naive: v, nginx: n } = results;
+  const { opaque: o, opaquex25519: ox, naive: v, naiveresume: vr, nginx: n } = results;
   if (o === undefined || (v === undefined && n === undefined)) return;
   const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
   const ratio = (a, b, f) => (a === undefined || b === undefined ? "    n/a" : fmt(f(a) / f(b)).padStart(7));
@@ -72,6 +72,7 @@ function opaqueRatios(results) {
   console.log(`  new conns/s, X25519              ${ratio(ox, n, (r) => r.connsPerS)}   [≥ 1.0]  (opaquex25519: --tls-groups X25519 on both proxies)`);
   console.log(`  CPU/new conn, X25519MLKEM768     ${ratio(o, n, (r) => r.cpu.usPerNewConn)}`);
   console.log(`  CPU/new conn, X25519             ${ratio(ox, n, (r) => r.cpu.usPerNewConn)}`);
+  console.log(`  node:tls floor: naive pair, resuming, new conns/s ${ratio(vr, n, (r) => r.connsPerS)}, CPU/new conn ${ratio(vr, n, (r) => r.cpu.usPerNewConn)}  (X25519MLKEM768; opaque ÷ it: ${ratio(o, vr, (r) => r.connsPerS)})`);
   console.log(`  p99 latency, keep-alive          ${ratio(o, n, (r) => r.keepAlive.p99)}   [≤ 2]`);
 }
 
@@ -372,6 +373,13 @@ async function main() {
   const naiveProcB = start("naive-b", node, [...nodeArgs(), ...cpuProfArgs("naive-b"), naivePair, "server", "127.0.1.2", String(naiveB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]);
   const naiveProcA = start("naive-a", node, [...nodeArgs(), ...cpuProfArgs("naive-a"), naivePair, "client", "127.0.1.1", String(naiveA), "127.0.1.2", String(naiveB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]);
   await waitFor("naive node pair", async () => (await fetch(`http://127.0.1.1:${naiveA}/1k`)).status === 200);
+  // The same pair, its client offering the last TLS session (as nginx's stream proxy and meshtls do): node:tls's floor for new connections.
+  const [naiveResumeB, naiveResumeA] = [await freePort("127.0.1.2"), await freePort("127.0.1.1")];
+  const naiveResumeProcs = [
+    start("naiveresume-b", node, [...nodeArgs(), naivePair, "server", "127.0.1.2", String(naiveResumeB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]),
+    start("naiveresume-a", node, [...nodeArgs(), naivePair, "client-resume", "127.0.1.1", String(naiveResumeA), "127.0.1.2", String(naiveResumeB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]),
+  ];
+  await waitFor("naive node pair, resuming", async () => (await fetch(`http://127.0.1.1:${naiveResumeA}/1k`)).status === 200);
   await waitFor("meshtls pair", async () => (await fetch(`http://127.0.1.1:${routePort}/1k`)).status === 200);
   const webAuthority = "web.default.svc.cluster.local:80";
   await waitFor("meshtls HTTP proxy", async () => (await run("curl", viaProxy({ host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority }).curlArgs("/1k"))).stdout === oneKiB);
@@ -391,6 +399,7 @@ async function main() {
     // The same proxies, A reached as the application's HTTP_PROXY: absolute-URI requests to the same service.
     httpproxy: { host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin], procs: [proxyA, proxyB] },
     naive: { host: "127.0.1.1", port: naiveA, pids: async () => [naiveProcA.child.pid, naiveProcB.child.pid], procs: [naiveProcA, naiveProcB] },
+    naiveresume: { host: "127.0.1.1", port: naiveResumeA, pids: async () => naiveResumeProcs.map((p) => p.child.pid), procs: naiveResumeProcs },
     // The same proxies to the app's opaque port: bytes both ways, no HTTP detection, one mesh connection per client connection.
     opaque: { host: "127.0.1.1", port: opaqueRoutePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin], procs: [proxyA, proxyB] },
     ...(proxyAx === undefined ? {} : { opaquex25519: { host: "127.0.1.1", port: x25519Route, pids: async () => [proxyAx.child.pid, proxyBx.child.pid], admins: [proxyAx.admin, proxyBx.admin], procs: [proxyAx, proxyBx] } }),
@@ -414,7 +423,7 @@ async function main() {
   for (const name of PATHS) {
     const target = paths[name];
     if (name === "transparent" && noTransparent !== undefined) continue;
-    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, meshtlsh2, httpproxy, opaque, opaquex25519, naive, nodehttp, nginx, nginxhttp, transparent)`);
+    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, meshtlsh2, httpproxy, opaque, opaquex25519, naive, naiveresume, nodehttp, nginx, nginxhttp, transparent)`);
     const base = `http://${target.host}:${target.port}`;
     const via = viaProxy(target);
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
@@ -457,7 +466,7 @@ async function main() {
   // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
   const proxyRss = (r, name) => {
     if (name === "opaque" || name === "opaquex25519") return proxyRss(r, "meshtls");
-    if (["meshtls", "meshtlsh2", "httpproxy", "naive", "nodehttp"].includes(name)) return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
+    if (["meshtls", "meshtlsh2", "httpproxy", "naive", "naiveresume", "nodehttp"].includes(name)) return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
     if (name === "nginx" || name === "nginxhttp") {
       const half = r.pids.length / 2;
       const sum = (xs, from, to) => xs.slice(from, to).reduce((a, b) => a + b, 0);
