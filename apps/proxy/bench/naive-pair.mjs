@@ -24,7 +24,8 @@ const join = (a, b) => {
   b.pipe(a);
 };
 let session;
-const secureContext = role === "client-resume" ? tls.createSecureContext(context) : undefined;
+// X25519 only, like for like with nginx (OpenSSL 3.0): a resumed TLS 1.3 handshake still exchanges keys (psk_dhe_ke).
+const secureContext = role === "client-resume" ? tls.createSecureContext({ ...context, ecdhCurve: "X25519" }) : undefined;
 const dial = () => {
   const options = secureContext === undefined ? context : { secureContext, session };
   const secure = tls.connect({ ...options, host: targetHost, port: Number(targetPort), servername, noDelay: true });
