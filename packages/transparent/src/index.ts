@@ -5,6 +5,10 @@ export type { FamilyReport, IptablesOptions } from "./apply.ts";
 export { expectedSaveLines, formatCommands, formatRemoveCommands, saveLine } from "./render.ts";
 export { binaryNames, findBinaries } from "./iptables.ts";
 export type { CommandRunner, IptablesBinaries, IptablesMode } from "./iptables.ts";
+export { createRedirectCheck } from "./redirect-check.ts";
+export type { CreateRedirectCheckOptions, ProbeAddress, ProbeDialer, RedirectCheck, RedirectCheckResult } from "./redirect-check.ts";
+export { spawnProbeDialer } from "./probe-dialer.ts";
+export type { SpawnProbeDialerOptions } from "./probe-dialer.ts";
 export { TransparentError } from "./errors.ts";
 export type { TransparentErrorCode } from "./errors.ts";
 
