@@ -1,5 +1,7 @@
 import { connectivityState, credentials as grpcCredentials, status, type ChannelCredentials, type ClientReadableStream, type ServiceError } from "@grpc/grpc-js";
 import { ApiError, DestinationClient as GrpcDestinationClient, tcpAddressToIp, type DestinationProfile, type Update, type WeightedAddr } from "@meshtls/api";
+import { RECONNECT_BACKOFF, reconnectDelayMs } from "./backoff.js";
+import { createRedialingChannel, type RedialingChannel } from "./channel.js";
 import { DestinationError } from "./errors.js";
 import { noopLogger, type Logger } from "./logger.js";
 
@@ -68,15 +70,19 @@ export interface DestinationClient {
   close(): void;
 }
 
-/** Reconnect backoff: `initialMs` × `multiplier`^n, capped at `maxMs`, ± `jitter`. */
+/**
+ * When a lost stream is reopened: `initialMs` × `multiplier`^n after the n-th
+ * failure in a row, capped at `maxMs`, minus a random 0..`jitter` of itself
+ * (so never later than the cap). The count restarts once a stream answers.
+ */
 export interface BackoffOptions {
-  /** Default 200. */
+  /** In milliseconds. Default 1000. */
   initialMs?: number;
-  /** Default 10000. */
+  /** In milliseconds. Default 30000. */
   maxMs?: number;
   /** Default 2. */
   multiplier?: number;
-  /** Fraction of random spread, 0..1. Default 0.2. */
+  /** Fraction of each delay taken off at random, 0..1. Default 0.2. */
   jitter?: number;
 }
 
@@ -160,6 +166,8 @@ class Watch {
   private exists = false;
   private set: EndpointSet | undefined;
   private call: ClientReadableStream<unknown> | undefined;
+  /** The client `call` was opened on. */
+  private callClient: GrpcDestinationClient | undefined;
   /**
    * `get`, or `profile` once the server refused `Get` for this `<ip>:<port>`
    * (Linkerd's destination does): the address is then looked up with
@@ -177,7 +185,7 @@ class Watch {
 
   constructor(
     readonly authority: string,
-    private readonly client: InstanceType<typeof GrpcDestinationClient>,
+    private readonly channel: RedialingChannel<GrpcDestinationClient>,
     private readonly options: Required<Pick<DestinationClientOptions, "contextToken" | "scheme" | "random" | "initialTimeoutMs">> & {
       backoff: Required<BackoffOptions>;
       logger: Logger;
@@ -251,7 +259,9 @@ class Watch {
       return;
     }
     this.fresh = true;
-    const call = this.client.get({ scheme: this.options.scheme, path: this.authority, contextToken: this.options.contextToken });
+    const client = this.channel.open();
+    this.callClient = client;
+    const call = client.get({ scheme: this.options.scheme, path: this.authority, contextToken: this.options.contextToken });
     this.call = call;
     call.on("data", (update: Update) => {
       if (this.call === call) this.apply(update);
@@ -272,7 +282,9 @@ class Watch {
    */
   /** Looks the `<ip>:<port>` up with GetProfile, as Linkerd's proxy does (linkerd2 server.go getProfileByIP). */
   private connectProfile(): void {
-    const call = this.client.getProfile({ scheme: this.options.scheme, path: this.authority, contextToken: this.options.contextToken });
+    const client = this.channel.open();
+    this.callClient = client;
+    const call = client.getProfile({ scheme: this.options.scheme, path: this.authority, contextToken: this.options.contextToken });
     this.call = call;
     call.on("data", (profile: DestinationProfile) => {
       if (this.call === call) this.applyProfile(profile);
@@ -305,7 +317,7 @@ class Watch {
       const target = `${profile.fullyQualifiedName}:${port}`;
       if (this.inner?.watch.authority === target) return;
       this.dropInner();
-      const watch = new Watch(target, this.client, this.options, () => undefined);
+      const watch = new Watch(target, this.channel, this.options, () => undefined);
       watch.refs = 1;
       const offSet = watch.subscribe((set) => this.publish(set));
       const offStop = watch.onStop(() => {
@@ -332,7 +344,7 @@ class Watch {
     clearTimeout(this.initialTimer);
     this.initialTimer = setTimeout(() => {
       if (this.call !== call || !this.fresh) return;
-      if (this.client.getChannel().getConnectivityState(false) !== connectivityState.READY) {
+      if (this.callClient?.getChannel().getConnectivityState(false) !== connectivityState.READY) {
         this.armInitialTimer(call);
         return;
       }
@@ -368,9 +380,8 @@ class Watch {
       this.stop();
       return;
     }
-    const { initialMs, maxMs, multiplier, jitter } = this.options.backoff;
-    const base = Math.min(maxMs, initialMs * multiplier ** this.attempt);
-    const delayMs = Math.max(0, Math.round(base * (1 + jitter * (2 * this.options.random() - 1))));
+    // The next stream goes out on a new connection if this one is failing (see createRedialingChannel).
+    const delayMs = reconnectDelayMs({ ...this.options.backoff, attempt: this.attempt, random: this.options.random });
     this.attempt++;
     this.options.logger.debug(
       { authority: this.authority, code: error ? status[error.code] : "END", delayMs, keptEndpoints: this.set?.endpoints.length },
@@ -438,32 +449,34 @@ class Watch {
 }
 
 /**
- * Creates a caching, reconnecting client of `Destination.Get`.
- * Backoff defaults: 200 ms doubling to 10 s, ±20 %.
+ * Creates a caching, reconnecting client of `Destination.Get`. A lost stream
+ * is reopened 1 s after, then 2, 4 … up to 30 s apart (each delay minus 0–20 %
+ * at random), each time on a connection that can reach the server at once:
+ * a failing one is replaced by a new dial, never waited for.
  */
 export function createDestinationClient(options: DestinationClientOptions): DestinationClient {
   const logger = options.logger ?? noopLogger;
-  const client = new GrpcDestinationClient(options.address, options.credentials ?? grpcCredentials.createInsecure(), {
-    // Notice a dead server even when no packet says so.
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 5_000,
-    "grpc.initial_reconnect_backoff_ms": 200,
-    "grpc.max_reconnect_backoff_ms": 5_000,
-    ...(options.serverName === undefined
-      ? {}
-      : { "grpc.ssl_target_name_override": options.serverName, "grpc.default_authority": options.serverName }),
-  });
+  const channel = createRedialingChannel(
+    () =>
+      new GrpcDestinationClient(options.address, options.credentials ?? grpcCredentials.createInsecure(), {
+        // Notice a dead server even when no packet says so.
+        "grpc.keepalive_time_ms": 10_000,
+        "grpc.keepalive_timeout_ms": 5_000,
+        "grpc.initial_reconnect_backoff_ms": 200,
+        "grpc.max_reconnect_backoff_ms": 5_000,
+        // A subchannel of its own: a new client must not inherit a failed one's backoff.
+        "grpc.use_local_subchannel_pool": 1,
+        ...(options.serverName === undefined
+          ? {}
+          : { "grpc.ssl_target_name_override": options.serverName, "grpc.default_authority": options.serverName }),
+      }),
+  );
   const watchOptions = {
     contextToken: options.contextToken ?? "",
     scheme: options.scheme ?? "k8s",
     random: options.random ?? Math.random,
     initialTimeoutMs: options.initialTimeoutMs ?? 3000,
-    backoff: {
-      initialMs: options.backoff?.initialMs ?? 200,
-      maxMs: options.backoff?.maxMs ?? 10_000,
-      multiplier: options.backoff?.multiplier ?? 2,
-      jitter: options.backoff?.jitter ?? 0.2,
-    },
+    backoff: { ...RECONNECT_BACKOFF, ...options.backoff },
     logger,
   };
   const watches = new Map<string, Watch>();
@@ -475,7 +488,7 @@ export function createDestinationClient(options: DestinationClientOptions): Dest
       if (closed) {
         watch = undefined;
       } else if (watch === undefined || watch.rejected) {
-        const created: Watch = new Watch(authority, client, watchOptions, () => {
+        const created: Watch = new Watch(authority, channel, watchOptions, () => {
           if (watches.get(authority) === created) watches.delete(authority);
         });
         watches.set(authority, created);
@@ -568,7 +581,7 @@ export function createDestinationClient(options: DestinationClientOptions): Dest
       closed = true;
       for (const watch of [...watches.values()]) watch.stop();
       watches.clear();
-      client.close();
+      channel.close();
     },
   };
 }

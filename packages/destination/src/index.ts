@@ -1,6 +1,9 @@
 // Client: what a proxy uses.
 export { createDestinationClient } from "./client.js";
 export type { BackoffOptions, DestinationClient, DestinationClientOptions, Endpoint, EndpointSet, Resolution } from "./client.js";
+export { RECONNECT_BACKOFF, reconnectDelayMs } from "./backoff.js";
+export { createRedialingChannel } from "./channel.js";
+export type { RedialingChannel } from "./channel.js";
 
 // Server and endpoint registries: what the destination service composes.
 export { createDestinationServer, peerOf } from "./server.js";

@@ -19,7 +19,7 @@ export const API_SERVICE: RegistryService = {
 export async function startServer(
   options: DestinationServerOptions,
   port = 0,
-): Promise<{ handle: DestinationServerHandle; address: string; port: number; stop(): Promise<void> }> {
+): Promise<{ handle: DestinationServerHandle; address: string; port: number; stop(): Promise<void>; kill(): void }> {
   const server = new Server();
   const handle = createDestinationServer(options);
   server.addService(handle.definition, handle.implementation);
@@ -33,6 +33,11 @@ export async function startServer(
     stop: async () => {
       handle.close();
       await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+    },
+    /** As a SIGKILL: every connection dropped at once, no stream ended with a status. */
+    kill: () => {
+      server.forceShutdown();
+      handle.close();
     },
   };
 }
