@@ -37,7 +37,7 @@ export { createHttpProxyServer } from "./outbound/http-proxy.js";
 export type { CreateHttpProxyServerOptions } from "./outbound/http-proxy.js";
 export { createRouteServer } from "./outbound/route.js";
 export { createTransparentServer } from "./outbound/transparent.js";
-export type { CreateTransparentServerOptions } from "./outbound/transparent.js";
+export type { CreateTransparentServerOptions, TransparentIntercept } from "./outbound/transparent.js";
 export type { CreateRouteServerOptions } from "./outbound/route.js";
 export { detectTls, parseClientHello } from "./detect-tls.js";
 export type { ClientHelloParse, Detection, DetectTlsOptions } from "./detect-tls.js";

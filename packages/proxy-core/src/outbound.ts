@@ -15,6 +15,7 @@ import { createDiscover } from "./outbound/discover.js";
 import { createHttpProxyServer } from "./outbound/http-proxy.js";
 import { createRouteServer } from "./outbound/route.js";
 import { createTransparentServer } from "./outbound/transparent.js";
+import type { TransparentIntercept } from "./outbound/transparent.js";
 import type { OriginalDestinationLookup } from "./inbound/accept.js";
 import { createOutboundHttp } from "./http/outbound-http.js";
 import { createOwnSockets } from "./own-sockets.js";
@@ -73,7 +74,7 @@ export interface Outbound {
   /** Starts a fixed route listener. */
   listenRoute(route: Route): Promise<net.AddressInfo>;
   /** Starts the transparent listener: each connection goes to its original destination (`meshtls init`'s redirect). */
-  listenTransparent(address: HostPort, originalDestination: OriginalDestinationLookup): Promise<net.AddressInfo>;
+  listenTransparent(address: HostPort, originalDestination: OriginalDestinationLookup, intercept?: TransparentIntercept): Promise<net.AddressInfo>;
   /** The layer under every listener: a connection to the target's authority through discovery and the mesh. */
   connect: ConnectOutbound;
   stopAccepting(): Promise<void>;
@@ -165,8 +166,13 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
       const isOpaque = route.protocol === "opaque" ? () => Promise.resolve(true) : hintedOpaque;
       return listen(createRouteServer({ ...listenerOptions, authority, isOpaque, detectTimeoutMs }), route.listen, "route", `the route to ${authority}`);
     },
-    listenTransparent: (address, originalDestination) =>
-      listen(createTransparentServer({ ...listenerOptions, originalDestination, isOpaque: hintedOpaque, detectTimeoutMs }), address, "outbound", "the transparent outbound listener"),
+    listenTransparent: (address, originalDestination, intercept) =>
+      listen(
+        createTransparentServer({ ...listenerOptions, originalDestination, isOpaque: hintedOpaque, detectTimeoutMs, ...(intercept === undefined ? {} : { intercept }) }),
+        address,
+        "outbound",
+        "the transparent outbound listener",
+      ),
     connect,
     stopAccepting: async () => {
       for (const server of servers) server.close();

@@ -1,4 +1,5 @@
 import type { AddressInfo } from "node:net";
+import type { AdminReadiness } from "@meshtls/runtime";
 import { pemEncode } from "@meshtls/pki";
 import type { HostPort } from "./address.js";
 import { formatHostPort } from "./address.js";
@@ -14,6 +15,7 @@ import { createProxyMetrics } from "./metrics.js";
 import type { ProxyMetrics } from "./metrics.js";
 import type { Route } from "./outbound.js";
 import { createOutbound } from "./outbound.js";
+import type { TransparentIntercept } from "./outbound/transparent.js";
 import { createOwnSockets } from "./own-sockets.js";
 import type { CredentialSource, EndpointResolver, PolicySource, TrustBundleSource } from "./sources.js";
 import { createStaticPolicySource } from "./static-policy.js";
@@ -71,7 +73,11 @@ export interface CreateProxyOptions {
      * Transparent mode: `listen` serves the connections `meshtls init`
      * redirects there, each to its original destination, instead of the HTTP proxy.
      */
-    transparent?: { originalDestination: OriginalDestinationLookup };
+    transparent?: {
+      originalDestination: OriginalDestinationLookup;
+      /** Answers the connections the proxy handles itself (the redirect check's probe) before any is forwarded. */
+      intercept?: TransparentIntercept;
+    };
   };
   /** `listen` default 127.0.0.1:4191; `maxConnections` default 100. */
   admin?: { listen?: HostPort; maxConnections?: number };
@@ -101,6 +107,8 @@ export interface CreateProxyOptions {
   logger?: Logger;
   /** The clock `/ready` compares the certificate's notAfter with. Default `() => new Date()`. */
   now?: () => Date;
+  /** A further condition of `/ready` (e.g. the transparent redirect check), asked after the proxy's own. Default none. */
+  ready?: () => AdminReadiness;
 }
 
 /** The addresses the proxy listens on. */
@@ -231,7 +239,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
       // As Linkerd: not ready before the policy controller's first answer for each declared port.
       const waiting = options.policy?.unanswered?.() ?? [];
       if (waiting.length > 0) return { ok: false, reason: `no policy from the controller yet for port ${waiting.join(", ")}` };
-      return { ok: true };
+      return options.ready?.() ?? { ok: true };
     },
     onShutdown: options.onShutdown ?? (() => void stop()),
     ...(options.onRenew === undefined ? {} : { onRenew: renew(options.onRenew) }),
@@ -275,7 +283,7 @@ export function createProxy(options: CreateProxyOptions): Proxy {
         const outboundListen = options.outbound?.listen ?? { host: "127.0.0.1", port: 4140 };
         const transparent = options.outbound?.transparent;
         const outboundAddress =
-          transparent === undefined ? await outbound.listenProxy(outboundListen) : await outbound.listenTransparent(outboundListen, transparent.originalDestination);
+          transparent === undefined ? await outbound.listenProxy(outboundListen) : await outbound.listenTransparent(outboundListen, transparent.originalDestination, transparent.intercept);
         const routes: AddressInfo[] = [];
         for (const route of options.outbound?.routes ?? []) routes.push(await outbound.listenRoute(route));
         const tapAddress = tap === undefined || tapOptions === undefined ? undefined : await tap.listen(tapOptions.listen);

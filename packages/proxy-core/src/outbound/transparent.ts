@@ -8,7 +8,12 @@ import { serveOutboundConnection } from "./serve-connection.js";
 export interface CreateTransparentServerOptions extends OutboundConnectionOptions {
   /** Where each redirected connection was going (SO_ORIGINAL_DST through `@meshtls/orig-dst`). */
   originalDestination: OriginalDestinationLookup;
+  /** Takes a redirected connection the proxy answers itself (the redirect check's probe): true when it took it. Default none. */
+  intercept?: TransparentIntercept;
 }
+
+/** Sees each redirected connection before it is forwarded; returns true when it took the connection (never forwarded). */
+export type TransparentIntercept = (client: net.Socket, originalDestination: { address: string; port: number }) => boolean;
 
 /**
  * The transparent outbound listener: the application's connections, redirected
@@ -37,6 +42,7 @@ export function createTransparentServer(options: CreateTransparentServerOptions)
       client.destroy();
       return;
     }
+    if (options.intercept?.(client, dst) === true) return;
     const authority = formatHostPort(dst.address, dst.port);
     options.track(client, authority);
     serveOutboundConnection(client, authority, "transparent", options);
