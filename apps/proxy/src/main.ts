@@ -10,6 +10,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { parseConfig } from "./config.js";
 import { createPolicyClient } from "./policy-client.js";
+import type { ProxyRedirectCheck } from "./redirect-check.js";
 
 async function main(): Promise<void> {
   const config = parseConfigOrExit("meshtls-proxy", () => parseConfig(process.argv, process.env));
@@ -78,6 +79,7 @@ async function main(): Promise<void> {
     shuttingDown = true;
     logger.info({ signal, drainMs: config.drainTimeoutMs }, "shutting down");
     void (async () => {
+      redirectCheck?.stop();
       await proxy.stop({ drainMs: config.drainTimeoutMs });
       await certifier.stop();
       destination.close();
@@ -92,6 +94,7 @@ async function main(): Promise<void> {
 
   // Transparent mode needs the SO_ORIGINAL_DST addon: say so at start, before listening, when it is missing.
   let originalDestination: OriginalDestinationLookup | undefined;
+  let redirectCheck: ProxyRedirectCheck | undefined;
   if (config.transparent) {
     try {
       // Loaded only here: every other mode would carry the addon's loader for nothing.
@@ -109,6 +112,7 @@ async function main(): Promise<void> {
       logger.error({ code: (error as { code?: string }).code, err: (error as Error).message }, "--transparent: cannot read original destinations");
       process.exit(2);
     }
+    if (config.redirectCheck.intervalMs > 0) redirectCheck = (await import("./redirect-check.js")).createProxyRedirectCheck({ config, registry, logger });
   }
 
   const proxy = createProxy({
@@ -136,7 +140,7 @@ async function main(): Promise<void> {
       maxConnections: config.maxOutboundConnections,
       // Protocol detection on routes: Linkerd's one detect timeout.
       detectTimeoutMs: config.detectTimeoutMs,
-      ...(originalDestination === undefined ? {} : { transparent: { originalDestination } }),
+      ...(originalDestination === undefined ? {} : { transparent: { originalDestination, ...(redirectCheck === undefined ? {} : { intercept: redirectCheck.intercept }) } }),
       ...(config.outboundBind === undefined ? {} : { localAddress: config.outboundBind }),
     },
     admin: { listen: config.admin, maxConnections: config.maxAdminConnections },
@@ -145,6 +149,7 @@ async function main(): Promise<void> {
     connectTimeoutMs: config.connectTimeoutMs,
     idleTimeoutMs: config.idleTimeoutMs,
     metrics: createProxyMetrics({ registry }),
+    ...(redirectCheck === undefined ? {} : { ready: redirectCheck.ready }),
     onShutdown: () => shutdown("admin /shutdown"),
     // POST /renew: a new key and certificate now, published like a scheduled refresh.
     onRenew: () => certifier.renewNow(),
@@ -173,6 +178,7 @@ async function main(): Promise<void> {
     "listening",
   );
   certifier.start();
+  redirectCheck?.start();
   certifier.ready().then(
     (credentials) => {
       logger.info({ notAfter: credentials.notAfter.toISOString() }, "first certificate obtained: ready");
