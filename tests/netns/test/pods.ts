@@ -18,7 +18,15 @@ export interface Pod extends PodSpec {
   /** Runs a command in the pod and returns its stdout; throws with its stderr on failure. */
   exec(command: string, args: readonly string[], options?: { input?: string; gid?: number; uid?: number; timeoutMs?: number }): string;
   /** Starts a long-running process in the pod (killed by {@link Pods.destroy}). */
-  spawn(command: string, args: readonly string[], options?: { gid?: number; uid?: number }): ChildProcess;
+  spawn(command: string, args: readonly string[], options?: Ids): ChildProcess;
+}
+
+/** Who a process in a pod runs as. */
+export interface Ids {
+  gid?: number;
+  uid?: number;
+  /** Capabilities it keeps (inheritable and ambient) after the change of user, e.g. `["setuid", "setgid"]`. */
+  ambientCaps?: readonly string[];
 }
 
 export interface Pods {
@@ -47,8 +55,13 @@ export function sweepNamespaces(prefix: string): void {
  * files must then be readable by that user), or only the proxy's GID with
  * root's UID (the stand-ins, which read the checkout as root).
  */
-function wrap(ns: string, command: string, args: readonly string[], ids: { gid?: number; uid?: number }): [string, string[]] {
-  const change = [...(ids.uid === undefined ? [] : [`--reuid=${ids.uid}`]), ...(ids.gid === undefined ? [] : [`--regid=${ids.gid}`])];
+function wrap(ns: string, command: string, args: readonly string[], ids: Ids): [string, string[]] {
+  const caps = (ids.ambientCaps ?? []).map((cap) => `+${cap}`).join(",");
+  const change = [
+    ...(ids.uid === undefined ? [] : [`--reuid=${ids.uid}`]),
+    ...(ids.gid === undefined ? [] : [`--regid=${ids.gid}`]),
+    ...(caps === "" ? [] : [`--inh-caps=${caps}`, `--ambient-caps=${caps}`]),
+  ];
   const inner = change.length === 0 ? [command, ...args] : ["setpriv", ...change, "--clear-groups", command, ...args];
   return ["ip", ["netns", "exec", ns, ...inner]];
 }
