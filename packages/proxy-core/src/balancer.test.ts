@@ -39,6 +39,41 @@ describe("power-of-two-choices balancer", () => {
   });
 });
 
+describe("endpoints set aside after a failed connect", () => {
+  it("are not picked for a backoff doubling from 1 s to 30 s, reset by a success", () => {
+    let now = 0;
+    const balancer = createBalancer({ now: () => now });
+    const [a, b, c] = [ep(1), ep(2), ep(3)];
+    const endpoints = [a, b, c];
+    const picks = (): Set<number> => new Set(Array.from({ length: 60 }, () => balancer.pick(endpoints)?.port ?? 0));
+    expect(balancer.setAside(a)).toBe(1000);
+    expect(balancer.isSetAside(a)).toBe(true);
+    expect(picks()).toEqual(new Set([2, 3]));
+    now = 1000;
+    expect(balancer.isSetAside(a)).toBe(false);
+    expect(picks()).toEqual(new Set([1, 2, 3]));
+    expect([balancer.setAside(a), balancer.setAside(a), balancer.setAside(a), balancer.setAside(a), balancer.setAside(a), balancer.setAside(a)]).toEqual([2000, 4000, 8000, 16_000, 30_000, 30_000]);
+    now = 29_999 + 1000;
+    expect(balancer.isSetAside(a)).toBe(true);
+    balancer.connected(a);
+    expect(balancer.isSetAside(a)).toBe(false);
+    expect(balancer.setAside(a)).toBe(1000);
+  });
+
+  it("are all picked from when every one is set aside (availability fails open), tried ones still excluded", () => {
+    const balancer = createBalancer({ now: () => 0, random: () => 0 });
+    const [a, b] = [ep(1), ep(2)];
+    balancer.setAside(a);
+    balancer.setAside(b);
+    expect(balancer.pick([a, b])).toBeDefined();
+    expect(balancer.pick([a, b], new Set([endpointKey(a)]))).toBe(b);
+    expect(balancer.pick([a, b], new Set([endpointKey(a), endpointKey(b)]))).toBeUndefined();
+    // One back: only it is picked.
+    balancer.connected(b);
+    expect(new Set(Array.from({ length: 20 }, () => balancer.pick([a, b])))).toEqual(new Set([b]));
+  });
+});
+
 describe("admin loopback check", () => {
   it("accepts 127/8, ::1 and mapped loopback only", () => {
     expect(isLoopback("127.0.0.1")).toBe(true);

@@ -12,14 +12,18 @@ export interface CreateBalancerOptions {
   decayMs?: number;
   /** The latency a failed connect or request counts as. Default 5000. */
   failurePenaltyMs?: number;
+  /** How long an endpoint is set aside after its first failed connect; each further one doubles it. Default 1000. */
+  setAsideMs?: number;
+  /** The longest an endpoint is set aside. Default 30000. */
+  maxSetAsideMs?: number;
 }
 
 /** Picks endpoints by load and latency, and tracks what is in flight to them. */
 export interface Balancer {
   /**
-   * Power of two choices: two distinct random candidates (not in `exclude`),
-   * the one with the lower peak-EWMA cost wins: the latency estimate times
-   * (in flight + 1), per unit of weight.
+   * Power of two choices: two distinct random candidates (not in `exclude`,
+   * nor set aside unless every one left is), the one with the lower peak-EWMA
+   * cost wins: the latency estimate times (in flight + 1), per unit of weight.
    */
   pick(endpoints: readonly Endpoint[], exclude?: ReadonlySet<string>): Endpoint | undefined;
   /** Counts a connection or request in flight to `endpoint`; call the result once it ends. */
@@ -30,6 +34,17 @@ export interface Balancer {
   fail(endpoint: Endpoint): void;
   /** Connections and requests in flight to `endpoint`. */
   load(endpoint: Endpoint): number;
+  /**
+   * Sets `endpoint` aside after a failed connect: it is not picked while an
+   * endpoint that is not set aside is left, for `setAsideMs`, doubled after
+   * each further failure up to `maxSetAsideMs`, until a connect succeeds.
+   * Returns how long (ms).
+   */
+  setAside(endpoint: Endpoint): number;
+  /** A connect to `endpoint` succeeded: it is no longer set aside, and its next failure starts the backoff over. */
+  connected(endpoint: Endpoint): void;
+  /** Whether `endpoint` is set aside now. */
+  isSetAside(endpoint: Endpoint): boolean;
 }
 
 /** The key an endpoint is tracked under (`ip:port`). */
@@ -42,10 +57,23 @@ interface Estimate {
   at: number;
 }
 
+interface SetAside {
+  /** Picked again from then (`now()`). */
+  until: number;
+  /** The last backoff; the next failure doubles it. */
+  backoffMs: number;
+}
+
+/** Set-aside records kept before the lapsed ones are dropped (endpoints come and go with discovery). */
+const MAX_SET_ASIDE_RECORDS = 1000;
+
 /**
  * Creates a power-of-two-choices balancer over Linkerd's peak-EWMA
  * (linkerd/proxy/balance: `PeakEwma`): a higher latency is taken at once,
- * a lower one blends in with weight `1 - exp(-elapsed / decay)`.
+ * a lower one blends in with weight `1 - exp(-elapsed / decay)`. An endpoint
+ * whose connect failed is set aside with a doubling backoff, as Linkerd's
+ * balancer holds an endpoint unready while it reconnects; when every
+ * endpoint is set aside they are all picked from (availability fails open).
  */
 export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
   const random = options.random ?? Math.random;
@@ -53,6 +81,17 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
   const defaultRttMs = options.defaultRttMs ?? 30;
   const decayMs = options.decayMs ?? 10_000;
   const failurePenaltyMs = options.failurePenaltyMs ?? 5000;
+  const setAsideMs = options.setAsideMs ?? 1000;
+  const maxSetAsideMs = options.maxSetAsideMs ?? 30_000;
+  const asides = new Map<string, SetAside>();
+  const isSetAside = (endpoint: Endpoint, at: number): boolean => (asides.get(endpointKey(endpoint))?.until ?? 0) > at;
+  // Endpoints not set aside, or all of them when every one is.
+  const available = (endpoints: readonly Endpoint[]): readonly Endpoint[] => {
+    if (asides.size === 0) return endpoints;
+    const at = now();
+    const ready = endpoints.filter((e) => !isSetAside(e, at));
+    return ready.length === 0 ? endpoints : ready;
+  };
   const open = new Map<string, number>();
   const estimates = new Map<string, Estimate>();
   const load = (endpoint: Endpoint): number => open.get(endpointKey(endpoint)) ?? 0;
@@ -84,7 +123,7 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
   };
   return {
     pick(endpoints, exclude) {
-      const candidates = exclude === undefined || exclude.size === 0 ? endpoints : endpoints.filter((e) => !exclude.has(endpointKey(e)));
+      const candidates = available(exclude === undefined || exclude.size === 0 ? endpoints : endpoints.filter((e) => !exclude.has(endpointKey(e))));
       if (candidates.length === 0) return undefined;
       if (candidates.length === 1) return candidates[0];
       const i = Math.floor(random() * candidates.length);
@@ -110,5 +149,23 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
     observe: (endpoint, latencyMs) => update(endpoint, Math.max(latencyMs, 0)),
     fail: (endpoint) => update(endpoint, failurePenaltyMs),
     load,
+    setAside(endpoint) {
+      const key = endpointKey(endpoint);
+      const at = now();
+      const previous = asides.get(key);
+      // A record lapsed for longer than the longest backoff starts over, as after a success.
+      const backoffMs = previous === undefined || at - previous.until > maxSetAsideMs ? setAsideMs : Math.min(previous.backoffMs * 2, maxSetAsideMs);
+      if (previous === undefined && asides.size >= MAX_SET_ASIDE_RECORDS) {
+        for (const [k, record] of asides) if (at - record.until > maxSetAsideMs) asides.delete(k);
+        const oldest = asides.keys().next().value;
+        if (asides.size >= MAX_SET_ASIDE_RECORDS && oldest !== undefined) asides.delete(oldest);
+      }
+      asides.set(key, { until: at + backoffMs, backoffMs });
+      return backoffMs;
+    },
+    connected(endpoint) {
+      if (asides.size > 0) asides.delete(endpointKey(endpoint));
+    },
+    isSetAside: (endpoint) => isSetAside(endpoint, now()),
   };
 }

@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { RetryReason } from "./outbound/retry-reason.js";
 import type { AuthorizeDecision } from "./policy.js";
 import { policyLabel } from "./policy.js";
 import { createTapHub, tapPolicy, tapTls } from "./tap.js";
@@ -55,6 +56,10 @@ export interface ProxyMetrics {
   recordError(direction: "inbound" | "outbound", error: string, targetAddr?: string): void;
   /** Counts a connection a listener closed at once, before reading from it. */
   recordRefused(listener: RefusedListener, reason: "max_connections"): void;
+  /** Counts an outbound connection or request tried on another endpoint after an attempt that sent nothing failed (`outbound_connect_retries_total`). */
+  recordConnectRetry(reason: RetryReason): void;
+  /** Counts an endpoint set aside after a failed connect (`outbound_endpoints_set_aside_total`). */
+  recordEndpointSetAside(reason: RetryReason): void;
   /** Currently open legs (src and dst). */
   openConnections(): number;
   /** Counts a completed mesh TLS handshake by its key exchange group (`tls_handshakes_total`). */
@@ -214,6 +219,8 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     registers: [registry],
   });
   // The group is one of credentials.ts's fixed names (else "other"): bounded.
+  const connectRetries = new Counter({ name: "outbound_connect_retries_total", help: "Outbound attempts tried on another endpoint after one that sent nothing failed", labelNames: ["reason"], registers: [registry] });
+  const setAside = new Counter({ name: "outbound_endpoints_set_aside_total", help: "Endpoints set aside (not picked for a backoff) after a failed connect", labelNames: ["reason"], registers: [registry] });
   const tlsHandshakes = new Counter({ name: "tls_handshakes_total", help: "Mesh TLS handshakes completed, by key exchange group", labelNames: ["direction", "group"], registers: [registry] });
 
   const HTTP_LABELS = ["direction", "authority", "target_addr", "tls", "client_id", "server_id", "no_tls_reason"] as const;
@@ -360,6 +367,12 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     },
     recordRefused(listener, reason) {
       refused.inc({ listener, reason });
+    },
+    recordConnectRetry(reason) {
+      connectRetries.inc({ reason });
+    },
+    recordEndpointSetAside(reason) {
+      setAside.inc({ reason });
     },
     openConnections: () => open.size,
   };

@@ -1,5 +1,5 @@
 import http from "node:http";
-import type http2 from "node:http2";
+import http2 from "node:http2";
 import type { Readable } from "node:stream";
 import type { Headers } from "./headers.js";
 import { endToEndHeaders, L5D_PROXY_ERROR } from "./headers.js";
@@ -187,8 +187,16 @@ export function http2Sink(stream: http2.ServerHttp2Stream, extra: Headers = {}):
   };
 }
 
+/** What a failed send says about where the request got: filled in by `sendHttp1` and `sendHttp2` before they reject. */
+export interface SendAttempt {
+  /** HTTP/1: the request went on a kept-alive connection an earlier request opened (the peer may have closed it unread). */
+  reusedConnection?: boolean;
+  /** HTTP/2: the session took no new stream, or the peer refused the stream unprocessed (REFUSED_STREAM, or beyond its GOAWAY). */
+  refusedStream?: boolean;
+}
+
 /** Sends `request` on an HTTP/1 connection from `agent`; resolves with the response head. Rejects with the connect error before anything was sent. */
-export function sendHttp1(request: ProxiedRequest, options: { agent: http.Agent; authority: string; headers?: Headers }): Promise<ProxiedResponse> {
+export function sendHttp1(request: ProxiedRequest, options: { agent: http.Agent; authority: string; headers?: Headers; attempt?: SendAttempt }): Promise<ProxiedResponse> {
   return new Promise((resolve, reject) => {
     const upstream = http.request({
       agent: options.agent,
@@ -197,7 +205,11 @@ export function sendHttp1(request: ProxiedRequest, options: { agent: http.Agent;
       setHost: false,
       headers: { host: options.authority, ...request.headers, ...options.headers },
     });
-    upstream.once("error", reject);
+    const failed = (error: Error): void => {
+      if (options.attempt !== undefined) options.attempt.reusedConnection = upstream.reusedSocket;
+      reject(error);
+    };
+    upstream.once("error", failed);
     if (request.bodyless) {
       request.body.resume();
       upstream.end();
@@ -206,7 +218,7 @@ export function sendHttp1(request: ProxiedRequest, options: { agent: http.Agent;
       upstream.once("socket", () => request.body.pipe(upstream));
     }
     upstream.once("response", (res) => {
-      upstream.off("error", reject);
+      upstream.off("error", failed);
       upstream.on("error", (error) => res.destroy(error));
       resolve({
         status: res.statusCode ?? 502,
@@ -220,13 +232,15 @@ export function sendHttp1(request: ProxiedRequest, options: { agent: http.Agent;
 }
 
 /** Sends `request` as an HTTP/2 stream on `session`; resolves with the response head. */
-export function sendHttp2(request: ProxiedRequest, options: { session: http2.ClientHttp2Session; authority: string; headers?: Headers }): Promise<ProxiedResponse> {
+export function sendHttp2(request: ProxiedRequest, options: { session: http2.ClientHttp2Session; authority: string; headers?: Headers; attempt?: SendAttempt }): Promise<ProxiedResponse> {
   return new Promise((resolve, reject) => {
     let stream: http2.ClientHttp2Stream;
     try {
       // A bodyless request ends with its HEADERS frame (END_STREAM), rather than an empty DATA frame after it.
       stream = options.session.request({ ":method": request.method, ":path": request.path, ":authority": options.authority, ":scheme": "http", ...request.headers, ...options.headers }, { endStream: request.bodyless });
     } catch (error) {
+      // A session closing (GOAWAY) or closed takes no new stream: nothing was sent.
+      if (options.attempt !== undefined) options.attempt.refusedStream = true;
       reject(error as Error);
       return;
     }
@@ -234,12 +248,16 @@ export function sendHttp2(request: ProxiedRequest, options: { session: http2.Cli
     stream.once("trailers", (received: http2.IncomingHttpHeaders) => {
       trailers = endToEndHeaders(received);
     });
-    stream.once("error", reject);
+    const failed = (error: Error): void => {
+      if (options.attempt !== undefined) options.attempt.refusedStream = stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM;
+      reject(error);
+    };
+    stream.once("error", failed);
     // Removed once the response came: every stream closes, and an Error (its stack) per request is not free.
-    const closedEarly = (): void => reject(new Error(`stream closed before its response (${stream.rstCode})`));
+    const closedEarly = (): void => failed(new Error(`stream closed before its response (${stream.rstCode})`));
     stream.once("close", closedEarly);
     stream.once("response", (headers: http2.IncomingHttpHeaders & http2.IncomingHttpStatusHeader) => {
-      stream.off("error", reject);
+      stream.off("error", failed);
       stream.off("close", closedEarly);
       stream.on("error", () => undefined);
       resolve({

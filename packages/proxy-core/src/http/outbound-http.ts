@@ -11,13 +11,15 @@ import type { Logger } from "../logger.js";
 import type { HttpOutcome, ProxyMetrics } from "../metrics.js";
 import type { ConnectOutbound } from "../outbound/connect.js";
 import type { Discover } from "../outbound/discover.js";
+import type { RetryReason } from "../outbound/retry-reason.js";
+import { connectRetryReason } from "../outbound/retry-reason.js";
 import type { OwnSockets } from "../own-sockets.js";
 import type { Endpoint } from "../sources.js";
 import type { TlsState } from "../tls-state.js";
 import { connectMeshH2 } from "./connect-h2.js";
 import type { Headers } from "./headers.js";
 import { headerValue, L5D_CLIENT_ID, L5D_DST_CANONICAL, L5D_ORIG_PROTO, L5D_PROXY_ERROR } from "./headers.js";
-import type { ProxiedRequest, ProxiedResponse, ResponseSink } from "./message.js";
+import type { ProxiedRequest, ProxiedResponse, ResponseSink, SendAttempt } from "./message.js";
 import { fromHttp1, fromHttp2, http1Sink, http2Sink, sendHttp1, sendHttp2 } from "./message.js";
 import type { ConnectionPools } from "./pools.js";
 import { createConnectionPools, h2Transport, retireHttp1Socket } from "./pools.js";
@@ -76,8 +78,23 @@ const RETIRE_BEFORE_EXPIRY_MS = 5000;
 /** A timer's delay: not negative, and within setTimeout's range. */
 const timerDelay = (ms: number): number => Math.max(0, Math.min(ms, 2 ** 31 - 1));
 
-const retryable = (error: unknown): boolean =>
-  error instanceof ProxyError && ["ERR_CONNECT_FAILED", "ERR_CONNECT_TIMEOUT", "ERR_TLS_HANDSHAKE", "ERR_TLS_UNAUTHORIZED", "ERR_TLS_IDENTITY_MISMATCH", "ERR_TARGET_FORBIDDEN"].includes(error.code);
+/** Methods a stale keep-alive connection's request may be sent again for (Go's net/http `isReplayable`). */
+const REPLAYABLE_METHODS = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
+
+/**
+ * The reason to send a failed request to another endpoint, or undefined: a
+ * connect failure (`connectRetryReason`: never a security failure), or, for a
+ * request without a body, a stream HTTP/2 refused unprocessed, or a kept-alive
+ * HTTP/1 connection that closed before any response when the method is
+ * idempotent (as Go's net/http retries).
+ */
+const requestRetryReason = (error: unknown, request: ProxiedRequest, attempt: SendAttempt): RetryReason | undefined => {
+  const connect = connectRetryReason(error);
+  if (connect !== undefined || error instanceof ProxyError || !request.bodyless) return connect;
+  if (attempt.refusedStream === true) return "stream_refused";
+  const idempotent = REPLAYABLE_METHODS.has(request.method) || request.headers["idempotency-key"] !== undefined || request.headers["x-idempotency-key"] !== undefined;
+  return attempt.reusedConnection === true && idempotent ? "stale_connection" : undefined;
+};
 
 const errorLabel = (error: unknown): string => (error instanceof ProxyError ? error.code.replace(/^ERR_/, "").toLowerCase() : "stream_reset");
 
@@ -122,11 +139,28 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
       for (const timer of timers) clearTimeout(timer);
     });
   };
+  // A connect's outcome, once per connection (requests waiting on one HTTP/2 session share it): a failure
+  // that sent nothing sets the endpoint aside, a success brings it back.
+  const connecting = <T>(endpoint: Endpoint, opening: Promise<T>): Promise<T> =>
+    opening.then(
+      (opened) => {
+        balancer.connected(endpoint);
+        return opened;
+      },
+      (error: unknown) => {
+        const reason = connectRetryReason(error);
+        if (reason !== undefined) {
+          balancer.setAside(endpoint);
+          metrics.recordEndpointSetAside(reason);
+        }
+        throw error;
+      },
+    );
   const pools: ConnectionPools = createConnectionPools({
     async openSocket(key, agent) {
       const entry = endpoints.get(key);
       if (entry === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
-      const connection = await connectEndpoint({ endpoint: entry.endpoint, credentials: options.credentials, authority: entry.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+      const connection = await connecting(entry.endpoint, connectEndpoint({ endpoint: entry.endpoint, credentials: options.credentials, authority: entry.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress }));
       const { socket } = connection;
       track(socket, connection.remote, connection.tls, connection.peerNotAfter, () => (agent === undefined ? socket.destroy() : retireHttp1Socket(agent, socket)));
       return socket;
@@ -136,12 +170,12 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
       if (entry === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
       const { endpoint, authority } = entry;
       if (key.startsWith("h2|") && endpoint.identity !== undefined) {
-        const { session, socket, peerNotAfter } = await connectMeshH2({ address: endpoint.address, port: endpoint.port, identity: endpoint.identity, credentials: options.credentials, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+        const { session, socket, peerNotAfter } = await connecting(endpoint, connectMeshH2({ address: endpoint.address, port: endpoint.port, identity: endpoint.identity, credentials: options.credentials, connectTimeoutMs: options.connectTimeoutMs, ...localAddress }));
         // close(): GOAWAY, no new streams; the connection ends with its last stream.
         track(socket, formatHostPort(endpoint.address, endpoint.port), { tls: "true", peerId: endpoint.identity }, peerNotAfter, () => session.close());
         return session;
       }
-      const connection = await connectEndpoint({ endpoint, credentials: options.credentials, authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress });
+      const connection = await connecting(endpoint, connectEndpoint({ endpoint, credentials: options.credentials, authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress }));
       const opened: { session?: http2.ClientHttp2Session } = {};
       track(connection.socket, connection.remote, connection.tls, connection.peerNotAfter, () => (opened.session === undefined ? connection.socket.destroy() : opened.session.close()));
       // The transport header may still be on its way: node's HTTP/2 must not take the handle over a write in flight.
@@ -195,17 +229,17 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
   };
 
   /** Sends on the endpoint's client: the mesh HTTP/2 session (upgrading HTTP/1 with `l5d-orig-proto`), or a keep-alive HTTP/1 pool. */
-  const send = (endpoint: Endpoint, leg: EndpointLeg, request: ProxiedRequest, authority: string): Promise<ProxiedResponse> => {
+  const send = (endpoint: Endpoint, leg: EndpointLeg, request: ProxiedRequest, authority: string, attempt: SendAttempt): Promise<ProxiedResponse> => {
     const extra: Headers = {};
     if (isName(authority)) extra[L5D_DST_CANONICAL] = authority;
     const requestAuthority = request.authority === "" ? authority : request.authority;
     if (request.version === "2" || leg.meshH2) {
       remember(leg.h2Key, endpoint, authority);
       if (request.version !== "2") extra[L5D_ORIG_PROTO] = `HTTP/${request.version}${request.absoluteForm ? "; absolute-form" : ""}`;
-      return pools.http2(leg.h2Key).then((session) => sendHttp2(request, { session, authority: requestAuthority, headers: extra }));
+      return pools.http2(leg.h2Key).then((session) => sendHttp2(request, { session, authority: requestAuthority, headers: extra, attempt }));
     }
     remember(leg.h1Key, endpoint, authority);
-    return sendHttp1(request, { agent: pools.http1(leg.h1Key), authority: requestAuthority, headers: extra });
+    return sendHttp1(request, { agent: pools.http1(leg.h1Key), authority: requestAuthority, headers: extra, attempt });
   };
 
   const forward = (request: ProxiedRequest, sink: ResponseSink, authority: string): void => {
@@ -229,10 +263,15 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
         return;
       }
       const tried = new Set<string>();
+      const deadline = performance.now() + options.connectTimeoutMs;
+      let retrying: RetryReason | undefined;
       let lastError: unknown;
       let lastEndpoint: Endpoint | undefined;
       for (let attempt = 0; attempt < options.maxAttempts; attempt++) {
-        const endpoint = balancer.pick(candidates, tried);
+        if (retrying !== undefined && performance.now() >= deadline) break;
+        // A stale connection or a refused stream says nothing against the endpoint: with no other left, it is tried again.
+        const again = retrying === "stale_connection" || retrying === "stream_refused" ? lastEndpoint : undefined;
+        const endpoint = balancer.pick(candidates, tried) ?? again;
         if (endpoint === undefined) break;
         tried.add(endpointKey(endpoint));
         lastEndpoint = endpoint;
@@ -242,20 +281,23 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
           metrics.recordError("outbound", "target_forbidden", endpointKey(endpoint));
           continue;
         }
+        if (retrying !== undefined) metrics.recordConnectRetry(retrying);
         const leg = legOf(endpoint);
         const release = balancer.acquire(endpoint);
         const started = performance.now();
+        const sent: SendAttempt = {};
         let response: ProxiedResponse;
         try {
-          response = await send(endpoint, leg, request, authority);
+          response = await send(endpoint, leg, request, authority, sent);
         } catch (error) {
           release();
           balancer.fail(endpoint);
           lastError = error;
           if (error instanceof ProxyError) metrics.recordError("outbound", errorLabel(error), leg.dialAddr);
           logger.warn({ authority, endpoint: endpointKey(endpoint), code: (error as ProxyError).code, err: (error as Error).message }, "outbound HTTP request failed");
-          if (retryable(error)) continue;
-          break;
+          retrying = requestRetryReason(error, request, sent);
+          if (retrying === undefined) break;
+          continue;
         }
         // The endpoint's latency is its time to the response head (Linkerd's peak-EWMA measures to the
         // response too): a long body (a stream, a download) says nothing about how fast the endpoint answers.

@@ -10,6 +10,8 @@ import type { ProxyMetrics } from "../metrics.js";
 import type { OwnSockets } from "../own-sockets.js";
 import type { Endpoint } from "../sources.js";
 import type { Discover } from "./discover.js";
+import type { RetryReason } from "./retry-reason.js";
+import { connectRetryReason } from "./retry-reason.js";
 import type { OutboundTarget } from "./target.js";
 
 /** A connection to one endpoint of the target's authority. */
@@ -34,10 +36,16 @@ export interface CreateConnectOutboundOptions {
 }
 
 /**
- * Creates the connect layer: the authority's endpoints, balanced; a failed
- * connect tries another one. The proxy's own outbound, route and admin
- * listeners are never a destination (a loop, or a local-only admin request
- * made on someone else's behalf).
+ * Creates the connect layer: the authority's endpoints, balanced. A connect
+ * that failed before anything was sent (refused, reset, timed out, a
+ * handshake failure other than the peer's identity or chain) tries another
+ * endpoint, up to `maxAttempts`, none started once `connectTimeoutMs` has
+ * passed since the first; the failed endpoint is set aside
+ * (`Balancer.setAside`). A security failure (`ERR_TLS_IDENTITY_MISMATCH`,
+ * `ERR_TLS_UNAUTHORIZED`, an expired certificate) is never retried elsewhere.
+ * The proxy's own outbound, route and admin listeners are never a
+ * destination (a loop, or a local-only admin request made on someone else's
+ * behalf).
  * The returned function throws ProxyError (the last endpoint's failure, or discovery's).
  */
 export function createConnectOutbound(options: CreateConnectOutboundOptions): ConnectOutbound {
@@ -45,8 +53,11 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
   return async ({ authority }) => {
     const endpoints = await options.discover.endpoints(authority);
     const tried = new Set<string>();
+    const deadline = performance.now() + options.connectTimeoutMs;
+    let retrying: RetryReason | undefined;
     let lastError: unknown;
     for (let attempt = 0; attempt < options.maxAttempts; attempt++) {
+      if (retrying !== undefined && performance.now() >= deadline) break;
       const endpoint = balancer.pick(endpoints, tried);
       if (endpoint === undefined) break;
       tried.add(endpointKey(endpoint));
@@ -58,6 +69,7 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
         logger.warn({ authority, endpoint: dialled, code: "ERR_TARGET_FORBIDDEN" }, "outbound connection refused: it would reach the proxy itself");
         continue;
       }
+      if (retrying !== undefined) metrics.recordConnectRetry(retrying);
       const release = balancer.acquire(endpoint);
       try {
         const connection = await connectEndpoint({
@@ -67,18 +79,23 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
           connectTimeoutMs: options.connectTimeoutMs,
           ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
         });
+        balancer.connected(endpoint);
         connection.socket.once("close", release);
         own.trackOpened(connection.socket);
         metrics.trackConnection(connection.socket, { direction: "outbound", peer: "dst", targetAddr: connection.remote, tls: connection.tls });
         return { ...connection, endpoint };
       } catch (error) {
         release();
+        balancer.fail(endpoint);
         lastError = error;
         const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
         metrics.recordError("outbound", code.replace(/^ERR_/, "").toLowerCase(), dialled);
         logger.warn({ authority, endpoint: endpointKey(endpoint), serverId: endpoint.identity, code, err: (error as Error).message }, "outbound connect failed");
-        // No certificate yet fails every endpoint alike: do not spin through them.
-        if (code === "ERR_NO_CREDENTIALS") break;
+        retrying = connectRetryReason(error);
+        // A security failure answers with its code; no certificate yet fails every endpoint alike.
+        if (retrying === undefined) break;
+        balancer.setAside(endpoint);
+        metrics.recordEndpointSetAside(retrying);
       }
     }
     throw lastError instanceof ProxyError ? lastError : new ProxyError("ERR_CONNECT_FAILED", `no endpoint of ${authority} accepted`, { cause: lastError });
