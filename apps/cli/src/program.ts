@@ -223,11 +223,15 @@ export function createProgram(output: Output): Command {
     .option("--identity-addr <host:port>", "a running identity service's gRPC address: check the certificate it serves")
     .option("--proxy-admin <host:port>", "a running proxy's admin address: check /ready and its certificate (repeatable)", collect)
     .option("--candidate-anchors <file>", "a trust bundle about to be rolled out: every running certificate and the issuer must verify under it")
+    .option("--kubernetes", "list pods through the Kubernetes API: one the injector would mesh that has no proxy (admitted while it was unreachable) is an error", false)
+    .option("--kubeconfig <file>", "with --kubernetes: kubeconfig file; without it KUBECONFIG, ~/.kube/config, then in-cluster")
+    .option("-n, --namespace <ns>", "with --kubernetes: only this namespace's pods; without it, every namespace")
     .addOption(durationOption("--warn <duration>", "warn when a certificate expires within this window", "60d"))
     .option("--wait <duration>", "repeat the checks every second until they pass, for at most this long")
     .option("--strict", "exit 1 on warnings too", false)
     .option("--json", "print JSON", false)
-    .action(async (opts: { anchors?: string; issuerDir?: string; identityAddr?: string; proxyAdmin?: string[]; candidateAnchors?: string; warn: number; wait?: string; strict: boolean; json: boolean }) => {
+    .action(async (opts: { anchors?: string; issuerDir?: string; identityAddr?: string; proxyAdmin?: string[]; candidateAnchors?: string; kubernetes: boolean; kubeconfig?: string; namespace?: string; warn: number; wait?: string; strict: boolean; json: boolean }) => {
+      if (!opts.kubernetes && (opts.kubeconfig !== undefined || opts.namespace !== undefined)) throw new CliError("ERR_USAGE", "--kubeconfig and --namespace need --kubernetes");
       const report = await checkCertificates(
         {
           ...(opts.anchors === undefined ? {} : { anchorsFile: opts.anchors }),
@@ -236,6 +240,7 @@ export function createProgram(output: Output): Command {
           ...(opts.issuerDir === undefined ? {} : { issuerDir: opts.issuerDir }),
           ...(opts.identityAddr === undefined ? {} : { identityAddress: hostPort(opts.identityAddr) }),
           proxyAdmins: (opts.proxyAdmin ?? []).map(hostPort),
+          ...(opts.kubernetes ? { kubernetes: { ...(opts.kubeconfig === undefined ? {} : { kubeconfig: opts.kubeconfig }), ...(opts.namespace === undefined ? {} : { namespace: opts.namespace }) } } : {}),
           warnMs: opts.warn,
           strict: opts.strict,
           json: opts.json,

@@ -10,7 +10,7 @@ describe("usage errors exit 2 with a message and no stack trace", () => {
     ["certs create without --out", ["certs", "create"], /^meshtls: required option '--out <dir>' not specified/],
     ["certs issuer without --ca-key", ["certs", "issuer", "--ca-cert", "a", "--out", "b"], /^meshtls: required option '--ca-key <file>' not specified/],
     ["inspect without a file", ["inspect"], /^meshtls: missing required argument 'file\|host:port'/],
-    ["check with nothing to check", ["check"], /^meshtls: nothing to check: give --anchors and --issuer-dir, --identity-addr, or --proxy-admin/],
+    ["check with nothing to check", ["check"], /^meshtls: nothing to check: give --anchors and --issuer-dir, --identity-addr, --proxy-admin, or --kubernetes/],
     ["check --issuer-dir without --anchors", ["check", "--issuer-dir", "b"], /^meshtls: --issuer-dir needs --anchors/],
     ["check with a bad --proxy-admin", ["check", "--proxy-admin", "localhost"], /^meshtls: "localhost" is not host:port/],
     ["inspect with a bad address", ["inspect", "no-port-here", "--sni", "a.b"], /^meshtls: "no-port-here" is not host:port/],

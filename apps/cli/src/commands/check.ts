@@ -6,6 +6,7 @@ import { describeExpiry, formatDurationMs } from "../duration.ts";
 import { readCertificates, summarizeCertificate } from "../inputs.ts";
 import type { Output } from "../output.ts";
 import { nameCa, verifyRunning, type RunningCertificate } from "../mesh/running-certificates.ts";
+import { checkInjectedPods } from "./check-kubernetes.ts";
 import { checkIdentityService, checkProxyAdmin, checkProxyChain } from "./check-running.ts";
 
 /** Default warning window of `meshtls check`: 60 days. */
@@ -30,6 +31,11 @@ export interface CheckCertificatesOptions {
    * under it, or the report fails. Needs `proxyAdmins`, `identityAddress` or `issuerDir`.
    */
   candidateAnchorsFile?: string;
+  /**
+   * Pods listed through the Kubernetes API (`kubeconfig`, else KUBECONFIG, ~/.kube/config, then in-cluster; one
+   * `namespace` or all): a pod the injector would mesh that has no proxy is an error (checkInjectedPods). Default: not checked.
+   */
+  kubernetes?: { kubeconfig?: string; namespace?: string };
   /** Repeat the checks (every second) until they pass or this much time has passed. Default 0: once. */
   waitMs?: number;
   /** Warn when a certificate expires within this window. Default 60 days. */
@@ -74,8 +80,8 @@ export async function checkCertificates(options: CheckCertificatesOptions, outpu
   if (options.issuerDir !== undefined && options.anchorsFile === undefined) {
     throw new CliError("ERR_USAGE", "--issuer-dir needs --anchors (the issuer is checked against the trust bundle)");
   }
-  if (options.anchorsFile === undefined && options.identityAddress === undefined && (options.proxyAdmins ?? []).length === 0) {
-    throw new CliError("ERR_USAGE", "nothing to check: give --anchors and --issuer-dir, --identity-addr, or --proxy-admin");
+  if (options.anchorsFile === undefined && options.identityAddress === undefined && (options.proxyAdmins ?? []).length === 0 && options.kubernetes === undefined) {
+    throw new CliError("ERR_USAGE", "nothing to check: give --anchors and --issuer-dir, --identity-addr, --proxy-admin, or --kubernetes");
   }
   if (options.candidateAnchorsFile !== undefined && options.identityAddress === undefined && options.issuerDir === undefined && (options.proxyAdmins ?? []).length === 0) {
     throw new CliError("ERR_USAGE", "--candidate-anchors needs something to verify under it: --proxy-admin, --identity-addr or --issuer-dir");
@@ -168,6 +174,8 @@ async function runChecks(options: CheckCertificatesOptions): Promise<CheckReport
       ),
     );
   }
+
+  if (options.kubernetes !== undefined) await checkInjectedPods(options.kubernetes, add);
 
   if (options.candidateAnchorsFile !== undefined) {
     const issuerToCheck = options.issuerDir !== undefined && issuer !== undefined ? { dir: options.issuerDir, certificate: issuer } : undefined;
