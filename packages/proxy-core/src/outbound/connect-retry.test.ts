@@ -4,6 +4,7 @@
 // that refuses, a TLS server presenting another identity's certificate, and a
 // keep-alive server that drops a connection when a second request arrives on it.
 import http from "node:http";
+import http2 from "node:http2";
 import net from "node:net";
 import tls from "node:tls";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -250,5 +251,48 @@ describe("outbound: a connect that sent nothing is retried on another endpoint",
     expect(await sample(a.metrics, retries("stale_connection"))).toBe(1);
     // A stale connection says nothing against the endpoint: it is not set aside.
     expect(await a.metrics.registry.metrics()).not.toMatch(/outbound_endpoints_set_aside_total\{/);
+  });
+
+  it("an HTTP/2 stream the peer refused unprocessed (REFUSED_STREAM): a request without a body is sent again, one with a body is not", async () => {
+    // Plaintext HTTP/2 (prior knowledge) endpoint refusing every other stream, as a peer past its GOAWAY does.
+    let streams = 0;
+    const h2c = http2.createServer();
+    h2c.on("stream", (stream) => {
+      streams += 1;
+      stream.on("error", () => undefined);
+      if (streams % 2 === 1) stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      else {
+        stream.resume();
+        stream.respond({ ":status": 200 });
+        stream.end("h2 ok");
+      }
+    });
+    const server = await listening(h2c);
+    closers.push(() => server.close());
+    table.set("h2c.default.svc.cluster.local:80", { exists: true, endpoints: [{ address: "127.0.0.1", port: server.port, weight: 1, labels: {} }] });
+    const a = await startA();
+    const route = await a.outbound.listenRoute({ listen: lo, authority: "h2c.default.svc.cluster.local:80" });
+    const client = http2.connect(`http://127.0.0.1:${route.port}`);
+    closers.push(() => client.close());
+    const send = (method: string, body?: string): Promise<{ status: number; text: string }> =>
+      new Promise((resolve, reject) => {
+        const stream = client.request({ ":method": method, ":path": "/" }, { endStream: body === undefined });
+        let status = 0;
+        let text = "";
+        stream.on("response", (headers) => (status = Number(headers[":status"])));
+        stream.setEncoding("utf8");
+        stream.on("data", (chunk: string) => (text += chunk));
+        stream.on("end", () => resolve({ status, text }));
+        stream.on("error", reject);
+        if (body !== undefined) stream.end(body);
+      });
+    expect(await send("GET")).toEqual({ status: 200, text: "h2 ok" });
+    expect(streams).toBe(2);
+    expect(await sample(a.metrics, retries("stream_refused"))).toBe(1);
+    // The body went into the refused stream: it cannot be sent again.
+    const post = await send("POST", "payload");
+    expect(streams).toBe(3);
+    expect(post.status).toBe(502);
+    expect(await sample(a.metrics, retries("stream_refused"))).toBe(1);
   });
 });
