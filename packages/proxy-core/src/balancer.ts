@@ -84,11 +84,14 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
   const setAsideMs = options.setAsideMs ?? 1000;
   const maxSetAsideMs = options.maxSetAsideMs ?? 30_000;
   const asides = new Map<string, SetAside>();
+  // Until when any endpoint is set aside: past it, a pick filters nothing (records stay, for the next backoff).
+  let anyAsideUntil = 0;
   const isSetAside = (endpoint: Endpoint, at: number): boolean => (asides.get(endpointKey(endpoint))?.until ?? 0) > at;
   // Endpoints not set aside, or all of them when every one is.
   const available = (endpoints: readonly Endpoint[]): readonly Endpoint[] => {
     if (asides.size === 0) return endpoints;
     const at = now();
+    if (at >= anyAsideUntil) return endpoints;
     const ready = endpoints.filter((e) => !isSetAside(e, at));
     return ready.length === 0 ? endpoints : ready;
   };
@@ -161,6 +164,7 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
         if (asides.size >= MAX_SET_ASIDE_RECORDS && oldest !== undefined) asides.delete(oldest);
       }
       asides.set(key, { until: at + backoffMs, backoffMs });
+      anyAsideUntil = Math.max(anyAsideUntil, at + backoffMs);
       return backoffMs;
     },
     connected(endpoint) {

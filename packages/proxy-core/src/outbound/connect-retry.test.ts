@@ -139,10 +139,10 @@ describe("outbound: a connect that sent nothing is retried on another endpoint",
       connection.socket.destroy();
     }
     expect(reached.every((port) => port !== dead)).toBe(true);
-    // The refused endpoint was tried, the request moved on, and it was set aside rather than tried for every request.
-    const refusedConnects = await sample(a.metrics, `outbound_tcp_errors_total{error="connect_failed",target_addr="127.0.0.1:${dead}"}`);
-    expect(await sample(a.metrics, retries("connect_refused"))).toBeGreaterThanOrEqual(1);
-    expect(await sample(a.metrics, setAside("connect_refused"))).toBe(refusedConnects);
+    // The refused endpoint was tried, the requests moved on, and it was set aside rather than tried for a third of
+    // the 132 requests and connections (each refused connect sets it aside once, however many requests waited on it).
+    const refusedConnects = await sample(a.metrics, setAside("connect_refused"));
+    expect(await sample(a.metrics, retries("connect_refused"))).toBeGreaterThanOrEqual(refusedConnects);
     expect(refusedConnects).toBeGreaterThanOrEqual(1);
     expect(refusedConnects).toBeLessThanOrEqual(6);
   });
