@@ -77,6 +77,8 @@ export interface FollowedFile<T, R extends string> {
   close(): void;
 }
 
+const READ_PIECE_BYTES = 16 * 1024;
+
 async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
   let handle;
   try {
@@ -85,16 +87,20 @@ async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
     throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`, { cause: error });
   }
   try {
-    // One byte more than allowed tells "at the limit" from "over it" without reading a hostile file whole.
-    const buffer = Buffer.alloc(maxBytes + 1);
+    // In pieces, not one buffer of the bound: a poll every few seconds allocating maxBytes (1 MiB for trust
+    // anchors) kept MiBs of an idle proxy resident until the next GC. One byte more than allowed tells
+    // "at the limit" from "over it" without reading a hostile file whole.
+    const pieces: Buffer[] = [];
     let length = 0;
     for (;;) {
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      const piece = Buffer.alloc(Math.min(READ_PIECE_BYTES, maxBytes + 1 - length));
+      const { bytesRead } = await handle.read(piece, 0, piece.length, null);
       if (bytesRead === 0) break;
+      pieces.push(piece.subarray(0, bytesRead));
       length += bytesRead;
       if (length > maxBytes) throw new FileRefused("too_large", `${file} is larger than ${maxBytes} bytes`);
     }
-    return buffer.subarray(0, length);
+    return Buffer.concat(pieces, length);
   } catch (error) {
     if (error instanceof FileRefused) throw error;
     throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`, { cause: error });
