@@ -22,6 +22,7 @@ export type ProxyErrorCode =
   | "ERR_NO_ENDPOINTS"
   | "ERR_CONNECT_TIMEOUT"
   | "ERR_CONNECT_FAILED"
+  | "ERR_UPSTREAM_FAILED"
   | "ERR_LISTEN_FAILED";
 
 /** The one error class of @meshtls/proxy-core: switch on `code`. */

@@ -247,7 +247,8 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
     delete request.headers[L5D_CLIENT_ID];
     const labelAuthority = request.authority === "" ? authority : request.authority;
     const failEarly = (error: unknown, tls?: TlsState, targetAddr = authority): void => {
-      const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
+      // Connect failures arrive as ProxyError; anything else failed an established connection, the request possibly sent.
+      const code = error instanceof ProxyError ? error.code : "ERR_UPSTREAM_FAILED";
       const status = errorStatus(code);
       const record = metrics.recordHttpRequest({ direction: "outbound", authority: labelAuthority, targetAddr, ...(tls === undefined ? {} : { tls }), method: request.method, path: request.path });
       record({ status, error: errorLabel(error) });
