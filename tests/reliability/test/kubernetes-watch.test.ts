@@ -14,8 +14,8 @@ import type { Traffic } from "./support/traffic.ts";
 const SLICES = "/apis/discovery.k8s.io/v1/endpointslices";
 /** How long a change may take once the watch is back (the reflector's backoff is at most 30 s; the machine is loaded). */
 const CONVERGE_MS = 60_000;
-/** After the destination served a loss, how long A may still send to the lost endpoint (its own stream, same update). */
-const LOSS_GRACE_MS = 1000;
+/** After the destination served a loss, how long A may still send to the lost endpoint (its own stream gets the same update; the machine is loaded). */
+const LOSS_GRACE_MS = 2000;
 
 /** A slice change: the endpoints b has afterwards, and the one whose answers show that A follows it. */
 interface Change {
