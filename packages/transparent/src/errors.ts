@@ -4,15 +4,13 @@
  * chosen mode (or its fallbacks) is installed. `ERR_TRANSPARENT_IPTABLES`: an
  * iptables command failed; the message has its stderr.
  * `ERR_REDIRECT_MISSING`: the redirect check's probe did not reach the outbound
- * listener (a nat rule is missing). `ERR_REDIRECT_CHECK_UNAVAILABLE`: the probe
- * could not be started as a user the redirect applies to.
+ * listener (a nat rule is missing).
  */
 export type TransparentErrorCode =
   | "ERR_TRANSPARENT_OPTIONS"
   | "ERR_TRANSPARENT_NO_IPTABLES"
   | "ERR_TRANSPARENT_IPTABLES"
-  | "ERR_REDIRECT_MISSING"
-  | "ERR_REDIRECT_CHECK_UNAVAILABLE";
+  | "ERR_REDIRECT_MISSING";
 
 /** The one error class of `@meshtls/transparent`. */
 export class TransparentError extends Error {

@@ -1,4 +1,4 @@
-export { buildRules, splitMultiport, MULTIPORT_LIMIT, OUTPUT_CHAIN, REDIRECT_CHAIN } from "./rules.ts";
+export { buildRules, splitMultiport, MULTIPORT_LIMIT, OUTPUT_CHAIN, REDIRECT_CHAIN, REDIRECT_CHECK_COMMENT } from "./rules.ts";
 export type { RedirectOptions, Rule, RuleSet } from "./rules.ts";
 export { applyRules, removeRules } from "./apply.ts";
 export type { FamilyReport, IptablesOptions } from "./apply.ts";
@@ -7,8 +7,6 @@ export { binaryNames, findBinaries } from "./iptables.ts";
 export type { CommandRunner, IptablesBinaries, IptablesMode } from "./iptables.ts";
 export { createRedirectCheck } from "./redirect-check.ts";
 export type { CreateRedirectCheckOptions, ProbeAddress, ProbeDialer, RedirectCheck, RedirectCheckResult } from "./redirect-check.ts";
-export { spawnProbeDialer } from "./probe-dialer.ts";
-export type { SpawnProbeDialerOptions } from "./probe-dialer.ts";
 export { TransparentError } from "./errors.ts";
 export type { TransparentErrorCode } from "./errors.ts";
 

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
 import { isIPv6 } from "node:net";
 import { TransparentError } from "./errors.ts";
+import { dialProbe } from "./probe-dialer.ts";
 import { OUTPUT_CHAIN } from "./rules.ts";
 
 /** An address to dial: `host` an IP literal. */
@@ -11,10 +12,9 @@ export interface ProbeAddress {
 }
 
 /**
- * Opens the probe connection from a socket the OUTPUT redirect applies to (not
- * the proxy's own UID, which `meshtls init` excludes) and writes `token` and a
- * newline on it. Resolves once the peer answered, rejects with the dial's error
- * (its `code`, e.g. `EHOSTUNREACH`, `ETIMEDOUT`). {@link spawnProbeDialer} is one.
+ * Opens the probe connection and writes `token` and a newline on it. Resolves
+ * once the peer answered, rejects with the dial's error (its `code`, e.g.
+ * `EHOSTUNREACH`, `ETIMEDOUT`).
  */
 export type ProbeDialer = (probe: ProbeAddress, token: string, timeoutMs: number) => Promise<void>;
 
@@ -28,12 +28,14 @@ export interface CreateRedirectCheckOptions {
   /**
    * Where the probe dials: an address that nothing answers unless the
    * redirect sends the connection to the outbound listener (Linkerd's
-   * validator uses 1.1.1.1:20001).
+   * validator uses 1.1.1.1:20001); `meshtls init --redirect-check-addr`'s rule
+   * redirects it.
    */
   probe: ProbeAddress;
   /** The outbound port the redirect should send connections to (named in the error). Default 4140. */
   outboundPort?: number;
-  dial: ProbeDialer;
+  /** Opens the probe connection. Default: from this process (`node:net`). */
+  dial?: ProbeDialer;
   /** Time between checks, in milliseconds; the first runs at `start()`. Default 10000. */
   intervalMs?: number;
   /** How long one probe may take to arrive, in milliseconds. Default 5000 (at most `intervalMs`). */
@@ -68,17 +70,23 @@ const normalize = (host: string): string => (host.startsWith("::ffff:") && !isIP
 
 /**
  * Checks, at start and every `intervalMs`, that connections leaving the pod
- * reach the proxy's outbound listener: dials the probe address with a random
- * token and sees whether a connection carrying that token, redirected from
- * that address, arrived at the listener (`intercept`). Linkerd's
- * network-validator checks this once, at pod start; this keeps checking, so a
- * rule deleted later is seen within one interval. A probe that does not
- * arrive fails with `ERR_REDIRECT_MISSING`, naming the rules expected.
+ * go through the nat rules to the proxy's outbound listener: dials the probe
+ * address with a random token and sees whether a connection carrying that
+ * token, redirected from that address, arrived at the listener (`intercept`).
+ * `meshtls init`'s probe rule, first in PROXY_INIT_OUTPUT, redirects the
+ * probe, so it arrives only while the OUTPUT jump and the chain are in place
+ * (it does not see the catch-all REDIRECT rule alone deleted). Linkerd's
+ * network-validator checks once, at pod start; this keeps checking, so a jump
+ * deleted later is seen within one interval. A probe that does not arrive
+ * fails with `ERR_REDIRECT_MISSING`, naming the rules expected.
  */
 export function createRedirectCheck(options: CreateRedirectCheckOptions): RedirectCheck {
   const intervalMs = options.intervalMs ?? 10_000;
   const timeoutMs = Math.min(options.timeoutMs ?? 5000, intervalMs > 0 ? intervalMs : Infinity);
   const outboundPort = options.outboundPort ?? 4140;
+  const dial = options.dial ?? dialProbe;
+  const { host, port } = options.probe;
+  const probeRule = `-A ${OUTPUT_CHAIN} -d ${host}/${isIPv6(host) ? 128 : 32} -p tcp -m tcp --dport ${port} -j REDIRECT --to-ports ${outboundPort}`;
   /** Tokens of probes in flight → their arrival. */
   const waiting = new Map<string, () => void>();
   let last: RedirectCheckResult | undefined;
@@ -88,8 +96,8 @@ export function createRedirectCheck(options: CreateRedirectCheckOptions): Redire
   const missing = (why: string, cause?: unknown): TransparentError =>
     new TransparentError(
       "ERR_REDIRECT_MISSING",
-      `the outbound redirect is missing: a probe to ${options.probe.host}:${options.probe.port} did not reach the outbound listener (${why}); ` +
-        `expected in the nat table "-A OUTPUT -j ${OUTPUT_CHAIN}" and "-A ${OUTPUT_CHAIN} -p tcp -j REDIRECT --to-ports ${outboundPort}" (run meshtls init)`,
+      `the outbound redirect is missing: a probe to ${host}:${port} did not reach the outbound listener (${why}); ` +
+        `expected in the nat table "-A OUTPUT -j ${OUTPUT_CHAIN}" and, first in that chain, "${probeRule}" (run meshtls init)`,
       cause === undefined ? undefined : { cause },
     );
 
@@ -102,7 +110,7 @@ export function createRedirectCheck(options: CreateRedirectCheckOptions): Redire
     let deadline: NodeJS.Timeout | undefined;
     const timedOut = new Promise<"timeout">((resolve) => (deadline = setTimeout(() => resolve("timeout"), timeoutMs)));
     // The dial's own outcome only explains a failure: arrival at the listener is what counts.
-    const dialFailed = options.dial(options.probe, token, timeoutMs).then(
+    const dialFailed = dial(options.probe, token, timeoutMs).then(
       () => arrived,
       (error: unknown) => ({ failed: error }),
     );

@@ -1,12 +1,13 @@
 import type { Rule, RuleSet } from "./rules.ts";
 import { OUTPUT_CHAIN, REDIRECT_CHAIN } from "./rules.ts";
 
-const comment = (rule: Rule): string => `proxy-init/${rule.name}`;
+const comment = (rule: Rule): string => rule.comment ?? `proxy-init/${rule.name}`;
 
 /** The arguments proxy-init passes for a rule after `-t nat -A <chain>`, in its order. */
 export function commandArgs(rule: Rule): string[] {
   const args: string[] = [];
   if (rule.protocol !== undefined) args.push("-p", rule.protocol);
+  if (rule.destination !== undefined) args.push("-d", rule.destination);
   if (rule.dports !== undefined) args.push("--match", "multiport", "--dports", rule.dports.join(","));
   if (rule.dport !== undefined) args.push("--destination-port", String(rule.dport));
   if (rule.uidOwner !== undefined) args.push("-m", "owner", "--uid-owner", String(rule.uidOwner));
@@ -23,6 +24,7 @@ export function commandArgs(rule: Rule): string[] {
 export function saveLine(rule: Rule): string {
   const parts = [`-A ${rule.chain}`];
   if (rule.source !== undefined) parts.push(`-s ${rule.source}`);
+  if (rule.destination !== undefined) parts.push(`-d ${rule.destination}`);
   if (rule.outInterface !== undefined) parts.push(`-o ${rule.outInterface}`);
   if (rule.protocol !== undefined && rule.protocol !== "all") parts.push(`-p ${rule.protocol}`);
   if (rule.dport !== undefined) parts.push(`-m tcp --dport ${rule.dport}`);

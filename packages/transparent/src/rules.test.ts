@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { buildRules, formatCommands, splitMultiport, TransparentError } from "./index.ts";
+import { buildRules, formatCommands, saveLine, splitMultiport, TransparentError } from "./index.ts";
 
 describe("buildRules and formatCommands (--dry-run)", () => {
   it("prints proxy-init's commands for Linkerd's injector defaults", () => {
@@ -52,6 +52,21 @@ describe("buildRules and formatCommands (--dry-run)", () => {
     );
     expect(buildRules(options, 4).inbound.map((rule) => rule.name)).toContain("ignore-subnet-192.0.2.0/24");
     expect(buildRules(options, 4).inbound.map((rule) => rule.name)).not.toContain("ignore-subnet-fd00:1::/64");
+  });
+
+  it("adds the redirect check's rule first in PROXY_INIT_OUTPUT, before the UID exclusion, in the probe's family only", () => {
+    const options = { redirectCheckProbe: { host: "1.1.1.1", port: 20001 } };
+    const v4 = formatCommands(buildRules(options, 4), "iptables").split("\n");
+    expect(v4.slice(4, 7)).toEqual([
+      "iptables -t nat -N PROXY_INIT_OUTPUT",
+      "iptables -t nat -A PROXY_INIT_OUTPUT -p tcp -d 1.1.1.1/32 --destination-port 20001 -j REDIRECT --to-port 4140 -m comment --comment meshtls/redirect-check",
+      "iptables -t nat -A PROXY_INIT_OUTPUT -m owner --uid-owner 2102 -j RETURN -m comment --comment proxy-init/ignore-proxy-user-id",
+    ]);
+    expect(saveLine(buildRules(options, 4).outbound[0]!)).toBe('-A PROXY_INIT_OUTPUT -d 1.1.1.1/32 -p tcp -m tcp --dport 20001 -m comment --comment "meshtls/redirect-check" -j REDIRECT --to-ports 4140');
+    expect(buildRules(options, 6)).toEqual(buildRules({}, 6));
+    expect(buildRules({ redirectCheckProbe: { host: "fd00::99", port: 20001 } }, 6).outbound[0]).toMatchObject({ destination: "fd00::99/128", dport: 20001, toPort: 4140 });
+    expect(() => buildRules({ redirectCheckProbe: { host: "example.com", port: 20001 } })).toThrow(/redirect check address: "example.com" is not an IP address/);
+    expect(() => buildRules({ redirectCheckProbe: { host: "1.1.1.1", port: 0 } })).toThrow(/redirect check port/);
   });
 
   it("adds no UID rule for UID 0, as proxy-init", () => {

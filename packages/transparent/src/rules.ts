@@ -28,6 +28,15 @@ export interface RedirectOptions {
   portsToRedirect?: readonly number[];
   /** Source CIDRs whose inbound connections are not redirected; each applies to its own family. Default none. */
   subnetsToIgnore?: readonly string[];
+  /**
+   * The proxy's redirect-check probe address (`meshtls-proxy --redirect-check-addr`,
+   * e.g. `{ host: "1.1.1.1", port: 20001 }`): adds one rule of ours, first in
+   * PROXY_INIT_OUTPUT (before the proxy's UID is excluded), that redirects
+   * connections to it to the outbound port, the proxy's own included, so that
+   * the proxy can dial its probe itself. Only in its own family's rules.
+   * Default none: proxy-init's rules exactly.
+   */
+  redirectCheckProbe?: { host: string; port: number };
 }
 
 /** One nat rule: the matches proxy-init uses, and a `proxy-init/<name>` comment. */
@@ -40,6 +49,8 @@ export interface Rule {
   dport?: number;
   /** `-s`: a source CIDR. */
   source?: string;
+  /** `-d`: a destination CIDR. */
+  destination?: string;
   /** `-o`: an output interface. */
   outInterface?: string;
   uidOwner?: number;
@@ -49,7 +60,12 @@ export interface Rule {
   toPort?: number;
   /** The comment, without the `proxy-init/` prefix. */
   name: string;
+  /** The whole comment of a rule of ours, not proxy-init's. Default `proxy-init/<name>`. */
+  comment?: string;
 }
+
+/** The comment on the redirect check's rule, the one rule meshtls adds to proxy-init's. */
+export const REDIRECT_CHECK_COMMENT = "meshtls/redirect-check";
 
 /** The rules of one family, in the order proxy-init adds them. */
 export interface RuleSet {
@@ -112,8 +128,14 @@ function cidrFamily(cidr: string): 4 | 6 {
   return family;
 }
 
+function checkProbe(probe: { host: string; port: number } | undefined): { host: string; port: number } | undefined {
+  if (probe === undefined) return undefined;
+  if (!isIPv4(probe.host) && !isIPv6(probe.host)) throw bad(`redirect check address: "${probe.host}" is not an IP address`);
+  return { host: probe.host.toLowerCase(), port: checkPort(probe.port, "redirect check port") };
+}
+
 /** Options with defaults filled in and every value checked. */
-export function resolveOptions(options: RedirectOptions = {}): Required<Omit<RedirectOptions, "proxyGid">> & { proxyGid: number } {
+export function resolveOptions(options: RedirectOptions = {}): Required<Omit<RedirectOptions, "proxyGid" | "redirectCheckProbe">> & { proxyGid: number; redirectCheckProbe: { host: string; port: number } | undefined } {
   const resolved = {
     proxyUid: checkId(options.proxyUid ?? 2102, "proxy UID"),
     proxyGid: checkId(options.proxyGid ?? 0, "proxy GID"),
@@ -123,6 +145,7 @@ export function resolveOptions(options: RedirectOptions = {}): Required<Omit<Red
     outboundPortsToIgnore: [...(options.outboundPortsToIgnore ?? [])],
     portsToRedirect: (options.portsToRedirect ?? []).map((port) => checkPort(port, "ports to redirect")),
     subnetsToIgnore: [...(options.subnetsToIgnore ?? [])],
+    redirectCheckProbe: checkProbe(options.redirectCheckProbe),
   };
   splitMultiport(resolved.inboundPortsToIgnore, "inbound ports to ignore");
   splitMultiport(resolved.outboundPortsToIgnore, "outbound ports to ignore");
@@ -136,6 +159,8 @@ export function resolveOptions(options: RedirectOptions = {}): Required<Omit<Red
  * an ignored port or from an ignored subnet go to the inbound port; the
  * workload's outbound connections, except the proxy's own (by UID/GID), those
  * leaving through `lo` and those to ignored ports, go to the outbound port.
+ * With `redirectCheckProbe`, one rule of ours comes first in PROXY_INIT_OUTPUT:
+ * connections to the probe address go to the outbound port whoever made them.
  * Throws `ERR_TRANSPARENT_OPTIONS` for a value iptables would refuse.
  */
 export function buildRules(options: RedirectOptions = {}, family: 4 | 6 = 4): RuleSet {
@@ -157,6 +182,12 @@ export function buildRules(options: RedirectOptions = {}, family: 4 | 6 = 4): Ru
   inbound.push({ chain: "PREROUTING", target: REDIRECT_CHAIN, name: "install-proxy-init-prerouting" });
 
   const outbound: Rule[] = [];
+  const probe = o.redirectCheckProbe;
+  if (probe !== undefined && (isIPv4(probe.host) ? 4 : 6) === family) {
+    // Before the UID exclusion: the proxy's own probe must be redirected for the check to see the chain and its OUTPUT jump.
+    const destination = `${probe.host}/${family === 4 ? 32 : 128}`;
+    outbound.push({ chain: OUTPUT_CHAIN, protocol: "tcp", destination, dport: probe.port, target: "REDIRECT", toPort: o.outboundPort, name: "redirect-check", comment: REDIRECT_CHECK_COMMENT });
+  }
   if (o.proxyUid > 0) outbound.push({ chain: OUTPUT_CHAIN, uidOwner: o.proxyUid, target: "RETURN", name: "ignore-proxy-user-id" });
   if (o.proxyGid > 0) outbound.push({ chain: OUTPUT_CHAIN, gidOwner: o.proxyGid, target: "RETURN", name: "ignore-proxy-group-id" });
   outbound.push({ chain: OUTPUT_CHAIN, outInterface: "lo", target: "RETURN", name: "ignore-loopback" });

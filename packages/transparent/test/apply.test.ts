@@ -54,11 +54,14 @@ describe.each<IptablesMode>(["nft", "legacy"])("iptables-%s in a fresh network n
     expect([save(4), save(6)]).toEqual(before);
   });
 
-  it("replaces the chains' rules when the options change, keeping one jump each", async () => {
-    const changed = { ...options, outboundPort: 5140, outboundPortsToIgnore: [] };
+  it("replaces the chains' rules when the options change, keeping one jump each; the redirect check's rule comes first", async () => {
+    const changed = { ...options, outboundPort: 5140, outboundPortsToIgnore: [], redirectCheckProbe: { host: "10.77.0.99", port: 20001 } };
     const reports = await applyRules({ ...changed, mode, run: inNs });
     expect(reports.map((r) => r.changed)).toEqual([true, true]);
     expect(save(4)).toEqual([...BUILT_IN, ...expectedSaveLines(buildRules(changed, 4))]);
+    expect(save(4).find((line) => line.startsWith("-A PROXY_INIT_OUTPUT "))).toBe(
+      '-A PROXY_INIT_OUTPUT -d 10.77.0.99/32 -p tcp -m tcp --dport 20001 -m comment --comment "meshtls/redirect-check" -j REDIRECT --to-ports 5140',
+    );
   });
 
   it("removes every rule and chain it made, and a second removal changes nothing", async () => {
