@@ -36,7 +36,7 @@ export interface Config {
   /** Transparent mode: --outbound serves redirected connections (original destinations), --inbound reads redirected ports. */
   transparent: boolean;
   /** Transparent mode's check of the outbound redirect (--redirect-check-*); `intervalMs` 0: off. */
-  redirectCheck: { intervalMs: number; probe: HostPort; uid: number; gid: number };
+  redirectCheck: { intervalMs: number; probe: HostPort };
   /** Close open inbound mesh connections when the identity they were made with ends (--inbound-close-at-identity-end). */
   inboundCloseAtIdentityEnd: boolean;
   workload: HostPort;
@@ -77,14 +77,11 @@ function sameHost(a: string, b: string): boolean {
   return wildcard(a) || wildcard(b) || norm(a) === norm(b);
 }
 
-function redirectCheck(interval: string, probe: string, user: string): Config["redirectCheck"] {
+function redirectCheck(interval: string, probe: string): Config["redirectCheck"] {
   const intervalMs = interval.trim() === "0" ? 0 : parseDurationMs(interval, "--redirect-check-interval");
   const probeAddress = address(probe, "--redirect-check-addr");
   if (isIP(probeAddress.host) === 0 || probeAddress.port === 0) throw new ConfigError(`--redirect-check-addr: "${probe}" is not ip:port (e.g. 1.1.1.1:20001)`);
-  const ids = /^(\d{1,10}):(\d{1,10})$/.exec(user.trim());
-  const [uid, gid] = [Number(ids?.[1]), Number(ids?.[2])];
-  if (ids === null || uid > 4_294_967_294 || gid > 4_294_967_294) throw new ConfigError(`--redirect-check-user: "${user}" is not uid:gid (e.g. 65534:65534)`);
-  return { intervalMs, probe: probeAddress, uid, gid };
+  return { intervalMs, probe: probeAddress };
 }
 
 function ports(text: string | undefined, what: string): number[] {
@@ -172,9 +169,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--tap-addr <addr>", "serve the tap stream (GET /tap) on this address over mutual TLS to the --tap-allow identities; off by default (the admin port serves /tap to the local host only)").env("MESHTLS_PROXY_TAP_ADDR"))
     .addOption(new Option("--tap-allow <identities>", "comma-separated client identities allowed on --tap-addr, exact, *.suffix or * (repeatable; default none: every client is refused)").env("MESHTLS_PROXY_TAP_ALLOW").argParser(collect))
     .addOption(new Option("--transparent", "transparent mode, behind meshtls init's nat rules: --outbound takes the connections redirected to it, each to its original destination (instead of the HTTP proxy), and --inbound serves a redirected connection's original port (Linux; needs the SO_ORIGINAL_DST addon); env MESHTLS_PROXY_TRANSPARENT=true|1|false|0"))
-    .addOption(new Option("--redirect-check-interval <duration>", "with --transparent: check at start and this often that the outbound redirect is in place (a probe from --redirect-check-user to --redirect-check-addr must reach --outbound); while it is missing /ready answers 503; 0 turns the check off").env("MESHTLS_PROXY_REDIRECT_CHECK_INTERVAL").default("10s"))
-    .addOption(new Option("--redirect-check-addr <ip:port>", "the redirect check's probe address: one nothing answers, so that only the redirect brings the probe to --outbound (as Linkerd's network validator)").env("MESHTLS_PROXY_REDIRECT_CHECK_ADDR").default("1.1.1.1:20001"))
-    .addOption(new Option("--redirect-check-user <uid:gid>", "the user the probe runs as: one meshtls init does not exclude (not the proxy's); starting it needs CAP_SETUID and CAP_SETGID, without them the check is off and says so").env("MESHTLS_PROXY_REDIRECT_CHECK_USER").default("65534:65534"))
+    .addOption(new Option("--redirect-check-interval <duration>", "with --transparent, behind meshtls init's rules (not Linkerd's proxy-init: they lack the probe rule): check at start and this often that the outbound redirect is in place (the proxy's probe to --redirect-check-addr must reach --outbound); while it is missing /ready answers 503; 0 (the default) turns the check off").env("MESHTLS_PROXY_REDIRECT_CHECK_INTERVAL").default("0"))
+    .addOption(new Option("--redirect-check-addr <ip:port>", "the redirect check's probe address, the same as meshtls init --redirect-check-addr: one nothing answers, so that only the redirect brings the probe to --outbound (as Linkerd's network validator); with --transparent, connections to it are answered by the proxy, never forwarded").env("MESHTLS_PROXY_REDIRECT_CHECK_ADDR").default("1.1.1.1:20001"))
     .addOption(new Option("--workload <addr>", "the local workload's address for inbound connections without a transport header").env("MESHTLS_PROXY_WORKLOAD"))
     .addOption(new Option("--workload-host <host>", "host the transport header's port is reached on (default: --workload's host)").env("MESHTLS_PROXY_WORKLOAD_HOST"))
     .addOption(new Option("--inbound-ports <ports>", "comma-separated workload ports a meshed client's transport header may name besides --workload's (default: any port but the proxy's own)").env("MESHTLS_PROXY_INBOUND_PORTS"))
@@ -281,7 +277,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     admin: address(String(o["admin"]), "--admin"),
     tapAllow: tapAllow(o["tapAllow"] as string[] | undefined, env["MESHTLS_PROXY_TAP_ALLOW"]),
     transparent: flagOrEnv("transparent", "MESHTLS_PROXY_TRANSPARENT"),
-    redirectCheck: redirectCheck(String(o["redirectCheckInterval"]), String(o["redirectCheckAddr"]), String(o["redirectCheckUser"])),
+    redirectCheck: redirectCheck(String(o["redirectCheckInterval"]), String(o["redirectCheckAddr"])),
     inboundCloseAtIdentityEnd: flagOrEnv("inboundCloseAtIdentityEnd", "MESHTLS_PROXY_INBOUND_CLOSE_AT_IDENTITY_END"),
     workload,
     workloadHost: str("workloadHost") ?? workload.host,
