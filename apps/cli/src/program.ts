@@ -488,17 +488,21 @@ export function createProgram(output: Output): Command {
     .option("--outbound-ports-to-ignore <ports>", "outbound ports or ranges not redirected, comma-separated (repeatable)", collect)
     .option("--ports-to-redirect <ports>", "redirect only these inbound ports, comma-separated; without it, every inbound port", collect)
     .option("--subnets-to-ignore <cidrs>", "source CIDRs whose inbound connections are not redirected, comma-separated (repeatable)", collect)
+    .option("--redirect-check-addr <ip:port>", "the proxy's redirect-check probe address (meshtls-proxy --redirect-check-addr): one rule of ours, first in PROXY_INIT_OUTPUT, redirects connections to it, the proxy's own included, to the outbound port", "1.1.1.1:20001")
+    .option("--no-redirect-check", "leave that rule out: proxy-init's rules exactly (the proxy's --redirect-check-interval must then stay 0)")
     .option("--iptables-mode <mode>", "nft (falls back to plain, then legacy, when missing), legacy or plain", "nft")
     .option("--no-ipv6", "leave the IPv6 (ip6tables) rules alone")
     .option("--dry-run", "print the iptables commands and change nothing", false)
     .option("--remove", "remove the rules and chains instead of installing them", false)
-    .action(async (opts: { proxyUid: string; proxyGid?: string; incomingProxyPort: string; outgoingProxyPort: string; inboundPortsToIgnore?: string[]; outboundPortsToIgnore?: string[]; portsToRedirect?: string[]; subnetsToIgnore?: string[]; iptablesMode: string; ipv6: boolean; dryRun: boolean; remove: boolean }) => {
+    .action(async (opts: { proxyUid: string; proxyGid?: string; incomingProxyPort: string; outgoingProxyPort: string; inboundPortsToIgnore?: string[]; outboundPortsToIgnore?: string[]; portsToRedirect?: string[]; subnetsToIgnore?: string[]; redirectCheckAddr: string; redirectCheck: boolean; iptablesMode: string; ipv6: boolean; dryRun: boolean; remove: boolean }) => {
       const list = (values: string[] | undefined): string[] => (values ?? []).flatMap((value) => value.split(",")).map((item) => item.trim()).filter((item) => item !== "");
       const integer = (value: string, flag: string): number => {
         if (!/^\d+$/.test(value)) throw new CliError("ERR_USAGE", `${flag}: "${value}" is not a number`);
         return Number(value);
       };
       if (!["nft", "legacy", "plain"].includes(opts.iptablesMode)) throw new CliError("ERR_USAGE", `--iptables-mode must be nft, legacy or plain, not "${opts.iptablesMode}"`);
+      const probe = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(opts.redirectCheckAddr.trim());
+      if (probe === null) throw new CliError("ERR_USAGE", `--redirect-check-addr: "${opts.redirectCheckAddr}" is not ip:port (e.g. 1.1.1.1:20001)`);
       await runInit(
         {
           proxyUid: integer(opts.proxyUid, "--proxy-uid"),
@@ -509,6 +513,7 @@ export function createProgram(output: Output): Command {
           outboundPortsToIgnore: list(opts.outboundPortsToIgnore),
           portsToRedirect: list(opts.portsToRedirect).map((port) => integer(port, "--ports-to-redirect")),
           subnetsToIgnore: list(opts.subnetsToIgnore),
+          ...(opts.redirectCheck ? { redirectCheckProbe: { host: probe[1] ?? probe[2] ?? "", port: Number(probe[3]) } } : {}),
           mode: opts.iptablesMode as "nft" | "legacy" | "plain",
           ipv6: opts.ipv6,
           dryRun: opts.dryRun,

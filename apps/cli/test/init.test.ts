@@ -21,6 +21,7 @@ const dryRunV4 = [
   "iptables-nft -t nat -A PROXY_INIT_REDIRECT -p tcp -j REDIRECT --to-port 4143 -m comment --comment proxy-init/redirect-all-incoming-to-proxy-port",
   "iptables-nft -t nat -A PREROUTING -j PROXY_INIT_REDIRECT -m comment --comment proxy-init/install-proxy-init-prerouting",
   "iptables-nft -t nat -N PROXY_INIT_OUTPUT",
+  "iptables-nft -t nat -A PROXY_INIT_OUTPUT -p tcp -d 1.1.1.1/32 --destination-port 20001 -j REDIRECT --to-port 4140 -m comment --comment meshtls/redirect-check",
   "iptables-nft -t nat -A PROXY_INIT_OUTPUT -m owner --uid-owner 2102 -j RETURN -m comment --comment proxy-init/ignore-proxy-user-id",
   "iptables-nft -t nat -A PROXY_INIT_OUTPUT -o lo -j RETURN -m comment --comment proxy-init/ignore-loopback",
   "iptables-nft -t nat -A PROXY_INIT_OUTPUT -p tcp -j REDIRECT --to-port 4140 -m comment --comment proxy-init/redirect-all-outgoing-to-proxy-port",
@@ -37,6 +38,7 @@ const savedDefaults = [
   ":PROXY_INIT_REDIRECT - [0:0]",
   '-A PREROUTING -m comment --comment "proxy-init/install-proxy-init-prerouting" -j PROXY_INIT_REDIRECT',
   '-A OUTPUT -m comment --comment "proxy-init/install-proxy-init-output" -j PROXY_INIT_OUTPUT',
+  '-A PROXY_INIT_OUTPUT -d 1.1.1.1/32 -p tcp -m tcp --dport 20001 -m comment --comment "meshtls/redirect-check" -j REDIRECT --to-ports 4140',
   '-A PROXY_INIT_OUTPUT -m owner --uid-owner 2102 -m comment --comment "proxy-init/ignore-proxy-user-id" -j RETURN',
   '-A PROXY_INIT_OUTPUT -o lo -m comment --comment "proxy-init/ignore-loopback" -j RETURN',
   '-A PROXY_INIT_OUTPUT -p tcp -m comment --comment "proxy-init/redirect-all-outgoing-to-proxy-port" -j REDIRECT --to-ports 4140',
@@ -44,13 +46,26 @@ const savedDefaults = [
   '-A PROXY_INIT_REDIRECT -p tcp -m comment --comment "proxy-init/redirect-all-incoming-to-proxy-port" -j REDIRECT --to-ports 4143',
 ];
 const builtIn = savedDefaults.slice(0, 4);
+// The redirect check's rule goes only to its probe's family (1.1.1.1: IPv4).
+const isProbeRule = (line: string): boolean => line.includes("meshtls/redirect-check");
+const savedDefaultsV6 = savedDefaults.filter((line) => !isProbeRule(line));
 
 describe("meshtls init --dry-run", () => {
-  it("prints proxy-init's commands for IPv4 and IPv6 and changes nothing", async () => {
+  it("prints proxy-init's commands and the redirect check's rule (IPv4 only) for IPv4 and IPv6 and changes nothing", async () => {
     const result = await runCli(["init", "--dry-run"]);
     expect(result.stderr).toBe("");
     expect(result.code).toBe(0);
-    expect(result.stdout).toBe(`${[...dryRunV4, ...dryRunV4.map((line) => line.replace(/^iptables/, "ip6tables"))].join("\n")}\n`);
+    expect(result.stdout).toBe(`${[...dryRunV4, ...dryRunV4.filter((line) => !isProbeRule(line)).map((line) => line.replace(/^iptables/, "ip6tables"))].join("\n")}\n`);
+  });
+
+  it("--redirect-check-addr moves the probe rule; --no-redirect-check prints proxy-init's rules exactly", async () => {
+    const moved = await runCli(["init", "--dry-run", "--no-ipv6", "--redirect-check-addr", "10.77.0.99:20002", "--outgoing-proxy-port", "5140"]);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect(moved.stdout.split("\n").filter(isProbeRule)).toEqual([
+      "iptables-nft -t nat -A PROXY_INIT_OUTPUT -p tcp -d 10.77.0.99/32 --destination-port 20002 -j REDIRECT --to-port 5140 -m comment --comment meshtls/redirect-check",
+    ]);
+    const exact = await runCli(["init", "--dry-run", "--no-ipv6", "--no-redirect-check"]);
+    expect(exact.stdout).toBe(`${dryRunV4.filter((line) => !isProbeRule(line)).join("\n")}\n`);
   });
 
   it("names the chosen binaries, splits long port lists and prints the removal", async () => {
@@ -79,6 +94,8 @@ describe("meshtls init --dry-run", () => {
     [["--subnets-to-ignore", "10.0.0.0/40"], /not a CIDR/],
     [["--proxy-uid", "root"], /--proxy-uid: "root" is not a number/],
     [["--iptables-mode", "ipfw"], /--iptables-mode must be nft, legacy or plain/],
+    [["--redirect-check-addr", "example.com:20001"], /redirect check address: "example.com" is not an IP address/],
+    [["--redirect-check-addr", "1.1.1.1"], /--redirect-check-addr: "1.1.1.1" is not ip:port/],
   ])("refuses %j with exit 2", async (args, message) => {
     const result = await runCli(["init", "--dry-run", ...args]);
     expect(result.code).toBe(2);
@@ -101,13 +118,13 @@ describe.each(["nft", "legacy"])("meshtls init --iptables-mode %s in a fresh net
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(new RegExp(`^IPv4 \\(.*iptables-${mode}-restore\\): installed the proxy-init rules\\nIPv6 \\(.*ip6tables-${mode}-restore\\): installed`));
     expect(save(4)).toEqual(savedDefaults);
-    expect(save(6)).toEqual(savedDefaults);
+    expect(save(6)).toEqual(savedDefaultsV6);
 
     const second = await init();
     expect(second.code).toBe(0);
     expect(second.stdout.match(/already installed; nothing changed/g)).toHaveLength(2);
     expect(save(4)).toEqual(savedDefaults);
-    expect(save(6)).toEqual(savedDefaults);
+    expect(save(6)).toEqual(savedDefaultsV6);
 
     const removed = await init("--remove");
     expect(removed.stdout.match(/removed the proxy-init rules and chains/g)).toHaveLength(2);

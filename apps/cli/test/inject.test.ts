@@ -150,6 +150,10 @@ describe("meshtls inject", () => {
     expect(result.stdout).toContain("-j REDIRECT --to-port 4140");
     expect(result.stdout).toContain("--dports 4190,4191,4567,4568,9100 -j RETURN");
     const proxy = inits.find((c) => c.name === "linkerd-proxy")!;
+    // The proxy's redirect check is on only because these rules redirect its probe address (its default, as meshtls init's).
+    const env = kubeletEnv(proxy.env as never, POD_FIELDS);
+    expect(parseConfig([], env).redirectCheck).toEqual({ intervalMs: 10_000, probe: { host: "1.1.1.1", port: 20001 } });
+    expect(result.stdout).toContain("-d 1.1.1.1/32 --destination-port 20001 -j REDIRECT --to-port 4140 -m comment --comment meshtls/redirect-check");
     expect(result.stdout).toContain(`--uid-owner ${String((proxy.securityContext as Json).runAsUser)} -j RETURN`);
   });
 

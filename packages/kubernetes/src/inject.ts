@@ -43,6 +43,8 @@ export const PROXY_UID = 2102;
 export const INBOUND_PORT = 4143;
 export const OUTBOUND_PORT = 4140;
 export const ADMIN_PORT = 4191;
+/** How often an injected proxy checks its redirect: the pod gets meshtls init's rules, probe rule included. */
+export const REDIRECT_CHECK_INTERVAL = "10s";
 export const DEFAULT_CLUSTER_NETWORKS = "10.0.0.0/8,100.64.0.0/10,172.16.0.0/12,192.168.0.0/16,fd00::/8";
 const INJECT_VALUES = ["enabled", "ingress", "disabled"] as const;
 const DEFAULT_POLICIES = ["all-unauthenticated", "all-authenticated", "cluster-unauthenticated", "cluster-authenticated", "deny", "audit"];
@@ -209,6 +211,8 @@ export function buildPodPatch(pod: PodTemplate, options: InjectOptions, base = "
     { name: "MESHTLS_PROXY_INBOUND_PORTS", value: ports.join(",") },
     { name: "MESHTLS_PROXY_DEFAULT_POLICY", value: policy },
     { name: "MESHTLS_PROXY_CLUSTER_NETWORKS", value: DEFAULT_CLUSTER_NETWORKS },
+    // Our init container (meshtls init) adds the redirect check's probe rule at the proxy's default address; Linkerd's proxy-init would not.
+    { name: "MESHTLS_PROXY_REDIRECT_CHECK_INTERVAL", value: REDIRECT_CHECK_INTERVAL },
   ];
   if (opaque.length > 0) env.push({ name: "MESHTLS_PROXY_OPAQUE_PORTS", value: opaque.join(",") });
   if (skip.length > 0) env.push({ name: "MESHTLS_PROXY_SKIP_PORTS", value: skip.join(",") });

@@ -23,7 +23,9 @@ function report(reports: FamilyReport[], changedText: string, sameText: string, 
 /**
  * `meshtls init`: the init container's job in transparent mode. Installs (or
  * with `remove` deletes) the nat rules of Linkerd's proxy-init in the current
- * network namespace, IPv4 then IPv6; a second run changes nothing. With
+ * network namespace, IPv4 then IPv6, with the proxy's redirect-check rule
+ * first in PROXY_INIT_OUTPUT when `redirectCheckProbe` is set (the command's
+ * default); a second run changes nothing. With
  * `dryRun` it prints the commands proxy-init would run on an empty table and
  * touches nothing (no iptables needed).
  */
