@@ -25,8 +25,6 @@ export interface Pod extends PodSpec {
 export interface Ids {
   gid?: number;
   uid?: number;
-  /** Capabilities it keeps (inheritable and ambient) after the change of user, e.g. `["setuid", "setgid"]`. */
-  ambientCaps?: readonly string[];
 }
 
 export interface Pods {
@@ -56,11 +54,9 @@ export function sweepNamespaces(prefix: string): void {
  * root's UID (the stand-ins, which read the checkout as root).
  */
 function wrap(ns: string, command: string, args: readonly string[], ids: Ids): [string, string[]] {
-  const caps = (ids.ambientCaps ?? []).map((cap) => `+${cap}`).join(",");
   const change = [
     ...(ids.uid === undefined ? [] : [`--reuid=${ids.uid}`]),
     ...(ids.gid === undefined ? [] : [`--regid=${ids.gid}`]),
-    ...(caps === "" ? [] : [`--inh-caps=${caps}`, `--ambient-caps=${caps}`]),
   ];
   const inner = change.length === 0 ? [command, ...args] : ["setpriv", ...change, "--clear-groups", command, ...args];
   return ["ip", ["netns", "exec", ns, ...inner]];

@@ -72,8 +72,8 @@ describe("pods as network namespaces with meshtls init's rules", () => {
     mesh?.destroy();
   });
 
-  it("installs the same rules as proxy-init in each pod, and a second init changes nothing", () => {
-    const expected = expectedSaveLines(buildRules({ proxyGid: PROXY_GID }));
+  it("installs proxy-init's rules and the redirect check's (meshtls init's default probe) in each pod, and a second init changes nothing", () => {
+    const expected = expectedSaveLines(buildRules({ proxyGid: PROXY_GID, redirectCheckProbe: { host: "1.1.1.1", port: 20001 } }));
     for (const pod of Object.values(mesh!.pods)) {
       const saved = (): string[] => pod.exec("iptables-save", ["-t", "nat"]).split("\n").filter((line) => line.startsWith("-A ") || line.startsWith(":PROXY"));
       expect(saved()).toEqual(expected);
