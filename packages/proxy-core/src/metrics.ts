@@ -146,13 +146,26 @@ function legLabels(leg: ConnectionLeg, capped: { sni: (v: string) => string; inb
   return labels;
 }
 
+/** One leg label set: its counts since the last scrape and its legs open now (prom-client takes them at scrape). */
+interface LegSeries {
+  labels: LegLabels;
+  opened: number;
+  closed: number;
+  open: number;
+  read: number;
+  written: number;
+}
+
 interface OpenLeg {
   socket: CountedSocket;
-  labels: LegLabels;
+  series: LegSeries;
   reportedRead: number;
   reportedWritten: number;
   openedAt: number;
 }
+
+/** Most connection label sets counted in place between scrapes; past it, those with no open leg are handed on and dropped. */
+const LEG_SERIES_MAX = 10_000;
 
 /**
  * Creates the connection, policy and HTTP metrics. Byte counters read the
@@ -168,31 +181,59 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   const capped = { sni: createCappedValues(maxPeerLabelValues), inboundTarget: createCappedValues(maxPeerLabelValues), outboundTarget: createCappedValues(maxPeerLabelValues) };
   const tap = createTapHub({ registry, ...options.tap });
 
+  // Like the HTTP metrics below: a connection's legs are counted in place in their label set's series
+  // (found by a string key, the labels built once), and the counters and gauge take the counts at scrape.
+  const legSeries = new Map<string, LegSeries>();
   const flushBytes = (leg: OpenLeg): void => {
     const read = leg.socket.bytesRead;
     const written = leg.socket.bytesWritten;
-    if (read > leg.reportedRead) readBytes.inc(leg.labels, read - leg.reportedRead);
-    if (written > leg.reportedWritten) writeBytes.inc(leg.labels, written - leg.reportedWritten);
+    if (read > leg.reportedRead) leg.series.read += read - leg.reportedRead;
+    if (written > leg.reportedWritten) leg.series.written += written - leg.reportedWritten;
     leg.reportedRead = read;
     leg.reportedWritten = written;
   };
+  const flushLegs = (): void => {
+    for (const leg of open) flushBytes(leg);
+    for (const series of legSeries.values()) {
+      if (series.opened > 0) tcpOpen.inc(series.labels, series.opened);
+      if (series.closed > 0) tcpClose.inc(series.labels, series.closed);
+      if (series.read > 0) readBytes.inc(series.labels, series.read);
+      if (series.written > 0) writeBytes.inc(series.labels, series.written);
+      if (series.opened > 0 || series.closed > 0) tcpOpenNow.set(series.labels, series.open);
+      series.opened = 0;
+      series.closed = 0;
+      series.read = 0;
+      series.written = 0;
+    }
+  };
+  const seriesOf = (leg: ConnectionLeg): LegSeries => {
+    // The key holds the capped values, so that every leg past a cap shares the `overflow` series.
+    const tls = leg.tls;
+    const targetAddr = leg.direction === "inbound" ? capped.inboundTarget(leg.targetAddr) : capped.outboundTarget(leg.targetAddr);
+    const detail = tls.tls === "true" ? (tls.peerId ?? "") : tls.tls === "opaque" ? (tls.sni === "" ? "" : capped.sni(tls.sni)) : tls.tls === "no_identity" ? tls.reason : "";
+    const key = `${leg.direction}\n${leg.peer}\n${targetAddr}\n${tls.tls}\n${detail}`;
+    let series = legSeries.get(key);
+    if (series === undefined) {
+      if (legSeries.size >= LEG_SERIES_MAX) {
+        flushLegs();
+        for (const [k, s] of legSeries) if (s.open === 0) legSeries.delete(k);
+      }
+      series = { labels: legLabels(leg, capped), opened: 0, closed: 0, open: 0, read: 0, written: 0 };
+      legSeries.set(key, series);
+    }
+    return series;
+  };
 
-  const tcpOpen = new Counter({ name: "tcp_open_total", help: "Connections opened", labelNames: LEG_LABELS, registers: [registry] });
-  const tcpClose = new Counter({ name: "tcp_close_total", help: "Connections closed", labelNames: LEG_LABELS, registers: [registry] });
-  const tcpOpenNow = new Gauge({ name: "tcp_open_connections", help: "Connections open now", labelNames: LEG_LABELS, registers: [registry] });
-  const readBytes = new Counter({
-    name: "tcp_read_bytes_total",
-    help: "Bytes read from the peer",
-    labelNames: LEG_LABELS,
-    registers: [registry],
-    collect() {
-      for (const leg of open) flushBytes(leg);
-    },
-  });
-  const writeBytes = new Counter({ name: "tcp_write_bytes_total", help: "Bytes written to the peer", labelNames: LEG_LABELS, registers: [registry] });
+  const tcpOpen = new Counter({ name: "tcp_open_total", help: "Connections opened", labelNames: LEG_LABELS, registers: [registry], collect: flushLegs });
+  const tcpClose = new Counter({ name: "tcp_close_total", help: "Connections closed", labelNames: LEG_LABELS, registers: [registry], collect: flushLegs });
+  const tcpOpenNow = new Gauge({ name: "tcp_open_connections", help: "Connections open now", labelNames: LEG_LABELS, registers: [registry], collect: flushLegs });
+  const readBytes = new Counter({ name: "tcp_read_bytes_total", help: "Bytes read from the peer", labelNames: LEG_LABELS, registers: [registry], collect: flushLegs });
+  const writeBytes = new Counter({ name: "tcp_write_bytes_total", help: "Bytes written to the peer", labelNames: LEG_LABELS, registers: [registry], collect: flushLegs });
   const authzLabels = ["target_addr", "policy", "reason", "srv_kind", "srv_name", "authz_kind", "authz_name"] as const;
-  const authzAllow = new Counter({ name: "inbound_tcp_authz_allow_total", help: "Inbound connections allowed by policy", labelNames: authzLabels, registers: [registry] });
-  const authzDeny = new Counter({ name: "inbound_tcp_authz_deny_total", help: "Inbound connections denied by policy", labelNames: authzLabels, registers: [registry] });
+  // Per connection: counted in place by a string key, like the legs.
+  const authzCounts = createInPlaceCounts((): { yes: Counter<(typeof authzLabels)[number]>; no: Counter<(typeof authzLabels)[number]> } => ({ yes: authzAllow, no: authzDeny }));
+  const authzAllow: Counter<(typeof authzLabels)[number]> = new Counter({ name: "inbound_tcp_authz_allow_total", help: "Inbound connections allowed by policy", labelNames: authzLabels, registers: [registry], collect: () => authzCounts.flush() });
+  const authzDeny: Counter<(typeof authzLabels)[number]> = new Counter({ name: "inbound_tcp_authz_deny_total", help: "Inbound connections denied by policy", labelNames: authzLabels, registers: [registry], collect: () => authzCounts.flush() });
   const authzTerminate = new Counter({
     name: "inbound_tcp_authz_terminate_total",
     help: "Open inbound connections closed because their port's new policy denies them",
@@ -221,7 +262,14 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   // The group is one of credentials.ts's fixed names (else "other"): bounded.
   const connectRetries = new Counter({ name: "outbound_connect_retries_total", help: "Outbound attempts tried on another endpoint after one that sent nothing failed", labelNames: ["reason"], registers: [registry] });
   const setAside = new Counter({ name: "outbound_endpoints_set_aside_total", help: "Endpoints set aside (not picked for a backoff) after a failed connect", labelNames: ["reason"], registers: [registry] });
-  const tlsHandshakes = new Counter({ name: "tls_handshakes_total", help: "Mesh TLS handshakes completed, by key exchange group", labelNames: ["direction", "group"], registers: [registry] });
+  const handshakeCounts = createInPlaceCounts((): { yes: Counter<"direction" | "group">; no: Counter<"direction" | "group"> } => ({ yes: tlsHandshakes, no: tlsHandshakes }));
+  const tlsHandshakes: Counter<"direction" | "group"> = new Counter({
+    name: "tls_handshakes_total",
+    help: "Mesh TLS handshakes completed, by key exchange group",
+    labelNames: ["direction", "group"],
+    registers: [registry],
+    collect: () => handshakeCounts.flush(),
+  });
 
   const HTTP_LABELS = ["direction", "authority", "target_addr", "tls", "client_id", "server_id", "no_tls_reason"] as const;
   // prom-client hashes and checks a label object on every call: per request, that was most of the
@@ -317,43 +365,30 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
       if (tap.hasSubscribers()) tap.publish(authzEvent(decision, targetAddr, "http"));
     },
     trackConnection(socket, connection) {
-      const labels = legLabels(connection, capped);
-      const leg: OpenLeg = { socket, labels, reportedRead: 0, reportedWritten: 0, openedAt: performance.now() };
+      const series = seriesOf(connection);
+      const leg: OpenLeg = { socket, series, reportedRead: 0, reportedWritten: 0, openedAt: performance.now() };
       // The peer's address is read only while someone taps (a closed socket no longer knows it).
       let peerAddr = tap.hasSubscribers() ? socketPeer(socket) : undefined;
-      const connectionEvent = (phase: "open" | "close"): TapConnectionEvent => ({
-        type: "connection",
-        phase,
-        timeMs: Date.now(),
-        direction: connection.direction,
-        peer: connection.peer,
-        ...(peerAddr === undefined ? {} : { peerAddr }),
-        targetAddr: connection.targetAddr,
-        ...tapTls(connection.tls),
-        bytesRead: socket.bytesRead,
-        bytesWritten: socket.bytesWritten,
-        durationMs: Math.round(performance.now() - leg.openedAt),
-        ...(connection.decision === undefined ? {} : { policy: tapPolicy(connection.decision) }),
-      });
-      if (tap.hasSubscribers()) tap.publish(connectionEvent("open"));
+      if (tap.hasSubscribers()) tap.publish(connectionEvent(leg, connection, "open", peerAddr));
       open.add(leg);
-      tcpOpen.inc(labels);
-      tcpOpenNow.inc(labels);
+      series.opened++;
+      series.open++;
       socket.once("close", () => {
         flushBytes(leg);
         if (tap.hasSubscribers()) {
           peerAddr ??= socketPeer(socket);
-          tap.publish(connectionEvent("close"));
+          tap.publish(connectionEvent(leg, connection, "close", peerAddr));
         }
         open.delete(leg);
-        tcpClose.inc(labels);
-        tcpOpenNow.dec(labels);
+        series.closed++;
+        series.open--;
       });
     },
     recordAuthz(decision, targetAddr, peer) {
-      const labels = authzLabelsOf(decision, targetAddr);
-      if (decision.allow) authzAllow.inc(labels);
-      else authzDeny.inc(labels);
+      const { server } = decision;
+      const authz = decision.allow ? `${decision.authz.kind}\n${decision.authz.name}` : "";
+      const key = `${targetAddr}\n${server.kind}\n${server.name}\n${policyLabel(server)}\n${decision.reason}\n${authz}`;
+      authzCounts.add(key, decision.allow, () => authzLabelsOf(decision, targetAddr));
       if (tap.hasSubscribers()) tap.publish({ ...authzEvent(decision, targetAddr, "tcp"), ...(peer?.address === undefined ? {} : { peerAddr: peer.address }), ...(peer?.id === undefined ? {} : { peerId: peer.id }) });
     },
     recordAuthzTerminate(decision, targetAddr) {
@@ -363,7 +398,7 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
       errors[direction].inc(targetAddr === undefined ? { error } : { error, target_addr: direction === "outbound" ? capped.outboundTarget(targetAddr) : targetAddr });
     },
     recordTlsHandshake(direction, group) {
-      tlsHandshakes.inc({ direction, group });
+      handshakeCounts.add(`${direction}\n${group}`, true, () => ({ direction, group }));
     },
     recordRefused(listener, reason) {
       refused.inc({ listener, reason });
@@ -378,6 +413,47 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   };
 }
 
+/** Most label sets of one in-place count kept between scrapes; past it, the counts are handed on and the table starts over. */
+const IN_PLACE_MAX = 10_000;
+
+/**
+ * A counter's label sets counted in place by a string key, the label object
+ * built once per key, and handed to prom-client when it is read: prom-client
+ * checks and hashes a label object on every `inc`. `yes` picks one of two
+ * counters (allow/deny); `flush` gives each its counts.
+ */
+function createInPlaceCounts<L extends string>(counters: () => { yes: Counter<L>; no: Counter<L> }): {
+  add(key: string, yes: boolean, labels: () => Partial<Record<L, string>>): void;
+  flush(): void;
+} {
+  const counts = new Map<string, { labels: Partial<Record<L, string>>; yes: number; no: number }>();
+  const flush = (): void => {
+    const { yes, no } = counters();
+    for (const entry of counts.values()) {
+      if (entry.yes > 0) yes.inc(entry.labels, entry.yes);
+      if (entry.no > 0) no.inc(entry.labels, entry.no);
+      entry.yes = 0;
+      entry.no = 0;
+    }
+  };
+  return {
+    add(key, yes, labels) {
+      let entry = counts.get(key);
+      if (entry === undefined) {
+        if (counts.size >= IN_PLACE_MAX) {
+          flush();
+          counts.clear();
+        }
+        entry = { labels: labels(), yes: 0, no: 0 };
+        counts.set(key, entry);
+      }
+      if (yes) entry.yes++;
+      else entry.no++;
+    },
+    flush,
+  };
+}
+
 /** Most HTTP label sets counted in place between scrapes (see `recordHttpRequest`). */
 const HTTP_SERIES_MAX = 10_000;
 
@@ -389,6 +465,24 @@ interface HttpSeries {
   latency: Map<string, Partial<Record<string, string>>>;
   /** status, classification, grpc status and error → response_total's labels and count. */
   responses: Map<string, { labels: Partial<Record<string, string>>; count: number }>;
+}
+
+/** A leg's tap event: its bytes so far, and how long it has been open. */
+function connectionEvent(leg: OpenLeg, connection: ConnectionLeg, phase: "open" | "close", peerAddr: string | undefined): TapConnectionEvent {
+  return {
+    type: "connection",
+    phase,
+    timeMs: Date.now(),
+    direction: connection.direction,
+    peer: connection.peer,
+    ...(peerAddr === undefined ? {} : { peerAddr }),
+    targetAddr: connection.targetAddr,
+    ...tapTls(connection.tls),
+    bytesRead: leg.socket.bytesRead,
+    bytesWritten: leg.socket.bytesWritten,
+    durationMs: Math.round(performance.now() - leg.openedAt),
+    ...(connection.decision === undefined ? {} : { policy: tapPolicy(connection.decision) }),
+  };
 }
 
 /** `host:port` of a socket's remote end, when it is a network socket that knows it. */
