@@ -25,12 +25,12 @@ export interface ForwardStreamsOptions {
  * (a socket's own `setTimeout` re-arms its timer on every read and write,
  * which costs about a tenth of the proxy's CPU per small request).
  */
-function watchIdle(a: Socketish, b: Socketish, idleTimeoutMs: number, teardown: () => void): void {
+function watchIdle(a: Socketish, b: Socketish, idleTimeoutMs: number, teardown: () => void): () => void {
   if (a.bytesRead === undefined || b.bytesRead === undefined) {
     // Not sockets: only their own timers can tell.
     a.setTimeout?.(idleTimeoutMs, teardown);
     b.setTimeout?.(idleTimeoutMs, teardown);
-    return;
+    return () => undefined;
   }
   const moved = (): number => (a.bytesRead ?? 0) + (b.bytesRead ?? 0);
   const checkMs = Math.max(1, Math.ceil(idleTimeoutMs / IDLE_CHECKS_PER_TIMEOUT));
@@ -43,9 +43,7 @@ function watchIdle(a: Socketish, b: Socketish, idleTimeoutMs: number, teardown: 
     if (quietMs >= idleTimeoutMs) teardown();
   }, checkMs);
   timer.unref();
-  const stop = (): void => clearInterval(timer);
-  a.once("close", stop);
-  b.once("close", stop);
+  return () => clearInterval(timer);
 }
 
 /**
@@ -56,30 +54,36 @@ function watchIdle(a: Socketish, b: Socketish, idleTimeoutMs: number, teardown: 
 export function forwardStreams(a: Socketish, b: Socketish, options: ForwardStreamsOptions = {}): void {
   const idleTimeoutMs = options.idleTimeoutMs ?? 3_600_000;
   let closed = 0;
+  let grace: NodeJS.Timeout | undefined;
   const teardown = (): void => {
     a.destroy();
     b.destroy();
   };
+  const stopIdle = idleTimeoutMs > 0 ? watchIdle(a, b, idleTimeoutMs, teardown) : undefined;
   const onClose = (other: Socketish) => (hadError?: boolean): void => {
     closed += 1;
     if (closed === 2) {
+      // The grace timer would hold both sockets (and what they point to) for its whole span.
+      if (grace !== undefined) clearTimeout(grace);
       options.onClose?.();
       return;
     }
+    stopIdle?.();
     // A clean close has already ended the other side through pipe; let it
     // flush what it holds, then make sure it goes. A failure takes both down.
     if (hadError === true) {
       other.destroy();
       return;
     }
-    other.end();
-    setTimeout(() => other.destroy(), CLOSE_GRACE_MS).unref();
+    // Ending it again would only build an ERR_STREAM_ALREADY_FINISHED (a stack trace per connection).
+    if (!other.writableEnded) other.end();
+    grace = setTimeout(() => other.destroy(), CLOSE_GRACE_MS);
+    grace.unref();
   };
-  for (const s of [a, b]) {
-    s.setNoDelay?.(true);
-    s.on("error", teardown);
-  }
-  if (idleTimeoutMs > 0) watchIdle(a, b, idleTimeoutMs, teardown);
+  a.setNoDelay?.(true);
+  b.setNoDelay?.(true);
+  a.on("error", teardown);
+  b.on("error", teardown);
   a.once("close", onClose(b));
   b.once("close", onClose(a));
   a.pipe(b);

@@ -41,9 +41,12 @@ export interface CreateOwnSocketsOptions {
 }
 
 const WILDCARDS = new Set(["0.0.0.0", "::"]);
+const DOTTED_DECIMAL = /^[\d.]+$/;
 
 /** `::ffff:a.b.c.d` as `a.b.c.d`; `localhost` as 127.0.0.1; lower-cased. */
 function normalizeHost(host: string): string {
+  // An IPv4 address as node reports it (the common case, per connection) is already normal.
+  if (DOTTED_DECIMAL.test(host)) return host;
   const lower = host.toLowerCase().replace(/^\[(.*)\]$/, "$1");
   if (lower === "localhost") return "127.0.0.1";
   return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower)?.[1] ?? lower;
@@ -104,8 +107,10 @@ export function createOwnSockets(options: CreateOwnSocketsOptions = {}): OwnSock
     trackOpened(socket) {
       const { localAddress, localPort } = socket;
       // Only a loopback source can pass the admin's loopback check; others need no record.
-      if (localAddress === undefined || localPort === undefined || !isLoopback(normalizeHost(localAddress))) return;
-      const key = keyOf(localAddress, localPort);
+      if (localAddress === undefined || localPort === undefined) return;
+      const local = normalizeHost(localAddress);
+      if (!isLoopback(local)) return;
+      const key = `${local}|${localPort}`;
       open.set(key, (open.get(key) ?? 0) + 1);
       socket.once("close", () => {
         const left = (open.get(key) ?? 1) - 1;
