@@ -41,6 +41,12 @@ class Reader {
     this.offset += 3;
     return value;
   }
+  /** Steps over `length` bytes without a view of them; false past the end. */
+  skip(length: number): boolean {
+    if (this.remaining < length) return false;
+    this.offset += length;
+    return true;
+  }
   take(length: number): Uint8Array | undefined {
     if (this.remaining < length) return undefined;
     const out = this.bytes.subarray(this.offset, this.offset + length);
@@ -90,38 +96,44 @@ export function parseClientHello(input: Uint8Array): ClientHelloParse {
 }
 
 function parseClientHelloBody(body: Uint8Array): ClientHelloParse {
+  // Only the two extensions read get a view of their bytes (a view per field was most of detection's allocation).
   const r = new Reader(body);
   const version = r.u16();
   if (version === undefined || version >> 8 !== 3) return { kind: "not_tls" };
-  if (r.take(32) === undefined) return { kind: "not_tls" };
+  if (!r.skip(32)) return { kind: "not_tls" };
   const sessionIdLength = r.u8();
-  if (sessionIdLength === undefined || sessionIdLength > 32 || r.take(sessionIdLength) === undefined) return { kind: "not_tls" };
+  if (sessionIdLength === undefined || sessionIdLength > 32 || !r.skip(sessionIdLength)) return { kind: "not_tls" };
   const suitesLength = r.u16();
-  if (suitesLength === undefined || suitesLength % 2 !== 0 || r.take(suitesLength) === undefined) return { kind: "not_tls" };
+  if (suitesLength === undefined || suitesLength % 2 !== 0 || !r.skip(suitesLength)) return { kind: "not_tls" };
   const compressionLength = r.u8();
-  if (compressionLength === undefined || r.take(compressionLength) === undefined) return { kind: "not_tls" };
+  if (compressionLength === undefined || !r.skip(compressionLength)) return { kind: "not_tls" };
   const result: { kind: "tls"; sni?: string; alpn: string[] } = { kind: "tls", alpn: [] };
   if (r.remaining === 0) return result;
   const extensionsLength = r.u16();
-  const extensions = extensionsLength === undefined ? undefined : r.take(extensionsLength);
-  if (extensions === undefined) return { kind: "not_tls" };
-  const e = new Reader(extensions);
-  while (e.remaining > 0) {
-    const type = e.u16();
-    const length = e.u16();
-    const data = length === undefined ? undefined : e.take(length);
-    if (type === undefined || data === undefined) return { kind: "not_tls" };
+  if (extensionsLength === undefined || r.remaining < extensionsLength) return { kind: "not_tls" };
+  const end = r.offset + extensionsLength;
+  while (r.offset < end) {
+    const type = end - r.offset >= 2 ? r.u16() : undefined;
+    const length = end - r.offset >= 2 ? r.u16() : undefined;
+    if (type === undefined || length === undefined || end - r.offset < length) return { kind: "not_tls" };
     if (type === EXT_SERVER_NAME) {
-      const sni = parseServerName(data);
+      const sni = parseServerName(r.take(length) ?? new Uint8Array());
       if (sni === null) return { kind: "not_tls" };
       if (sni !== undefined) result.sni = sni;
     } else if (type === EXT_ALPN) {
-      const alpn = parseAlpn(data);
+      const alpn = parseAlpn(r.take(length) ?? new Uint8Array());
       if (alpn === undefined) return { kind: "not_tls" };
       result.alpn = alpn;
+    } else {
+      r.skip(length);
     }
   }
   return result;
+}
+
+/** The bytes as a latin1 string, without copying them first. */
+function latin1(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("latin1");
 }
 
 /** `undefined` = no host_name entry, `null` = malformed. */
@@ -140,7 +152,7 @@ function parseServerName(data: Uint8Array): string | undefined | null {
       // RFC 6066: an ASCII host name without a trailing dot.
       if (name.length === 0 || name.length > 255) return null;
       for (const byte of name) if (byte <= 0x20 || byte >= 0x7f) return null;
-      return Buffer.from(name).toString("latin1").toLowerCase();
+      return latin1(name).toLowerCase();
     }
   }
   return undefined;
@@ -157,7 +169,7 @@ function parseAlpn(data: Uint8Array): string[] | undefined {
     const length = l.u8();
     const name = length === undefined || length === 0 ? undefined : l.take(length);
     if (name === undefined) return undefined;
-    out.push(Buffer.from(name).toString("latin1"));
+    out.push(latin1(name));
   }
   return out;
 }
@@ -169,6 +181,8 @@ export interface DetectTlsOptions {
   timeoutMs?: number;
   /** Most bytes read while waiting for a complete ClientHello. Default 8192. */
   maxBytes?: number;
+  /** Bytes the caller already read from `socket` (and did not put back): detection starts with them. */
+  firstBytes?: Buffer;
 }
 
 /**
@@ -201,8 +215,8 @@ export function detectTls(options: DetectTlsOptions): Promise<Detection> {
       cleanup();
       reject(error);
     };
-    const onData = (chunk: Buffer): void => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+    /** Whether the bytes so far decide (or fail) detection. */
+    const decide = (): boolean => {
       const parsed = parseClientHello(buffered);
       if (parsed.kind === "tls") {
         const detection: Detection = { kind: "tls", alpn: parsed.alpn, bytesRead: buffered.length };
@@ -212,7 +226,14 @@ export function detectTls(options: DetectTlsOptions): Promise<Detection> {
         done({ kind: "plaintext", bytesRead: buffered.length });
       } else if (buffered.length >= maxBytes) {
         fail(new ProxyError("ERR_DETECT_TOO_LARGE", `no complete ClientHello within ${maxBytes} bytes`));
+      } else {
+        return false;
       }
+      return true;
+    };
+    const onData = (chunk: Buffer): void => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      decide();
     };
     const onEnd = (): void => {
       fail(new ProxyError("ERR_DETECT_CLOSED", `the peer closed after ${buffered.length} bytes, before detection`));
@@ -220,7 +241,14 @@ export function detectTls(options: DetectTlsOptions): Promise<Detection> {
     const onError = (cause: Error): void => {
       fail(new ProxyError("ERR_DETECT_CLOSED", "the connection failed during detection", { cause }));
     };
-    const timer = setTimeout(() => {
+    // Assigned once the bytes read so far did not decide (cleanup may run before that).
+    let timer: NodeJS.Timeout | undefined = undefined;
+    if (options.firstBytes !== undefined && options.firstBytes.length > 0) {
+      buffered = options.firstBytes;
+      // Decided by what was read already: no timer, no listeners, the socket stays paused.
+      if (decide()) return;
+    }
+    timer = setTimeout(() => {
       fail(new ProxyError("ERR_DETECT_TIMEOUT", `no decision after ${timeoutMs} ms (${buffered.length} bytes read)`));
     }, timeoutMs);
     socket.on("data", onData);

@@ -25,13 +25,18 @@ export const OPAQUE_CLIENT_FIRST_MS = 50;
  * {@link OPAQUE_CLIENT_FIRST_MS} waits for the server: plaintext.
  */
 export async function detectLayer(target: InboundTarget, raw: net.Socket, options: { identity: string; detectTimeoutMs: number }): Promise<Detected | Refusal> {
-  const plaintext: Detected = { ...target, tls: { tls: "no_identity", reason: "no_tls_from_remote" } };
+  const plaintext = (): Detected => ({ ...target, tls: { tls: "no_identity", reason: "no_tls_from_remote" } });
   const { protocol } = target.policy;
-  if (protocol.kind === "opaque" && (target.origDst !== undefined || !(await speaksWithin(raw, OPAQUE_CLIENT_FIRST_MS)))) return plaintext;
+  let firstBytes: Buffer | undefined;
+  if (protocol.kind === "opaque") {
+    if (target.origDst !== undefined) return plaintext();
+    firstBytes = await firstBytesWithin(raw, OPAQUE_CLIENT_FIRST_MS);
+    if (firstBytes === undefined) return plaintext();
+  }
   const timeoutMs = protocol.kind === "detect" ? (protocol.timeoutMs ?? options.detectTimeoutMs) : options.detectTimeoutMs;
   try {
-    const detection = await detectTls({ socket: raw, timeoutMs });
-    if (detection.kind === "plaintext") return plaintext;
+    const detection = await detectTls({ socket: raw, timeoutMs, ...(firstBytes === undefined ? {} : { firstBytes }) });
+    if (detection.kind === "plaintext") return plaintext();
     if (detection.sni !== options.identity) return { ...target, tls: { tls: "opaque", sni: detection.sni ?? "" } };
     return { ...target, tls: { tls: "true" } };
   } catch (error) {
@@ -41,24 +46,24 @@ export async function detectLayer(target: InboundTarget, raw: net.Socket, option
   }
 }
 
-/** Whether the client sends a byte within `ms`; the byte is put back and the socket left paused. */
-function speaksWithin(socket: net.Socket, ms: number): Promise<boolean> {
+/**
+ * The client's first bytes when it sends within `ms` (detection starts with them: they are not
+ * put back and read again), empty when it ends at once, undefined when it stays silent; the
+ * socket is left paused.
+ */
+function firstBytesWithin(socket: net.Socket, ms: number): Promise<Buffer | undefined> {
   return new Promise((resolve) => {
-    const done = (spoke: boolean): void => {
+    const done = (bytes: Buffer | undefined): void => {
       clearTimeout(timer);
       socket.off("data", onData);
       socket.off("end", onEnd);
       socket.pause();
-      resolve(spoke);
+      resolve(bytes);
     };
-    const onData = (chunk: Buffer): void => {
-      socket.pause();
-      socket.unshift(chunk);
-      done(true);
-    };
+    const onData = (chunk: Buffer): void => done(chunk);
     // A client that ends at once is detected as any other: detection reports it.
-    const onEnd = (): void => done(true);
-    const timer = setTimeout(() => done(false), ms);
+    const onEnd = (): void => done(Buffer.alloc(0));
+    const timer = setTimeout(() => done(undefined), ms);
     socket.on("data", onData);
     socket.once("end", onEnd);
     socket.resume();

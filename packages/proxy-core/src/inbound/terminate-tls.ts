@@ -1,3 +1,4 @@
+import type { X509Certificate } from "node:crypto";
 import type net from "node:net";
 import tls from "node:tls";
 import { verifyErrorText } from "../connect-endpoint.js";
@@ -16,6 +17,9 @@ export interface CreateTerminateTlsOptions {
   /** The handshake must complete within this. */
   handshakeTimeoutMs: number;
 }
+
+/** Most client certificates whose identity and expiry are kept, read once each. */
+const MAX_KNOWN_PEERS = 1000;
 
 /** A terminated mesh connection: the decrypted stream and the target with the client's identity. */
 export interface Terminated {
@@ -60,6 +64,20 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
   tlsServer.on("secureConnection", (socket: tls.TLSSocket) => pending.get(keyOf(socket))?.({ socket }));
   tlsServer.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => pending.get(keyOf(socket))?.({ error, socket }));
 
+  // A client certificate's identity and expiry, read once per certificate (by its SHA-256): parsing it
+  // again for every connection cost more than node's part of a resumed handshake.
+  const known = new Map<string, { clientId: string | undefined; notAfter: Date }>();
+  const peerOf = (certificate: X509Certificate): { clientId: string | undefined; notAfter: Date } => {
+    const key = certificate.fingerprint256;
+    let peer = known.get(key);
+    if (peer === undefined) {
+      if (known.size >= MAX_KNOWN_PEERS) known.delete(known.keys().next().value ?? "");
+      peer = { clientId: peerIdentity(certificate.raw), notAfter: certificateNotAfter(certificate) };
+      known.set(key, peer);
+    }
+    return peer;
+  };
+
   const handshake = (raw: net.Socket): Promise<tls.TLSSocket> =>
     new Promise((resolve, reject) => {
       const key = keyOf(raw);
@@ -85,8 +103,9 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
     } catch (error) {
       return { refused: error as ProxyError, errorLabel: "tls_handshake" };
     }
-    const peer = secure.getPeerX509Certificate();
-    const expired = credentials.checkExpiry(certificateNotAfter(peer));
+    const certificate = secure.getPeerX509Certificate();
+    const peer = certificate === undefined ? undefined : peerOf(certificate);
+    const expired = credentials.checkExpiry(peer?.notAfter);
     if (expired !== undefined) {
       secure.destroy();
       return { refused: expired, errorLabel: expired.code === "ERR_TLS_LOCAL_CERT_EXPIRED" ? "tls_local_cert_expired" : "tls_peer_cert_expired" };
@@ -96,7 +115,7 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
       return refuse("ERR_TLS_UNAUTHORIZED", `client certificate refused: ${verifyErrorText(secure.authorizationError)}`, "tls_client_cert_unverified");
     }
     credentials.handshaken("inbound", secure);
-    const clientId = peer === undefined ? undefined : peerIdentity(peer.raw);
+    const clientId = peer?.clientId;
     const terminated: InboundTarget = clientId === undefined ? { ...target, tls: { tls: "true" } } : { ...target, tls: { tls: "true", peerId: clientId }, clientId };
     return { target: terminated, socket: secure };
   };
