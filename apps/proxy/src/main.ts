@@ -10,6 +10,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { parseConfig } from "./config.js";
 import { createPolicyClient } from "./policy-client.js";
+import { resumeOptimizingTiers } from "./startup-tiers.js";
 import type { ProxyRedirectCheck } from "./redirect-check.js";
 
 async function main(): Promise<void> {
@@ -183,6 +184,7 @@ async function main(): Promise<void> {
     (credentials) => {
       logger.info({ notAfter: credentials.notAfter.toISOString() }, "first certificate obtained: ready");
       releaseStartupMemory();
+      resumeOptimizingTiers();
     },
     (error: unknown) => logger.error({ err: (error as Error).message }, "no certificate"),
   );
