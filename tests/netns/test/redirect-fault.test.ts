@@ -20,6 +20,10 @@
 // 3. A's catch-all REDIRECT rule alone is deleted, the probe rule and the jump
 //    left: the check's known blind spot, measured (gauge stays 1 while the
 //    workload's connections bypass the proxy).
+// 4. A's proxy restarted with the check off, the probe rule still there: the
+//    workload's connection to the probe address is answered by the proxy and
+//    never forwarded (forwarded, the proxy's own dial would be redirected back
+//    to it by the probe rule, a loop).
 //
 // One table row per fault, in the reliability suite's format.
 import { execFileSync } from "node:child_process";
@@ -170,6 +174,7 @@ describe("transparent mode: a redirect rule missing, detected and shown", () => 
   let load: ReturnType<typeof follow>;
   const proxies: Record<string, ReturnType<typeof follow>> = {};
   const pids: Record<string, number> = {};
+  const children: Record<string, ChildProcess> = {};
   const rows: Row[] = [];
 
   const metrics = (pod: Pod): string => pod.exec("curl", ["-s", "--max-time", "5", "http://127.0.0.1:4191/metrics"]);
@@ -240,6 +245,7 @@ describe("transparent mode: a redirect rule missing, detected and shown", () => 
     );
     // ip netns exec and setpriv exec: the child's pid is the proxy's.
     pids[pod.name] = child.pid ?? 0;
+    children[pod.name] = child;
     const proxy = follow(child, `proxy in ${pod.name}`);
     proxies[pod.name] = proxy;
     await proxy.waitFor((line) => line["msg"] === "listening");
@@ -463,6 +469,38 @@ describe("transparent mode: a redirect rule missing, detected and shown", () => 
       note:
         `over ${((restoredAt - deletedAt) / 1000).toFixed(1)} s: A's transparent_redirect_ok ${gauge}, ${failures} failed checks, /ready ${readyDuring}, ` +
         `while B counted ${plaintext} plaintext connections from A's workload and 8081 refused them (fail closed at B, unseen by A's check)`,
+    });
+  });
+
+  it("client pod A's proxy with the check off, the probe rule in place: a connection to the probe address is answered, never forwarded (no loop)", async () => {
+    const { a } = mesh!.pods;
+    const old = children["a"]!;
+    const exited = new Promise((resolve) => old.once("exit", resolve));
+    old.kill("SIGTERM");
+    await exited;
+    await startProxy(a!, ["--redirect-check-interval", "0"]);
+    const [probeHost, probePort] = PROBE.split(":") as [string, string];
+    const dial = `const s = require("node:net").connect(${probePort}, "${probeHost}", () => s.write("not a token\\n"));
+s.setTimeout(5000, () => { console.log("timeout"); process.exit(0); });
+s.setEncoding("utf8").on("data", (d) => process.stdout.write(d));
+s.on("error", (e) => console.log("error " + e.code));`;
+    const answers = [1, 2, 3].map(() => a!.exec(node, ["-e", dial]).trim());
+    await sleep(500);
+    const text = metrics(a!);
+    const toProbe = text.split("\n").filter((line) => line.startsWith("tcp_open_total{") && line.includes(probeHost));
+    const outboundOpen = sample(text, "tcp_open_total", { direction: "outbound" });
+    expect(answers).toEqual(["unknown", "unknown", "unknown"]);
+    expect(toProbe).toEqual([]);
+    expect(text).not.toContain("transparent_redirect_ok");
+    expect(ready(a!).status).toBe("200");
+    rows.push({
+      case: "client pod: proxy with the check off, probe rule in place, the workload dials the probe address",
+      sent: answers.length,
+      failed: answers.filter((answer) => answer !== "unknown").length,
+      longestFailureMs: 0,
+      expected: "answered by the proxy, never forwarded (no loop)",
+      holds: true,
+      note: `answers ${JSON.stringify(answers)}; tcp_open_total series naming ${probeHost}: ${toProbe.length}; outbound tcp_open_total since the restart: ${outboundOpen} (the load's, to B)`,
     });
   });
 
