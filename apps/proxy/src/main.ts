@@ -113,7 +113,8 @@ async function main(): Promise<void> {
       logger.error({ code: (error as { code?: string }).code, err: (error as Error).message }, "--transparent: cannot read original destinations");
       process.exit(2);
     }
-    if (config.redirectCheck.intervalMs > 0) redirectCheck = (await import("./redirect-check.js")).createProxyRedirectCheck({ config, registry, logger });
+    // Even with the check off: connections to the probe address are answered, never forwarded (a loop behind meshtls init's probe rule).
+    redirectCheck = (await import("./redirect-check.js")).createProxyRedirectCheck({ config, registry, logger });
   }
 
   const proxy = createProxy({
