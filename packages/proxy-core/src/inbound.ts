@@ -131,19 +131,24 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     policy,
   };
 
+  // Built once: the layers' options are the same for every connection.
+  const acceptOptions = {
+    workload: options.workload,
+    policy,
+    ...(options.workloadHost === undefined ? {} : { workloadHost: options.workloadHost }),
+    ...(options.originalDestination === undefined ? {} : { originalDestination: options.originalDestination }),
+  };
+  const detectOptions = { identity: options.identity, detectTimeoutMs };
+  const protocolOptions = { detectTimeoutMs, connect, ...(options.serverFirstProbeMs === undefined ? {} : { serverFirstProbeMs: options.serverFirstProbeMs }) };
+
   /** The pipeline for one accepted connection. */
   const handle = async (raw: net.Socket): Promise<void> => {
-    const target = acceptTarget(raw, {
-      workload: options.workload,
-      policy,
-      ...(options.workloadHost === undefined ? {} : { workloadHost: options.workloadHost }),
-      ...(options.originalDestination === undefined ? {} : { originalDestination: options.originalDestination }),
-    });
+    const target = acceptTarget(raw, acceptOptions);
     if (skipPorts.has(target.port)) {
       await serve(raw, { ...target, tls: { tls: "no_identity", reason: "port_skipped" } }, { authorize: false });
       return;
     }
-    const detected = await detectLayer(target, raw, { identity: options.identity, detectTimeoutMs });
+    const detected = await detectLayer(target, raw, detectOptions);
     if (isRefusal(detected)) return fail(raw, detected);
     // Plaintext, or someone else's TLS (the application's own): forwarded untouched.
     if (detected.tls.tls !== "true") return serve(raw, detected);
@@ -187,9 +192,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       });
     }
     // Protocol: HTTP is served per request; anything else is forwarded as bytes.
-    const protocol: DetectedProtocol = serveOptions.authorize
-      ? await detectProtocolLayer(target, client, { detectTimeoutMs, connect, ...(options.serverFirstProbeMs === undefined ? {} : { serverFirstProbeMs: options.serverFirstProbeMs }) })
-      : { kind: "opaque", reason: "port_skipped" };
+    const protocol: DetectedProtocol = serveOptions.authorize ? await detectProtocolLayer(target, client, protocolOptions) : { kind: "opaque", reason: "port_skipped" };
     if (protocol.kind === "closed") {
       client.destroy();
       return;
