@@ -164,7 +164,7 @@ export function buildPodPatch(pod: PodTemplate, options: InjectOptions, base = "
   if (spec.hostNetwork === true) return { injected: false, reason: "host-network", message: "hostNetwork: true (the redirect would capture the node's traffic)" };
   const ports = workloadPorts(containers);
   const workloadPort = ports[0];
-  // meshtls-proxy forwards inbound connections without a transport header to one workload port until it reads original destinations.
+  // A connection that was not redirected (no original destination) and has no transport header goes to the first port.
   if (workloadPort === undefined) return { injected: false, reason: "no-ports", message: "no container declares a TCP port for the proxy to forward to" };
 
   const warnings: string[] = [];
@@ -211,6 +211,9 @@ export function buildPodPatch(pod: PodTemplate, options: InjectOptions, base = "
     { name: "MESHTLS_PROXY_INBOUND_PORTS", value: ports.join(",") },
     { name: "MESHTLS_PROXY_DEFAULT_POLICY", value: policy },
     { name: "MESHTLS_PROXY_CLUSTER_NETWORKS", value: DEFAULT_CLUSTER_NETWORKS },
+    // Behind the init container's nat rules the proxy reads each redirected connection's original destination: the
+    // application is never told about it (inbound: the original port; outbound: the original address, not an HTTP proxy).
+    { name: "MESHTLS_PROXY_TRANSPARENT", value: "true" },
     // Our init container (meshtls init) adds the redirect check's probe rule at the proxy's default address; Linkerd's proxy-init would not.
     { name: "MESHTLS_PROXY_REDIRECT_CHECK_INTERVAL", value: REDIRECT_CHECK_INTERVAL },
   ];
