@@ -123,6 +123,15 @@ async function main() {
   rmSync(dir, { recursive: true, force: true });
 }
 
+// Interrupted: its children go with it.
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.on(signal, () => {
+    stopping = true;
+    for (const c of children) c.kill("SIGKILL");
+    process.exit(1);
+  });
+}
+
 main().catch((error) => {
   console.error(error);
   stopping = true;
