@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { open } from "node:fs/promises";
+import { closeSync, openSync, readSync } from "node:fs";
 import path from "node:path";
 import type { Counter } from "prom-client";
 import { createFolderReloader } from "./folder-reloader.ts";
@@ -79,10 +79,15 @@ export interface FollowedFile<T, R extends string> {
 
 const READ_PIECE_BYTES = 16 * 1024;
 
-async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
-  let handle;
+/**
+ * Reads a followed file synchronously: its bound is small (a few KiB in practice, 1 MiB at most) and an async read
+ * would start libuv's thread pool, four threads an idle proxy would keep (their stacks and malloc arenas) for one
+ * read every few seconds.
+ */
+function readBounded(file: string, maxBytes: number): Buffer {
+  let fd;
   try {
-    handle = await open(file, "r");
+    fd = openSync(file, "r");
   } catch (error) {
     throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`, { cause: error });
   }
@@ -94,7 +99,7 @@ async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
     let length = 0;
     for (;;) {
       const piece = Buffer.alloc(Math.min(READ_PIECE_BYTES, maxBytes + 1 - length));
-      const { bytesRead } = await handle.read(piece, 0, piece.length, null);
+      const bytesRead = readSync(fd, piece, 0, piece.length, null);
       if (bytesRead === 0) break;
       pieces.push(piece.subarray(0, bytesRead));
       length += bytesRead;
@@ -105,7 +110,7 @@ async function readBounded(file: string, maxBytes: number): Promise<Buffer> {
     if (error instanceof FileRefused) throw error;
     throw new FileRefused("unreadable", `cannot read ${file}: ${(error as Error).message}`, { cause: error });
   } finally {
-    await handle.close();
+    closeSync(fd);
   }
 }
 
@@ -143,7 +148,7 @@ export function createFollowedFile<T, R extends string>(options: FollowedFileOpt
   async function checkOnce(): Promise<FollowedFileResult<T, R>> {
     let hash: string | undefined;
     try {
-      const bytes = await readBounded(file, options.maxBytes);
+      const bytes = readBounded(file, options.maxBytes);
       hash = createHash("sha256").update(bytes).digest("hex");
       if (hash === lastHash) return lastRefusal ? { result: "rejected", ...lastRefusal } : { result: "unchanged" };
       lastHash = hash;
