@@ -1,4 +1,4 @@
-import { hash, randomBytes, randomUUID, verify as nodeVerify } from "node:crypto";
+import { hash, KeyObject, randomBytes, randomUUID, sign as nodeSign, verify as nodeVerify } from "node:crypto";
 import { OID } from "./oids.ts";
 import { children, content, readTlv } from "./der-reader.ts";
 import * as w from "./der-writer.ts";
@@ -8,7 +8,7 @@ import { DEFAULT_CONTROL_NAMESPACE, DEFAULT_TRUST_DOMAIN, isDnsSubdomain, parseS
 import { MAX_COMMON_NAME, sanValue } from "./csr.ts";
 import { signDer, signerFor, type Signer } from "./signer.ts";
 import { parseCertificateDer, publicKeyObject, type ParsedCertificate } from "./x509.ts";
-import { crypto, isCryptoKey, type CryptoKey, type CryptoKeyPair } from "./webcrypto.ts";
+import { isCryptoKey, type CryptoKey, type CryptoKeyPair } from "./webcrypto.ts";
 
 /** A certificate (DER) with its key pair. */
 export interface CertifiedKey {
@@ -354,7 +354,8 @@ export async function certificateMatchesKey(certificate: Uint8Array, privateKey:
   if (!key || key.asymmetricKeyType !== "ec") return false;
   const challenge = new Uint8Array(randomBytes(32));
   try {
-    const raw = new Uint8Array(await crypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, privateKey, challenge));
+    // node:crypto's one-shot sign is synchronous; WebCrypto's sign would start libuv's thread pool in an idle proxy.
+    const raw = nodeSign("sha256", challenge, { key: KeyObject.from(privateKey as never), dsaEncoding: "ieee-p1363" });
     return nodeVerify("sha256", challenge, { key, dsaEncoding: "ieee-p1363" }, raw);
   } catch {
     return false;

@@ -27,6 +27,13 @@ describe("keys", () => {
     await tmp.cleanup();
   });
 
+  it("refuses to export a key that is not extractable (the export is node:crypto's, which would not check)", async () => {
+    const pair = await crypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, false, ["sign", "verify"]);
+    expect(await code(exportPrivateKey(pair.privateKey))).toBe("ERR_KEY_INVALID");
+    const pub = await crypto.subtle.importKey("spki", await crypto.subtle.exportKey("spki", pair.publicKey), { name: "ECDSA", namedCurve: "P-256" }, false, ["verify"]);
+    expect(await code(exportPublicKey(pub))).toBe("ERR_KEY_INVALID");
+  });
+
   it("generates extractable P-256 pairs that round-trip through PKCS#8 and SPKI, PEM and DER", async () => {
     const pair = await generateKeyPair();
     expect(pair.privateKey.extractable).toBe(true);

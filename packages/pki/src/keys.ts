@@ -1,5 +1,6 @@
 // Generating, exporting and checking keys: what a proxy needs, read with der-reader.ts. Importing keys from PEM/DER
 // (PKCS#8, SEC1) is in key-import.ts, with asn1js.
+import { generateKeyPairSync, KeyObject } from "node:crypto";
 import { toBytes } from "./bytes.ts";
 import { children, content, decodeOid, expectTag, readTlv } from "./der-reader.ts";
 import { PkiError } from "./errors.ts";
@@ -14,9 +15,14 @@ export function subtle(): typeof crypto.subtle {
   return crypto.subtle;
 }
 
-/** Generates an extractable ECDSA P-256 key pair (extractable so node:tls can be given a PEM in memory). */
+/**
+ * Generates an extractable ECDSA P-256 key pair (extractable so node:tls can be given a PEM in memory). Generated
+ * synchronously (about 1 ms, once per certificate): WebCrypto's generateKey and exportKey run on libuv's thread pool,
+ * whose four threads and their malloc arenas an idle proxy would otherwise keep for the one key a day it makes.
+ */
 export async function generateKeyPair(_options: Record<string, never> = {}): Promise<CryptoKeyPair> {
-  return subtle().generateKey(EC_P256, true, ["sign", "verify"]);
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  return { privateKey: privateKey.toCryptoKey(EC_P256, true, ["sign"]), publicKey: publicKey.toCryptoKey(EC_P256, true, ["verify"]) };
 }
 
 /** Exports a private key as PKCS#8: PEM string by default, or DER bytes with `format: "der"`. */
@@ -27,7 +33,9 @@ export async function exportPrivateKey(key: CryptoKey, options: { format?: "pem"
   if (!isCryptoKey(key) || key.type !== "private") throw new PkiError("ERR_KEY_INVALID", "expected a private CryptoKey");
   let der: Uint8Array;
   try {
-    der = toBytes(await subtle().exportKey("pkcs8", key));
+    // node:crypto exports synchronously (WebCrypto's exportKey is a thread-pool job) but ignores `extractable`: checked here.
+    if (!key.extractable) throw new Error("the key is not extractable");
+    der = toBytes(KeyObject.from(key as never).export({ type: "pkcs8", format: "der" }));
   } catch (err) {
     throw new PkiError("ERR_KEY_INVALID", "private key cannot be exported (is it extractable?)", { cause: err });
   }
@@ -40,7 +48,8 @@ export async function exportPublicKey(key: CryptoKey, options?: { format?: "pem"
 export async function exportPublicKey(key: CryptoKey, options?: { format?: "pem" | "der" }): Promise<string | Uint8Array>;
 export async function exportPublicKey(key: CryptoKey, options: { format?: "pem" | "der" } = {}): Promise<string | Uint8Array> {
   if (!isCryptoKey(key) || key.type !== "public") throw new PkiError("ERR_KEY_INVALID", "expected a public CryptoKey");
-  const der = toBytes(await subtle().exportKey("spki", key));
+  if (!key.extractable) throw new PkiError("ERR_KEY_INVALID", "public key cannot be exported (is it extractable?)");
+  const der = toBytes(KeyObject.from(key as never).export({ type: "spki", format: "der" }));
   return options.format === "der" ? der : pemEncode("PUBLIC KEY", der);
 }
 
