@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { readFileSync } from "node:fs";
 import { credentials as grpcCredentials, Metadata } from "@grpc/grpc-js";
 import type { ServiceError } from "@grpc/grpc-js";
 import { IdentityClient, timestampToDate } from "@meshtls/api";
@@ -161,7 +161,8 @@ export function createCertifier(options: CertifierOptions): Certifier {
   async function readToken(): Promise<Buffer> {
     let token: Buffer;
     try {
-      token = await readFile(options.tokenFile);
+      // Synchronously: a token is a few KiB, and an async read would start libuv's thread pool (threads kept for good).
+      token = readFileSync(options.tokenFile);
     } catch (error) {
       throw new IdentityError("ERR_TOKEN_FILE", `cannot read the token file ${options.tokenFile}: ${(error as Error).message}`, { cause: error });
     }
