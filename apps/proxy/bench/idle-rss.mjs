@@ -8,7 +8,8 @@
 // RSS and the median proxy's excess over bare node, then again at each of IDLE_LATER_S
 // (seconds after ready, e.g. "10,60"; none by default). IDLE_PROXY_BINS=a.js,b.js compares
 // builds in one run (each started IDLE_N times, interleaved); IDLE_NODE_ARGS adds node flags to the
-// proxies (experiments, e.g. --trace-gc); IDLE_LOG_DIR=DIR keeps each process's output there. Needs built apps (pnpm build).
+// proxies (experiments, e.g. --trace-gc); IDLE_LOG_DIR=DIR keeps each process's output there; IDLE_MALLOC_ARENA_MAX
+// (default 2, the proxy image's) is every process's MALLOC_ARENA_MAX. Needs built apps (pnpm build).
 // Usage: node apps/proxy/bench/idle-rss.mjs
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -31,6 +32,13 @@ const LATER_S = (process.env.IDLE_LATER_S ?? "").split(",").filter(Boolean).map(
 const nodeArgs = ["--import", path.join(here, "gc-count.mjs"), ...(process.env.IDLE_NODE_ARGS ?? "").split(" ").filter(Boolean)];
 const node = process.execPath;
 const children = [];
+// Every process gets a pod's environment: the proxy image sets MALLOC_ARENA_MAX=2 (apps/Dockerfile; IDLE_MALLOC_ARENA_MAX
+// overrides, "" unsets), given to bare node too so the comparison stays fair; and no NODE_EXTRA_CA_CERTS, which a pod
+// has not but a developer's shell may: node:tls then parses those certificates on its loader thread at import, whose
+// malloc arena (0.8 MiB for Debian's bundle) the proxy kept and bare node, which never loads node:tls, did not.
+const childEnv = { ...process.env, MALLOC_ARENA_MAX: process.env.IDLE_MALLOC_ARENA_MAX ?? "2" };
+delete childEnv.NODE_EXTRA_CA_CERTS;
+if (childEnv.MALLOC_ARENA_MAX === "") delete childEnv.MALLOC_ARENA_MAX;
 
 async function freePort(host) {
   const server = net.createServer();
@@ -41,7 +49,7 @@ async function freePort(host) {
 }
 
 function start(name, command, args) {
-  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: childEnv });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
@@ -98,7 +106,7 @@ async function main() {
   for (let i = 0; i < N; i++) for (const b of proxyBins) proxies.push(await proxy(b));
 
   // Bare Node 24 listening on a port, nothing loaded: run.mjs's floor.
-  const bare = spawn(node, ["-e", "require('node:net').createServer().listen(0, '127.0.0.1', () => console.log('listening'))"], { stdio: ["ignore", "pipe", "ignore"] });
+  const bare = spawn(node, ["-e", "require('node:net').createServer().listen(0, '127.0.0.1', () => console.log('listening'))"], { stdio: ["ignore", "pipe", "ignore"], env: childEnv });
   children.push(bare);
   await new Promise((resolve) => bare.stdout.once("data", resolve));
   const readyAt = Date.now();
