@@ -1,6 +1,6 @@
 import type { Duplex } from "node:stream";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import type { RetryReason } from "./outbound/retry-reason.js";
+import { RETRY_REASONS, type RetryReason } from "./outbound/retry-reason.js";
 import type { AuthorizeDecision } from "./policy.js";
 import { policyLabel } from "./policy.js";
 import { createTapHub, tapPolicy, tapTls } from "./tap.js";
@@ -262,6 +262,11 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
   // The group is one of credentials.ts's fixed names (else "other"): bounded.
   const connectRetries = new Counter({ name: "outbound_connect_retries_total", help: "Outbound attempts tried on another endpoint after one that sent nothing failed", labelNames: ["reason"], registers: [registry] });
   const setAside = new Counter({ name: "outbound_endpoints_set_aside_total", help: "Endpoints set aside (not picked for a backoff) after a failed connect", labelNames: ["reason"], registers: [registry] });
+  // Every reason from the start, at 0: a first retry does not add a series (and a rate over it starts from 0, not from nothing).
+  for (const reason of RETRY_REASONS) {
+    connectRetries.labels(reason).inc(0);
+    setAside.labels(reason).inc(0);
+  }
   const handshakeCounts = createInPlaceCounts((): { yes: Counter<"direction" | "group">; no: Counter<"direction" | "group"> } => ({ yes: tlsHandshakes, no: tlsHandshakes }));
   const tlsHandshakes: Counter<"direction" | "group"> = new Counter({
     name: "tls_handshakes_total",

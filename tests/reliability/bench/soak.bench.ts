@@ -36,16 +36,17 @@ const fds = (proc: Proc): number => {
   }
 };
 
-async function series(admin: string): Promise<number> {
+/** A proxy's metric series: each sample line's name and labels (the value left out). */
+async function series(admin: string): Promise<string[]> {
   const text = await (await fetch(`http://${admin}/metrics`)).text();
-  return text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).length;
+  return text.split("\n").filter((line) => line !== "" && !line.startsWith("#")).map((line) => line.slice(0, line.lastIndexOf(" ")));
 }
 
 interface Sample {
   minute: number;
   rssKiB: Record<string, number>;
   fds: Record<string, number>;
-  series: Record<string, number>;
+  series: Record<string, string[]>;
   sent: number;
   failed: number;
 }
@@ -91,7 +92,7 @@ describe("soak", () => {
       };
       const line = (values: Record<string, number>, unit: (n: number) => string): string => Object.entries(values).map(([k, v]) => `${k.replace(/#\d+$/, "")} ${unit(v)}`).join(", ");
       console.log(
-        `minute ${minute}: ${sample.sent} sent, ${sample.failed} failed | RSS ${line(sample.rssKiB, (v) => `${(v / 1024).toFixed(0)}M`)} | fds ${line(sample.fds, String)} | series ${line(sample.series, String)}`,
+        `minute ${minute}: ${sample.sent} sent, ${sample.failed} failed | RSS ${line(sample.rssKiB, (v) => `${(v / 1024).toFixed(0)}M`)} | fds ${line(sample.fds, String)} | series ${line(Object.fromEntries(Object.entries(sample.series).map(([k, v]) => [k, v.length])), String)}`,
       );
       samples.push(sample);
       return sample;
@@ -109,7 +110,10 @@ describe("soak", () => {
     if (first === undefined || last === undefined) throw new Error("no samples");
     // Flat: no process holds more than 10 more descriptors than at minute 2, no proxy more series.
     const fdGrowth = Object.entries(last.fds).filter(([name, n]) => n > (first.fds[name] ?? 0) + 10);
-    const seriesGrowth = Object.entries(last.series).filter(([name, n]) => n > (first.series[name] ?? 0));
+    // Growth named: the series a proxy has at the end that it did not have at minute 2.
+    const seriesGrowth = Object.entries(last.series)
+      .map(([name, lines]) => [name, lines.filter((l) => !(first.series[name] ?? []).includes(l))] as const)
+      .filter(([, added]) => added.length > 0);
     const rssFirst = Object.values(first.rssKiB).reduce((a, b) => a + b, 0);
     const rssLast = Object.values(last.rssKiB).reduce((a, b) => a + b, 0);
     const refreshes = await Promise.all(proxies.map(async (p) => (await (await fetch(`http://${p.admin}/metrics`)).text()).split("\n").find((l) => l.startsWith("identity_cert_refreshes_total") && l.includes('result="ok"'))));

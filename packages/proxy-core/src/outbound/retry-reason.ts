@@ -15,7 +15,10 @@ import { ProxyError } from "../errors.js";
  * - `stream_refused` (HTTP/2): the peer refused the stream unprocessed
  *   (REFUSED_STREAM, or beyond its GOAWAY) for a request without a body.
  */
-export type RetryReason = "connect_refused" | "connect_reset" | "connect_error" | "connect_timeout" | "tls_handshake" | "stale_connection" | "stream_refused";
+export const RETRY_REASONS = ["connect_refused", "connect_reset", "connect_error", "connect_timeout", "tls_handshake", "stale_connection", "stream_refused"] as const;
+
+/** One of {@link RETRY_REASONS}. */
+export type RetryReason = (typeof RETRY_REASONS)[number];
 
 /**
  * The reason to try another endpoint after `error` failed a connect (TCP and
