@@ -76,8 +76,16 @@ function opaqueRatios(results) {
   console.log(`  p99 latency, keep-alive          ${ratio(o, n, (r) => r.keepAlive.p99)}   [≤ 2]`);
 }
 
+/**
+ * Every process this bench starts, the proxies, the naive pairs and bare node alike: MALLOC_ARENA_MAX=2 as the proxy
+ * image sets it (apps/Dockerfile), and no NODE_EXTRA_CA_CERTS (a shell's setting a pod does not have: node:tls then
+ * parses that bundle on a thread whose malloc arena stays, +0.8 MiB in each process that loads node:tls).
+ */
+const childEnv = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? "2" };
+delete childEnv.NODE_EXTRA_CA_CERTS;
+
 function start(name, command, args) {
-  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: childEnv });
   let out = "";
   child.stdout.on("data", (d) => (out += d));
   child.stderr.on("data", (d) => (out += d));
@@ -336,7 +344,7 @@ async function main() {
     : [];
 
   // Bare Node 24 listening on a port, nothing loaded: the floor under the proxies' idle RSS, measured as they are (ready, then 500 ms).
-  const bare = spawn(node, ["-e", "require('node:net').createServer().listen(0, '127.0.0.1', () => console.log('listening'))"], { stdio: ["ignore", "pipe", "ignore"] });
+  const bare = spawn(node, ["-e", "require('node:net').createServer().listen(0, '127.0.0.1', () => console.log('listening'))"], { stdio: ["ignore", "pipe", "ignore"], env: childEnv });
   await new Promise((resolve) => bare.stdout.once("data", resolve));
   await sleep(500);
   const startRss = { A: rssKiB(proxyA.child.pid), B: rssKiB(proxyB.child.pid), bare: rssKiB(bare.pid) };
