@@ -10,13 +10,12 @@ import { execFileSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmod, chown, copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPods, listNamespaces, sweepNamespaces } from "./pods.ts";
 import type { Pod, Pods } from "./pods.ts";
+import { binary, cli, fixtures, node } from "./processes.ts";
 
 const PREFIX = "mtls-nh-";
 const PROXY_UID = 2102;
@@ -24,11 +23,6 @@ const A_IP = "10.77.0.31";
 const C_IP = "10.77.0.33";
 /** The transparent listener's cap for this test (--max-outbound-connections). */
 const CAP = 100;
-const require = createRequire(import.meta.url);
-const binary = (pkg: string): string => path.join(path.dirname(require.resolve(`${pkg}/package.json`)), "dist", "main.js");
-const cli = binary("meshtls");
-const node = process.execPath;
-const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures");
 
 interface Row {
   attack: string;

@@ -8,68 +8,19 @@
 // A's transparent listener). Pods C and D have no proxy: B's
 // policy (from the destination's registry file) admits C and refuses D.
 import { execFileSync, spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmod, chown, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPods, listNamespaces, sweepNamespaces } from "./pods.ts";
 import type { Pod, Pods } from "./pods.ts";
+import { binary, cli, DESTINATION_NAME, fixtures, follow, identityOf, node } from "./processes.ts";
 
 const PREFIX = "mtls-nm-";
 const PROXY_UID = 2102;
 const CONTROL_PLANE_IP = "10.77.0.20";
-const require = createRequire(import.meta.url);
-const binary = (pkg: string): string => path.join(path.dirname(require.resolve(`${pkg}/package.json`)), "dist", "main.js");
-const cli = binary("meshtls");
-const node = process.execPath;
-const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures");
-const identityOf = (sa: string, ns = "default"): string => `${sa}.${ns}.serviceaccount.identity.meshtls.cluster.local`;
-const DESTINATION_NAME = identityOf("destination", "meshtls");
 
-/** JSON log lines of a process, and a wait for one whose `msg` matches. */
-function follow(child: ChildProcess, what: string): { lines: Record<string, unknown>[]; waitFor(msg: string, timeoutMs?: number): Promise<Record<string, unknown>> } {
-  const lines: Record<string, unknown>[] = [];
-  let text = "";
-  let stderr = "";
-  const waiters = new Set<() => void>();
-  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-    text += chunk;
-    const parts = text.split("\n");
-    text = parts.pop() ?? "";
-    for (const part of parts) {
-      try {
-        lines.push(JSON.parse(part) as Record<string, unknown>);
-      } catch {
-        lines.push({ msg: part });
-      }
-    }
-    for (const waiter of waiters) waiter();
-  });
-  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-  return {
-    lines,
-    waitFor: (msg, timeoutMs = 30_000) =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`${what}: no "${msg}" in ${timeoutMs} ms; log ${JSON.stringify(lines.slice(-10))}; stderr ${stderr.slice(-2000)}`));
-        }, timeoutMs);
-        const check = (): void => {
-          const found = lines.find((line) => line.msg === msg);
-          if (found === undefined) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve(found);
-        };
-        waiters.add(check);
-        check();
-      }),
-  };
-}
 
 describe("meshtls-proxy --transparent between pods", () => {
   let mesh: Pods | undefined;

@@ -29,13 +29,12 @@
 import { execFileSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { chmod, chown, copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPods, listNamespaces, sweepNamespaces } from "./pods.ts";
 import type { Pod, Pods } from "./pods.ts";
+import { binary, cli, DESTINATION_NAME, fixtures, follow, identityOf, node } from "./processes.ts";
 
 const PREFIX = "mtls-nf-";
 const PROXY_UID = 2102;
@@ -46,55 +45,8 @@ const C_IP = "10.77.0.33";
 /** Inside the pods' /24 and assigned to nobody: an unredirected probe goes nowhere, and never leaves the namespaces. */
 const PROBE = "10.77.0.99:20001";
 const CHECK_INTERVAL_MS = 2000;
-const require = createRequire(import.meta.url);
-const binary = (pkg: string): string => path.join(path.dirname(require.resolve(`${pkg}/package.json`)), "dist", "main.js");
-const cli = binary("meshtls");
-const node = process.execPath;
-const fixtures = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures");
-const identityOf = (sa: string, ns = "default"): string => `${sa}.${ns}.serviceaccount.identity.meshtls.cluster.local`;
-const DESTINATION_NAME = identityOf("destination", "meshtls");
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** JSON lines a process prints, and a wait for one that matches. */
-function follow(child: ChildProcess, what: string): { lines: Record<string, unknown>[]; waitFor(match: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>> } {
-  const lines: Record<string, unknown>[] = [];
-  let text = "";
-  let stderr = "";
-  const waiters = new Set<() => void>();
-  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-    text += chunk;
-    const parts = text.split("\n");
-    text = parts.pop() ?? "";
-    for (const part of parts) {
-      try {
-        lines.push(JSON.parse(part) as Record<string, unknown>);
-      } catch {
-        lines.push({ msg: part });
-      }
-    }
-    for (const waiter of waiters) waiter();
-  });
-  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-  return {
-    lines,
-    waitFor: (match, timeoutMs = 30_000) =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          waiters.delete(check);
-          reject(new Error(`${what}: no matching line in ${timeoutMs} ms; log ${JSON.stringify(lines.slice(-10))}; stderr ${stderr.slice(-2000)}`));
-        }, timeoutMs);
-        const check = (): void => {
-          const found = lines.find(match);
-          if (found === undefined) return;
-          clearTimeout(timer);
-          waiters.delete(check);
-          resolve(found);
-        };
-        waiters.add(check);
-        check();
-      }),
-  };
-}
 
 /** Sum of a metric's samples whose labels include every given one. */
 function sample(text: string, name: string, labels: Record<string, string> = {}): number {
