@@ -13,11 +13,11 @@
 // Usage: node apps/proxy/bench/idle-rss.mjs
 import { execFile, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { freePort, podEnv } from "./processes.mjs";
 import { sleep, waitFor } from "./wait.mjs";
 
 const run = promisify(execFile);
@@ -32,21 +32,8 @@ const LATER_S = (process.env.IDLE_LATER_S ?? "").split(",").filter(Boolean).map(
 const nodeArgs = ["--import", path.join(here, "gc-count.mjs"), ...(process.env.IDLE_NODE_ARGS ?? "").split(" ").filter(Boolean)];
 const node = process.execPath;
 const children = [];
-// Every process gets a pod's environment: the proxy image sets MALLOC_ARENA_MAX=2 (apps/Dockerfile; IDLE_MALLOC_ARENA_MAX
-// overrides, "" unsets), given to bare node too so the comparison stays fair; and no NODE_EXTRA_CA_CERTS, which a pod
-// has not but a developer's shell may: node:tls then parses those certificates on its loader thread at import, whose
-// malloc arena (0.8 MiB for Debian's bundle) the proxy kept and bare node, which never loads node:tls, did not.
-const childEnv = { ...process.env, MALLOC_ARENA_MAX: process.env.IDLE_MALLOC_ARENA_MAX ?? "2" };
-delete childEnv.NODE_EXTRA_CA_CERTS;
-if (childEnv.MALLOC_ARENA_MAX === "") delete childEnv.MALLOC_ARENA_MAX;
-
-async function freePort(host) {
-  const server = net.createServer();
-  await new Promise((r) => server.listen(0, host, r));
-  const { port } = server.address();
-  await new Promise((r) => server.close(r));
-  return port;
-}
+// A pod's environment (bench/processes.mjs); IDLE_MALLOC_ARENA_MAX overrides the image's MALLOC_ARENA_MAX=2, "" unsets it.
+const childEnv = podEnv(process.env.IDLE_MALLOC_ARENA_MAX ?? "2");
 
 function start(name, command, args) {
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: childEnv });

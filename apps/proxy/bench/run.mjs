@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { exportPrivateKey, generateKeyPair, importPrivateKey, issueLeaf, pemEncode, toDer } from "@meshtls/pki";
 import { inNamespace, removeTransparentPair, startTransparentPair, transparentUnavailable } from "./transparent-pair.mjs";
+import { freePort, podEnv } from "./processes.mjs";
 import { sleep, waitFor } from "./wait.mjs";
 
 const run = promisify(execFile);
@@ -47,14 +48,6 @@ const GC_COUNT = path.join(path.dirname(fileURLToPath(import.meta.url)), "gc-cou
 const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
 const children = [];
 
-async function freePort(host) {
-  const server = net.createServer();
-  await new Promise((r) => server.listen(0, host, r));
-  const { port } = server.address();
-  await new Promise((r) => server.close(r));
-  return port;
-}
-
 /** The opaque path against the naive node:tls pair (like for like: bytes, no detection) and the nginx stream pair. */
 function opaqueRatios(results) {
   const { opaque: o, opaquex25519: ox, naive: v, naiveresume: vr, nginx: n } = results;
@@ -76,13 +69,8 @@ function opaqueRatios(results) {
   console.log(`  p99 latency, keep-alive          ${ratio(o, n, (r) => r.keepAlive.p99)}   [≤ 2]`);
 }
 
-/**
- * Every process this bench starts, the proxies, the naive pairs and bare node alike: MALLOC_ARENA_MAX=2 as the proxy
- * image sets it (apps/Dockerfile), and no NODE_EXTRA_CA_CERTS (a shell's setting a pod does not have: node:tls then
- * parses that bundle on a thread whose malloc arena stays, +0.8 MiB in each process that loads node:tls).
- */
-const childEnv = { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? "2" };
-delete childEnv.NODE_EXTRA_CA_CERTS;
+/** Every process this bench starts, the proxies, the naive pairs and bare node alike, gets a pod's environment (bench/processes.mjs). */
+const childEnv = podEnv(process.env.MALLOC_ARENA_MAX ?? "2");
 
 function start(name, command, args) {
   const child = spawn(command, args, { stdio: ["ignore", "pipe", "pipe"], env: childEnv });
