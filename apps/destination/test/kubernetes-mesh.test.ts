@@ -185,7 +185,8 @@ describe("two injected pods meshed by identity and destination in Kubernetes mod
 
     // Each pod's proxy: inject's env, unchanged but for what a cluster provides and a test machine cannot
     // (service DNS names become the loopback services, listeners bind the pod's IP or free ports, the
-    // projected token and trust roots are files under the pod's root).
+    // projected token and trust roots are files under the pod's root, and no nat rules: transparent mode off,
+    // curl names A's outbound as its HTTP proxy; tests/netns runs the injected proxies behind meshtls init's rules).
     const startProxy = async (name: string, env: Record<string, string>, token: string, inbound: string) => {
       const root = file(`${name}-root`);
       await mkdir(path.dirname(path.join(root, env.MESHTLS_PROXY_TOKEN_FILE!)), { recursive: true });
@@ -205,6 +206,7 @@ describe("two injected pods meshed by identity and destination in Kubernetes mod
           MESHTLS_PROXY_INBOUND: inbound,
           MESHTLS_PROXY_OUTBOUND: "127.0.0.1:0",
           MESHTLS_PROXY_ADMIN: "127.0.0.1:0",
+          MESHTLS_PROXY_TRANSPARENT: "false",
           PATH: process.env.PATH ?? "",
         },
       );
