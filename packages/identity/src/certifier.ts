@@ -293,7 +293,8 @@ export function createCertifier(options: CertifierOptions): Certifier {
       publish(credentials, false);
     } catch (error) {
       if (stopped || renewals !== before) return;
-      const delay = backoffDelayMs({ attempt, ...backoff, random });
+      const current = options.store.current();
+      const delay = backoffDelayMs({ attempt, ...backoff, random, ...(current === undefined ? {} : { notAfter: current.notAfter, now: now() }) });
       attempt += 1;
       failed(error, delay);
       schedule(delay);

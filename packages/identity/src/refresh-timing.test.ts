@@ -33,5 +33,10 @@ describe("backoffDelayMs", () => {
     const base = { initialMs: 1000, maxMs: 8000, jitter: 0.2 };
     expect([0, 1, 2, 3, 4, 40].map((attempt) => backoffDelayMs({ attempt, ...base, random: () => 0 }))).toEqual([1000, 2000, 4000, 8000, 8000, 8000]);
     expect(backoffDelayMs({ attempt: 2, ...base, random: () => 0.5 })).toBe(3600);
+    // With the current certificate's end in view: at most a quarter of the time left, never under the first delay.
+    const now = new Date(0);
+    expect([0, 1, 2, 3].map((attempt) => backoffDelayMs({ attempt, ...base, random: () => 0, notAfter: new Date(9000), now }))).toEqual([1000, 2000, 2250, 2250]);
+    expect(backoffDelayMs({ attempt: 3, ...base, random: () => 0, notAfter: new Date(2000), now })).toBe(1000);
+    expect(backoffDelayMs({ attempt: 3, ...base, random: () => 0, notAfter: new Date(-1), now })).toBe(8000);
   });
 });
