@@ -10,6 +10,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { parseConfig } from "./config.js";
 import { createPolicyClient } from "./policy-client.js";
+import { setDataPathHeapGrowth } from "./heap-growth.js";
 import { resumeOptimizingTiers } from "./startup-tiers.js";
 import type { ProxyRedirectCheck } from "./redirect-check.js";
 
@@ -186,6 +187,7 @@ async function main(): Promise<void> {
       logger.info({ notAfter: credentials.notAfter.toISOString() }, "first certificate obtained: ready");
       releaseStartupMemory();
       resumeOptimizingTiers();
+      setDataPathHeapGrowth();
     },
     (error: unknown) => logger.error({ err: (error as Error).message }, "no certificate"),
   );
