@@ -38,7 +38,7 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
   // One TLS server object (never listening) terminates every mesh connection;
   // SNICallback hands it the current context, so rotation only affects new
   // handshakes and there is nothing to terminate with before the first cert.
-  const pending = new Map<string, (result: { socket: tls.TLSSocket } | { error: Error; socket?: tls.TLSSocket }) => void>();
+  const pending = new Map<net.Socket, (result: { socket: tls.TLSSocket } | { error: Error; socket?: tls.TLSSocket }) => void>();
   const tlsServer = tls.createServer({
     requestCert: true,
     rejectUnauthorized: false,
@@ -60,9 +60,17 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
   });
   // Tickets are sealed with this server's keys whatever context SNICallback picks: they follow the credentials.
   credentials.bindServer(tlsServer);
-  const keyOf = (s: net.Socket): string => `${s.remoteAddress}|${s.remotePort}|${s.localAddress}|${s.localPort}`;
-  tlsServer.on("secureConnection", (socket: tls.TLSSocket) => pending.get(keyOf(socket))?.({ socket }));
-  tlsServer.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => pending.get(keyOf(socket))?.({ error, socket }));
+  // node's server wraps the socket it is given (`_parent`): the handshake waiting on it is found by that object,
+  // not by its addresses (reading them back cost two system calls per connection).
+  const rawOf = (socket: tls.TLSSocket): net.Socket | undefined => (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
+  tlsServer.on("secureConnection", (socket: tls.TLSSocket) => {
+    const raw = rawOf(socket);
+    if (raw !== undefined) pending.get(raw)?.({ socket });
+  });
+  tlsServer.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
+    const raw = rawOf(socket);
+    if (raw !== undefined) pending.get(raw)?.({ error, socket });
+  });
 
   // A client certificate's identity and expiry, read once per certificate (by its SHA-256): parsing it
   // again for every connection cost more than node's part of a resumed handshake.
@@ -80,9 +88,8 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
 
   const handshake = (raw: net.Socket): Promise<tls.TLSSocket> =>
     new Promise((resolve, reject) => {
-      const key = keyOf(raw);
-      pending.set(key, (result) => {
-        pending.delete(key);
+      pending.set(raw, (result) => {
+        pending.delete(raw);
         if ("error" in result) {
           result.socket?.destroy();
           reject(new ProxyError("ERR_TLS_HANDSHAKE", `mesh TLS handshake failed: ${result.error.message}`, { cause: result.error }));
@@ -91,7 +98,7 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
         }
       });
       raw.once("close", () => {
-        if (pending.delete(key)) reject(new ProxyError("ERR_TLS_HANDSHAKE", "the client went away during the handshake"));
+        if (pending.delete(raw)) reject(new ProxyError("ERR_TLS_HANDSHAKE", "the client went away during the handshake"));
       });
       tlsServer.emit("connection", raw);
     });
