@@ -18,6 +18,8 @@ interface Seen {
   sni: string | false;
   alpn: string | false | null;
   header?: ReturnType<typeof decodeTransportHeader>;
+  /** The first decrypted chunk: one TLS record. */
+  first?: Buffer;
 }
 
 describe("connectEndpoint with Linkerd's URI identities and authority overrides", () => {
@@ -44,6 +46,7 @@ describe("connectEndpoint with Linkerd's URI identities and authority overrides"
         seen.push(entry);
         socket.on("error", () => undefined);
         socket.once("data", (chunk: Buffer) => {
+          entry.first = chunk;
           if (entry.alpn === TRANSPORT_ALPN) entry.header = decodeTransportHeader(chunk);
           socket.end("ok");
         });
@@ -112,5 +115,24 @@ describe("connectEndpoint with Linkerd's URI identities and authority overrides"
     expect(seen[0]?.header?.name).toBeUndefined();
     await expect(connectEndpoint({ endpoint: { address: "127.0.0.1", port, weight: 1, labels: {}, authorityOverride: "web.shop:80" }, credentials })).rejects.toMatchObject({ code: "ERR_TLS_UNAUTHORIZED" });
     await expect(connectEndpoint({ endpoint: { address: "127.0.0.1", port, weight: 1, labels: {}, identity: id, authorityOverride: "web.shop" }, credentials })).rejects.toMatchObject({ code: "ERR_TARGET_FORBIDDEN" });
+  });
+
+  it("sends the caller's first bytes with the transport header in one TLS record, asked for only once every check passed", async () => {
+    const id = identityOf("web", "shop");
+    const { port, seen } = await serve(id);
+    const endpoint = { address: "127.0.0.1", port: 9, weight: 1, labels: {}, identity: id, opaqueTransportPort: port };
+    for (let i = 0; i < 2; i++) {
+      // Twice: the second connection sends the same header bytes, kept from the first.
+      const connection = await connectEndpoint({ endpoint, credentials, firstBytes: () => Buffer.from("hello") });
+      await once(connection.socket, "data");
+      connection.socket.destroy();
+      const header = seen[i]?.header;
+      expect(header).toMatchObject({ port: 9 });
+      expect(seen[i]?.first?.subarray(header?.byteLength).toString()).toBe("hello");
+    }
+    let asked = 0;
+    const firstBytes = (): Buffer => (asked++, Buffer.from("secret"));
+    await expect(connectEndpoint({ endpoint: { ...endpoint, identity: identityOf("other", "shop") }, credentials, firstBytes })).rejects.toMatchObject({ code: "ERR_TLS_IDENTITY_MISMATCH" });
+    expect(asked).toBe(0);
   });
 });

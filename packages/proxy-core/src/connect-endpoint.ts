@@ -43,6 +43,11 @@ export interface ConnectEndpointOptions {
   connectTimeoutMs?: number;
   /** Local address to bind outgoing connections to. Default: the OS's choice. */
   localAddress?: string;
+  /**
+   * The caller's first bytes for the endpoint, asked for once the connection passed every check: sent with the
+   * transport header in one write (one TLS record), where writing them after it took a record and a system call more.
+   */
+  firstBytes?: () => Buffer | undefined;
 }
 
 /** An open connection to an endpoint and the TLS state it was opened with. */
@@ -97,6 +102,8 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       socket.once("connect", () => {
         clearTimeout(timer);
         socket.removeAllListeners("error");
+        const first = options.firstBytes?.();
+        if (first !== undefined) socket.write(first);
         resolve({ socket, tls: { tls: "no_identity", reason: "not_provided_by_service_discovery" }, remote });
       });
     });
@@ -196,7 +203,9 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       socket.removeAllListeners("error");
       accepted = notAfter;
       if (early !== undefined && notAfter !== undefined) keep(early, notAfter);
-      if (header !== undefined) socket.write(header);
+      const first = options.firstBytes?.();
+      const opening = header === undefined ? first : first === undefined ? header : Buffer.concat([header, first]);
+      if (opening !== undefined) socket.write(opening);
       options.credentials.handshaken("outbound", socket);
       resolve({ socket, tls: { tls: "true", peerId: identity }, remote, ...(notAfter === undefined ? {} : { peerNotAfter: notAfter }) });
     });
@@ -210,6 +219,25 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
  * @throws ProxyError `ERR_TARGET_FORBIDDEN` for an override that is not `host:port`
  */
 function transportHeader(endpoint: MeshEndpoint, sessionProtocol: "http1" | "http2" | undefined): Buffer | undefined {
+  if (endpoint.opaqueTransportPort === undefined && endpoint.authorityOverride === undefined) return undefined;
+  const key = sessionProtocol ?? "none";
+  let encoded = encodedHeaders.get(endpoint);
+  const known = encoded?.[key];
+  if (known !== undefined) return known;
+  const header = encodeTransportHeaderOf(endpoint, sessionProtocol);
+  if (encoded === undefined) encodedHeaders.set(endpoint, (encoded = {}));
+  encoded[key] = header;
+  return header;
+}
+
+/**
+ * Each endpoint's encoded headers, by session protocol: the same bytes for every connection to it (protobuf encoding
+ * them again cost more per connection than the rest of the header's handling). A memo of a pure function, kept while
+ * discovery keeps the endpoint object; written headers are never modified.
+ */
+const encodedHeaders = new WeakMap<MeshEndpoint, Partial<Record<"none" | "http1" | "http2", Buffer>>>();
+
+function encodeTransportHeaderOf(endpoint: MeshEndpoint, sessionProtocol: "http1" | "http2" | undefined): Buffer {
   const protocol = sessionProtocol === undefined ? {} : { sessionProtocol };
   const override = endpoint.authorityOverride;
   if (override !== undefined) {
@@ -221,7 +249,7 @@ function transportHeader(endpoint: MeshEndpoint, sessionProtocol: "http1" | "htt
     }
     return encodeHeader({ port, name: host, ...protocol });
   }
-  return endpoint.opaqueTransportPort === undefined ? undefined : encodeHeader({ port: endpoint.port, ...protocol });
+  return encodeHeader({ port: endpoint.port, ...protocol });
 }
 
 /**

@@ -1,4 +1,4 @@
-import { formatHostPort, parseHostPort } from "../address.js";
+import { formatHostPort } from "../address.js";
 import type { Balancer } from "../balancer.js";
 import { endpointKey } from "../balancer.js";
 import { connectEndpoint } from "../connect-endpoint.js";
@@ -17,8 +17,11 @@ import type { OutboundTarget } from "./target.js";
 /** A connection to one endpoint of the target's authority. */
 export type OutboundConnection = EndpointConnection & { endpoint: Endpoint };
 
-/** The outbound stack's one connect seam: discover → balance → mesh connect. */
-export type ConnectOutbound = (target: OutboundTarget) => Promise<OutboundConnection>;
+/**
+ * The outbound stack's one connect seam: discover → balance → mesh connect. `firstBytes`: the application's first
+ * bytes, asked for once connected, sent first (with the transport header when there is one).
+ */
+export type ConnectOutbound = (target: OutboundTarget, options?: { firstBytes?: () => Buffer | undefined }) => Promise<OutboundConnection>;
 
 /** Options of {@link createConnectOutbound}. */
 export interface CreateConnectOutboundOptions {
@@ -50,7 +53,7 @@ export interface CreateConnectOutboundOptions {
  */
 export function createConnectOutbound(options: CreateConnectOutboundOptions): ConnectOutbound {
   const { metrics, logger, own, balancer } = options;
-  return async ({ authority }) => {
+  return async ({ authority }, connectOptions) => {
     const endpoints = await options.discover.endpoints(authority);
     const tried = new Set<string>();
     const deadline = performance.now() + options.connectTimeoutMs;
@@ -61,12 +64,14 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
       const endpoint = balancer.pick(endpoints, tried);
       if (endpoint === undefined) break;
       tried.add(endpointKey(endpoint));
-      const dialled = formatHostPort(endpoint.address, endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port));
-      const loop = own.listenerAt(parseHostPort(dialled));
+      const port = endpoint.identity === undefined ? endpoint.port : (endpoint.opaqueTransportPort ?? endpoint.port);
+      // Formatted only when a failure names it.
+      const dialled = (): string => formatHostPort(endpoint.address, port);
+      const loop = own.listenerAt({ host: endpoint.address, port });
       if (loop !== undefined && loop !== "inbound") {
-        lastError = new ProxyError("ERR_TARGET_FORBIDDEN", `${dialled} is the proxy's own ${loop} listener: refusing a loop`);
-        metrics.recordError("outbound", "target_forbidden", dialled);
-        logger.warn({ authority, endpoint: dialled, code: "ERR_TARGET_FORBIDDEN" }, "outbound connection refused: it would reach the proxy itself");
+        lastError = new ProxyError("ERR_TARGET_FORBIDDEN", `${dialled()} is the proxy's own ${loop} listener: refusing a loop`);
+        metrics.recordError("outbound", "target_forbidden", dialled());
+        logger.warn({ authority, endpoint: dialled(), code: "ERR_TARGET_FORBIDDEN" }, "outbound connection refused: it would reach the proxy itself");
         continue;
       }
       if (retrying !== undefined) metrics.recordConnectRetry(retrying);
@@ -78,6 +83,7 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
           authority,
           connectTimeoutMs: options.connectTimeoutMs,
           ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+          ...(connectOptions?.firstBytes === undefined ? {} : { firstBytes: connectOptions.firstBytes }),
         });
         balancer.connected(endpoint);
         connection.socket.once("close", release);
@@ -89,7 +95,7 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
         balancer.fail(endpoint);
         lastError = error;
         const code = error instanceof ProxyError ? error.code : "ERR_CONNECT_FAILED";
-        metrics.recordError("outbound", code.replace(/^ERR_/, "").toLowerCase(), dialled);
+        metrics.recordError("outbound", code.replace(/^ERR_/, "").toLowerCase(), dialled());
         logger.warn({ authority, endpoint: endpointKey(endpoint), serverId: endpoint.identity, code, err: (error as Error).message }, "outbound connect failed");
         retrying = connectRetryReason(error);
         // A security failure answers with its code; no certificate yet fails every endpoint alike.
