@@ -3,7 +3,8 @@ import type { Duplex } from "node:stream";
 /** How long the surviving side may flush after the other closed cleanly. */
 const CLOSE_GRACE_MS = 10_000;
 
-type Socketish = Duplex & { setNoDelay?: (noDelay?: boolean) => unknown; setTimeout?: (ms: number, cb?: () => void) => unknown; bytesRead?: number };
+/** A stream forwardStreams joins: a socket, or any duplex (idle only by its own timers). */
+export type Socketish = Duplex & { setNoDelay?: (noDelay?: boolean) => unknown; setTimeout?: (ms: number, cb?: () => void) => unknown; bytesRead?: number };
 
 /** Idle checks per idle timeout: a connection is closed between 1 and 1.25 timeouts after its last byte. */
 const IDLE_CHECKS_PER_TIMEOUT = 4;
@@ -13,10 +14,73 @@ export interface ForwardStreamsOptions {
   /**
    * Close both sides after this long without traffic either way (checked
    * every quarter of it, so within 1.25× of it). Default 3600000 (1 h); 0 disables.
+   * Ignored with `idleSweep`, which has its own.
    */
   idleTimeoutMs?: number;
+  /** The shared idle checks of the listener's connections ({@link createIdleSweep}); without it the pair gets a timer of its own. */
+  idleSweep?: IdleSweep;
   /** Called once when both sides are gone. */
   onClose?: () => void;
+}
+
+/** Idle checks shared by many forwarded pairs: one interval, not one per connection. */
+export interface IdleSweep {
+  /** Closes the pair (`teardown`) once idle for the sweep's timeout; the returned function stops watching it. */
+  watch(a: Socketish, b: Socketish, teardown: () => void): () => void;
+  /** Pairs watched now. */
+  size(): number;
+}
+
+interface Watched {
+  a: Socketish;
+  b: Socketish;
+  teardown: () => void;
+  /** Both sides' bytes read at the last check. */
+  last: number;
+  /** Checks in a row that saw no byte move (-1 until the first: a pair may join just before a check). */
+  quiet: number;
+}
+
+/**
+ * Creates the idle checks for every connection of a listener: one interval,
+ * running only while a pair is watched, compares each pair's byte counts four
+ * times per `idleTimeoutMs` and closes a pair between 1 and 1.25 timeouts
+ * after its last byte (as {@link forwardStreams}' own timer does). A timer per
+ * connection cost more per new connection than the check ever does.
+ */
+export function createIdleSweep(idleTimeoutMs: number): IdleSweep {
+  const checkMs = Math.max(1, Math.ceil(idleTimeoutMs / IDLE_CHECKS_PER_TIMEOUT));
+  const pairs = new Set<Watched>();
+  let timer: NodeJS.Timeout | undefined;
+  const check = (): void => {
+    for (const pair of pairs) {
+      const now = (pair.a.bytesRead ?? 0) + (pair.b.bytesRead ?? 0);
+      pair.quiet = now === pair.last ? pair.quiet + 1 : 0;
+      pair.last = now;
+      if (pair.quiet >= IDLE_CHECKS_PER_TIMEOUT) {
+        pairs.delete(pair);
+        pair.teardown();
+      }
+    }
+    if (pairs.size === 0) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+  };
+  return {
+    watch(a, b, teardown) {
+      const pair: Watched = { a, b, teardown, last: (a.bytesRead ?? 0) + (b.bytesRead ?? 0), quiet: -1 };
+      pairs.add(pair);
+      if (timer === undefined) {
+        timer = setInterval(check, checkMs);
+        timer.unref();
+      }
+      return () => {
+        pairs.delete(pair);
+      };
+    },
+    size: () => pairs.size,
+  };
 }
 
 /**
@@ -59,7 +123,12 @@ export function forwardStreams(a: Socketish, b: Socketish, options: ForwardStrea
     a.destroy();
     b.destroy();
   };
-  const stopIdle = idleTimeoutMs > 0 ? watchIdle(a, b, idleTimeoutMs, teardown) : undefined;
+  const stopIdle =
+    options.idleSweep !== undefined && a.bytesRead !== undefined && b.bytesRead !== undefined
+      ? options.idleSweep.watch(a, b, teardown)
+      : idleTimeoutMs > 0
+        ? watchIdle(a, b, idleTimeoutMs, teardown)
+        : undefined;
   const onClose = (other: Socketish) => (hadError?: boolean): void => {
     closed += 1;
     if (closed === 2) {

@@ -1,6 +1,7 @@
 import type net from "node:net";
 import type { ProxyError } from "../errors.js";
 import { forwardStreams } from "../forward.js";
+import type { IdleSweep } from "../forward.js";
 import { detectHttp } from "../http/detect-http.js";
 import type { OutboundHttp } from "../http/outbound-http.js";
 import type { Logger } from "../logger.js";
@@ -20,6 +21,8 @@ export interface OutboundConnectionOptions {
   metrics: ProxyMetrics;
   logger: Logger;
   idleTimeoutMs: number;
+  /** The idle checks shared by the listener's connections; without it each connection gets a timer of its own. */
+  idleSweep?: IdleSweep;
   maxConnections: number;
   /** Counts an accepted connection (open legs, drain). */
   track: (socket: net.Socket, targetAddr: string) => void;
@@ -48,14 +51,39 @@ export function serveOutboundConnection(client: net.Socket, authority: string, l
 }
 
 function forwardOpaque(client: net.Socket, authority: string, listener: OutboundTarget["listener"], options: OutboundConnectionOptions): void {
-  options.connect({ authority, listener, client: { address: client.remoteAddress ?? "", port: client.remotePort ?? 0 } }).then(
+  const firstBytes = readFirstBytes(client);
+  options.connect({ authority, listener, client: { address: client.remoteAddress ?? "", port: client.remotePort ?? 0 } }, { firstBytes }).then(
     (upstream) => {
       if (client.destroyed) upstream.socket.destroy();
-      else forwardStreams(client, upstream.socket, { idleTimeoutMs: options.idleTimeoutMs });
+      else forwardStreams(client, upstream.socket, { idleTimeoutMs: options.idleTimeoutMs, ...(options.idleSweep === undefined ? {} : { idleSweep: options.idleSweep }) });
     },
     (error: unknown) => {
       options.logger.warn({ authority, code: (error as ProxyError).code, err: (error as Error).message }, listener === "transparent" ? "transparent outbound connection refused" : `${listener} connection refused`);
       client.destroy();
     },
   );
+}
+
+/**
+ * Reads the client's first chunk while the mesh connection is being made (the socket paused after it), so that it
+ * leaves with the transport header once connected: one TLS record and one write, not two. The returned function hands
+ * it over, or nothing when the client has not spoken yet (a server-speaks-first protocol), and stops the early read:
+ * later bytes wait in the socket for `pipe`.
+ */
+function readFirstBytes(client: net.Socket): () => Buffer | undefined {
+  let first: Buffer | undefined;
+  const onData = (chunk: Buffer): void => {
+    first = chunk;
+    client.off("data", onData);
+    client.pause();
+  };
+  client.on("data", onData);
+  client.resume();
+  return () => {
+    client.off("data", onData);
+    client.pause();
+    const taken = first;
+    first = undefined;
+    return taken;
+  };
 }
