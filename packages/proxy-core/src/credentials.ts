@@ -111,6 +111,10 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
   const logger = options.logger ?? noopLogger;
   const now = options.now ?? (() => new Date());
   const ecdhCurve = groupsForOpenssl(options.groups ?? DEFAULT_TLS_GROUPS);
+  // One known group offered and accepted: every handshake used it (resumed ones too), nothing to read back per
+  // connection (a server reads it from the whole session encoded again, its peer's certificate included).
+  const onlyGroup = options.groups?.length === 1 ? groupLabel(options.groups[0]) : undefined;
+  const fixedGroup = onlyGroup === "other" || onlyGroup === "unknown" ? undefined : onlyGroup;
   try {
     tls.createSecureContext({ ecdhCurve });
   } catch (cause) {
@@ -213,7 +217,7 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
     },
     checkExpiry,
     handshaken(direction, socket) {
-      options.onHandshake?.(direction, negotiatedGroup(socket));
+      options.onHandshake?.(direction, fixedGroup ?? negotiatedGroup(socket));
     },
     ecdhCurve,
     bindServer(server) {

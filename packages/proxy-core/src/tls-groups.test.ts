@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { TLSSocket } from "node:tls";
 import { pemEncode } from "@meshtls/pki";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connectEndpoint } from "./connect-endpoint.js";
@@ -196,6 +197,35 @@ describe("mesh TLS key exchange groups", () => {
     expect(client.out).toMatch(/Server Temp Key: X25519/);
     expect(wire.wire).toEqual([{ keyShares: [X25519], helloRetry: false }]);
     await expect.poll(() => server.groups).toEqual(["inbound X25519"]);
+  });
+
+  it("reports the one group configured for every handshake, resumed ones too, without reading it back", async () => {
+    const groups: string[] = [];
+    const onHandshake = (direction: string, group: string): number => groups.push(`${direction} ${group}`);
+    const server = createTlsCredentials({ credentials: createStore(await mesh.issue(API)), trustBundle: createBundle([mesh.anchor.certificate]), groups: ["P-256"], onHandshake });
+    const client = createTlsCredentials({ credentials: createStore(await mesh.issue(WEB)), trustBundle: createBundle([mesh.anchor.certificate]), groups: ["P-256"], onHandshake });
+    const terminate = createTerminateTls({ identity: API, credentials: server, handshakeTimeoutMs: 10_000 });
+    const listener = net.createServer((raw) => {
+      void terminate({} as InboundTarget, raw).then((result) => {
+        if ("socket" in result) result.socket.end("ok");
+      });
+    });
+    listener.listen(0, "127.0.0.1");
+    await once(listener, "listening");
+    closers.push(() => listener.close(), () => server.close(), () => client.close());
+    const { port } = listener.address() as net.AddressInfo;
+    const resumed: boolean[] = [];
+    for (let i = 0; i < 2; i++) {
+      const connection = await connectEndpoint({ endpoint: { address: "127.0.0.1", port, weight: 1, labels: {}, identity: API }, credentials: client });
+      const socket = connection.socket as TLSSocket;
+      resumed.push(socket.isSessionReused());
+      expect(socket.getEphemeralKeyInfo()).toMatchObject({ name: "prime256v1" });
+      socket.resume();
+      await once(socket, "end");
+      connection.socket.destroy();
+    }
+    expect(resumed).toEqual([false, true]);
+    expect(groups.sort()).toEqual(["inbound P-256", "inbound P-256", "outbound P-256", "outbound P-256"]);
   });
 
   it("reaches an OpenSSL 3.0 server (openssl s_server) with X25519 and no HelloRetryRequest", async () => {
