@@ -135,6 +135,8 @@ export function createInbound(options: CreateInboundOptions): Inbound {
 
   // Built once: the layers' options are the same for every connection.
   const acceptOptions = {
+    // Set once the listener is bound.
+    listenerPort: 0,
     workload: options.workload,
     policy,
     ...(options.workloadHost === undefined ? {} : { workloadHost: options.workloadHost }),
@@ -271,6 +273,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
           // Later failures to accept (e.g. EMFILE) are logged; the listener keeps serving.
           server.on("error", (cause) => logger.error({ code: "ERR_LISTEN_FAILED", err: cause.message }, "inbound: accept failed"));
           const address = server.address() as net.AddressInfo;
+          acceptOptions.listenerPort = address.port;
           own.addListener(address, "inbound");
           resolve(address);
         });

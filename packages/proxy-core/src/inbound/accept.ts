@@ -17,12 +17,13 @@ export type OriginalDestinationLookup = (socket: net.Socket) => { address: strin
  * connection was redirected to the listener (transparent mode), for the port
  * it was going to, on the workload's host.
  */
-export function acceptTarget(raw: net.Socket, options: { workload: HostPort; workloadHost?: string; policy: PolicySource; originalDestination?: OriginalDestinationLookup }): InboundTarget {
+export function acceptTarget(raw: net.Socket, options: { listenerPort: number; workload: HostPort; workloadHost?: string; policy: PolicySource; originalDestination?: OriginalDestinationLookup }): InboundTarget {
   const dst = options.originalDestination?.(raw);
   const redirected = dst !== undefined && dst.redirected;
   const workload = redirected ? { host: options.workloadHost ?? options.workload.host, port: dst.port } : options.workload;
   return {
-    listenerPort: raw.localPort ?? 0,
+    // The listener's own port, known once: the socket's would be read back with a system call per connection.
+    listenerPort: options.listenerPort,
     ...(redirected ? { origDst: { host: dst.address, port: dst.port } } : {}),
     client: { address: raw.remoteAddress ?? "", port: raw.remotePort ?? 0 },
     port: workload.port,
