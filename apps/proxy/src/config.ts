@@ -53,13 +53,16 @@ export interface Config {
   idleTimeoutMs: number;
   detectTimeoutMs: number;
   drainTimeoutMs: number;
-  trustAnchorsPollMs: number;
+  /** `--trust-anchors-poll-interval`: backup poll of the trust anchors file, at least 100 ms. */
+  trustAnchorsPollIntervalMs: number;
   maxInboundConnections: number;
   maxOutboundConnections: number;
   maxAdminConnections: number;
   logLevel: string;
   /** Mesh TLS key exchange groups, most preferred first (`--tls-groups`). */
   tlsGroups: string[];
+  /** One warning per deprecated flag or variable in use, naming its replacement; the app logs them once at start. */
+  deprecations: string[];
 }
 
 function address(text: string, what: string): HostPort {
@@ -128,6 +131,32 @@ function tapAllow(flag: string[] | undefined, env: string | undefined): string[]
 const list = (flag: string[] | undefined, env: string | undefined): string[] =>
   flag ?? (env === undefined || env.trim() === "" ? [] : env.split(";").map((s) => s.trim()).filter((s) => s !== ""));
 
+/**
+ * `--trust-anchors-poll-interval` (the identity service's name for the same
+ * setting), or its deprecated alias `--trust-anchors-poll` /
+ * `MESHTLS_PROXY_TRUST_ANCHORS_POLL`: the new name wins when both are set,
+ * whether as flag or variable. Either way a deprecation is recorded. Values
+ * below 100 ms are raised to 100 ms. @throws ConfigError
+ */
+function trustAnchorsPollInterval(program: Command, deprecations: string[]): number {
+  const o = program.opts<Record<string, string | undefined>>();
+  const alias = o["trustAnchorsPoll"];
+  let value = String(o["trustAnchorsPollInterval"]);
+  let flag = "--trust-anchors-poll-interval";
+  if (alias !== undefined && alias !== "") {
+    const fromEnv = program.getOptionValueSource("trustAnchorsPoll") === "env";
+    const [old, replacement] = fromEnv ? ["MESHTLS_PROXY_TRUST_ANCHORS_POLL", "MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL"] : ["--trust-anchors-poll", "--trust-anchors-poll-interval"];
+    if (program.getOptionValueSource("trustAnchorsPollInterval") === "default") {
+      value = alias;
+      flag = "--trust-anchors-poll";
+      deprecations.push(`${old} is deprecated: use ${replacement}`);
+    } else {
+      deprecations.push(`${old} is deprecated and ignored: --trust-anchors-poll-interval (or MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL) is set and wins; remove ${old}`);
+    }
+  }
+  return Math.max(100, parseDurationMs(value, flag));
+}
+
 /** Checks Linkerd's workload string `{"ns":"<namespace>","pod":"<name>"}`. @throws ConfigError */
 export function parseWorkloadName(text: string): { ns: string; pod: string } {
   let value: unknown;
@@ -188,7 +217,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     .addOption(new Option("--inbound-close-at-identity-end", "close open inbound mesh connections when the identity they were made with ends: at the earlier of the client's and this proxy's leaf expiry, and at a trust-bundle change the client's leaf no longer chains to (off: long-lived streams survive certificate rotation, as in Linkerd); env MESHTLS_PROXY_INBOUND_CLOSE_AT_IDENTITY_END=true|1|false|0"))
     .addOption(new Option("--detect-timeout <duration>", "TLS detection and handshake bound").env("MESHTLS_PROXY_DETECT_TIMEOUT").default("10s"))
     .addOption(new Option("--drain-timeout <duration>", "how long SIGTERM waits for open connections").env("MESHTLS_PROXY_DRAIN_TIMEOUT").default("10s"))
-    .addOption(new Option("--trust-anchors-poll <duration>", "backup poll of the trust anchors file").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL").default(`${FOLLOW_DEFAULTS.pollIntervalMs / 1000}s`))
+    .addOption(new Option("--trust-anchors-poll-interval <duration>", "backup poll of the trust anchors file").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL").default(`${FOLLOW_DEFAULTS.pollIntervalMs / 1000}s`))
+    .addOption(new Option("--trust-anchors-poll <duration>", "deprecated: --trust-anchors-poll-interval").env("MESHTLS_PROXY_TRUST_ANCHORS_POLL").hideHelp())
     .addOption(new Option("--max-inbound-connections <n>", "connections open at once on the inbound listener; more are closed at once").env("MESHTLS_PROXY_MAX_INBOUND_CONNECTIONS").default("10000"))
     .addOption(new Option("--max-outbound-connections <n>", "connections open at once on the outbound HTTP proxy, and on each route").env("MESHTLS_PROXY_MAX_OUTBOUND_CONNECTIONS").default("10000"))
     .addOption(new Option("--max-admin-connections <n>", "connections open at once on the admin listener").env("MESHTLS_PROXY_MAX_ADMIN_CONNECTIONS").default("100"))
@@ -263,6 +293,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   });
 
   const workload = address(required("workload", "--workload", "MESHTLS_PROXY_WORKLOAD"), "--workload");
+  const deprecations: string[] = [];
   const config: Config = {
     identity: required("identity", "--identity", "MESHTLS_PROXY_IDENTITY"),
     tokenFile: required("tokenFile", "--token-file", "MESHTLS_PROXY_TOKEN_FILE"),
@@ -293,12 +324,13 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
     idleTimeoutMs: parseDurationMs(String(o["idleTimeout"]), "--idle-timeout"),
     detectTimeoutMs: parseDurationMs(String(o["detectTimeout"]), "--detect-timeout"),
     drainTimeoutMs: parseDurationMs(String(o["drainTimeout"]), "--drain-timeout"),
-    trustAnchorsPollMs: Math.max(100, parseDurationMs(String(o["trustAnchorsPoll"]), "--trust-anchors-poll")),
+    trustAnchorsPollIntervalMs: trustAnchorsPollInterval(program, deprecations),
     maxInboundConnections: parseCount(String(o["maxInboundConnections"]), "--max-inbound-connections", { min: 1, max: 1_000_000 }),
     maxOutboundConnections: parseCount(String(o["maxOutboundConnections"]), "--max-outbound-connections", { min: 1, max: 1_000_000 }),
     maxAdminConnections: parseCount(String(o["maxAdminConnections"]), "--max-admin-connections", { min: 1, max: 100_000 }),
     logLevel: String(o["logLevel"]),
     tlsGroups: tlsGroups(String(o["tlsGroups"])),
+    deprecations,
   };
   if (identityServerName !== undefined) config.identityServerName = identityServerName;
   if (destinationServerName !== undefined) config.destinationServerName = destinationServerName;

@@ -20,11 +20,12 @@ async function main(): Promise<void> {
   // The identity comes from mixin, not base: pino merges a line's own `identity`
   // (the certifier's, the TLS layer's) into it, so the key appears once.
   const logger = pino({ level: config.logLevel, base: { service: "meshtls-proxy" }, mixin: () => ({ identity: config.identity }) });
+  for (const message of config.deprecations) logger.warn(message);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
 
   // Identity's trust-anchors store: size bound, expiry check, identity_trust_anchors* metrics; a bad edit keeps the bundle in use.
-  const trustBundle = createTrustAnchorsStore({ file: config.trustAnchorsFile, pollIntervalMs: config.trustAnchorsPollMs, logger, metricsRegistry: registry });
+  const trustBundle = createTrustAnchorsStore({ file: config.trustAnchorsFile, pollIntervalMs: config.trustAnchorsPollIntervalMs, logger, metricsRegistry: registry });
   const firstBundle = await trustBundle.start();
   if (firstBundle.result !== "loaded") {
     logger.error({ file: config.trustAnchorsFile, ...firstBundle }, "cannot load the trust anchors");

@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { ConfigError, parseConfig } from "../src/config.ts";
 
 const base = [
@@ -146,5 +146,71 @@ describe("meshtls-proxy configuration", () => {
     // The flag itself stays on whatever the variable says, but a malformed variable is still refused.
     expect(parseConfig(argv(...base), { MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT: "0" }).destinationInsecurePlaintext).toBe(true);
     expect(() => parseConfig(argv(...base), { MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT: "maybe" })).toThrow(/MESHTLS_PROXY_DESTINATION_INSECURE_PLAINTEXT/);
+  });
+
+  describe("--trust-anchors-poll-interval (MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL), the identity service's name; --trust-anchors-poll a deprecated alias", () => {
+    const interval = (args: string[], env: NodeJS.ProcessEnv): { ms: number; deprecations: string[] } => {
+      const config = parseConfig(argv(...base, ...args), env);
+      return { ms: config.trustAnchorsPollIntervalMs, deprecations: config.deprecations };
+    };
+
+    it("defaults to 5s, with no deprecation", () => {
+      expect(interval([], {})).toEqual({ ms: 5000, deprecations: [] });
+    });
+
+    it("takes the new flag and the new variable; the flag wins", () => {
+      expect(interval(["--trust-anchors-poll-interval", "750ms"], {})).toEqual({ ms: 750, deprecations: [] });
+      expect(interval([], { MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL: "2s" })).toEqual({ ms: 2000, deprecations: [] });
+      expect(interval(["--trust-anchors-poll-interval", "3s"], { MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL: "2s" }).ms).toBe(3000);
+    });
+
+    it("takes the old flag and the old variable, each with one deprecation naming its replacement", () => {
+      expect(interval(["--trust-anchors-poll", "1500ms"], {})).toEqual({ ms: 1500, deprecations: ["--trust-anchors-poll is deprecated: use --trust-anchors-poll-interval"] });
+      expect(interval([], { MESHTLS_PROXY_TRUST_ANCHORS_POLL: "4s" })).toEqual({
+        ms: 4000,
+        deprecations: ["MESHTLS_PROXY_TRUST_ANCHORS_POLL is deprecated: use MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL"],
+      });
+      // Both old forms: the flag wins, as for every flag and its variable; still one warning.
+      expect(interval(["--trust-anchors-poll", "1s"], { MESHTLS_PROXY_TRUST_ANCHORS_POLL: "4s" })).toEqual({ ms: 1000, deprecations: ["--trust-anchors-poll is deprecated: use --trust-anchors-poll-interval"] });
+    });
+
+    it("lets the new name win over the old one in any form, warning that the old one is ignored", () => {
+      const ignored = (old: string): string => `${old} is deprecated and ignored: --trust-anchors-poll-interval (or MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL) is set and wins; remove ${old}`;
+      expect(interval(["--trust-anchors-poll-interval", "750ms", "--trust-anchors-poll", "9s"], {})).toEqual({ ms: 750, deprecations: [ignored("--trust-anchors-poll")] });
+      expect(interval(["--trust-anchors-poll", "9s"], { MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL: "2s" })).toEqual({ ms: 2000, deprecations: [ignored("--trust-anchors-poll")] });
+      expect(interval([], { MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL: "2s", MESHTLS_PROXY_TRUST_ANCHORS_POLL: "9s" })).toEqual({ ms: 2000, deprecations: [ignored("MESHTLS_PROXY_TRUST_ANCHORS_POLL")] });
+      // A bad value under the ignored old name is not read.
+      expect(interval(["--trust-anchors-poll-interval", "1s", "--trust-anchors-poll", "often"], {}).ms).toBe(1000);
+    });
+
+    it("raises values below 100 ms to 100 ms, under either name", () => {
+      expect(interval(["--trust-anchors-poll-interval", "10ms"], {}).ms).toBe(100);
+      expect(interval(["--trust-anchors-poll", "1ms"], {}).ms).toBe(100);
+    });
+
+    it("refuses a value that is not a duration, naming the flag it came under", () => {
+      expect(() => interval(["--trust-anchors-poll-interval", "often"], {})).toThrow(ConfigError);
+      expect(() => interval(["--trust-anchors-poll-interval", "often"], {})).toThrow(/--trust-anchors-poll-interval: "often" is not a duration/);
+      expect(() => interval([], { MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL: "-1s" })).toThrow(/--trust-anchors-poll-interval: /);
+      expect(() => interval(["--trust-anchors-poll", "often"], {})).toThrow(/--trust-anchors-poll: "often" is not a duration/);
+      expect(() => interval([], { MESHTLS_PROXY_TRUST_ANCHORS_POLL: "5 parsecs" })).toThrow(ConfigError);
+    });
+
+    it("shows the new flag in --help and hides the alias", () => {
+      let help = "";
+      const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+        help += String(chunk);
+        return true;
+      });
+      try {
+        expect(() => parseConfig(argv("--help"), {})).toThrow();
+      } finally {
+        write.mockRestore();
+      }
+      expect(help).toContain("--trust-anchors-poll-interval <duration>");
+      expect(help).not.toMatch(/--trust-anchors-poll </);
+      expect(help).toContain("env: MESHTLS_PROXY_TRUST_ANCHORS_POLL_INTERVAL)");
+      expect(help).not.toContain("env: MESHTLS_PROXY_TRUST_ANCHORS_POLL)");
+    });
   });
 });

@@ -250,7 +250,7 @@ export class LocalMesh {
       "--identity", this.identityName(o.name),
       "--token-file", o.tokenFile,
       "--trust-anchors", this.bundleFile,
-      "--trust-anchors-poll", "500ms",
+      "--trust-anchors-poll-interval", "500ms",
       "--identity-addr", this.identity!.grpcAddress,
       "--identity-name", this.identity!.serverName,
       "--destination-addr", this.destination!.grpcAddress,
