@@ -9,26 +9,30 @@ export type Socketish = Duplex & { setNoDelay?: (noDelay?: boolean) => unknown; 
 /** Idle checks per idle timeout: a connection is closed between 1 and 1.25 timeouts after its last byte. */
 const IDLE_CHECKS_PER_TIMEOUT = 4;
 
+/** The longest interval a timer takes (node runs a longer one every 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Options of {@link forwardStreams}. */
 export interface ForwardStreamsOptions {
   /**
-   * Close both sides after this long without traffic either way (checked
-   * every quarter of it, so within 1.25× of it). Default 3600000 (1 h); 0 disables.
-   * Ignored with `idleSweep`, which has its own.
+   * Close both sides after this long without traffic either way: between 1
+   * and 1.25 times it after the last byte. Default 3600000 (1 h); 0 disables.
+   * A value from configuration, never from a peer: each distinct value keeps
+   * one idle sweep for the life of the process.
    */
   idleTimeoutMs?: number;
-  /** The shared idle checks of the listener's connections ({@link createIdleSweep}); without it the pair gets a timer of its own. */
-  idleSweep?: IdleSweep;
   /** Called once when both sides are gone. */
   onClose?: () => void;
 }
 
-/** Idle checks shared by many forwarded pairs: one interval, not one per connection. */
-export interface IdleSweep {
+/** Idle checks shared by every forwarded socket pair with one idle timeout: one interval, not one per connection. */
+interface IdleSweep {
   /** Closes the pair (`teardown`) once idle for the sweep's timeout; the returned function stops watching it. */
   watch(a: Socketish, b: Socketish, teardown: () => void): () => void;
   /** Pairs watched now. */
   size(): number;
+  /** Whether its interval runs (only while it watches a pair). */
+  running(): boolean;
 }
 
 interface Watched {
@@ -42,14 +46,18 @@ interface Watched {
 }
 
 /**
- * Creates the idle checks for every connection of a listener: one interval,
- * running only while a pair is watched, compares each pair's byte counts four
- * times per `idleTimeoutMs` and closes a pair between 1 and 1.25 timeouts
- * after its last byte (as {@link forwardStreams}' own timer does). A timer per
- * connection cost more per new connection than the check ever does.
+ * One interval, running only while a pair is watched, compares each pair's
+ * byte counts about four times per `idleTimeoutMs` and closes a pair between 1
+ * and 1.25 timeouts after its last byte. Byte counts, not a socket's own
+ * `setTimeout`, which re-arms a timer on every read and write (about a tenth
+ * of the proxy's CPU per small request); one interval, not one per
+ * connection, which cost more per new connection than the check ever does.
  */
-export function createIdleSweep(idleTimeoutMs: number): IdleSweep {
-  const checkMs = Math.max(1, Math.ceil(idleTimeoutMs / IDLE_CHECKS_PER_TIMEOUT));
+function createIdleSweep(idleTimeoutMs: number): IdleSweep {
+  // More checks for a timeout whose quarter a timer cannot take (beyond 99 days), so that the bounds hold.
+  const checks = Math.max(IDLE_CHECKS_PER_TIMEOUT, Math.ceil(idleTimeoutMs / MAX_TIMER_MS));
+  const checkMs = Math.max(1, Math.ceil(idleTimeoutMs / checks));
+  const quietChecks = Math.ceil(idleTimeoutMs / checkMs);
   const pairs = new Set<Watched>();
   let timer: NodeJS.Timeout | undefined;
   const check = (): void => {
@@ -57,7 +65,7 @@ export function createIdleSweep(idleTimeoutMs: number): IdleSweep {
       const now = (pair.a.bytesRead ?? 0) + (pair.b.bytesRead ?? 0);
       pair.quiet = now === pair.last ? pair.quiet + 1 : 0;
       pair.last = now;
-      if (pair.quiet >= IDLE_CHECKS_PER_TIMEOUT) {
+      if (pair.quiet >= quietChecks) {
         pairs.delete(pair);
         pair.teardown();
       }
@@ -80,34 +88,42 @@ export function createIdleSweep(idleTimeoutMs: number): IdleSweep {
       };
     },
     size: () => pairs.size,
+    running: () => timer !== undefined,
   };
 }
 
 /**
- * Closes an idle connection without any per-chunk work: one timer per
- * connection compares the sockets' own byte counts a few times per timeout
- * (a socket's own `setTimeout` re-arms its timer on every read and write,
- * which costs about a tenth of the proxy's CPU per small request).
+ * The idle sweeps of the process, one per idle timeout. Module-level so that
+ * every caller of {@link forwardStreams} (inbound, routes, the transparent
+ * listener, CONNECT tunnels, upgrades) shares one interval per timeout
+ * without passing a sweep around; timeouts come from configuration, so the
+ * map holds a handful. An empty sweep stays, its interval stopped.
  */
+const sweeps = new Map<number, IdleSweep>();
+
+function idleSweepFor(idleTimeoutMs: number): IdleSweep {
+  let sweep = sweeps.get(idleTimeoutMs);
+  if (sweep === undefined) {
+    sweep = createIdleSweep(idleTimeoutMs);
+    sweeps.set(idleTimeoutMs, sweep);
+  }
+  return sweep;
+}
+
+/** The shared idle sweeps now, for tests: each one's timeout, pairs watched and whether its interval runs. */
+export function idleSweeps(): { idleTimeoutMs: number; pairs: number; running: boolean }[] {
+  return [...sweeps].map(([idleTimeoutMs, sweep]) => ({ idleTimeoutMs, pairs: sweep.size(), running: sweep.running() }));
+}
+
+/** Starts closing the pair once idle for `idleTimeoutMs`; the returned function stops it. */
 function watchIdle(a: Socketish, b: Socketish, idleTimeoutMs: number, teardown: () => void): () => void {
   if (a.bytesRead === undefined || b.bytesRead === undefined) {
-    // Not sockets: only their own timers can tell.
-    a.setTimeout?.(idleTimeoutMs, teardown);
-    b.setTimeout?.(idleTimeoutMs, teardown);
+    // Not sockets: only their own timers can tell (which take at most 24.8 days).
+    a.setTimeout?.(Math.min(idleTimeoutMs, MAX_TIMER_MS), teardown);
+    b.setTimeout?.(Math.min(idleTimeoutMs, MAX_TIMER_MS), teardown);
     return () => undefined;
   }
-  const moved = (): number => (a.bytesRead ?? 0) + (b.bytesRead ?? 0);
-  const checkMs = Math.max(1, Math.ceil(idleTimeoutMs / IDLE_CHECKS_PER_TIMEOUT));
-  let last = moved();
-  let quietMs = 0;
-  const timer = setInterval(() => {
-    const now = moved();
-    quietMs = now === last ? quietMs + checkMs : 0;
-    last = now;
-    if (quietMs >= idleTimeoutMs) teardown();
-  }, checkMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  return idleSweepFor(idleTimeoutMs).watch(a, b, teardown);
 }
 
 /**
@@ -123,12 +139,7 @@ export function forwardStreams(a: Socketish, b: Socketish, options: ForwardStrea
     a.destroy();
     b.destroy();
   };
-  const stopIdle =
-    options.idleSweep !== undefined && a.bytesRead !== undefined && b.bytesRead !== undefined
-      ? options.idleSweep.watch(a, b, teardown)
-      : idleTimeoutMs > 0
-        ? watchIdle(a, b, idleTimeoutMs, teardown)
-        : undefined;
+  const stopIdle = idleTimeoutMs > 0 ? watchIdle(a, b, idleTimeoutMs, teardown) : undefined;
   const onClose = (other: Socketish) => (hadError?: boolean): void => {
     closed += 1;
     if (closed === 2) {

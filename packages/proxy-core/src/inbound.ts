@@ -4,7 +4,7 @@ import type { HostPort } from "./address.js";
 import { formatHostPort } from "./address.js";
 import type { TlsCredentials } from "./credentials.js";
 import { ProxyError } from "./errors.js";
-import { createIdleSweep, forwardStreams } from "./forward.js";
+import { forwardStreams } from "./forward.js";
 import { acceptTarget, createInboundServer } from "./inbound/accept.js";
 import type { OriginalDestinationLookup } from "./inbound/accept.js";
 import { authorizeTarget, authzPeer } from "./inbound/authorize.js";
@@ -121,8 +121,6 @@ export function createInbound(options: CreateInboundOptions): Inbound {
   const terminateTls = createTerminateTls({ identity: options.identity, credentials: options.credentials, handshakeTimeoutMs });
   const connect = options.connect ?? createConnectWorkload({ own, connectTimeoutMs: options.connectTimeoutMs ?? 3000 });
   const idleTimeoutMs = options.idleTimeoutMs ?? 3_600_000;
-  // One idle sweep for every forwarded connection, not a timer each.
-  const idleSweep = idleTimeoutMs > 0 ? createIdleSweep(idleTimeoutMs) : undefined;
   const httpLayer = createInboundHttp({ metrics, logger, connect, idleTimeoutMs, ...(options.http1PoolIdleTimeoutMs === undefined ? {} : { poolIdleTimeoutMs: options.http1PoolIdleTimeoutMs }) });
   const headerOptions = {
     timeoutMs: handshakeTimeoutMs,
@@ -214,7 +212,7 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       return fail(client, { refused: error instanceof ProxyError ? error : new ProxyError("ERR_CONNECT_FAILED", (error as Error).message, { cause: error }), errorLabel: "workload_connect" });
     }
     metrics.trackConnection(upstream, { direction: "inbound", peer: "dst", targetAddr, tls: { tls: "no_identity", reason: "loopback" } });
-    forwardStreams(client, upstream, { idleTimeoutMs, ...(idleSweep === undefined ? {} : { idleSweep }) });
+    forwardStreams(client, upstream, { idleTimeoutMs });
   };
 
   const fail = (socket: { destroy(): void }, { refused, errorLabel }: Refusal): void => {

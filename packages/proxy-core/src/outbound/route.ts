@@ -1,5 +1,4 @@
 import net from "node:net";
-import { createIdleSweep } from "../forward.js";
 import type { OutboundConnectionOptions } from "./serve-connection.js";
 import { serveOutboundConnection } from "./serve-connection.js";
 
@@ -17,13 +16,10 @@ export interface CreateRouteServerOptions extends OutboundConnectionOptions {
  */
 export function createRouteServer(options: CreateRouteServerOptions): net.Server {
   const { authority } = options;
-  // One idle sweep for the route's connections, not a timer each.
-  const idleSweep = options.idleSweep ?? (options.idleTimeoutMs > 0 ? createIdleSweep(options.idleTimeoutMs) : undefined);
-  const serveOptions: OutboundConnectionOptions = idleSweep === undefined ? options : { ...options, idleSweep };
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (client) => {
     options.track(client, authority);
     client.on("error", () => undefined);
-    serveOutboundConnection(client, authority, "route", serveOptions);
+    serveOutboundConnection(client, authority, "route", options);
   });
   server.maxConnections = options.maxConnections;
   server.on("drop", () => options.metrics.recordRefused("route", "max_connections"));

@@ -1,7 +1,6 @@
 import type net from "node:net";
 import type { ProxyError } from "../errors.js";
 import { forwardStreams } from "../forward.js";
-import type { IdleSweep } from "../forward.js";
 import { detectHttp } from "../http/detect-http.js";
 import type { OutboundHttp } from "../http/outbound-http.js";
 import type { Logger } from "../logger.js";
@@ -21,8 +20,6 @@ export interface OutboundConnectionOptions {
   metrics: ProxyMetrics;
   logger: Logger;
   idleTimeoutMs: number;
-  /** The idle checks shared by the listener's connections; without it each connection gets a timer of its own. */
-  idleSweep?: IdleSweep;
   maxConnections: number;
   /** Counts an accepted connection (open legs, drain). */
   track: (socket: net.Socket, targetAddr: string) => void;
@@ -55,7 +52,7 @@ function forwardOpaque(client: net.Socket, authority: string, listener: Outbound
   options.connect({ authority, listener, client: { address: client.remoteAddress ?? "", port: client.remotePort ?? 0 } }, { firstBytes }).then(
     (upstream) => {
       if (client.destroyed) upstream.socket.destroy();
-      else forwardStreams(client, upstream.socket, { idleTimeoutMs: options.idleTimeoutMs, ...(options.idleSweep === undefined ? {} : { idleSweep: options.idleSweep }) });
+      else forwardStreams(client, upstream.socket, { idleTimeoutMs: options.idleTimeoutMs });
     },
     (error: unknown) => {
       options.logger.warn({ authority, code: (error as ProxyError).code, err: (error as Error).message }, listener === "transparent" ? "transparent outbound connection refused" : `${listener} connection refused`);
