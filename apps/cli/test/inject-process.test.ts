@@ -7,7 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
 import { injectObject } from "@meshtls/kubernetes";
-import { FAKE_RESOURCES, startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
+import { FAKE_RESOURCES, fakeApiKubeconfig, startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createCerts } from "../src/commands/certs-create.ts";
 import { createTestLeaf } from "../src/commands/certs-leaf.ts";
@@ -107,10 +107,7 @@ describe("a proxy started with exactly inject's env and files, against identity 
     expect(path.join(root, env.MESHTLS_PROXY_TOKEN_FILE!)).toBe(path.join(mountOf("linkerd-identity-token"), "linkerd-identity-token"));
 
     // The identity service in Kubernetes mode, reviewing tokens with the fake API server.
-    await writeFile(
-      path.join(dir, "kubeconfig"),
-      `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {server: "${api.url}", insecure-skip-tls-verify: true}\nusers:\n- name: identity\n  user: {token: identity-sa-token}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: identity}\ncurrent-context: fake\n`,
-    );
+    await writeFile(path.join(dir, "kubeconfig"), fakeApiKubeconfig(api.url, "identity-sa-token"));
     const identity = startLogged(locateBinary("meshtls-identity"), ["--source", "kubernetes", "--kubeconfig", path.join(dir, "kubeconfig"), "--trust-anchors", path.join(dir, "certs", "ca.crt"), "--issuer-dir", path.join(dir, "issuer"), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"], { PATH: process.env.PATH ?? "", HOME: dir });
     children.push(identity.child);
     const listening = await identity.waitFor("listening");

@@ -24,7 +24,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { injectObject } from "@meshtls/kubernetes";
-import { FAKE_RESOURCES, startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
+import { FAKE_RESOURCES, fakeApiKubeconfig, startFakeApiServer, type FakeApiServer, type KubeObject } from "@meshtls/kubernetes/testing";
 import { exportPrivateKey, generateKeyPair, importPrivateKey, issueLeaf, pemEncode, toDer } from "@meshtls/pki";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mainJs, repoRoot, waitFor } from "./support.ts";
@@ -157,10 +157,7 @@ describe("two injected pods meshed by identity and destination in Kubernetes mod
     });
 
     // The control plane: one kubeconfig for both services, nothing else about the workloads.
-    writeFileSync(
-      file("kubeconfig"),
-      `apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster: {server: "${api.url}", insecure-skip-tls-verify: true}\nusers:\n- name: cp\n  user: {token: control-plane-sa-token}\ncontexts:\n- name: fake\n  context: {cluster: fake, user: cp}\ncurrent-context: fake\n`,
-    );
+    writeFileSync(file("kubeconfig"), fakeApiKubeconfig(api.url, "control-plane-sa-token"));
     const base = { PATH: process.env.PATH ?? "", HOME: dir };
     const identity = startLogged(identityBin, ["--source", "kubernetes", "--kubeconfig", file("kubeconfig"), "--trust-anchors", file("ca.crt"), "--issuer-dir", dir, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"], base);
     children.push(identity.child);

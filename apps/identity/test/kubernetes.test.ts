@@ -3,32 +3,10 @@ import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import type { IdentityClient } from "@meshtls/api";
-import { startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
+import { fakeApiKubeconfig, startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
 import { parseCertificate } from "@meshtls/pki";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { certify, createMaterial, identityBin, identityClient, identityFor, opensslCsr, tempDir } from "./harness.ts";
-
-/** A kubeconfig for the fake API server, as `kubectl config` writes one (http needs insecure-skip-tls-verify in client-node). */
-function kubeconfig(server: string, token: string): string {
-  return [
-    "apiVersion: v1",
-    "kind: Config",
-    "clusters:",
-    "- name: fake",
-    "  cluster:",
-    `    server: ${server}`,
-    "    insecure-skip-tls-verify: true",
-    "users:",
-    "- name: identity",
-    "  user:",
-    `    token: ${token}`,
-    "contexts:",
-    "- name: fake",
-    "  context: {cluster: fake, user: identity}",
-    "current-context: fake",
-    "",
-  ].join("\n");
-}
 
 interface Started {
   child: ChildProcess;
@@ -100,7 +78,7 @@ describe("meshtls-identity --source kubernetes (TokenReview against a loopback f
         "user-token": { username: "alice", audiences: ["identity.l5d.io"] },
       },
     });
-    await writeFile(path.join(dir, "kubeconfig"), kubeconfig(api.url, "identity-sa-token"));
+    await writeFile(path.join(dir, "kubeconfig"), fakeApiKubeconfig(api.url, "identity-sa-token"));
     proc = await startKubernetesIdentity(dir, path.join(dir, "kubeconfig"));
     client = await identityClient(dir, proc.grpcAddress);
     csr = (await opensslCsr(dir, { cn: identity, san: `DNS:${identity}` })).der;
@@ -158,7 +136,7 @@ describe("meshtls-identity --source kubernetes (TokenReview against a loopback f
     } finally {
       api.setAccess(() => true);
     }
-    await writeFile(path.join(dir, "kubeconfig-wrong"), kubeconfig(api.url, "not-the-token"));
+    await writeFile(path.join(dir, "kubeconfig-wrong"), fakeApiKubeconfig(api.url, "not-the-token"));
     const unauthorized = await startKubernetesIdentity(dir, path.join(dir, "kubeconfig-wrong"));
     expect(unauthorized.listening).toBe(false);
     expect(unauthorized.stderr()).toMatch(/--source kubernetes: .*HTTP 401/);

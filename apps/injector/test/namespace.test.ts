@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { injectObject } from "@meshtls/kubernetes";
-import { startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
+import { fakeApiKubeconfig, startFakeApiServer, type FakeApiServer } from "@meshtls/kubernetes/testing";
 import fastJsonPatch, { type Operation } from "fast-json-patch";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { anchorsFile, podFromVector, reviewOf, servingCertDir, startInjector, type Injector, type Json } from "./harness.ts";
@@ -12,28 +12,6 @@ import { anchorsFile, podFromVector, reviewOf, servingCertDir, startInjector, ty
 // or refused with --deny-on-error. The API server is the loopback fake from @meshtls/kubernetes/testing.
 
 const TOKEN = "injector-sa-token";
-
-/** A kubeconfig for `server`, as `kubectl config` writes one (http needs insecure-skip-tls-verify in client-node). */
-function kubeconfig(server: string): string {
-  return [
-    "apiVersion: v1",
-    "kind: Config",
-    "clusters:",
-    "- name: fake",
-    "  cluster:",
-    `    server: ${server}`,
-    "    insecure-skip-tls-verify: true",
-    "users:",
-    "- name: injector",
-    "  user:",
-    `    token: ${TOKEN}`,
-    "contexts:",
-    "- name: fake",
-    "  context: {cluster: fake, user: injector}",
-    "current-context: fake",
-    "",
-  ].join("\n");
-}
 
 const SHOP_ANNOTATIONS = {
   "linkerd.io/inject": "enabled",
@@ -90,12 +68,12 @@ beforeAll(async () => {
   api.apply(namespace("shop", SHOP_ANNOTATIONS));
   api.apply(namespace("plain", {}));
   const config = path.join(cert.dir, "kubeconfig");
-  writeFileSync(config, kubeconfig(api.url));
+  writeFileSync(config, fakeApiKubeconfig(api.url, TOKEN));
   // A server that accepts connections and never answers: the lookup must give up before the API server's 10 s webhook timeout.
   blackHole = net.createServer(() => undefined);
   await new Promise<void>((resolve) => blackHole.listen(0, "127.0.0.1", resolve));
   const hung = path.join(cert.dir, "kubeconfig-hung");
-  writeFileSync(hung, kubeconfig(`http://127.0.0.1:${(blackHole.address() as net.AddressInfo).port}`));
+  writeFileSync(hung, fakeApiKubeconfig(`http://127.0.0.1:${(blackHole.address() as net.AddressInfo).port}`, TOKEN));
   [allowing, denying, unreachable] = await Promise.all([
     startInjector(cert, ["--kubeconfig", config]),
     startInjector(cert, ["--kubeconfig", config, "--deny-on-error"]),
