@@ -66,10 +66,17 @@ export interface TlsCredentials {
    */
   checkExpiry(peerNotAfter: Date | undefined): ProxyError | undefined;
   /**
-   * Makes `server` encrypt and accept session tickets only with keys made
-   * for the current credentials and trust bundle: the keys change on every
-   * change of either, so no ticket outlives the state it was issued under.
-   * Returns a function that stops following.
+   * Makes `server` terminate with the current credentials: its own context
+   * (`setSecureContext`) gets our key and chain, the anchors, the groups and
+   * TLS 1.3 only, at once and on every rebuild, so it needs no SNICallback
+   * (one JS round trip per handshake) and open connections keep the context
+   * they started with. Its session tickets are sealed with keys made for the
+   * current credentials and trust bundle, which change on every change of
+   * either (so no ticket outlives the state it was issued under), and live
+   * {@link SESSION_TICKET_LIFETIME_S}. Before the first certificate the
+   * server keeps the context it was created with: callers check
+   * {@link TlsCredentials.context} first and fail closed. Returns a function
+   * that stops following.
    */
   bindServer(server: tls.Server): () => void;
   /**
@@ -86,10 +93,8 @@ export interface TlsCredentials {
 /** Most client sessions kept for resumption. */
 const MAX_SESSIONS = 10_000;
 /**
- * How long a server session ticket is accepted, in seconds: pass it as the
- * terminating `tls.Server`'s `sessionTimeout`. Tickets are sealed with that
- * server's own keys and timeout whatever context SNICallback picks, so the
- * contexts built here cannot set it (without it OpenSSL's TLS 1.3 default is
+ * How long a server session ticket is accepted, in seconds: every bound
+ * server's context is given it (without it OpenSSL's TLS 1.3 default is
  * 7200 s).
  */
 export const SESSION_TICKET_LIFETIME_S = 300;
@@ -122,6 +127,8 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
   }
   let context: tls.SecureContext | undefined;
   let built: Credentials | undefined;
+  // What `context` was built from: the bound servers' contexts are built from the same.
+  let contextOptions: tls.SecureContextOptions | undefined;
   let anchorsPem = "";
   const listeners = new Set<(credentials: Credentials) => void>();
   // Resumption skips the certificate exchange: a session is only reused for
@@ -138,28 +145,43 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
     for (const server of servers) server.setTicketKeys(ticketKeys);
   };
 
+  // A server's own context, not one SNICallback swaps in: node then never calls into JS during a handshake.
+  // node's setSecureContext keeps neither ticket keys set since nor the ticket lifetime: both are given each time.
+  const serve = (server: tls.Server): void => {
+    if (contextOptions === undefined) return;
+    try {
+      server.setSecureContext({ ...contextOptions, ticketKeys, sessionTimeout: SESSION_TICKET_LIFETIME_S });
+    } catch (cause) {
+      logger.error({ code: "ERR_NO_CREDENTIALS", err: String(cause) }, "node:tls refused the new credentials for the inbound server; keeping the previous ones");
+    }
+  };
+
   const rebuild = (): void => {
     const credentials = options.credentials.current();
     if (credentials === undefined) return;
     if (anchorsPem === "") {
       logger.error({ code: "ERR_NO_CREDENTIALS" }, "the trust bundle is empty: every mesh TLS handshake fails");
       context = undefined;
+      contextOptions = undefined;
       return;
     }
+    const next: tls.SecureContextOptions = {
+      key: credentials.privateKeyPem,
+      cert: credentials.certificateChainPem,
+      ca: anchorsPem,
+      ecdhCurve,
+      minVersion: "TLSv1.3",
+      maxVersion: "TLSv1.3",
+    };
     try {
-      context = tls.createSecureContext({
-        key: credentials.privateKeyPem,
-        cert: credentials.certificateChainPem,
-        ca: anchorsPem,
-        ecdhCurve,
-        minVersion: "TLSv1.3",
-        maxVersion: "TLSv1.3",
-      });
+      context = tls.createSecureContext(next);
       built = credentials;
+      contextOptions = next;
     } catch (cause) {
       logger.error({ code: "ERR_NO_CREDENTIALS", err: String(cause) }, "node:tls refused the new credentials; keeping the previous ones");
       return;
     }
+    for (const server of servers) serve(server);
     logger.info({ identity: credentials.identity, notAfter: credentials.notAfter.toISOString() }, "mesh TLS credentials loaded");
     for (const listener of listeners) listener(credentials);
   };
@@ -222,6 +244,7 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
     ecdhCurve,
     bindServer(server) {
       server.setTicketKeys(ticketKeys);
+      serve(server);
       servers.add(server);
       return () => servers.delete(server);
     },

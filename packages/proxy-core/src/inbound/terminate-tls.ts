@@ -3,7 +3,7 @@ import type net from "node:net";
 import tls from "node:tls";
 import { verifyErrorText } from "../connect-endpoint.js";
 import type { TlsCredentials } from "../credentials.js";
-import { certificateNotAfter, peerIdentity, SESSION_TICKET_LIFETIME_S } from "../credentials.js";
+import { certificateNotAfter, peerIdentity } from "../credentials.js";
 import { ProxyError } from "../errors.js";
 import { TRANSPORT_ALPN } from "../transport-header.js";
 import type { InboundTarget, Refusal } from "./target.js";
@@ -31,34 +31,31 @@ export interface Terminated {
  * Creates the layer that terminates mesh TLS 1.3 on a detected connection
  * and names the client: its verified identity, or none (no certificate). A
  * certificate that does not chain to our anchors, or that expired (a resumed
- * session skips the checks), is a refusal, never an anonymous client.
+ * session skips the checks), is a refusal, never an anonymous client. Before
+ * the first certificate, or with an empty trust bundle, every connection is
+ * refused at once (`ERR_NO_CREDENTIALS`), no handshake begun.
+ *
+ * Detection only hands over ClientHellos whose SNI is `identity` (anything
+ * else is passed through opaque); the SNI of the hello that completed the
+ * handshake is checked again here.
  */
 export function createTerminateTls(options: CreateTerminateTlsOptions): (target: InboundTarget, raw: net.Socket) => Promise<Terminated | Refusal> {
   const { credentials } = options;
-  // One TLS server object (never listening) terminates every mesh connection;
-  // SNICallback hands it the current context, so rotation only affects new
-  // handshakes and there is nothing to terminate with before the first cert.
+  // One TLS server object (never listening) terminates every mesh connection. Its own context follows the
+  // credentials (bindServer): no SNICallback, whose certificate callback paused every handshake for a call into JS.
+  // A new connection takes the server's context of the moment; open ones keep the one they started with.
   const pending = new Map<net.Socket, (result: { socket: tls.TLSSocket } | { error: Error; socket?: tls.TLSSocket }) => void>();
   const tlsServer = tls.createServer({
     requestCert: true,
     rejectUnauthorized: false,
     minVersion: "TLSv1.3",
     maxVersion: "TLSv1.3",
-    // OpenSSL picks the group before SNICallback swaps in the context: the server's own list is the one that counts.
-    ecdhCurve: credentials.ecdhCurve,
     // h2: the one multiplexed HTTP/2 connection a peer proxy keeps to this endpoint.
     ALPNProtocols: [TRANSPORT_ALPN, "h2"],
     handshakeTimeout: options.handshakeTimeoutMs,
-    sessionTimeout: SESSION_TICKET_LIFETIME_S,
     allowHalfOpen: true,
-    SNICallback: (servername, callback) => {
-      const context = credentials.context();
-      if (servername !== options.identity) callback(new ProxyError("ERR_TLS_HANDSHAKE", `SNI ${servername} is not ${options.identity}`), undefined);
-      else if (context === undefined) callback(new ProxyError("ERR_NO_CREDENTIALS", "no certificate yet: refusing mesh TLS"), undefined);
-      else callback(null, context);
-    },
   });
-  // Tickets are sealed with this server's keys whatever context SNICallback picks: they follow the credentials.
+  // Key, chain, anchors, groups, ticket keys and ticket lifetime: the credentials' current ones, on every rebuild.
   credentials.bindServer(tlsServer);
   // node's server wraps the socket it is given (`_parent`): the handshake waiting on it is found by that object,
   // not by its addresses (reading them back cost two system calls per connection).
@@ -104,11 +101,20 @@ export function createTerminateTls(options: CreateTerminateTlsOptions): (target:
     });
 
   return async (target, raw) => {
+    // Checked when the server's context is taken (the same tick): without a certificate, or with no anchors, nothing
+    // to terminate with. The server then still holds no certificate, or the last one: neither may be used.
+    if (credentials.context() === undefined) return refuse("ERR_NO_CREDENTIALS", "no certificate yet: refusing mesh TLS", "tls_handshake");
     let secure: tls.TLSSocket;
     try {
       secure = await handshake(raw);
     } catch (error) {
       return { refused: error as ProxyError, errorLabel: "tls_handshake" };
+    }
+    // node reads the SNI back once per handshake anyway; a second ClientHello (after a HelloRetryRequest) is
+    // not seen by detection.
+    if (secure.servername !== options.identity) {
+      secure.destroy();
+      return refuse("ERR_TLS_HANDSHAKE", `SNI ${String(secure.servername)} is not ${options.identity}`, "tls_handshake");
     }
     const certificate = secure.getPeerX509Certificate();
     const peer = certificate === undefined ? undefined : peerOf(certificate);
