@@ -145,7 +145,7 @@ export function createTlsCredentials(options: CreateTlsCredentialsOptions): TlsC
     for (const server of servers) server.setTicketKeys(ticketKeys);
   };
 
-  // A server's own context, not one SNICallback swaps in: node then never calls into JS during a handshake.
+  // A server's own context, not one an SNICallback swaps in: no certificate callback pauses each handshake for JS.
   // node's setSecureContext keeps neither ticket keys set since nor the ticket lifetime: both are given each time.
   const serve = (server: tls.Server): void => {
     if (contextOptions === undefined) return;
