@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTlsCredentials } from "../credentials.js";
 import type { TlsCredentials } from "../credentials.js";
 import { createBundle, createStore, createTestMesh, identityOf } from "../test-mesh.js";
+import { TRANSPORT_ALPN } from "../transport-header.js";
 import type { TestMesh } from "../test-mesh.js";
 import type { InboundTarget, Refusal } from "./target.js";
 import { createTerminateTls } from "./terminate-tls.js";
@@ -74,7 +75,7 @@ interface Client {
 }
 
 /** A mesh client of `leaf` trusting `anchors`, asking for `servername`; rejects when the handshake fails. */
-function connect(port: number, options: { leaf?: Leaf; anchors: TestMesh[]; servername?: string; session?: Buffer }): Promise<Client> {
+function connect(port: number, options: { leaf?: Leaf; anchors: TestMesh[]; servername?: string; session?: Buffer; alpn?: string[] }): Promise<Client> {
   return new Promise((resolve, reject) => {
     let resolveSession: (ticket: Buffer) => void = () => undefined;
     const session = new Promise<Buffer>((r) => (resolveSession = r));
@@ -86,6 +87,7 @@ function connect(port: number, options: { leaf?: Leaf; anchors: TestMesh[]; serv
       minVersion: "TLSv1.3",
       ...(options.leaf === undefined ? {} : { key: options.leaf.privateKeyPem, cert: options.leaf.certificateChainPem }),
       ...(options.session === undefined ? {} : { session: options.session }),
+      ...(options.alpn === undefined ? {} : { ALPNProtocols: options.alpn }),
       // The other-SNI case only: the server presents API's certificate whatever the client asked for.
       ...(options.servername === undefined ? {} : { checkServerIdentity: () => undefined }),
     });
@@ -170,8 +172,11 @@ describe("terminate-tls: the inbound server's context follows the credentials (r
     const second = await mesh.issue(API);
     store.set(second);
     expect(await roundTrip(open.socket, "after rotation")).toBe("after rotation");
-    const fresh = await connect(terminator.port, { leaf: web, anchors: [mesh] });
+    const fresh = await connect(terminator.port, { leaf: web, anchors: [mesh], alpn: [TRANSPORT_ALPN] });
     expect(fresh.serial).toBe(serialOf(second));
+    // What the server itself keeps across contexts: ALPN, and asking for a client certificate.
+    expect(fresh.socket.alpnProtocol).toBe(TRANSPORT_ALPN);
+    expect(await terminator.next()).toMatchObject({ result: { target: { clientId: WEB } } });
     expect(await roundTrip(fresh.socket, "fresh")).toBe("fresh");
     expect(await roundTrip(open.socket, "still")).toBe("still");
     open.socket.destroy();
