@@ -34,6 +34,13 @@ const bins = {
 const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 10);
 const OPEN_CONNECTIONS = Number(process.env.BENCH_OPEN_CONNECTIONS ?? 1000);
 const BULK_MIB = Number(process.env.BENCH_BULK_MIB ?? 256);
+/**
+ * BENCH_ROUNDS: how many times every path is measured, the paths interleaved and their order rotated each round; the
+ * tables show each figure's median over the rounds, and every round's own ratios are printed (this machine's speed
+ * drifts by 10–20 % within minutes, so one path measured minutes after another compares drift as much as code).
+ * RSS with open connections is measured in the first round only.
+ */
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 1));
 /** Comma-separated subset of keepalive,bulk,fresh (new connections) to measure. */
 const PHASES = (process.env.BENCH_PHASES ?? "keepalive,bulk,fresh").split(",");
 /** BENCH_CPU_PROF=DIR writes each meshtls proxy's and naive pair process's V8 CPU profile there on exit. */
@@ -49,24 +56,29 @@ const identityOf = (sa) => `${sa}.default.serviceaccount.identity.meshtls.cluste
 const children = [];
 
 /** The opaque path against the naive node:tls pair (like for like: bytes, no detection) and the nginx stream pair. */
-function opaqueRatios(results) {
-  const { opaque: o, opaquex25519: ox, naive: v, naiveresume: vr, nginx: n } = results;
+function opaqueRatios(results, log = console.log) {
+  const { opaque: o, opaquex25519: ox, naive: v, naiveresume: vr, naivestreams: vs, nginx: n } = results;
   if (o === undefined || (v === undefined && n === undefined)) return;
   const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "n/a");
   const ratio = (a, b, f) => (a === undefined || b === undefined ? "    n/a" : fmt(f(a) / f(b)).padStart(7));
-  console.log("\nopaque ÷ naive node pair             opaque   (aim)");
-  console.log(`  keep-alive req/s                 ${ratio(o, v, (r) => r.keepAlive.rps)}   [≥ 1.0]`);
-  console.log(`  CPU/request, keep-alive          ${ratio(o, v, (r) => r.cpu.usPerRequest)}   [≤ 1.05]`);
-  console.log(`  bulk MB/s                        ${ratio(o, v, (r) => r.bulkMBps)}   [≥ 0.9]`);
-  console.log(`  CPU/bulk MiB                     ${ratio(o, v, (r) => r.cpu.msPerBulkMiB)}   [≤ 1.05]`);
-  console.log(`  full GCs, keep-alive phase       opaque ${fmt(o.fullGcs.keepalive, 0)}, naive ${v === undefined ? "n/a" : fmt(v.fullGcs.keepalive, 0)}   [opaque ≤ naive]`);
-  console.log("opaque ÷ nginx stream pair (nginx: OpenSSL 3.0, X25519)");
-  console.log(`  new conns/s, X25519MLKEM768      ${ratio(o, n, (r) => r.connsPerS)}`);
-  console.log(`  new conns/s, X25519              ${ratio(ox, n, (r) => r.connsPerS)}   [≥ 1.0]  (opaquex25519: --tls-groups X25519 on both proxies)`);
-  console.log(`  CPU/new conn, X25519MLKEM768     ${ratio(o, n, (r) => r.cpu.usPerNewConn)}`);
-  console.log(`  CPU/new conn, X25519             ${ratio(ox, n, (r) => r.cpu.usPerNewConn)}`);
-  console.log(`  node:tls floor: naive pair, resuming, new conns/s ${ratio(vr, n, (r) => r.connsPerS)}, CPU/new conn ${ratio(vr, n, (r) => r.cpu.usPerNewConn)}  (X25519; opaquex25519 ÷ it: ${ratio(ox, vr, (r) => r.connsPerS)})`);
-  console.log(`  p99 latency, keep-alive          ${ratio(o, n, (r) => r.keepAlive.p99)}   [≤ 2]`);
+  log("\nopaque ÷ naive node pair             opaque   (aim)");
+  log(`  keep-alive req/s                 ${ratio(o, v, (r) => r.keepAlive.rps)}   [≥ 1.0]`);
+  log(`  CPU/request, keep-alive          ${ratio(o, v, (r) => r.cpu.usPerRequest)}   [≤ 1.05]`);
+  log(`  bulk MB/s                        ${ratio(o, v, (r) => r.bulkMBps)}   [≥ 0.9]`);
+  log(`  CPU/bulk MiB                     ${ratio(o, v, (r) => r.cpu.msPerBulkMiB)}   [≤ 1.05]`);
+  log(`  full GCs, keep-alive phase       opaque ${fmt(o.fullGcs.keepalive, 0)}, naive ${v === undefined ? "n/a" : fmt(v.fullGcs.keepalive, 0)}   [opaque ≤ naive]`);
+  if (vs !== undefined) {
+    // The same naive pair in processes whose node stream code also served HTTP/1, HTTP/2 and pipelines (bench/exercise-streams.mjs).
+    log(`  naivestreams ÷ naive: keep-alive req/s ${ratio(vs, v, (r) => r.keepAlive.rps)}, CPU/request ${ratio(vs, v, (r) => r.cpu.usPerRequest)}, CPU/bulk MiB ${ratio(vs, v, (r) => r.cpu.msPerBulkMiB)}`);
+    log(`  opaque ÷ naivestreams: keep-alive req/s ${ratio(o, vs, (r) => r.keepAlive.rps)}, CPU/request ${ratio(o, vs, (r) => r.cpu.usPerRequest)}, bulk MB/s ${ratio(o, vs, (r) => r.bulkMBps)}, CPU/bulk MiB ${ratio(o, vs, (r) => r.cpu.msPerBulkMiB)}`);
+  }
+  log("opaque ÷ nginx stream pair (nginx: OpenSSL 3.0, X25519)");
+  log(`  new conns/s, X25519MLKEM768      ${ratio(o, n, (r) => r.connsPerS)}`);
+  log(`  new conns/s, X25519              ${ratio(ox, n, (r) => r.connsPerS)}   [≥ 1.0]  (opaquex25519: --tls-groups X25519 on both proxies)`);
+  log(`  CPU/new conn, X25519MLKEM768     ${ratio(o, n, (r) => r.cpu.usPerNewConn)}`);
+  log(`  CPU/new conn, X25519             ${ratio(ox, n, (r) => r.cpu.usPerNewConn)}`);
+  log(`  node:tls floor: naive pair, resuming, new conns/s ${ratio(vr, n, (r) => r.connsPerS)}, CPU/new conn ${ratio(vr, n, (r) => r.cpu.usPerNewConn)}  (X25519; opaquex25519 ÷ it: ${ratio(ox, vr, (r) => r.connsPerS)})`);
+  log(`  p99 latency, keep-alive          ${ratio(o, n, (r) => r.keepAlive.p99)}   [≤ 2]`);
 }
 
 /** Every process this bench starts, the proxies, the naive pairs and bare node alike, gets a pod's environment (bench/processes.mjs). */
@@ -375,10 +387,20 @@ async function main() {
   // The same pair, its client offering the last TLS session (as nginx's stream proxy and meshtls do): node:tls's floor for new connections.
   const [naiveResumeB, naiveResumeA] = [await freePort("127.0.1.2"), await freePort("127.0.1.1")];
   const naiveResumeProcs = [
-    start("naiveresume-b", node, [...nodeArgs(), naivePair, "server", "127.0.1.2", String(naiveResumeB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]),
-    start("naiveresume-a", node, [...nodeArgs(), naivePair, "client-resume", "127.0.1.1", String(naiveResumeA), "127.0.1.2", String(naiveResumeB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]),
+    start("naiveresume-b", node, [...nodeArgs(), ...cpuProfArgs("naiveresume-b"), naivePair, "server", "127.0.1.2", String(naiveResumeB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]),
+    start("naiveresume-a", node, [...nodeArgs(), ...cpuProfArgs("naiveresume-a"), naivePair, "client-resume", "127.0.1.1", String(naiveResumeA), "127.0.1.2", String(naiveResumeB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]),
   ];
   await waitFor("naive node pair, resuming", async () => (await fetch(`http://127.0.1.1:${naiveResumeA}/1k`)).status === 200);
+  // The naive pair again, in processes whose node stream code first served HTTP/1, HTTP/2 and pipelines (bench/exercise-streams.mjs).
+  const exercise = path.join(path.dirname(fileURLToPath(import.meta.url)), "exercise-streams.mjs");
+  const [naiveStreamsB, naiveStreamsA] = [await freePort("127.0.1.2"), await freePort("127.0.1.1")];
+  const naiveStreamsProcs = PATHS.includes("naivestreams")
+    ? [
+        start("naivestreams-b", node, [...nodeArgs(), "--import", exercise, naivePair, "server", "127.0.1.2", String(naiveStreamsB), "127.0.1.2", String(appPort), "-", `${dir}/b.crt`, `${dir}/b.key`, ca]),
+        start("naivestreams-a", node, [...nodeArgs(), "--import", exercise, naivePair, "client", "127.0.1.1", String(naiveStreamsA), "127.0.1.2", String(naiveStreamsB), identityOf("b"), `${dir}/a.crt`, `${dir}/a.key`, ca]),
+      ]
+    : [];
+  if (naiveStreamsProcs.length > 0) await waitFor("naive node pair, streams exercised", async () => (await fetch(`http://127.0.1.1:${naiveStreamsA}/1k`)).status === 200, 60_000);
   await waitFor("meshtls pair", async () => (await fetch(`http://127.0.1.1:${routePort}/1k`)).status === 200);
   const webAuthority = "web.default.svc.cluster.local:80";
   await waitFor("meshtls HTTP proxy", async () => (await run("curl", viaProxy({ host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority }).curlArgs("/1k"))).stdout === oneKiB);
@@ -399,6 +421,7 @@ async function main() {
     httpproxy: { host: "127.0.1.1", port: proxyA.outbound, proxyAuthority: webAuthority, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin], procs: [proxyA, proxyB] },
     naive: { host: "127.0.1.1", port: naiveA, pids: async () => [naiveProcA.child.pid, naiveProcB.child.pid], procs: [naiveProcA, naiveProcB] },
     naiveresume: { host: "127.0.1.1", port: naiveResumeA, pids: async () => naiveResumeProcs.map((p) => p.child.pid), procs: naiveResumeProcs },
+    naivestreams: { host: "127.0.1.1", port: naiveStreamsA, pids: async () => naiveStreamsProcs.map((p) => p.child.pid), procs: naiveStreamsProcs },
     // The same proxies to the app's opaque port: bytes both ways, no HTTP detection, one mesh connection per client connection.
     opaque: { host: "127.0.1.1", port: opaqueRoutePort, pids: async () => [proxyA.child.pid, proxyB.child.pid], admins: [proxyA.admin, proxyB.admin], procs: [proxyA, proxyB] },
     ...(proxyAx === undefined ? {} : { opaquex25519: { host: "127.0.1.1", port: x25519Route, pids: async () => [proxyAx.child.pid, proxyBx.child.pid], admins: [proxyAx.admin, proxyBx.admin], procs: [proxyAx, proxyBx] } }),
@@ -417,12 +440,26 @@ async function main() {
   if (noTransparent === undefined) {
     paths.transparent = (await startTransparentPair({ dir, node, bins, oneKiB, big, nginxConf, start, nodeArgs })).target;
   } else if (PATHS.includes("transparent")) console.error(`# transparent: skipped, ${noTransparent}`);
-  const results = {};
-  // In BENCH_PATHS order, so that order effects can be checked by swapping it.
   for (const name of PATHS) {
+    if (paths[name] === undefined && name !== "transparent") throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, meshtlsh2, httpproxy, opaque, opaquex25519, naive, naiveresume, naivestreams, nodehttp, nginx, nginxhttp, transparent)`);
+  }
+  const measured = PATHS.filter((name) => name !== "transparent" || noTransparent === undefined);
+  /** One round: every path once, in BENCH_PATHS order rotated by the round (order effects cancel over rounds). */
+  const rounds = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = measured.map((_, i) => measured[(i + round) % measured.length]);
+    const results = {};
+    for (const name of order) results[name] = await measurePath(name, round === 0);
+    rounds.push(results);
+    if (ROUNDS > 1) {
+      console.error(`# round ${round + 1} of ${ROUNDS} (${order.join(", ")}):`);
+      opaqueRatios(results, console.error);
+    }
+  }
+  const results = Object.fromEntries(measured.map((name) => [name, medianOf(rounds.map((r) => r[name]))]));
+  if (ROUNDS > 1) console.log(`\nmedians of ${ROUNDS} rounds, paths interleaved (every round's ratios above, on stderr)`);
+  async function measurePath(name, withRss) {
     const target = paths[name];
-    if (name === "transparent" && noTransparent !== undefined) continue;
-    if (target === undefined) throw new Error(`BENCH_PATHS: unknown path ${name} (direct, meshtls, meshtlsh2, httpproxy, opaque, opaquex25519, naive, naiveresume, nodehttp, nginx, nginxhttp, transparent)`);
     const base = `http://${target.host}:${target.port}`;
     const via = viaProxy(target);
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
@@ -445,6 +482,7 @@ async function main() {
       msPerBulkMiB: (bulkCpuS * 1000) / (3 * BULK_MIB),
       usPerNewConn: (freshCpuS * 1e6) / (fresh.rps * DURATION_S),
     };
+    if (!withRss) return { keepAlive, bulkMBps, connsPerS: fresh.rps, freshP99: fresh.p99, meshConnections, freshRequests: fresh.rps * DURATION_S, connErrors: fresh.errors, cpu, fullGcs, pids };
     await sleep(1000);
     const idle = pids.map(rssKiB);
     const heapIdle = await heapFigures(target.admins);
@@ -459,13 +497,13 @@ async function main() {
       console.error(`# ${name} per open connection: ${heapIdle.map((_, i) => `${"AB"[i]} heap used ${per("heapUsed", i)} KiB, external ${per("external", i)} KiB`).join("; ")}`);
     }
     for (const s of sockets) s.destroy();
-    results[name] = { keepAlive, bulkMBps, connsPerS: fresh.rps, freshP99: fresh.p99, meshConnections, freshRequests: fresh.rps * DURATION_S, connErrors: fresh.errors, cpu, fullGcs, pids, idle, loaded };
+    return { keepAlive, bulkMBps, connsPerS: fresh.rps, freshP99: fresh.p99, meshConnections, freshRequests: fresh.rps * DURATION_S, connErrors: fresh.errors, cpu, fullGcs, pids, idle, loaded };
   }
 
   // Per proxy: meshtls = [A, B]; nginx = [A master, A worker, B master, B worker].
   const proxyRss = (r, name) => {
     if (name === "opaque" || name === "opaquex25519") return proxyRss(r, "meshtls");
-    if (["meshtls", "meshtlsh2", "httpproxy", "naive", "naiveresume", "nodehttp"].includes(name)) return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
+    if (["meshtls", "meshtlsh2", "httpproxy", "naive", "naiveresume", "naivestreams", "nodehttp"].includes(name)) return [{ proxy: "A", idle: r.idle[0], loaded: r.loaded[0] }, { proxy: "B", idle: r.idle[1], loaded: r.loaded[1] }];
     if (name === "nginx" || name === "nginxhttp") {
       const half = r.pids.length / 2;
       const sum = (xs, from, to) => xs.slice(from, to).reduce((a, b) => a + b, 0);
@@ -576,3 +614,16 @@ main()
     if (transparentUnavailable() === undefined) removeTransparentPair();
     process.exit(process.exitCode ?? 0);
   });
+
+/** Each numeric figure's median over the rounds' results of one path (nested objects alike); other values from the first round. */
+function medianOf(list) {
+  const first = list[0];
+  if (typeof first === "number") {
+    const xs = list.filter(Number.isFinite).sort((a, b) => a - b);
+    if (xs.length === 0) return NaN;
+    const mid = Math.floor(xs.length / 2);
+    return xs.length % 2 === 1 ? xs[mid] : (xs[mid - 1] + xs[mid]) / 2;
+  }
+  if (first === null || typeof first !== "object" || Array.isArray(first)) return first;
+  return Object.fromEntries(Object.keys(first).map((key) => [key, medianOf(list.map((r) => r[key]))]));
+}
