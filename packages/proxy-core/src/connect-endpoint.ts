@@ -3,6 +3,7 @@ import tls from "node:tls";
 import type { TlsCredentials } from "./credentials.js";
 import { certificateNotAfter, namesIdentity } from "./credentials.js";
 import { ProxyError } from "./errors.js";
+import type { DirectRead } from "./forward.js";
 import type { Endpoint } from "./sources.js";
 import type { TlsState } from "./tls-state.js";
 import { encodeHeader, TRANSPORT_ALPN } from "./transport-header.js";
@@ -48,6 +49,8 @@ export interface ConnectEndpointOptions {
    * transport header in one write (one TLS record), where writing them after it took a record and a system call more.
    */
   firstBytes?: () => Buffer | undefined;
+  /** Reads of the connection go to this `onread` ({@link DirectRead}): for a connection forwarded as bytes. */
+  onread?: DirectRead["onread"];
 }
 
 /** An open connection to an endpoint and the TLS state it was opened with. */
@@ -83,6 +86,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   const timeoutMs = options.connectTimeoutMs ?? 3000;
   const identity = endpoint.identity;
   const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
+  const onread = options.onread === undefined ? {} : { onread: options.onread };
 
   if (identity === undefined && endpoint.authorityOverride !== undefined) {
     return Promise.reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${endpoint.address}:${endpoint.port} is a gateway for ${endpoint.authorityOverride} but has no identity: refusing to reach it without mTLS`));
@@ -90,7 +94,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   if (identity === undefined) {
     const remote = `${endpoint.address}:${endpoint.port}`;
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true, ...localAddress });
+      const socket = net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true, ...localAddress, ...onread });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new ProxyError("ERR_CONNECT_TIMEOUT", `no connection to ${remote} within ${timeoutMs} ms`));
@@ -140,6 +144,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       maxVersion: "TLSv1.3",
       ...(opaque ? { ALPNProtocols: [TRANSPORT_ALPN] } : {}),
       ...localAddress,
+      ...onread,
       // The server must be the endpoint's identity, never the host name.
       checkServerIdentity: (_host, cert) => {
         if (namesIdentity(cert.raw, identity)) return undefined;

@@ -1,4 +1,5 @@
 import type { Duplex } from "node:stream";
+import tls from "node:tls";
 
 /** How long the surviving side may flush after the other closed cleanly. */
 const CLOSE_GRACE_MS = 10_000;
@@ -23,6 +24,85 @@ export interface ForwardStreamsOptions {
   idleTimeoutMs?: number;
   /** Called once when both sides are gone. */
   onClose?: () => void;
+  /**
+   * `b` was dialled with this reader's `onread` ({@link createDirectRead}):
+   * what it reads goes straight into `a`, without a Readable per chunk.
+   */
+  bRead?: DirectRead;
+}
+
+/**
+ * Reads of a socket the proxy dials and forwards as bytes, handed straight to
+ * a callback (node's `onread`) instead of through a `Readable` and `pipe`:
+ * no stream bookkeeping, `nextTick` or `Buffer` per chunk on that leg.
+ */
+export interface DirectRead {
+  /** Give to `net.connect` or `tls.connect` (without `socket`) as `onread`. */
+  readonly onread: { buffer: () => Uint8Array; callback: (bytes: number, buffer: Uint8Array) => boolean };
+  /**
+   * From now on writes what `from` reads into `to`, what it read before
+   * first, ends `to` when `from` ends, and pauses `from` while `to` is full.
+   * A `from` not dialled with `onread` is piped instead.
+   */
+  attach(from: Socketish, to: Socketish): void;
+}
+
+/**
+ * The one buffer every direct read of the process lands in. It is never held
+ * past the read's callback: a chunk is written from it only when the write
+ * takes the bytes at once (TLS, which encrypts them, with nothing queued);
+ * otherwise a copy is written (from node's pooled small buffers).
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+/** Creates the direct reads of one dialled socket ({@link DirectRead}). */
+export function createDirectRead(): DirectRead {
+  let used = false;
+  let from: Socketish | undefined;
+  let to: Socketish | undefined;
+  // Bytes read before `attach` (a server that speaks first), copied.
+  let early: Buffer[] = [];
+  const resume = (): void => {
+    from?.resume();
+  };
+  const write = (chunk: Uint8Array): boolean => {
+    const sink = to as Socketish;
+    if (sink.destroyed || sink.writableEnded) return false;
+    // Written from the shared buffer only if consumed before write returns: TLS copies cleartext into its
+    // record at once unless a write is queued; a TCP write may keep the bytes until the kernel takes them.
+    const atOnce = sink instanceof tls.TLSSocket && sink.writableLength === 0 && !sink.connecting && sink.writableCorked === 0;
+    const ok = sink.write(atOnce ? chunk : Buffer.from(chunk));
+    if (!ok) sink.once("drain", resume);
+    return ok;
+  };
+  return {
+    onread: {
+      buffer: () => {
+        used = true;
+        return READ_BUFFER;
+      },
+      callback: (bytes, buffer) => {
+        const chunk = buffer.subarray(0, bytes);
+        if (to === undefined) {
+          early.push(Buffer.from(chunk));
+          return true;
+        }
+        return write(chunk);
+      },
+    },
+    attach(source, sink) {
+      if (!used) {
+        source.pipe(sink);
+        return;
+      }
+      from = source;
+      to = sink;
+      for (const chunk of early) sink.write(chunk);
+      early = [];
+      if (source.readableEnded) sink.end();
+      else source.once("end", () => sink.end());
+    },
+  };
 }
 
 /** Idle checks shared by every forwarded socket pair with one idle timeout: one interval, not one per connection. */
@@ -167,5 +247,6 @@ export function forwardStreams(a: Socketish, b: Socketish, options: ForwardStrea
   a.once("close", onClose(b));
   b.once("close", onClose(a));
   a.pipe(b);
-  b.pipe(a);
+  if (options.bRead === undefined) b.pipe(a);
+  else options.bRead.attach(b, a);
 }

@@ -4,7 +4,7 @@ import type { HostPort } from "./address.js";
 import { formatHostPort } from "./address.js";
 import type { TlsCredentials } from "./credentials.js";
 import { ProxyError } from "./errors.js";
-import { forwardStreams } from "./forward.js";
+import { createDirectRead, forwardStreams } from "./forward.js";
 import { acceptTarget, createInboundServer } from "./inbound/accept.js";
 import type { OriginalDestinationLookup } from "./inbound/accept.js";
 import { authorizeTarget, authzPeer } from "./inbound/authorize.js";
@@ -206,13 +206,14 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       return;
     }
     let upstream: net.Socket;
+    const upstreamRead = createDirectRead();
     try {
-      upstream = await (protocol.upstream ?? connect(target));
+      upstream = await (protocol.upstream ?? connect(target, upstreamRead.onread));
     } catch (error) {
       return fail(client, { refused: error instanceof ProxyError ? error : new ProxyError("ERR_CONNECT_FAILED", (error as Error).message, { cause: error }), errorLabel: "workload_connect" });
     }
     metrics.trackConnection(upstream, { direction: "inbound", peer: "dst", targetAddr, tls: { tls: "no_identity", reason: "loopback" } });
-    forwardStreams(client, upstream, { idleTimeoutMs });
+    forwardStreams(client, upstream, { idleTimeoutMs, bRead: upstreamRead });
   };
 
   const fail = (socket: { destroy(): void }, { refused, errorLabel }: Refusal): void => {

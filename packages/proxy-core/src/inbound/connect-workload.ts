@@ -1,12 +1,13 @@
 import net from "node:net";
 import { formatHostPort } from "../address.js";
 import { ProxyError } from "../errors.js";
+import type { DirectRead } from "../forward.js";
 import type { OwnSockets } from "../own-sockets.js";
 import type { InboundTarget, Refusal } from "./target.js";
 import { refuse } from "./target.js";
 
 /** Connects a target to its workload: the inbound's one connect seam (an original-destination listener supplies another). */
-export type ConnectWorkload = (target: InboundTarget) => Promise<net.Socket>;
+export type ConnectWorkload = (target: InboundTarget, onread?: DirectRead["onread"]) => Promise<net.Socket>;
 
 /** A target that is one of the proxy's own listeners would loop: refused before policy. */
 export function loopRefusal(target: InboundTarget, own: OwnSockets): Refusal | undefined {
@@ -21,9 +22,9 @@ export function loopRefusal(target: InboundTarget, own: OwnSockets): Refusal | u
  */
 export function createConnectWorkload(options: { own: OwnSockets; connectTimeoutMs: number }): ConnectWorkload {
   const { own, connectTimeoutMs } = options;
-  return ({ workload }) =>
+  return ({ workload }, onread) =>
     new Promise((resolve, reject) => {
-      const socket = net.connect({ host: workload.host, port: workload.port, allowHalfOpen: true, noDelay: true });
+      const socket = net.connect({ host: workload.host, port: workload.port, allowHalfOpen: true, noDelay: true, ...(onread === undefined ? {} : { onread }) });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new ProxyError("ERR_CONNECT_TIMEOUT", `workload ${workload.host}:${workload.port} did not accept within ${connectTimeoutMs} ms`));

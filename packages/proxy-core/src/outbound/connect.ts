@@ -5,6 +5,7 @@ import { connectEndpoint } from "../connect-endpoint.js";
 import type { EndpointConnection } from "../connect-endpoint.js";
 import type { TlsCredentials } from "../credentials.js";
 import { ProxyError } from "../errors.js";
+import type { DirectRead } from "../forward.js";
 import type { Logger } from "../logger.js";
 import type { ProxyMetrics } from "../metrics.js";
 import type { OwnSockets } from "../own-sockets.js";
@@ -21,7 +22,7 @@ export type OutboundConnection = EndpointConnection & { endpoint: Endpoint };
  * The outbound stack's one connect seam: discover → balance → mesh connect. `firstBytes`: the application's first
  * bytes, asked for once connected, sent first (with the transport header when there is one).
  */
-export type ConnectOutbound = (target: OutboundTarget, options?: { firstBytes?: () => Buffer | undefined }) => Promise<OutboundConnection>;
+export type ConnectOutbound = (target: OutboundTarget, options?: { firstBytes?: () => Buffer | undefined; onread?: DirectRead["onread"] }) => Promise<OutboundConnection>;
 
 /** Options of {@link createConnectOutbound}. */
 export interface CreateConnectOutboundOptions {
@@ -84,6 +85,7 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
           connectTimeoutMs: options.connectTimeoutMs,
           ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
           ...(connectOptions?.firstBytes === undefined ? {} : { firstBytes: connectOptions.firstBytes }),
+          ...(connectOptions?.onread === undefined ? {} : { onread: connectOptions.onread }),
         });
         balancer.connected(endpoint);
         connection.socket.once("close", release);

@@ -1,7 +1,7 @@
 import http from "node:http";
 import type net from "node:net";
 import { ProxyError } from "../errors.js";
-import { forwardStreams } from "../forward.js";
+import { createDirectRead, forwardStreams } from "../forward.js";
 import type { Logger } from "../logger.js";
 import type { ProxyMetrics } from "../metrics.js";
 import { normalizeAuthority } from "./authority.js";
@@ -65,7 +65,8 @@ export function createHttpProxyServer(options: CreateHttpProxyServerOptions): ht
       client.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nl5d-proxy-error: ${code}\r\ncontent-length: ${Buffer.byteLength(message)}\r\nconnection: close\r\n\r\n${message}`);
       return;
     }
-    connect({ authority, listener: "proxy", client: clientOf(client) }).then(
+    const upstreamRead = createDirectRead();
+    connect({ authority, listener: "proxy", client: clientOf(client) }, { onread: upstreamRead.onread }).then(
       (upstream) => {
         if (client.destroyed) {
           upstream.socket.destroy();
@@ -73,7 +74,8 @@ export function createHttpProxyServer(options: CreateHttpProxyServerOptions): ht
         }
         client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
         if (head.length > 0) upstream.socket.write(head);
-        forwardStreams(client, upstream.socket, { idleTimeoutMs });
+        // What the server said before this (a server that speaks first) follows the 200.
+        forwardStreams(client, upstream.socket, { idleTimeoutMs, bRead: upstreamRead });
       },
       (error: unknown) => {
         const { status, code, message } = errorText(error);

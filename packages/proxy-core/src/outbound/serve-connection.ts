@@ -1,6 +1,6 @@
 import type net from "node:net";
 import type { ProxyError } from "../errors.js";
-import { forwardStreams } from "../forward.js";
+import { createDirectRead, forwardStreams } from "../forward.js";
 import { detectHttp } from "../http/detect-http.js";
 import type { OutboundHttp } from "../http/outbound-http.js";
 import type { Logger } from "../logger.js";
@@ -49,10 +49,11 @@ export function serveOutboundConnection(client: net.Socket, authority: string, l
 
 function forwardOpaque(client: net.Socket, authority: string, listener: OutboundTarget["listener"], options: OutboundConnectionOptions): void {
   const firstBytes = readFirstBytes(client);
-  options.connect({ authority, listener, client: { address: client.remoteAddress ?? "", port: client.remotePort ?? 0 } }, { firstBytes }).then(
+  const upstreamRead = createDirectRead();
+  options.connect({ authority, listener, client: { address: client.remoteAddress ?? "", port: client.remotePort ?? 0 } }, { firstBytes, onread: upstreamRead.onread }).then(
     (upstream) => {
       if (client.destroyed) upstream.socket.destroy();
-      else forwardStreams(client, upstream.socket, { idleTimeoutMs: options.idleTimeoutMs });
+      else forwardStreams(client, upstream.socket, { idleTimeoutMs: options.idleTimeoutMs, bRead: upstreamRead });
     },
     (error: unknown) => {
       options.logger.warn({ authority, code: (error as ProxyError).code, err: (error as Error).message }, listener === "transparent" ? "transparent outbound connection refused" : `${listener} connection refused`);
