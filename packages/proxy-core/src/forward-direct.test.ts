@@ -14,6 +14,8 @@ interface Upstream {
 }
 
 let tlsOptions: { key: string; cert: string; ca: string };
+/** What each relayed dialled socket had read when it was joined. */
+const readBeforeJoin: number[] = [];
 const closers: (() => void)[] = [];
 afterAll(() => {
   for (const close of closers) close();
@@ -49,7 +51,10 @@ async function startRelay(upstream: Upstream, secure: boolean, options: { attach
       : net.connect({ host: "127.0.0.1", port: upstream.port, allowHalfOpen: true, ...onread });
     dialled.on("error", () => undefined);
     dialled.once(secure ? "secureConnect" : "connect", () => {
-      setTimeout(() => forwardStreams(client, dialled, { bRead: read }), options.attachDelayMs ?? 0);
+      setTimeout(() => {
+        readBeforeJoin.push(dialled.bytesRead);
+        forwardStreams(client, dialled, { bRead: read });
+      }, options.attachDelayMs ?? 0);
     });
   };
   // A TLS front: what the dialled socket reads is written into TLS (the inbound proxy's case).
@@ -90,6 +95,16 @@ describe.each([
     const back = await roundTrip(port, Buffer.from("abc"));
     expect(back.toString()).toBe("hello\nabc");
   });
+
+  it("keeps at most 256 KiB read before the join: a server that says 2 MiB first waits, then all of it arrives in order", async () => {
+    const greeting = randomBytes(2 * 1024 * 1024).toString("hex");
+    const port = await startRelay(await startUpstream(secure, greeting), secure, { attachDelayMs: 300 });
+    const back = await roundTrip(port, Buffer.from("abc"));
+    // 256 KiB, one more read and TLS's records at most, of the 4 MiB said: not all of it.
+    expect(readBeforeJoin.at(-1)).toBeLessThan(1024 * 1024);
+    expect(back.length).toBe(greeting.length + 3);
+    expect(sha(back)).toBe(sha(Buffer.concat([Buffer.from(greeting), Buffer.from("abc")])));
+  }, 60_000);
 
   it("keeps every byte of 8 concurrent 4 MiB transfers through the one shared read buffer, with a slow reader", async () => {
     const port = await startRelay(await startUpstream(secure, ""), secure);

@@ -55,6 +55,9 @@ export interface DirectRead {
  */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
+/** Most bytes kept from a dialled socket before the join; then its reads wait for it (a peer cannot grow it). */
+const MAX_EARLY_BYTES = 256 * 1024;
+
 /** Creates the direct reads of one dialled socket ({@link DirectRead}). */
 export function createDirectRead(): DirectRead {
   let used = false;
@@ -62,6 +65,7 @@ export function createDirectRead(): DirectRead {
   let to: Socketish | undefined;
   // Bytes read before `attach` (a server that speaks first), copied.
   let early: Buffer[] = [];
+  let earlyBytes = 0;
   const resume = (): void => {
     from?.resume();
   };
@@ -85,7 +89,8 @@ export function createDirectRead(): DirectRead {
         const chunk = buffer.subarray(0, bytes);
         if (to === undefined) {
           early.push(Buffer.from(chunk));
-          return true;
+          earlyBytes += bytes;
+          return earlyBytes < MAX_EARLY_BYTES;
         }
         return write(chunk);
       },
@@ -99,6 +104,7 @@ export function createDirectRead(): DirectRead {
       to = sink;
       for (const chunk of early) sink.write(chunk);
       early = [];
+      if (earlyBytes >= MAX_EARLY_BYTES) source.resume();
       if (source.readableEnded) sink.end();
       else source.once("end", () => sink.end());
     },
