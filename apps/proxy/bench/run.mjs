@@ -124,8 +124,8 @@ const CLOCK_TICKS = 100;
 async function withCpu(pids, fn) {
   const before = pids.map(cpuSeconds);
   const result = await fn();
-  const cpu = pids.map((pid, i) => cpuSeconds(pid) - before[i]).reduce((a, b) => a + b, 0);
-  return { result, cpu };
+  const each = pids.map((pid, i) => cpuSeconds(pid) - before[i]);
+  return { result, cpu: each.reduce((a, b) => a + b, 0), each };
 }
 
 /** BENCH_PERF=DIR records `perf record -g` of the proxy processes during each phase into DIR/<path>-<phase>.data. */
@@ -475,7 +475,9 @@ async function main() {
     const { result: keepAlive, cpu: keepAliveCpuS } = await phase("keepalive", () => wrk(`${base}/1k`, [], target.ns, via), skipped);
     const { result: bulkMBps, cpu: bulkCpuS } = await phase("bulk", () => bulk(via.curlArgs("/big"), target.ns), NaN);
     const meshBefore = name === "meshtls" || name === "meshtlsh2" ? await meshOpened() : NaN;
-    const { result: fresh, cpu: freshCpuS } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"], target.ns, via), skipped);
+    const { result: fresh, cpu: freshCpuS, each: freshEach } = await phase("fresh", () => wrk(`${base}/1k`, ["-H", "Connection: close"], target.ns, via), skipped);
+    // Which side a new connection costs: each process's CPU per connection (A, B for the Node pairs).
+    if (freshEach !== undefined && fresh.rps > 0) console.error(`# ${name} CPU per new conn by process: ${freshEach.map((s) => `${((s * 1e6) / (fresh.rps * DURATION_S)).toFixed(0)} µs`).join(", ")}`);
     const meshConnections = name === "meshtls" || name === "meshtlsh2" ? (await meshOpened()) - meshBefore : NaN;
     const cpu = {
       usPerRequest: (keepAliveCpuS * 1e6) / (keepAlive.rps * DURATION_S),
