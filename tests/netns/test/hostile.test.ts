@@ -9,13 +9,14 @@
 import { execFileSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, chown, copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { proxyArgs, startControlPlane, writeMeshFiles } from "./control-plane.ts";
 import { createPods, listNamespaces, sweepNamespaces } from "./pods.ts";
 import type { Pod, Pods } from "./pods.ts";
-import { binary, cli, fixtures, node } from "./processes.ts";
+import { cli, fixtures, node } from "./processes.ts";
 
 const PREFIX = "mtls-nh-";
 const PROXY_UID = 2102;
@@ -107,15 +108,7 @@ describe("meshtls-proxy --transparent: the redirected outbound listener under at
     const proxyNode = path.join(dir, "node");
     await copyFile(node, proxyNode);
     await chmod(proxyNode, 0o755);
-    const run = (...args: string[]): void => void execFileSync(node, [cli, ...args], { encoding: "utf8" });
-    run("certs", "create", "--out", path.join(dir, "certs"));
-    await mkdir(path.join(dir, "issuer"));
-    for (const file of ["issuer.crt", "issuer.key"]) await copyFile(path.join(dir, "certs", file), path.join(dir, "issuer", file));
-    run("token", "keygen", "--out", path.join(dir, "tokens"));
-    await chmod(path.join(dir, "tokens"), 0o755);
-    const token = path.join(dir, "tokens", "a.jwt");
-    run("token", "mint", "--key", path.join(dir, "tokens", "token-signer.key"), "--namespace", "default", "--service-account", "a", "--out", token);
-    await chown(token, PROXY_UID, PROXY_UID);
+    await writeMeshFiles(dir, { serviceAccounts: ["a"], proxyUid: PROXY_UID, destinationLeaf: false });
     await writeFile(path.join(dir, "registry.yaml"), "services: []\n");
     mesh = createPods(PREFIX, [
       { name: "a", ip: A_IP },
@@ -126,31 +119,8 @@ describe("meshtls-proxy --transparent: the redirected outbound listener under at
     const server = c.spawn(node, [path.join(fixtures, "http-server.ts"), "8080", "hello from c"]);
     await new Promise<void>((resolve) => server.stdout?.once("data", () => resolve()));
     // The control plane on A's loopback, which the rules never redirect.
-    const identity = a().spawn(node, [binary("meshtls-identity"), "--trust-anchors", path.join(dir, "certs", "ca.crt"), "--issuer-dir", path.join(dir, "issuer"), "--token-jwks", path.join(dir, "tokens", "jwks.json"), "--listen", "127.0.0.1:8181", "--admin", "127.0.0.1:0"]);
-    const destination = a().spawn(node, [binary("meshtls-destination"), "--registry", path.join(dir, "registry.yaml"), "--listen", "127.0.0.1:8186", "--admin", "127.0.0.1:0", "--insecure-plaintext"]);
-    const [identityListening] = await Promise.all([waitForMsg(identity, "listening"), waitForMsg(destination, "listening")]);
-    proxy = a().spawn(
-      proxyNode,
-      [
-        binary("meshtls-proxy"),
-        "--transparent",
-        "--identity", "a.default.serviceaccount.identity.meshtls.cluster.local",
-        "--token-file", token,
-        "--trust-anchors", path.join(dir, "certs", "ca.crt"),
-        "--identity-addr", "127.0.0.1:8181",
-        "--identity-name", String(identityListening["serverName"]),
-        "--destination-addr", "127.0.0.1:8186",
-        "--destination-insecure-plaintext",
-        "--context-token", '{"ns":"default"}',
-        "--inbound", "0.0.0.0:4143",
-        "--outbound", "127.0.0.1:4140",
-        "--admin", "127.0.0.1:4191",
-        "--workload", "127.0.0.1:8080",
-        "--detect-timeout", "2s",
-        "--max-outbound-connections", String(CAP),
-      ],
-      { uid: PROXY_UID, gid: PROXY_UID },
-    );
+    const controlPlane = await startControlPlane(a(), dir, { listenIp: "127.0.0.1", identityPort: 8181, destinationPort: 8186, destinationPlaintext: true });
+    proxy = a().spawn(proxyNode, proxyArgs(a(), controlPlane, ["--detect-timeout", "2s", "--max-outbound-connections", String(CAP)]), { uid: PROXY_UID, gid: PROXY_UID });
     await waitForMsg(proxy, "first certificate obtained: ready", 60_000);
     if (!serving()) throw new Error("a curl from A to C does not work before any attack");
   });

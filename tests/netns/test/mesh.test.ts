@@ -7,15 +7,17 @@
 // between the pods with the right identities, HTTP per request (detected on
 // A's transparent listener). Pods C and D have no proxy: B's
 // policy (from the destination's registry file) admits C and refuses D.
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmod, chown, copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { proxyArgs, startControlPlane, writeMeshFiles } from "./control-plane.ts";
+import type { ControlPlane } from "./control-plane.ts";
 import { createPods, listNamespaces, sweepNamespaces } from "./pods.ts";
 import type { Pod, Pods } from "./pods.ts";
-import { binary, cli, DESTINATION_NAME, fixtures, follow, identityOf, node } from "./processes.ts";
+import { cli, fixtures, follow, identityOf, node } from "./processes.ts";
 
 const PREFIX = "mtls-nm-";
 const PROXY_UID = 2102;
@@ -27,56 +29,13 @@ describe("meshtls-proxy --transparent between pods", () => {
   let dir: string;
   /** A copy of the running Node the proxy's UID may execute (the one on PATH lives under /root, mode 700). */
   let proxyNode: string;
-  let identityName: string;
+  let controlPlane: ControlPlane;
   const marker = `marker-${randomBytes(8).toString("hex")}`;
-
-  /** The one control plane: identity and destination (with its policy API) on the bridge, over TLS. */
-  async function startControlPlane(cp: Pod): Promise<void> {
-    const identity = follow(
-      cp.spawn(node, [binary("meshtls-identity"), "--trust-anchors", path.join(dir, "certs", "ca.crt"), "--issuer-dir", path.join(dir, "issuer"), "--token-jwks", path.join(dir, "tokens", "jwks.json"), "--listen", `${CONTROL_PLANE_IP}:8080`, "--admin", "127.0.0.1:0"]),
-      "identity",
-    );
-    const destination = follow(
-      cp.spawn(node, [
-        binary("meshtls-destination"),
-        "--registry", path.join(dir, "registry.yaml"),
-        "--listen", `${CONTROL_PLANE_IP}:8086`,
-        "--policy-addr", `${CONTROL_PLANE_IP}:8090`,
-        "--admin", "127.0.0.1:0",
-        "--tls-cert", path.join(dir, "destination", "leaf.crt"),
-        "--tls-key", path.join(dir, "destination", "leaf.key"),
-        "--tls-client-ca", path.join(dir, "certs", "ca.crt"),
-      ]),
-      "destination",
-    );
-    identityName = String((await identity.waitFor("listening"))["serverName"]);
-    await destination.waitFor("listening");
-  }
 
   /** The proxy of one pod, as the proxy's UID; resolves once it is ready. */
   async function startProxy(pod: Pod, policy: string[]): Promise<void> {
     const proxy = follow(
-      pod.spawn(
-        proxyNode,
-        [
-          binary("meshtls-proxy"),
-          "--transparent",
-          "--identity", identityOf(pod.name),
-          "--token-file", path.join(dir, "tokens", `${pod.name}.jwt`),
-          "--trust-anchors", path.join(dir, "certs", "ca.crt"),
-          "--identity-addr", `${CONTROL_PLANE_IP}:8080`,
-          "--identity-name", identityName,
-          "--destination-addr", `${CONTROL_PLANE_IP}:8086`,
-          "--destination-name", DESTINATION_NAME,
-          "--context-token", '{"ns":"default"}',
-          "--inbound", "0.0.0.0:4143",
-          "--outbound", "127.0.0.1:4140",
-          "--admin", "127.0.0.1:4191",
-          "--workload", "127.0.0.1:8080",
-          ...policy,
-        ],
-        { uid: PROXY_UID, gid: PROXY_UID },
-      ),
+      pod.spawn(proxyNode, proxyArgs(pod, controlPlane, policy), { uid: PROXY_UID, gid: PROXY_UID }),
       `proxy in ${pod.name}`,
     );
     await proxy.waitFor("listening");
@@ -99,21 +58,7 @@ describe("meshtls-proxy --transparent between pods", () => {
     proxyNode = path.join(dir, "node");
     await copyFile(node, proxyNode);
     await chmod(proxyNode, 0o755);
-    const run = (...args: string[]): void => {
-      execFileSync(node, [cli, ...args], { encoding: "utf8" });
-    };
-    run("certs", "create", "--out", path.join(dir, "certs"));
-    await mkdir(path.join(dir, "issuer"));
-    for (const file of ["issuer.crt", "issuer.key"]) await copyFile(path.join(dir, "certs", file), path.join(dir, "issuer", file));
-    // The destination's serving certificate, for the name proxies verify it by (--destination-name).
-    run("certs", "leaf", "--identity", DESTINATION_NAME, "--issuer-dir", path.join(dir, "issuer"), "--out", path.join(dir, "destination"));
-    run("token", "keygen", "--out", path.join(dir, "tokens"));
-    await chmod(path.join(dir, "tokens"), 0o755);
-    for (const sa of ["a", "b"]) {
-      const token = path.join(dir, "tokens", `${sa}.jwt`);
-      run("token", "mint", "--key", path.join(dir, "tokens", "token-signer.key"), "--namespace", "default", "--service-account", sa, "--out", token);
-      await chown(token, PROXY_UID, PROXY_UID);
-    }
+    await writeMeshFiles(dir, { serviceAccounts: ["a", "b"], proxyUid: PROXY_UID, destinationLeaf: true });
     await writeFile(
       path.join(dir, "registry.yaml"),
       [
@@ -157,11 +102,12 @@ describe("meshtls-proxy --transparent between pods", () => {
       const server = pod.spawn(node, [path.join(fixtures, "http-server.ts"), "8080", body]);
       await new Promise<void>((resolve) => server.stdout?.once("data", () => resolve()));
     }
-    await startControlPlane(cp!);
+    // The one control plane: identity and destination (with its policy API) on the bridge, over TLS.
+    controlPlane = await startControlPlane(cp!, dir, { listenIp: CONTROL_PLANE_IP, policyPort: 8090 });
     await Promise.all([
       startProxy(a!, []),
       // B asks the controller for its ports' policy and admits nobody until it answers.
-      startProxy(b!, ["--policy-addr", `${CONTROL_PLANE_IP}:8090`, "--workload-name", '{"ns":"default","pod":"b"}', "--default-policy", "deny"]),
+      startProxy(b!, ["--policy-addr", controlPlane.policyAddr!, "--workload-name", '{"ns":"default","pod":"b"}', "--default-policy", "deny"]),
     ]);
   });
 

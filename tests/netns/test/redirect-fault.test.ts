@@ -26,15 +26,16 @@
 //    to it by the probe rule, a loop).
 //
 // One table row per fault, in the reliability suite's format.
-import { execFileSync } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { chmod, chown, copyFile, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { proxyArgs, startControlPlane, writeMeshFiles } from "./control-plane.ts";
+import type { ControlPlane } from "./control-plane.ts";
 import { createPods, listNamespaces, sweepNamespaces } from "./pods.ts";
 import type { Pod, Pods } from "./pods.ts";
-import { binary, cli, DESTINATION_NAME, fixtures, follow, identityOf, node } from "./processes.ts";
+import { cli, fixtures, follow, identityOf, node } from "./processes.ts";
 
 const PREFIX = "mtls-nf-";
 const PROXY_UID = 2102;
@@ -122,7 +123,7 @@ describe("transparent mode: a redirect rule missing, detected and shown", () => 
   let mesh: Pods | undefined;
   let dir: string;
   let proxyNode: string;
-  let identityName: string;
+  let controlPlane: ControlPlane;
   let load: ReturnType<typeof follow>;
   const proxies: Record<string, ReturnType<typeof follow>> = {};
   const pids: Record<string, number> = {};
@@ -149,50 +150,11 @@ describe("transparent mode: a redirect rule missing, detected and shown", () => 
     }
   }
 
-  async function startControlPlane(cp: Pod): Promise<void> {
-    const identity = follow(
-      cp.spawn(node, [binary("meshtls-identity"), "--trust-anchors", path.join(dir, "certs", "ca.crt"), "--issuer-dir", path.join(dir, "issuer"), "--token-jwks", path.join(dir, "tokens", "jwks.json"), "--listen", `${CONTROL_PLANE_IP}:8080`, "--admin", "127.0.0.1:0"]),
-      "identity",
-    );
-    const destination = follow(
-      cp.spawn(node, [
-        binary("meshtls-destination"),
-        "--registry", path.join(dir, "registry.yaml"),
-        "--listen", `${CONTROL_PLANE_IP}:8086`,
-        "--admin", "127.0.0.1:0",
-        "--tls-cert", path.join(dir, "destination", "leaf.crt"),
-        "--tls-key", path.join(dir, "destination", "leaf.key"),
-        "--tls-client-ca", path.join(dir, "certs", "ca.crt"),
-      ]),
-      "destination",
-    );
-    identityName = String((await identity.waitFor((line) => line["msg"] === "listening"))["serverName"]);
-    await destination.waitFor((line) => line["msg"] === "listening");
-  }
-
   /** The proxy of one pod as the proxy's UID (no capability), with the redirect check. */
   async function startProxy(pod: Pod, flags: string[]): Promise<void> {
     const child = pod.spawn(
       proxyNode,
-      [
-        binary("meshtls-proxy"),
-        "--transparent",
-        "--identity", identityOf(pod.name),
-        "--token-file", path.join(dir, "tokens", `${pod.name}.jwt`),
-        "--trust-anchors", path.join(dir, "certs", "ca.crt"),
-        "--identity-addr", `${CONTROL_PLANE_IP}:8080`,
-        "--identity-name", identityName,
-        "--destination-addr", `${CONTROL_PLANE_IP}:8086`,
-        "--destination-name", DESTINATION_NAME,
-        "--context-token", '{"ns":"default"}',
-        "--inbound", "0.0.0.0:4143",
-        "--outbound", "127.0.0.1:4140",
-        "--admin", "127.0.0.1:4191",
-        "--workload", "127.0.0.1:8080",
-        "--redirect-check-interval", `${CHECK_INTERVAL_MS}ms`,
-        "--redirect-check-addr", PROBE,
-        ...flags,
-      ],
+      proxyArgs(pod, controlPlane, ["--redirect-check-interval", `${CHECK_INTERVAL_MS}ms`, "--redirect-check-addr", PROBE, ...flags]),
       { uid: PROXY_UID, gid: PROXY_UID },
     );
     // ip netns exec and setpriv exec: the child's pid is the proxy's.
@@ -218,20 +180,7 @@ describe("transparent mode: a redirect rule missing, detected and shown", () => 
     proxyNode = path.join(dir, "node");
     await copyFile(node, proxyNode);
     await chmod(proxyNode, 0o755);
-    const run = (...args: string[]): void => {
-      execFileSync(node, [cli, ...args], { encoding: "utf8" });
-    };
-    run("certs", "create", "--out", path.join(dir, "certs"));
-    await mkdir(path.join(dir, "issuer"));
-    for (const file of ["issuer.crt", "issuer.key"]) await copyFile(path.join(dir, "certs", file), path.join(dir, "issuer", file));
-    run("certs", "leaf", "--identity", DESTINATION_NAME, "--issuer-dir", path.join(dir, "issuer"), "--out", path.join(dir, "destination"));
-    run("token", "keygen", "--out", path.join(dir, "tokens"));
-    await chmod(path.join(dir, "tokens"), 0o755);
-    for (const sa of ["a", "b"]) {
-      const token = path.join(dir, "tokens", `${sa}.jwt`);
-      run("token", "mint", "--key", path.join(dir, "tokens", "token-signer.key"), "--namespace", "default", "--service-account", sa, "--out", token);
-      await chown(token, PROXY_UID, PROXY_UID);
-    }
+    await writeMeshFiles(dir, { serviceAccounts: ["a", "b"], proxyUid: PROXY_UID, destinationLeaf: true });
     await writeFile(
       path.join(dir, "registry.yaml"),
       ["services:", "  - name: b", "    ports: [8080, 8081]", "    endpoints:", `      - { address: ${B_IP}, serviceAccount: b }`, ""].join("\n"),
@@ -249,7 +198,7 @@ describe("transparent mode: a redirect rule missing, detected and shown", () => 
       const server = b!.spawn(node, [path.join(fixtures, "http-server.ts"), String(port), `b${port}`]);
       await new Promise<void>((resolve) => server.stdout?.once("data", () => resolve()));
     }
-    await startControlPlane(cp!);
+    controlPlane = await startControlPlane(cp!, dir, { listenIp: CONTROL_PLANE_IP });
     await Promise.all([startProxy(a!, []), startProxy(b!, ["--default-policy", "all-unauthenticated", "--require-identity-ports", "8081"])]);
     load = follow(a!.spawn(node, ["-e", LOAD, `http://${B_IP}:8080/`, `http://${B_IP}:8081/`]), "load in a");
     await load.waitFor((line) => line["ok"] === true);
