@@ -464,6 +464,9 @@ async function main() {
     const via = viaProxy(target);
     console.error(`# ${name}: warm-up, wrk, bulk, new connections, RSS`);
     await run(...inNamespace(target.ns, "wrk", ["-t2", "-c16", "-d2s", ...via.wrkArgs, `${base}/1k`]), { env: via.env });
+    // New connections warm their own code paths (accept, handshake, detection, connect): without it the first
+    // path measured after start paid for its JIT in the new-connection phase.
+    if (PHASES.includes("fresh")) await run(...inNamespace(target.ns, "wrk", ["-t2", "-c16", "-d2s", "-H", "Connection: close", ...via.wrkArgs, `${base}/1k`]), { env: via.env });
     const pids = await target.pids();
     perfPath = name;
     // CPU used by the proxy processes per unit of work: steadier than wall-clock rates on a shared machine.
