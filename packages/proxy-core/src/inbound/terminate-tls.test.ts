@@ -219,13 +219,17 @@ describe("terminate-tls: the inbound server's context follows the credentials (r
     const store = createStore(await mesh.issue(API));
     const terminator = await startTerminator(credentialsOf(store, createBundle([mesh.anchor.certificate])), closers);
 
+    // Whether a new connection offering `session` resumes it.
+    const resumes = async (session: Buffer): Promise<boolean> => {
+      const again = await connect(terminator.port, { leaf: web, anchors: [mesh], session });
+      again.socket.destroy();
+      return again.reused;
+    };
     const full = await connect(terminator.port, { leaf: web, anchors: [mesh] });
     const ticket = await full.session;
     full.socket.destroy();
     expect(ticketLifetimeS(ticket)).toBe(300);
-    const resumed = await connect(terminator.port, { leaf: web, anchors: [mesh], session: ticket });
-    expect(resumed.reused).toBe(true);
-    resumed.socket.destroy();
+    expect(await resumes(ticket)).toBe(true);
 
     const next = await mesh.issue(API);
     store.set(next);
@@ -234,9 +238,7 @@ describe("terminate-tls: the inbound server's context follows the credentials (r
     const nextTicket = await after.session;
     after.socket.destroy();
     expect(ticketLifetimeS(nextTicket)).toBe(300);
-    const resumedAfter = await connect(terminator.port, { leaf: web, anchors: [mesh], session: nextTicket });
-    expect(resumedAfter.reused).toBe(true);
-    resumedAfter.socket.destroy();
+    expect(await resumes(nextTicket)).toBe(true);
   });
 
   it("verifies client certificates against the current trust bundle: one from a removed anchor is refused on new connections", async () => {
