@@ -17,42 +17,17 @@ const HANDSHAKE_CLIENT_HELLO = 1;
 const EXT_SERVER_NAME = 0;
 const EXT_ALPN = 16;
 
-/** A forward-only reader that reports running past the end instead of throwing. */
-class Reader {
-  offset = 0;
-  constructor(private readonly bytes: Uint8Array) {}
-  get remaining(): number {
-    return this.bytes.length - this.offset;
-  }
-  u8(): number | undefined {
-    if (this.remaining < 1) return undefined;
-    return this.bytes[this.offset++];
-  }
-  u16(): number | undefined {
-    if (this.remaining < 2) return undefined;
-    const value = ((this.bytes[this.offset] ?? 0) << 8) | (this.bytes[this.offset + 1] ?? 0);
-    this.offset += 2;
-    return value;
-  }
-  u24(): number | undefined {
-    if (this.remaining < 3) return undefined;
-    const b = this.bytes;
-    const value = ((b[this.offset] ?? 0) << 16) | ((b[this.offset + 1] ?? 0) << 8) | (b[this.offset + 2] ?? 0);
-    this.offset += 3;
-    return value;
-  }
-  /** Steps over `length` bytes without a view of them; false past the end. */
-  skip(length: number): boolean {
-    if (this.remaining < length) return false;
-    this.offset += length;
-    return true;
-  }
-  take(length: number): Uint8Array | undefined {
-    if (this.remaining < length) return undefined;
-    const out = this.bytes.subarray(this.offset, this.offset + length);
-    this.offset += length;
-    return out;
-  }
+/** Largest TLS record fragment accepted (TLSCiphertext's bound, RFC 8446 §5.2). */
+const MAX_RECORD_LENGTH = 16384 + 2048;
+
+/** The big-endian 16-bit value at `at` (the caller checked the bounds). */
+function u16(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] ?? 0) << 8) | (bytes[at + 1] ?? 0);
+}
+
+/** `bytes[start, end)` as a latin1 string, without a view or a copy of them. */
+function latin1(bytes: Uint8Array, start: number, end: number): string {
+  return Buffer.isBuffer(bytes) ? bytes.toString("latin1", start, end) : Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString("latin1");
 }
 
 /**
@@ -60,116 +35,133 @@ class Reader {
  * possibly fragmented over several handshake records, and extracts SNI and
  * ALPN. Bytes that are not a TLS handshake record, or a ClientHello that does
  * not parse, are `not_tls`: the connection is then plaintext to policy.
+ *
+ * Read in place by offsets (a hello in one record, as every client sends it,
+ * allocates nothing but the result): a reader object and a view per field
+ * cost more per connection than the rest of detection.
  */
 export function parseClientHello(input: Uint8Array): ClientHelloParse {
-  // Reassemble the handshake layer from consecutive handshake records.
-  const fragments: Uint8Array[] = [];
-  let handshakeLength = 0;
-  const records = new Reader(input);
+  // The handshake layer is handshake[start, start + length): the first record's fragment in place; when the hello
+  // spans records (rare), their fragments joined.
+  let handshake = input;
+  let start = 0;
+  let length = 0;
+  let fragments: Uint8Array[] | undefined;
+  let at = 0;
   for (;;) {
-    if (records.remaining === 0) return { kind: "need_more" };
-    const type = records.u8();
-    if (type !== RECORD_HANDSHAKE) return fragments.length === 0 ? { kind: "not_tls" } : { kind: "not_tls" };
-    const major = records.u8();
-    if (major === undefined) return { kind: "need_more" };
-    if (major !== 3) return { kind: "not_tls" };
-    const minor = records.u8();
-    if (minor === undefined) return { kind: "need_more" };
-    if (minor > 4) return { kind: "not_tls" };
-    const length = records.u16();
-    if (length === undefined) return { kind: "need_more" };
-    if (length === 0 || length > 16384 + 2048) return { kind: "not_tls" };
-    const fragment = records.take(length);
-    if (fragment === undefined) return { kind: "need_more" };
-    fragments.push(fragment);
-    handshakeLength += fragment.length;
-    if (handshakeLength >= 4) {
-      const joined = fragments.length === 1 ? fragment : Buffer.concat(fragments);
-      const handshake = new Reader(joined);
-      if (handshake.u8() !== HANDSHAKE_CLIENT_HELLO) return { kind: "not_tls" };
-      const bodyLength = handshake.u24() ?? 0;
-      if (handshake.remaining >= bodyLength) {
-        return parseClientHelloBody(joined.subarray(4, 4 + bodyLength));
-      }
+    const left = input.length - at;
+    if (left === 0) return { kind: "need_more" };
+    if (input[at] !== RECORD_HANDSHAKE) return { kind: "not_tls" };
+    if (left < 2) return { kind: "need_more" };
+    if (input[at + 1] !== 3) return { kind: "not_tls" };
+    if (left < 3) return { kind: "need_more" };
+    if ((input[at + 2] ?? 0) > 4) return { kind: "not_tls" };
+    if (left < 5) return { kind: "need_more" };
+    const recordLength = u16(input, at + 3);
+    if (recordLength === 0 || recordLength > MAX_RECORD_LENGTH) return { kind: "not_tls" };
+    if (left - 5 < recordLength) return { kind: "need_more" };
+    const fragmentStart = at + 5;
+    at = fragmentStart + recordLength;
+    if (length === 0) {
+      start = fragmentStart;
+      length = recordLength;
+    } else {
+      fragments ??= [input.subarray(start, start + length)];
+      fragments.push(input.subarray(fragmentStart, at));
+      handshake = Buffer.concat(fragments);
+      start = 0;
+      length = handshake.length;
+    }
+    if (length >= 4) {
+      if (handshake[start] !== HANDSHAKE_CLIENT_HELLO) return { kind: "not_tls" };
+      const bodyLength = ((handshake[start + 1] ?? 0) << 16) | u16(handshake, start + 2);
+      if (length - 4 >= bodyLength) return parseClientHelloBody(handshake, start + 4, start + 4 + bodyLength);
     }
   }
 }
 
-function parseClientHelloBody(body: Uint8Array): ClientHelloParse {
-  // Only the two extensions read get a view of their bytes (a view per field was most of detection's allocation).
-  const r = new Reader(body);
-  const version = r.u16();
-  if (version === undefined || version >> 8 !== 3) return { kind: "not_tls" };
-  if (!r.skip(32)) return { kind: "not_tls" };
-  const sessionIdLength = r.u8();
-  if (sessionIdLength === undefined || sessionIdLength > 32 || !r.skip(sessionIdLength)) return { kind: "not_tls" };
-  const suitesLength = r.u16();
-  if (suitesLength === undefined || suitesLength % 2 !== 0 || !r.skip(suitesLength)) return { kind: "not_tls" };
-  const compressionLength = r.u8();
-  if (compressionLength === undefined || !r.skip(compressionLength)) return { kind: "not_tls" };
+/** The ClientHello body at `bytes[at, end)`. */
+function parseClientHelloBody(bytes: Uint8Array, at: number, end: number): ClientHelloParse {
+  // legacy_version (3.x) and random.
+  if (end - at < 2 + 32 || bytes[at] !== 3) return { kind: "not_tls" };
+  at += 2 + 32;
+  if (end - at < 1) return { kind: "not_tls" };
+  const sessionIdLength = bytes[at] ?? 0;
+  at += 1;
+  if (sessionIdLength > 32 || end - at < sessionIdLength) return { kind: "not_tls" };
+  at += sessionIdLength;
+  if (end - at < 2) return { kind: "not_tls" };
+  const suitesLength = u16(bytes, at);
+  at += 2;
+  if (suitesLength % 2 !== 0 || end - at < suitesLength) return { kind: "not_tls" };
+  at += suitesLength;
+  if (end - at < 1) return { kind: "not_tls" };
+  const compressionLength = bytes[at] ?? 0;
+  at += 1;
+  if (end - at < compressionLength) return { kind: "not_tls" };
+  at += compressionLength;
   const result: { kind: "tls"; sni?: string; alpn: string[] } = { kind: "tls", alpn: [] };
-  if (r.remaining === 0) return result;
-  const extensionsLength = r.u16();
-  if (extensionsLength === undefined || r.remaining < extensionsLength) return { kind: "not_tls" };
-  const end = r.offset + extensionsLength;
-  while (r.offset < end) {
-    const type = end - r.offset >= 2 ? r.u16() : undefined;
-    const length = end - r.offset >= 2 ? r.u16() : undefined;
-    if (type === undefined || length === undefined || end - r.offset < length) return { kind: "not_tls" };
+  if (at === end) return result;
+  if (end - at < 2) return { kind: "not_tls" };
+  const extensionsLength = u16(bytes, at);
+  at += 2;
+  if (end - at < extensionsLength) return { kind: "not_tls" };
+  const extensionsEnd = at + extensionsLength;
+  while (at < extensionsEnd) {
+    if (extensionsEnd - at < 4) return { kind: "not_tls" };
+    const type = u16(bytes, at);
+    const dataEnd = at + 4 + u16(bytes, at + 2);
+    at += 4;
+    if (dataEnd > extensionsEnd) return { kind: "not_tls" };
     if (type === EXT_SERVER_NAME) {
-      const sni = parseServerName(r.take(length) ?? new Uint8Array());
+      const sni = parseServerName(bytes, at, dataEnd);
       if (sni === null) return { kind: "not_tls" };
       if (sni !== undefined) result.sni = sni;
     } else if (type === EXT_ALPN) {
-      const alpn = parseAlpn(r.take(length) ?? new Uint8Array());
+      const alpn = parseAlpn(bytes, at, dataEnd);
       if (alpn === undefined) return { kind: "not_tls" };
       result.alpn = alpn;
-    } else {
-      r.skip(length);
     }
+    at = dataEnd;
   }
   return result;
 }
 
-/** The bytes as a latin1 string, without copying them first. */
-function latin1(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("latin1");
-}
-
-/** `undefined` = no host_name entry, `null` = malformed. */
-function parseServerName(data: Uint8Array): string | undefined | null {
-  const r = new Reader(data);
-  const listLength = r.u16();
-  const list = listLength === undefined ? undefined : r.take(listLength);
-  if (list === undefined || r.remaining !== 0) return null;
-  const l = new Reader(list);
-  while (l.remaining > 0) {
-    const nameType = l.u8();
-    const nameLength = l.u16();
-    const name = nameLength === undefined ? undefined : l.take(nameLength);
-    if (nameType === undefined || name === undefined) return null;
+/** The server_name extension at `bytes[at, end)`: `undefined` = no host_name entry, `null` = malformed. */
+function parseServerName(bytes: Uint8Array, at: number, end: number): string | undefined | null {
+  if (end - at < 2 || u16(bytes, at) !== end - at - 2) return null;
+  at += 2;
+  while (at < end) {
+    if (end - at < 3) return null;
+    const nameType = bytes[at];
+    const nameEnd = at + 3 + u16(bytes, at + 1);
+    at += 3;
+    if (nameEnd > end) return null;
     if (nameType === 0) {
       // RFC 6066: an ASCII host name without a trailing dot.
-      if (name.length === 0 || name.length > 255) return null;
-      for (const byte of name) if (byte <= 0x20 || byte >= 0x7f) return null;
-      return latin1(name).toLowerCase();
+      if (nameEnd === at || nameEnd - at > 255) return null;
+      for (let i = at; i < nameEnd; i++) {
+        const byte = bytes[i] ?? 0;
+        if (byte <= 0x20 || byte >= 0x7f) return null;
+      }
+      return latin1(bytes, at, nameEnd).toLowerCase();
     }
+    at = nameEnd;
   }
   return undefined;
 }
 
-function parseAlpn(data: Uint8Array): string[] | undefined {
-  const r = new Reader(data);
-  const listLength = r.u16();
-  const list = listLength === undefined ? undefined : r.take(listLength);
-  if (list === undefined || r.remaining !== 0) return undefined;
-  const l = new Reader(list);
+/** The ALPN extension's protocol names at `bytes[at, end)`; `undefined` when malformed. */
+function parseAlpn(bytes: Uint8Array, at: number, end: number): string[] | undefined {
+  if (end - at < 2 || u16(bytes, at) !== end - at - 2) return undefined;
+  at += 2;
   const out: string[] = [];
-  while (l.remaining > 0) {
-    const length = l.u8();
-    const name = length === undefined || length === 0 ? undefined : l.take(length);
-    if (name === undefined) return undefined;
-    out.push(latin1(name));
+  while (at < end) {
+    const nameEnd = at + 1 + (bytes[at] ?? 0);
+    at += 1;
+    if (nameEnd === at || nameEnd > end) return undefined;
+    out.push(latin1(bytes, at, nameEnd));
+    at = nameEnd;
   }
   return out;
 }
