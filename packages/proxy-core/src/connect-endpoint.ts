@@ -1,5 +1,6 @@
 import net from "node:net";
 import tls from "node:tls";
+import type { HostPort } from "./address.js";
 import type { TlsCredentials } from "./credentials.js";
 import { certificateNotAfter, namesIdentity } from "./credentials.js";
 import { ProxyError } from "./errors.js";
@@ -57,8 +58,10 @@ export interface ConnectEndpointOptions {
 export interface EndpointConnection {
   socket: net.Socket | tls.TLSSocket;
   tls: TlsState;
-  /** The address actually dialled (the inbound port for opaque transport). */
+  /** The address actually dialled (the inbound port for opaque transport), as `host:port`. */
   remote: string;
+  /** The same address, as host and port. */
+  dialled: HostPort;
   /** With an identity: the server certificate's notAfter (for a resumed session, the one first seen). */
   peerNotAfter?: Date;
 }
@@ -93,6 +96,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   }
   if (identity === undefined) {
     const remote = `${endpoint.address}:${endpoint.port}`;
+    const dialled = { host: endpoint.address, port: endpoint.port };
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true, ...localAddress, ...onread });
       const timer = setTimeout(() => {
@@ -108,7 +112,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
         socket.removeAllListeners("error");
         const first = options.firstBytes?.();
         if (first !== undefined) socket.write(first);
-        resolve({ socket, tls: { tls: "no_identity", reason: "not_provided_by_service_discovery" }, remote });
+        resolve({ socket, tls: { tls: "no_identity", reason: "not_provided_by_service_discovery" }, remote, dialled });
       });
     });
   }
@@ -212,7 +216,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       const opening = header === undefined ? first : first === undefined ? header : Buffer.concat([header, first]);
       if (opening !== undefined) socket.write(opening);
       options.credentials.handshaken("outbound", socket);
-      resolve({ socket, tls: { tls: "true", peerId: identity }, remote, ...(notAfter === undefined ? {} : { peerNotAfter: notAfter }) });
+      resolve({ socket, tls: { tls: "true", peerId: identity }, remote, dialled: { host: endpoint.address, port }, ...(notAfter === undefined ? {} : { peerNotAfter: notAfter }) });
     });
   });
 }

@@ -31,11 +31,12 @@ describe("createOwnSockets", () => {
     const own = createOwnSockets({ graceMs: 10_000, now: () => clock });
     const server = net.createServer((s) => s.on("error", () => undefined));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-    const socket = net.connect((server.address() as net.AddressInfo).port, "127.0.0.1");
+    const bound = server.address() as net.AddressInfo;
+    const socket = net.connect(bound.port, "127.0.0.1");
     await once(socket, "connect");
     const { localAddress, localPort } = socket;
     expect(own.openedByProxy(localAddress, localPort)).toBe(false);
-    own.trackOpened(socket);
+    own.trackOpened(socket, { host: "127.0.0.1", port: bound.port });
     expect(own.openedByProxy(localAddress, localPort)).toBe(true);
     expect(own.openedByProxy(`::ffff:${localAddress ?? ""}`, localPort)).toBe(true);
     expect(own.openedByProxy(localAddress, (localPort ?? 0) + 1)).toBe(false);
@@ -48,6 +49,29 @@ describe("createOwnSockets", () => {
     clock += 12_000;
     expect(own.openedByProxy(localAddress, localPort)).toBe(false);
     expect(own.openedByProxy(undefined, undefined)).toBe(false);
+    server.close();
+  });
+
+  it("records connections dialled by loopback address or name, whatever their port, and never one dialled to a non-loopback IP", async () => {
+    const own = createOwnSockets();
+    const server = net.createServer((s) => s.on("error", () => undefined));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const { port } = server.address() as net.AddressInfo;
+    const opened = async (host: string): Promise<boolean> => {
+      const socket = net.connect(port, "127.0.0.1");
+      await once(socket, "connect");
+      own.trackOpened(socket, { host, port });
+      const recorded = own.openedByProxy(socket.localAddress, socket.localPort);
+      socket.destroy();
+      return recorded;
+    };
+    // No listener is known to `own`: the record backs up the listener checks, it does not depend on them.
+    expect(await opened("127.0.0.1")).toBe(true);
+    expect(await opened("localhost")).toBe(true);
+    expect(await opened("admin.example")).toBe(true);
+    // The host as dialled decides (the socket itself is on loopback here): a non-loopback IP's local end never is.
+    expect(await opened("10.0.0.7")).toBe(false);
+    expect(await opened("fd00::7")).toBe(false);
     server.close();
   });
 });

@@ -1,3 +1,4 @@
+import { isIP } from "node:net";
 import type net from "node:net";
 import os from "node:os";
 import { isLoopback } from "@meshtls/runtime";
@@ -20,11 +21,17 @@ export interface OwnSockets {
   /** The listeners' ports (for messages). */
   listenerPorts(): number[];
   /**
-   * Records a connection the proxy opened, once it is connected: its local end
-   * is remembered while it is open and for `graceMs` after it closes, since
-   * bytes it wrote may still be read by the other end after that.
+   * Records a connection the proxy opened to `dialled`, once it is connected:
+   * its local end is remembered while it is open and for `graceMs` after it
+   * closes, since bytes it wrote may still be read by the other end after
+   * that. Only a loopback local end can pass the admin's loopback check: a
+   * connection dialled to a non-loopback IP (whose local end is never
+   * loopback: every mesh connection between pods) is not read back at all,
+   * which spares a system call per connection. Loopback addresses and names
+   * are recorded whatever their port, so the record does not depend on the
+   * listener checks it backs up.
    */
-  trackOpened(socket: net.Socket): void;
+  trackOpened(socket: net.Socket, dialled: HostPort): void;
   /** Whether `address:port` is the local end of a connection the proxy opened. */
   openedByProxy(address: string | undefined, port: number | undefined): boolean;
 }
@@ -104,7 +111,8 @@ export function createOwnSockets(options: CreateOwnSocketsOptions = {}): OwnSock
       return listeners.find((l) => l.port === target.port && reaches(l.host, host))?.kind;
     },
     listenerPorts: () => [...ports],
-    trackOpened(socket) {
+    trackOpened(socket, dialled) {
+      if (isIP(dialled.host) !== 0 && !isLoopback(dialled.host)) return;
       const { localAddress, localPort } = socket;
       // Only a loopback source can pass the admin's loopback check; others need no record.
       if (localAddress === undefined || localPort === undefined) return;

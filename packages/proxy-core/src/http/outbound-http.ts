@@ -2,6 +2,7 @@ import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
 import { formatHostPort, parseHostPort } from "../address.js";
+import type { HostPort } from "../address.js";
 import type { Balancer } from "../balancer.js";
 import { endpointKey } from "../balancer.js";
 import { connectEndpoint } from "../connect-endpoint.js";
@@ -117,8 +118,8 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
   // Pool key → the endpoint it dials and the authority its transport header names (the last one a request used).
   const endpoints = new Map<string, { endpoint: Endpoint; authority: string }>();
   const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
-  const track = (socket: net.Socket, remote: string, state: TlsState, peerNotAfter: Date | undefined, retire: () => void): void => {
-    own.trackOpened(socket);
+  const track = (socket: net.Socket, dialled: HostPort, remote: string, state: TlsState, peerNotAfter: Date | undefined, retire: () => void): void => {
+    own.trackOpened(socket, dialled);
     metrics.trackConnection(socket, { direction: "outbound", peer: "dst", targetAddr: remote, tls: state });
     if (state.tls === "true") closeAtExpiry(socket, peerNotAfter, retire);
   };
@@ -162,7 +163,7 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
       if (entry === undefined) throw new ProxyError("ERR_CONNECT_FAILED", `no endpoint ${key}`);
       const connection = await connecting(entry.endpoint, connectEndpoint({ endpoint: entry.endpoint, credentials: options.credentials, authority: entry.authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress }));
       const { socket } = connection;
-      track(socket, connection.remote, connection.tls, connection.peerNotAfter, () => (agent === undefined ? socket.destroy() : retireHttp1Socket(agent, socket)));
+      track(socket, connection.dialled, connection.remote, connection.tls, connection.peerNotAfter, () => (agent === undefined ? socket.destroy() : retireHttp1Socket(agent, socket)));
       return socket;
     },
     async openSession(key) {
@@ -172,12 +173,12 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
       if (key.startsWith("h2|") && endpoint.identity !== undefined) {
         const { session, socket, peerNotAfter } = await connecting(endpoint, connectMeshH2({ address: endpoint.address, port: endpoint.port, identity: endpoint.identity, credentials: options.credentials, connectTimeoutMs: options.connectTimeoutMs, ...localAddress }));
         // close(): GOAWAY, no new streams; the connection ends with its last stream.
-        track(socket, formatHostPort(endpoint.address, endpoint.port), { tls: "true", peerId: endpoint.identity }, peerNotAfter, () => session.close());
+        track(socket, { host: endpoint.address, port: endpoint.port }, formatHostPort(endpoint.address, endpoint.port), { tls: "true", peerId: endpoint.identity }, peerNotAfter, () => session.close());
         return session;
       }
       const connection = await connecting(endpoint, connectEndpoint({ endpoint, credentials: options.credentials, authority, connectTimeoutMs: options.connectTimeoutMs, ...localAddress }));
       const opened: { session?: http2.ClientHttp2Session } = {};
-      track(connection.socket, connection.remote, connection.tls, connection.peerNotAfter, () => (opened.session === undefined ? connection.socket.destroy() : opened.session.close()));
+      track(connection.socket, connection.dialled, connection.remote, connection.tls, connection.peerNotAfter, () => (opened.session === undefined ? connection.socket.destroy() : opened.session.close()));
       // The transport header may still be on its way: node's HTTP/2 must not take the handle over a write in flight.
       await new Promise((resolve) => connection.socket.write(Buffer.alloc(0), resolve));
       opened.session = http2.connect(`http://${connection.remote}`, { createConnection: () => h2Transport(connection.socket) as net.Socket });

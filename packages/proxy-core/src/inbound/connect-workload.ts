@@ -36,7 +36,7 @@ export function createConnectWorkload(options: { own: OwnSockets; connectTimeout
       socket.once("connect", () => {
         clearTimeout(timer);
         socket.removeAllListeners("error");
-        own.trackOpened(socket);
+        own.trackOpened(socket, workload);
         resolve(socket);
       });
     });
