@@ -52,7 +52,7 @@ describe("createOwnSockets", () => {
     server.close();
   });
 
-  it("records connections dialled by loopback address or name, whatever their port, and never one dialled to a non-loopback IP", async () => {
+  it("records connections dialled by loopback or unspecified address, IPv6 literal or name, whatever their port, and none dialled to another IPv4 address", async () => {
     const own = createOwnSockets();
     const server = net.createServer((s) => s.on("error", () => undefined));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
@@ -69,9 +69,12 @@ describe("createOwnSockets", () => {
     expect(await opened("127.0.0.1")).toBe(true);
     expect(await opened("localhost")).toBe(true);
     expect(await opened("admin.example")).toBe(true);
-    // The host as dialled decides (the socket itself is on loopback here): a non-loopback IP's local end never is.
+    expect(await opened("127.9.8.7")).toBe(true);
+    // Spellings that reach this host from loopback without looking like 127.0.0.1.
+    for (const host of ["0.0.0.0", "::", "::1", "0:0:0:0:0:0:0:1", "::ffff:7f00:1", "::ffff:127.0.0.1"]) expect(await opened(host)).toBe(true);
+    // The host as dialled decides (the socket itself is on loopback here): another IPv4 address's local end never is.
     expect(await opened("10.0.0.7")).toBe(false);
-    expect(await opened("fd00::7")).toBe(false);
+    expect(await opened("192.168.1.20")).toBe(false);
     server.close();
   });
 });

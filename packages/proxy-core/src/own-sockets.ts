@@ -1,4 +1,4 @@
-import { isIP } from "node:net";
+import { isIPv4 } from "node:net";
 import type net from "node:net";
 import os from "node:os";
 import { isLoopback } from "@meshtls/runtime";
@@ -25,11 +25,13 @@ export interface OwnSockets {
    * its local end is remembered while it is open and for `graceMs` after it
    * closes, since bytes it wrote may still be read by the other end after
    * that. Only a loopback local end can pass the admin's loopback check: a
-   * connection dialled to a non-loopback IP (whose local end is never
-   * loopback: every mesh connection between pods) is not read back at all,
-   * which spares a system call per connection. Loopback addresses and names
-   * are recorded whatever their port, so the record does not depend on the
-   * listener checks it backs up.
+   * connection dialled to an IPv4 address outside 127.0.0.0/8 and 0.0.0.0/8
+   * (whose local end is never loopback: every mesh connection between pods
+   * on IPv4) is not read back at all, which spares a system call per
+   * connection. Everything else — loopback, the unspecified addresses (which
+   * reach this host), every IPv6 literal (whose loopback has many spellings)
+   * and names — is recorded whatever the port, so the record does not depend
+   * on the listener checks it backs up.
    */
   trackOpened(socket: net.Socket, dialled: HostPort): void;
   /** Whether `address:port` is the local end of a connection the proxy opened. */
@@ -57,6 +59,14 @@ function normalizeHost(host: string): string {
   const lower = host.toLowerCase().replace(/^\[(.*)\]$/, "$1");
   if (lower === "localhost") return "127.0.0.1";
   return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/.exec(lower)?.[1] ?? lower;
+}
+
+/**
+ * Whether a connection dialled to `host` cannot have a loopback local end: an IPv4 literal (node's dotted form, no
+ * leading zeros) outside 127.0.0.0/8 and 0.0.0.0/8 (Linux takes 0.0.0.0 for this host).
+ */
+function neverLoopback(host: string): boolean {
+  return isIPv4(host) && !host.startsWith("127.") && !host.startsWith("0.");
 }
 
 /** Every address of this host's interfaces, normalized. */
@@ -112,7 +122,7 @@ export function createOwnSockets(options: CreateOwnSocketsOptions = {}): OwnSock
     },
     listenerPorts: () => [...ports],
     trackOpened(socket, dialled) {
-      if (isIP(dialled.host) !== 0 && !isLoopback(dialled.host)) return;
+      if (neverLoopback(dialled.host)) return;
       const { localAddress, localPort } = socket;
       // Only a loopback source can pass the admin's loopback check; others need no record.
       if (localAddress === undefined || localPort === undefined) return;
