@@ -41,6 +41,18 @@ describe("parseClientHello", () => {
     expect(parseClientHello(fragmented)).toMatchObject({ kind: "tls", sni: "split.example" });
   });
 
+  it("reads a hello cut into 1-byte records, a byte at a time, in time linear in its length (a minute of CPU per connection before)", async () => {
+    const hello = await captureClientHello({ servername: "tiny.example" });
+    const records = Buffer.concat([...hello.subarray(5)].map((byte) => Buffer.from([22, 3, 1, 0, 1, byte])));
+    expect(parseClientHello(records)).toMatchObject({ kind: "tls", sni: "tiny.example" });
+    // Every prefix up to detection's 8 KiB bound, as detection parses them for a client sending one byte per segment.
+    const bounded = records.subarray(0, 8192);
+    const started = performance.now();
+    for (let i = 1; i <= bounded.length; i++) parseClientHello(bounded.subarray(0, i));
+    // About 0.2 s here; joining the fragments at every record took 59 s.
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
   it("calls plaintext and garbage not TLS", () => {
     expect(parseClientHello(Buffer.from("GET / HTTP/1.1\r\n"))).toEqual({ kind: "not_tls" });
     expect(parseClientHello(Buffer.from([22, 2, 0]))).toEqual({ kind: "not_tls" });
