@@ -52,15 +52,15 @@ describe("createOwnSockets", () => {
     server.close();
   });
 
-  it("records connections dialled by loopback or unspecified address, IPv6 literal or name, whatever their port, and none dialled to another IPv4 address", async () => {
+  it("records connections dialled by loopback or unspecified address, IPv6 literal or name, whatever their port, and none dialled to (or bound to) another IPv4 address", async () => {
     const own = createOwnSockets();
     const server = net.createServer((s) => s.on("error", () => undefined));
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const { port } = server.address() as net.AddressInfo;
-    const opened = async (host: string): Promise<boolean> => {
+    const opened = async (host: string, boundTo?: string): Promise<boolean> => {
       const socket = net.connect(port, "127.0.0.1");
       await once(socket, "connect");
-      own.trackOpened(socket, { host, port });
+      own.trackOpened(socket, { host, port }, boundTo);
       const recorded = own.openedByProxy(socket.localAddress, socket.localPort);
       socket.destroy();
       return recorded;
@@ -75,6 +75,10 @@ describe("createOwnSockets", () => {
     // The host as dialled decides (the socket itself is on loopback here): another IPv4 address's local end never is.
     expect(await opened("10.0.0.7")).toBe(false);
     expect(await opened("192.168.1.20")).toBe(false);
+    // Bound to a local address, the local end is that address whatever the destination.
+    expect(await opened("10.0.0.7", "127.0.0.1")).toBe(true);
+    expect(await opened("10.0.0.7", "0.0.0.0")).toBe(true);
+    expect(await opened("127.0.0.1", "10.0.0.5")).toBe(false);
     server.close();
   });
 });

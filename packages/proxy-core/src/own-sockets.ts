@@ -21,19 +21,20 @@ export interface OwnSockets {
   /** The listeners' ports (for messages). */
   listenerPorts(): number[];
   /**
-   * Records a connection the proxy opened to `dialled`, once it is connected:
-   * its local end is remembered while it is open and for `graceMs` after it
+   * Records a connection the proxy opened to `dialled` (from the local
+   * address `boundTo`, when it was bound to one), once it is connected: its
+   * local end is remembered while it is open and for `graceMs` after it
    * closes, since bytes it wrote may still be read by the other end after
    * that. Only a loopback local end can pass the admin's loopback check: a
-   * connection dialled to an IPv4 address outside 127.0.0.0/8 and 0.0.0.0/8
-   * (whose local end is never loopback: every mesh connection between pods
-   * on IPv4) is not read back at all, which spares a system call per
-   * connection. Everything else — loopback, the unspecified addresses (which
-   * reach this host), every IPv6 literal (whose loopback has many spellings)
-   * and names — is recorded whatever the port, so the record does not depend
-   * on the listener checks it backs up.
+   * connection bound to, or else dialled to, an IPv4 address outside
+   * 127.0.0.0/8 and 0.0.0.0/8 (whose local end is never loopback: every mesh
+   * connection between pods on IPv4) is not read back at all, which spares a
+   * system call per connection. Everything else — loopback, the unspecified
+   * addresses (which reach this host), every IPv6 literal (whose loopback has
+   * many spellings) and names — is recorded whatever the port, so the record
+   * does not depend on the listener checks it backs up.
    */
-  trackOpened(socket: net.Socket, dialled: HostPort): void;
+  trackOpened(socket: net.Socket, dialled: HostPort, boundTo?: string): void;
   /** Whether `address:port` is the local end of a connection the proxy opened. */
   openedByProxy(address: string | undefined, port: number | undefined): boolean;
 }
@@ -121,8 +122,9 @@ export function createOwnSockets(options: CreateOwnSocketsOptions = {}): OwnSock
       return listeners.find((l) => l.port === target.port && reaches(l.host, host))?.kind;
     },
     listenerPorts: () => [...ports],
-    trackOpened(socket, dialled) {
-      if (neverLoopback(dialled.host)) return;
+    trackOpened(socket, dialled, boundTo) {
+      // A bound socket's local end is its bound address; otherwise a non-loopback IPv4 destination's is not loopback.
+      if (neverLoopback(boundTo ?? dialled.host)) return;
       const { localAddress, localPort } = socket;
       // Only a loopback source can pass the admin's loopback check; others need no record.
       if (localAddress === undefined || localPort === undefined) return;

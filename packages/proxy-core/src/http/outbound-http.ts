@@ -119,7 +119,7 @@ export function createOutboundHttp(options: CreateOutboundHttpOptions): Outbound
   const endpoints = new Map<string, { endpoint: Endpoint; authority: string }>();
   const localAddress = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
   const track = (socket: net.Socket, dialled: HostPort, remote: string, state: TlsState, peerNotAfter: Date | undefined, retire: () => void): void => {
-    own.trackOpened(socket, dialled);
+    own.trackOpened(socket, dialled, options.localAddress);
     metrics.trackConnection(socket, { direction: "outbound", peer: "dst", targetAddr: remote, tls: state });
     if (state.tls === "true") closeAtExpiry(socket, peerNotAfter, retire);
   };

@@ -89,7 +89,7 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
         });
         balancer.connected(endpoint);
         connection.socket.once("close", release);
-        own.trackOpened(connection.socket, connection.dialled);
+        own.trackOpened(connection.socket, connection.dialled, options.localAddress);
         metrics.trackConnection(connection.socket, { direction: "outbound", peer: "dst", targetAddr: connection.remote, tls: connection.tls });
         return { ...connection, endpoint };
       } catch (error) {
