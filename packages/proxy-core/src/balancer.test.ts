@@ -39,10 +39,72 @@ describe("power-of-two-choices balancer", () => {
   });
 });
 
+describe("peak-EWMA latency estimates", () => {
+  // tower's PeakEwma `default_decay`: a new endpoint starts at the default RTT, which decays toward 0.
+  it("a new endpoint is picked over a warm one once its default RTT has decayed below the warm one's cost", () => {
+    let now = 0;
+    const balancer = createBalancer({ now: () => now, defaultRttMs: 30, decayMs: 10_000 });
+    const [warm, added] = [ep(1), ep(2)];
+    // The warm one's estimate goes from the default to its 2 ms samples over a minute of them.
+    for (now = 0; now <= 60_000; now += 100) balancer.observe(warm, 2);
+    expect(balancer.pick([warm, added])).toBe(warm);
+    // 30 ms · e^(-t / 10 s) < 2 ms once t > 10 s · ln 15 ≈ 27.1 s.
+    let firstPicked: number | undefined;
+    for (const start = now; now - start <= 60_000; now += 100) {
+      balancer.observe(warm, 2);
+      if (balancer.pick([warm, added]) === added) {
+        firstPicked = now - start;
+        break;
+      }
+    }
+    expect(firstPicked).toBeGreaterThan(20_000);
+    expect(firstPicked).toBeLessThan(30_000);
+  });
+
+  it("a peak is taken at once and forgotten with the decay; a failed endpoint is tried again", () => {
+    let now = 0;
+    const balancer = createBalancer({ now: () => now, random: () => 0, decayMs: 10_000, failurePenaltyMs: 5000 });
+    const [a, b] = [ep(1), ep(2)];
+    for (; now <= 100_000; now += 100) {
+      balancer.observe(a, 1);
+      balancer.observe(b, 1);
+    }
+    balancer.fail(a);
+    expect(balancer.pick([a, b])).toBe(b);
+    now += 10_000;
+    balancer.observe(b, 1);
+    expect(balancer.pick([a, b])).toBe(b);
+    // 5 s · e^(-t / 10 s) falls below b's ~1 ms after ~85 s of no sample on a.
+    let triedAgain: number | undefined;
+    for (const start = now; now - start <= 120_000; now += 500) {
+      balancer.observe(b, 1);
+      if (balancer.pick([a, b]) === a) {
+        triedAgain = now - start;
+        break;
+      }
+    }
+    expect(triedAgain).toBeDefined();
+    expect(triedAgain).toBeLessThan(120_000);
+  });
+
+  it("keeps at most 4,096 estimates however many endpoints come and go", () => {
+    let now = 0;
+    const balancer = createBalancer({ now: () => now });
+    for (let port = 1; port <= 20_000; port++) {
+      now += 1;
+      balancer.fail(ep(port));
+    }
+    // The latest failure is still known (5 s, so a fresh endpoint at the 30 ms default wins); the first was dropped (a fresh one again, so it wins).
+    expect(balancer.pick([ep(20_000), ep(30_000)])).toEqual(ep(30_000));
+    expect(balancer.pick([ep(1), ep(20_000)])).toEqual(ep(1));
+  });
+});
+
 describe("endpoints set aside after a failed connect", () => {
   it("are not picked for a backoff doubling from 1 s to 30 s, reset by a success", () => {
     let now = 0;
-    const balancer = createBalancer({ now: () => now });
+    // No decay within the test: every endpoint costs the default, so all of them are picked once none is set aside.
+    const balancer = createBalancer({ now: () => now, decayMs: Number.POSITIVE_INFINITY });
     const [a, b, c] = [ep(1), ep(2), ep(3)];
     const endpoints = [a, b, c];
     const picks = (): Set<number> => new Set(Array.from({ length: 60 }, () => balancer.pick(endpoints)?.port ?? 0));

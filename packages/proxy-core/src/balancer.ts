@@ -6,9 +6,9 @@ export interface CreateBalancerOptions {
   random?: () => number;
   /** Milliseconds since some fixed point. Default performance.now. */
   now?: () => number;
-  /** The latency estimate of an endpoint nothing was measured on yet. Default 30 (Linkerd's default RTT). */
+  /** The latency estimate an endpoint starts with, from when it is first a candidate. Default 30 (Linkerd's default RTT). */
   defaultRttMs?: number;
-  /** How fast an estimate forgets a past peak. Default 10000 (Linkerd's `decay`). */
+  /** How fast an estimate forgets: it decays toward 0 while nothing is measured, and toward each lower sample. Default 10000 (Linkerd's `decay`). */
   decayMs?: number;
   /** The latency a failed connect or request counts as. Default 5000. */
   failurePenaltyMs?: number;
@@ -66,11 +66,20 @@ interface SetAside {
 
 /** Set-aside records kept before the lapsed ones are dropped (endpoints come and go with discovery). */
 const MAX_SET_ASIDE_RECORDS = 1000;
+/** Latency estimates kept before the stale ones are dropped (endpoints come and go with discovery). */
+const MAX_ESTIMATES = 4096;
+/** An estimate untouched for this many decay periods has decayed to nothing (e^-20); dropped, its endpoint starts over at the default if it is seen again. */
+const STALE_DECAYS = 20;
 
 /**
  * Creates a power-of-two-choices balancer over Linkerd's peak-EWMA
- * (linkerd/proxy/balance: `PeakEwma`): a higher latency is taken at once,
- * a lower one blends in with weight `1 - exp(-elapsed / decay)`. An endpoint
+ * (linkerd/proxy/balance over tower's `PeakEwma`): an endpoint starts at the
+ * default RTT when it is first a candidate; a higher latency is taken at
+ * once, a lower one blends in with weight `1 - exp(-elapsed / decay)`, and
+ * while nothing is measured the estimate decays toward 0 — so a new or
+ * penalized endpoint is tried once it looks cheaper than a warm one (within
+ * `decay × ln(default / warm cost)`: about 27 s for a 2 ms warm endpoint
+ * with Linkerd's defaults), never starved. An endpoint
  * whose connect failed is set aside with a doubling backoff, as Linkerd's
  * balancer holds an endpoint unready while it reconnects; when every
  * endpoint is set aside they are all picked from (availability fails open).
@@ -98,31 +107,37 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
   const open = new Map<string, number>();
   const estimates = new Map<string, Estimate>();
   const load = (endpoint: Endpoint): number => open.get(endpointKey(endpoint)) ?? 0;
-  const rtt = (key: string): number => {
-    const estimate = estimates.get(key);
-    if (estimate === undefined) return defaultRttMs;
-    // An idle estimate decays toward the default, so a penalized endpoint is tried again.
-    const weight = Math.exp(-(now() - estimate.at) / decayMs);
-    return estimate.rttMs * weight + defaultRttMs * (1 - weight);
+  // The estimate of `key` as of `at`, started at the default RTT the first time it is asked for (tower's `PeakEwma::new`).
+  const estimateOf = (key: string, at: number): Estimate => {
+    const known = estimates.get(key);
+    if (known !== undefined) return known;
+    if (estimates.size >= MAX_ESTIMATES) {
+      for (const [k, e] of estimates) if (at - e.at > STALE_DECAYS * decayMs) estimates.delete(k);
+      const oldest = estimates.keys().next().value;
+      if (estimates.size >= MAX_ESTIMATES && oldest !== undefined) estimates.delete(oldest);
+    }
+    const started = { rttMs: defaultRttMs, at };
+    estimates.set(key, started);
+    return started;
   };
-  const cost = (endpoint: Endpoint): number => (rtt(endpointKey(endpoint)) * (load(endpoint) + 1)) / Math.max(endpoint.weight, 1);
+  // Decayed toward 0 since it was last touched (tower's `RttEstimate::decay`: an update with a zero sample). In place: one object per endpoint.
+  const decayed = (estimate: Estimate, at: number): number => {
+    estimate.rttMs *= Math.exp(-(at - estimate.at) / decayMs);
+    estimate.at = at;
+    return estimate.rttMs;
+  };
+  const cost = (endpoint: Endpoint, at: number): number => (decayed(estimateOf(endpointKey(endpoint), at), at) * (load(endpoint) + 1)) / Math.max(endpoint.weight, 1);
   const update = (endpoint: Endpoint, sampleMs: number): void => {
-    const key = endpointKey(endpoint);
     const at = now();
-    const previous = estimates.get(key);
-    if (previous === undefined) {
-      estimates.set(key, { rttMs: sampleMs, at });
-      return;
+    const estimate = estimateOf(endpointKey(endpoint), at);
+    if (sampleMs > estimate.rttMs) {
+      // The peak is taken at once.
+      estimate.rttMs = sampleMs;
+    } else {
+      const weight = Math.exp(-(at - estimate.at) / decayMs);
+      estimate.rttMs = estimate.rttMs * weight + sampleMs * (1 - weight);
     }
-    if (sampleMs > previous.rttMs) {
-      previous.rttMs = sampleMs;
-      previous.at = at;
-      return;
-    }
-    const weight = Math.exp(-(at - previous.at) / decayMs);
-    // In place: one estimate object per endpoint, not one per request.
-    previous.rttMs = previous.rttMs * weight + sampleMs * (1 - weight);
-    previous.at = at;
+    estimate.at = at;
   };
   return {
     pick(endpoints, exclude) {
@@ -135,7 +150,8 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
       const a = candidates[i];
       const b = candidates[j];
       if (a === undefined || b === undefined) return a ?? b;
-      return cost(b) < cost(a) ? b : a;
+      const at = now();
+      return cost(b, at) < cost(a, at) ? b : a;
     },
     acquire(endpoint) {
       const key = endpointKey(endpoint);

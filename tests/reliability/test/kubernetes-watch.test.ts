@@ -74,7 +74,8 @@ describe("destination in Kubernetes mode: the watch lost", () => {
     const servedAt = await witness.served(change.to.map((e) => e.ip), since, CONVERGE_MS);
     if (servedAt === undefined) return { servedAt, followedAt: undefined, late: 0, ok: false };
     if (change.kind === "gain") {
-      // A's balancer tries a new endpoint once its cost beats the warm one's (Linkerd's default RTT of 30 ms): seconds, not at once.
+      // A's balancer tries a new endpoint once its default RTT (30 ms, decaying toward 0 over 10 s) is below the warm
+      // one's cost: 10 s × ln(30 ms / warm cost), about 27 s beside a 2 ms endpoint, not at once.
       const followedAt = await poll(() => traffic.since(since).find((o) => o.result === answer)?.at, CONVERGE_MS, 100);
       return { servedAt, followedAt, late: 0, ok: followedAt !== undefined };
     }
