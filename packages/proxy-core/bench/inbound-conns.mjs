@@ -18,6 +18,7 @@ import { createInterface } from "node:readline";
 import tls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { createBenchPki, identityOf } from "./mesh-pki.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -34,7 +35,7 @@ const { values } = parseArgs({
 });
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ownDist = path.join(here, "../dist/index.js");
-const SERVER_ID = "b.default.serviceaccount.identity.meshtls.cluster.local";
+const SERVER_ID = identityOf("b");
 
 if (values.serve !== undefined) await serve();
 else await main();
@@ -78,19 +79,15 @@ async function serve() {
 }
 
 async function main() {
-  const { createIssuer, createTrustAnchor, exportPrivateKey, generateKeyPair, issueLeaf, pemEncode } = await import("@meshtls/pki");
   const { encodeHeader } = await import(ownDist);
   const dir = mkdtempSync(path.join(os.tmpdir(), "meshtls-inbound-bench-"));
-  const anchor = await createTrustAnchor();
-  const issuer = await createIssuer({ anchor: { certificate: anchor.certificate, privateKey: anchor.keyPair.privateKey } });
-  writeFileSync(path.join(dir, "ca.der"), Buffer.from(anchor.certificate));
-  writeFileSync(path.join(dir, "ca.pem"), pemEncode("CERTIFICATE", anchor.certificate));
+  const pki = await createBenchPki();
+  writeFileSync(path.join(dir, "ca.der"), pki.caDer);
+  writeFileSync(path.join(dir, "ca.pem"), pki.caPem);
   for (const sa of ["a", "b"]) {
-    const identity = `${sa}.default.serviceaccount.identity.meshtls.cluster.local`;
-    const pair = await generateKeyPair();
-    const leaf = await issueLeaf({ issuer: { certificate: issuer.certificate, privateKey: issuer.keyPair.privateKey }, publicKey: pair.publicKey, identity, spiffeId: `spiffe://cluster.local/ns/default/sa/${sa}` });
-    writeFileSync(path.join(dir, `${sa}.key`), await exportPrivateKey(pair.privateKey));
-    writeFileSync(path.join(dir, `${sa}.crt`), pemEncode("CERTIFICATE", leaf) + pemEncode("CERTIFICATE", issuer.certificate));
+    const { key, cert } = await pki.leaf(sa);
+    writeFileSync(path.join(dir, `${sa}.key`), key);
+    writeFileSync(path.join(dir, `${sa}.crt`), cert);
   }
 
   // The workload: answers the first bytes with 1 KiB and closes.

@@ -10,25 +10,18 @@
 import { once } from "node:events";
 import tls from "node:tls";
 import { parseArgs } from "node:util";
-import { createIssuer, createTrustAnchor, exportPrivateKey, generateKeyPair, issueLeaf, pemEncode } from "@meshtls/pki";
 import { DEFAULT_TLS_GROUPS, groupsForOpenssl } from "../dist/index.js";
+import { createBenchPki, identityOf } from "./mesh-pki.mjs";
 
 const { values } = parseArgs({ options: { seconds: { type: "string", default: "3" }, rounds: { type: "string", default: "3" } } });
 const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 
-async function leaf(identity) {
-  const pair = await generateKeyPair();
-  const certificate = await issueLeaf({ issuer: { certificate: issuer.certificate, privateKey: issuer.keyPair.privateKey }, publicKey: pair.publicKey, identity });
-  return { key: await exportPrivateKey(pair.privateKey), cert: pemEncode("CERTIFICATE", certificate) + pemEncode("CERTIFICATE", issuer.certificate) };
-}
-
-const anchor = await createTrustAnchor();
-const issuer = await createIssuer({ anchor: { certificate: anchor.certificate, privateKey: anchor.keyPair.privateKey } });
-const ca = pemEncode("CERTIFICATE", anchor.certificate);
-const SERVER = "api.default.serviceaccount.identity.meshtls.cluster.local";
-const server = await leaf(SERVER);
-const client = await leaf("web.default.serviceaccount.identity.meshtls.cluster.local");
+const pki = await createBenchPki();
+const ca = pki.caPem;
+const SERVER = identityOf("api");
+const server = await pki.leaf("api");
+const client = await pki.leaf("web");
 
 async function phase(groups) {
   const ecdhCurve = groupsForOpenssl(groups);
