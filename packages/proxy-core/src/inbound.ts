@@ -1,5 +1,4 @@
 import type net from "node:net";
-import type tls from "node:tls";
 import type { HostPort } from "./address.js";
 import { formatHostPort } from "./address.js";
 import type { TlsCredentials } from "./credentials.js";
@@ -157,8 +156,8 @@ export function createInbound(options: CreateInboundOptions): Inbound {
 
     const terminated = await terminateTls(detected, raw);
     if (isRefusal(terminated)) return fail(raw, terminated);
+    // Not tracked apart from `raw`: node closes the TLS socket with the connection it wraps, and `raw` with it.
     const { socket } = terminated;
-    track(socket);
     bounds?.track(socket, terminated.target.clientId);
     const retargeted = await opaqueTransportLayer(terminated.target, socket, headerOptions);
     if (isRefusal(retargeted)) return fail(socket, retargeted);
@@ -174,7 +173,16 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     // The SNI of a pass-through connection is the client's own choice: it
     // becomes a label only once policy let the connection in.
     const legTls: TlsState = target.tls.tls === "opaque" && decision?.allow === false ? { tls: "opaque", sni: "" } : target.tls;
-    metrics.trackConnection(client, { direction: "inbound", peer: "src", targetAddr, tls: legTls, ...(decision === undefined ? {} : { decision }) });
+    const closeLeg = metrics.openConnection(client, { direction: "inbound", peer: "src", targetAddr, tls: legTls, ...(decision === undefined ? {} : { decision }) });
+    // The connection's one close listener of the stack's own: its metrics leg, and its port's policy while it was followed.
+    let release: (() => void) | undefined;
+    let followed = false;
+    client.on("close", () => {
+      closeLeg();
+      if (!followed) return;
+      authorized.delete(client);
+      release?.();
+    });
     if (decision !== undefined) {
       metrics.recordAuthz(decision, targetAddr, authzPeer(target));
       if (!decision.allow) {
@@ -187,11 +195,8 @@ export function createInbound(options: CreateInboundOptions): Inbound {
       }
       authorized.set(client, target);
       // Its port's policy stays followed while it is open: a later update may close it.
-      const release = policy.retain?.(target.port);
-      client.once("close", () => {
-        authorized.delete(client);
-        release?.();
-      });
+      release = policy.retain?.(target.port);
+      followed = true;
     }
     // Protocol: HTTP is served per request; anything else is forwarded as bytes.
     const protocol: DetectedProtocol = serveOptions.authorize ? await detectProtocolLayer(target, client, protocolOptions) : { kind: "opaque", reason: "port_skipped" };
@@ -252,10 +257,11 @@ export function createInbound(options: CreateInboundOptions): Inbound {
     },
   });
 
-  const sockets = new Set<net.Socket | tls.TLSSocket>();
-  const track = (socket: net.Socket | tls.TLSSocket): void => {
+  // Accepted connections (a mesh connection's TLS socket wraps its entry: destroying one destroys the other, and both close together).
+  const sockets = new Set<net.Socket>();
+  const track = (socket: net.Socket): void => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    socket.on("close", () => sockets.delete(socket));
   };
   const server = createInboundServer({ maxConnections: options.maxConnections ?? 10_000, metrics }, (raw) => {
     track(raw);

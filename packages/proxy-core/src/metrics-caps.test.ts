@@ -46,3 +46,23 @@ describe("createProxyMetrics: the outbound target_addr the local application cho
     expect(values.has(OVERFLOW_LABEL_VALUE)).toBe(true);
   });
 });
+
+describe("createProxyMetrics: a leg whose close the caller reports (openConnection)", () => {
+  it("is open until its closer runs, counted closed once however often it runs, with its bytes", async () => {
+    const metrics = createProxyMetrics();
+    const socket = fakeSocket();
+    const close = metrics.openConnection(socket, { direction: "inbound", peer: "src", targetAddr: "127.0.0.1:8080", tls: { tls: "true", peerId: "a.ns.serviceaccount.identity.meshtls.cluster.local" } });
+    expect(metrics.openConnections()).toBe(1);
+    socket.bytesRead = 300;
+    socket.bytesWritten = 1024;
+    close();
+    close();
+    expect(metrics.openConnections()).toBe(0);
+    const text = await metrics.registry.metrics();
+    const series = `direction="inbound",peer="src",target_addr="127.0.0.1:8080",tls="true",client_id="a.ns.serviceaccount.identity.meshtls.cluster.local"`;
+    expect(text).toContain(`tcp_open_total{${series}} 1`);
+    expect(text).toContain(`tcp_close_total{${series}} 1`);
+    expect(text).toContain(`tcp_read_bytes_total{${series}} 300`);
+    expect(text).toContain(`tcp_write_bytes_total{${series}} 1024`);
+  });
+});

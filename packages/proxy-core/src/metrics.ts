@@ -48,6 +48,12 @@ export interface ProxyMetrics {
   readonly tap: TapHub;
   /** Counts a leg open now and closed (with its bytes) when the socket closes. */
   trackConnection(socket: CountedSocket, leg: ConnectionLeg): void;
+  /**
+   * Counts a leg open now; the caller calls the result when the socket has
+   * closed (more than once is harmless). For a caller that listens for the
+   * close anyway: one listener per connection, not one per bookkeeper.
+   */
+  openConnection(socket: CountedSocket, leg: ConnectionLeg): () => void;
   /** Counts a policy decision; `peer` (the client's address and identity) ties its tap event to the connection's. */
   recordAuthz(decision: AuthorizeDecision, targetAddr: string, peer?: { address?: string; id?: string }): void;
   /** Counts an open connection closed because its port's new policy denies it. */
@@ -191,6 +197,26 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
     if (written > leg.reportedWritten) leg.series.written += written - leg.reportedWritten;
     leg.reportedRead = read;
     leg.reportedWritten = written;
+  };
+  const openConnection = (socket: CountedSocket, connection: ConnectionLeg): (() => void) => {
+    const series = seriesOf(connection);
+    const leg: OpenLeg = { socket, series, reportedRead: 0, reportedWritten: 0, openedAt: performance.now() };
+    // The peer's address is read only while someone taps (a closed socket no longer knows it).
+    let peerAddr = tap.hasSubscribers() ? socketPeer(socket) : undefined;
+    if (tap.hasSubscribers()) tap.publish(connectionEvent(leg, connection, "open", peerAddr));
+    open.add(leg);
+    series.opened++;
+    series.open++;
+    return () => {
+      if (!open.delete(leg)) return;
+      flushBytes(leg);
+      if (tap.hasSubscribers()) {
+        peerAddr ??= socketPeer(socket);
+        tap.publish(connectionEvent(leg, connection, "close", peerAddr));
+      }
+      series.closed++;
+      series.open--;
+    };
   };
   const flushLegs = (): void => {
     for (const leg of open) flushBytes(leg);
@@ -370,25 +396,9 @@ export function createProxyMetrics(options: CreateProxyMetricsOptions = {}): Pro
       if (tap.hasSubscribers()) tap.publish(authzEvent(decision, targetAddr, "http"));
     },
     trackConnection(socket, connection) {
-      const series = seriesOf(connection);
-      const leg: OpenLeg = { socket, series, reportedRead: 0, reportedWritten: 0, openedAt: performance.now() };
-      // The peer's address is read only while someone taps (a closed socket no longer knows it).
-      let peerAddr = tap.hasSubscribers() ? socketPeer(socket) : undefined;
-      if (tap.hasSubscribers()) tap.publish(connectionEvent(leg, connection, "open", peerAddr));
-      open.add(leg);
-      series.opened++;
-      series.open++;
-      socket.once("close", () => {
-        flushBytes(leg);
-        if (tap.hasSubscribers()) {
-          peerAddr ??= socketPeer(socket);
-          tap.publish(connectionEvent(leg, connection, "close", peerAddr));
-        }
-        open.delete(leg);
-        series.closed++;
-        series.open--;
-      });
+      socket.once("close", openConnection(socket, connection));
     },
+    openConnection,
     recordAuthz(decision, targetAddr, peer) {
       const { server } = decision;
       const authz = decision.allow ? `${decision.authz.kind}\n${decision.authz.name}` : "";

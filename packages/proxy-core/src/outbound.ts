@@ -138,8 +138,11 @@ export function createOutbound(options: CreateOutboundOptions): Outbound {
   };
   const track = (socket: net.Socket, targetAddr: string): void => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-    metrics.trackConnection(socket, { direction: "outbound", peer: "src", targetAddr, tls: { tls: "no_identity", reason: "loopback" } });
+    const closeLeg = metrics.openConnection(socket, { direction: "outbound", peer: "src", targetAddr, tls: { tls: "no_identity", reason: "loopback" } });
+    socket.on("close", () => {
+      sockets.delete(socket);
+      closeLeg();
+    });
   };
   const listenerOptions = { connect, http, metrics, logger, idleTimeoutMs, maxConnections, track };
   const proxyServer = createHttpProxyServer(listenerOptions);

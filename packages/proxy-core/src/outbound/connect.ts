@@ -88,9 +88,12 @@ export function createConnectOutbound(options: CreateConnectOutboundOptions): Co
           ...(connectOptions?.onread === undefined ? {} : { onread: connectOptions.onread }),
         });
         balancer.connected(endpoint);
-        connection.socket.once("close", release);
         own.trackOpened(connection.socket, connection.dialled, options.localAddress);
-        metrics.trackConnection(connection.socket, { direction: "outbound", peer: "dst", targetAddr: connection.remote, tls: connection.tls });
+        const closeLeg = metrics.openConnection(connection.socket, { direction: "outbound", peer: "dst", targetAddr: connection.remote, tls: connection.tls });
+        connection.socket.on("close", () => {
+          release();
+          closeLeg();
+        });
         return { ...connection, endpoint };
       } catch (error) {
         release();
