@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import net from "node:net";
 import tls from "node:tls";
 import { decodeTransportHeader } from "@meshtls/api";
 import { pemEncode } from "@meshtls/pki";
@@ -134,5 +135,20 @@ describe("connectEndpoint with Linkerd's URI identities and authority overrides"
     const firstBytes = (): Buffer => (asked++, Buffer.from("secret"));
     await expect(connectEndpoint({ endpoint: { ...endpoint, identity: identityOf("other", "shop") }, credentials, firstBytes })).rejects.toMatchObject({ code: "ERR_TLS_IDENTITY_MISMATCH" });
     expect(asked).toBe(0);
+  });
+
+  it("an IPv6 endpoint (here one without an identity) is `[v6]:port` in `remote` (labels and messages), its host and port in `dialled`", async () => {
+    const server = net.createServer((socket) => socket.end());
+    server.listen(0, "::1");
+    await once(server, "listening");
+    const { port } = server.address() as net.AddressInfo;
+    try {
+      const connection = await connectEndpoint({ endpoint: { address: "::1", port, weight: 1, labels: {} }, credentials, authority: "plain.test:80", connectTimeoutMs: 2000 });
+      connection.socket.destroy();
+      expect(connection.remote).toBe(`[::1]:${port}`);
+      expect(connection.dialled).toEqual({ host: "::1", port });
+    } finally {
+      server.close();
+    }
   });
 });

@@ -1,6 +1,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import type { HostPort } from "./address.js";
+import { formatHostPort } from "./address.js";
 import type { TlsCredentials } from "./credentials.js";
 import { certificateNotAfter, namesIdentity } from "./credentials.js";
 import { ProxyError } from "./errors.js";
@@ -58,9 +59,9 @@ export interface ConnectEndpointOptions {
 export interface EndpointConnection {
   socket: net.Socket | tls.TLSSocket;
   tls: TlsState;
-  /** The address actually dialled (the inbound port for opaque transport), as `host:port`. */
+  /** `dialled` as `host:port` (`[v6]:port`, as everywhere else), for labels and messages. */
   remote: string;
-  /** The same address, as host and port. */
+  /** The address actually dialled (the inbound port for opaque transport). */
   dialled: HostPort;
   /** With an identity: the server certificate's notAfter (for a resumed session, the one first seen). */
   peerNotAfter?: Date;
@@ -92,11 +93,11 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   const onread = options.onread === undefined ? {} : { onread: options.onread };
 
   if (identity === undefined && endpoint.authorityOverride !== undefined) {
-    return Promise.reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${endpoint.address}:${endpoint.port} is a gateway for ${endpoint.authorityOverride} but has no identity: refusing to reach it without mTLS`));
+    return Promise.reject(new ProxyError("ERR_TLS_UNAUTHORIZED", `${formatHostPort(endpoint.address, endpoint.port)} is a gateway for ${endpoint.authorityOverride} but has no identity: refusing to reach it without mTLS`));
   }
   if (identity === undefined) {
-    const remote = `${endpoint.address}:${endpoint.port}`;
     const dialled = { host: endpoint.address, port: endpoint.port };
+    const remote = formatHostPort(dialled.host, dialled.port);
     return new Promise((resolve, reject) => {
       const socket = net.connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true, ...localAddress, ...onread });
       const timer = setTimeout(() => {
@@ -133,7 +134,8 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
   const opaque = header !== undefined;
   const port = endpoint.opaqueTransportPort ?? endpoint.port;
   const serverName = endpoint.serverName ?? identity;
-  const remote = `${endpoint.address}:${port}`;
+  const dialled = { host: endpoint.address, port };
+  const remote = formatHostPort(dialled.host, dialled.port);
   const sessionKey = `${remote}|${identity}`;
   const stored = options.credentials.session(sessionKey);
   return new Promise((resolve, reject) => {
@@ -216,7 +218,7 @@ export function connectEndpoint(options: ConnectEndpointOptions): Promise<Endpoi
       const opening = header === undefined ? first : first === undefined ? header : Buffer.concat([header, first]);
       if (opening !== undefined) socket.write(opening);
       options.credentials.handshaken("outbound", socket);
-      resolve({ socket, tls: { tls: "true", peerId: identity }, remote, dialled: { host: endpoint.address, port }, ...(notAfter === undefined ? {} : { peerNotAfter: notAfter }) });
+      resolve({ socket, tls: { tls: "true", peerId: identity }, remote, dialled, ...(notAfter === undefined ? {} : { peerNotAfter: notAfter }) });
     });
   });
 }

@@ -74,13 +74,7 @@ export function parseClientHello(input: Uint8Array): ClientHelloParse {
     if (bodyLength >= 0 && length - 4 >= bodyLength) {
       const first = starts[0] ?? 0;
       if (starts.length === 1) return parseClientHelloBody(input, first + 4, first + 4 + bodyLength);
-      const joined = Buffer.allocUnsafe(length);
-      let offset = 0;
-      for (const [i, start] of starts.entries()) {
-        const fragmentLength = lengths[i] ?? 0;
-        joined.set(input.subarray(start, start + fragmentLength), offset);
-        offset += fragmentLength;
-      }
+      const joined = Buffer.concat(starts.map((start, i) => input.subarray(start, start + (lengths[i] ?? 0))), length);
       return parseClientHelloBody(joined, 4, 4 + bodyLength);
     }
   }
