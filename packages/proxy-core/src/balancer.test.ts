@@ -87,6 +87,12 @@ describe("peak-EWMA latency estimates", () => {
     expect(triedAgain).toBeLessThan(120_000);
   });
 
+  it("refuses a decay that is not above 0 or a negative default RTT (every estimate would be NaN)", () => {
+    for (const options of [{ decayMs: 0 }, { decayMs: -1 }, { decayMs: Number.NaN }, { defaultRttMs: -1 }, { defaultRttMs: Number.NaN }]) {
+      expect(() => createBalancer(options)).toThrow(expect.objectContaining({ code: "ERR_CONFIG_INVALID" }));
+    }
+  });
+
   it("keeps at most 4,096 estimates however many endpoints come and go", () => {
     let now = 0;
     const balancer = createBalancer({ now: () => now });

@@ -1,3 +1,4 @@
+import { ProxyError } from "./errors.js";
 import type { Endpoint } from "./sources.js";
 
 /** Options of {@link createBalancer}. */
@@ -8,7 +9,7 @@ export interface CreateBalancerOptions {
   now?: () => number;
   /** The latency estimate an endpoint starts with, from when it is first a candidate. Default 30 (Linkerd's default RTT). */
   defaultRttMs?: number;
-  /** How fast an estimate forgets: it decays toward 0 while nothing is measured, and toward each lower sample. Default 10000 (Linkerd's `decay`). */
+  /** How fast an estimate forgets: it decays toward 0 while nothing is measured, and toward each lower sample. Above 0 (`Infinity`: never). Default 10000 (Linkerd's `decay`). */
   decayMs?: number;
   /** The latency a failed connect or request counts as. Default 5000. */
   failurePenaltyMs?: number;
@@ -83,6 +84,8 @@ const STALE_DECAYS = 20;
  * whose connect failed is set aside with a doubling backoff, as Linkerd's
  * balancer holds an endpoint unready while it reconnects; when every
  * endpoint is set aside they are all picked from (availability fails open).
+ *
+ * @throws ProxyError `ERR_CONFIG_INVALID` for a `decayMs` not above 0 or a negative `defaultRttMs` (every estimate would be NaN or below 0)
  */
 export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
   const random = options.random ?? Math.random;
@@ -92,6 +95,8 @@ export function createBalancer(options: CreateBalancerOptions = {}): Balancer {
   const failurePenaltyMs = options.failurePenaltyMs ?? 5000;
   const setAsideMs = options.setAsideMs ?? 1000;
   const maxSetAsideMs = options.maxSetAsideMs ?? 30_000;
+  if (!(decayMs > 0)) throw new ProxyError("ERR_CONFIG_INVALID", `the balancer's decayMs must be above 0, not ${decayMs}`);
+  if (!(defaultRttMs >= 0)) throw new ProxyError("ERR_CONFIG_INVALID", `the balancer's defaultRttMs must be 0 or more, not ${defaultRttMs}`);
   const asides = new Map<string, SetAside>();
   // Until when any endpoint is set aside: past it, a pick filters nothing (records stay, for the next backoff).
   let anyAsideUntil = 0;
