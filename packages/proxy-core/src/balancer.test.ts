@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { isLoopback } from "@meshtls/runtime";
 import { createBalancer, endpointKey } from "./balancer.js";
+import type { Balancer } from "./balancer.js";
 import type { Endpoint } from "./sources.js";
 
 const ep = (port: number, weight = 1): Endpoint => ({ address: "10.0.0.1", port, weight, labels: {} });
@@ -39,50 +40,48 @@ describe("power-of-two-choices balancer", () => {
   });
 });
 
+/**
+ * Simulated milliseconds until `balancer` first picks `target` over `warm`, `warm` sampled at `sampleMs` every
+ * `stepMs` meanwhile (`clock.now` moves on); undefined if not within `limitMs`.
+ */
+function msUntilPicked(balancer: Balancer, clock: { now: number }, warm: Endpoint, target: Endpoint, sampleMs: number, stepMs: number, limitMs: number): number | undefined {
+  for (const start = clock.now; clock.now - start <= limitMs; clock.now += stepMs) {
+    balancer.observe(warm, sampleMs);
+    if (balancer.pick([warm, target]) === target) return clock.now - start;
+  }
+  return undefined;
+}
+
 describe("peak-EWMA latency estimates", () => {
   // tower's PeakEwma `default_decay`: a new endpoint starts at the default RTT, which decays toward 0.
   it("a new endpoint is picked over a warm one once its default RTT has decayed below the warm one's cost", () => {
-    let now = 0;
-    const balancer = createBalancer({ now: () => now, defaultRttMs: 30, decayMs: 10_000 });
+    const clock = { now: 0 };
+    const balancer = createBalancer({ now: () => clock.now, defaultRttMs: 30, decayMs: 10_000 });
     const [warm, added] = [ep(1), ep(2)];
     // The warm one's estimate goes from the default to its 2 ms samples over a minute of them.
-    for (now = 0; now <= 60_000; now += 100) balancer.observe(warm, 2);
+    for (; clock.now <= 60_000; clock.now += 100) balancer.observe(warm, 2);
     expect(balancer.pick([warm, added])).toBe(warm);
     // 30 ms · e^(-t / 10 s) < 2 ms once t > 10 s · ln 15 ≈ 27.1 s.
-    let firstPicked: number | undefined;
-    for (const start = now; now - start <= 60_000; now += 100) {
-      balancer.observe(warm, 2);
-      if (balancer.pick([warm, added]) === added) {
-        firstPicked = now - start;
-        break;
-      }
-    }
+    const firstPicked = msUntilPicked(balancer, clock, warm, added, 2, 100, 60_000);
     expect(firstPicked).toBeGreaterThan(20_000);
     expect(firstPicked).toBeLessThan(30_000);
   });
 
   it("a peak is taken at once and forgotten with the decay; a failed endpoint is tried again", () => {
-    let now = 0;
-    const balancer = createBalancer({ now: () => now, random: () => 0, decayMs: 10_000, failurePenaltyMs: 5000 });
+    const clock = { now: 0 };
+    const balancer = createBalancer({ now: () => clock.now, random: () => 0, decayMs: 10_000, failurePenaltyMs: 5000 });
     const [a, b] = [ep(1), ep(2)];
-    for (; now <= 100_000; now += 100) {
+    for (; clock.now <= 100_000; clock.now += 100) {
       balancer.observe(a, 1);
       balancer.observe(b, 1);
     }
     balancer.fail(a);
     expect(balancer.pick([a, b])).toBe(b);
-    now += 10_000;
+    clock.now += 10_000;
     balancer.observe(b, 1);
     expect(balancer.pick([a, b])).toBe(b);
     // 5 s · e^(-t / 10 s) falls below b's ~1 ms after ~85 s of no sample on a.
-    let triedAgain: number | undefined;
-    for (const start = now; now - start <= 120_000; now += 500) {
-      balancer.observe(b, 1);
-      if (balancer.pick([a, b]) === a) {
-        triedAgain = now - start;
-        break;
-      }
-    }
+    const triedAgain = msUntilPicked(balancer, clock, b, a, 1, 500, 120_000);
     expect(triedAgain).toBeDefined();
     expect(triedAgain).toBeLessThan(120_000);
   });
