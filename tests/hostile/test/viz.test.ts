@@ -71,6 +71,19 @@ function openViewer(address: string, options: { read?: boolean } = {}): Viewer {
 
 const withinMs = <T,>(promise: Promise<T>, ms: number, fallback: T): Promise<T> => Promise.race([promise, sleep(ms).then(() => fallback)]);
 
+/** Writes one byte on each socket and counts those reset within `waitMs` (their peer's kernel has no such connection). */
+async function resetsOnProbe(sockets: net.Socket[], waitMs: number): Promise<number> {
+  let reset = 0;
+  for (const socket of sockets) {
+    socket.on("error", (error: NodeJS.ErrnoException) => {
+      if (error.code === "ECONNRESET" || error.code === "EPIPE") reset++;
+    });
+    socket.write("\r");
+  }
+  await sleep(waitMs);
+  return reset;
+}
+
 describe("meshtls viz under attack", () => {
   let admin: http.Server;
   let proc: Proc;
@@ -169,26 +182,12 @@ describe("meshtls viz under attack", () => {
 
   defineAdminAttacks(LISTENER, () => ({ admin: address, target }));
 
-  it(`${LISTENER}: 2,000 idle connections while a viewer watches`, async () => {
-    const count = 2000;
-    // Held for the few seconds serving takes: the row below checks that the server then closes them.
-    const row = await attack(target, LISTENER, `${count} idle connections`, "the page, /api/edges and a new viewer served while they are held; RSS +64 MiB at most", async () => {
-      const before = proc.rssKiB();
-      const held = await holdIdleConnections(address, count);
-      const served = await target.serving();
-      const rss = proc.rssKiB() - before;
-      const closedByServer = held.closedByServer();
-      await held.release();
-      return {
-        result: `${served ? "served" : "NOT served"} while held; ${closedByServer} closed by the server meanwhile; RSS +${(rss / 1024).toFixed(1)} MiB`,
-        ok: served && rss <= 64 * 1024,
-      };
-    });
-    expectHolds(row);
-  });
-
   it(`${LISTENER}: 200 connections that never send a byte`, async () => {
     // Before: node's headersTimeout starts at a request's first byte, so a silent connection was held until the client went.
+    // Runs before the 2,000-connection flood below, not after it: that flood overflows the listen queue (about 60
+    // TcpExtListenOverflows a run) and the server goes on admitting its tail for seconds; run after it, this row saw
+    // 0 of 200 closed within 20 s once in a CI run and once in ~90 runs here, and passed otherwise. A failure now says
+    // whether the connections still open ever reached the server.
     const count = 200;
     const boundMs = 20_000;
     const row = await attack(target, LISTENER, `${count} silent connections`, `every one closed by the server within ${boundMs / 1000} s (its first-request timeout is 10 s)`, async () => {
@@ -203,13 +202,36 @@ describe("meshtls viz under attack", () => {
           }),
         ),
       );
+      const connectedMs = Date.now() - started;
       await poll(() => (closedAt.length >= count ? true : undefined), boundMs, 250);
       const closed = closedAt.length;
+      // Any still open: does the server's kernel know them? One byte each; a connection it never admitted is reset.
+      const open = sockets.filter((socket) => !socket.destroyed);
+      const reset = open.length === 0 ? 0 : await resetsOnProbe(open, 1000);
       for (const socket of sockets) socket.destroy();
       const slowest = closed === 0 ? 0 : Math.max(...closedAt);
+      const stillOpen = open.length === 0 ? "" : `; ${open.length} still open, of which ${reset} reset when sent a byte (never admitted by the server's kernel)`;
       return {
-        result: `${closed} of ${count} closed by the server${closed === 0 ? "" : `, the first after ${(Math.min(...closedAt) / 1000).toFixed(1)} s, the last after ${(slowest / 1000).toFixed(1)} s`}`,
+        result: `connected in ${connectedMs} ms; ${closed} of ${count} closed by the server${closed === 0 ? "" : `, the first after ${(Math.min(...closedAt) / 1000).toFixed(1)} s, the last after ${(slowest / 1000).toFixed(1)} s`}${stillOpen}`,
         ok: closed === count && slowest <= boundMs,
+      };
+    });
+    expectHolds(row);
+  });
+
+  it(`${LISTENER}: 2,000 idle connections while a viewer watches`, async () => {
+    const count = 2000;
+    // Held for the few seconds serving takes; the silent-connection row above checks that the server closes idle ones itself.
+    const row = await attack(target, LISTENER, `${count} idle connections`, "the page, /api/edges and a new viewer served while they are held; RSS +64 MiB at most", async () => {
+      const before = proc.rssKiB();
+      const held = await holdIdleConnections(address, count);
+      const served = await target.serving();
+      const rss = proc.rssKiB() - before;
+      const closedByServer = held.closedByServer();
+      await held.release();
+      return {
+        result: `${served ? "served" : "NOT served"} while held; ${closedByServer} closed by the server meanwhile; RSS +${(rss / 1024).toFixed(1)} MiB`,
+        ok: served && rss <= 64 * 1024,
       };
     });
     expectHolds(row);
